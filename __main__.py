@@ -1,0 +1,93 @@
+"""dicom-annotate — the Pulumi program: read and validate the stack config, wire the components.
+
+Components declare resources; this file only connects their outputs to each other's inputs and
+exports what a user needs (no secret values).
+"""
+
+import pulumi
+
+from components.config import load_stack_config
+from components.labeling_bundle import LabelingBundle, LabelingBundleArgs
+from components.network import Network, NetworkArgs
+from components.orthanc import OrthancService, OrthancServiceArgs
+from components.packaging import dependency_layer_archive, lambda_archive
+from components.storage import KmsKey, KmsKeyArgs
+
+config = load_stack_config()
+stack = pulumi.get_stack()
+prefix = f"da-{stack}"
+tags = {"project": "dicom-annotate", "stack": stack, **config.tags}
+
+key = KmsKey(
+    f"{prefix}-data",
+    KmsKeyArgs(
+        description=f"dicom-annotate {stack}: DICOM storage, database, secrets, logs, annotations",
+        service_principals=("logs.{region}.amazonaws.com",),
+        deletion_window_days=30 if config.environment == "prod" else 7,
+        tags=tags,
+    ),
+)
+
+network = Network(
+    f"{prefix}-net",
+    NetworkArgs(
+        cidr=config.vpc_cidr,
+        nat_gateways=config.nat_gateways,
+        interface_endpoints=config.interface_endpoints,
+        flow_logs=config.flow_logs,
+        log_retention_days=config.log_retention_days,
+        kms_key_arn=key.arn,
+        vpc_id=config.vpc_id,
+        public_subnet_ids=list(config.public_subnet_ids),
+        private_subnet_ids=list(config.private_subnet_ids),
+        tags=tags,
+    ),
+)
+
+orthanc = OrthancService(
+    f"{prefix}-orthanc",
+    OrthancServiceArgs(
+        config=config,
+        vpc_id=network.vpc_id,
+        vpc_cidr=network.vpc_cidr,
+        public_subnet_ids=network.public_subnet_ids,
+        private_subnet_ids=network.private_subnet_ids,
+        kms_key_arn=key.arn,
+        tags=tags,
+    ),
+)
+
+labeling = LabelingBundle(
+    f"{prefix}-labeling",
+    LabelingBundleArgs(
+        config=config,
+        vpc_id=network.vpc_id,
+        private_subnet_ids=network.private_subnet_ids,
+        orthanc_url=orthanc.internal_url,
+        orthanc_secret_arn=orthanc.admin_secret_arn,
+        orthanc_client_security_group_id=orthanc.client_security_group_id,
+        kms_key_arn=key.arn,
+        prelabel_code=lambda_archive("prelabel"),
+        postlabel_code=lambda_archive("postlabel"),
+        dependency_layer=dependency_layer_archive(),
+        tags=tags,
+    ),
+)
+
+pulumi.export("environment", config.environment)
+pulumi.export("vpcId", network.vpc_id)
+pulumi.export("orthancUrl", orthanc.url)
+pulumi.export("orthancInternalUrl", orthanc.internal_url)
+pulumi.export("orthancAdminSecretArn", orthanc.admin_secret_arn)
+pulumi.export("dicomEndpoint", orthanc.dicom_endpoint)
+pulumi.export("storageBucket", orthanc.storage_bucket_name)
+pulumi.export("databaseEndpoint", orthanc.db_address)
+pulumi.export("ecsClusterName", orthanc.cluster_name)
+pulumi.export("annotationBucket", labeling.annotation_bucket_name)
+pulumi.export("groundTruthRoleArn", labeling.ground_truth_role_arn)
+pulumi.export("sagemakerExecutionRoleArn", labeling.sagemaker_execution_role_arn)
+pulumi.export("prelabelLambdaArn", labeling.prelabel_function_arn)
+pulumi.export("postlabelLambdaArn", labeling.postlabel_function_arn)
+pulumi.export("workerTemplateS3Uri", labeling.template_s3_uri)
+pulumi.export("notebookInstanceName", labeling.notebook_instance_name)
+pulumi.export("kmsKeyArn", key.arn)

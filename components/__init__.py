@@ -1,0 +1,1 @@
+"""Pulumi ComponentResources of dicom-annotate, the typed stack config and the policy rules."""

@@ -1,0 +1,350 @@
+"""Typed stack configuration: every setting, its default per environment, and its validation.
+
+One module holds every key a ``Pulumi.<stack>.yaml`` may set under the ``dicom-annotate:``
+namespace. :func:`load_stack_config` reads them from the running Pulumi program;
+:meth:`StackConfig.from_mapping` reads a plain mapping (the YAML file, tests, the offline plan).
+Validation happens once, at program start, and raises :class:`ConfigError` whose message names
+the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Optional
+
+PROJECT = "dicom-annotate"
+
+# orthancteam/orthanc is pinned: the config generator and health probe are tested against it.
+DEFAULT_ORTHANC_IMAGE = "orthancteam/orthanc:25.1.1"
+
+# RDS PostgreSQL memory per class (GiB), for the default max_connections
+# LEAST(DBInstanceClassMemory / 9531392, 5000) — AWS RDS "Maximum number of database connections".
+RDS_CLASS_MEMORY_GIB = {
+    "db.t4g.micro": 1, "db.t4g.small": 2, "db.t4g.medium": 4, "db.t4g.large": 8,
+    "db.t3.micro": 1, "db.t3.small": 2, "db.t3.medium": 4, "db.t3.large": 8,
+    "db.m7g.large": 8, "db.m7g.xlarge": 16, "db.m7g.2xlarge": 32,
+    "db.m6g.large": 8, "db.m6g.xlarge": 16, "db.r7g.large": 16, "db.r7g.xlarge": 32,
+    "db.r6g.large": 16, "db.r6g.xlarge": 32,
+}
+
+# Fargate task sizes AWS accepts: cpu units → allowed memory MiB.
+FARGATE_SIZES = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4097, 1024)),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+}
+
+ENVIRONMENTS = ("dev", "prod")
+NAT_MODES = ("single", "one-per-az", "none")
+
+
+class ConfigError(ValueError):
+    """A stack setting is missing or invalid; the message starts with the full key."""
+
+
+def _key(name: str) -> str:
+    return f"{PROJECT}:{name}"
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def rds_max_connections(instance_class: str) -> int:
+    """RDS PostgreSQL's default ``max_connections`` for a class (AWS formula, capped at 5000)."""
+    gib = RDS_CLASS_MEMORY_GIB.get(instance_class)
+    if gib is None:
+        raise ConfigError(
+            f"{_key('dbInstanceClass')}: {instance_class!r} is not in the known class table "
+            f"({', '.join(sorted(RDS_CLASS_MEMORY_GIB))})")
+    # DBInstanceClassMemory is somewhat below nominal memory; RDS reserves part for the OS.
+    usable = gib * 1024 ** 3 * 0.9
+    return int(min(usable // 9531392, 5000))
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """All settings of one stack. Field names are snake_case; YAML keys are their camelCase."""
+
+    environment: str = "dev"
+    region: str = "us-east-1"
+    # Network: create a VPC, or bring your own (vpcId + 2 public + 2 private subnet ids).
+    vpc_id: Optional[str] = None
+    public_subnet_ids: tuple[str, ...] = ()
+    private_subnet_ids: tuple[str, ...] = ()
+    vpc_cidr: str = "10.40.0.0/16"
+    nat_gateways: Optional[str] = None            # default: single (dev) / one-per-az (prod)
+    interface_endpoints: Optional[bool] = None    # default: off (dev) / on (prod)
+    flow_logs: bool = True
+    # Edge
+    certificate_arn: Optional[str] = None
+    allow_http: bool = False
+    alb_ingress_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    dicom_nlb: bool = False
+    dicom_allowed_cidrs: tuple[str, ...] = ()
+    # Orthanc service
+    orthanc_image: str = DEFAULT_ORTHANC_IMAGE
+    orthanc_cpu: int = 1024
+    orthanc_memory: int = 2048
+    min_tasks: Optional[int] = None               # default: 1 (dev) / 2 (prod)
+    max_tasks: Optional[int] = None               # default: 2 (dev) / 6 (prod)
+    cpu_target_percent: int = 60
+    # Database
+    db_instance_class: Optional[str] = None       # default: db.t4g.micro (dev) / db.m7g.large (prod)
+    db_engine_version: str = "17"
+    db_allocated_storage_gb: int = 20
+    db_max_allocated_storage_gb: int = 200
+    db_multi_az: Optional[bool] = None            # default: off (dev) / on (prod)
+    db_backup_retention_days: Optional[int] = None  # default: 7 (dev) / 35 (prod)
+    deletion_protection: Optional[bool] = None    # default: off (dev) / on (prod)
+    # Logs
+    log_retention_days: Optional[int] = None      # default: 30 (dev) / 365 (prod)
+    # Labeling bundle
+    notebook_instance_type: str = "ml.t3.medium"
+    notebook_idle_minutes: int = 60
+    lambda_memory_mb: int = 1024
+    lambda_timeout_s: int = 60
+    deidentify: bool = True
+    gt_worker_origins: tuple[str, ...] = ()       # default: the regional GT worker portal origin
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], stack: str,
+                     region: Optional[str] = None) -> "StackConfig":
+        """Build from ``{"dicom-annotate:key": value}`` (or bare ``key``) as a stack YAML holds."""
+        known = {_camel(f.name): f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            namespace, _, name = raw_key.rpartition(":")
+            if namespace and namespace != PROJECT:
+                continue  # aws:region and other providers' keys
+            if name not in known:
+                close = [k for k in known if k.lower() == name.lower()]
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ConfigError(f"{_key(name)}: unknown setting{hint}")
+            kwargs[known[name].name] = _coerce(known[name], value)
+        kwargs.setdefault("environment", "prod" if stack.startswith("prod") else "dev")
+        if region:
+            kwargs.setdefault("region", region)
+        config = cls(**kwargs)
+        return config.with_defaults().validated()
+
+    def with_defaults(self) -> "StackConfig":
+        """Fill the per-environment defaults (None means 'the environment decides')."""
+        prod = self.environment == "prod"
+        defaults = {
+            "nat_gateways": "one-per-az" if prod else "single",
+            "interface_endpoints": prod,
+            "min_tasks": 2 if prod else 1,
+            "max_tasks": 6 if prod else 2,
+            "db_instance_class": "db.m7g.large" if prod else "db.t4g.micro",
+            "db_multi_az": prod,
+            "db_backup_retention_days": 35 if prod else 7,
+            "deletion_protection": prod,
+            "log_retention_days": 365 if prod else 30,
+        }
+        filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        if not self.gt_worker_origins:
+            filled["gt_worker_origins"] = (f"https://*.labeling.{self.region}.sagemaker.aws",)
+        return dataclasses.replace(self, **filled)
+
+    # ------------------------------------------------------------------ validation
+    def validated(self) -> "StackConfig":
+        """Return self, or raise ConfigError naming the first invalid key."""
+        def fail(name: str, message: str) -> None:
+            raise ConfigError(f"{_key(name)}: {message}")
+
+        if self.environment not in ENVIRONMENTS:
+            fail("environment", f"{self.environment!r} is not one of {', '.join(ENVIRONMENTS)}")
+        if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", self.region):
+            fail("region", f"{self.region!r} is not an AWS region name")
+        byo = (self.vpc_id, self.public_subnet_ids, self.private_subnet_ids)
+        if any(byo):
+            if not self.vpc_id or not re.fullmatch(r"vpc-[0-9a-f]{8,17}", self.vpc_id):
+                fail("vpcId", f"{self.vpc_id!r} is not a VPC id (vpc-…); bring-your-own VPC needs it")
+            for name, ids in (("publicSubnetIds", self.public_subnet_ids),
+                              ("privateSubnetIds", self.private_subnet_ids)):
+                if len(ids) != 2 or len(set(ids)) != 2:
+                    fail(name, f"bring-your-own VPC needs exactly 2 distinct subnet ids (got {list(ids)})")
+                for sid in ids:
+                    if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", sid):
+                        fail(name, f"{sid!r} is not a subnet id (subnet-…)")
+            if set(self.public_subnet_ids) & set(self.private_subnet_ids):
+                fail("privateSubnetIds", "a subnet cannot be both public and private")
+        else:
+            try:
+                net = ipaddress.ip_network(self.vpc_cidr)
+            except ValueError:
+                fail("vpcCidr", f"{self.vpc_cidr!r} is not a CIDR block")
+            else:
+                if not 16 <= net.prefixlen <= 22 or not net.is_private:
+                    fail("vpcCidr", f"{self.vpc_cidr} must be a private block between /16 and /22")
+        if self.nat_gateways not in NAT_MODES:
+            fail("natGateways", f"{self.nat_gateways!r} is not one of {', '.join(NAT_MODES)}")
+        if self.nat_gateways == "none" and not self.interface_endpoints:
+            fail("natGateways", "'none' needs interfaceEndpoints: true (tasks must still reach ECR, "
+                                "Secrets Manager and CloudWatch Logs)")
+        if self.certificate_arn:
+            if not re.fullmatch(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}",
+                                self.certificate_arn):
+                fail("certificateArn", f"{self.certificate_arn!r} is not an ACM certificate ARN")
+            if self.allow_http:
+                fail("allowHttp", "must be false when certificateArn is set (HTTP only redirects)")
+        else:
+            if self.environment == "prod":
+                fail("certificateArn", "is required in prod (the ALB serves HTTPS only); "
+                                       "set it with `pulumi config set certificateArn arn:aws:acm:…`")
+            if not self.allow_http:
+                fail("certificateArn", "is not set: give an ACM certificate ARN, or set allowHttp: true "
+                                       "to run dev over plain HTTP (not for real patient data)")
+        if self.allow_http and self.environment != "dev":
+            fail("allowHttp", "is only allowed in dev")
+        for name, cidrs in (("albIngressCidrs", self.alb_ingress_cidrs),
+                            ("dicomAllowedCidrs", self.dicom_allowed_cidrs)):
+            for cidr in cidrs:
+                try:
+                    ipaddress.ip_network(cidr)
+                except ValueError:
+                    fail(name, f"{cidr!r} is not a CIDR block")
+        if not self.alb_ingress_cidrs:
+            fail("albIngressCidrs", "needs at least one CIDR block")
+        if self.dicom_nlb:
+            if not self.dicom_allowed_cidrs:
+                fail("dicomAllowedCidrs", "dicomNlb: true needs the modality CIDR blocks allowed on 4242")
+            if any(ipaddress.ip_network(c).prefixlen == 0 for c in self.dicom_allowed_cidrs):
+                fail("dicomAllowedCidrs", "0.0.0.0/0 would expose DICOM 4242 to the internet")
+        if not re.fullmatch(r"orthancteam/orthanc:\d+\.\d+\.\d+(-full)?", self.orthanc_image):
+            fail("orthancImage", f"{self.orthanc_image!r} must be orthancteam/orthanc:<pinned x.y.z tag>")
+        if self.orthanc_cpu not in FARGATE_SIZES:
+            fail("orthancCpu", f"{self.orthanc_cpu} is not a Fargate CPU size ({sorted(FARGATE_SIZES)})")
+        if self.orthanc_memory not in FARGATE_SIZES[self.orthanc_cpu]:
+            allowed = FARGATE_SIZES[self.orthanc_cpu]
+            fail("orthancMemory", f"{self.orthanc_memory} MiB is not allowed with {self.orthanc_cpu} CPU "
+                                  f"units ({allowed[0]}-{allowed[-1]})")
+        if self.min_tasks < 1:
+            fail("minTasks", f"{self.min_tasks} must be at least 1")
+        if self.max_tasks < self.min_tasks:
+            fail("maxTasks", f"{self.max_tasks} is below minTasks {self.min_tasks}")
+        if not 10 <= self.cpu_target_percent <= 90:
+            fail("cpuTargetPercent", f"{self.cpu_target_percent} must be within 10..90")
+        if not self.db_instance_class.startswith("db."):
+            fail("dbInstanceClass", f"{self.db_instance_class!r} is not an RDS class (db.…)")
+        rds_max_connections(self.db_instance_class)  # raises for an unknown class
+        if not re.fullmatch(r"1[4-9](\.\d+)?", self.db_engine_version):
+            fail("dbEngineVersion", f"{self.db_engine_version!r} must be a supported PostgreSQL major (14-19)")
+        if not 20 <= self.db_allocated_storage_gb <= self.db_max_allocated_storage_gb:
+            fail("dbAllocatedStorageGb", "must be at least 20 and at most dbMaxAllocatedStorageGb")
+        if not 1 <= self.db_backup_retention_days <= 35:
+            fail("dbBackupRetentionDays", f"{self.db_backup_retention_days} must be within 1..35")
+        if self.environment == "prod":
+            if not self.deletion_protection:
+                fail("deletionProtection", "must be true in prod")
+            if not self.db_multi_az:
+                fail("dbMultiAz", "must be true in prod")
+        valid_retention = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                           1827, 2192, 2557, 2922, 3288, 3653)
+        if self.log_retention_days not in valid_retention:
+            fail("logRetentionDays", f"{self.log_retention_days} is not a CloudWatch retention value")
+        if not self.notebook_instance_type.startswith("ml."):
+            fail("notebookInstanceType", f"{self.notebook_instance_type!r} is not a SageMaker type (ml.…)")
+        if not 5 <= self.notebook_idle_minutes <= 1440:
+            fail("notebookIdleMinutes", "must be within 5..1440")
+        if not 128 <= self.lambda_memory_mb <= 10240:
+            fail("lambdaMemoryMb", "must be within 128..10240")
+        if not 3 <= self.lambda_timeout_s <= 900:
+            fail("lambdaTimeoutS", "must be within 3..900")
+        for origin in self.gt_worker_origins:
+            if not origin.startswith("https://"):
+                fail("gtWorkerOrigins", f"{origin!r} must be an https:// origin")
+        return self
+
+    # ------------------------------------------------------------------ derived facts
+    @property
+    def byo_vpc(self) -> bool:
+        return self.vpc_id is not None
+
+    @property
+    def https(self) -> bool:
+        return self.certificate_arn is not None
+
+    @property
+    def db_max_connections(self) -> int:
+        return rds_max_connections(self.db_instance_class)
+
+    def warnings(self) -> list[str]:
+        """Settings that are allowed but deserve a line in the plan."""
+        notes = []
+        if self.allow_http:
+            notes.append(f"{_key('allowHttp')}: the ALB serves plain HTTP; do not load real patient data")
+        if "0.0.0.0/0" in self.alb_ingress_cidrs:
+            notes.append(f"{_key('albIngressCidrs')}: the ALB accepts the whole internet on 443/80")
+        if self.environment == "prod" and self.nat_gateways == "single":
+            notes.append(f"{_key('natGateways')}: one NAT gateway is a single point of failure in prod")
+        return notes
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """Convert a YAML/Pulumi value to the field's type, or raise ConfigError naming the key."""
+    name = _key(_camel(f.name))
+    annotation = str(f.type)
+    if isinstance(value, dict) and set(value) == {"secure"}:
+        raise ConfigError(f"{name}: is a secret but this setting is not one; store it in plain text")
+    try:
+        if "tuple" in annotation:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise TypeError("a list of strings")
+            return tuple(value)
+        if "Mapping" in annotation:
+            if not isinstance(value, dict):
+                raise TypeError("a mapping of strings")
+            return {str(k): str(v) for k, v in value.items()}
+        if "bool" in annotation:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            raise TypeError("true or false")
+        if "int" in annotation:
+            if isinstance(value, bool):
+                raise TypeError("an integer")
+            if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+                return int(value)
+            if isinstance(value, int):
+                return value
+            raise TypeError("an integer")
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise TypeError("a string")
+        return value
+    except TypeError as exc:
+        raise ConfigError(f"{name}: {value!r} is not {exc}") from None
+
+
+def load_stack_config() -> StackConfig:
+    """Read and validate this stack's settings inside a running Pulumi program."""
+    import pulumi
+
+    config = pulumi.Config(PROJECT)
+    values: dict[str, Any] = {}
+    for f in fields(StackConfig):
+        key = _camel(f.name)
+        raw = config.get(key)
+        if raw is None:
+            continue
+        annotation = str(f.type)
+        if "tuple" in annotation or "Mapping" in annotation:
+            values[key] = config.get_object(key)
+        else:
+            values[key] = raw
+    region = pulumi.Config("aws").get("region")
+    return StackConfig.from_mapping(values, stack=pulumi.get_stack(), region=region)

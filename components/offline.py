@@ -1,0 +1,246 @@
+"""Run the Pulumi program offline, under ``pulumi.runtime.set_mocks``, and record what it declares.
+
+Used by the unit tests (assert the security floor resource by resource), the policy rules and the
+offline plan (``make plan STACK=dev``). No Pulumi CLI, plugin or AWS account is needed: every
+resource registration is answered by :class:`RecordingMocks`, which keeps the inputs.
+
+awsx components are remote (multi-language) components: under mocks they are opaque, so their
+inputs are recorded and their outputs are mocked in :data:`COMPONENT_OUTPUTS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT_ID = "123456789012"
+PLACEHOLDER_SECRET = "placeholder-secret-value"
+
+
+@dataclass
+class RecordedResource:
+    """One declared resource: Pulumi type token, logical name, inputs (camelCase wire names)."""
+
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent: Optional[str] = None
+    custom: bool = True
+
+    def get(self, *path: str, default: Any = None) -> Any:
+        node: Any = self.inputs
+        for key in path:
+            if isinstance(node, dict) and key in node:
+                node = node[key]
+            elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+                node = node[key]
+            else:
+                return default
+        return node
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "inputs": self.inputs,
+                "parent": self.parent, "custom": self.custom}
+
+
+@dataclass
+class Recording:
+    """Everything one program run declared, plus its stack outputs."""
+
+    stack: str
+    resources: list[RecordedResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)
+
+    def of_type(self, *types: str) -> list[RecordedResource]:
+        return [r for r in self.resources if r.type in types]
+
+    def named(self, name: str) -> RecordedResource:
+        matches = [r for r in self.resources if r.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources named {name!r}")
+        return matches[0]
+
+    def to_json(self) -> str:
+        return json.dumps({"stack": self.stack, "resources": [r.to_dict() for r in self.resources],
+                           "outputs": self.outputs, "secret_outputs": sorted(self.secret_outputs)},
+                          indent=1, sort_keys=True, default=str)
+
+
+def _arn(service: str, name: str, region: str, kind: str = "") -> str:
+    return f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{kind}{name}"
+
+
+# Mocked outputs of opaque (remote) components, by type token.
+def _awsx_vpc_outputs(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "vpcId": f"vpc-0{abs(hash(name)) % 10**8:08x}"[:12],
+        "publicSubnetIds": [f"subnet-0a{i}00000000000" for i in range(2)],
+        "privateSubnetIds": [f"subnet-0b{i}00000000000" for i in range(2)],
+        "isolatedSubnetIds": [],
+        "natGateways": [],
+    }
+
+
+COMPONENT_OUTPUTS = {"awsx:ec2:Vpc": _awsx_vpc_outputs}
+
+
+def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dict[str, Any]:
+    """Computed attributes a real provider would return, enough for the program to wire things."""
+    state = dict(inputs)
+    if typ in COMPONENT_OUTPUTS:
+        state.update(COMPONENT_OUTPUTS[typ](name, inputs))
+        return state
+    parts = typ.split(":")
+    service = parts[1].split("/")[0] if len(parts) > 1 else "unknown"
+    physical = inputs.get("name") or inputs.get("bucket") or name
+    state.setdefault("arn", _arn(service, str(physical), region, f"{service}/"))
+    state.setdefault("id", f"{physical}-id")
+    if typ == "aws:s3/bucket:Bucket":
+        state.update(bucket=physical, arn=f"arn:aws:s3:::{physical}",
+                     bucketRegionalDomainName=f"{physical}.s3.{region}.amazonaws.com")
+    elif typ == "aws:kms/key:Key":
+        state.update(keyId=f"{name}-key-id", arn=_arn("kms", f"{name}-key-id", region, "key/"))
+    elif typ == "aws:rds/instance:Instance":
+        state.update(address=f"{name}.abc.{region}.rds.amazonaws.com", endpoint=f"{name}.rds:5432",
+                     port=inputs.get("port", 5432),
+                     masterUserSecrets=[{"secretArn": _arn("secretsmanager", f"rds!{name}", region,
+                                                           "secret:"), "secretStatus": "active",
+                                         "kmsKeyId": inputs.get("masterUserSecretKmsKeyId")}])
+    elif typ == "aws:lb/loadBalancer:LoadBalancer":
+        state.update(dnsName=f"{name}.{region}.elb.amazonaws.com", zoneId="Z35SXDOTRQ7X7K",
+                     arnSuffix=f"app/{name}/0123456789abcdef")
+    elif typ == "aws:lb/targetGroup:TargetGroup":
+        state.update(arnSuffix=f"targetgroup/{name}/0123456789abcdef")
+    elif typ == "aws:ec2/securityGroup:SecurityGroup":
+        state["id"] = f"sg-{abs(hash(name)) % 10**12:012d}"
+    elif typ == "aws:ecs/cluster:Cluster":
+        state["name"] = inputs.get("name", name)
+    elif typ == "aws:ecs/service:Service":
+        state["name"] = inputs.get("name", name)
+    elif typ == "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace":
+        state["hostedZone"] = "Z0123456789"
+    elif typ == "aws:cloudfront/distribution:Distribution":
+        state["domainName"] = f"d{abs(hash(name)) % 10**8}.cloudfront.net"
+    elif typ == "aws:sagemaker/notebookInstance:NotebookInstance":
+        state["url"] = f"{physical}.notebook.{region}.sagemaker.aws"
+    elif typ == "aws:secretsmanager/secret:Secret":
+        state["arn"] = _arn("secretsmanager", f"{physical}-AbCdEf", region, "secret:")
+    elif typ == "random:index/randomPassword:RandomPassword":
+        state["result"] = PLACEHOLDER_SECRET + "Aa1"
+    return state
+
+
+def _mock_call(token: str, args: dict[str, Any], region: str) -> dict[str, Any]:
+    if token == "aws:index/getCallerIdentity:getCallerIdentity":
+        return {"accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/mock",
+                "userId": "AIDMOCK", "id": ACCOUNT_ID}
+    if token in ("aws:index/getRegion:getRegion", "aws:index/getRegion:getRegionResult"):
+        return {"name": region, "region": region, "id": region, "description": region}
+    if token == "aws:index/getPartition:getPartition":
+        return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+    if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+        return {"names": [f"{region}a", f"{region}b", f"{region}c"],
+                "zoneIds": ["use1-az1", "use1-az2", "use1-az4"], "id": region}
+    if token == "aws:elb/getServiceAccount:getServiceAccount":
+        return {"arn": "arn:aws:iam::127311923021:root", "id": "127311923021"}
+    if token == "aws:iam/getPolicyDocument:getPolicyDocument":
+        return {"json": json.dumps(args), "id": "policy"}
+    return {}
+
+
+def stack_config_values(stack: str, root: Path = ROOT) -> dict[str, Any]:
+    """The ``config:`` mapping of ``Pulumi.<stack>.yaml``; ``secure:`` values get a placeholder."""
+    path = root / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such stack file (expected Pulumi.{stack}.yaml)")
+    data = yaml.safe_load(path.read_text()) or {}
+    values = data.get("config") or {}
+    return {k: PLACEHOLDER_SECRET if isinstance(v, dict) and "secure" in v else v
+            for k, v in values.items()}
+
+
+def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path = ROOT) -> Recording:
+    """Run ``__main__.py`` under mocks for ``stack`` and return what it declared.
+
+    ``config`` defaults to the stack's YAML; pass a mapping to exercise other settings.
+    Raises whatever the program raises (for example ``ConfigError``).
+    """
+    import pulumi
+    from pulumi.runtime import mocks as pulumi_mocks
+    from pulumi.runtime import settings as pulumi_settings
+    from pulumi.runtime.stack import run_pulumi_func
+
+    values = stack_config_values(stack, root) if config is None else dict(config)
+    region = str(values.get("aws:region", "us-east-1"))
+    recording = Recording(stack=stack)
+
+    class RecordingMocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+            state = _mock_state(args.typ, args.name, dict(args.inputs), region)
+            recording.resources.append(RecordedResource(args.typ, args.name, dict(args.inputs)))
+            return [state.get("id", f"{args.name}-id"), state]
+
+        def call(self, args: pulumi.runtime.MockCallArgs):
+            return _mock_call(args.token, dict(args.args), region)
+
+    pulumi_settings.reset_options()
+    pulumi.runtime.set_mocks(RecordingMocks(), project="dicom-annotate", stack=stack, preview=False)
+    pulumi.runtime.set_all_config({k if ":" in k else f"dicom-annotate:{k}": _config_text(v)
+                                   for k, v in values.items()})
+
+    def program() -> None:
+        old_path = list(sys.path)
+        sys.path.insert(0, str(root))
+        try:
+            runpy.run_path(str(root / "__main__.py"), run_name="__main__")
+        finally:
+            sys.path[:] = old_path
+
+    pulumi_mocks._sync_await(run_pulumi_func(program))
+    stack_resource = pulumi_settings.get_root_resource()
+    for name, value in getattr(stack_resource, "outputs", {}).items():
+        resolved, secret = _resolve(value)
+        recording.outputs[name] = resolved
+        if secret:
+            recording.secret_outputs.add(name)
+    return recording
+
+
+def _config_text(value: Any) -> str:
+    if isinstance(value, (dict, list, bool, int, float)) and not isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+def _resolve(value: Any) -> tuple[Any, bool]:
+    """Resolve an Output (or plain value) to (value, is_secret) after the program ran."""
+    import pulumi
+    from pulumi.runtime import mocks as pulumi_mocks
+
+    output = pulumi.Output.from_input(value)
+    resolved = pulumi_mocks._sync_await(output.future())
+    secret = bool(pulumi_mocks._sync_await(output.is_secret()))
+    return resolved, secret
+
+
+def main(argv: Optional[Iterable[str]] = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the Pulumi program under mocks; print JSON.")
+    parser.add_argument("--stack", default=os.environ.get("STACK", "dev"))
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    print(run_program(args.stack).to_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
