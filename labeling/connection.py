@@ -1,0 +1,65 @@
+"""How every command finds Orthanc: ``--orthanc-url``, ``--username``, ``--password-file``.
+
+Each flag falls back to an environment variable (``ORTHANC_URL``, ``ORTHANC_USERNAME``,
+``ORTHANC_PASSWORD``), which is what ``python -m labeling local up`` writes into ``orthanc.env``.
+The password is never taken from the command line, where other users could read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+from urllib.parse import urlparse
+
+
+class ConnectionError_(ValueError):
+    """Missing or invalid connection settings; the message names the flag and the variable."""
+
+
+@dataclass(frozen=True)
+class OrthancConnection:
+    url: str
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never print the password
+        return f"OrthancConnection(url={self.url!r}, username={self.username!r}, password='***')"
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Orthanc connection")
+    group.add_argument("--orthanc-url", help="Orthanc base URL (default: $ORTHANC_URL)")
+    group.add_argument("--username", help="Orthanc user (default: $ORTHANC_USERNAME)")
+    group.add_argument("--password-file", type=Path,
+                       help="file holding the password (default: $ORTHANC_PASSWORD)")
+
+
+def connection_from_args(args: argparse.Namespace,
+                         environ: Optional[Mapping[str, str]] = None) -> OrthancConnection:
+    env = os.environ if environ is None else environ
+    url = getattr(args, "orthanc_url", None) or env.get("ORTHANC_URL")
+    if not url:
+        raise ConnectionError_("Orthanc URL: pass --orthanc-url or set ORTHANC_URL "
+                               "(`source <workdir>/orthanc.env` after `python -m labeling local up`)")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConnectionError_(f"--orthanc-url/ORTHANC_URL: {url!r} is not an http(s) URL")
+    username = getattr(args, "username", None) or env.get("ORTHANC_USERNAME")
+    if not username:
+        raise ConnectionError_("Orthanc user: pass --username or set ORTHANC_USERNAME")
+    password_file = getattr(args, "password_file", None)
+    if password_file:
+        try:
+            password = Path(password_file).read_text().strip()
+        except OSError as exc:
+            raise ConnectionError_(f"--password-file {password_file}: cannot read ({exc.strerror})") from None
+        if not password:
+            raise ConnectionError_(f"--password-file {password_file}: the file is empty")
+    else:
+        password = env.get("ORTHANC_PASSWORD", "")
+        if not password:
+            raise ConnectionError_("Orthanc password: pass --password-file or set ORTHANC_PASSWORD")
+    return OrthancConnection(url=url.rstrip("/"), username=username, password=password)
