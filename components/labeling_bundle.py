@@ -1,13 +1,42 @@
-"""LabelingBundle component (STUB — being implemented)."""
+"""LabelingBundle: everything the Ground Truth backend and model training need next to Orthanc.
+
+- the annotation bucket (project bucket floor, plus CORS for the GT worker portal),
+- the pre- and post-annotation Lambdas (private subnets, reach Orthanc through its client security
+  group), each with its own role, KMS-encrypted log group and an invoke grant for SageMaker,
+- the GT labeling execution role (explicit grants: GT's managed policy is name-based and too wide),
+- the worker task template in the bucket,
+- a SageMaker execution role for training and a notebook instance with a lifecycle configuration.
+
+The component only declares resources; the contracts the Lambdas implement live in
+``labeling/gt_contracts.py``.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass, field
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import pulumi
+import pulumi_aws as aws
 
 from components.config import StackConfig
+from components.packaging import LAMBDA_RUNTIME, ROOT
+from components.storage import SecureBucket, SecureBucketArgs
+from labeling.gt_contracts import MAX_TEMPLATE_CHARS
+
+TEMPLATE_KEY = "templates/worker_template.liquid.html"
+LAMBDA_HANDLER = "handler.lambda_handler"
+LAMBDA_ARCHITECTURE = "x86_64"  # the dependency layer is built from manylinux2014_x86_64 wheels
+NOTEBOOK_PLATFORM = "notebook-al2023-v1"
+NOTEBOOK_VOLUME_GB = 50  # MONAI + PyTorch wheels do not fit the 5 GB default
+# AWS Deep Learning Containers (training/inference images) are published from this account.
+DLC_ACCOUNT = "763104351884"
+# SageMaker caps each lifecycle script at 16,384 characters of base64.
+MAX_LIFECYCLE_SCRIPT_B64 = 16_384
+LAMBDA_ROLE_NAMES = ("prelabel", "postlabel")
 
 
 @dataclass
@@ -23,17 +52,397 @@ class LabelingBundleArgs:
     postlabel_code: pulumi.Archive
     dependency_layer: pulumi.Archive
     tags: dict[str, str] = field(default_factory=dict)
+    # None leaves the functions on the account's unreserved pool.
+    reserved_concurrency: Optional[int] = None
+    template_path: Path = ROOT / "labeling" / "worker_template.liquid.html"
+    training_requirements_path: Path = ROOT / "training" / "requirements.txt"
+    lifecycle_on_create_path: Path = ROOT / "training" / "notebook_lifecycle_on_create.sh"
+    lifecycle_on_start_path: Path = ROOT / "training" / "notebook_lifecycle_on_start.sh"
 
 
 class LabelingBundle(pulumi.ComponentResource):
+    """Annotation bucket, GT Lambdas and role, worker template, training role and notebook."""
+
     def __init__(self, name: str, args: LabelingBundleArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dicom-annotate:labeling:LabelingBundle", name, None, opts)
-        o = pulumi.Output.from_input
-        self.annotation_bucket_name = o("stub")
-        self.ground_truth_role_arn = o("arn:aws:iam::123456789012:role/stub")
-        self.sagemaker_execution_role_arn = o("arn:aws:iam::123456789012:role/stub2")
-        self.prelabel_function_arn = o("arn:aws:lambda:us-east-1:123456789012:function:stub")
-        self.postlabel_function_arn = o("arn:aws:lambda:us-east-1:123456789012:function:stub2")
-        self.template_s3_uri = o("s3://stub/template.liquid.html")
-        self.notebook_instance_name = o("stub")
-        self.register_outputs({})
+        child = pulumi.ResourceOptions(parent=self)
+        config = args.config
+        identity = aws.get_caller_identity_output()
+        account = identity.account_id
+        region = aws.get_region_output().region
+        partition = aws.get_partition_output().partition
+
+        # ---- annotation bucket: manifests, staged images, template, answers, output manifests
+        self.bucket = SecureBucket(
+            f"{name}-annotations",
+            SecureBucketArgs(
+                kms_key_arn=args.kms_key_arn,
+                # GT's worker portal fetches images and the template from the browser (GT docs,
+                # "CORS requirement"): it must be able to read Access-Control-Allow-Origin.
+                cors_rules=[aws.s3.BucketCorsConfigurationCorsRuleArgs(
+                    allowed_methods=["GET", "HEAD"],
+                    allowed_origins=list(config.gt_worker_origins),
+                    allowed_headers=[],
+                    expose_headers=["Access-Control-Allow-Origin"],
+                    max_age_seconds=3000,
+                )],
+                tags=args.tags,
+            ),
+            opts=child,
+        )
+
+        # ---- Lambdas: dependency layer, egress-only SG, one role + log group + function each
+        self.layer = aws.lambda_.LayerVersion(
+            f"{name}-deps",
+            layer_name=f"{name}-deps",
+            code=args.dependency_layer,
+            compatible_runtimes=[LAMBDA_RUNTIME],
+            compatible_architectures=[LAMBDA_ARCHITECTURE],
+            description="dicom-annotate Lambda dependencies (make lambda-layer)",
+            opts=child,
+        )
+        self.lambda_security_group = aws.ec2.SecurityGroup(
+            f"{name}-lambda-sg",
+            vpc_id=args.vpc_id,
+            description="GT pre/post-label Lambdas: no ingress; HTTPS out to AWS APIs",
+            ingress=[],
+            # Orthanc is reached through the Orthanc client security group attached beside this one.
+            egress=[_https_egress("AWS APIs (S3, Secrets Manager, X-Ray) via NAT or VPC endpoints")],
+            tags={**args.tags, "Name": f"{name}-lambda"},
+            opts=child,
+        )
+        functions = {}
+        for function, code in (("prelabel", args.prelabel_code), ("postlabel", args.postlabel_code)):
+            functions[function] = self._lambda(name, function, code, args, account, region, partition, child)
+        self.prelabel_function, self.postlabel_function = functions["prelabel"], functions["postlabel"]
+
+        # ---- GT labeling execution role: explicit grants on this bundle's resources only
+        self.ground_truth_role = aws.iam.Role(
+            f"{name}-gt-role",
+            description="SageMaker Ground Truth labeling jobs of dicom-annotate",
+            assume_role_policy=account.apply(lambda acct: json.dumps(_assume_role("sagemaker.amazonaws.com", acct))),
+            tags=args.tags,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-gt-policy",
+            role=self.ground_truth_role.id,
+            policy=pulumi.Output.all(
+                self.bucket.arn, args.kms_key_arn, self.prelabel_function.arn, self.postlabel_function.arn,
+                account, region, partition,
+            ).apply(lambda v: json.dumps(ground_truth_policy(
+                bucket_arn=v[0], key_arn=v[1], function_arns=[v[2], v[3]], account=v[4], region=v[5],
+                partition=v[6]))),
+            opts=pulumi.ResourceOptions(parent=self.ground_truth_role),
+        )
+
+        # ---- worker task template (GT reads it from S3 by URI)
+        template = args.template_path.read_text(encoding="utf-8")
+        if len(template) >= MAX_TEMPLATE_CHARS:
+            raise ValueError(f"{args.template_path}: {len(template)} characters; GT accepts fewer than "
+                             f"{MAX_TEMPLATE_CHARS} (load the viewer bundle from the asset location)")
+        self.template_object = aws.s3.BucketObjectv2(
+            f"{name}-worker-template",
+            bucket=self.bucket.id,
+            key=TEMPLATE_KEY,
+            content=template,
+            content_type="text/html; charset=utf-8",
+            server_side_encryption="aws:kms",
+            kms_key_id=args.kms_key_arn,
+            tags=args.tags,
+            opts=child,
+        )
+
+        # ---- training: SageMaker execution role and the notebook instance
+        notebook_name = _sagemaker_name(f"{name}-notebook")
+        self.sagemaker_execution_role = aws.iam.Role(
+            f"{name}-sagemaker-role",
+            description="SageMaker training jobs and the notebook instance of dicom-annotate",
+            assume_role_policy=account.apply(lambda acct: json.dumps(_assume_role("sagemaker.amazonaws.com", acct))),
+            tags=args.tags,
+            opts=child,
+        )
+        sagemaker_policy = aws.iam.RolePolicy(
+            f"{name}-sagemaker-policy",
+            role=self.sagemaker_execution_role.id,
+            policy=pulumi.Output.all(
+                self.bucket.arn, args.kms_key_arn, self.sagemaker_execution_role.arn, account, region, partition,
+            ).apply(lambda v: json.dumps(sagemaker_execution_policy(
+                bucket_arn=v[0], key_arn=v[1], role_arn=v[2], notebook_name=notebook_name, account=v[3],
+                region=v[4], partition=v[5]))),
+            opts=pulumi.ResourceOptions(parent=self.sagemaker_execution_role),
+        )
+        self.notebook_security_group = aws.ec2.SecurityGroup(
+            f"{name}-notebook-sg",
+            vpc_id=args.vpc_id,
+            description="Training notebook: no ingress (opened through the SageMaker console); HTTPS out",
+            ingress=[],
+            egress=[_https_egress("PyPI and AWS APIs via NAT or VPC endpoints")],
+            tags={**args.tags, "Name": f"{name}-notebook"},
+            opts=child,
+        )
+        requirements = _training_requirements(args.training_requirements_path)
+        self.lifecycle_config = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
+            f"{name}-notebook-lifecycle",
+            name=_sagemaker_name(f"{name}-lifecycle"),
+            on_create=lifecycle_script_b64(args.lifecycle_on_create_path, config.notebook_idle_minutes,
+                                           requirements),
+            on_start=lifecycle_script_b64(args.lifecycle_on_start_path, config.notebook_idle_minutes,
+                                          requirements),
+            tags=args.tags,
+            opts=child,
+        )
+        self.notebook = aws.sagemaker.NotebookInstance(
+            f"{name}-notebook",
+            name=notebook_name,
+            instance_type=config.notebook_instance_type,
+            role_arn=self.sagemaker_execution_role.arn,
+            platform_identifier=NOTEBOOK_PLATFORM,
+            subnet_id=pulumi.Output.from_input(args.private_subnet_ids).apply(lambda ids: ids[0]),
+            security_groups=[self.notebook_security_group.id],
+            # Always off, dev included: the private subnets reach PyPI and AWS through NAT/endpoints,
+            # so there is nothing direct access would add but an unfiltered path out.
+            direct_internet_access="Disabled",
+            root_access="Disabled",
+            kms_key_id=args.kms_key_arn,
+            volume_size=NOTEBOOK_VOLUME_GB,
+            instance_metadata_service_configuration=aws.sagemaker.NotebookInstanceInstanceMetadataServiceConfigurationArgs(
+                minimum_instance_metadata_service_version="2"),
+            lifecycle_config_name=self.lifecycle_config.name,
+            tags=args.tags,
+            # The name is fixed (the idle-stop grant names it), so a replacement must delete first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[sagemaker_policy], delete_before_replace=True),
+        )
+
+        # ---- outputs (no secret values)
+        self.annotation_bucket_name = self.bucket.name
+        self.annotation_bucket_arn = self.bucket.arn
+        self.ground_truth_role_arn = self.ground_truth_role.arn
+        self.sagemaker_execution_role_arn = self.sagemaker_execution_role.arn
+        self.prelabel_function_arn = self.prelabel_function.arn
+        self.postlabel_function_arn = self.postlabel_function.arn
+        self.prelabel_function_name = self.prelabel_function.name
+        self.postlabel_function_name = self.postlabel_function.name
+        self.template_s3_uri = pulumi.Output.concat("s3://", self.bucket.name, "/", self.template_object.key)
+        self.notebook_instance_name = self.notebook.name
+        self.register_outputs({
+            "annotation_bucket_name": self.annotation_bucket_name,
+            "annotation_bucket_arn": self.annotation_bucket_arn,
+            "ground_truth_role_arn": self.ground_truth_role_arn,
+            "sagemaker_execution_role_arn": self.sagemaker_execution_role_arn,
+            "prelabel_function_arn": self.prelabel_function_arn,
+            "postlabel_function_arn": self.postlabel_function_arn,
+            "prelabel_function_name": self.prelabel_function_name,
+            "postlabel_function_name": self.postlabel_function_name,
+            "template_s3_uri": self.template_s3_uri,
+            "notebook_instance_name": self.notebook_instance_name,
+        })
+
+    def _lambda(self, name: str, function: str, code: pulumi.Archive, args: LabelingBundleArgs,
+                account: pulumi.Output[str], region: pulumi.Output[str], partition: pulumi.Output[str],
+                child: pulumi.ResourceOptions) -> aws.lambda_.Function:
+        """One GT Lambda with its own role, KMS log group and SageMaker invoke grant."""
+        config = args.config
+        function_name = sagemaker_lambda_name(name, function)
+        # Declared before the function so Lambda does not create it unencrypted and without retention.
+        log_group = aws.cloudwatch.LogGroup(
+            f"{name}-{function}-logs",
+            name=f"/aws/lambda/{function_name}",
+            retention_in_days=config.log_retention_days,
+            kms_key_id=args.kms_key_arn,
+            tags=args.tags,
+            opts=child,
+        )
+        role = aws.iam.Role(
+            f"{name}-{function}-role",
+            description=f"dicom-annotate GT {function} Lambda",
+            assume_role_policy=account.apply(lambda acct: json.dumps(_assume_role("lambda.amazonaws.com", acct))),
+            tags=args.tags,
+            opts=child,
+        )
+        policy = aws.iam.RolePolicy(
+            f"{name}-{function}-policy",
+            role=role.id,
+            policy=pulumi.Output.all(log_group.arn, self.bucket.arn, args.kms_key_arn, args.orthanc_secret_arn).apply(
+                lambda v: json.dumps(lambda_policy(log_group_arn=v[0], bucket_arn=v[1], key_arn=v[2],
+                                                   secret_arn=v[3]))),
+            opts=pulumi.ResourceOptions(parent=role),
+        )
+        fn = aws.lambda_.Function(
+            f"{name}-{function}",
+            name=function_name,
+            description=f"SageMaker Ground Truth {function} (dicom-annotate)",
+            role=role.arn,
+            runtime=LAMBDA_RUNTIME,
+            handler=LAMBDA_HANDLER,
+            code=code,
+            layers=[self.layer.arn],
+            architectures=[LAMBDA_ARCHITECTURE],
+            memory_size=config.lambda_memory_mb,
+            timeout=config.lambda_timeout_s,
+            reserved_concurrent_executions=args.reserved_concurrency,
+            vpc_config=aws.lambda_.FunctionVpcConfigArgs(
+                subnet_ids=args.private_subnet_ids,
+                security_group_ids=[args.orthanc_client_security_group_id, self.lambda_security_group.id],
+            ),
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables={
+                # The secret's ARN, never its value: the function reads it from Secrets Manager.
+                "ORTHANC_URL": args.orthanc_url,
+                "ORTHANC_SECRET_ARN": args.orthanc_secret_arn,
+                "STAGING_BUCKET": self.bucket.name,
+                "DEIDENTIFY": "true" if config.deidentify else "false",
+                "POWERTOOLS_SERVICE_NAME": f"dicom-annotate-{function}",
+            }),
+            kms_key_arn=args.kms_key_arn,
+            tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=log_group.name),
+            tags=args.tags,
+            # The role must hold its ENI permissions before Lambda validates the VPC config.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, policy]),
+        )
+        aws.lambda_.Permission(
+            f"{name}-{function}-sagemaker-invoke",
+            action="lambda:InvokeFunction",
+            function=fn.name,
+            principal="sagemaker.amazonaws.com",
+            source_account=account,
+            opts=pulumi.ResourceOptions(parent=fn),
+        )
+        return fn
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def sagemaker_lambda_name(name: str, function: str) -> str:
+    """A Lambda name containing ``SageMaker`` (what GT's managed policy expects), at most 64 chars."""
+    return f"{name}-SageMaker-{function}"[:64].rstrip("-_")
+
+
+def _sagemaker_name(text: str) -> str:
+    """SageMaker names: letters, digits, single hyphens, at most 63 characters."""
+    return text[:63].rstrip("-")
+
+
+def _https_egress(description: str) -> aws.ec2.SecurityGroupEgressArgs:
+    return aws.ec2.SecurityGroupEgressArgs(protocol="tcp", from_port=443, to_port=443,
+                                           cidr_blocks=["0.0.0.0/0"], description=description)
+
+
+def _training_requirements(path: Path) -> str:
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    pulumi.log.warn(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} is missing: "
+                    "the notebook's environment gets no training packages")
+    return "# training/requirements.txt was missing at deploy time"
+
+
+def render_lifecycle_script(path: Path, idle_minutes: int, requirements: str) -> str:
+    """The lifecycle script with the idle limit and the training requirements filled in."""
+    return (path.read_text(encoding="utf-8")
+            .replace("__IDLE_MINUTES__", str(int(idle_minutes)))
+            .replace("__TRAINING_REQUIREMENTS__", requirements))
+
+
+def lifecycle_script_b64(path: Path, idle_minutes: int, requirements: str) -> str:
+    encoded = base64.b64encode(render_lifecycle_script(path, idle_minutes, requirements).encode()).decode()
+    if len(encoded) > MAX_LIFECYCLE_SCRIPT_B64:
+        raise ValueError(f"{path}: {len(encoded)} base64 characters once rendered; SageMaker accepts at "
+                         f"most {MAX_LIFECYCLE_SCRIPT_B64} (shorten the script or the requirements)")
+    return encoded
+
+
+def _assume_role(service: str, account: str) -> dict[str, Any]:
+    # aws:SourceAccount keeps another account's jobs from using this role (confused deputy).
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sts:AssumeRole",
+        "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+    }]}
+
+
+def _bucket_statements(bucket_arn: str, object_actions: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {"Sid": "AnnotationBucket", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+         "Resource": bucket_arn},
+        {"Sid": "AnnotationObjects", "Effect": "Allow", "Action": list(object_actions),
+         "Resource": f"{bucket_arn}/*"},
+    ]
+
+
+def lambda_policy(log_group_arn: str, bucket_arn: str, key_arn: str, secret_arn: str) -> dict[str, Any]:
+    """A GT Lambda: VPC networking and its own logs (AWSLambdaVPCAccessExecutionRole, narrowed),
+    X-Ray, the Orthanc secret, the annotation bucket and the key."""
+    log_group_arn = log_group_arn.removesuffix(":*")
+    return {"Version": "2012-10-17", "Statement": [
+        # ENI actions do not support resource-level scoping; Lambda needs them for VPC attachment.
+        {"Sid": "VpcNetworkInterfaces", "Effect": "Allow", "Resource": "*", "Action": [
+            "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+            "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]},
+        {"Sid": "OwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": f"{log_group_arn}:*"},
+        {"Sid": "Tracing", "Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+         "Resource": "*"},
+        {"Sid": "OrthancSecret", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+         "Resource": secret_arn},
+        *_bucket_statements(bucket_arn, ["s3:GetObject", "s3:PutObject"]),
+        {"Sid": "Key", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": key_arn},
+    ]}
+
+
+def ground_truth_policy(bucket_arn: str, key_arn: str, function_arns: Sequence[str], account: str,
+                        region: str, partition: str) -> dict[str, Any]:
+    """The GT labeling job: the annotation bucket, the key, exactly the two Lambdas, its own logs."""
+    log_group = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/sagemaker/LabelingJobs"
+    return {"Version": "2012-10-17", "Statement": [
+        *_bucket_statements(bucket_arn, ["s3:GetObject", "s3:PutObject"]),
+        {"Sid": "Key", "Effect": "Allow", "Resource": key_arn,
+         "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"]},
+        # Explicit grant: GT's managed policy would allow any function whose name contains SageMaker.
+        {"Sid": "InvokeLabelingLambdas", "Effect": "Allow", "Action": "lambda:InvokeFunction",
+         "Resource": list(function_arns)},
+        {"Sid": "LabelingJobLogs", "Effect": "Allow", "Resource": [log_group, f"{log_group}:*"],
+         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                    "logs:DescribeLogStreams"]},
+        # GT publishes job metrics; PutMetricData has no resource-level scoping.
+        {"Sid": "LabelingJobMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*"},
+    ]}
+
+
+def sagemaker_execution_policy(bucket_arn: str, key_arn: str, role_arn: str, notebook_name: str,
+                               account: str, region: str, partition: str) -> dict[str, Any]:
+    """Training jobs and the notebook: data, DLC images, logs, jobs of this account, idle stop."""
+    arn = f"arn:{partition}:sagemaker:{region}:{account}"
+    log_group = f"arn:{partition}:logs:{region}:{account}:log-group:/aws/sagemaker/*"
+    return {"Version": "2012-10-17", "Statement": [
+        *_bucket_statements(bucket_arn, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]),
+        {"Sid": "Key", "Effect": "Allow", "Resource": key_arn,
+         "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"]},
+        {"Sid": "KeyGrantsForVolumes", "Effect": "Allow", "Action": "kms:CreateGrant", "Resource": key_arn,
+         "Condition": {"Bool": {"kms:GrantIsForAWSResource": "true"}}},
+        # GetAuthorizationToken has no resource-level scoping; pulls are limited to AWS DLC images.
+        {"Sid": "EcrToken", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        {"Sid": "PullDeepLearningContainers", "Effect": "Allow",
+         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+         "Resource": f"arn:{partition}:ecr:{region}:{DLC_ACCOUNT}:repository/*"},
+        {"Sid": "SageMakerLogs", "Effect": "Allow", "Resource": [log_group, f"{log_group}:*"],
+         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                    "logs:DescribeLogStreams"]},
+        {"Sid": "TrainingJobs", "Effect": "Allow",
+         "Resource": [f"{arn}:training-job/*", f"{arn}:processing-job/*", f"{arn}:model/*"],
+         "Action": ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
+                    "sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob",
+                    "sagemaker:StopProcessingJob", "sagemaker:CreateModel", "sagemaker:DescribeModel",
+                    "sagemaker:AddTags"]},
+        # Jobs started from the notebook run under this same role, and only SageMaker may receive it.
+        {"Sid": "PassOwnRoleToSageMaker", "Effect": "Allow", "Action": "iam:PassRole", "Resource": role_arn,
+         "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},
+        # The lifecycle's idle check stops its own instance (ARNs use the lower-cased name).
+        {"Sid": "IdleStopOwnNotebook", "Effect": "Allow",
+         "Action": ["sagemaker:StopNotebookInstance", "sagemaker:DescribeNotebookInstance"],
+         "Resource": f"{arn}:notebook-instance/{notebook_name.lower()}"},
+        # Training jobs placed in the VPC attach ENIs; these EC2 actions take no resource scoping.
+        {"Sid": "VpcTrainingJobs", "Effect": "Allow", "Resource": "*", "Action": [
+            "ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
+            "ec2:DeleteNetworkInterfacePermission", "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
+            "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"]},
+    ]}

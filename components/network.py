@@ -1,11 +1,20 @@
-"""Network component (STUB — being implemented)."""
+"""Network component: the VPC (created or brought), its endpoints and its flow logs.
+
+Creates an awsx VPC over two availability zones (a public and a private subnet in each, NAT per
+``nat_gateways``), or uses a VPC the user brings (``vpc_id`` + two public + two private subnets).
+Either way it adds the S3 gateway endpoint, the interface endpoints that replace NAT traffic for
+ECS/Lambda (behind ``interface_endpoints``) and VPC flow logs to a KMS-encrypted log group.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import pulumi
+import pulumi_aws as aws
+import pulumi_awsx as awsx
 
 
 @dataclass
@@ -20,13 +29,173 @@ class NetworkArgs:
     public_subnet_ids: Sequence[str] = ()
     private_subnet_ids: Sequence[str] = ()
     tags: dict[str, str] = field(default_factory=dict)
+    # AWS services reached through interface endpoints: what ECS tasks and Lambdas call at start.
+    endpoint_services: Sequence[str] = ("secretsmanager", "ecr.api", "ecr.dkr", "logs", "sts")
+
+
+NAT_STRATEGIES = {
+    "single": awsx.ec2.NatGatewayStrategy.SINGLE,
+    "one-per-az": awsx.ec2.NatGatewayStrategy.ONE_PER_AZ,
+    "none": awsx.ec2.NatGatewayStrategy.NONE,
+}
 
 
 class Network(pulumi.ComponentResource):
+    """VPC, subnets, NAT, S3 gateway endpoint, optional interface endpoints, flow logs."""
+
     def __init__(self, name: str, args: NetworkArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dicom-annotate:network:Network", name, None, opts)
-        self.vpc_id = pulumi.Output.from_input("vpc-0123456789abcdef0")
-        self.vpc_cidr = pulumi.Output.from_input(args.cidr)
-        self.public_subnet_ids = pulumi.Output.from_input(["subnet-0a", "subnet-0b"])
-        self.private_subnet_ids = pulumi.Output.from_input(["subnet-0c", "subnet-0d"])
-        self.register_outputs({"vpc_id": self.vpc_id})
+        child = pulumi.ResourceOptions(parent=self)
+        region = aws.get_region_output().region
+        identity = aws.get_caller_identity_output()
+
+        if args.vpc_id:
+            # Bring-your-own VPC: nothing is created for the VPC itself; its CIDR is looked up.
+            self.vpc = None
+            self.vpc_id = pulumi.Output.from_input(args.vpc_id)
+            self.vpc_cidr = aws.ec2.get_vpc_output(id=args.vpc_id).cidr_block
+            self.public_subnet_ids = pulumi.Output.from_input(list(args.public_subnet_ids))
+            self.private_subnet_ids = pulumi.Output.from_input(list(args.private_subnet_ids))
+        else:
+            self.vpc = awsx.ec2.Vpc(
+                f"{name}-vpc",
+                cidr_block=args.cidr,
+                number_of_availability_zones=2,
+                nat_gateways=awsx.ec2.NatGatewayConfigurationArgs(strategy=NAT_STRATEGIES[args.nat_gateways]),
+                subnet_strategy=awsx.ec2.SubnetAllocationStrategy.AUTO,
+                subnet_specs=[
+                    awsx.ec2.SubnetSpecArgs(type=awsx.ec2.SubnetType.PUBLIC, name="public"),
+                    awsx.ec2.SubnetSpecArgs(type=awsx.ec2.SubnetType.PRIVATE, name="private"),
+                ],
+                # Interface endpoints with private DNS need both DNS attributes on.
+                enable_dns_hostnames=True,
+                enable_dns_support=True,
+                tags=args.tags,
+                opts=child,
+            )
+            self.vpc_id = self.vpc.vpc_id
+            self.vpc_cidr = pulumi.Output.from_input(args.cidr)
+            self.public_subnet_ids = self.vpc.public_subnet_ids
+            self.private_subnet_ids = self.vpc.private_subnet_ids
+
+        # S3 traffic (DICOM storage, buckets) stays off the NAT: gateway endpoint on every route
+        # table of the VPC. awsx keeps its route tables opaque, so they are looked up by VPC id —
+        # the same lookup serves a brought VPC.
+        route_table_ids = aws.ec2.get_route_tables_output(vpc_id=self.vpc_id).ids
+        self.s3_endpoint = aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=self.vpc_id,
+            service_name=pulumi.Output.concat("com.amazonaws.", region, ".s3"),
+            vpc_endpoint_type="Gateway",
+            route_table_ids=route_table_ids,
+            tags=args.tags,
+            opts=child,
+        )
+
+        self.endpoint_security_group_id: Optional[pulumi.Output[str]] = None
+        self.interface_endpoints: list[aws.ec2.VpcEndpoint] = []
+        if args.interface_endpoints:
+            endpoint_sg = aws.ec2.SecurityGroup(
+                f"{name}-endpoints",
+                description="Interface VPC endpoints: HTTPS from inside the VPC only",
+                vpc_id=self.vpc_id,
+                tags=args.tags,
+                opts=child,
+            )
+            aws.vpc.SecurityGroupIngressRule(
+                f"{name}-endpoints-https",
+                security_group_id=endpoint_sg.id,
+                description="HTTPS from the VPC CIDR",
+                ip_protocol="tcp", from_port=443, to_port=443,
+                cidr_ipv4=self.vpc_cidr,
+                tags=args.tags,
+                opts=pulumi.ResourceOptions(parent=endpoint_sg),
+            )
+            self.endpoint_security_group_id = endpoint_sg.id
+            for service in args.endpoint_services:
+                self.interface_endpoints.append(aws.ec2.VpcEndpoint(
+                    f"{name}-{service.replace('.', '-')}",
+                    vpc_id=self.vpc_id,
+                    service_name=pulumi.Output.concat("com.amazonaws.", region, f".{service}"),
+                    vpc_endpoint_type="Interface",
+                    private_dns_enabled=True,
+                    subnet_ids=self.private_subnet_ids,
+                    security_group_ids=[endpoint_sg.id],
+                    tags=args.tags,
+                    opts=child,
+                ))
+
+        # Flow logs also on a brought VPC: the security floor is ours to keep, and a VPC may carry
+        # several flow logs, so this does not disturb one the owner already has.
+        self.flow_log_group_name: Optional[pulumi.Output[str]] = None
+        if args.flow_logs:
+            log_group = aws.cloudwatch.LogGroup(
+                f"{name}-flow-logs",
+                name=f"/vpc/{name}/flow-logs",
+                retention_in_days=args.log_retention_days,
+                kms_key_id=args.kms_key_arn,
+                tags=args.tags,
+                opts=child,
+            )
+            trust = pulumi.Output.all(identity.account_id, region).apply(
+                lambda vals: json.dumps(_flow_logs_trust(vals[0], vals[1])))
+            role = aws.iam.Role(
+                f"{name}-flow-logs-role",
+                description="VPC flow logs delivery to its own CloudWatch log group",
+                assume_role_policy=trust,
+                tags=args.tags,
+                opts=child,
+            )
+            aws.iam.RolePolicy(
+                f"{name}-flow-logs-policy",
+                role=role.id,
+                policy=log_group.arn.apply(lambda arn: json.dumps(_flow_logs_policy(arn))),
+                opts=pulumi.ResourceOptions(parent=role),
+            )
+            aws.ec2.FlowLog(
+                f"{name}-flow-log",
+                vpc_id=self.vpc_id,
+                traffic_type="ALL",
+                log_destination_type="cloud-watch-logs",
+                log_destination=log_group.arn,
+                iam_role_arn=role.arn,
+                max_aggregation_interval=600,
+                tags=args.tags,
+                opts=child,
+            )
+            self.flow_log_group_name = log_group.name
+
+        self.register_outputs({
+            "vpc_id": self.vpc_id,
+            "vpc_cidr": self.vpc_cidr,
+            "public_subnet_ids": self.public_subnet_ids,
+            "private_subnet_ids": self.private_subnet_ids,
+        })
+
+
+def _flow_logs_trust(account_id: str, region: str) -> dict:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            # Confused-deputy guard: only flow logs of this account and region.
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account_id},
+                "ArnLike": {"aws:SourceArn": f"arn:aws:ec2:{region}:{account_id}:vpc-flow-log/*"},
+            },
+        }],
+    }
+
+
+def _flow_logs_policy(log_group_arn: str) -> dict:
+    # Scoped to the flow-log group and its streams; the group exists, so no CreateLogGroup.
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [log_group_arn, f"{log_group_arn}:*"],
+        }],
+    }

@@ -23,6 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT_ID = "123456789012"
 PLACEHOLDER_SECRET = "placeholder-secret-value"
+BYO_VPC_CIDR = "172.31.0.0/16"
 
 
 @dataclass
@@ -107,6 +108,10 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
     if typ == "aws:s3/bucket:Bucket":
         state.update(bucket=physical, arn=f"arn:aws:s3:::{physical}",
                      bucketRegionalDomainName=f"{physical}.s3.{region}.amazonaws.com")
+    elif typ == "aws:cloudwatch/logGroup:LogGroup":
+        state.update(arn=_arn("logs", str(physical), region, "log-group:"), name=physical)
+    elif typ == "aws:iam/role:Role":
+        state.update(arn=f"arn:aws:iam::{ACCOUNT_ID}:role/{physical}", name=physical)
     elif typ == "aws:kms/key:Key":
         state.update(keyId=f"{name}-key-id", arn=_arn("kms", f"{name}-key-id", region, "key/"))
     elif typ == "aws:rds/instance:Instance":
@@ -152,6 +157,13 @@ def _mock_call(token: str, args: dict[str, Any], region: str) -> dict[str, Any]:
                 "zoneIds": ["use1-az1", "use1-az2", "use1-az4"], "id": region}
     if token == "aws:elb/getServiceAccount:getServiceAccount":
         return {"arn": "arn:aws:iam::127311923021:root", "id": "127311923021"}
+    if token == "aws:ec2/getVpc:getVpc":
+        # A brought VPC: its CIDR is looked up by id.
+        return {"id": args.get("id", "vpc-0byo0000"), "cidrBlock": BYO_VPC_CIDR,
+                "arn": _arn("ec2", str(args.get("id")), region, "vpc/"), "state": "available"}
+    if token == "aws:ec2/getRouteTables:getRouteTables":
+        vpc = str(args.get("vpcId", "vpc"))
+        return {"id": region, "vpcId": vpc, "ids": [f"rtb-{vpc[-6:]}{i}" for i in range(3)]}
     if token == "aws:iam/getPolicyDocument:getPolicyDocument":
         return {"json": json.dumps(args), "id": "policy"}
     return {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -82,6 +82,9 @@ class SecureBucketArgs:
     expire_after_days: Optional[int] = None
     cors_rules: Sequence[aws.s3.BucketCorsConfigurationCorsRuleArgs] = ()
     extra_policy_statements: Optional[pulumi.Input[Sequence[dict]]] = None
+    # Statements that name the bucket itself (e.g. a log-delivery grant on "<arn>/prefix/*"):
+    # called with the bucket's ARN Output, returns the statements to append.
+    own_policy_statements: Optional[Callable[[pulumi.Output[str]], pulumi.Input[Sequence[dict]]]] = None
     force_destroy: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -143,8 +146,10 @@ class SecureBucket(pulumi.ComponentResource):
             aws.s3.BucketCorsConfiguration(f"{name}-cors", bucket=self.bucket.id,
                                            cors_rules=list(args.cors_rules), opts=bucket_child)
         extra = pulumi.Output.from_input(args.extra_policy_statements or [])
-        policy = pulumi.Output.all(self.bucket.arn, extra).apply(
-            lambda vals: json.dumps(bucket_policy(vals[0], list(vals[1]))))
+        own = pulumi.Output.from_input(
+            args.own_policy_statements(self.bucket.arn) if args.own_policy_statements else [])
+        policy = pulumi.Output.all(self.bucket.arn, extra, own).apply(
+            lambda vals: json.dumps(bucket_policy(vals[0], list(vals[1]) + list(vals[2]))))
         self.policy = aws.s3.BucketPolicy(
             f"{name}-policy", bucket=self.bucket.id, policy=policy,
             # A public-access block must exist first or S3 may reject a policy update race.

@@ -1,0 +1,713 @@
+"""A private Orthanc + PostgreSQL on loopback: ``python -m labeling local up|down|status``.
+
+``up`` initialises a PostgreSQL cluster in a work directory, starts it on ``127.0.0.1`` and a free
+port, then starts Debian's Orthanc 1.10 with the PostgreSQL index, DICOMweb and GDCM plugins on
+another free port. Orthanc's ``orthanc.json`` comes from the project's one configuration generator
+(:mod:`labeling.orthanc_config`), so the local stack runs the configuration the cloud runs.
+
+Work directory layout (default ``.local/stack`` under the repository)::
+
+    orthanc.env        0600  export ORTHANC_URL / ORTHANC_USERNAME / ORTHANC_PASSWORD (``source`` it)
+    orthanc.json       0600  Orthanc configuration (holds the secrets, hence 0600)
+    credentials.json   0600  generated Orthanc admin and PostgreSQL passwords
+    stack.json         0600  ports and user names (no secret)
+    orthanc.pid / postgres.pid   pids of what ``up`` started; ``down`` stops only those
+    orthanc.log        Orthanc's log (stdout + stderr)
+    orthanc-storage/   Orthanc's file storage (the DICOM files themselves)
+    postgres/          owned by the ``postgres`` user when run as root: data/, socket/, postgres.log
+
+Why things are done this way:
+
+* PostgreSQL refuses to run as root (``initdb``/``postgres`` exit), so as root every PostgreSQL
+  command runs as the ``postgres`` user through ``runuser`` on a directory that user owns.
+* The cluster accepts TCP only on 127.0.0.1 with SCRAM passwords; its Unix socket lives in a
+  0700 directory of the work dir, where ``trust`` authentication is safe (only its owner can reach it).
+* Orthanc 1.10 has no bind-address option: it listens on every interface but, with
+  ``RemoteAccessAllowed: false`` (the generator's ``remote_access=False``), refuses any client
+  that is not on loopback (Orthanc Book, "Configuration of Orthanc", security options).
+* A pid is trusted only while ``/proc/<pid>/cmdline`` still names our binary and our config or
+  data directory, so ``down`` can never kill an unrelated process that reused the pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import requests
+
+from labeling.connection import OrthancConnection
+from labeling.orthanc_config import (
+    DEBIAN_PLUGIN_DIR,
+    DEBIAN_PLUGINS,
+    POSTGRES_PASSWORD,
+    REGISTERED_USERS,
+    FilesystemStorage,
+    OrthancSettings,
+    PostgresIndex,
+    registered_users,
+    render_json,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WORKDIR = REPO_ROOT / ".local" / "stack"
+ORTHANC_BIN_CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc")
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+ORTHANC_USER = "admin"
+PG_USER = "orthanc"
+PG_DATABASE = "orthanc"
+LOG_TAIL_LINES = 30
+STOP_TIMEOUT_S = 30.0
+
+
+class LocalStackError(RuntimeError):
+    """The local stack could not be started, stopped or inspected; the message says why."""
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Where the local stack is and whether its processes run (never holds a password)."""
+
+    workdir: str
+    url: str
+    username: str
+    http_port: int
+    postgres_port: int
+    orthanc_pid: Optional[int]
+    postgres_pid: Optional[int]
+    orthanc_alive: bool
+    postgres_alive: bool
+    env_file: str
+    already_running: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.orthanc_alive and self.postgres_alive
+
+    @property
+    def explorer_url(self) -> str:
+        return f"{self.url}/app/explorer.html"
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["running"] = self.running
+        data["explorer_url"] = self.explorer_url
+        return data
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the kernel's choice, so no collision with peers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def generate_password(length: int = 32) -> str:
+    """Random letters and digits with at least one of each.
+
+    At least one letter: the orthancteam image parses environment values as JSON, so an all-digit
+    password would become a number (ARCHITECTURE.md, Orthanc facts). URL-safe characters only so the
+    value needs no quoting in ``orthanc.env`` or a PostgreSQL connection string.
+    """
+    alphabet = string.ascii_letters + string.digits
+    while True:
+        value = "".join(secrets.choice(alphabet) for _ in range(length))
+        if any(c.isalpha() for c in value) and any(c.isdigit() for c in value):
+            return value
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 from the first byte (no window where it is 0644)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def read_cmdline(pid: int) -> list[str]:
+    """``argv`` of a live process, or ``[]`` when it is gone or a zombie."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def process_matches(pid: Optional[int], executable_name: str, marker: str) -> bool:
+    """Is ``pid`` alive and still the process we started (its argv names our binary and ``marker``)?"""
+    if not pid:
+        return False
+    argv = read_cmdline(pid)
+    if not argv:
+        return False
+    return Path(argv[0]).name == executable_name and any(marker in arg for arg in argv)
+
+
+def _reap(pid: int) -> None:
+    """Collect a child that has exited so it does not linger as a zombie (no-op for non-children)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not read_cmdline(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(tail) if tail else f"({path} is empty)"
+
+
+def _read_pid(path: Path) -> Optional[int]:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def find_orthanc_binary() -> str:
+    override = os.environ.get("ORTHANC_BINARY")
+    for candidate in ([override] if override else []) + list(ORTHANC_BIN_CANDIDATES):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which("Orthanc")
+    if found:
+        return found
+    raise LocalStackError(
+        "Orthanc is not installed (looked for /usr/sbin/Orthanc): "
+        "apt-get install orthanc orthanc-postgresql orthanc-dicomweb orthanc-gdcm")
+
+
+def find_pg_bindir() -> Path:
+    override = os.environ.get("PG_BINDIR")
+    candidates = [Path(override)] if override else []
+    candidates += sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/")),
+                         key=lambda p: _version_key(p.parent.name), reverse=True)
+    for bindir in candidates:
+        if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
+            return bindir
+    raise LocalStackError(
+        "PostgreSQL server binaries not found (looked for /usr/lib/postgresql/*/bin/initdb): "
+        "apt-get install postgresql")
+
+
+def _version_key(name: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in name.split("."))
+
+
+def check_plugins(plugin_dir: str = DEBIAN_PLUGIN_DIR) -> None:
+    for package, filename in (("orthanc-postgresql", DEBIAN_PLUGINS["postgresql"]),
+                              ("orthanc-dicomweb", DEBIAN_PLUGINS["dicomweb"]),
+                              ("orthanc-gdcm", DEBIAN_PLUGINS["gdcm"])):
+        if not Path(plugin_dir, filename).exists():
+            raise LocalStackError(f"Orthanc plugin {plugin_dir}/{filename} is missing: apt-get install {package}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the stack
+
+
+class LocalStack:
+    """One PostgreSQL cluster and one Orthanc, both owned by a work directory."""
+
+    def __init__(self, workdir: Path | str = DEFAULT_WORKDIR) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.pg_dir = self.workdir / "postgres"
+        self.pg_data = self.pg_dir / "data"
+        self.pg_socket = self.pg_dir / "socket"
+        self.pg_log = self.pg_dir / "postgres.log"
+        self.storage_dir = self.workdir / "orthanc-storage"
+        self.config_file = self.workdir / "orthanc.json"
+        self.env_file = self.workdir / "orthanc.env"
+        self.credentials_file = self.workdir / "credentials.json"
+        self.state_file = self.workdir / "stack.json"
+        self.orthanc_log = self.workdir / "orthanc.log"
+        self.orthanc_pid_file = self.workdir / "orthanc.pid"
+        self.postgres_pid_file = self.workdir / "postgres.pid"
+        self._as_root = os.geteuid() == 0
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def up(self, timeout: float = 60.0) -> StackInfo:
+        """Start whatever is not running and wait until Orthanc answers; idempotent.
+
+        On failure stop what this call started and raise :class:`LocalStackError` quoting the log tail.
+        """
+        self._prepare_workdir()
+        with self._lock():
+            before = self.status()
+            if before.running:
+                return _replace(before, already_running=True)
+            orthanc_bin = find_orthanc_binary()
+            pg_bin = find_pg_bindir()
+            check_plugins()
+            deadline = time.monotonic() + timeout
+            creds = self._credentials()
+            state = self._state()
+            started_pg = started_orthanc = False
+            try:
+                if not before.postgres_alive:
+                    self._drop_stale_pid(self.postgres_pid_file)
+                    state["postgres_port"] = self._pick_port(state.get("postgres_port"))
+                    self._save_state(state)
+                    self._start_postgres(pg_bin, creds["postgres_password"], state["postgres_port"], deadline)
+                    started_pg = True
+                self._ensure_database(pg_bin, state["postgres_port"])
+                if not before.orthanc_alive:
+                    self._drop_stale_pid(self.orthanc_pid_file)
+                    state["http_port"] = self._pick_port(state.get("http_port"),
+                                                         avoid={state["postgres_port"]})
+                    self._save_state(state)
+                    self._write_orthanc_files(creds, state)
+                    started_orthanc = True
+                    self._start_orthanc(orthanc_bin, deadline)
+            except BaseException:
+                if started_orthanc:
+                    self._stop_orthanc()
+                if started_pg:
+                    self._stop_postgres(pg_bin)
+                raise
+            return self.status()
+
+    def down(self) -> list[str]:
+        """Stop the processes whose pid files ``up`` wrote (only if they are still ours).
+
+        Returns one line per action, for the CLI to print.
+        """
+        if not self.workdir.exists():
+            return [f"nothing to stop: {self.workdir} does not exist"]
+        with self._lock():
+            actions = [self._stop_orthanc()]
+            try:
+                pg_bin: Optional[Path] = find_pg_bindir()
+            except LocalStackError:
+                pg_bin = None
+            actions.append(self._stop_postgres(pg_bin))
+            return actions
+
+    def status(self) -> StackInfo:
+        state = self._state()
+        http_port = int(state.get("http_port") or 0)
+        orthanc_pid = _read_pid(self.orthanc_pid_file)
+        postgres_pid = _read_pid(self.postgres_pid_file)
+        return StackInfo(
+            workdir=str(self.workdir),
+            url=f"http://127.0.0.1:{http_port}" if http_port else "",
+            username=state.get("orthanc_username", ORTHANC_USER),
+            http_port=http_port,
+            postgres_port=int(state.get("postgres_port") or 0),
+            orthanc_pid=orthanc_pid,
+            postgres_pid=postgres_pid,
+            orthanc_alive=self._orthanc_is_ours(orthanc_pid),
+            postgres_alive=self._postgres_is_ours(postgres_pid),
+            env_file=str(self.env_file),
+        )
+
+    def restart_orthanc(self, timeout: float = 60.0) -> StackInfo:
+        """Stop Orthanc (SIGTERM, graceful) and start it again on the same port and database."""
+        with self._lock():
+            info = self.status()
+            if not info.postgres_alive:
+                raise LocalStackError(f"PostgreSQL of {self.workdir} is not running: run `local up` first")
+            self._stop_orthanc()
+            self._start_orthanc(find_orthanc_binary(), time.monotonic() + timeout)
+            return self.status()
+
+    def connection(self) -> OrthancConnection:
+        """How to reach this stack's Orthanc (URL and the generated admin credentials)."""
+        info = self.status()
+        if not info.url:
+            raise LocalStackError(f"{self.workdir}: no stack was started here (run `local up`)")
+        creds = self._load_credentials()
+        if creds is None:
+            raise LocalStackError(f"{self.credentials_file}: missing; run `local up`")
+        return OrthancConnection(url=info.url, username=creds["orthanc_username"],
+                                 password=creds["orthanc_password"])
+
+    def reset_database(self, timeout: float = 60.0) -> StackInfo:
+        """Empty Orthanc: stop it, recreate its database and storage, start it again.
+
+        Far faster than deleting every patient through the REST API, and leaves no background
+        deletion work that would skew a benchmark run right after it.
+        """
+        with self._lock():
+            info = self.status()
+            if not info.postgres_alive:
+                raise LocalStackError(f"PostgreSQL of {self.workdir} is not running: run `local up` first")
+            pg_bin = find_pg_bindir()
+            self._stop_orthanc()
+            self._run_pg([str(pg_bin / "dropdb"), "--if-exists", *self._pg_conn_args(info.postgres_port),
+                          PG_DATABASE], "dropdb")
+            shutil.rmtree(self.storage_dir, ignore_errors=True)
+            self.storage_dir.mkdir(mode=0o700)
+            self._ensure_database(pg_bin, info.postgres_port)
+            self._start_orthanc(find_orthanc_binary(), time.monotonic() + timeout)
+            return self.status()
+
+    # -- state files --------------------------------------------------------------------------
+
+    def _prepare_workdir(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # 0711: other users (postgres) may traverse to postgres/, nobody else may list the files.
+        os.chmod(self.workdir, 0o711)
+        self.storage_dir.mkdir(mode=0o700, exist_ok=True)
+        self.pg_dir.mkdir(mode=0o700, exist_ok=True)
+        if self._as_root:
+            shutil.chown(self.pg_dir, "postgres", "postgres")
+            probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-w", str(self.pg_dir)],
+                                   capture_output=True)
+            if probe.returncode != 0:
+                raise LocalStackError(
+                    f"--workdir {self.workdir}: PostgreSQL runs as the 'postgres' user, which cannot reach "
+                    f"{self.pg_dir}; make the parent directories searchable (chmod o+x) or choose a "
+                    "work directory under /tmp")
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise up/down/restart on one work directory (two `up` at once would race on ports)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.workdir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self, state: dict) -> None:
+        write_private(self.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+    def _load_credentials(self) -> Optional[dict]:
+        try:
+            return json.loads(self.credentials_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _credentials(self) -> dict:
+        creds = self._load_credentials()
+        if creds is None:
+            creds = {"orthanc_username": ORTHANC_USER, "orthanc_password": generate_password(),
+                     "postgres_username": PG_USER, "postgres_password": generate_password()}
+            write_private(self.credentials_file, json.dumps(creds, indent=2) + "\n")
+        return creds
+
+    def _pick_port(self, previous: Optional[int], avoid: frozenset | set = frozenset()) -> int:
+        if previous and previous not in avoid and port_is_free(int(previous)):
+            return int(previous)  # keep the URL stable across down/up when possible
+        while True:
+            port = free_port()
+            if port not in avoid:
+                return port
+
+    def _drop_stale_pid(self, pid_file: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.unlink()
+
+    # -- PostgreSQL ---------------------------------------------------------------------------
+
+    def _pg_prefix(self) -> list[str]:
+        return ["runuser", "-u", "postgres", "--"] if self._as_root else []
+
+    def _run_pg(self, argv: Sequence[str], what: str, timeout: float = 60.0,
+                check: bool = True) -> subprocess.CompletedProcess:
+        try:
+            result = subprocess.run(self._pg_prefix() + list(argv), capture_output=True, text=True,
+                                    timeout=timeout, cwd=self.pg_dir, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise LocalStackError(f"PostgreSQL {what}: no answer within {timeout:.0f} s\n"
+                                  f"--- {self.pg_log} (tail) ---\n{log_tail(self.pg_log)}") from None
+        if check and result.returncode != 0:
+            raise LocalStackError(f"PostgreSQL {what} failed (exit {result.returncode}): "
+                                  f"{(result.stderr or result.stdout).strip()}\n"
+                                  f"--- {self.pg_log} (tail) ---\n{log_tail(self.pg_log)}")
+        return result
+
+    def _pg_conn_args(self, port: int) -> list[str]:
+        return ["-h", str(self.pg_socket), "-p", str(port), "-U", PG_USER]
+
+    def _start_postgres(self, pg_bin: Path, password: str, port: int, deadline: float) -> None:
+        self.pg_socket.mkdir(mode=0o700, exist_ok=True)
+        if self._as_root:
+            shutil.chown(self.pg_socket, "postgres", "postgres")
+        if not (self.pg_data / "PG_VERSION").exists():
+            self._initdb(pg_bin, password)
+        remaining = max(5, int(deadline - time.monotonic()))
+        options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {self.pg_socket} "
+                   # A bounded footprint on a laptop.
+                   "-c max_connections=50 -c shared_buffers=64MB")
+        self._run_pg([str(pg_bin / "pg_ctl"), "-D", str(self.pg_data), "-l", str(self.pg_log),
+                      "-w", "-t", str(remaining), "-o", options, "start"], "start", timeout=remaining + 10)
+        pid = _read_pid(self.pg_data / "postmaster.pid")
+        if not pid:
+            raise LocalStackError(f"PostgreSQL started but wrote no {self.pg_data}/postmaster.pid\n"
+                                  f"--- {self.pg_log} (tail) ---\n{log_tail(self.pg_log)}")
+        self.postgres_pid_file.write_text(f"{pid}\n")
+
+    def _initdb(self, pg_bin: Path, password: str) -> None:
+        pwfile = self.pg_dir / "initdb.pw"
+        write_private(pwfile, password + "\n")
+        if self._as_root:
+            shutil.chown(pwfile, "postgres", "postgres")
+        try:
+            self._run_pg([str(pg_bin / "initdb"), "-D", str(self.pg_data), "-U", PG_USER,
+                          f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
+                          "-E", "UTF8", "--no-locale"], "initdb", timeout=120)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                pwfile.unlink()
+
+    def _ensure_database(self, pg_bin: Path, port: int) -> None:
+        query = f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"
+        found = self._run_pg([str(pg_bin / "psql"), *self._pg_conn_args(port), "-d", "postgres",
+                              "-tAc", query], "database check")
+        if found.stdout.strip() != "1":
+            self._run_pg([str(pg_bin / "createdb"), *self._pg_conn_args(port), PG_DATABASE], "createdb")
+
+    def _postgres_is_ours(self, pid: Optional[int]) -> bool:
+        return process_matches(pid, "postgres", str(self.pg_data))
+
+    def _stop_postgres(self, pg_bin: Optional[Path]) -> str:
+        pid = _read_pid(self.postgres_pid_file)
+        if pid is None:
+            return "postgres: not started by this work dir (no postgres.pid)"
+        if not self._postgres_is_ours(pid):
+            self._drop_stale_pid(self.postgres_pid_file)
+            return f"postgres: pid {pid} is no longer ours (gone or another program); left alone"
+        stopped = False
+        if pg_bin is not None:
+            result = self._run_pg([str(pg_bin / "pg_ctl"), "-D", str(self.pg_data), "-m", "fast", "-w",
+                                   "-t", str(int(STOP_TIMEOUT_S)), "stop"], "stop",
+                                  timeout=STOP_TIMEOUT_S + 10, check=False)
+            stopped = result.returncode == 0 and wait_gone(pid, 5)
+        if not stopped and self._postgres_is_ours(pid):
+            os.kill(pid, signal.SIGINT)  # PostgreSQL's "fast shutdown" signal
+            if not wait_gone(pid, STOP_TIMEOUT_S):
+                os.kill(pid, signal.SIGKILL)
+                wait_gone(pid, 5)
+        self._drop_stale_pid(self.postgres_pid_file)
+        return f"postgres: stopped pid {pid}"
+
+    # -- Orthanc ------------------------------------------------------------------------------
+
+    def settings(self, http_port: int, postgres_port: int) -> OrthancSettings:
+        """The typed settings of the local Orthanc (rendered by the project's one generator)."""
+        return OrthancSettings(
+            index=PostgresIndex(host="127.0.0.1", port=postgres_port, database=PG_DATABASE,
+                                username=PG_USER, ssl=False),
+            storage=FilesystemStorage(str(self.storage_dir)),
+            name="dicom-annotate-local",
+            http_port=http_port,
+            dicom_server=False,
+            remote_access=False,
+        )
+
+    def _write_orthanc_files(self, creds: dict, state: dict) -> None:
+        settings = self.settings(state["http_port"], state["postgres_port"])
+        config = render_json(settings, secrets={
+            POSTGRES_PASSWORD: creds["postgres_password"],
+            REGISTERED_USERS: registered_users(creds["orthanc_username"], creds["orthanc_password"]),
+        })
+        write_private(self.config_file, json.dumps(config, indent=2) + "\n")
+        url = f"http://127.0.0.1:{state['http_port']}"
+        write_private(self.env_file,
+                      f"# written by `python -m labeling local up`; `source` this file\n"
+                      f"export ORTHANC_URL={url}\n"
+                      f"export ORTHANC_USERNAME={creds['orthanc_username']}\n"
+                      f"export ORTHANC_PASSWORD={creds['orthanc_password']}\n")
+        state["orthanc_username"] = creds["orthanc_username"]
+        self._save_state(state)
+
+    def _orthanc_is_ours(self, pid: Optional[int]) -> bool:
+        return process_matches(pid, Path(find_orthanc_binary_or_default()).name, str(self.config_file))
+
+    def _start_orthanc(self, orthanc_bin: str, deadline: float) -> None:
+        state = self._state()
+        port = int(state["http_port"])
+        if not port_is_free(port):
+            raise LocalStackError(f"Orthanc port 127.0.0.1:{port} is taken by another program; "
+                                  "run `local down` and `local up` to pick a new one")
+        with open(self.orthanc_log, "ab") as log:
+            log.write(f"---- {time.strftime('%Y-%m-%d %H:%M:%S')} starting Orthanc ----\n".encode())
+            log.flush()
+            process = subprocess.Popen([orthanc_bin, str(self.config_file)], stdin=subprocess.DEVNULL,
+                                       stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                       start_new_session=True)  # outlives `local up`; no terminal signals
+        self.orthanc_pid_file.write_text(f"{process.pid}\n")
+        self._wait_orthanc_ready(process, state, deadline)
+
+    def _wait_orthanc_ready(self, process: subprocess.Popen, state: dict, deadline: float) -> None:
+        """Poll GET /system (the cheapest authenticated route) until it answers 200."""
+        creds = self._credentials()
+        url = f"http://127.0.0.1:{state['http_port']}/system"
+        auth = (creds["orthanc_username"], creds["orthanc_password"])
+        last = "no answer yet"
+        with requests.Session() as session:
+            while True:
+                code = process.poll()
+                if code is not None:
+                    raise LocalStackError(f"Orthanc exited with status {code} while starting\n"
+                                          f"--- {self.orthanc_log} (tail) ---\n{log_tail(self.orthanc_log)}")
+                try:
+                    answer = session.get(url, auth=auth, timeout=2)
+                    if answer.status_code == 200:
+                        return
+                    last = f"HTTP {answer.status_code}"
+                except requests.RequestException as exc:
+                    last = type(exc).__name__
+                if time.monotonic() >= deadline:
+                    raise LocalStackError(f"Orthanc did not become ready on {url} in time ({last})\n"
+                                          f"--- {self.orthanc_log} (tail) ---\n{log_tail(self.orthanc_log)}")
+                time.sleep(0.1)
+
+    def _stop_orthanc(self) -> str:
+        pid = _read_pid(self.orthanc_pid_file)
+        if pid is None:
+            return "orthanc: not started by this work dir (no orthanc.pid)"
+        if not self._orthanc_is_ours(pid):
+            _reap(pid)
+            self._drop_stale_pid(self.orthanc_pid_file)
+            return f"orthanc: pid {pid} is no longer ours (gone or another program); left alone"
+        os.kill(pid, signal.SIGTERM)  # Orthanc finishes its requests and closes the index cleanly
+        if not wait_gone(pid, STOP_TIMEOUT_S):
+            os.kill(pid, signal.SIGKILL)
+            wait_gone(pid, 5)
+        self._drop_stale_pid(self.orthanc_pid_file)
+        return f"orthanc: stopped pid {pid}"
+
+
+def find_orthanc_binary_or_default() -> str:
+    try:
+        return find_orthanc_binary()
+    except LocalStackError:
+        return ORTHANC_BIN_CANDIDATES[0]
+
+
+def _replace(info: StackInfo, **changes) -> StackInfo:
+    data = asdict(info)
+    data.update(changes)
+    return StackInfo(**data)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "local", help="run a private Orthanc + PostgreSQL on loopback (up|down|status)",
+        description="Run Debian's Orthanc 1.10 with a PostgreSQL index on 127.0.0.1 and free ports, "
+                    "configured by the project's Orthanc config generator.")
+    actions = parser.add_subparsers(dest="local_command", metavar="ACTION", required=True)
+
+    def add_workdir(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                         help=f"state directory (default: {DEFAULT_WORKDIR.relative_to(REPO_ROOT)} "
+                              "under the repository)")
+
+    up = actions.add_parser("up", help="start PostgreSQL and Orthanc (idempotent)",
+                            description="Start PostgreSQL and Orthanc; writes WORKDIR/orthanc.env (0600) "
+                                        "with ORTHANC_URL, ORTHANC_USERNAME, ORTHANC_PASSWORD.")
+    add_workdir(up)
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness (default 60)")
+    up.set_defaults(func=_cmd_up)
+
+    down = actions.add_parser("down", help="stop what `up` started in this work dir")
+    add_workdir(down)
+    down.set_defaults(func=_cmd_down)
+
+    status = actions.add_parser("status", help="show URL, ports, pids; exit 0 when running, 3 otherwise")
+    add_workdir(status)
+    status.add_argument("--json", action="store_true", help="print JSON (never contains the password)")
+    status.set_defaults(func=_cmd_status)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    stack = LocalStack(args.workdir)
+    try:
+        info = stack.up(timeout=args.timeout)
+    except LocalStackError as exc:
+        print(f"local up: {exc}", file=sys.stderr)
+        return 1
+    if info.already_running:
+        print(f"already running: Orthanc {info.url} (pid {info.orthanc_pid}), "
+              f"PostgreSQL 127.0.0.1:{info.postgres_port} (pid {info.postgres_pid})")
+    else:
+        print(f"Orthanc      {info.url}  (pid {info.orthanc_pid}, log {stack.orthanc_log})")
+        print(f"PostgreSQL   127.0.0.1:{info.postgres_port}  (pid {info.postgres_pid}, log {stack.pg_log})")
+        print(f"Explorer     {info.explorer_url}  (user {info.username})")
+    print(f"credentials  source {info.env_file}")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    try:
+        for line in LocalStack(args.workdir).down():
+            print(line)
+    except (LocalStackError, OSError) as exc:
+        print(f"local down: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    stack = LocalStack(args.workdir)
+    info = stack.status()
+    if args.json:
+        print(json.dumps(info.to_json(), indent=2))
+    else:
+        def alive(flag: bool) -> str:
+            return "alive" if flag else "dead"
+        print(f"workdir      {info.workdir}")
+        print(f"orthanc      {info.url or '-'}  pid {info.orthanc_pid or '-'}  {alive(info.orthanc_alive)}")
+        print(f"postgresql   127.0.0.1:{info.postgres_port or '-'}  pid {info.postgres_pid or '-'}  "
+              f"{alive(info.postgres_alive)}")
+        print(f"env file     {info.env_file}")
+    return 0 if info.running else 3
