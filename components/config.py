@@ -40,7 +40,8 @@ FARGATE_SIZES = {
 }
 
 ENVIRONMENTS = ("dev", "prod")
-NAT_MODES = ("single", "one-per-az", "none")
+# No "none": orthancteam/orthanc is pulled from Docker Hub, which private tasks reach only via NAT.
+NAT_MODES = ("single", "one-per-az")
 
 
 class ConfigError(ValueError):
@@ -79,7 +80,7 @@ class StackConfig:
     public_subnet_ids: tuple[str, ...] = ()
     private_subnet_ids: tuple[str, ...] = ()
     vpc_cidr: str = "10.40.0.0/16"
-    nat_gateways: Optional[str] = None            # default: single (dev) / one-per-az (prod)
+    nat_gateways: Optional[str] = None            # single (dev default) / one-per-az (prod default)
     interface_endpoints: Optional[bool] = None    # default: off (dev) / on (prod)
     flow_logs: bool = True
     # Edge
@@ -188,9 +189,6 @@ class StackConfig:
                     fail("vpcCidr", f"{self.vpc_cidr} must be a private block between /16 and /22")
         if self.nat_gateways not in NAT_MODES:
             fail("natGateways", f"{self.nat_gateways!r} is not one of {', '.join(NAT_MODES)}")
-        if self.nat_gateways == "none" and not self.interface_endpoints:
-            fail("natGateways", "'none' needs interfaceEndpoints: true (tasks must still reach ECR, "
-                                "Secrets Manager and CloudWatch Logs)")
         if self.certificate_arn:
             if not re.fullmatch(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}",
                                 self.certificate_arn):

@@ -36,7 +36,6 @@ class NetworkArgs:
 NAT_STRATEGIES = {
     "single": awsx.ec2.NatGatewayStrategy.SINGLE,
     "one-per-az": awsx.ec2.NatGatewayStrategy.ONE_PER_AZ,
-    "none": awsx.ec2.NatGatewayStrategy.NONE,
 }
 
 

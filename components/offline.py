@@ -127,6 +127,8 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
         state.update(arnSuffix=f"targetgroup/{name}/0123456789abcdef")
     elif typ == "aws:ec2/securityGroup:SecurityGroup":
         state["id"] = f"sg-{abs(hash(name)) % 10**12:012d}"
+    elif typ in ("aws:rds/parameterGroup:ParameterGroup", "aws:rds/subnetGroup:SubnetGroup"):
+        state["name"] = physical  # auto-named in a real deployment; referenced by the instance
     elif typ == "aws:ecs/cluster:Cluster":
         state["name"] = inputs.get("name", name)
     elif typ == "aws:ecs/service:Service":

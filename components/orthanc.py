@@ -79,7 +79,7 @@ class OrthancService(pulumi.ComponentResource):
         self._database(prod)
         self._admin_credentials(prod)
         self._logs_and_roles()
-        self._load_balancers(prod)
+        self._load_balancers()
         self._service_discovery()
         self._service()
 
@@ -336,7 +336,7 @@ class OrthancService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self.task_role))
 
     # ------------------------------------------------------------------ edge
-    def _load_balancers(self, prod: bool) -> None:
+    def _load_balancers(self) -> None:
         name, args, config = self._name, self._args, self._args.config
         tags = args.tags
         # ELB log delivery writes with SSE-S3 only (a KMS-encrypted bucket rejects it).
@@ -345,8 +345,9 @@ class OrthancService(pulumi.ComponentResource):
             SecureBucketArgs(
                 kms_key_arn=None,
                 expire_after_days=config.log_retention_days,
-                own_policy_statements=lambda arn: pulumi.Output.all(arn, self._identity.account_id).apply(
-                    lambda v: alb_log_delivery_statements(v[0], v[1])),
+                own_policy_statements=lambda arn: pulumi.Output.all(
+                    arn, self._identity.account_id, aws.elb.get_service_account_output().arn).apply(
+                    lambda v: alb_log_delivery_statements(v[0], v[1], v[2])),
                 tags=tags),
             opts=self._child)
 
@@ -513,15 +514,16 @@ class OrthancService(pulumi.ComponentResource):
             min_capacity=config.min_tasks,
             max_capacity=config.max_tasks,
             tags=tags, opts=self._child)
-        aws.appautoscaling.Policy(
+        scaling = aws.appautoscaling
+        scaling.Policy(
             f"{name}-cpu",
             policy_type="TargetTrackingScaling",
             service_namespace=scaling_target.service_namespace,
             scalable_dimension=scaling_target.scalable_dimension,
             resource_id=scaling_target.resource_id,
-            target_tracking_scaling_policy_configuration=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
+            target_tracking_scaling_policy_configuration=scaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
                 target_value=float(config.cpu_target_percent),
-                predefined_metric_specification=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(
+                predefined_metric_specification=scaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(  # noqa: E501
                     predefined_metric_type="ECSServiceAverageCPUUtilization"),
                 scale_in_cooldown=300,
                 scale_out_cooldown=60),
@@ -626,12 +628,24 @@ def task_policy(bucket_arn: str, kms_key_arn: str) -> dict[str, Any]:
     ]}
 
 
-def alb_log_delivery_statements(bucket_arn: str, account_id: str) -> list[dict[str, Any]]:
-    """ELB access-log delivery through its service principal, only into this account's prefix."""
+def alb_log_delivery_statements(bucket_arn: str, account_id: str,
+                                elb_account_arn: str) -> list[dict[str, Any]]:
+    """ELB access-log delivery, only into this account's prefix.
+
+    Regions opened after August 2022 deliver through the service principal; older ones (us-east-1
+    among them) through the regional ELB account, so both are allowed.
+    """
+    resource = f"{bucket_arn}/alb/AWSLogs/{account_id}/*"
     return [{
         "Sid": "AllowElbLogDelivery",
         "Effect": "Allow",
         "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
         "Action": "s3:PutObject",
-        "Resource": f"{bucket_arn}/alb/AWSLogs/{account_id}/*",
+        "Resource": resource,
+    }, {
+        "Sid": "AllowRegionalElbAccount",
+        "Effect": "Allow",
+        "Principal": {"AWS": elb_account_arn},
+        "Action": "s3:PutObject",
+        "Resource": resource,
     }]

@@ -169,6 +169,10 @@ def inspect_file(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = _inspect(path, name or path.name, allow_missing_study_series)
+    for warning in caught:
+        # pydicom keeps what it read before the end of a cut file, possibly nothing, and warns
+        if "End of file reached" in str(warning.message):
+            return SkippedFile(path, "truncated", str(warning.message).split(" found in file")[0])
     if isinstance(result, SampleFile) and caught:
         result = dataclasses.replace(result, warning=str(caught[0].message).splitlines()[0])
     return result
@@ -340,7 +344,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             f"DIR/{MANIFEST_FILE} lists both."
         ),
     )
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created; must be empty unless --force)")
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="DIR",
+        help="output directory (created; must be empty unless --force)",
+    )
     parser.add_argument(
         "--distinct-uids", action="store_true",
         help="also copy files sharing a SOP Instance UID or lacking Study/Series UIDs, with new UIDs, "

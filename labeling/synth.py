@@ -464,13 +464,17 @@ def _place_anatomy(unit: Anatomy, size: int, rng: np.random.Generator, view: str
     )
 
 
+_Planned = tuple[tuple[Mark, ...], tuple[dict[str, Any], ...]]  # what to draw, its ROIs
+_Planner = Callable[[Anatomy, np.random.Generator, int], _Planned]
+
+
 def _plan_findings(
     params: SynthParams, anatomy: Anatomy, rng: np.random.Generator
 ) -> tuple[Finding, ...]:
     # Presence and shape are drawn for every finding whether present or not, in a fixed order,
     # so raising one prevalence adds that finding without moving anything else in the image.
     presence = rng.random(len(FINDINGS))
-    planners: dict[str, Callable[[Anatomy, np.random.Generator, int], tuple[tuple[Mark, ...], tuple[dict, ...]]]] = {
+    planners: dict[str, _Planner] = {
         "Opacity": _plan_opacity,
         "Device": _plan_device,
         "Effusion": _plan_effusion,
@@ -483,7 +487,7 @@ def _plan_findings(
     return tuple(findings)
 
 
-def _plan_opacity(anatomy: Anatomy, rng: np.random.Generator, size: int) -> tuple[tuple[Mark, ...], tuple[dict, ...]]:
+def _plan_opacity(anatomy: Anatomy, rng: np.random.Generator, size: int) -> _Planned:
     count = 1 + int(rng.random() < 0.4)
     marks, rois = [], []
     for _ in range(2):  # always draw two, keep `count`: the stream stays aligned
@@ -499,11 +503,12 @@ def _plan_opacity(anatomy: Anatomy, rng: np.random.Generator, size: int) -> tupl
             amplitude=rng.uniform(0.14, 0.26),
         )
         marks.append(blob)
-        rois.append(_roi("Opacity", "ellipse", _clip_box(blob.cx - 2 * sx, blob.cy - 2 * sy, blob.cx + 2 * sx, blob.cy + 2 * sy, size)))
+        box = _clip_box(blob.cx - 2 * sx, blob.cy - 2 * sy, blob.cx + 2 * sx, blob.cy + 2 * sy, size)
+        rois.append(_roi("Opacity", "ellipse", box))
     return tuple(marks[:count]), tuple(rois[:count])
 
 
-def _plan_device(anatomy: Anatomy, rng: np.random.Generator, size: int) -> tuple[tuple[Mark, ...], tuple[dict, ...]]:
+def _plan_device(anatomy: Anatomy, rng: np.random.Generator, size: int) -> _Planned:
     right_lung, _ = anatomy.lungs
     kind = rng.random()
     jitter = rng.normal(0, 0.015 * size, size=(3, 2))
@@ -532,11 +537,11 @@ def _plan_device(anatomy: Anatomy, rng: np.random.Generator, size: int) -> tuple
     return (tube,), (_roi("Device", "polygon", outline),)
 
 
-def _plan_effusion(anatomy: Anatomy, rng: np.random.Generator, size: int) -> tuple[tuple[Mark, ...], tuple[dict, ...]]:
+def _plan_effusion(anatomy: Anatomy, rng: np.random.Generator, size: int) -> _Planned:
     lung = anatomy.lungs[int(rng.integers(2))]
     bottom = lung.cy + lung.ay
     top = bottom - lung.ay * rng.uniform(0.3, 0.55)
-    margin = 0.08 * lung.ax  # the lung edge is soft; keep its tail inside the box
+    margin = 0.2 * lung.ax  # the lung edge is soft: its tail (< 0.2% at this distance) stays inside
     box = _clip_box(lung.cx - lung.ax - margin, top, lung.cx + lung.ax + margin, bottom + margin, size)
     haze = Haze(lung=lung, top=top, bottom=bottom, box=tuple(box[0] + box[1]), amplitude=rng.uniform(0.2, 0.32))
     return (haze,), (_roi("Effusion", "rectangle", box),)
@@ -554,7 +559,8 @@ def _clip_box(x0: float, y0: float, x1: float, y1: float, size: int) -> list[lis
 def _outline_polyline(points: np.ndarray, offset: float, size: int) -> list[list[float]]:
     """Closed outline of a polyline thickened by ``offset``: one side forward, the other back."""
     tangents = np.gradient(points, axis=0)
-    tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
+    # points clipped onto the same image corner would give a zero tangent: no NaN in the ROI
+    tangents /= np.maximum(np.linalg.norm(tangents, axis=1, keepdims=True), 1e-9)
     normals = np.stack([-tangents[:, 1], tangents[:, 0]], axis=1)
     # extend both ends along the tangent so the rounded tube caps stay inside
     ends = points.copy()
@@ -671,7 +677,9 @@ def _segment_band(segment: tuple[float, float, float, float], width: float, x: n
     dx = x - np.float32(x0) - t * np.float32(vx)
     dy = y - np.float32(y0) - t * np.float32(vy)
     across = np.exp((dx * dx + dy * dy) * np.float32(-0.5 / width**2))
-    along = np.clip(np.float32(1.0) - np.abs(t - np.float32(0.5)) * np.float32(2.0), 0, np.float32(0.25)) * np.float32(4.0)
+    # 1 along the middle of the segment, ramping to 0 over its last eighths
+    along = np.clip(np.float32(1.0) - np.abs(t - np.float32(0.5)) * np.float32(2.0), 0, np.float32(0.25))
+    along *= np.float32(4.0)
     return across * along
 
 
@@ -733,7 +741,7 @@ def _draw_haze(image: np.ndarray, haze: Haze, x: np.ndarray, y: np.ndarray) -> N
     lung = _lung_field(haze.lung, bx, by)
     # hard window on the ROI: nothing of the effusion is drawn outside its rectangle
     inside = (bx >= x0) & (bx <= x1) & (by >= y0) & (by <= y1)
-    image[r0:r1, c0:c1] += np.float32(haze.amplitude) * rise * np.maximum(lung, np.float32(0.15) * rise) * inside
+    image[r0:r1, c0:c1] += np.float32(haze.amplitude) * rise * lung * inside
 
 
 # --- DICOM -----------------------------------------------------------------------------------
@@ -805,14 +813,14 @@ def build_dataset(study: StudyInfo, pixels: np.ndarray, params: SynthParams) -> 
     ds.RescaleType = "US"
     if is_dx:
         # values are log-attenuation-like and grow as less beam reaches the detector (bone is
-        # bright): LOG with sign -1 (C.8.11.3.1.2); For Presentation MONOCHROME2 needs IDENTITY.
+        # bright): LOG with sign -1 (C.8.11.3); For Presentation MONOCHROME2 needs IDENTITY.
         ds.PixelIntensityRelationship = "LOG"
         ds.PixelIntensityRelationshipSign = -1
         ds.PresentationLUTShape = "IDENTITY"
         ds.ImageLaterality = "U"  # DX Anatomy Imaged (C.8.11.2), Type 1: chest is unpaired
         ds.DetectorType = "SCINTILLATOR"
         ds.AcquisitionContextSequence = Sequence()  # Acquisition Context (C.7.6.14), Type 2
-    # Anatomic Region Sequence, SCT 43799004 "Chest" (CID 4031; DX Anatomy Imaged for DX)
+    # Anatomic Region Sequence (General Anatomy Mandatory Macro in DX): SCT 43799004 "Chest"
     region = Dataset()
     region.CodeValue = "43799004"
     region.CodingSchemeDesignator = "SCT"
@@ -1103,7 +1111,14 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
         yield lambda: None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True)) as bar:
@@ -1128,21 +1143,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "The same options give the same files and UIDs."
         ),
     )
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (created; must be empty unless --force)")
-    parser.add_argument("--patients", type=_int_in(1, MAX_PATIENTS), default=20, metavar="N", help="number of patients (default 20)")
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="DIR",
+        help="output directory (created; must be empty unless --force)",
+    )
+    parser.add_argument(
+        "--patients", type=_int_in(1, MAX_PATIENTS), default=20, metavar="N",
+        help="number of patients (default 20)",
+    )
     parser.add_argument(
         "--studies-per-patient", type=_studies_range, default=(2, 2), metavar="N|MIN-MAX",
         help="studies per patient, exact or a range drawn per patient (default 2)",
     )
-    parser.add_argument("--size", type=_int_in(MIN_SIZE, MAX_SIZE), default=256, metavar="PX", help=f"pixels per side, {MIN_SIZE}..{MAX_SIZE} (default 256)")
-    parser.add_argument("--seed", type=_int_in(0, 2**63 - 1), default=0, help="random seed; same seed, same files and UIDs (default 0)")
+    parser.add_argument(
+        "--size", type=_int_in(MIN_SIZE, MAX_SIZE), default=256, metavar="PX",
+        help=f"pixels per side, {MIN_SIZE}..{MAX_SIZE} (default 256)",
+    )
+    parser.add_argument(
+        "--seed", type=_int_in(0, 2**63 - 1), default=0,
+        help="random seed; same seed, same files and UIDs (default 0)",
+    )
     parser.add_argument(
         "--prevalence", type=_prevalence_arg, action="append", default=[], metavar="P|NAME=P",
         help=f"probability of a finding per image: P for all, or NAME=P for one of {', '.join(FINDINGS)}; "
         f"repeatable (default {DEFAULT_PREVALENCE} each)",
     )
     parser.add_argument("--modality", type=str.upper, choices=MODALITIES, default="DX", help="DX (default) or CR")
-    parser.add_argument("--bits-stored", type=int, choices=BITS_STORED_CHOICES, default=12, help="BitsStored, 12 (default) or 14")
+    parser.add_argument(
+        "--bits-stored", type=int, choices=BITS_STORED_CHOICES, default=12,
+        help="BitsStored, 12 (default) or 14",
+    )
     parser.add_argument(
         "--workers", type=_int_in(1, 256), default=None, metavar="N",
         help=f"processes rendering in parallel (default: CPUs, at most 8; here {default_workers()}); same output",
@@ -1189,7 +1219,9 @@ def _print_summary(summary: DatasetSummary) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary.images} images, {summary.patients} patients, {summary.studies} studies in {summary.out_dir}")
+    table = Table(
+        title=f"{summary.images} images, {summary.patients} patients, {summary.studies} studies in {summary.out_dir}"
+    )
     table.add_column("finding")
     table.add_column("present", justify="right")
     table.add_column("prevalence", justify="right")
@@ -1197,7 +1229,9 @@ def _print_summary(summary: DatasetSummary) -> None:
     table.add_column("ROI shape")
     for name in FINDINGS:
         n = summary.present[name]
-        table.add_row(name, str(n), f"{n / summary.images:.2f} (asked {summary.params.prevalence[name]:.2f})", str(summary.rois[name]), ROI_SHAPES[name])
+        asked = summary.params.prevalence[name]
+        prevalence = f"{n / summary.images:.2f} (asked {asked:.2f})"
+        table.add_row(name, str(n), prevalence, str(summary.rois[name]), ROI_SHAPES[name])
     console = Console()
     console.print(table)
     console.print(f"ground truth: {summary.out_dir / GROUND_TRUTH_FILE}  ({summary.seconds:.1f} s)")
@@ -1245,7 +1279,9 @@ def _prevalence_arg(text: str) -> tuple[str | None, float]:
     if sep:
         matches = [f for f in FINDINGS if f.casefold() == name.strip().casefold()]
         if not matches:
-            raise argparse.ArgumentTypeError(f"unknown finding {name!r} in {text!r}; expected one of {', '.join(FINDINGS)}")
+            raise argparse.ArgumentTypeError(
+                f"unknown finding {name!r} in {text!r}; expected one of {', '.join(FINDINGS)}"
+            )
         canonical = matches[0]
     try:
         value = float(value_text)

@@ -46,7 +46,7 @@ def test_every_field_has_a_default():
     ({"orthancCpu": 1000}, "orthancCpu", "Fargate CPU size"),
     ({"orthancMemory": 512}, "orthancMemory", "not allowed with 1024"),
     ({"natGateways": "two"}, "natGateways", "not one of"),
-    ({"natGateways": "none"}, "natGateways", "interfaceEndpoints"),
+    ({"natGateways": "none"}, "natGateways", "not one of"),
     ({"logRetentionDays": 10}, "logRetentionDays", "retention value"),
     ({"vpcCidr": "8.8.0.0/16"}, "vpcCidr", "private block"),
     ({"vpcId": "vpc-0123456789abcdef0", "publicSubnetIds": ["subnet-0aaaaaaaaaaaaaaaa"],

@@ -1,0 +1,1267 @@
+"""Labeling manifests: the one definition of the format, and ``python -m labeling manifest``.
+
+The format
+==========
+A manifest is a SageMaker Ground Truth *input manifest* (AWS docs, "Input manifest files"): UTF-8
+JSON Lines, one JSON object per line, one line per data object to label. GT requires a ``source``
+key (the object, as text) or a ``source-ref`` key (an S3 URI) and hands every key of the line to the
+pre-annotation Lambda as ``dataObject`` (ARCHITECTURE.md, "Contracts"). This project always writes
+``source`` holding the **Orthanc instance ID**, the AWS sample's convention ("put instance IDs in
+source field of manifest.json"): the pre-annotation step fetches the image from Orthanc, not S3.
+
+The keys of a line (:class:`ManifestLine`), in the order they are written:
+
+=====================  =====  ===================================================================
+``source``             str    Orthanc instance ID (required)
+``labels``             list   the label schema's label names, in schema order (required)
+``task_type``          str    ``classification`` | ``roi`` | ``classification+roi`` (required)
+``schema``             str    the label schema's ``name`` (required)
+``modality``           str    Modality (0008,0060) of the instance's series, e.g. ``DX``
+``study_instance_uid`` str    StudyInstanceUID (0020,000D)
+``series_instance_uid`` str   SeriesInstanceUID (0020,000E)
+``sop_instance_uid``   str    SOPInstanceUID (0008,0018)
+``frames``             int    NumberOfFrames (0028,0008); 1 for a single-frame image
+``patient_id``         str    PatientID (0010,0020): written only with ``--include-phi``
+``study_date``         str    StudyDate (0008,0020), ``YYYYMMDD``: only with ``--include-phi``
+=====================  =====  ===================================================================
+
+Optional keys are left out of a line when unknown, never written as ``null``. Any other key is kept,
+in order, in :attr:`ManifestLine.extra` and written back after the known keys, so a GT *output*
+manifest (the input line plus ``<attr>`` and ``<attr>-metadata``, ARCHITECTURE.md "The label
+shape") survives ``read_manifest`` → ``write_manifest`` unchanged: the Ground Truth job, the portal
+and training all read and write manifests through this module. A label attribute name must
+therefore not be one of the keys above.
+
+PHI. A manifest is internal: it points into Orthanc and goes to the labeling backend (GT reads it
+from the project's bucket; the portal from its own store); annotators never see it, because the
+pre-annotation step hands them a de-identified copy of the image only. Still, what identifies or
+dates a person directly (PatientID, StudyDate) is left out unless ``--include-phi`` is given: the
+study/series/SOP UIDs are what write-back (DICOM SR) and a train/test split by study need.
+
+Building a manifest from Orthanc
+================================
+``python -m labeling manifest --schema FILE [filters] --out FILE`` queries Orthanc with
+``POST /tools/find`` (Orthanc Book, "REST API of Orthanc" → "Performing finds within Orthanc"),
+which matches a tag of the query level *or of any level above it* and, with ``"Expand": true``,
+answers every match with its ``MainDicomTags`` and parent/children IDs in the same response. On
+Orthanc 1.10.1 (Debian bookworm) an expanded answer carries only the tags of its own level:
+
+* Instance: ``SOPInstanceUID``, ``InstanceNumber``, ``NumberOfFrames`` … and ``ParentSeries`` —
+  **not** ``SOPClassUID`` (not a main DICOM tag before 1.11's ``ExtraMainDicomTags``), not
+  ``Modality``;
+* Series: ``Modality``, ``SeriesInstanceUID``, ``SeriesNumber`` …, ``ParentStudy`` and the
+  ``Instances`` IDs;
+* Study: ``StudyInstanceUID``, ``StudyDate`` …, ``PatientMainDicomTags`` and the ``Series`` IDs.
+
+So a manifest costs three finds, sent concurrently (Orthanc answers them on separate HTTP threads
+and index connections): instances, series and studies matching the filters; no request per
+instance. When the only narrowing filter is ``--series-uid``, the studies are instead read one
+``GET /studies/{id}`` each (at most one per named series) rather than listing every study of the
+server. Whatever one answer references but another lacks (an instance uploaded between two finds,
+or a server that caps answers with ``LimitFindResults``/``LimitFindInstances``, 0 by default and in
+our generated config) is fetched by ID, so the result is complete; the report counts such fetches.
+
+Measured on Orthanc 1.10.1 + PostgreSQL 15 on a 2-core machine (``bench/manifest.py``), an expanded
+find costs about 0.5 ms per returned resource inside Orthanc (each is several index queries),
+against ~1.8 ms per ``GET`` for the naive one-request-per-instance builder.
+
+Filters
+-------
+``--modality`` (repeatable, or a comma list; an Orthanc list match ``DX\\CR``), ``--study-uid``,
+``--series-uid`` (repeatable), ``--patient-id`` (Orthanc wildcards ``*`` and ``?`` allowed),
+``--study-date-from``/``--study-date-to`` (``YYYYMMDD`` or ``YYYY-MM-DD``, inclusive; sent as the
+DICOM range ``A-B``, ``A-`` or ``-B``) and ``--metadata KEY=VALUE``. Orthanc 1.10 cannot query
+metadata, so ``--metadata`` is applied after the finds: one ``GET /instances/{id}/metadata/KEY``
+per candidate (in parallel, in manifest order, stopping once ``--limit`` lines are kept). An
+unknown metadata name and a metadata absent from an instance both answer 404; a name that no
+candidate carries is reported as a warning.
+
+Non-image objects are never written
+-----------------------------------
+Structured reports, key object selections, presentation states, RT plans/structures/doses,
+segmentations, registrations, waveforms, encapsulated documents … are not images an annotator can
+label. They are excluded, counted per reason, and the counts printed and written to ``--report``:
+
+1. by the series **Modality** (:data:`NON_IMAGE_MODALITIES`) — free, it comes with the series find;
+   DICOM makes Modality a series attribute and those IODs require their own value (SR, KO, PR, …);
+2. for series whose Modality does not settle it — ``OT`` (secondary capture images, but also raw
+   data or PDFs), absent, or a code in neither table — by each instance's **SOP Class UID**, read
+   from the ``SopClassUid`` metadata Orthanc stores at ingest (an index read, no file access; S3
+   storage is never touched): one ``GET /instances/{id}/metadata/SopClassUid`` per instance of
+   those series only, in parallel. ``--check-sop-class`` extends this check to every instance.
+   Classes are judged by :func:`sop_class_exclusion` (PS3.4 Annex B storage SOP class families).
+
+Order, limit, exit codes
+------------------------
+Lines are sorted by study date (undated last), StudyInstanceUID, SeriesNumber, InstanceNumber
+(numerically; missing last) and Orthanc ID, so the same query gives the same file. ``--limit N``
+keeps the first N lines of that order. Exit codes: 0 written; 1 Orthanc or file error; 2 bad
+arguments (one line naming the flag) or no image instance matched (the message says what was
+excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Optional, Protocol
+
+from labeling.schema import TASK_TYPES
+
+# --------------------------------------------------------------------------------- the format
+
+REQUIRED_KEYS: Final = ("source", "labels", "task_type", "schema")
+OPTIONAL_KEYS: Final = (
+    "modality", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "frames",
+    "patient_id", "study_date",
+)
+KNOWN_KEYS: Final = REQUIRED_KEYS + OPTIONAL_KEYS
+PHI_KEYS: Final = ("patient_id", "study_date")
+"""Keys that identify or date a person; written only with ``--include-phi``."""
+
+_STR_OPTIONAL_KEYS: Final = tuple(k for k in OPTIONAL_KEYS if k != "frames")
+
+
+class ManifestError(ValueError):
+    """A manifest line or file is invalid; from :func:`read_manifest` the message starts
+    ``<path>:<line>:`` (1-based line numbers, as an editor shows them)."""
+
+
+@dataclass(frozen=True)
+class ManifestLine:
+    """One manifest line: one image to label (see the module docstring for every key).
+
+    ``extra`` keeps the keys this class does not know (a GT output manifest's ``<attr>`` and
+    ``<attr>-metadata``), in order, so reading and writing a line back changes nothing.
+    """
+
+    source: str
+    labels: tuple[str, ...]
+    task_type: str
+    schema: str
+    modality: Optional[str] = None
+    study_instance_uid: Optional[str] = None
+    series_instance_uid: Optional[str] = None
+    sop_instance_uid: Optional[str] = None
+    frames: Optional[int] = None
+    patient_id: Optional[str] = None
+    study_date: Optional[str] = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Accept any sequence of labels but store a tuple: lines are hashable, immutable values.
+        if isinstance(self.labels, list):
+            object.__setattr__(self, "labels", tuple(self.labels))
+        problem = _line_problem(self)
+        if problem:
+            raise ManifestError(problem)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the line: known keys first (in table order), then ``extra``."""
+        out: dict[str, Any] = {
+            "source": self.source,
+            "labels": list(self.labels),
+            "task_type": self.task_type,
+            "schema": self.schema,
+        }
+        for key in OPTIONAL_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        out.update(self.extra)
+        return out
+
+    def to_json(self) -> str:
+        """One line of JSON (no newline). Non-ASCII stays readable UTF-8: GT reads UTF-8."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ManifestLine:
+        """Validate a parsed line; raises :class:`ManifestError` naming the key that is wrong."""
+        if not isinstance(data, Mapping):
+            raise ManifestError(f"a manifest line must be a JSON object, got {_describe(data)}")
+        if "source" not in data:
+            hint = (" ('source-ref' lines point at S3 objects; this project's manifests carry the "
+                    "Orthanc instance ID in 'source')") if "source-ref" in data else ""
+            raise ManifestError(f"missing required key 'source'{hint}")
+        for key in REQUIRED_KEYS[1:]:
+            if key not in data:
+                raise ManifestError(f"missing required key {key!r}")
+        labels = data["labels"]
+        if not isinstance(labels, list):
+            raise ManifestError(f"'labels' must be a list of label names, got {_describe(labels)}")
+        known = {key: data[key] for key in KNOWN_KEYS if key in data}
+        extra = {key: value for key, value in data.items() if key not in KNOWN_KEYS}
+        known["labels"] = tuple(labels)
+        for key in OPTIONAL_KEYS:
+            if known.get(key, "") is None:
+                raise ManifestError(f"{key!r} is null; leave the key out when the value is unknown")
+        return cls(**known, extra=extra)
+
+
+def _line_problem(line: ManifestLine) -> Optional[str]:
+    """The first thing wrong with a line, as a message naming the key; None when it is valid."""
+    if not isinstance(line.source, str) or not line.source.strip():
+        return f"'source' must be a non-empty string (an Orthanc instance ID), got {_describe(line.source)}"
+    if not line.labels:
+        return "'labels' must name at least one label"
+    for index, name in enumerate(line.labels):
+        if not isinstance(name, str) or not name.strip():
+            return f"'labels'[{index}] must be a non-empty string, got {_describe(name)}"
+    if len(set(line.labels)) != len(line.labels):
+        return f"'labels' has duplicates: {list(line.labels)!r}"
+    if line.task_type not in TASK_TYPES:
+        return f"'task_type' must be one of {', '.join(map(repr, TASK_TYPES))}, got {_describe(line.task_type)}"
+    if not isinstance(line.schema, str) or not line.schema.strip():
+        return f"'schema' must be a non-empty string (the label schema's name), got {_describe(line.schema)}"
+    for key in _STR_OPTIONAL_KEYS:
+        value = getattr(line, key)
+        if value is not None and not isinstance(value, str):
+            return f"{key!r} must be a string, got {_describe(value)}"
+    # bool is an int subclass: `"frames": true` is a mistake, not 1.
+    if line.frames is not None and (isinstance(line.frames, bool) or not isinstance(line.frames, int)
+                                    or line.frames < 1):
+        return f"'frames' must be a positive integer, got {_describe(line.frames)}"
+    clash = sorted(set(line.extra) & set(KNOWN_KEYS))
+    if clash:
+        return f"extra keys {clash} clash with manifest keys"
+    return None
+
+
+def write_manifest(lines: Iterable[ManifestLine], path: str | Path) -> int:
+    """Write ``lines`` as a manifest at ``path`` (``-`` for stdout); returns the line count.
+
+    The file appears whole or not at all: lines go to a temporary file in the same directory,
+    which then replaces ``path`` (an interrupted run never leaves half a manifest for a job).
+    """
+    if str(path) == "-":
+        count = 0
+        for line in lines:
+            sys.stdout.write(line.to_json() + "\n")
+            count += 1
+        sys.stdout.flush()
+        return count
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            for line in lines:
+                out.write(line.to_json() + "\n")
+                count += 1
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def iter_manifest(path: str | Path, *, allow_duplicates: bool = False) -> Iterator[ManifestLine]:
+    """Yield the lines of the manifest at ``path``, validating each as it is read.
+
+    Raises :class:`ManifestError` ``<path>:<line>: <problem>`` on the first bad line: invalid
+    UTF-8 or JSON, not an object, a missing or wrong key, an empty line (GT reads every line as
+    an object), or a ``source`` already seen (one image labelled twice would be counted twice in
+    training; ``allow_duplicates`` lifts that for concatenated output manifests).
+    """
+    name = str(path)
+    seen: dict[str, int] = {}
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise ManifestError(f"{name}: cannot read file: {exc.strerror or exc}") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            where = f"{name}:{number}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ManifestError(f"{where}: not UTF-8 (byte {exc.start + 1}: {exc.reason})") from None
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]  # a BOM some editors add; harmless, but JSON forbids it
+            if not text.strip():
+                raise ManifestError(f"{where}: empty line; each line must be one JSON object")
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{where}: invalid JSON at column {exc.colno}: {exc.msg}") from None
+            try:
+                line = ManifestLine.from_dict(data)
+            except ManifestError as exc:
+                raise ManifestError(f"{where}: {exc}") from None
+            if not allow_duplicates:
+                if line.source in seen:
+                    raise ManifestError(f"{where}: duplicate source {line.source!r} (first on line {seen[line.source]})")
+                seen[line.source] = number
+            yield line
+
+
+def read_manifest(path: str | Path, *, allow_duplicates: bool = False) -> list[ManifestLine]:
+    """All lines of the manifest at ``path`` (see :func:`iter_manifest` for the checks)."""
+    return list(iter_manifest(path, allow_duplicates=allow_duplicates))
+
+
+# ------------------------------------------------------------------------------------ filters
+
+
+class FilterError(ValueError):
+    """A bad filter value; ``flag`` names the command-line flag, the message starts with it."""
+
+    def __init__(self, flag: str, problem: str) -> None:
+        super().__init__(f"{flag}: {problem}")
+        self.flag = flag
+
+
+_MODALITY_RE: Final = re.compile(r"^[A-Z0-9_]{1,16}$")  # CS value representation (PS3.5 6.2)
+_UID_RE: Final = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")  # PS3.5 9.1
+_METADATA_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+MAX_UID_LENGTH: Final = 64
+MAX_PATIENT_ID_LENGTH: Final = 64  # LO
+
+
+@dataclass(frozen=True)
+class ManifestFilters:
+    """What to put in a manifest; empty fields do not filter. Build it with :func:`parse_filters`."""
+
+    modalities: tuple[str, ...] = ()
+    study_uids: tuple[str, ...] = ()
+    series_uids: tuple[str, ...] = ()
+    patient_id: Optional[str] = None
+    study_date_from: Optional[dt.date] = None
+    study_date_to: Optional[dt.date] = None
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def study_query(self) -> dict[str, str]:
+        """The ``Query`` of a Study-level ``/tools/find``: study and patient tags only."""
+        query: dict[str, str] = {}
+        if self.study_uids:
+            query["StudyInstanceUID"] = "\\".join(self.study_uids)
+        if self.patient_id is not None:
+            query["PatientID"] = self.patient_id
+        date_range = dicom_date_range(self.study_date_from, self.study_date_to)
+        if date_range:
+            query["StudyDate"] = date_range
+        return query
+
+    def series_query(self) -> dict[str, str]:
+        """The ``Query`` of a Series- or Instance-level find: Orthanc also matches the study and
+        patient tags of each candidate's parents (Orthanc Book, ``/tools/find``)."""
+        query = self.study_query()
+        if self.modalities:
+            # A backslash makes an Orthanc list match, as in DICOM C-FIND (PS3.4 C.2.2.2.2).
+            query["Modality"] = "\\".join(self.modalities)
+        if self.series_uids:
+            query["SeriesInstanceUID"] = "\\".join(self.series_uids)
+        return query
+
+    @property
+    def only_series_uids_narrow(self) -> bool:
+        """True when the series UIDs are the only filter that narrows the studies to read."""
+        return bool(self.series_uids) and not self.study_query()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The filters as given, for the ``--report`` file."""
+        return {
+            "modality": list(self.modalities),
+            "study_uid": list(self.study_uids),
+            "series_uid": list(self.series_uids),
+            "patient_id": self.patient_id,
+            "study_date_from": self.study_date_from.isoformat() if self.study_date_from else None,
+            "study_date_to": self.study_date_to.isoformat() if self.study_date_to else None,
+            "metadata": {key: value for key, value in self.metadata},
+        }
+
+
+def parse_modalities(values: Sequence[str], flag: str = "--modality") -> tuple[str, ...]:
+    """``["dx", "CR,MG"]`` → ``("DX", "CR", "MG")``: repeatable flag or comma list, upper-cased,
+    duplicates dropped. A non-image modality is refused: it could never produce a line."""
+    out: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            code = item.strip().upper()
+            if not code:
+                raise FilterError(flag, f"empty modality in {value!r}")
+            if not _MODALITY_RE.match(code):
+                raise FilterError(flag, f"{item.strip()!r} is not a DICOM modality code "
+                                        "(letters, digits, '_'; at most 16), e.g. DX, CR, CT")
+            reason = NON_IMAGE_MODALITIES.get(code)
+            if reason:
+                raise FilterError(flag, f"{code} objects are {reason}, not images; a manifest never "
+                                        "includes them")
+            if code not in out:
+                out.append(code)
+    return tuple(out)
+
+
+def parse_uids(values: Sequence[str], flag: str) -> tuple[str, ...]:
+    """DICOM UIDs (PS3.5 9.1: digits and dots, no leading zero, at most 64 characters)."""
+    out: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            uid = item.strip()
+            if not uid:
+                raise FilterError(flag, f"empty UID in {value!r}")
+            if len(uid) > MAX_UID_LENGTH or not _UID_RE.match(uid):
+                raise FilterError(flag, f"{uid!r} is not a DICOM UID (digits and dots, at most "
+                                        f"{MAX_UID_LENGTH} characters, e.g. 1.2.840.113619.2.55.3)")
+            if uid not in out:
+                out.append(uid)
+    return tuple(out)
+
+
+def parse_patient_id(value: str, flag: str = "--patient-id") -> str:
+    """A PatientID to match; Orthanc wildcards ``*`` and ``?`` are allowed (e.g. ``SYN7-*``)."""
+    if not value.strip():
+        raise FilterError(flag, "must not be empty")
+    if "\\" in value:
+        # A backslash would turn into an Orthanc list match; LO values cannot hold one anyway.
+        raise FilterError(flag, f"{value!r} contains a backslash, which a PatientID cannot hold")
+    if any(ord(char) < 32 for char in value):
+        raise FilterError(flag, f"{value!r} contains a control character")
+    if len(value) > MAX_PATIENT_ID_LENGTH:
+        raise FilterError(flag, f"is {len(value)} characters long; a PatientID has at most {MAX_PATIENT_ID_LENGTH}")
+    return value
+
+
+def parse_dicom_date(value: str, flag: str) -> dt.date:
+    """``YYYYMMDD`` (DICOM DA) or ``YYYY-MM-DD`` (ISO 8601) → a date; FilterError otherwise."""
+    text = value.strip()
+    for pattern in ("%Y%m%d", "%Y-%m-%d"):
+        if re.fullmatch(r"\d{8}" if pattern == "%Y%m%d" else r"\d{4}-\d{2}-\d{2}", text):
+            try:
+                return dt.datetime.strptime(text, pattern).date()
+            except ValueError:
+                raise FilterError(flag, f"{value!r} is not a calendar date") from None
+    raise FilterError(flag, f"{value!r} is not a date; use YYYYMMDD or YYYY-MM-DD")
+
+
+def dicom_date_range(start: Optional[dt.date], end: Optional[dt.date]) -> Optional[str]:
+    """The DICOM range match ``A-B``, ``A-`` or ``-B`` (PS3.4 C.2.2.2.5) Orthanc understands."""
+    if start is None and end is None:
+        return None
+    left = start.strftime("%Y%m%d") if start else ""
+    right = end.strftime("%Y%m%d") if end else ""
+    return f"{left}-{right}"
+
+
+def parse_metadata_filters(values: Sequence[str], flag: str = "--metadata") -> tuple[tuple[str, str], ...]:
+    """``["Origin=RestApi"]`` → ``(("Origin", "RestApi"),)``; the same key twice is refused
+    (two values would match nothing)."""
+    out: dict[str, str] = {}
+    for value in values:
+        key, sep, wanted = value.partition("=")
+        key = key.strip()
+        if not sep:
+            raise FilterError(flag, f"{value!r} is not KEY=VALUE")
+        if not _METADATA_NAME_RE.match(key):
+            raise FilterError(flag, f"{key!r} is not an Orthanc metadata name (letters, digits, '_'; "
+                                    "e.g. Origin, or a UserMetadata name or index)")
+        if key in out and out[key] != wanted:
+            raise FilterError(flag, f"{key} is given twice ({out[key]!r} and {wanted!r})")
+        out[key] = wanted
+    return tuple(out.items())
+
+
+def parse_filters(
+    *,
+    modalities: Sequence[str] = (),
+    study_uids: Sequence[str] = (),
+    series_uids: Sequence[str] = (),
+    patient_id: Optional[str] = None,
+    study_date_from: Optional[str] = None,
+    study_date_to: Optional[str] = None,
+    metadata: Sequence[str] = (),
+) -> ManifestFilters:
+    """Validate raw filter values (as typed on the command line) into :class:`ManifestFilters`."""
+    start = parse_dicom_date(study_date_from, "--study-date-from") if study_date_from is not None else None
+    end = parse_dicom_date(study_date_to, "--study-date-to") if study_date_to is not None else None
+    if start and end and start > end:
+        raise FilterError("--study-date-from", f"{start.isoformat()} is after --study-date-to {end.isoformat()}")
+    return ManifestFilters(
+        modalities=parse_modalities(modalities),
+        study_uids=parse_uids(study_uids, "--study-uid"),
+        series_uids=parse_uids(series_uids, "--series-uid"),
+        patient_id=parse_patient_id(patient_id) if patient_id is not None else None,
+        study_date_from=start,
+        study_date_to=end,
+        metadata=parse_metadata_filters(metadata),
+    )
+
+
+# -------------------------------------------------------------------------- exclusion tables
+
+NON_IMAGE_MODALITIES: Final[Mapping[str, str]] = {
+    # PS3.3 C.7.3.1.1.1 defined terms whose IODs hold no image to label.
+    "SR": "structured reports",
+    "KO": "key object selections",
+    "PR": "presentation states",
+    "RTSTRUCT": "RT structure sets",
+    "RTPLAN": "RT plans",
+    "RTDOSE": "RT dose grids",
+    "RTRECORD": "RT treatment records",
+    "RTINTENT": "RT physician intents",
+    "RTRAD": "RT radiation sets",
+    "RTSEGANN": "RT segment annotations",
+    "SEG": "segmentations (derived labels)",
+    "REG": "spatial registrations",
+    "FID": "spatial fiducials",
+    "RWV": "real world value maps",
+    "SMR": "stereometric relationships",
+    "DOC": "encapsulated documents",
+    "PLAN": "plans",
+    "ASMT": "content assessments",
+    "ANN": "annotations",
+    "M3D": "3D models",
+    "OSS": "optical surface scans",
+    "CTPROTOCOL": "CT protocols",
+    "XAPROTOCOL": "XA protocols",
+    "AU": "audio recordings",
+    "ECG": "ECG waveforms",
+    "EEG": "EEG waveforms",
+    "EMG": "EMG waveforms",
+    "EOG": "EOG waveforms",
+    "EPS": "electrophysiology waveforms",
+    "HD": "hemodynamic waveforms",
+    "RESP": "respiratory waveforms",
+    "POS": "position sensor waveforms",
+    "LEN": "lensometry measurements",
+    "KER": "keratometry measurements",
+    "OAM": "ophthalmic axial measurements",
+    "SRF": "subjective refraction measurements",
+    "AR": "autorefraction measurements",
+    "VA": "visual acuity measurements",
+    "IOL": "intraocular lens calculations",
+    "OPV": "visual field measurements",
+}
+"""Series Modality values that are never images to label, with the reason shown to the user."""
+
+IMAGE_MODALITIES: Final = frozenset({
+    "CR", "CT", "DX", "MG", "MR", "NM", "PT", "US", "XA", "RF", "IO", "PX", "OP", "OPT", "OPM",
+    "ES", "SM", "XC", "GM", "IVUS", "IVOCT", "OCT", "BMD", "DMS", "RG", "TG", "LS", "RTIMAGE",
+    "BI", "DG", "CFM", "TEXTUREMAP", "BDUS", "SC",
+})
+"""Series Modality values whose instances are images; others (``OT``, absent, unknown codes) get
+their SOP class checked per instance."""
+
+_STORAGE_ROOT: Final = "1.2.840.10008.5.1.4.1.1"
+_NON_IMAGE_SOP_CLASS_FAMILIES: Final[tuple[tuple[str, Optional[str]], ...]] = (
+    # (UID, or UID prefix ending a component, and the reason; None: an image after all.)
+    # First match wins, so exceptions come before their family. PS3.4 Annex B, Table B.5-1.
+    (f"{_STORAGE_ROOT}.481.1", None),                 # RT Image Storage is an image,
+    (f"{_STORAGE_ROOT}.481.23", None),                # so are Enhanced RT Image
+    (f"{_STORAGE_ROOT}.481.24", None),                # and Enhanced Continuous RT Image
+    (f"{_STORAGE_ROOT}.481", "radiotherapy object"),  # RT dose, structure set, plan, records…
+    (f"{_STORAGE_ROOT}.88.59", "key object selection"),
+    (f"{_STORAGE_ROOT}.88", "structured report"),     # every SR flavour, CAD and dose SRs
+    (f"{_STORAGE_ROOT}.11", "presentation state"),
+    (f"{_STORAGE_ROOT}.9", "waveform"),               # ECG, audio, hemodynamic, EEG…
+    (f"{_STORAGE_ROOT}.104", "encapsulated document"),  # PDF, CDA, STL, OBJ, MTL
+    (f"{_STORAGE_ROOT}.66.4", "segmentation"),
+    (f"{_STORAGE_ROOT}.66.5", "surface segmentation"),
+    (f"{_STORAGE_ROOT}.66", "raw data, registration or fiducials"),
+    (f"{_STORAGE_ROOT}.67", "real world value mapping"),
+    (f"{_STORAGE_ROOT}.68", "surface scan"),
+    (f"{_STORAGE_ROOT}.77.1.5.3", "stereometric relationship"),
+    (f"{_STORAGE_ROOT}.78", "ophthalmic measurements"),
+    (f"{_STORAGE_ROOT}.79.1", "ophthalmic report"),
+    (f"{_STORAGE_ROOT}.80.1", "visual field measurements"),
+    (f"{_STORAGE_ROOT}.90.1", "content assessment"),
+    (f"{_STORAGE_ROOT}.91.1", "bulk annotations"),
+    (f"{_STORAGE_ROOT}.4.2", "MR spectroscopy"),
+    (f"{_STORAGE_ROOT}.8", "standalone overlay"),
+    (f"{_STORAGE_ROOT}.10", "standalone modality LUT"),
+    (f"{_STORAGE_ROOT}.129", "standalone PET curve"),
+    (f"{_STORAGE_ROOT}.131", "structured display"),
+    (f"{_STORAGE_ROOT}.200", "procedure protocol"),
+)
+
+
+def modality_exclusion(modality: Optional[str]) -> Optional[str]:
+    """Why a series of this Modality is left out (``"modality SR: structured reports"``), or None."""
+    reason = NON_IMAGE_MODALITIES.get((modality or "").strip().upper())
+    return f"modality {modality.strip().upper()}: {reason}" if reason and modality else None
+
+
+def needs_sop_class_check(modality: Optional[str]) -> bool:
+    """True when the series Modality does not tell whether its instances are images."""
+    code = (modality or "").strip().upper()
+    return code not in IMAGE_MODALITIES and code not in NON_IMAGE_MODALITIES
+
+
+def sop_class_exclusion(sop_class_uid: Optional[str]) -> Optional[str]:
+    """Why an instance of this SOP Class UID is left out, or None for an image (or unknown) class.
+
+    Unknown or private classes are kept: a class is excluded only when it belongs to a family of
+    PS3.4 non-image storage classes, so a new image class never silently disappears.
+    """
+    uid = (sop_class_uid or "").strip()
+    if not uid:
+        return None
+    for prefix, reason in _NON_IMAGE_SOP_CLASS_FAMILIES:
+        if uid == prefix or uid.startswith(prefix + "."):
+            if reason is None:
+                return None
+            return f"SOP class {_sop_class_name(uid)}: {reason}"
+    return None
+
+
+def _sop_class_name(uid: str) -> str:
+    try:
+        from pydicom.uid import UID  # names only; pydicom is a project dependency (synth)
+    except ImportError:  # pragma: no cover - pydicom is installed with the project
+        return uid
+    name = UID(uid).name
+    return f"{name} ({uid})" if name and name != uid else uid
+
+
+# ---------------------------------------------------------------------- reading from Orthanc
+
+
+class OrthancLike(Protocol):
+    """What the builder needs of :class:`labeling.orthanc_client.OrthancClient`."""
+
+    def find(self, level: str, query: dict[str, str], *, expand: bool = True,
+             limit: Optional[int] = None, since: Optional[int] = None,
+             case_sensitive: bool = True) -> list[dict]: ...
+
+    def get_metadata(self, instance_id: str, name: str) -> Optional[str]: ...
+
+
+@dataclass
+class _Instance:
+    id: str
+    series_id: str
+    sop_uid: Optional[str]
+    number: Optional[int]
+    frames: Optional[int]
+
+
+@dataclass
+class _Series:
+    id: str
+    study_id: str
+    uid: Optional[str]
+    modality: Optional[str]
+    number: Optional[int]
+    instance_ids: tuple[str, ...]
+
+
+@dataclass
+class _Study:
+    id: str
+    uid: Optional[str]
+    date: Optional[str]
+    patient_id: Optional[str]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An instance matched by the query, with what the line and the sort order need."""
+
+    instance_id: str
+    modality: Optional[str]
+    study_uid: Optional[str]
+    series_uid: Optional[str]
+    sop_uid: Optional[str]
+    study_date: Optional[str]
+    patient_id: Optional[str]
+    series_number: Optional[int]
+    instance_number: Optional[int]
+    frames: Optional[int]
+
+    def sort_key(self) -> tuple:
+        """Study date (undated last), study UID, series number, instance number, Orthanc ID."""
+        return (
+            not self.study_date, self.study_date or "",
+            self.study_uid or "",
+            self.series_number is None, self.series_number or 0,
+            self.instance_number is None, self.instance_number or 0,
+            self.instance_id,
+        )
+
+    def to_line(self, schema_name: str, labels: Sequence[str], task_type: str, *,
+                include_phi: bool = False) -> ManifestLine:
+        return ManifestLine(
+            source=self.instance_id,
+            labels=tuple(labels),
+            task_type=task_type,
+            schema=schema_name,
+            modality=self.modality or None,
+            study_instance_uid=self.study_uid or None,
+            series_instance_uid=self.series_uid or None,
+            sop_instance_uid=self.sop_uid or None,
+            frames=self.frames or 1,
+            patient_id=(self.patient_id or None) if include_phi else None,
+            study_date=(self.study_date or None) if include_phi else None,
+        )
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build_manifest` found: the lines plus the accounting the report prints."""
+
+    lines: list[ManifestLine]
+    matched: int = 0                                    # instances the query matched
+    excluded: Counter = field(default_factory=Counter)  # reason -> count of non-image instances
+    excluded_examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> a few IDs
+    metadata_mismatch: int = 0                          # images dropped by --metadata
+    metadata_checked: int = 0
+    limited_out: int = 0                                # images beyond --limit
+    fetched_by_id: Counter = field(default_factory=Counter)  # level -> GETs to fill gaps
+    requests: Counter = field(default_factory=Counter)  # kind -> requests sent
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images(self) -> int:
+        """Image instances that passed every filter (before ``--limit``)."""
+        return self.matched - sum(self.excluded.values()) - self.metadata_mismatch
+
+
+class Reporter(Protocol):
+    """Progress sink: ``phase`` names the step under way; ``advance`` counts per-instance work."""
+
+    def phase(self, text: str, total: Optional[int] = None) -> None: ...
+
+    def advance(self, count: int = 1) -> None: ...
+
+
+class _SilentReporter:
+    def phase(self, text: str, total: Optional[int] = None) -> None:
+        pass
+
+    def advance(self, count: int = 1) -> None:
+        pass
+
+
+EXAMPLES_PER_REASON: Final = 5
+PARALLEL_GETS: Final = 8   # concurrent per-instance GETs (metadata); Orthanc serves 50 HTTP threads
+METADATA_BATCH: Final = 64  # with --limit, check this many candidates at a time, in order
+
+
+class _Counted:
+    """Wraps the client to count requests by kind (the report shows them; the bench checks them)."""
+
+    def __init__(self, client: Any, requests: Counter) -> None:
+        self._client = client
+        self._requests = requests
+        self._lock = threading.Lock()
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self._requests[kind] += 1
+
+    def find(self, level: str, query: dict[str, str]) -> list[dict]:
+        self._count("find")
+        return self._client.find(level, query, expand=True)
+
+    def resource(self, level: str, resource_id: str) -> Optional[dict]:
+        """``GET /{instances|series|studies}/{id}``; None when it is gone (404)."""
+        self._count("get")
+        return self._client.get_resource(level, resource_id)
+
+    def metadata(self, instance_id: str, name: str) -> Optional[str]:
+        self._count("metadata")
+        return self._client.get_metadata(instance_id, name)
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    # IS values are strings that may be empty, padded, or "1.0" from sloppy writers.
+    try:
+        return int(float(str(value).strip()))
+    except (TypeError, ValueError):
+        return None
+
+
+def _parse_instance(raw: Mapping[str, Any]) -> _Instance:
+    tags = raw.get("MainDicomTags") or {}
+    return _Instance(
+        id=raw["ID"],
+        series_id=raw.get("ParentSeries", ""),
+        sop_uid=tags.get("SOPInstanceUID") or None,
+        number=_int_or_none(tags.get("InstanceNumber")),
+        frames=_int_or_none(tags.get("NumberOfFrames")),
+    )
+
+
+def _parse_series(raw: Mapping[str, Any]) -> _Series:
+    tags = raw.get("MainDicomTags") or {}
+    return _Series(
+        id=raw["ID"],
+        study_id=raw.get("ParentStudy", ""),
+        uid=tags.get("SeriesInstanceUID") or None,
+        modality=(tags.get("Modality") or "").strip().upper() or None,
+        number=_int_or_none(tags.get("SeriesNumber")),
+        instance_ids=tuple(raw.get("Instances") or ()),
+    )
+
+
+def _parse_study(raw: Mapping[str, Any]) -> _Study:
+    tags = raw.get("MainDicomTags") or {}
+    patient = raw.get("PatientMainDicomTags") or {}
+    return _Study(
+        id=raw["ID"],
+        uid=tags.get("StudyInstanceUID") or None,
+        date=(tags.get("StudyDate") or "").strip() or None,
+        patient_id=patient.get("PatientID") or None,
+    )
+
+
+def _fetch_missing(orthanc: _Counted, level: str, ids: Iterable[str], parse: Callable[[Mapping[str, Any]], Any],
+                   into: dict[str, Any], result: BuildResult) -> None:
+    """Fill ``into`` with resources an answer referenced but another answer lacked (normally none)."""
+    missing = sorted(set(ids) - set(into))
+    if not missing:
+        return
+    with ThreadPoolExecutor(max_workers=PARALLEL_GETS) as pool:
+        for resource_id, raw in zip(missing, pool.map(lambda rid: orthanc.resource(level, rid), missing)):
+            result.fetched_by_id[level] += 1
+            if raw is not None:  # None: deleted since the find; nothing to label
+                into[resource_id] = parse(raw)
+
+
+def find_candidates(orthanc: _Counted, filters: ManifestFilters, result: BuildResult,
+                    reporter: Reporter) -> list[Candidate]:
+    """Every instance matching ``filters`` with its series and study tags, in three finds.
+
+    The three finds are independent and go out together; consistency between them (a resource
+    uploaded or deleted in between, or an answer capped by the server) is restored by
+    :func:`_fetch_missing` instead of trusting any single answer to be complete.
+    """
+    reporter.phase("querying Orthanc (/tools/find)")
+    series_query = filters.series_query()
+    studies_by_find = not filters.only_series_uids_narrow
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        instances_future = pool.submit(orthanc.find, "Instance", series_query)
+        series_future = pool.submit(orthanc.find, "Series", series_query)
+        studies_future = pool.submit(orthanc.find, "Study", filters.study_query()) if studies_by_find else None
+        raw_instances = instances_future.result()
+        raw_series = series_future.result()
+        raw_studies = studies_future.result() if studies_future else []
+
+    instances = {raw["ID"]: _parse_instance(raw) for raw in raw_instances}
+    series = {raw["ID"]: _parse_series(raw) for raw in raw_series}
+    studies = {raw["ID"]: _parse_study(raw) for raw in raw_studies}
+
+    # Every instance of a matched series matches too (all filters are series-level or above).
+    _fetch_missing(orthanc, "Series", (i.series_id for i in instances.values()), _parse_series, series, result)
+    _fetch_missing(orthanc, "Instance", (iid for s in series.values() for iid in s.instance_ids),
+                   _parse_instance, instances, result)
+    _fetch_missing(orthanc, "Study", (s.study_id for s in series.values()), _parse_study, studies, result)
+    # Studies read by ID on purpose (the --series-uid case) are not a gap in an answer.
+    gaps = {level: n for level, n in result.fetched_by_id.items() if studies_by_find or level != "Study"}
+    if gaps:
+        result.warnings.append(
+            "fetched by ID what /tools/find did not return ("
+            + ", ".join(f"{n} {level.lower()}" for level, n in sorted(gaps.items()))
+            + "): uploads during the query, or a LimitFindResults/LimitFindInstances cap on the server")
+
+    candidates: list[Candidate] = []
+    for instance in instances.values():
+        parent = series.get(instance.series_id)
+        study = studies.get(parent.study_id) if parent else None
+        if parent is None or study is None:
+            continue  # deleted while we were reading
+        candidates.append(Candidate(
+            instance_id=instance.id,
+            modality=parent.modality,
+            study_uid=study.uid,
+            series_uid=parent.uid,
+            sop_uid=instance.sop_uid,
+            study_date=study.date,
+            patient_id=study.patient_id,
+            series_number=parent.number,
+            instance_number=instance.number,
+            frames=instance.frames,
+        ))
+    return candidates
+
+
+def exclude_non_images(orthanc: _Counted, candidates: list[Candidate], result: BuildResult,
+                       reporter: Reporter, *, check_all_sop_classes: bool = False) -> list[Candidate]:
+    """Drop non-image instances (by series Modality, then SOP class where Modality is not enough)."""
+    kept: list[Candidate] = []
+    to_check: list[Candidate] = []
+    for candidate in candidates:
+        reason = modality_exclusion(candidate.modality)
+        if reason:
+            _exclude(result, reason, candidate.instance_id)
+        elif check_all_sop_classes or needs_sop_class_check(candidate.modality):
+            to_check.append(candidate)
+        else:
+            kept.append(candidate)
+    if to_check:
+        reporter.phase(f"checking the SOP class of {len(to_check)} instances", total=len(to_check))
+
+        def sop_class(candidate: Candidate) -> Optional[str]:
+            value = orthanc.metadata(candidate.instance_id, "SopClassUid")
+            reporter.advance()
+            return value
+
+        with ThreadPoolExecutor(max_workers=PARALLEL_GETS) as pool:
+            for candidate, uid in zip(to_check, pool.map(sop_class, to_check)):
+                reason = sop_class_exclusion(uid)
+                if reason:
+                    _exclude(result, reason, candidate.instance_id)
+                else:
+                    kept.append(candidate)
+    return kept
+
+
+def _exclude(result: BuildResult, reason: str, instance_id: str) -> None:
+    result.excluded[reason] += 1
+    examples = result.excluded_examples.setdefault(reason, [])
+    if len(examples) < EXAMPLES_PER_REASON:
+        examples.append(instance_id)
+
+
+def apply_metadata_filters(orthanc: _Counted, ordered: list[Candidate], wanted: Sequence[tuple[str, str]],
+                           limit: Optional[int], result: BuildResult, reporter: Reporter) -> list[Candidate]:
+    """Keep the candidates whose Orthanc metadata match every ``KEY=VALUE`` (in order, up to ``limit``).
+
+    Orthanc 1.10's ``/tools/find`` cannot match metadata, so this reads it per instance: in
+    parallel, in batches that follow the manifest order, stopping once ``limit`` are kept.
+    """
+    if not wanted:
+        return ordered
+    names_seen: Counter = Counter()
+    reporter.phase(f"reading metadata ({', '.join(k for k, _ in wanted)})", total=len(ordered))
+
+    def matches(candidate: Candidate) -> bool:
+        ok = True
+        for name, value in wanted:
+            actual = orthanc.metadata(candidate.instance_id, name)
+            if actual is not None:
+                names_seen[name] += 1
+            if actual != value:
+                ok = False
+                break  # the remaining keys cannot change the answer
+        reporter.advance()
+        return ok
+
+    kept: list[Candidate] = []
+    batch = len(ordered) if limit is None else max(METADATA_BATCH, limit)
+    with ThreadPoolExecutor(max_workers=PARALLEL_GETS) as pool:
+        for start in range(0, len(ordered), batch):
+            chunk = ordered[start:start + batch]
+            for candidate, ok in zip(chunk, pool.map(matches, chunk)):
+                result.metadata_checked += 1
+                if ok:
+                    kept.append(candidate)
+                else:
+                    result.metadata_mismatch += 1
+            if limit is not None and len(kept) >= limit:
+                break
+    for name, _ in wanted:
+        if result.metadata_checked and not names_seen[name]:
+            result.warnings.append(
+                f"--metadata {name}: none of the {result.metadata_checked} instances checked has this "
+                "metadata (names are case-sensitive; custom ones must be declared in Orthanc's UserMetadata)")
+    return kept
+
+
+def build_manifest(
+    client: Any,
+    *,
+    schema_name: str,
+    labels: Sequence[str],
+    task_type: str,
+    filters: ManifestFilters = ManifestFilters(),
+    limit: Optional[int] = None,
+    include_phi: bool = False,
+    check_all_sop_classes: bool = False,
+    reporter: Optional[Reporter] = None,
+) -> BuildResult:
+    """Query Orthanc and return the manifest lines (sorted, non-images excluded, limited).
+
+    ``client`` is an :class:`labeling.orthanc_client.OrthancClient` (or anything with its
+    ``find``, ``get_resource`` and ``get_metadata``). Nothing is written: see :func:`write_manifest`.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    started = time.perf_counter()
+    reporter = reporter or _SilentReporter()
+    result = BuildResult(lines=[])
+    orthanc = _Counted(client, result.requests)
+
+    candidates = find_candidates(orthanc, filters, result, reporter)
+    result.matched = len(candidates)
+    images = exclude_non_images(orthanc, candidates, result, reporter, check_all_sop_classes=check_all_sop_classes)
+    images.sort(key=Candidate.sort_key)
+    images = apply_metadata_filters(orthanc, images, filters.metadata, limit, result, reporter)
+    if limit is not None and len(images) > limit:
+        result.limited_out = len(images) - limit
+        images = images[:limit]
+    result.lines = [c.to_line(schema_name, labels, task_type, include_phi=include_phi) for c in images]
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``manifest`` to ``python -m labeling`` (see labeling/cli.py)."""
+    from labeling.connection import add_connection_arguments
+
+    parser = subparsers.add_parser(
+        "manifest",
+        help="build a labeling manifest (GT input manifest) from an Orthanc query",
+        description=(
+            "Query Orthanc and write one JSON line per image instance: "
+            '{"source": <Orthanc instance ID>, "labels": [...], "task_type": ..., "schema": ..., '
+            "plus modality, study/series/SOP instance UIDs and frames}. Non-image objects (SR, KO, "
+            "PR, RT, SEG, waveforms, documents…) are excluded and counted. Lines are sorted by study "
+            "date, study UID, series number, instance number. Exit 0: written; 1: Orthanc or file "
+            "error; 2: bad arguments or no image matched."
+        ),
+    )
+    parser.add_argument("--schema", required=True, type=Path, metavar="FILE",
+                        help="label schema file (YAML/JSON, see labeling/schema.py), e.g. schemas/chest-xray.yaml")
+    parser.add_argument("--out", required=True, metavar="FILE", help="manifest to write ('-' for stdout)")
+    filters = parser.add_argument_group("filters (all must match; none: every image in Orthanc)")
+    filters.add_argument("--modality", action="append", default=[], metavar="CODE",
+                         help="series Modality, repeatable or comma-separated (e.g. DX,CR)")
+    filters.add_argument("--study-uid", action="append", default=[], metavar="UID",
+                         help="StudyInstanceUID (repeatable)")
+    filters.add_argument("--series-uid", action="append", default=[], metavar="UID",
+                         help="SeriesInstanceUID (repeatable)")
+    filters.add_argument("--patient-id", metavar="ID",
+                         help="PatientID; Orthanc wildcards * and ? allowed (e.g. 'SYN7-*')")
+    filters.add_argument("--study-date-from", metavar="DATE", help="first StudyDate, YYYYMMDD or YYYY-MM-DD")
+    filters.add_argument("--study-date-to", metavar="DATE", help="last StudyDate (inclusive)")
+    filters.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
+                         help="Orthanc instance metadata equal to VALUE (repeatable; read per instance "
+                              "after the query: Orthanc 1.10 cannot search metadata)")
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help="write at most N lines (the first N in order)")
+    parser.add_argument("--include-phi", action="store_true",
+                        help="also write patient_id and study_date (left out by default: PHI)")
+    parser.add_argument("--check-sop-class", action="store_true",
+                        help="check every instance's SOP class, not only where the series Modality "
+                             "does not tell (one metadata GET per instance)")
+    parser.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report (counts, exclusions, timings)")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_connection_arguments(parser)
+    parser.set_defaults(func=run, _parser=parser)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _usage_error(args: argparse.Namespace, message: str) -> int:
+    parser = getattr(args, "_parser", None)
+    prog = parser.prog if parser else "python -m labeling manifest"
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """``python -m labeling manifest``: query, write, summarise; returns the exit code."""
+    from labeling.connection import ConnectionError_, connection_from_args
+    from labeling.schema import SchemaError, load_schema
+
+    try:
+        filters = parse_filters(
+            modalities=args.modality, study_uids=args.study_uid, series_uids=args.series_uid,
+            patient_id=args.patient_id, study_date_from=args.study_date_from,
+            study_date_to=args.study_date_to, metadata=args.metadata,
+        )
+    except FilterError as exc:
+        return _usage_error(args, str(exc))
+    try:
+        schema = load_schema(args.schema)
+    except SchemaError as exc:
+        return _usage_error(args, f"--schema: {exc}")
+    try:
+        connection = connection_from_args(args)
+    except ConnectionError_ as exc:
+        return _usage_error(args, str(exc))
+
+    from labeling.orthanc_client import OrthancClient
+
+    console = _stderr_console()
+    client = OrthancClient.from_connection(connection)
+    try:
+        with _RichReporter(console, enabled=not args.quiet) as reporter:
+            result = build_manifest(
+                client, schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,
+                filters=filters, limit=args.limit, include_phi=args.include_phi,
+                check_all_sop_classes=args.check_sop_class, reporter=reporter,
+            )
+    except Exception as exc:  # noqa: BLE001 - one clear line for any Orthanc failure, not a traceback
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        console.print(f"[red]manifest: cannot query Orthanc at {connection.url}: {exc}[/red]")
+        return 1
+    finally:
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    report = _report(args, schema.name, filters, connection.url, result)
+    if not result.lines:
+        console.print("[red]manifest: no image instance matches the filters[/red]"
+                      + (f" ({_describe_filters(filters)})" if _describe_filters(filters) else "")
+                      + f"; {result.matched} instances matched the query, "
+                      + _exclusion_sentence(result) + "; nothing written")
+        _write_report(args, report, console)
+        return 2
+    try:
+        written = write_manifest(result.lines, args.out)
+    except OSError as exc:
+        console.print(f"[red]manifest: cannot write {args.out}: {exc.strerror or exc}[/red]")
+        return 1
+    report["written"] = written
+    _print_summary(console, result, written, args.out)
+    if _write_report(args, report, console):
+        return 1
+    return 0
+
+
+def _describe_filters(filters: ManifestFilters) -> str:
+    parts = [f"--{key.replace('_', '-')} {value}" for key, value in filters.to_dict().items()
+             if value not in (None, [], {})]
+    return ", ".join(parts)
+
+
+def _exclusion_sentence(result: BuildResult) -> str:
+    total = sum(result.excluded.values())
+    if not total:
+        return "none of them excluded as non-image"
+    reasons = "; ".join(f"{reason}: {count}" for reason, count in result.excluded.most_common())
+    return f"{total} excluded as non-image ({reasons})"
+
+
+def _print_summary(console: Any, result: BuildResult, written: int, out: str) -> None:
+    requests = ", ".join(f"{n} {kind}" for kind, n in sorted(result.requests.items()))
+    console.print(f"matched {result.matched} instances; {_exclusion_sentence(result)}")
+    if result.metadata_checked:
+        console.print(f"--metadata: {result.metadata_mismatch} of {result.metadata_checked} checked did not match")
+    if result.limited_out:
+        console.print(f"--limit: {result.limited_out} more images left out")
+    where = "stdout" if out == "-" else out
+    console.print(f"[green]wrote {written} lines to {where}[/green] in {result.seconds:.2f} s ({requests} requests)")
+
+
+def _report(args: argparse.Namespace, schema_name: str, filters: ManifestFilters, url: str,
+            result: BuildResult) -> dict[str, Any]:
+    return {
+        "out": args.out,
+        "schema": schema_name,
+        "orthanc_url": url,
+        "filters": filters.to_dict(),
+        "limit": args.limit,
+        "include_phi": args.include_phi,
+        "matched": result.matched,
+        "excluded": {
+            "total": sum(result.excluded.values()),
+            "by_reason": dict(result.excluded.most_common()),
+            "examples": result.excluded_examples,
+        },
+        "metadata": {"checked": result.metadata_checked, "mismatched": result.metadata_mismatch},
+        "images": result.images,
+        "limited_out": result.limited_out,
+        "written": 0,
+        "requests": dict(result.requests),
+        "fetched_by_id": dict(result.fetched_by_id),
+        "warnings": result.warnings,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def _write_report(args: argparse.Namespace, report: Mapping[str, Any], console: Any) -> bool:
+    """Write ``--report``; True on failure (already printed)."""
+    if not args.report:
+        return False
+    try:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        console.print(f"[red]manifest: cannot write --report {args.report}: {exc.strerror or exc}[/red]")
+        return True
+    return False
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+class _RichReporter:
+    """Progress on stderr: a spinner per phase, a bar for per-instance work (rich)."""
+
+    def __init__(self, console: Any, *, enabled: bool) -> None:
+        self._console = console
+        self._enabled = enabled and console.is_terminal
+        self._progress: Any = None
+        self._task: Any = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _RichReporter:
+        if self._enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                      MofNCompleteColumn(), TimeElapsedColumn(), console=self._console,
+                                      transient=True)
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def phase(self, text: str, total: Optional[int] = None) -> None:
+        if self._progress is None:
+            return
+        with self._lock:
+            if self._task is not None:
+                self._progress.update(self._task, visible=False)
+            self._task = self._progress.add_task(text, total=total)
+
+    def advance(self, count: int = 1) -> None:
+        if self._progress is None or self._task is None:
+            return
+        with self._lock:
+            self._progress.advance(self._task, count)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__

@@ -1,0 +1,213 @@
+"""Simulated annotators with a known truth: for consolidation tests, benchmarks and the demo.
+
+Generative model (the Dawid–Skene model consolidation assumes, plus ROI noise):
+
+* Each object has a true present/absent per label, drawn with the label's ``prevalence``.
+* Each object is answered by ``annotators_per_item`` distinct workers drawn uniformly from the
+  pool (optionally ``weights``).
+* A worker answers "present" with probability ``sensitivity`` when the label is present and
+  ``1 - specificity`` when absent (per label, if given as a mapping), independently of the others.
+* ROIs (labels listed in ``roi_shapes``, on a ``roi_share`` of the objects): every present label
+  has one or two true ROIs of the label's shape. A worker who answers "present" draws each true
+  ROI with probability ``1 - roi_miss``, jittered (each box edge, vertex or point moved by a normal
+  error with standard deviation ``roi_jitter`` x the ROI's size); if the label is absent (a false
+  positive) the worker draws one spurious ROI; independently, with probability ``roi_extra`` a
+  worker adds one spurious ROI of a label it answered "present". A worker answering "absent" draws
+  nothing for that label.
+
+``simulate_job(...)`` returns a :class:`SimJob` holding the answers as
+``labeling.consolidation.ItemAnswers`` (content in the single-annotator label shape of
+ARCHITECTURE.md, optionally as the JSON text the viewer submits) and the truth.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from labeling.consolidation.inputs import ItemAnswers, WorkerAnswer
+
+
+@dataclass(frozen=True)
+class SimWorker:
+    """A simulated annotator; ``sensitivity``/``specificity`` are a number or ``{label: number}``."""
+
+    worker_id: str
+    sensitivity: float | Mapping[str, float] = 0.9
+    specificity: float | Mapping[str, float] = 0.9
+    roi_jitter: float = 0.03
+    roi_miss: float = 0.1
+    roi_extra: float = 0.05
+
+    def rate(self, which: str, label: str) -> float:
+        value = getattr(self, which)
+        if isinstance(value, Mapping):
+            return float(value[label])
+        return float(value)
+
+
+@dataclass
+class SimJob:
+    """Simulated answers and the truth they were drawn from."""
+
+    items: list[ItemAnswers]
+    label_names: list[str]
+    truth: np.ndarray                      # (n_items, n_labels) bool
+    truth_rois: list[list[dict[str, Any]]]  # per item, label-shape ROI dicts
+    workers: list[SimWorker]
+    assignment: np.ndarray                 # (n_items, K) worker indices
+    answers: np.ndarray                    # (n_items, K, n_labels) bool
+    image: dict[str, int] = field(default_factory=dict)
+
+    def item_ids(self) -> list[str]:
+        return [it.item_id for it in self.items]
+
+
+def _box_points(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
+    return [[x0, y0], [x1, y1]]
+
+
+def _truth_roi(rng: np.random.Generator, label: str, shape: str, rows: int, cols: int) -> dict:
+    w = rng.uniform(0.05, 0.25) * cols
+    h = rng.uniform(0.05, 0.25) * rows
+    x0 = rng.uniform(0, cols - w)
+    y0 = rng.uniform(0, rows - h)
+    if shape in ("rectangle", "ellipse"):
+        pts = _box_points(x0, y0, x0 + w, y0 + h)
+    elif shape == "point":
+        pts = [[x0 + w / 2, y0 + h / 2]]
+    elif shape == "polygon":
+        n = 12
+        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        r = rng.uniform(0.85, 1.0, size=n)
+        xs = x0 + w / 2 + r * np.cos(t) * w / 2
+        ys = y0 + h / 2 + r * np.sin(t) * h / 2
+        pts = [[float(x), float(y)] for x, y in zip(xs, ys)]
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    return {"label": label, "shape": shape, "points": [[float(x), float(y)] for x, y in pts],
+            "_size": (w, h)}
+
+
+def _jitter(rng: np.random.Generator, roi: dict, jitter: float) -> dict:
+    w, h = roi["_size"]
+    pts = np.array(roi["points"], dtype=float)
+    if roi["shape"] == "polygon":
+        shift = rng.normal(0, jitter, size=2) * (w, h)
+        pts = pts + shift + rng.normal(0, jitter / 2, size=pts.shape) * (w, h)
+    else:
+        pts = pts + rng.normal(0, jitter, size=pts.shape) * (w, h)
+    return {"label": roi["label"], "shape": roi["shape"],
+            "points": [[round(float(x), 2), round(float(y), 2)] for x, y in pts]}
+
+
+def _public(roi: dict) -> dict:
+    return {k: v for k, v in roi.items() if not k.startswith("_")}
+
+
+def simulate_job(
+    n_items: int,
+    label_names: Sequence[str],
+    workers: Sequence[SimWorker],
+    *,
+    annotators_per_item: int = 3,
+    prevalence: float | Mapping[str, float] = 0.3,
+    roi_shapes: Mapping[str, str] | None = None,
+    roi_share: float = 1.0,
+    image: tuple[int, int] = (2048, 2048),
+    weights: Sequence[float] | None = None,
+    seed: int = 0,
+    as_json: bool = False,
+    item_prefix: str = "obj-",
+) -> SimJob:
+    """Draw a job (see the module docstring). ``roi_shapes`` maps a label to the shape its ROIs use."""
+    rng = np.random.default_rng(seed)
+    names = list(label_names)
+    L, W, K = len(names), len(workers), annotators_per_item
+    if not 1 <= K <= W:
+        raise ValueError("annotators_per_item must be between 1 and the number of workers")
+    prev = np.array([prevalence[n] if isinstance(prevalence, Mapping) else prevalence for n in names])
+    truth = rng.random((n_items, L)) < prev
+    # K distinct workers per object: the K smallest of W random keys (Gumbel trick for weights).
+    keys = rng.random((n_items, W))
+    if weights is not None:
+        wts = np.asarray(weights, dtype=float)
+        keys = -np.log(keys) / (wts / wts.sum())
+    assignment = np.argsort(keys, axis=1)[:, :K]
+    sens = np.array([[w.rate("sensitivity", n) for n in names] for w in workers])
+    spec = np.array([[w.rate("specificity", n) for n in names] for w in workers])
+    p_yes = np.where(truth[:, None, :], sens[assignment], 1.0 - spec[assignment])
+    answers = rng.random((n_items, K, L)) < p_yes
+
+    rows, cols = image
+    image_d = {"rows": int(rows), "columns": int(cols), "frame": 0}
+    roi_shapes = dict(roi_shapes or {})
+    roi_idx = [(j, n, roi_shapes[n]) for j, n in enumerate(names) if n in roi_shapes]
+    with_rois = (rng.random(n_items) < roi_share) if roi_idx else np.zeros(n_items, dtype=bool)
+
+    items: list[ItemAnswers] = []
+    truth_rois: list[list[dict]] = []
+    answers_l = answers.tolist()
+    assign_l = assignment.tolist()
+    for i in range(n_items):
+        t_rois: list[dict] = []
+        if with_rois[i]:
+            for j, name, shape in roi_idx:
+                if truth[i, j]:
+                    for _ in range(1 + int(rng.random() < 0.3)):
+                        t_rois.append(_truth_roi(rng, name, shape, rows, cols))
+        truth_rois.append([_public(r) for r in t_rois])
+        ans_i = answers_l[i]
+        item_answers = []
+        for k in range(K):
+            worker = workers[assign_l[i][k]]
+            said = ans_i[k]
+            content: dict[str, Any] = {
+                "labels": [{"name": names[j], "present": said[j]} for j in range(L)],
+                "rois": [],
+                "image": image_d,
+            }
+            if with_rois[i]:
+                rois = content["rois"]
+                for j, name, shape in roi_idx:
+                    if not said[j]:
+                        continue
+                    if truth[i, j]:
+                        for r in t_rois:
+                            if r["label"] == name and rng.random() >= worker.roi_miss:
+                                rois.append(_jitter(rng, r, worker.roi_jitter))
+                    else:
+                        rois.append(_public(_truth_roi(rng, name, shape, rows, cols)))
+                said_rois = [(n, s) for j, n, s in roi_idx if said[j]]
+                if said_rois and rng.random() < worker.roi_extra:
+                    n, s = said_rois[int(rng.integers(len(said_rois)))]
+                    rois.append(_public(_truth_roi(rng, n, s, rows, cols)))
+            payload: Any = content
+            if as_json:
+                payload = json.dumps({"annotation": json.dumps(content)})
+            item_answers.append(WorkerAnswer(worker.worker_id, payload))
+        items.append(ItemAnswers(f"{item_prefix}{i}", tuple(item_answers)))
+    return SimJob(items, names, truth, truth_rois, list(workers), assignment, answers, image_d)
+
+
+def worker_pool(n: int, *, accuracy: tuple[float, float] = (0.6, 0.95), seed: int = 0,
+                prefix: str = "w", **kwargs: Any) -> list[SimWorker]:
+    """``n`` workers with sensitivity and specificity drawn independently from ``accuracy``'s range."""
+    rng = np.random.default_rng(seed)
+    lo, hi = accuracy
+    return [SimWorker(f"{prefix}{i}", sensitivity=float(rng.uniform(lo, hi)),
+                      specificity=float(rng.uniform(lo, hi)), **kwargs) for i in range(n)]
+
+
+def to_crowd_frame(job: SimJob, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(task index, worker index, 0/1 answer) arrays of one label, e.g. for crowd-kit's DataFrame."""
+    j = job.label_names.index(label)
+    n, K = job.assignment.shape
+    task = np.repeat(np.arange(n), K)
+    worker = job.assignment.reshape(-1)
+    answer = job.answers[:, :, j].reshape(-1).astype(int)
+    return task, worker, answer
