@@ -633,13 +633,18 @@ def _sop_class_name(uid: str) -> str:
 
 
 class OrthancLike(Protocol):
-    """What the builder needs of :class:`labeling.orthanc_client.OrthancClient`."""
+    """What the builder needs of :class:`labeling.orthanc_client.OrthancClient` (thread-safe)."""
 
-    def find(self, level: str, query: dict[str, str], *, expand: bool = True,
+    def find(self, level: str, query: Mapping[str, str], *, expand: bool = True,
              limit: Optional[int] = None, since: Optional[int] = None,
              case_sensitive: bool = True) -> list[dict]: ...
 
-    def get_metadata(self, instance_id: str, name: str) -> Optional[str]: ...
+    def get_metadata(self, level_plural: str, resource_id: str, name: str) -> Optional[str]: ...
+
+    def request(self, method: str, path: str, *, ok_statuses: tuple[int, ...] = (), **kwargs: Any) -> Any: ...
+
+
+_PLURALS: Final = {"Study": "studies", "Series": "series", "Instance": "instances"}
 
 
 @dataclass
@@ -757,7 +762,7 @@ METADATA_BATCH: Final = 64  # with --limit, check this many candidates at a time
 class _Counted:
     """Wraps the client to count requests by kind (the report shows them; the bench checks them)."""
 
-    def __init__(self, client: Any, requests: Counter) -> None:
+    def __init__(self, client: OrthancLike, requests: Counter) -> None:
         self._client = client
         self._requests = requests
         self._lock = threading.Lock()
@@ -771,13 +776,16 @@ class _Counted:
         return self._client.find(level, query, expand=True)
 
     def resource(self, level: str, resource_id: str) -> Optional[dict]:
-        """``GET /{instances|series|studies}/{id}``; None when it is gone (404)."""
+        """``GET /{studies|series|instances}/{id}`` (the same JSON as an expanded find answer);
+        None when it is gone (404)."""
         self._count("get")
-        return self._client.get_resource(level, resource_id)
+        response = self._client.request("GET", f"/{_PLURALS[level]}/{resource_id}", ok_statuses=(404,))
+        return None if response.status_code == 404 else response.json()
 
     def metadata(self, instance_id: str, name: str) -> Optional[str]:
+        """``GET /instances/{id}/metadata/{name}``; None when absent (or an unknown name: 404 too)."""
         self._count("metadata")
-        return self._client.get_metadata(instance_id, name)
+        return self._client.get_metadata("instances", instance_id, name)
 
 
 def _int_or_none(value: Any) -> Optional[int]:
@@ -976,7 +984,7 @@ def apply_metadata_filters(orthanc: _Counted, ordered: list[Candidate], wanted: 
 
 
 def build_manifest(
-    client: Any,
+    client: OrthancLike,
     *,
     schema_name: str,
     labels: Sequence[str],
@@ -990,7 +998,8 @@ def build_manifest(
     """Query Orthanc and return the manifest lines (sorted, non-images excluded, limited).
 
     ``client`` is an :class:`labeling.orthanc_client.OrthancClient` (or anything with its
-    ``find``, ``get_resource`` and ``get_metadata``). Nothing is written: see :func:`write_manifest`.
+    ``find``, ``request`` and ``get_metadata``, see :class:`OrthancLike`). Nothing is written:
+    see :func:`write_manifest`.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
@@ -1209,7 +1218,7 @@ def _write_report(args: argparse.Namespace, report: Mapping[str, Any], console: 
 def _stderr_console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class _RichReporter:

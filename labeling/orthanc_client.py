@@ -266,9 +266,12 @@ class OrthancClient:
         route = "simplified-tags" if simplified else "tags"
         return self._json("GET", f"/instances/{instance_id}/{route}")
 
-    def delete(self, level_plural: str, resource_id: str) -> None:
-        """``DELETE /{level}/{id}``; a retry that finds it gone counts as done."""
-        self.request("DELETE", f"/{_check_level_plural(level_plural)}/{resource_id}")
+    def delete(self, level_plural: str, resource_id: str, *, missing_ok: bool = False) -> None:
+        """``DELETE /{level}/{id}`` (with its children); ``missing_ok`` accepts an absent resource."""
+        response = self.request("DELETE", f"/{_check_level_plural(level_plural)}/{resource_id}",
+                                ok_statuses=(404,))
+        if response.status_code == 404 and not missing_ok:
+            raise OrthancError.from_response(response)
 
     # -- metadata -----------------------------------------------------------------------------
 
@@ -302,13 +305,14 @@ class OrthancClient:
         OrthancError), or leave it ``None`` with ``overwrite=True`` to replace whatever is there.
         """
         path = f"/{_check_level_plural(level_plural)}/{resource_id}/metadata/{name}"
+        explicit = revision is not None
         for _ in range(3):
             headers = {"If-Match": revision} if revision else {}
             response = self.request("PUT", path, data=value.encode("utf-8"), headers=headers,
                                     ok_statuses=(409,))
             if response.status_code != 409:
                 return
-            if revision is not None or not overwrite:
+            if explicit or not overwrite:
                 raise OrthancError.from_response(response)
             _, revision = self.get_metadata_with_revision(level_plural, resource_id, name)
             if revision is None:

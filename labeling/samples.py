@@ -55,7 +55,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, MediaStorageDirectoryStorage, generate_uid
 
-from labeling.synth import OutputDirError, one_line_errors, staged_output_dir
+from labeling.synth import OutputDirError, one_line_errors, sigterm_as_interrupt, staged_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +362,8 @@ def run(args: argparse.Namespace) -> int:
     """The ``samples`` command: 0 on success, 2 with one error line for a bad --out."""
     scan = scan_samples(distinct_uids=args.distinct_uids)
     try:
-        copied = copy_samples(args.out, force=args.force, scan=scan)
+        with sigterm_as_interrupt():
+            copied = copy_samples(args.out, force=args.force, scan=scan)
     except OutputDirError as exc:
         print(f"samples: error: --out {exc}", file=sys.stderr)
         return 2

@@ -46,6 +46,7 @@ import multiprocessing
 import os
 import secrets
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -72,7 +73,7 @@ FINDINGS: Final = ("Opacity", "Device", "Effusion")
 ROI_SHAPES: Final = {"Opacity": "ellipse", "Device": "polygon", "Effusion": "rectangle"}
 """The ROI shape synth writes for each finding (each must be allowed by the demo schema)."""
 
-SCHEMA_PATH: Final = "schemas/chest-xray.yaml"
+SCHEMA_PATH: Final = "schemas/chest-xray.yaml"  # the demo schema, relative to the repository root
 DEFAULT_PREVALENCE: Final = 0.35
 MODALITIES: Final = ("DX", "CR")
 MIN_SIZE: Final = 64
@@ -85,7 +86,8 @@ GROUND_TRUTH_FILE: Final = "ground_truth.jsonl"
 SUMMARY_FILE: Final = "dataset.json"
 MANUFACTURER: Final = "dicom-annotate synth"
 
-# Every UID synth makes shares pydicom's registered root (PS3.5 9.1: a UID is <org root>.<suffix>).
+# pydicom's UID root, generate_uid's default (PS3.5 9.1: a UID is <org root>.<suffix>); spelled
+# out so a pydicom upgrade cannot change our UIDs.
 _UID_PREFIX: Final = "1.2.826.0.1.3680043.8.498."
 _DETECTOR_WIDTH_MM: Final = 430.0  # a 43 cm flat panel: the usual chest detector
 _MAGNIFICATION: Final = 1.1  # source-to-detector / source-to-patient for a chest stand
@@ -1183,8 +1185,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     one_line_errors(parser)
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (``timeout``, ``docker stop``, CI cancel) into KeyboardInterrupt meanwhile.
+
+    Python dies on SIGTERM without unwinding, which would leave the staging directory behind;
+    as an exception it unwinds through :func:`staged_output_dir`, which removes it.
+    """
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``synth`` command: returns 0, or 2 with one error line on stderr for bad input."""
+    with sigterm_as_interrupt():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     prevalence: dict[str, float] = {}
     for name, value in args.prevalence:
         if name is None:

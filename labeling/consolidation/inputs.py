@@ -37,6 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import numpy as np
+
 SHAPES: Final = ("rectangle", "ellipse", "polygon", "point")
 """ROI shapes of the label-shape contract, in canonical order (same as ``labeling.schema.SHAPES``)."""
 
@@ -122,6 +124,8 @@ class ParsedItem:
 def parse_worker_content(content: Any, *, item_id: str | None = None,
                          worker_id: str | None = None) -> Mapping[str, Any]:
     """The answer mapping inside ``content``: a mapping, its JSON text, or ``{"annotation": <either>}``."""
+    if type(content) is dict and ("labels" in content or "rois" in content):
+        return content
     value = content
     for _ in range(3):  # JSON text -> {"annotation": JSON text} -> answer mapping
         if isinstance(value, (str, bytes, bytearray)):
@@ -131,16 +135,28 @@ def parse_worker_content(content: Any, *, item_id: str | None = None,
                 raise ConsolidationError(item_id, "content", f"not valid JSON ({exc})",
                                          worker_id=worker_id) from exc
             continue
-        if isinstance(value, Mapping) and "annotation" in value and not (
+        if _is_map(value) and "annotation" in value and not (
                 "labels" in value or "rois" in value):
             value = value["annotation"]
             continue
         break
-    if not isinstance(value, Mapping):
+    if not _is_map(value):
         raise ConsolidationError(item_id, "content",
                                  f"expected an object with labels/rois/image, got {type(value).__name__}",
                                  worker_id=worker_id)
     return value
+
+
+def _is_map(value: Any) -> bool:
+    return type(value) is dict or isinstance(value, Mapping)
+
+
+def _is_list(value: Any) -> bool:
+    t = type(value)
+    return t is list or t is tuple or (isinstance(value, Sequence) and not isinstance(value, (str, bytes)))
+
+
+_NUMBER_TYPES: Final = (int, float)
 
 
 def _number(value: Any) -> float | None:
@@ -151,14 +167,18 @@ def _number(value: Any) -> float | None:
 
 
 def _parse_points(raw: Any, shape: str, err) -> Any:
-    import numpy as np
-
-    if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
+    if not _is_list(raw):
         raise err("expected a list of [x, y] pairs")
     lo, hi = _POINT_COUNT[shape]
     if len(raw) < lo or (hi is not None and len(raw) > hi):
         want = f"exactly {lo}" if lo == hi else f"at least {lo}"
         raise err(f"a {shape} needs {want} point(s), got {len(raw)}")
+    # fast path: plain lists of int/float pairs (bool is not int here: type() is exact)
+    if all(type(pt) in (list, tuple) and len(pt) == 2 and type(pt[0]) in _NUMBER_TYPES
+           and type(pt[1]) in _NUMBER_TYPES for pt in raw):
+        out = np.array(raw, dtype=float)
+        if np.isfinite(out).all():
+            return out
     out = np.empty((len(raw), 2), dtype=float)
     for i, pt in enumerate(raw):
         if not isinstance(pt, Sequence) or isinstance(pt, (str, bytes)) or len(pt) != 2:
@@ -173,7 +193,7 @@ def _parse_points(raw: Any, shape: str, err) -> Any:
 def _parse_image(raw: Any, err) -> dict[str, int] | None:
     if raw is None:
         return None
-    if not isinstance(raw, Mapping):
+    if not _is_map(raw):
         raise err("image", f"expected an object, got {type(raw).__name__}")
     out: dict[str, int] = {}
     for key, minimum in (("rows", 1), ("columns", 1), ("frame", 0)):
@@ -213,31 +233,31 @@ def parse_answer(answer: WorkerAnswer, label_names: Sequence[str], *, item_id: s
     labels: dict[str, bool] = {}
     raw_labels = data.get("labels")
     if raw_labels is not None:
-        if not isinstance(raw_labels, Sequence) or isinstance(raw_labels, (str, bytes)):
+        if not _is_list(raw_labels):
             raise err("labels", f"expected a list, got {type(raw_labels).__name__}")
         for i, entry in enumerate(raw_labels):
-            if not isinstance(entry, Mapping):
+            if not _is_map(entry):
                 raise err(f"labels[{i}]", f"expected an object, got {type(entry).__name__}")
             name = entry.get("name")
-            if not isinstance(name, str) or name not in names:
+            if type(name) is not str or name not in names:
                 raise unknown(f"labels[{i}].name", name)
             if name in labels:
                 raise err(f"labels[{i}].name", f"label {name!r} answered twice")
             present = entry.get("present")
-            if not isinstance(present, bool):
+            if present is not True and present is not False:
                 raise err(f"labels[{i}].present", f"expected true or false, got {present!r}")
             labels[name] = present
 
     rois: list[Roi] = []
     raw_rois = data.get("rois")
     if raw_rois is not None:
-        if not isinstance(raw_rois, Sequence) or isinstance(raw_rois, (str, bytes)):
+        if not _is_list(raw_rois):
             raise err("rois", f"expected a list, got {type(raw_rois).__name__}")
         for i, entry in enumerate(raw_rois):
-            if not isinstance(entry, Mapping):
+            if not _is_map(entry):
                 raise err(f"rois[{i}]", f"expected an object, got {type(entry).__name__}")
             label = entry.get("label")
-            if not isinstance(label, str) or label not in names:
+            if type(label) is not str or label not in names:
                 raise unknown(f"rois[{i}].label", label)
             shape = entry.get("shape")
             if shape not in _POINT_COUNT:
@@ -253,9 +273,10 @@ def parse_answer(answer: WorkerAnswer, label_names: Sequence[str], *, item_id: s
 def parse_item(item: ItemAnswers, label_names: Sequence[str],
                label_set: frozenset[str] | None = None) -> ParsedItem:
     """Validate every answer of one object; raises ConsolidationError naming the item."""
-    item_id = item.item_id
     if not isinstance(item, ItemAnswers):
-        raise ConsolidationError(None, "item", f"expected ItemAnswers, got {type(item).__name__}")
+        raise ConsolidationError(getattr(item, "item_id", None), "item",
+                                 f"expected ItemAnswers, got {type(item).__name__}")
+    item_id = item.item_id
     answers = item.answers
     if not answers:
         raise ConsolidationError(item_id, "annotations", "no worker answers")
@@ -264,7 +285,7 @@ def parse_item(item: ItemAnswers, label_names: Sequence[str],
     image: dict[str, int] | None = None
     image_from: str | None = None
     for answer in answers:
-        if not isinstance(answer, WorkerAnswer):
+        if type(answer) is not WorkerAnswer and not isinstance(answer, WorkerAnswer):
             raise ConsolidationError(item_id, "annotations",
                                      f"expected WorkerAnswer, got {type(answer).__name__}")
         p = parse_answer(answer, label_names, item_id=item_id, label_set=label_set)

@@ -91,19 +91,17 @@ def _mask(roi: Roi, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         dy = ((ys - (y0 + ry)) / ry) ** 2
         return (dx[None, :] + dy[:, None]) <= 1.0
     if roi.shape == "polygon":
-        px, py = roi.points[:, 0], roi.points[:, 1]
-        gx = xs[None, :]
-        gy = ys[:, None]
-        inside = np.zeros((len(ys), len(xs)), dtype=bool)
-        n = len(px)
-        for k in range(n):  # even-odd rule, one edge at a time, vectorised over the lattice
-            xa, ya, xb, yb = px[k], py[k], px[(k + 1) % n], py[(k + 1) % n]
-            if ya == yb:
-                continue
-            crosses = (ya > gy) != (yb > gy)
-            x_at = xa + (gy - ya) * (xb - xa) / (yb - ya)
-            inside ^= crosses & (gx < x_at)
-        return inside
+        # even-odd rule: count the edges crossed by a ray from each lattice point towards +x,
+        # all edges at once (edges x rows x columns)
+        pa = roi.points
+        pb = np.roll(pa, -1, axis=0)
+        keep = pa[:, 1] != pb[:, 1]
+        xa, ya, xb, yb = (v[keep][:, None, None] for v in (pa[:, 0], pa[:, 1], pb[:, 0], pb[:, 1]))
+        gy = ys[None, :, None]
+        crosses = (ya > gy) != (yb > gy)                       # (E, rows, 1)
+        x_at = xa + (gy - ya) * (xb - xa) / (yb - ya)          # (E, rows, 1)
+        hits = crosses & (xs[None, None, :] < x_at)            # (E, rows, cols)
+        return (np.count_nonzero(hits, axis=0) & 1).astype(bool)
     raise ValueError(f"no area for shape {roi.shape!r}")
 
 

@@ -12,6 +12,7 @@ import fnmatch
 import json
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
 import pytest
@@ -367,11 +368,19 @@ class FakeOrthanc:
         return out[: self.cap] if self.cap else out
 
     def get_resource(self, level, resource_id):
-        self.calls[f"get {level}"] += 1
         pool = {"Instance": self.instances, "Series": self.series, "Study": self.studies}[level]
         return pool.get(resource_id)
 
-    def get_metadata(self, instance_id, name):
+    def request(self, method, path, *, ok_statuses=(), **kwargs):
+        assert method == "GET" and 404 in ok_statuses
+        plural, resource_id = path.strip("/").split("/")
+        level = {"instances": "Instance", "series": "Series", "studies": "Study"}[plural]
+        self.calls[f"get {level}"] += 1
+        found = self.get_resource(level, resource_id)
+        return SimpleNamespace(status_code=404 if found is None else 200, json=lambda: found)
+
+    def get_metadata(self, level_plural, instance_id, name):
+        assert level_plural == "instances"
         self.calls["metadata"] += 1
         return self.metadata.get((instance_id, name))
 
