@@ -726,6 +726,7 @@ class BuildResult:
     excluded_examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> a few IDs
     metadata_mismatch: int = 0                          # images dropped by --metadata
     metadata_checked: int = 0
+    metadata_unchecked: int = 0                         # not read: --limit was reached before
     limited_out: int = 0                                # images beyond --limit
     fetched_by_id: Counter = field(default_factory=Counter)  # level -> GETs to fill gaps
     requests: Counter = field(default_factory=Counter)  # kind -> requests sent
@@ -974,6 +975,7 @@ def apply_metadata_filters(orthanc: _Counted, ordered: list[Candidate], wanted: 
                 else:
                     result.metadata_mismatch += 1
             if limit is not None and len(kept) >= limit:
+                result.metadata_unchecked = len(ordered) - start - len(chunk)
                 break
     for name, _ in wanted:
         if result.metadata_checked and not names_seen[name]:
@@ -1152,8 +1154,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe_filters(filters: ManifestFilters) -> str:
-    parts = [f"--{key.replace('_', '-')} {value}" for key, value in filters.to_dict().items()
-             if value not in (None, [], {})]
+    """The filters as flags, e.g. ``--modality DX,CR, --metadata Origin=RestApi``."""
+    parts = []
+    for key, value in filters.to_dict().items():
+        if isinstance(value, list):
+            value = ",".join(value)
+        elif isinstance(value, dict):
+            value = " ".join(f"{k}={v}" for k, v in value.items())
+        if value:
+            parts.append(f"--{key.replace('_', '-')} {value}")
     return ", ".join(parts)
 
 
@@ -1169,9 +1178,12 @@ def _print_summary(console: Any, result: BuildResult, written: int, out: str) ->
     requests = ", ".join(f"{n} {kind}" for kind, n in sorted(result.requests.items()))
     console.print(f"matched {result.matched} instances; {_exclusion_sentence(result)}")
     if result.metadata_checked:
-        console.print(f"--metadata: {result.metadata_mismatch} of {result.metadata_checked} checked did not match")
+        unchecked = (f"; {result.metadata_unchecked} not read (--limit reached)"
+                     if result.metadata_unchecked else "")
+        console.print(f"--metadata: {result.metadata_mismatch} of {result.metadata_checked} read did not "
+                      f"match{unchecked}")
     if result.limited_out:
-        console.print(f"--limit: {result.limited_out} more images left out")
+        console.print(f"--limit: {result.limited_out} more matching images left out")
     where = "stdout" if out == "-" else out
     console.print(f"[green]wrote {written} lines to {where}[/green] in {result.seconds:.2f} s ({requests} requests)")
 
@@ -1191,7 +1203,8 @@ def _report(args: argparse.Namespace, schema_name: str, filters: ManifestFilters
             "by_reason": dict(result.excluded.most_common()),
             "examples": result.excluded_examples,
         },
-        "metadata": {"checked": result.metadata_checked, "mismatched": result.metadata_mismatch},
+        "metadata": {"checked": result.metadata_checked, "mismatched": result.metadata_mismatch,
+                     "unchecked": result.metadata_unchecked},
         "images": result.images,
         "limited_out": result.limited_out,
         "written": 0,

@@ -77,12 +77,8 @@ class BinaryResult:
 
 
 def _expit(x: np.ndarray) -> np.ndarray:
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
+    """Logistic function, overflow-free: 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=float)))
 
 
 def vote_counts(obj: np.ndarray, answer: np.ndarray, n_objects: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,14 +157,20 @@ def dawid_skene_binary(
         pi = (q[answered].sum() + prior_smoothing) / (n_answered + 2.0 * prior_smoothing)
         return pi, sens, spec, counts
 
+    code = 2 * worker + y  # index into per-(worker, answer) lookup tables
+
     def e_step(pi: float, sens: np.ndarray, spec: np.ndarray) -> tuple[np.ndarray, float]:
-        # log P(y | z=1) and log P(y | z=0) per answer, looked up per (worker, y).
-        l1 = np.where(y, np.log(sens)[worker], np.log1p(-sens)[worker])
-        l0 = np.where(y, np.log1p(-spec)[worker], np.log(spec)[worker])
-        s1 = np.log(pi) + np.bincount(obj, weights=l1, minlength=n_objects)
-        s0 = np.log1p(-pi) + np.bincount(obj, weights=l0, minlength=n_objects)
-        post = _expit(s1 - s0)
-        ll = float(np.logaddexp(s1, s0)[answered].sum())
+        # per (worker, y): log P(y | z=0) and the log-likelihood ratio log P(y | z=1) - log P(y | z=0)
+        tab0 = np.empty(2 * n_workers)
+        tab0[0::2], tab0[1::2] = np.log(spec), np.log1p(-spec)
+        tab1 = np.empty(2 * n_workers)
+        tab1[0::2], tab1[1::2] = np.log1p(-sens), np.log(sens)
+        s0 = np.log1p(-pi) + np.bincount(obj, weights=tab0[code], minlength=n_objects)
+        odds = (np.log(pi) - np.log1p(-pi)) + np.bincount(obj, weights=(tab1 - tab0)[code],
+                                                          minlength=n_objects)
+        post = _expit(odds)
+        # log P(answers_i) = s0 + log(1 + exp(odds)) = logaddexp(s0, s1)
+        ll = float((s0 + np.logaddexp(0.0, odds))[answered].sum())
         return post, ll
 
     n_ans = max(len(y), 1)

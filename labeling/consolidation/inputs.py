@@ -193,6 +193,11 @@ def _parse_points(raw: Any, shape: str, err) -> Any:
 def _parse_image(raw: Any, err) -> dict[str, int] | None:
     if raw is None:
         return None
+    if type(raw) is dict:  # fast path for the common, complete case
+        rows, cols, frame = raw.get("rows"), raw.get("columns"), raw.get("frame", 0)
+        if (type(rows) is int and type(cols) is int and type(frame) is int
+                and rows >= 1 and cols >= 1 and frame >= 0):
+            return {"rows": rows, "columns": cols, "frame": frame}
     if not _is_map(raw):
         raise err("image", f"expected an object, got {type(raw).__name__}")
     out: dict[str, int] = {}

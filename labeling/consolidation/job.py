@@ -188,11 +188,11 @@ class _Arrays:
 
 def _flatten(parsed: Sequence[ParsedItem], names: Sequence[str],
              worker_index: dict[str, int]) -> tuple[_Arrays, np.ndarray]:
-    lab_index = {n: j for j, n in enumerate(names)}
-    L = len(names)
-    objs: list[list[int]] = [[] for _ in range(L)]
-    wks: list[list[int]] = [[] for _ in range(L)]
-    ys: list[list[bool]] = [[] for _ in range(L)]
+    lab_index = {n: j for j, n in enumerate(names)}.__getitem__
+    objs: list[int] = []
+    wks: list[int] = []
+    labs: list[int] = []
+    ys: list[bool] = []
     annotators = np.empty(len(parsed), dtype=np.int64)
     for i, item in enumerate(parsed):
         annotators[i] = len(item.answers)
@@ -200,16 +200,19 @@ def _flatten(parsed: Sequence[ParsedItem], names: Sequence[str],
             w = worker_index.get(a.worker_id)
             if w is None:
                 w = worker_index[a.worker_id] = len(worker_index)
-            for name, present in a.labels.items():
-                j = lab_index[name]
-                objs[j].append(i)
-                wks[j].append(w)
-                ys[j].append(present)
-    arrays = _Arrays(
-        obj=[np.array(o, dtype=np.intp) for o in objs],
-        wk=[np.array(w, dtype=np.intp) for w in wks],
-        y=[np.array(y, dtype=bool) for y in ys],
-    )
+            n_l = len(a.labels)
+            objs.extend([i] * n_l)
+            wks.extend([w] * n_l)
+            labs.extend(map(lab_index, a.labels))
+            ys.extend(a.labels.values())
+    obj = np.array(objs, dtype=np.intp)
+    wk = np.array(wks, dtype=np.intp)
+    lab = np.array(labs, dtype=np.intp)
+    y = np.array(ys, dtype=bool)
+    order = np.argsort(lab, kind="stable")
+    bounds = np.searchsorted(lab[order], np.arange(len(names) + 1))
+    parts = [order[bounds[j]:bounds[j + 1]] for j in range(len(names))]
+    arrays = _Arrays(obj=[obj[p] for p in parts], wk=[wk[p] for p in parts], y=[y[p] for p in parts])
     return arrays, annotators
 
 
