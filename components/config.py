@@ -91,8 +91,8 @@ class StackConfig:
     dicom_allowed_cidrs: tuple[str, ...] = ()
     # Orthanc service
     orthanc_image: str = DEFAULT_ORTHANC_IMAGE
-    orthanc_cpu: int = 1024
-    orthanc_memory: int = 2048
+    orthanc_cpu: Optional[int] = None             # default: 512 (dev) / 1024 (prod) CPU units
+    orthanc_memory: Optional[int] = None          # default: 1024 (dev) / 2048 (prod) MiB
     min_tasks: Optional[int] = None               # default: 1 (dev) / 2 (prod)
     max_tasks: Optional[int] = None               # default: 2 (dev) / 6 (prod)
     cpu_target_percent: int = 60
@@ -109,6 +109,8 @@ class StackConfig:
     # Labeling bundle
     notebook_instance_type: str = "ml.t3.medium"
     notebook_idle_minutes: int = 60
+    # MONAI + PyTorch wheels in a conda env do not fit SageMaker's 5 GB default volume.
+    notebook_volume_gb: Optional[int] = None      # default: 20 (dev) / 50 (prod)
     lambda_memory_mb: int = 1024
     lambda_timeout_s: int = 60
     deidentify: bool = True
@@ -143,6 +145,9 @@ class StackConfig:
         defaults = {
             "nat_gateways": "one-per-az" if prod else "single",
             "interface_endpoints": prod,
+            "orthanc_cpu": 1024 if prod else 512,
+            "orthanc_memory": 2048 if prod else 1024,
+            "notebook_volume_gb": 50 if prod else 20,
             "min_tasks": 2 if prod else 1,
             "max_tasks": 6 if prod else 2,
             "db_instance_class": "db.m7g.large" if prod else "db.t4g.micro",
@@ -252,6 +257,8 @@ class StackConfig:
             fail("logRetentionDays", f"{self.log_retention_days} is not a CloudWatch retention value")
         if not self.notebook_instance_type.startswith("ml."):
             fail("notebookInstanceType", f"{self.notebook_instance_type!r} is not a SageMaker type (ml.…)")
+        if not 20 <= self.notebook_volume_gb <= 16384:
+            fail("notebookVolumeGb", f"{self.notebook_volume_gb} must be within 20..16384 GB (PyTorch needs room)")
         if not 5 <= self.notebook_idle_minutes <= 1440:
             fail("notebookIdleMinutes", "must be within 5..1440")
         if not 128 <= self.lambda_memory_mb <= 10240:

@@ -31,7 +31,6 @@ TEMPLATE_KEY = "templates/worker_template.liquid.html"
 LAMBDA_HANDLER = "handler.lambda_handler"
 LAMBDA_ARCHITECTURE = "x86_64"  # the dependency layer is built from manylinux2014_x86_64 wheels
 NOTEBOOK_PLATFORM = "notebook-al2023-v1"
-NOTEBOOK_VOLUME_GB = 50  # MONAI + PyTorch wheels do not fit the 5 GB default
 # AWS Deep Learning Containers (training/inference images) are published from this account.
 DLC_ACCOUNT = "763104351884"
 # SageMaker caps each lifecycle script at 16,384 characters of base64.
@@ -205,7 +204,7 @@ class LabelingBundle(pulumi.ComponentResource):
             direct_internet_access="Disabled",
             root_access="Disabled",
             kms_key_id=args.kms_key_arn,
-            volume_size=NOTEBOOK_VOLUME_GB,
+            volume_size=config.notebook_volume_gb,
             instance_metadata_service_configuration=aws.sagemaker.NotebookInstanceInstanceMetadataServiceConfigurationArgs(
                 minimum_instance_metadata_service_version="2"),
             lifecycle_config_name=self.lifecycle_config.name,

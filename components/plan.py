@@ -319,7 +319,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         from rich.console import Console
 
-        render(plan, Console())
+        render(plan, Console(width=None if sys.stdout.isatty() else 160))
     return plan.exit_code
 
 

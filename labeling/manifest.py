@@ -243,31 +243,39 @@ def _line_problem(line: ManifestLine) -> Optional[str]:
 def write_manifest(lines: Iterable[ManifestLine], path: str | Path) -> int:
     """Write ``lines`` as a manifest at ``path`` (``-`` for stdout); returns the line count.
 
-    The file appears whole or not at all: lines go to a temporary file in the same directory,
-    which then replaces ``path`` (an interrupted run never leaves half a manifest for a job).
+    A regular file appears whole or not at all: lines go to a temporary file in the same
+    directory, which then replaces ``path`` (an interrupted run never leaves half a manifest for
+    a job). Anything else that exists (``/dev/null``, a FIFO, ``/dev/stdout``) is written in
+    place: renaming over a device node would replace the device itself.
     """
     if str(path) == "-":
-        count = 0
-        for line in lines:
-            sys.stdout.write(line.to_json() + "\n")
-            count += 1
-        sys.stdout.flush()
-        return count
+        return _write_lines(lines, sys.stdout)
     target = Path(path)
+    if target.exists() and not target.is_file():
+        if target.is_dir():
+            raise IsADirectoryError(21, "Is a directory", str(target))
+        with open(target, "w", encoding="utf-8", newline="\n") as out:
+            return _write_lines(lines, out)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     count = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            for line in lines:
-                out.write(line.to_json() + "\n")
-                count += 1
-            out.flush()
+            count = _write_lines(lines, out)
             os.fsync(out.fileno())
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    return count
+
+
+def _write_lines(lines: Iterable[ManifestLine], out: Any) -> int:
+    count = 0
+    for line in lines:
+        out.write(line.to_json() + "\n")
+        count += 1
+    out.flush()
     return count
 
 

@@ -227,26 +227,29 @@ def validate_dicom(data: bytes) -> DicomIdentity:
         raise InvalidDicom("not a DICOM file (no 'DICM' marker after the 128-byte preamble, PS3.10 §7.1)")
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, struct.error, OSError) as exc:
+        syntax = dataset.file_meta.get("TransferSyntaxUID")
+    except Exception as exc:  # pydicom raises many types on garbage; any of them means "unreadable"
         raise InvalidDicom(f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
-    meta = dataset.file_meta
-    syntax = meta.get("TransferSyntaxUID")
     if not syntax:
         raise InvalidDicom("File Meta Information has no TransferSyntaxUID (0002,0010)")
     implicit, little = getattr(dataset, "original_encoding", (None, None))
     if implicit is None:
         implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
     if not syntax.is_deflated:  # a deflated data set is zlib data: Orthanc's inflater checks it
-        start = _skip_meta(data)
-        _check_elements(data, start, len(data), bool(implicit), bool(little), depth=0)
+        _check_elements(data, _skip_meta(data), len(data), bool(implicit), bool(little), depth=0)
     values = []
-    for keyword, tag in (("StudyInstanceUID", "(0020,000D)"), ("SeriesInstanceUID", "(0020,000E)"),
-                         ("SOPInstanceUID", "(0008,0018)")):
-        value = str(dataset.get(keyword, "") or "").strip("\0 ")
-        if not value:
-            raise InvalidDicom(f"missing {keyword} {tag}, which Orthanc needs to index the instance")
-        values.append(value)
-    patient_id = str(dataset.get("PatientID", "") or "").strip("\0 ")
+    try:
+        for keyword, tag in (("StudyInstanceUID", "(0020,000D)"), ("SeriesInstanceUID", "(0020,000E)"),
+                             ("SOPInstanceUID", "(0008,0018)")):
+            value = str(dataset.get(keyword, "") or "").rstrip("\0 ")
+            if not value:
+                raise InvalidDicom(f"missing {keyword} {tag}, which Orthanc needs to index the instance")
+            values.append(value)
+        patient_id = str(dataset.get("PatientID", "") or "").rstrip("\0 ")
+    except InvalidDicom:
+        raise
+    except Exception as exc:
+        raise InvalidDicom(f"unreadable identifying attributes ({type(exc).__name__}: {exc})") from None
     return DicomIdentity(patient_id, *values)
 
 
@@ -300,10 +303,11 @@ def _check_elements(data: bytes, pos: int, end: int, implicit: bool, little: boo
         pos += header
         if length == UNDEFINED_LENGTH:
             if tag in PIXEL_DATA_TAGS:
-                pos = _check_items(data, pos, end, implicit=True, little=little, depth=depth, fragments=True)
+                pos = _check_items(data, pos, end, implicit=True, little=little, depth=depth,
+                                   fragments=True, delimited=True)
             else:  # a sequence (SQ, or UN/implicit with undefined length, PS3.5 6.2.2)
                 pos = _check_items(data, pos, end, implicit=implicit or vr == b"UN", little=little,
-                                   depth=depth, fragments=False)
+                                   depth=depth, fragments=False, delimited=True)
             continue
         if pos + length > end:
             what = "pixel data" if tag in PIXEL_DATA_TAGS else f"element ({group:04X},{element:04X})"
@@ -311,7 +315,7 @@ def _check_elements(data: bytes, pos: int, end: int, implicit: bool, little: boo
                                f"{end - pos} remain")
         if vr == b"SQ" or (implicit and length and _is_defined_length_sequence(data, pos, order)):
             _check_items(data, pos, pos + length, implicit=implicit, little=little, depth=depth,
-                         fragments=False)
+                         fragments=False, delimited=False)
         pos += length
     return pos
 
@@ -325,12 +329,15 @@ def _is_defined_length_sequence(data: bytes, pos: int, order: str) -> bool:
 
 
 def _check_items(data: bytes, pos: int, end: int, *, implicit: bool, little: bool, depth: int,
-                 fragments: bool) -> int:
-    """Walk the items of a sequence or of encapsulated pixel data until its delimiter or ``end``."""
+                 fragments: bool, delimited: bool) -> int:
+    """Walk the items of a sequence or of encapsulated pixel data.
+
+    ``delimited``: undefined length, so a sequence delimiter must come before ``end``; otherwise
+    the items fill exactly up to ``end`` (a defined-length sequence).
+    """
     if depth > 32:
         raise InvalidDicom("malformed: sequences nested more than 32 deep")
     order = "<" if little else ">"
-    bounded = end < len(data)  # a defined-length sequence ends at ``end`` without a delimiter
     while pos < end:
         if pos + 8 > end:
             raise InvalidDicom(f"truncated: incomplete item header at byte {pos} of {len(data)}")
@@ -354,7 +361,7 @@ def _check_items(data: bytes, pos: int, end: int, *, implicit: bool, little: boo
         if not fragments:
             _check_elements(data, pos, pos + length, implicit, little, depth + 1)
         pos += length
-    if bounded:
+    if not delimited:
         return pos
     what = "encapsulated pixel data" if fragments else "sequence"
     raise InvalidDicom(f"truncated: {what} has no end delimiter (file ends at byte {len(data)})")
@@ -618,7 +625,7 @@ class Uploader:
         except SendFailed as failure:
             item.attempts += failure.attempts
             status = failure.error.status
-            if status is not None and 400 <= status < 500:
+            if status is not None and status < 500:  # 4xx, or 200 with a "FilteredOut" status
                 self._reject(item.source, f"Orthanc refused it: {failure.error.message}",
                              size=len(item.data), attempts=item.attempts,
                              sop_instance_uid=item.identity.sop_instance_uid)

@@ -97,11 +97,15 @@ class Roi:
     label: str
     shape: str
     points: Any  # numpy array (n, 2); typed Any to keep numpy out of the signature
+    bbox: tuple[float, float, float, float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.points.min(axis=0), self.points.max(axis=0)
+        object.__setattr__(self, "bbox", (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])))
 
     def box(self) -> tuple[float, float, float, float]:
         """Axis-aligned bounding box (xmin, ymin, xmax, ymax)."""
-        xs, ys = self.points[:, 0], self.points[:, 1]
-        return float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())
+        return self.bbox
 
 
 @dataclass(frozen=True)
@@ -265,7 +269,7 @@ def parse_answer(answer: WorkerAnswer, label_names: Sequence[str], *, item_id: s
             if type(label) is not str or label not in names:
                 raise unknown(f"rois[{i}].label", label)
             shape = entry.get("shape")
-            if shape not in _POINT_COUNT:
+            if type(shape) is not str or shape not in _POINT_COUNT:
                 raise err(f"rois[{i}].shape", f"unknown shape {shape!r}; expected one of {list(SHAPES)}")
             points = _parse_points(entry.get("points"), shape,
                                    lambda reason, i=i: err(f"rois[{i}].points", reason))

@@ -94,7 +94,7 @@ def _mask(roi: Roi, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         # even-odd rule: count the edges crossed by a ray from each lattice point towards +x,
         # all edges at once (edges x rows x columns)
         pa = roi.points
-        pb = np.roll(pa, -1, axis=0)
+        pb = np.concatenate([pa[1:], pa[:1]])
         keep = pa[:, 1] != pb[:, 1]
         xa, ya, xb, yb = (v[keep][:, None, None] for v in (pa[:, 0], pa[:, 1], pb[:, 0], pb[:, 1]))
         gy = ys[None, :, None]

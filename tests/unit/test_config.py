@@ -44,7 +44,7 @@ def test_every_field_has_a_default():
     ({"minTasks": 3, "maxTasks": 2}, "maxTasks", "below minTasks"),
     ({"minTasks": 0}, "minTasks", "at least 1"),
     ({"orthancCpu": 1000}, "orthancCpu", "Fargate CPU size"),
-    ({"orthancMemory": 512}, "orthancMemory", "not allowed with 1024"),
+    ({"orthancCpu": 1024, "orthancMemory": 512}, "orthancMemory", "not allowed with 1024"),
     ({"natGateways": "two"}, "natGateways", "not one of"),
     ({"natGateways": "none"}, "natGateways", "not one of"),
     ({"logRetentionDays": 10}, "logRetentionDays", "retention value"),

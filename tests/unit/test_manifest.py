@@ -96,6 +96,28 @@ def test_write_is_all_or_nothing(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["m.jsonl"]  # no temporary file left behind
 
 
+def test_write_to_a_fifo_writes_in_place_and_keeps_the_fifo(tmp_path: Path):
+    # /dev/null, /dev/stdout and FIFOs must be written, not renamed over (that replaces the node).
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    assert write_manifest([line("id-1"), line("id-2")], fifo) == 2
+    reader.join(timeout=10)
+    assert fifo.is_fifo()
+    assert received and received[0].count(b"\n") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_write_to_a_directory_is_refused(tmp_path: Path):
+    with pytest.raises(IsADirectoryError):
+        write_manifest([line()], tmp_path)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"source": ""}, "'source' must be a non-empty string"),
     ({"labels": ()}, "'labels' must name at least one label"),
@@ -551,6 +573,8 @@ def test_metadata_filter_reads_in_order_and_stops_at_the_limit():
     limited = build(fake, filters=parse_filters(metadata=["Origin=RestApi"]), limit=5)
     assert [ln.source for ln in limited.lines] == [ln.source for ln in all_rest.lines[:5]]
     assert fake.calls["metadata"] == m.METADATA_BATCH  # one batch, not all 200
+    assert limited.metadata_checked == m.METADATA_BATCH
+    assert limited.metadata_unchecked == 200 - m.METADATA_BATCH
 
 
 def test_metadata_name_no_instance_has_is_warned():
