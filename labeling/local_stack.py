@@ -345,13 +345,19 @@ class LocalStack:
             env_file=str(self.env_file),
         )
 
-    def restart_orthanc(self, timeout: float = 60.0) -> StackInfo:
-        """Stop Orthanc (SIGTERM, graceful) and start it again on the same port and database."""
+    def restart_orthanc(self, timeout: float = 60.0, *, grace: float = STOP_TIMEOUT_S) -> StackInfo:
+        """Stop Orthanc and start it again on the same port and database.
+
+        Orthanc gets SIGTERM, then SIGKILL after ``grace`` seconds, as ECS does on a task stop
+        (``stopTimeout``). Orthanc 1.10 finishes serving its keep-alive connections before it
+        exits, so while a client keeps sending, only the SIGKILL really stops it; a short
+        ``grace`` is how a test restarts it under load.
+        """
         with self._lock():
             info = self.status()
             if not info.postgres_alive:
                 raise LocalStackError(f"PostgreSQL of {self.workdir} is not running: run `local up` first")
-            self._stop_orthanc()
+            self._stop_orthanc(grace)
             self._start_orthanc(find_orthanc_binary(), time.monotonic() + timeout)
             return self.status()
 
@@ -607,7 +613,7 @@ class LocalStack:
                                           f"--- {self.orthanc_log} (tail) ---\n{log_tail(self.orthanc_log)}")
                 time.sleep(0.1)
 
-    def _stop_orthanc(self) -> str:
+    def _stop_orthanc(self, grace: float = STOP_TIMEOUT_S) -> str:
         pid = _read_pid(self.orthanc_pid_file)
         if pid is None:
             return "orthanc: not started by this work dir (no orthanc.pid)"
@@ -616,11 +622,14 @@ class LocalStack:
             self._drop_stale_pid(self.orthanc_pid_file)
             return f"orthanc: pid {pid} is no longer ours (gone or another program); left alone"
         os.kill(pid, signal.SIGTERM)  # Orthanc finishes its requests and closes the index cleanly
-        if not wait_gone(pid, STOP_TIMEOUT_S):
+        if wait_gone(pid, grace):
+            how = "stopped"
+        else:
             os.kill(pid, signal.SIGKILL)
             wait_gone(pid, 5)
+            how = f"killed (still serving after {grace:.0f} s)"
         self._drop_stale_pid(self.orthanc_pid_file)
-        return f"orthanc: stopped pid {pid}"
+        return f"orthanc: {how} pid {pid}"
 
 
 def find_orthanc_binary_or_default() -> str:

@@ -9,8 +9,10 @@ Generative model (the Dawid–Skene model consolidation assumes, plus ROI noise)
   ``1 - specificity`` when absent (per label, if given as a mapping), independently of the others.
 * ROIs (labels listed in ``roi_shapes``, on a ``roi_share`` of the objects): every present label
   has one or two true ROIs of the label's shape. A worker who answers "present" draws each true
-  ROI with probability ``1 - roi_miss``, jittered (each box edge, vertex or point moved by a normal
-  error with standard deviation ``roi_jitter`` x the ROI's size); if the label is absent (a false
+  ROI with probability ``1 - roi_miss``, jittered: each box corner moved by a normal error with
+  standard deviation ``roi_jitter`` x the finding's size (width, height); a polygon shifted as a
+  whole by that error and each vertex by half of it; a point by a quarter of it (a point marks a
+  location more precisely than an outline traces an extent); if the label is absent (a false
   positive) the worker draws one spurious ROI; independently, with probability ``roi_extra`` a
   worker adds one spurious ROI of a label it answered "present". A worker answering "absent" draws
   nothing for that label.
@@ -99,6 +101,8 @@ def _jitter(rng: np.random.Generator, roi: dict, jitter: float) -> dict:
     if roi["shape"] == "polygon":
         shift = rng.normal(0, jitter, size=2) * (w, h)
         pts = pts + shift + rng.normal(0, jitter / 2, size=pts.shape) * (w, h)
+    elif roi["shape"] == "point":
+        pts = pts + rng.normal(0, jitter / 4, size=pts.shape) * (w, h)
     else:
         pts = pts + rng.normal(0, jitter, size=pts.shape) * (w, h)
     return {"label": roi["label"], "shape": roi["shape"],

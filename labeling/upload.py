@@ -767,7 +767,8 @@ def run(args: argparse.Namespace) -> int:
         rate = done[0] / max(1e-6, time.perf_counter() - started)
         progress.update(task, advance=1, rate=f"{rate:.0f} files/s")
         if not outcome.ok:
-            progress.console.print(f"{outcome.outcome} {outcome.path}: {outcome.reason}", markup=False)
+            progress.console.print(f"{outcome.outcome} {outcome.path}: {outcome.reason}", markup=False,
+                                   soft_wrap=True)
 
     excludes = DEFAULT_EXCLUDES if args.exclude is None else tuple(p for p in args.exclude if p)
     with progress:

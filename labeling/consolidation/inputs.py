@@ -67,6 +67,14 @@ class ConsolidationError(ValueError):
         return {"item_id": self.item_id, "worker_id": self.worker_id, "field": self.field,
                 "reason": self.reason, "message": str(self)}
 
+    def __reduce__(self):  # picklable across processes despite the keyword-only argument
+        return (_rebuild_error, (self.item_id, self.field, self.reason, self.worker_id))
+
+
+def _rebuild_error(item_id: str | None, field: str, reason: str,
+                   worker_id: str | None) -> ConsolidationError:
+    return ConsolidationError(item_id, field, reason, worker_id=worker_id)
+
 
 @dataclass(frozen=True)
 class WorkerAnswer:

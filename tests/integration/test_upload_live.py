@@ -1,0 +1,130 @@
+"""`python -m labeling upload` against the session's real Orthanc + PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from labeling.local_stack import REPO_ROOT
+from labeling.orthanc_client import OrthancClient
+from tests.integration.dicom_files import sop_uids_in_orthanc
+
+pytestmark = pytest.mark.integration
+
+
+def run_upload(env: dict, *args: str, timeout: float = 300) -> tuple[int, dict, str]:
+    """Run the CLI; return (exit code, --report JSON, stdout + stderr)."""
+    report = Path(tempfile.mkdtemp(prefix="upload-report-")) / "report.json"
+    result = subprocess.run([sys.executable, "-m", "labeling", "upload", *args, "--report", str(report)],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    shutil.rmtree(report.parent, ignore_errors=True)
+    return result.returncode, data, result.stdout + result.stderr
+
+
+def by_name(report: dict) -> dict[str, dict]:
+    return {Path(item["path"].split("!")[-1]).name: item for item in report["files"]}
+
+
+def test_upload_folder_and_zip(client: OrthancClient, orthanc_env, make_series, tmp_path):
+    folder = make_series(12, name="folder")
+    zipped = make_series(8, name="zipped")
+    archive = tmp_path / "archive.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        for path in zipped.files:
+            out.write(path, f"inner/{path.name}")
+
+    code, report, output = run_upload(orthanc_env, str(folder.folder), str(archive))
+
+    assert code == 0, output
+    assert report["totals"] == {"stored": 20, "already_stored": 0, "rejected": 0, "failed": 0, "files": 20}
+    members = [item["path"] for item in report["files"] if "!" in item["path"]]
+    assert members == [f"{archive}!inner/{p.name}" for p in zipped.files]
+    assert sop_uids_in_orthanc(client, folder.series_uid) == set(folder.sop_uids)
+    assert sop_uids_in_orthanc(client, zipped.series_uid) == set(zipped.sop_uids)
+    for item in report["files"]:  # the IDs we report are Orthanc's
+        assert client.instance_tags(item["instance_id"])["SOPInstanceUID"] == item["sop_instance_uid"]
+
+
+def test_reupload_is_all_already_stored(client: OrthancClient, orthanc_env, make_series):
+    series = make_series(10)
+    first, _, output = run_upload(orthanc_env, str(series.folder))
+    assert first == 0, output
+    before = client.statistics()["CountInstances"]
+
+    code, report, output = run_upload(orthanc_env, str(series.folder), "--workers", "3")
+
+    assert code == 0, output
+    assert report["totals"]["already_stored"] == 10 and report["totals"]["stored"] == 0
+    assert client.statistics()["CountInstances"] == before
+
+
+def test_bad_inputs_rejected_and_absent_from_orthanc(client: OrthancClient, orthanc_env, make_series, tmp_path):
+    good = make_series(3, name="good")
+    doomed = make_series(2, name="doomed")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.dcm").write_bytes(b"")
+    (bad / "notes.txt").write_text("not DICOM at all\n" * 20)
+    data = doomed.files[0].read_bytes()
+    (bad / "truncated.dcm").write_bytes(data[:len(data) // 2])             # pixel data cut short
+    (bad / "header_cut.dcm").write_bytes(doomed.files[1].read_bytes()[:400])  # cut inside the header
+
+    code, report, output = run_upload(orthanc_env, str(good.folder), str(bad))
+
+    assert code == 2, output
+    outcomes = by_name(report)
+    for name, words in (("empty.dcm", "empty file"), ("notes.txt", "no 'DICM'"),
+                        ("truncated.dcm", "truncated: pixel data"), ("header_cut.dcm", "truncated")):
+        assert outcomes[name]["outcome"] == "rejected"
+        assert words in outcomes[name]["reason"]
+        assert outcomes[name]["attempts"] == 0  # never sent
+        lines = [line for line in output.splitlines() if line.startswith("rejected") and name in line]
+        assert lines, f"no 'rejected' line for {name} in:\n{output}"
+    assert report["totals"]["stored"] == 3
+    assert sop_uids_in_orthanc(client, doomed.series_uid) == set()  # nothing partial left behind
+
+
+def test_restart_during_upload_loses_nothing(local_stack, client: OrthancClient, orthanc_env, make_series):
+    series = make_series(600, name="restart")
+    before = client.statistics()["CountInstances"]
+    env = dict(orthanc_env)
+    box: dict = {}
+
+    def upload() -> None:
+        box["result"] = run_upload(env, str(series.folder), "--batch-size", "20", "--deadline", "60")
+
+    worker = threading.Thread(target=upload)
+    worker.start()
+    # Restart once Orthanc holds a sixth of the files: the upload is well under way.
+    deadline = time.monotonic() + 120
+    while client.statistics()["CountInstances"] - before < 100:
+        assert worker.is_alive(), "upload finished before the restart could happen"
+        assert time.monotonic() < deadline, "upload did not progress"
+        time.sleep(0.05)
+    at_restart = client.statistics()["CountInstances"] - before
+    # SIGTERM, then SIGKILL after 0.5 s: Orthanc would otherwise keep serving our keep-alive
+    # connections until the upload ends (see LocalStack.restart_orthanc).
+    restarted = local_stack.restart_orthanc(grace=0.5)
+    worker.join(timeout=300)
+    code, report, output = box["result"]
+
+    in_orthanc = sop_uids_in_orthanc(client, series.series_uid)
+    retried = sum(1 for item in report["files"] if item["attempts"] > 1)
+    print(f"\nrestart test: {len(series.sop_uids)} files, Orthanc restarted (pid {restarted.orthanc_pid}) "
+          f"after {at_restart} instances; report {report['totals']}; {retried} files needed a retry; "
+          f"{len(in_orthanc)} of the files' SOP Instance UIDs in Orthanc, "
+          f"{len(set(series.sop_uids) - in_orthanc)} missing")
+    assert code == 0, output
+    assert in_orthanc == set(series.sop_uids)
+    assert report["totals"]["stored"] + report["totals"]["already_stored"] == 600
+    assert retried > 0, "no request met the restart; the test did not test anything"
