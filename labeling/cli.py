@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "labeling.manifest",      # manifest --schema ...
     "labeling.synth",         # synth --out DIR ...
     "labeling.samples",       # samples --out DIR (pydicom's shipped files)
+    "labeling.demo",          # demo: the local loop behind `make demo`
 )
 
 
