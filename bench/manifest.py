@@ -1,28 +1,40 @@
-"""Manifest benchmark: our ``/tools/find`` builder against a naive one-GET-per-instance builder.
+"""Manifest benchmark: our builder against a naive one-GET-per-instance builder, same Orthanc.
 
-Same Orthanc, same data, same query (``--modality DX``), same output: both builders must produce
-the identical manifest (checked), so only the way they read Orthanc differs.
+Both builders must write the identical manifest (checked), so only the way they read Orthanc
+differs:
 
-* ours — :func:`labeling.manifest.build_manifest`: three ``POST /tools/find`` with ``Expand``
-  (instances, series, studies; sent together), plus SOP class reads only for series whose Modality
-  does not tell (none here);
+* ours — :func:`labeling.manifest.build_manifest`: one Series-level ``POST /tools/find`` with
+  ``Expand`` (the query), then the studies and instances of the matched series read by ID with
+  ``POST /tools/bulk-content`` (instances with their metadata, for the SOP class check), four
+  requests in flight;
 * naive N+1 — what a first script does (the AWS sample lists instances, then reads each one):
   ``GET /instances``, then per instance ``GET /instances/{id}`` and ``GET /instances/{id}/
   simplified-tags`` to learn its Modality, SOP class, study date and UIDs, filtering client-side;
-* naive lean — the same with only the tags ``GET`` per instance (the cheapest N+1 possible), shown
-  so the ratio is not flattered by the baseline's second request.
+* naive lean — the same with only the tags ``GET`` per instance (the cheapest N+1 there is),
+  shown so the ratio is not flattered by the baseline's second request.
 
-Data: ``--instances`` (default 5,000) synthetic DX chest images from :mod:`labeling.synth` at
-``--size`` px (default 64, so the upload is quick), plus pydicom's sample files (CT, MR, SR, SEG,
-RT dose… the query must skip them), uploaded once and cached under ``.local/bench-manifest``.
-Each builder runs ``--repeats`` times, interleaved; the median is reported, with lines/s and the
-ratio naive / ours (goal ≥ 3×).
+Two data shapes, because Orthanc's cost is per resource and ours reads three levels:
 
-Orthanc: the one named by ``ORTHANC_URL`` / ``ORTHANC_USERNAME`` / ``ORTHANC_PASSWORD`` when set,
-otherwise a private Orthanc 1.10 + PostgreSQL (:class:`labeling.local_stack.LocalStack`) started in a
-temporary work directory and stopped at the end (``--keep-stack`` leaves it running).
+* ``xray`` (the headline, ``--instances`` default 5,000): synthetic DX chest images from
+  :mod:`labeling.synth` at ``--size`` px (default 64, so the upload is quick) — one image per
+  series and per study, the worst case for us (as many series and studies to read as images) —
+  plus pydicom's sample files (CT, MR, SR, SEG, RT dose… that the query must skip);
+  query ``--modality DX``;
+* ``ct``: the same pixels filed as CT-like series of ``--series-size`` (default 100) images, one
+  series per study, plus the pydicom samples; query ``--modality CT``.
 
-Run: ``.venv/bin/python bench/manifest.py [--instances 5000] [--size 64] [--repeats 3]``.
+Each builder runs ``--repeats`` times (default 3), interleaved, after one warm-up run of ours; the
+median is reported with lines/s and the ratio naive / ours (goal ≥ 3×).
+
+Orthanc: by default a private Orthanc 1.10 + PostgreSQL (:class:`labeling.local_stack.LocalStack`)
+in a temporary work directory, emptied between the two scenarios (so each naive run lists only its
+own scenario's instances) and stopped at the end (``--keep-stack`` leaves it). With
+``ORTHANC_URL`` / ``ORTHANC_USERNAME`` / ``ORTHANC_PASSWORD`` set, that server is used as it is
+(nothing is deleted; the naive builders then also read whatever else it holds). Generated files are
+cached under ``.local/bench-manifest``.
+
+Run: ``.venv/bin/python bench/manifest.py [--scenario xray|ct|both] [--instances 5000]
+[--size 64] [--series-size 100] [--repeats 3] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -59,94 +71,144 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".local" / "bench-manifest"
 SCHEMA = REPO / "schemas" / "chest-xray.yaml"
 SEED = 5150  # synth seed of the bench data: its patients are SYN5150-*
-MODALITY = "DX"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+SHARED_KEYWORDS = (  # patient, study and series attributes synth writes (labeling/synth.py)
+    "PatientName", "PatientBirthDate", "PatientSex", "PatientAge", "StudyDate", "StudyTime",
+    "StudyID", "AccessionNumber", "StudyDescription", "SeriesDate", "SeriesTime",
+    "SeriesDescription", "BodyPartExamined", "ViewPosition",
+)
+SETTLE_TIMEOUT_S = 240.0
+
+Builder = Callable[[], tuple[list[ManifestLine], dict[str, int]]]
 
 
 # ------------------------------------------------------------------------------- the data
 
 
-def dataset_dirs(instances: int, size: int) -> tuple[Path, Path]:
-    """Generate (once) the synthetic set and the pydicom samples; return their folders."""
-    from labeling.samples import copy_samples
+def xray_dir(instances: int, size: int) -> Path:
+    """Generate (once) the synthetic DX set: two studies of one image per patient."""
     from labeling.synth import generate_dataset
 
-    patients = (instances + 1) // 2  # two studies (one image each) per patient
     synth = CACHE / f"synth-{instances}-{size}px-seed{SEED}"
     if not (synth / "ground_truth.jsonl").exists():
-        print(f"generating {instances} synthetic {MODALITY} images ({size} px) into {synth} …", flush=True)
-        generate_dataset(synth, patients=patients, studies_per_patient=2, size=size, seed=SEED, modality=MODALITY, progress=sys.stderr.isatty(), force=True)
+        print(f"generating {instances} synthetic DX images ({size} px) into {synth} …", flush=True)
+        generate_dataset(synth, patients=(instances + 1) // 2, studies_per_patient=2, size=size, seed=SEED,
+                         modality="DX", progress=sys.stderr.isatty(), force=True)
+    return synth
+
+
+def ct_dir(xray: Path, series_size: int) -> Path:
+    """The synthetic images re-filed (once) as CT-like series of ``series_size`` images each.
+
+    Only identifiers change (new deterministic UIDs, CT Image Storage, Modality CT, instance
+    numbers 1..n) and the patient, study and series attributes, copied from the group's first
+    image so that every image of a study agrees (Orthanc keeps a study's tags from its first
+    instance; the naive builder reads each file's own).
+    """
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    out = CACHE / f"{xray.name}-ct{series_size}"
+    done = out.parent / f"{out.name}.done"  # beside the folder: the uploader takes every file in it
+    if done.exists():
+        return out
+    files = sorted(xray.rglob("*.dcm"))
+    print(f"filing {len(files)} images as CT series of {series_size} into {out} …", flush=True)
+    shared: dict[str, Any] = {}
+    for index, path in enumerate(files):
+        group, position = divmod(index, series_size)
+        ds = pydicom.dcmread(path)
+        if position == 0:
+            shared = {k: ds.get(k) for k in SHARED_KEYWORDS if k in ds}
+        for keyword, value in shared.items():
+            setattr(ds, keyword, value)
+
+        def uid(kind: str, number: int) -> str:
+            return str(generate_uid(entropy_srcs=[f"bench-manifest ct {series_size} {kind} {number}"]))
+
+        ds.PatientID = f"BENCHCT-{group:05d}"
+        ds.StudyInstanceUID = uid("study", group)
+        ds.SeriesInstanceUID = uid("series", group)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid("sop", index)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+        ds.Modality = "CT"
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = position + 1
+        target = out / f"{group:05d}" / f"{position:04d}.dcm"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(target, enforce_file_format=True)
+    done.write_text("ok\n")
+    return out
+
+
+def samples_dir() -> Path:
+    from labeling.samples import copy_samples
+
     samples = CACHE / "pydicom-samples"
     if not (samples / "samples.json").exists():
         copy_samples(samples, force=True)
-    return synth, samples
+    return samples
 
 
-def upload_all(conn: OrthancConnection, folders: list[Path]) -> dict[str, int]:
-    """Upload the folders with the project's uploader (``labeling.upload``), or, where that
-    module is missing, POST each file from 4 keep-alive clients.
-
-    Orthanc answers ``AlreadyStored`` for what it has, so a rerun costs little.
-    """
-    try:
-        from labeling.upload import upload_paths
-    except ImportError:
-        return _post_each(conn, folders)
+def upload_all(conn: OrthancConnection, folders: list[Path]) -> int:
+    """Upload with the project's uploader (``labeling.upload``); Orthanc answers ``AlreadyStored``
+    for what it has, so a rerun costs little. Returns the number of newly stored instances."""
     from labeling.orthanc_client import OrthancClient
+    from labeling.upload import upload_paths
 
     with OrthancClient.from_connection(conn) as client:
         report = upload_paths(client, folders)
     totals = {name: n for name, n in report.totals.items() if n}
     print(f"uploaded with labeling.upload in {report.elapsed_s:.1f} s: {totals}", flush=True)
-    if not report.ok:
-        print(f"  not stored: {[(p.path, p.reason) for p in report.problems()][:5]} …", flush=True)
-    return totals
+    for problem in report.problems()[:3]:
+        print(f"  not stored: {Path(problem.path).name}: {problem.reason}", flush=True)
+    return totals.get("stored", 0)
 
 
-def _post_each(conn: OrthancConnection, folders: list[Path]) -> dict[str, int]:
-    files = sorted(p for folder in folders for p in folder.rglob("*") if p.is_file() and p.suffix != ".json"
-                   and p.name != "ground_truth.jsonl")
-    local = threading.local()
-    outcome: dict[str, int] = {}
-    lock = threading.Lock()
+def wait_until_settled(conn: OrthancConnection, stable_age_s: float, quiet_s: float = 10.0) -> None:
+    """Wait until Orthanc has marked the new resources stable and stopped logging changes.
 
-    def post(path: Path) -> None:
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-            session.auth = (conn.username, conn.password)
-        response = session.post(f"{conn.url}/instances", data=path.read_bytes(), timeout=60)
-        status = (response.json().get("Status", "?") if response.ok and response.headers.get(
-            "content-type", "").startswith("application/json") else f"HTTP {response.status_code}")
-        with lock:
-            outcome[status] = outcome.get(status, 0) + 1
+    ``StableAge`` seconds (60 in our generated config) after a series' last instance, Orthanc
+    marks it, its study and its patient stable, one change each: thousands of index writes that
+    would otherwise land in the middle of the timed runs.
+    """
+    from labeling.orthanc_client import OrthancClient
 
-    started = time.perf_counter()
-    with cf.ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(post, files))
-    print(f"uploaded {len(files)} files in {time.perf_counter() - started:.1f} s: {outcome}", flush=True)
-    return outcome
+    started = time.monotonic()
+    print(f"waiting for Orthanc to settle (StableAge {stable_age_s:.0f} s) …", flush=True)
+    # OrthancClient retries: Orthanc closes idle keep-alive connections after KeepAliveTimeout (1 s)
+    with OrthancClient.from_connection(conn) as client:
+        return _poll_changes(client, stable_age_s, quiet_s, started)
 
 
-# ------------------------------------------------------------------------ the two builders
+def _poll_changes(client: Any, stable_age_s: float, quiet_s: float, started: float) -> None:
+    last, since = None, started
+    while time.monotonic() - started < SETTLE_TIMEOUT_S:
+        current = client.request("GET", "/changes", params={"last": ""}).json().get("Last")
+        now = time.monotonic()
+        if current != last:
+            last, since = current, now
+        elif now - started >= stable_age_s + 5 and now - since >= quiet_s:
+            print(f"Orthanc settled after {now - started:.0f} s", flush=True)
+            return
+        time.sleep(1)
+    print(f"Orthanc still logging changes after {SETTLE_TIMEOUT_S:.0f} s; timing anyway", flush=True)
 
 
-def ours(conn: OrthancConnection, *, check_all: bool = False) -> tuple[list[ManifestLine], dict[str, int]]:
+# ------------------------------------------------------------------------ the builders
+
+
+def ours(conn: OrthancConnection, modality: str) -> tuple[list[ManifestLine], dict[str, int]]:
     from labeling.orthanc_client import OrthancClient
 
     schema = load_schema(SCHEMA)
-    client = OrthancClient.from_connection(conn)
-    try:
+    with OrthancClient.from_connection(conn) as client:
         result = build_manifest(client, schema_name=schema.name, labels=schema.label_names,
-                                task_type=schema.task_type, filters=parse_filters(modalities=[MODALITY]),
-                                check_all_sop_classes=check_all)
-    finally:
-        close = getattr(client, "close", None)
-        if callable(close):
-            close()
+                                task_type=schema.task_type, filters=parse_filters(modalities=[modality]))
     return result.lines, dict(result.requests)
 
 
-def naive(conn: OrthancConnection, *, lean: bool = False) -> tuple[list[ManifestLine], dict[str, int]]:
+def naive(conn: OrthancConnection, modality: str, *, lean: bool = False) -> tuple[list[ManifestLine], dict[str, int]]:
     """List every instance, read each one (and its tags), filter and sort client-side."""
     schema = load_schema(SCHEMA)
     session = requests.Session()  # keep-alive: the naive builder is not handicapped by TCP setup
@@ -165,11 +227,11 @@ def naive(conn: OrthancConnection, *, lean: bool = False) -> tuple[list[Manifest
         if not lean:
             get(f"/instances/{instance_id}")  # what the sample's script reads first
         tags = get(f"/instances/{instance_id}/simplified-tags")
-        modality = str(tags.get("Modality", "")).upper()
-        if modality != MODALITY or modality_exclusion(modality) or sop_class_exclusion(tags.get("SOPClassUID")):
+        found = str(tags.get("Modality", "")).upper()
+        if found != modality or modality_exclusion(found) or sop_class_exclusion(tags.get("SOPClassUID")):
             continue
         candidates.append(Candidate(
-            instance_id=instance_id, modality=modality or None,
+            instance_id=instance_id, modality=found or None,
             study_uid=tags.get("StudyInstanceUID"), series_uid=tags.get("SeriesInstanceUID"),
             sop_uid=tags.get("SOPInstanceUID"), study_date=tags.get("StudyDate") or None,
             patient_id=tags.get("PatientID"), series_number=_int(tags.get("SeriesNumber")),
@@ -190,27 +252,66 @@ def _int(value: Any) -> Optional[int]:
 # --------------------------------------------------------------------------------- running
 
 
-def timed(fn: Callable[[], tuple[list[ManifestLine], dict[str, int]]]) -> tuple[float, list[ManifestLine], dict[str, int]]:
-    started = time.perf_counter()
-    lines, requests_made = fn()
-    return time.perf_counter() - started, lines, requests_made
-
-
 def orthanc_facts(conn: OrthancConnection) -> tuple[str, int]:
-    session = requests.Session()
-    session.auth = (conn.username, conn.password)
-    system = session.get(f"{conn.url}/system", timeout=30).json()
-    stats = session.get(f"{conn.url}/statistics", timeout=30).json()
-    backend = system.get("DatabaseBackendPlugin") or "SQLite"
-    index = "PostgreSQL" if "PostgreSQL" in str(backend) else str(backend)
+    from labeling.orthanc_client import OrthancClient
+
+    with OrthancClient.from_connection(conn) as client:
+        system, stats = client.system(), client.statistics()
+    index = "PostgreSQL" if "PostgreSQL" in str(system.get("DatabaseBackendPlugin")) else "SQLite"
     return f"Orthanc {system.get('Version')} + {index} index", int(stats.get("CountInstances", 0))
+
+
+def run_scenario(conn: OrthancConnection, name: str, folders: list[Path], modality: str,
+                 repeats: int, shape: str, stable_age: float) -> dict[str, Any]:
+    if upload_all(conn, folders):
+        wait_until_settled(conn, stable_age)
+    server, total = orthanc_facts(conn)
+    print(f"\n== {name}: {server}, {total} instances stored ({shape}); query --modality {modality}; "
+          f"{repeats} interleaved runs each, median", flush=True)
+    builders: dict[str, Builder] = {
+        "ours": lambda: ours(conn, modality),
+        "naive": lambda: naive(conn, modality),
+        "naive-lean": lambda: naive(conn, modality, lean=True),
+    }
+    runs: dict[str, list[float]] = {key: [] for key in builders}
+    outputs: dict[str, list[ManifestLine]] = {}
+    made: dict[str, dict[str, int]] = {}
+    builders["ours"]()  # warm-up: Orthanc's and PostgreSQL's caches, the same for every later run
+    for repeat in range(repeats):
+        for key, build in builders.items():
+            started = time.perf_counter()
+            lines, made[key] = build()
+            runs[key].append(time.perf_counter() - started)
+            outputs.setdefault(key, lines)
+            print(f"  run {repeat + 1}: {key:<10} {runs[key][-1]:7.2f} s  {len(lines)} lines", flush=True)
+    same = all(outputs[key] == outputs["ours"] for key in outputs)
+    lines = len(outputs["ours"])
+    median = {key: statistics.median(times) for key, times in runs.items()}
+    print(f"\n{'builder':<36}{'requests':>10}{'median s':>10}{'lines/s':>10}{'vs ours':>9}")
+    rows = [("ours: 1 find + bulk-content reads", "ours"), ("naive N+1: 2 GET per instance", "naive"),
+            ("naive lean: 1 GET per instance", "naive-lean")]
+    for label, key in rows:
+        print(f"{label:<36}{sum(made[key].values()):>10}{median[key]:>10.2f}{lines / median[key]:>10.0f}"
+              f"{median[key] / median['ours']:>8.1f}x")
+    ratio = median["naive"] / median["ours"]
+    print(f"{name}: ratio naive / ours = {ratio:.1f}x (goal >= 3x), naive lean / ours = "
+          f"{median['naive-lean'] / median['ours']:.1f}x; identical manifests: {'yes' if same else 'NO'}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    return {"server": server, "instances_in_orthanc": total, "lines": lines, "median_s": median,
+            "runs_s": runs, "requests": made, "ratio_naive_over_ours": ratio,
+            "ratio_lean_over_ours": median["naive-lean"] / median["ours"], "identical": same,
+            "load_average": os.getloadavg()}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--instances", type=int, default=5000, help="synthetic DX instances (default 5000)")
+    ap.add_argument("--scenario", choices=("xray", "ct", "both"), default="both")
+    ap.add_argument("--instances", type=int, default=5000, help="synthetic images (default 5000)")
     ap.add_argument("--size", type=int, default=64, help="synthetic image side in px (default 64)")
+    ap.add_argument("--series-size", type=int, default=100, help="images per series in the ct scenario")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each builder (median reported)")
+    ap.add_argument("--stable-age", type=float, default=60.0,
+                    help="Orthanc's StableAge in seconds (ours: 60): how long to let it settle after an upload")
     ap.add_argument("--keep-stack", action="store_true", help="leave the private Orthanc running")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers as JSON")
     args = ap.parse_args(argv)
@@ -228,55 +329,31 @@ def main(argv: Optional[list[str]] = None) -> int:
         stack = LocalStack(workdir)
         stack.up()
         conn = stack.connection()
+    print(f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}", flush=True)
+    results: dict[str, Any] = {}
     try:
-        synth, samples = dataset_dirs(args.instances, args.size)
-        upload_all(conn, [synth, samples])
-        server, total = orthanc_facts(conn)
-        print(f"\n{server} at {conn.url}: {total} instances "
-              f"({args.instances} synthetic {MODALITY} at {args.size} px, pydicom samples, anything else there)")
-        print(f"query: --modality {MODALITY}; {platform.node()}, {os.cpu_count()} CPUs; "
-              f"{args.repeats} interleaved runs each, median\n", flush=True)
-
-        runs: dict[str, list[float]] = {"ours": [], "naive": [], "naive-lean": []}
-        outputs: dict[str, list[ManifestLine]] = {}
-        requests_made: dict[str, dict[str, int]] = {}
-        builders = {"ours": lambda: ours(conn), "naive": lambda: naive(conn),
-                    "naive-lean": lambda: naive(conn, lean=True)}
-        ours(conn)  # warm-up: Orthanc's and PostgreSQL's caches, the same for every later run
-        for repeat in range(args.repeats):
-            for name, fn in builders.items():
-                seconds, lines, made = timed(fn)
-                runs[name].append(seconds)
-                outputs.setdefault(name, lines)
-                requests_made[name] = made
-                print(f"  run {repeat + 1}: {name:<10} {seconds:7.2f} s  {len(lines)} lines", flush=True)
-        check_s, check_lines, check_made = timed(lambda: ours(conn, check_all=True))
-
-        same = all(outputs[name] == outputs["ours"] for name in outputs)
-        lines = len(outputs["ours"])
-        median = {name: statistics.median(times) for name, times in runs.items()}
-        print(f"\n{'builder':<34}{'requests':>10}{'median s':>10}{'lines/s':>10}{'vs ours':>9}")
-        rows = [("ours: 3 x /tools/find + Expand", "ours"), ("naive N+1: 2 GET per instance", "naive"),
-                ("naive lean: 1 GET per instance", "naive-lean")]
-        for label, name in rows:
-            n_requests = sum(requests_made[name].values())
-            print(f"{label:<34}{n_requests:>10}{median[name]:>10.2f}{lines / median[name]:>10.0f}"
-                  f"{median[name] / median['ours']:>8.1f}x")
-        print(f"{'ours + --check-sop-class (1 run)':<34}{sum(check_made.values()):>10}{check_s:>10.2f}"
-              f"{len(check_lines) / check_s:>10.0f}{check_s / median['ours']:>8.1f}x")
-        ratio = median["naive"] / median["ours"]
-        print(f"\nratio naive / ours = {ratio:.1f}x (goal >= 3x); naive lean / ours = "
-              f"{median['naive-lean'] / median['ours']:.1f}x; identical manifests: {'yes' if same else 'NO'}")
+        xray = xray_dir(args.instances, args.size)
+        samples = samples_dir()
+        if args.scenario in ("xray", "both"):
+            results["xray"] = run_scenario(conn, "xray", [xray, samples], "DX", args.repeats,
+                                           "1 DX image per series and per study, + pydicom samples",
+                                           args.stable_age)
+        if args.scenario in ("ct", "both"):
+            ct = ct_dir(xray, args.series_size)
+            if stack is not None and results:
+                stack.reset_database()  # each naive run lists only its own scenario's instances
+            results["ct"] = run_scenario(conn, "ct", [ct, samples], "CT", args.repeats,
+                                         f"{args.series_size} CT images per series, + pydicom samples",
+                                         args.stable_age)
         if args.json:
-            args.json.write_text(json.dumps({
-                "server": server, "instances_in_orthanc": total, "lines": lines, "median_s": median,
-                "runs_s": runs, "requests": requests_made, "check_sop_class_s": check_s,
-                "ratio_naive_over_ours": ratio, "identical": same,
-            }, indent=2) + "\n")
-        return 0 if same else 1
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return 0 if all(r["identical"] for r in results.values()) else 1
     finally:
         if stack is not None and not args.keep_stack:
             stack.down()
+            import shutil
+
+            shutil.rmtree(stack.workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -181,14 +181,28 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` has fully exited (no such process, or a zombie).
+
+    Not "its cmdline is empty": a process that is still exiting has already dropped its memory
+    (empty cmdline) but may not yet have closed its sockets, so its port would still be taken.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat[stat.rindex(")") + 2:].split(" ", 1)[0] in ("Z", "X")
+
+
 def wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         _reap(pid)
-        if not read_cmdline(pid):
+        if process_gone(pid):
             return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
-    return False
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -396,8 +410,10 @@ class LocalStack:
 
     def _prepare_workdir(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        # 0711: other users (postgres) may traverse to postgres/, nobody else may list the files.
-        os.chmod(self.workdir, 0o711)
+        if not any(p.name != ".lock" for p in self.workdir.iterdir()):
+            # A fresh directory is ours to set up (mkdtemp makes it 0700): 0711 lets the postgres
+            # user traverse to postgres/ while nobody else may list the files.
+            os.chmod(self.workdir, 0o711)
         self.storage_dir.mkdir(mode=0o700, exist_ok=True)
         self.pg_dir.mkdir(mode=0o700, exist_ok=True)
         if self._as_root:
@@ -577,9 +593,12 @@ class LocalStack:
     def _start_orthanc(self, orthanc_bin: str, deadline: float) -> None:
         state = self._state()
         port = int(state["http_port"])
-        if not port_is_free(port):
-            raise LocalStackError(f"Orthanc port 127.0.0.1:{port} is taken by another program; "
-                                  "run `local down` and `local up` to pick a new one")
+        port_deadline = time.monotonic() + 5  # a just-stopped Orthanc may hold it a moment longer
+        while not port_is_free(port):
+            if time.monotonic() >= port_deadline:
+                raise LocalStackError(f"Orthanc port 127.0.0.1:{port} is taken by another program; "
+                                      "run `local down` and `local up` to pick a new one")
+            time.sleep(0.1)
         with open(self.orthanc_log, "ab") as log:
             log.write(f"---- {time.strftime('%Y-%m-%d %H:%M:%S')} starting Orthanc ----\n".encode())
             log.flush()

@@ -40,30 +40,32 @@ study/series/SOP UIDs are what write-back (DICOM SR) and a train/test split by s
 
 Building a manifest from Orthanc
 ================================
-``python -m labeling manifest --schema FILE [filters] --out FILE`` queries Orthanc with
-``POST /tools/find`` (Orthanc Book, "REST API of Orthanc" → "Performing finds within Orthanc"),
-which matches a tag of the query level *or of any level above it* and, with ``"Expand": true``,
-answers every match with its ``MainDicomTags`` and parent/children IDs in the same response. On
-Orthanc 1.10.1 (Debian bookworm) an expanded answer carries only the tags of its own level:
+``python -m labeling manifest --schema FILE [filters] --out FILE`` reads Orthanc in a fixed number
+of requests, never one per instance:
 
-* Instance: ``SOPInstanceUID``, ``InstanceNumber``, ``NumberOfFrames`` … and ``ParentSeries`` —
-  **not** ``SOPClassUID`` (not a main DICOM tag before 1.11's ``ExtraMainDicomTags``), not
-  ``Modality``;
-* Series: ``Modality``, ``SeriesInstanceUID``, ``SeriesNumber`` …, ``ParentStudy`` and the
-  ``Instances`` IDs;
-* Study: ``StudyInstanceUID``, ``StudyDate`` …, ``PatientMainDicomTags`` and the ``Series`` IDs.
+1. **the query** — one ``POST /tools/find`` at Series level with ``"Expand": true`` (Orthanc
+   Book, "REST API of Orthanc" → "Performing finds within Orthanc"). Modality is a series tag, and
+   a find also matches the study and patient tags of each candidate's parents, so every filter
+   applies here. The answer gives each matching series' ``MainDicomTags`` (Modality,
+   SeriesInstanceUID, SeriesNumber), its ``ParentStudy`` and its ``Instances``: a complete and
+   consistent list of what matched (an instance stored later is simply not in this manifest).
+2. **the details, in bulk** — the studies and instances of those series, read by ID with
+   ``POST /tools/bulk-content`` (added in the Orthanc 1.9 series, present in 1.10.1: the expanded
+   JSON that ``GET /{level}/{id}`` gives, for a list of resources, with their metadata when
+   ``"Metadata": true``), in chunks of 200–2,000 IDs, four requests in flight; metadata only where
+   the exclusion check or ``--metadata`` needs it. IDs deleted meanwhile are left out by Orthanc
+   and counted as vanished.
 
-So a manifest costs three finds, sent concurrently (Orthanc answers them on separate HTTP threads
-and index connections): instances, series and studies matching the filters; no request per
-instance. When the only narrowing filter is ``--series-uid``, the studies are instead read one
-``GET /studies/{id}`` each (at most one per named series) rather than listing every study of the
-server. Whatever one answer references but another lacks (an instance uploaded between two finds,
-or a server that caps answers with ``LimitFindResults``/``LimitFindInstances``, 0 by default and in
-our generated config) is fetched by ID, so the result is complete; the report counts such fetches.
-
-Measured on Orthanc 1.10.1 + PostgreSQL 15 on a 2-core machine (``bench/manifest.py``), an expanded
-find costs about 0.5 ms per returned resource inside Orthanc (each is several index queries),
-against ~1.8 ms per ``GET`` for the naive one-request-per-instance builder.
+Why not three finds (instances, series, studies)? On Orthanc 1.10.1 an expanded answer carries only
+the tags of its own level — an Instance answer has ``SOPInstanceUID``, ``InstanceNumber``,
+``NumberOfFrames`` and ``ParentSeries`` but **no** ``SOPClassUID`` (a main DICOM tag only from
+1.11's ``ExtraMainDicomTags``) and no Modality — and every find re-checks each candidate against
+the index, so a Study-level find without a study filter reads every study of the server. Bulk reads
+touch exactly the resources needed, once, bring each instance's metadata along (its SOP class and
+whatever ``--metadata`` asks about) and run in parallel. Measured on Orthanc 1.10.1 + PostgreSQL 15
+(``bench/manifest.py``), Orthanc spends about 0.3–0.6 ms per resource per find or bulk read (a
+few index round trips each), against ~2–3 ms per instance for a builder that sends ``GET
+/instances/{id}`` and ``GET /instances/{id}/simplified-tags`` for each one.
 
 Filters
 -------
@@ -71,10 +73,9 @@ Filters
 ``--series-uid`` (repeatable), ``--patient-id`` (Orthanc wildcards ``*`` and ``?`` allowed),
 ``--study-date-from``/``--study-date-to`` (``YYYYMMDD`` or ``YYYY-MM-DD``, inclusive; sent as the
 DICOM range ``A-B``, ``A-`` or ``-B``) and ``--metadata KEY=VALUE``. Orthanc 1.10 cannot query
-metadata, so ``--metadata`` is applied after the finds: one ``GET /instances/{id}/metadata/KEY``
-per candidate (in parallel, in manifest order, stopping once ``--limit`` lines are kept). An
-unknown metadata name and a metadata absent from an instance both answer 404; a name that no
-candidate carries is reported as a warning.
+metadata, so ``--metadata`` is matched here on the metadata read with the instances (exact,
+case-sensitive value); a name no instance carries is reported as a warning (a typo, or a user
+metadata not declared in ``UserMetadata``; an unnamed index such as ``1030`` works as is).
 
 Non-image objects are never written
 -----------------------------------
@@ -82,14 +83,17 @@ Structured reports, key object selections, presentation states, RT plans/structu
 segmentations, registrations, waveforms, encapsulated documents … are not images an annotator can
 label. They are excluded, counted per reason, and the counts printed and written to ``--report``:
 
-1. by the series **Modality** (:data:`NON_IMAGE_MODALITIES`) — free, it comes with the series find;
-   DICOM makes Modality a series attribute and those IODs require their own value (SR, KO, PR, …);
-2. for series whose Modality does not settle it — ``OT`` (secondary capture images, but also raw
-   data or PDFs), absent, or a code in neither table — by each instance's **SOP Class UID**, read
-   from the ``SopClassUid`` metadata Orthanc stores at ingest (an index read, no file access; S3
-   storage is never touched): one ``GET /instances/{id}/metadata/SopClassUid`` per instance of
-   those series only, in parallel. ``--check-sop-class`` extends this check to every instance.
-   Classes are judged by :func:`sop_class_exclusion` (PS3.4 Annex B storage SOP class families).
+1. by the series **Modality** (:data:`NON_IMAGE_MODALITIES`), straight from the query's answer,
+   without reading their instances: DICOM makes Modality a series attribute and those IODs require
+   their own value (SR, KO, PR, RTSTRUCT, SEG, DOC, ECG…);
+2. by the instance's **SOP Class UID**, from the ``SopClassUid`` metadata Orthanc stores at
+   ingest (an index read with the bulk read, no file access: S3 storage is never touched), judged
+   by :func:`sop_class_exclusion` (PS3.4 Annex B storage SOP class families), wherever the
+   Modality does not tell: ``OT`` (a secondary capture, but also raw data or a PDF), an absent
+   Modality (an SR without one), or a code in neither :data:`NON_IMAGE_MODALITIES` nor
+   :data:`IMAGE_MODALITIES`. ``--check-sop-class`` reads it for every instance; it is not the
+   default because metadata makes each instance read ~40 % dearer on Orthanc 1.10 + PostgreSQL,
+   and an image Modality (DX, CT…) with a non-image SOP class breaks the DICOM IODs.
 
 Order, limit, exit codes
 ------------------------
@@ -561,10 +565,11 @@ NON_IMAGE_MODALITIES: Final[Mapping[str, str]] = {
 IMAGE_MODALITIES: Final = frozenset({
     "CR", "CT", "DX", "MG", "MR", "NM", "PT", "US", "XA", "RF", "IO", "PX", "OP", "OPT", "OPM",
     "ES", "SM", "XC", "GM", "IVUS", "IVOCT", "OCT", "BMD", "DMS", "RG", "TG", "LS", "RTIMAGE",
-    "BI", "DG", "CFM", "TEXTUREMAP", "BDUS", "SC",
+    "BI", "DG", "CFM", "TEXTUREMAP",
 })
-"""Series Modality values whose instances are images; others (``OT``, absent, unknown codes) get
-their SOP class checked per instance."""
+"""Series Modality values of image IODs (PS3.3 C.7.3.1.1.1): their instances' SOP class is not
+read unless asked (``--check-sop-class``). ``OT``, an absent Modality or an unknown code do not
+tell, so those instances are always checked."""
 
 _STORAGE_ROOT: Final = "1.2.840.10008.5.1.4.1.1"
 _NON_IMAGE_SOP_CLASS_FAMILIES: Final[tuple[tuple[str, Optional[str]], ...]] = (
@@ -647,24 +652,20 @@ class OrthancLike(Protocol):
              limit: Optional[int] = None, since: Optional[int] = None,
              case_sensitive: bool = True) -> list[dict]: ...
 
-    def get_metadata(self, level_plural: str, resource_id: str, name: str) -> Optional[str]: ...
-
-    def request(self, method: str, path: str, *, ok_statuses: tuple[int, ...] = (), **kwargs: Any) -> Any: ...
+    def request(self, method: str, path: str, **kwargs: Any) -> Any: ...
 
 
-_PLURALS: Final = {"Study": "studies", "Series": "series", "Instance": "instances"}
+BULK_CHUNK_MIN: Final = 200
+BULK_CHUNK_MAX: Final = 2000
+PARALLEL_REQUESTS: Final = 4
+"""Bulk reads in flight at once: Orthanc answers each on its own HTTP thread and, with the
+PostgreSQL index plugin's ``IndexConnectionsCount`` (4 on the local stack), its own index
+connection, so a few concurrent requests overlap Orthanc's round trips to the database."""
+EXAMPLES_PER_REASON: Final = 5
+SOP_CLASS_METADATA: Final = "SopClassUid"  # stored by Orthanc for every instance at ingest
 
 
-@dataclass
-class _Instance:
-    id: str
-    series_id: str
-    sop_uid: Optional[str]
-    number: Optional[int]
-    frames: Optional[int]
-
-
-@dataclass
+@dataclass(frozen=True)
 class _Series:
     id: str
     study_id: str
@@ -674,7 +675,7 @@ class _Series:
     instance_ids: tuple[str, ...]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Study:
     id: str
     uid: Optional[str]
@@ -683,8 +684,18 @@ class _Study:
 
 
 @dataclass(frozen=True)
+class _Instance:
+    id: str
+    series_id: str
+    sop_uid: Optional[str]
+    number: Optional[int]
+    frames: Optional[int]
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Candidate:
-    """An instance matched by the query, with what the line and the sort order need."""
+    """An image instance the query matched, with what its line and the sort order need."""
 
     instance_id: str
     modality: Optional[str]
@@ -729,14 +740,13 @@ class BuildResult:
     """What :func:`build_manifest` found: the lines plus the accounting the report prints."""
 
     lines: list[ManifestLine]
-    matched: int = 0                                    # instances the query matched
+    matched: int = 0                                    # instances of the series the query matched
     excluded: Counter = field(default_factory=Counter)  # reason -> count of non-image instances
     excluded_examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> a few IDs
     metadata_mismatch: int = 0                          # images dropped by --metadata
-    metadata_checked: int = 0
-    metadata_unchecked: int = 0                         # not read: --limit was reached before
     limited_out: int = 0                                # images beyond --limit
-    fetched_by_id: Counter = field(default_factory=Counter)  # level -> GETs to fill gaps
+    vanished: int = 0                                   # deleted between the find and the reads
+    unknown_sop_class: int = 0                          # kept: no SopClassUid metadata to judge by
     requests: Counter = field(default_factory=Counter)  # kind -> requests sent
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -744,11 +754,11 @@ class BuildResult:
     @property
     def images(self) -> int:
         """Image instances that passed every filter (before ``--limit``)."""
-        return self.matched - sum(self.excluded.values()) - self.metadata_mismatch
+        return len(self.lines) + self.limited_out
 
 
 class Reporter(Protocol):
-    """Progress sink: ``phase`` names the step under way; ``advance`` counts per-instance work."""
+    """Progress sink: ``phase`` names the step under way; ``advance`` counts finished requests."""
 
     def phase(self, text: str, total: Optional[int] = None) -> None: ...
 
@@ -763,13 +773,8 @@ class _SilentReporter:
         pass
 
 
-EXAMPLES_PER_REASON: Final = 5
-PARALLEL_GETS: Final = 8   # concurrent per-instance GETs (metadata); Orthanc serves 50 HTTP threads
-METADATA_BATCH: Final = 64  # with --limit, check this many candidates at a time, in order
-
-
 class _Counted:
-    """Wraps the client to count requests by kind (the report shows them; the bench checks them)."""
+    """Wraps the client to count requests by kind (the report shows them; tests check them)."""
 
     def __init__(self, client: OrthancLike, requests: Counter) -> None:
         self._client = client
@@ -784,17 +789,16 @@ class _Counted:
         self._count("find")
         return self._client.find(level, query, expand=True)
 
-    def resource(self, level: str, resource_id: str) -> Optional[dict]:
-        """``GET /{studies|series|instances}/{id}`` (the same JSON as an expanded find answer);
-        None when it is gone (404)."""
-        self._count("get")
-        response = self._client.request("GET", f"/{_PLURALS[level]}/{resource_id}", ok_statuses=(404,))
-        return None if response.status_code == 404 else response.json()
-
-    def metadata(self, instance_id: str, name: str) -> Optional[str]:
-        """``GET /instances/{id}/metadata/{name}``; None when absent (or an unknown name: 404 too)."""
-        self._count("metadata")
-        return self._client.get_metadata("instances", instance_id, name)
+    def bulk_content(self, ids: Sequence[str], *, metadata: bool) -> list[dict]:
+        """``POST /tools/bulk-content``: the expanded JSON of each resource named (any level),
+        like a ``GET /{level}/{id}`` each but in one request; unknown IDs are left out."""
+        self._count("bulk")
+        response = self._client.request("POST", "/tools/bulk-content", ok_statuses=(404,),
+                                        json={"Resources": list(ids), "Metadata": metadata})
+        if response.status_code == 404:
+            raise RuntimeError("this Orthanc has no /tools/bulk-content (added in the Orthanc 1.9 "
+                               "series; the project runs 1.10.1): upgrade Orthanc")
+        return response.json()
 
 
 def _int_or_none(value: Any) -> Optional[int]:
@@ -803,17 +807,6 @@ def _int_or_none(value: Any) -> Optional[int]:
         return int(float(str(value).strip()))
     except (TypeError, ValueError):
         return None
-
-
-def _parse_instance(raw: Mapping[str, Any]) -> _Instance:
-    tags = raw.get("MainDicomTags") or {}
-    return _Instance(
-        id=raw["ID"],
-        series_id=raw.get("ParentSeries", ""),
-        sop_uid=tags.get("SOPInstanceUID") or None,
-        number=_int_or_none(tags.get("InstanceNumber")),
-        frames=_int_or_none(tags.get("NumberOfFrames")),
-    )
 
 
 def _parse_series(raw: Mapping[str, Any]) -> _Series:
@@ -839,63 +832,123 @@ def _parse_study(raw: Mapping[str, Any]) -> _Study:
     )
 
 
-def _fetch_missing(orthanc: _Counted, level: str, ids: Iterable[str], parse: Callable[[Mapping[str, Any]], Any],
-                   into: dict[str, Any], result: BuildResult) -> None:
-    """Fill ``into`` with resources an answer referenced but another answer lacked (normally none)."""
-    missing = sorted(set(ids) - set(into))
-    if not missing:
-        return
-    with ThreadPoolExecutor(max_workers=PARALLEL_GETS) as pool:
-        for resource_id, raw in zip(missing, pool.map(lambda rid: orthanc.resource(level, rid), missing)):
-            result.fetched_by_id[level] += 1
-            if raw is not None:  # None: deleted since the find; nothing to label
-                into[resource_id] = parse(raw)
+def _parse_instance(raw: Mapping[str, Any]) -> _Instance:
+    tags = raw.get("MainDicomTags") or {}
+    return _Instance(
+        id=raw["ID"],
+        series_id=raw.get("ParentSeries", ""),
+        sop_uid=tags.get("SOPInstanceUID") or None,
+        number=_int_or_none(tags.get("InstanceNumber")),
+        frames=_int_or_none(tags.get("NumberOfFrames")),
+        metadata=dict(raw.get("Metadata") or {}),
+    )
+
+
+def chunks(ids: Sequence[str], parallel: int = PARALLEL_REQUESTS) -> list[list[str]]:
+    """Split ``ids`` into bulk requests: at least ``parallel`` of them when there is enough work
+    to share, none smaller than BULK_CHUNK_MIN nor larger than BULK_CHUNK_MAX IDs."""
+    if not ids:
+        return []
+    size = min(BULK_CHUNK_MAX, max(BULK_CHUNK_MIN, -(-len(ids) // parallel)))
+    return [list(ids[i:i + size]) for i in range(0, len(ids), size)]
+
+
+def _exclude(result: BuildResult, reason: str, instance_ids: Iterable[str]) -> None:
+    examples = result.excluded_examples.setdefault(reason, [])
+    for instance_id in instance_ids:
+        result.excluded[reason] += 1
+        if len(examples) < EXAMPLES_PER_REASON:
+            examples.append(instance_id)
+
+
+def _read_in_bulk(orthanc: _Counted, study_ids: Sequence[str], with_metadata: Sequence[str],
+                  without_metadata: Sequence[str], reporter: Reporter,
+                  ) -> tuple[dict[str, _Study], dict[str, _Instance]]:
+    """The studies and instances named, read with concurrent ``/tools/bulk-content`` requests.
+
+    Instances in ``with_metadata`` come with their metadata (``SopClassUid`` for the exclusion
+    check, whatever ``--metadata`` asks about): one more index query each, which on Orthanc 1.10 +
+    PostgreSQL makes an instance read about 40 % dearer, hence asked for only where needed.
+    """
+    work = ([("study", chunk) for chunk in chunks(study_ids)]
+            + [("instance+metadata", chunk) for chunk in chunks(with_metadata)]
+            + [("instance", chunk) for chunk in chunks(without_metadata)])
+    studies: dict[str, _Study] = {}
+    instances: dict[str, _Instance] = {}
+    reporter.phase(f"reading {len(study_ids)} studies and {len(with_metadata) + len(without_metadata)} "
+                   f"instances (/tools/bulk-content)", total=len(work))
+
+    def read(job: tuple[str, list[str]]) -> tuple[str, list[dict]]:
+        kind, ids = job
+        answer = orthanc.bulk_content(ids, metadata=kind == "instance+metadata")
+        reporter.advance()
+        return kind, answer
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS) as pool:
+        for kind, answer in pool.map(read, work):
+            for raw in answer:
+                if kind == "study":
+                    studies[raw["ID"]] = _parse_study(raw)
+                else:
+                    instances[raw["ID"]] = _parse_instance(raw)
+    return studies, instances
 
 
 def find_candidates(orthanc: _Counted, filters: ManifestFilters, result: BuildResult,
-                    reporter: Reporter) -> list[Candidate]:
-    """Every instance matching ``filters`` with its series and study tags, in three finds.
+                    reporter: Reporter, *, check_all_sop_classes: bool = False) -> list[Candidate]:
+    """Every image instance matching ``filters``, with its series and study tags.
 
-    The three finds are independent and go out together; consistency between them (a resource
-    uploaded or deleted in between, or an answer capped by the server) is restored by
-    :func:`_fetch_missing` instead of trusting any single answer to be complete.
+    1. One Series-level ``/tools/find`` with Expand: the query itself (Modality is a series tag;
+       study and patient tags match on the parents), answering each series' tags, its study's ID
+       and its instances' IDs — a complete, consistent list of what matched.
+    2. Series whose Modality is never an image are counted out without reading their instances.
+    3. The studies and instances of the other series are read by ID in bulk, concurrently.
+    4. Instances whose SOP class is not an image are counted out; ``--metadata`` is matched.
+       Metadata is read where needed only: for series whose Modality does not tell
+       (:func:`needs_sop_class_check`), for every instance with ``--metadata`` or
+       ``check_all_sop_classes``.
     """
-    reporter.phase("querying Orthanc (/tools/find)")
-    series_query = filters.series_query()
-    studies_by_find = not filters.only_series_uids_narrow
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        instances_future = pool.submit(orthanc.find, "Instance", series_query)
-        series_future = pool.submit(orthanc.find, "Series", series_query)
-        studies_future = pool.submit(orthanc.find, "Study", filters.study_query()) if studies_by_find else None
-        raw_instances = instances_future.result()
-        raw_series = series_future.result()
-        raw_studies = studies_future.result() if studies_future else []
+    reporter.phase("querying Orthanc (/tools/find, Series level)")
+    series = [_parse_series(raw) for raw in orthanc.find("Series", filters.series_query())]
+    result.matched = sum(len(s.instance_ids) for s in series)
+    kept_series: list[_Series] = []
+    for one in series:
+        reason = modality_exclusion(one.modality)
+        if reason:
+            _exclude(result, reason, one.instance_ids)
+        else:
+            kept_series.append(one)
+    study_ids = sorted({s.study_id for s in kept_series})
+    instance_ids = [iid for s in kept_series for iid in s.instance_ids]
+    read_metadata = bool(filters.metadata) or check_all_sop_classes
+    checked = {iid for s in kept_series if read_metadata or needs_sop_class_check(s.modality)
+               for iid in s.instance_ids}
+    studies, instances = _read_in_bulk(
+        orthanc, study_ids, [iid for iid in instance_ids if iid in checked],
+        [iid for iid in instance_ids if iid not in checked], reporter)
 
-    instances = {raw["ID"]: _parse_instance(raw) for raw in raw_instances}
-    series = {raw["ID"]: _parse_series(raw) for raw in raw_series}
-    studies = {raw["ID"]: _parse_study(raw) for raw in raw_studies}
-
-    # Every instance of a matched series matches too (all filters are series-level or above).
-    _fetch_missing(orthanc, "Series", (i.series_id for i in instances.values()), _parse_series, series, result)
-    _fetch_missing(orthanc, "Instance", (iid for s in series.values() for iid in s.instance_ids),
-                   _parse_instance, instances, result)
-    _fetch_missing(orthanc, "Study", (s.study_id for s in series.values()), _parse_study, studies, result)
-    # Studies read by ID on purpose (the --series-uid case) are not a gap in an answer.
-    gaps = {level: n for level, n in result.fetched_by_id.items() if studies_by_find or level != "Study"}
-    if gaps:
-        result.warnings.append(
-            "fetched by ID what /tools/find did not return ("
-            + ", ".join(f"{n} {level.lower()}" for level, n in sorted(gaps.items()))
-            + "): uploads during the query, or a LimitFindResults/LimitFindInstances cap on the server")
-
+    by_id = {s.id: s for s in kept_series}
     candidates: list[Candidate] = []
-    for instance in instances.values():
-        parent = series.get(instance.series_id)
+    for instance_id in instance_ids:
+        instance = instances.get(instance_id)
+        parent = by_id[instance.series_id] if instance and instance.series_id in by_id else None
         study = studies.get(parent.study_id) if parent else None
-        if parent is None or study is None:
-            continue  # deleted while we were reading
+        if instance is None or study is None:
+            result.vanished += 1  # deleted since the find: nothing left to label
+            continue
+        if instance_id in checked:
+            sop_class = instance.metadata.get(SOP_CLASS_METADATA)
+            reason = sop_class_exclusion(sop_class)
+            if reason:
+                _exclude(result, reason, [instance_id])
+                continue
+            if not sop_class:
+                result.unknown_sop_class += 1
+        if not _metadata_match(instance.metadata, filters.metadata):
+            result.metadata_mismatch += 1
+            continue
         candidates.append(Candidate(
-            instance_id=instance.id,
+            instance_id=instance_id,
             modality=parent.modality,
             study_uid=study.uid,
             series_uid=parent.uid,
@@ -906,91 +959,28 @@ def find_candidates(orthanc: _Counted, filters: ManifestFilters, result: BuildRe
             instance_number=instance.number,
             frames=instance.frames,
         ))
+    _warn_about(result, filters, instances.values())
     return candidates
 
 
-def exclude_non_images(orthanc: _Counted, candidates: list[Candidate], result: BuildResult,
-                       reporter: Reporter, *, check_all_sop_classes: bool = False) -> list[Candidate]:
-    """Drop non-image instances (by series Modality, then SOP class where Modality is not enough)."""
-    kept: list[Candidate] = []
-    to_check: list[Candidate] = []
-    for candidate in candidates:
-        reason = modality_exclusion(candidate.modality)
-        if reason:
-            _exclude(result, reason, candidate.instance_id)
-        elif check_all_sop_classes or needs_sop_class_check(candidate.modality):
-            to_check.append(candidate)
-        else:
-            kept.append(candidate)
-    if to_check:
-        reporter.phase(f"checking the SOP class of {len(to_check)} instances", total=len(to_check))
-
-        def sop_class(candidate: Candidate) -> Optional[str]:
-            value = orthanc.metadata(candidate.instance_id, "SopClassUid")
-            reporter.advance()
-            return value
-
-        with ThreadPoolExecutor(max_workers=PARALLEL_GETS) as pool:
-            for candidate, uid in zip(to_check, pool.map(sop_class, to_check)):
-                reason = sop_class_exclusion(uid)
-                if reason:
-                    _exclude(result, reason, candidate.instance_id)
-                else:
-                    kept.append(candidate)
-    return kept
+def _metadata_match(metadata: Mapping[str, str], wanted: Sequence[tuple[str, str]]) -> bool:
+    return all(metadata.get(name) == value for name, value in wanted)
 
 
-def _exclude(result: BuildResult, reason: str, instance_id: str) -> None:
-    result.excluded[reason] += 1
-    examples = result.excluded_examples.setdefault(reason, [])
-    if len(examples) < EXAMPLES_PER_REASON:
-        examples.append(instance_id)
-
-
-def apply_metadata_filters(orthanc: _Counted, ordered: list[Candidate], wanted: Sequence[tuple[str, str]],
-                           limit: Optional[int], result: BuildResult, reporter: Reporter) -> list[Candidate]:
-    """Keep the candidates whose Orthanc metadata match every ``KEY=VALUE`` (in order, up to ``limit``).
-
-    Orthanc 1.10's ``/tools/find`` cannot match metadata, so this reads it per instance: in
-    parallel, in batches that follow the manifest order, stopping once ``limit`` are kept.
-    """
-    if not wanted:
-        return ordered
-    names_seen: Counter = Counter()
-    reporter.phase(f"reading metadata ({', '.join(k for k, _ in wanted)})", total=len(ordered))
-
-    def matches(candidate: Candidate) -> bool:
-        ok = True
-        for name, value in wanted:
-            actual = orthanc.metadata(candidate.instance_id, name)
-            if actual is not None:
-                names_seen[name] += 1
-            if actual != value:
-                ok = False
-                break  # the remaining keys cannot change the answer
-        reporter.advance()
-        return ok
-
-    kept: list[Candidate] = []
-    batch = len(ordered) if limit is None else max(METADATA_BATCH, limit)
-    with ThreadPoolExecutor(max_workers=PARALLEL_GETS) as pool:
-        for start in range(0, len(ordered), batch):
-            chunk = ordered[start:start + batch]
-            for candidate, ok in zip(chunk, pool.map(matches, chunk)):
-                result.metadata_checked += 1
-                if ok:
-                    kept.append(candidate)
-                else:
-                    result.metadata_mismatch += 1
-            if limit is not None and len(kept) >= limit:
-                result.metadata_unchecked = len(ordered) - start - len(chunk)
-                break
-    for name, _ in wanted:
-        if result.metadata_checked and not names_seen[name]:
+def _warn_about(result: BuildResult, filters: ManifestFilters, instances: Iterable[_Instance]) -> None:
+    """Warnings a user should see: a --metadata name nobody has, unjudgeable SOP classes."""
+    read = list(instances)
+    for name, _ in filters.metadata:
+        if read and not any(name in instance.metadata for instance in read):
             result.warnings.append(
-                f"--metadata {name}: none of the {result.metadata_checked} instances checked has this "
-                "metadata (names are case-sensitive; custom ones must be declared in Orthanc's UserMetadata)")
-    return kept
+                f"--metadata {name}: none of the {len(read)} instances read has this metadata (names are "
+                "case-sensitive; custom ones must be declared in Orthanc's UserMetadata, or be an index)")
+    if result.unknown_sop_class:
+        result.warnings.append(
+            f"{result.unknown_sop_class} instances have no SopClassUid metadata (stored by an old Orthanc?); "
+            "kept, judged by their series Modality only")
+    if result.vanished:
+        result.warnings.append(f"{result.vanished} instances were deleted while the manifest was built")
 
 
 def build_manifest(
@@ -1005,11 +995,10 @@ def build_manifest(
     check_all_sop_classes: bool = False,
     reporter: Optional[Reporter] = None,
 ) -> BuildResult:
-    """Query Orthanc and return the manifest lines (sorted, non-images excluded, limited).
+    """Query Orthanc and return the manifest lines (non-images excluded, sorted, limited).
 
-    ``client`` is an :class:`labeling.orthanc_client.OrthancClient` (or anything with its
-    ``find``, ``request`` and ``get_metadata``, see :class:`OrthancLike`). Nothing is written:
-    see :func:`write_manifest`.
+    ``client`` is an :class:`labeling.orthanc_client.OrthancClient` (or anything with its ``find``
+    and ``request``, see :class:`OrthancLike`). Nothing is written: see :func:`write_manifest`.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
@@ -1018,11 +1007,8 @@ def build_manifest(
     result = BuildResult(lines=[])
     orthanc = _Counted(client, result.requests)
 
-    candidates = find_candidates(orthanc, filters, result, reporter)
-    result.matched = len(candidates)
-    images = exclude_non_images(orthanc, candidates, result, reporter, check_all_sop_classes=check_all_sop_classes)
+    images = find_candidates(orthanc, filters, result, reporter, check_all_sop_classes=check_all_sop_classes)
     images.sort(key=Candidate.sort_key)
-    images = apply_metadata_filters(orthanc, images, filters.metadata, limit, result, reporter)
     if limit is not None and len(images) > limit:
         result.limited_out = len(images) - limit
         images = images[:limit]
@@ -1065,14 +1051,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     filters.add_argument("--study-date-from", metavar="DATE", help="first StudyDate, YYYYMMDD or YYYY-MM-DD")
     filters.add_argument("--study-date-to", metavar="DATE", help="last StudyDate (inclusive)")
     filters.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
-                         help="Orthanc instance metadata equal to VALUE (repeatable; read per instance "
-                              "after the query: Orthanc 1.10 cannot search metadata)")
+                         help="Orthanc instance metadata equal to VALUE (repeatable; matched on the "
+                              "metadata read with the instances: Orthanc 1.10 cannot search metadata)")
     parser.add_argument("--limit", type=_positive_int, metavar="N", help="write at most N lines (the first N in order)")
     parser.add_argument("--include-phi", action="store_true",
                         help="also write patient_id and study_date (left out by default: PHI)")
     parser.add_argument("--check-sop-class", action="store_true",
-                        help="check every instance's SOP class, not only where the series Modality "
-                             "does not tell (one metadata GET per instance)")
+                        help="read every instance's SOP class, also in series whose Modality says "
+                             "image (DX, CT, MR...); costs Orthanc ~40%% more per instance read")
     parser.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report (counts, exclusions, timings)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     add_connection_arguments(parser)
@@ -1130,9 +1116,7 @@ def run(args: argparse.Namespace) -> int:
                 check_all_sop_classes=args.check_sop_class, reporter=reporter,
             )
     except Exception as exc:  # noqa: BLE001 - one clear line for any Orthanc failure, not a traceback
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        console.print(f"[red]manifest: cannot query Orthanc at {connection.url}: {exc}[/red]")
+        _say(console, f"manifest: cannot query Orthanc at {connection.url}: {exc}", "red")
         return 1
     finally:
         close = getattr(client, "close", None)
@@ -1140,19 +1124,20 @@ def run(args: argparse.Namespace) -> int:
             close()
 
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        _say(console, f"warning: {warning}", "yellow")
     report = _report(args, schema.name, filters, connection.url, result)
     if not result.lines:
-        console.print("[red]manifest: no image instance matches the filters[/red]"
-                      + (f" ({_describe_filters(filters)})" if _describe_filters(filters) else "")
-                      + f"; {result.matched} instances matched the query, "
-                      + _exclusion_sentence(result) + "; nothing written")
+        described = _describe_filters(filters)
+        _say(console, "manifest: no image instance matches the filters"
+             + (f" ({described})" if described else "")
+             + f"; {result.matched} instances matched the query, "
+             + _exclusion_sentence(result) + "; nothing written", "red")
         _write_report(args, report, console)
         return 2
     try:
         written = write_manifest(result.lines, args.out)
     except OSError as exc:
-        console.print(f"[red]manifest: cannot write {args.out}: {exc.strerror or exc}[/red]")
+        _say(console, f"manifest: cannot write {args.out}: {exc.strerror or exc}", "red")
         return 1
     report["written"] = written
     _print_summary(console, result, written, args.out)
@@ -1184,16 +1169,13 @@ def _exclusion_sentence(result: BuildResult) -> str:
 
 def _print_summary(console: Any, result: BuildResult, written: int, out: str) -> None:
     requests = ", ".join(f"{n} {kind}" for kind, n in sorted(result.requests.items()))
-    console.print(f"matched {result.matched} instances; {_exclusion_sentence(result)}")
-    if result.metadata_checked:
-        unchecked = (f"; {result.metadata_unchecked} not read (--limit reached)"
-                     if result.metadata_unchecked else "")
-        console.print(f"--metadata: {result.metadata_mismatch} of {result.metadata_checked} read did not "
-                      f"match{unchecked}")
+    _say(console, f"matched {result.matched} instances; {_exclusion_sentence(result)}")
+    if result.metadata_mismatch:
+        _say(console, f"--metadata: {result.metadata_mismatch} images did not match")
     if result.limited_out:
-        console.print(f"--limit: {result.limited_out} more matching images left out")
+        _say(console, f"--limit: {result.limited_out} more matching images left out")
     where = "stdout" if out == "-" else out
-    console.print(f"[green]wrote {written} lines to {where}[/green] in {result.seconds:.2f} s ({requests} requests)")
+    _say(console, f"wrote {written} lines to {where} in {result.seconds:.2f} s ({requests} requests)", "green")
 
 
 def _report(args: argparse.Namespace, schema_name: str, filters: ManifestFilters, url: str,
@@ -1211,13 +1193,13 @@ def _report(args: argparse.Namespace, schema_name: str, filters: ManifestFilters
             "by_reason": dict(result.excluded.most_common()),
             "examples": result.excluded_examples,
         },
-        "metadata": {"checked": result.metadata_checked, "mismatched": result.metadata_mismatch,
-                     "unchecked": result.metadata_unchecked},
+        "metadata_mismatch": result.metadata_mismatch,
+        "unknown_sop_class": result.unknown_sop_class,
+        "vanished": result.vanished,
         "images": result.images,
         "limited_out": result.limited_out,
         "written": 0,
         "requests": dict(result.requests),
-        "fetched_by_id": dict(result.fetched_by_id),
         "warnings": result.warnings,
         "seconds": round(result.seconds, 3),
     }
@@ -1231,9 +1213,15 @@ def _write_report(args: argparse.Namespace, report: Mapping[str, Any], console: 
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     except OSError as exc:
-        console.print(f"[red]manifest: cannot write --report {args.report}: {exc.strerror or exc}[/red]")
+        _say(console, f"manifest: cannot write --report {args.report}: {exc.strerror or exc}", "red")
         return True
     return False
+
+
+def _say(console: Any, text: str, style: Optional[str] = None) -> None:
+    """Print ``text`` as is: file names, IDs and Orthanc messages may hold ``[...]``, which rich
+    would otherwise read as markup."""
+    console.print(text, style=style, markup=False, highlight=False)
 
 
 def _stderr_console() -> Any:

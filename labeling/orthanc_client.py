@@ -34,6 +34,8 @@ UploadStatus = Literal["Success", "AlreadyStored"]
 # 502/503/504 come from something between us and Orthanc (or Orthanc shutting down): worth waiting for.
 GATEWAY_STATUSES = frozenset({502, 503, 504})
 MAX_BACKOFF_S = 8.0
+# Upload answers are small JSON: gzip (Orthanc's "HttpCompressionEnabled") would only cost its CPU.
+_NO_COMPRESSION = {"Accept-Encoding": "identity"}
 
 
 class OrthancError(Exception):
@@ -200,7 +202,7 @@ class OrthancClient:
     def upload(self, data: bytes, *, retries: Optional[int] = None) -> UploadResult:
         """Store one DICOM file (``POST /instances``); ``AlreadyStored`` when Orthanc had it."""
         body = self._json("POST", "/instances", data=data, retries=retries,
-                          headers={"Content-Type": "application/dicom"})
+                          headers={"Content-Type": "application/dicom", **_NO_COMPRESSION})
         if isinstance(body, list):  # Orthanc recognised a ZIP archive
             raise OrthancError(200, "the body was a ZIP archive; use upload_zip()", self.url + "/instances")
         return UploadResult.from_json(body)
@@ -213,7 +215,7 @@ class OrthancClient:
         answer to their files by instance ID rather than by position.
         """
         body = self._json("POST", "/instances", data=data, retries=retries,
-                          headers={"Content-Type": "application/zip"})
+                          headers={"Content-Type": "application/zip", **_NO_COMPRESSION})
         if isinstance(body, dict):
             body = [body]
         results = []

@@ -36,12 +36,11 @@ import time
 import zipfile
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from labeling.connection import ConnectionError_, add_connection_arguments, connection_from_args
 from labeling.orthanc_client import OrthancClient, OrthancError, UploadResult
@@ -53,7 +52,7 @@ LARGE_FILE_BYTES = 4 * 1024 * 1024      # above this a file goes alone, as appli
 MAX_BATCH_BYTES = 16 * 1024 * 1024      # bounds the memory of one in-flight ZIP body
 SERVER_ERROR_RETRIES = 2                # a 500 is usually deterministic: try twice more, then fall back
 MAX_RETRY_SLEEP_S = 1.0                 # short, so the upload resumes soon after Orthanc is back
-DEFAULT_EXCLUDES = ("*.json", "*.jsonl")  # sidecars next to datasets (synth, samples); folders only
+DEFAULT_EXCLUDES = ("*.json", "*.jsonl")  # sidecars of datasets (synth, samples) in folders and ZIPs
 
 Outcome = Literal["stored", "already_stored", "rejected", "failed"]
 OUTCOMES: tuple[Outcome, ...] = ("stored", "already_stored", "rejected", "failed")
@@ -213,10 +212,15 @@ def orthanc_instance_id(patient_id: str, study_uid: str, series_uid: str, sop_in
 def validate_dicom(data: bytes) -> DicomIdentity:
     """Check that ``data`` is a complete DICOM Part 10 file Orthanc can index; return its identity.
 
-    1. 128-byte preamble and ``DICM`` (PS3.10 §7.1); 2. pydicom parses the File Meta Information
-    and the data set up to the pixel data; 3. every element's length, down to the pixel data and
-    its encapsulated fragments, fits in the file (pydicom alone accepts a truncated file
-    silently); 4. the three UIDs Orthanc requires are present (PS3.3 C.7.2.1, C.7.3.1, C.12.1).
+    1. 128-byte preamble and ``DICM`` (PS3.10 §7.1); 2. every element's length, down to the pixel
+    data and its encapsulated fragments, fits in the file — pydicom alone accepts a truncated file
+    silently, Orthanc (DCMTK) refuses it; 3. the three UIDs Orthanc requires are present
+    (PS3.3 C.7.2.1, C.7.3.1, C.12.1).
+
+    The common case (a plain encoding, ASCII identifiers) is read by the length walk itself, which
+    costs a fraction of a pydicom parse — client CPU competes with Orthanc on a small machine.
+    Anything unusual (deflated data set, odd VR bytes, non-ASCII PatientID, missing transfer
+    syntax) is parsed by pydicom (``stop_before_pixels``) and then walked with its encoding.
     """
     if not data:
         raise InvalidDicom("empty file")
@@ -225,6 +229,42 @@ def validate_dicom(data: bytes) -> DicomIdentity:
                            "preamble and 'DICM')")
     if data[DICM_OFFSET:DICM_OFFSET + 4] != b"DICM":
         raise InvalidDicom("not a DICOM file (no 'DICM' marker after the 128-byte preamble, PS3.10 §7.1)")
+    identity = _fast_identity(data)
+    return identity if identity is not None else _pydicom_identity(data)
+
+
+class _Unusual(Exception):
+    """The fast path met something it leaves to pydicom."""
+
+
+# Transfer syntaxes whose data set encoding differs from explicit VR little endian (PS3.5 A.1-A.5).
+IMPLICIT_LITTLE = "1.2.840.10008.1.2"
+EXPLICIT_BIG = "1.2.840.10008.1.2.2"
+DEFLATED = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95"})
+CAPTURED_TAGS = {0x00100020: "PatientID", 0x0020000D: "StudyInstanceUID",
+                 0x0020000E: "SeriesInstanceUID", 0x00080018: "SOPInstanceUID"}
+REQUIRED_UIDS = (("StudyInstanceUID", "(0020,000D)"), ("SeriesInstanceUID", "(0020,000E)"),
+                 ("SOPInstanceUID", "(0008,0018)"))
+
+
+def _fast_identity(data: bytes) -> Optional[DicomIdentity]:
+    start, syntax = _read_meta(data)
+    if not syntax or syntax in DEFLATED:
+        return None
+    captured: dict[str, bytes] = {}
+    implicit = _really_implicit(data, start, syntax == IMPLICIT_LITTLE)
+    try:
+        _check_elements(data, start, len(data), implicit, syntax != EXPLICIT_BIG, depth=0, capture=captured)
+    except _Unusual:
+        return None
+    try:
+        values = {name: raw.decode("ascii").rstrip("\0 ") for name, raw in captured.items()}
+    except UnicodeDecodeError:
+        return None  # a PatientID in another character set: pydicom decodes it (PS3.5 6.1)
+    return _identity(values)
+
+
+def _pydicom_identity(data: bytes) -> DicomIdentity:
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         syntax = dataset.file_meta.get("TransferSyntaxUID")
@@ -232,74 +272,101 @@ def validate_dicom(data: bytes) -> DicomIdentity:
         raise InvalidDicom(f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
     if not syntax:
         raise InvalidDicom("File Meta Information has no TransferSyntaxUID (0002,0010)")
-    implicit, little = getattr(dataset, "original_encoding", (None, None))
-    if implicit is None:
-        implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
     if not syntax.is_deflated:  # a deflated data set is zlib data: Orthanc's inflater checks it
-        _check_elements(data, _skip_meta(data), len(data), bool(implicit), bool(little), depth=0)
-    values = []
+        start = _read_meta(data)[0]
+        implicit = _really_implicit(data, start, syntax.is_implicit_VR)
+        try:
+            _check_elements(data, start, len(data), implicit, syntax.is_little_endian, depth=0)
+        except _Unusual as exc:
+            raise InvalidDicom(f"malformed: {exc}") from None
     try:
-        for keyword, tag in (("StudyInstanceUID", "(0020,000D)"), ("SeriesInstanceUID", "(0020,000E)"),
-                             ("SOPInstanceUID", "(0008,0018)")):
-            value = str(dataset.get(keyword, "") or "").rstrip("\0 ")
-            if not value:
-                raise InvalidDicom(f"missing {keyword} {tag}, which Orthanc needs to index the instance")
-            values.append(value)
-        patient_id = str(dataset.get("PatientID", "") or "").rstrip("\0 ")
-    except InvalidDicom:
-        raise
+        values = {name: str(dataset.get(name, "") or "").rstrip("\0 ") for name in CAPTURED_TAGS.values()}
     except Exception as exc:
         raise InvalidDicom(f"unreadable identifying attributes ({type(exc).__name__}: {exc})") from None
-    return DicomIdentity(patient_id, *values)
+    return _identity(values)
 
 
-def _skip_meta(data: bytes) -> int:
-    """Offset of the data set: after the group-0002 elements (always explicit VR little endian)."""
+def _really_implicit(data: bytes, start: int, implicit: bool) -> bool:
+    """Some writers declare explicit VR but write implicit VR: look at the first element's VR bytes.
+
+    DCMTK (hence Orthanc) and pydicom accept such files the same way.
+    """
+    if implicit or start + 6 > len(data):
+        return implicit
+    vr = data[start + 4:start + 6]
+    return not (vr.isalpha() and vr.isupper())
+
+
+def _identity(values: dict[str, str]) -> DicomIdentity:
+    for keyword, tag in REQUIRED_UIDS:
+        if not values.get(keyword):
+            raise InvalidDicom(f"missing {keyword} {tag}, which Orthanc needs to index the instance")
+    return DicomIdentity(values.get("PatientID", ""), values["StudyInstanceUID"],
+                         values["SeriesInstanceUID"], values["SOPInstanceUID"])
+
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+
+
+def _read_meta(data: bytes) -> tuple[int, Optional[str]]:
+    """(offset of the data set, Transfer Syntax UID) — group 0002 is explicit VR little endian."""
     pos = DICM_OFFSET + 4
-    while pos + 8 <= len(data):
-        group = struct.unpack_from("<H", data, pos)[0]
-        if group != 0x0002:
-            return pos
-        vr = data[pos + 4:pos + 6]
-        if vr in LONG_VRS:
-            length = struct.unpack_from("<I", data, pos + 8)[0]
-            pos += 12 + length
+    syntax = None
+    size = len(data)
+    while pos + 8 <= size:
+        if _U16.unpack_from(data, pos)[0] != 0x0002:
+            break
+        element = _U16.unpack_from(data, pos + 2)[0]
+        if data[pos + 4:pos + 6] in LONG_VRS:
+            length = _U32.unpack_from(data, pos + 8)[0] if pos + 12 <= size else 0
+            header = 12
         else:
-            length = struct.unpack_from("<H", data, pos + 6)[0]
-            pos += 8 + length
-    return pos
+            length = _U16.unpack_from(data, pos + 6)[0]
+            header = 8
+        if element == 0x0010:
+            syntax = data[pos + header:pos + header + length].decode("ascii", "replace").rstrip("\0 ")
+        pos += header + length
+    return pos, syntax
 
 
-def _check_elements(data: bytes, pos: int, end: int, implicit: bool, little: bool, depth: int) -> int:
+def _check_elements(data: bytes, pos: int, end: int, implicit: bool, little: bool, depth: int,
+                    capture: Optional[dict[str, bytes]] = None) -> int:
     """Walk data elements from ``pos`` to ``end`` (or a delimiter); raise InvalidDicom if cut short.
 
-    Only lengths are read (PS3.5 §7.1, §7.5): cheap, and it finds truncation anywhere — in the
-    header, in the pixel data, or in encapsulated fragments (PS3.5 A.4).
+    Only tags and lengths are read (PS3.5 §7.1, §7.5): cheap, and it finds truncation anywhere —
+    in the header, in the pixel data, or in encapsulated fragments (PS3.5 A.4). ``capture`` collects
+    the raw values of :data:`CAPTURED_TAGS` at the top level.
     """
     order = "<" if little else ">"
+    tag_struct = struct.Struct(order + "HH")
+    u16 = struct.Struct(order + "H")
+    u32 = struct.Struct(order + "I")
     while pos < end:
         if pos + 8 > end:
             raise InvalidDicom(f"truncated: incomplete element header at byte {pos} of {len(data)}")
-        group, element = struct.unpack_from(order + "HH", data, pos)
+        group, element = tag_struct.unpack_from(data, pos)
         tag = (group << 16) | element
-        if tag in (ITEM_END, SEQUENCE_END):
+        if tag == ITEM_END or tag == SEQUENCE_END:
             return pos + 8  # delimiter of the enclosing item or sequence
         if tag == ITEM:
             raise InvalidDicom(f"malformed: item tag outside a sequence at byte {pos}")
         vr = b""
         if implicit:
-            length = struct.unpack_from(order + "I", data, pos + 4)[0]
+            length = u32.unpack_from(data, pos + 4)[0]
             header = 8
         else:
             vr = data[pos + 4:pos + 6]
             if vr in LONG_VRS:
                 if pos + 12 > end:
                     raise InvalidDicom(f"truncated: incomplete element header at byte {pos} of {len(data)}")
-                length = struct.unpack_from(order + "I", data, pos + 8)[0]
+                length = u32.unpack_from(data, pos + 8)[0]
                 header = 12
-            else:
-                length = struct.unpack_from(order + "H", data, pos + 6)[0]
+            elif vr.isalpha() and vr.isupper():
+                length = u16.unpack_from(data, pos + 6)[0]
                 header = 8
+            else:
+                raise _Unusual(f"element ({group:04X},{element:04X}) at byte {pos} has no valid VR")
         pos += header
         if length == UNDEFINED_LENGTH:
             if tag in PIXEL_DATA_TAGS:
@@ -313,6 +380,8 @@ def _check_elements(data: bytes, pos: int, end: int, implicit: bool, little: boo
             what = "pixel data" if tag in PIXEL_DATA_TAGS else f"element ({group:04X},{element:04X})"
             raise InvalidDicom(f"truncated: {what} declares {length} bytes at byte {pos} but only "
                                f"{end - pos} remain")
+        if capture is not None and tag in CAPTURED_TAGS:
+            capture[CAPTURED_TAGS[tag]] = data[pos:pos + length]
         if vr == b"SQ" or (implicit and length and _is_defined_length_sequence(data, pos, order)):
             _check_items(data, pos, pos + length, implicit=implicit, little=little, depth=depth,
                          fragments=False, delimited=False)
@@ -522,6 +591,14 @@ class _Prepared:
     attempts: int = 0
 
 
+@dataclass
+class _Job:
+    """A packed batch: its checked files and the ZIP body (``None``: send the files one by one)."""
+
+    items: list[_Prepared]
+    body: Optional[bytes]
+
+
 class Uploader:
     """Uploads sources with ``workers`` threads; calls ``on_outcome`` as each file is settled."""
 
@@ -541,19 +618,35 @@ class Uploader:
         self._reader = SourceReader()
         self._outcomes: list[FileOutcome] = []
         self._lock = threading.Lock()
+        self._cancelled = threading.Event()
 
     def run(self, sources: Sequence[Source]) -> list[FileOutcome]:
-        """Upload everything; return one outcome per source, in source order."""
-        batches = plan_batches(sources, batch_size=self.batch_size)
+        """Upload everything; return one outcome per source, in source order.
+
+        The calling thread reads, checks and packs the batches while ``workers`` threads send them,
+        up to ``workers`` packed batches ahead: Orthanc always has a body to work on instead of
+        waiting while a worker prepares its next one. On an exception in the calling thread
+        (Ctrl-C) the batches not yet sent are dropped; only the requests in flight finish.
+        """
+        slots = threading.BoundedSemaphore(2 * self.workers)  # in flight + packed ahead: bounded memory
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="upload")
+        futures = []
         try:
-            if self.workers == 1 or len(batches) <= 1:
-                for batch in batches:
-                    self._process(batch)
-            else:
-                with ThreadPoolExecutor(self.workers, thread_name_prefix="upload") as pool:
-                    for future in [pool.submit(self._process, batch) for batch in batches]:
-                        future.result()
+            for batch in plan_batches(sources, batch_size=self.batch_size):
+                job = self._pack(batch)
+                if job is None:
+                    continue
+                slots.acquire()
+                future = pool.submit(self._send_job, job)
+                future.add_done_callback(lambda _: slots.release())
+                futures.append(future)
+            for future in futures:
+                future.result()
+        except BaseException:
+            self._cancelled.set()
+            raise
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             self._reader.close()
         return sorted(self._outcomes, key=lambda item: item.index)
 
@@ -586,30 +679,37 @@ class Uploader:
         self._settle(FileOutcome(source.display, "rejected", reason=reason, index=source.index,
                                  size=source.size if size is None else size, **extra))
 
-    def _process(self, batch: Batch) -> None:
+    def _pack(self, batch: Batch) -> Optional["_Job"]:
+        """Read and check a batch's files (settling the rejected ones) and build its ZIP body."""
         prepared = [item for item in map(self._prepare, batch.sources) if item is not None]
         if not prepared:
-            return
+            return None
         if batch.per_file or len(prepared) == 1:
-            for item in prepared:
+            return _Job(prepared, None)
+        return _Job(prepared, build_zip([(f"{i:05d}.dcm", item.data) for i, item in enumerate(prepared)]))
+
+    def _send_job(self, job: "_Job") -> None:
+        if self._cancelled.is_set():
+            return
+        if job.body is None:
+            for item in job.items:
                 self._send_one(item)
             return
-        body = build_zip([(f"{i:05d}.dcm", item.data) for i, item in enumerate(prepared)])
         try:
-            results, attempts = self._send(self.client.upload_zip, body)
+            results, attempts = self._send(self.client.upload_zip, job.body)
         except SendFailed as failure:
-            for item in prepared:
+            for item in job.items:
                 item.attempts += failure.attempts
             if failure.gave_up:
-                for item in prepared:
+                for item in job.items:
                     self._fail(item, failure)
                 return
             results = []  # Orthanc refused the body as a whole: every file gets its own request
         else:
-            for item in prepared:
+            for item in job.items:
                 item.attempts += attempts
         waiting: dict[str, deque[_Prepared]] = defaultdict(deque)
-        for item in prepared:
+        for item in job.items:
             waiting[item.identity.orthanc_id].append(item)
         for result in results:
             queue = waiting.get(result.instance_id)

@@ -186,11 +186,12 @@ def sops(lines: list[ManifestLine]) -> set[str]:
 # ------------------------------------------------------------------------------------ filters
 
 
-def test_modality_and_patient_filters_use_three_finds_and_no_get(client, schema, loaded):
+def test_modality_and_patient_filters_one_find_and_two_bulk_reads(client, schema, loaded):
     result = build(client, schema, filters=parse_filters(modalities=["DX"], patient_id=f"SYN{SEED_DX}-*"))
     assert sops(result.lines) == {t["sop_instance_uid"] for t in loaded.dx_truth}
     assert {line.modality for line in result.lines} == {"DX"}
-    assert result.requests == {"find": 3}  # no request per instance; DX needs no SOP class read
+    # the query, then one bulk read for the studies and one for the instances: no GET per instance
+    assert result.requests == {"find": 1, "bulk": 2}
     first = result.lines[0].to_dict()
     assert first["labels"] == ["Opacity", "Device", "Effusion"]
     assert first["task_type"] == "classification+roi" and first["schema"] == "chest-xray"
@@ -216,8 +217,7 @@ def test_patient_study_and_series_filters(client, schema, loaded):
     wanted = [loaded.dx_truth[2]["series_instance_uid"], loaded.cr_truth[0]["series_instance_uid"]]
     result = build(client, schema, filters=parse_filters(series_uids=wanted))
     assert sorted(line.series_instance_uid for line in result.lines) == sorted(wanted)
-    # only series UIDs narrow: the two studies are read by ID instead of listing every study
-    assert result.requests == {"find": 2, "get": 2}
+    assert result.requests == {"find": 1, "bulk": 2}
     assert result.warnings == []
 
 
@@ -251,7 +251,7 @@ def test_metadata_filter_reads_instance_metadata(client, schema, loaded):
     result = build(client, schema, filters=parse_filters(patient_id=f"SYN{SEED_DX}-*", metadata=["1030=manifest-test"]))
     assert [line.source for line in result.lines] == tagged  # manifest order kept
     assert result.metadata_mismatch == len(dx.lines) - 2
-    assert result.requests["find"] == 3 and result.requests["metadata"] == len(dx.lines)
+    assert result.requests == {"find": 1, "bulk": 2}  # the metadata came with the bulk read
 
 
 # --------------------------------------------------------------------------------- exclusions
@@ -269,9 +269,16 @@ def test_non_images_are_excluded_and_counted_with_reasons(client, schema, loaded
         f"SOP class Encapsulated PDF Storage ({PDF_CLASS}): encapsulated document": 1,
     }
     assert result.excluded_examples["modality SR: structured reports"] == [loaded.mixed["sr"]]
-    # the SOP class is read for the OT and the Modality-less series only
-    assert result.requests == {"find": 3, "metadata": 2}
+    # SR, KO and DOC series are dropped by Modality without reading their instances; bulk reads:
+    # the study, the DX images, the OT and Modality-less instances with their SOP class metadata
+    assert result.requests == {"find": 1, "bulk": 3}
     assert result.lines[2].to_dict().get("modality") is None
+
+
+def test_check_sop_class_reads_every_instance(client, schema, loaded):
+    result = build(client, schema, check_all_sop_classes=True, filters=parse_filters(patient_id=MIXED_PATIENT))
+    assert len(result.lines) == 3 and result.unknown_sop_class == 0 and sum(result.excluded.values()) == 4
+    assert result.requests == {"find": 1, "bulk": 2}  # the study; every instance with metadata
 
 
 def test_pydicom_samples_keep_images_and_drop_non_images(client, schema, loaded):
@@ -284,7 +291,7 @@ def test_pydicom_samples_keep_images_and_drop_non_images(client, schema, loaded)
     assert images <= written
     for modality in {loaded.sample_ids[i] for i in non_image}:
         assert any(reason.startswith(f"modality {modality}:") for reason in result.excluded), modality
-    assert result.requests["find"] == 3 and "get" not in result.requests
+    assert result.requests["find"] == 1 and set(result.requests) == {"find", "bulk"}
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -325,7 +332,7 @@ def test_cli_report_counts_exclusions(cli, loaded, tmp_path):
     data = json.loads(report.read_text())
     assert data["matched"] == 7 and data["written"] == 3 and data["excluded"]["total"] == 4
     assert data["excluded"]["by_reason"]["modality KO: key object selections"] == 1
-    assert data["requests"] == {"find": 3, "metadata": 2}
+    assert data["requests"] == {"find": 1, "bulk": 3}
     assert data["filters"]["patient_id"] == MIXED_PATIENT
     assert [line.source for line in read_manifest(tmp_path / "m.jsonl")][0] == loaded.mixed["image-dx-2"]
 

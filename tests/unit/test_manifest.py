@@ -284,13 +284,6 @@ def test_modality_exclusion(modality, excluded):
         assert reason.startswith(f"modality {modality}: ")
 
 
-@pytest.mark.parametrize("modality, check", [
-    ("DX", False), ("CT", False), ("SR", False), ("OT", True), (None, True), ("", True), ("XYZ", True),
-])
-def test_sop_class_is_checked_only_where_modality_does_not_tell(modality, check):
-    assert m.needs_sop_class_check(modality) is check
-
-
 @pytest.mark.parametrize("uid, fragment", [
     ("1.2.840.10008.5.1.4.1.1.88.11", "structured report"),
     ("1.2.840.10008.5.1.4.1.1.88.33", "structured report"),
@@ -335,30 +328,41 @@ def test_exclusion_table_agrees_with_pydicom_sop_class_names():
             assert m.sop_class_exclusion(uid) is None, f"{name} ({uid}) is an image"
 
 
-def test_modality_tables_do_not_overlap():
+def test_non_image_modality_codes_are_valid_cs_values():
+    assert all(m._MODALITY_RE.match(code) for code in m.NON_IMAGE_MODALITIES)
     assert not set(m.NON_IMAGE_MODALITIES) & m.IMAGE_MODALITIES
+
+
+@pytest.mark.parametrize("modality, check", [
+    ("DX", False), ("CT", False), ("SR", False), ("OT", True), (None, True), ("", True), ("XYZ", True),
+])
+def test_sop_class_is_read_only_where_modality_does_not_tell(modality, check):
+    assert m.needs_sop_class_check(modality) is check
 
 
 # ------------------------------------------------------------------ builder on a fake Orthanc
 
 
 class FakeOrthanc:
-    """Orthanc 1.10.1's /tools/find semantics over an in-memory hierarchy, counting requests.
+    """Orthanc 1.10.1's ``/tools/find`` and ``/tools/bulk-content`` over an in-memory hierarchy.
 
-    ``cap`` imitates ``LimitFindResults``: a find answers at most that many resources.
+    ``find`` matches like Orthanc (a tag of the resource or of any parent; exact, ``\\`` lists,
+    ``A-B`` date ranges, ``*``/``?`` wildcards); ``bulk-content`` answers the named resources that
+    exist (unknown IDs left out), with metadata on request. Every call is counted.
     """
 
-    def __init__(self, cap: int = 0) -> None:
+    def __init__(self) -> None:
         self.studies: dict[str, dict] = {}
         self.series: dict[str, dict] = {}
         self.instances: dict[str, dict] = {}
-        self.metadata: dict[tuple[str, str], str] = {}
+        self.metadata: dict[str, dict[str, str]] = {}
         self.calls: Counter = Counter()
-        self.cap = cap
+        self.bulk_sizes: list[int] = []
+        self.no_bulk_content = False
 
     def add(self, *, patient="P1", study="1.1", date="20240101", series="1.1.1", modality="DX",
-            series_number="1", sop="1.1.1.1", number="1", frames=None, sop_class="1.2.840.10008.5.1.4.1.1.1.1",
-            **metadata: str) -> str:
+            series_number="1", sop="1.1.1.1", number="1", frames=None,
+            sop_class: Optional[str] = "1.2.840.10008.5.1.4.1.1.1.1", **metadata: str) -> str:
         study_id, series_id, instance_id = f"st-{study}", f"se-{series}", f"in-{sop}"
         self.studies.setdefault(study_id, {"ID": study_id, "Type": "Study", "Series": [],
                                            "MainDicomTags": {"StudyInstanceUID": study, "StudyDate": date},
@@ -376,9 +380,9 @@ class FakeOrthanc:
         self.instances[instance_id] = {"ID": instance_id, "Type": "Instance", "ParentSeries": series_id,
                                        "MainDicomTags": tags}
         self.series[series_id]["Instances"].append(instance_id)
-        self.metadata[(instance_id, "SopClassUid")] = sop_class
-        for key, value in metadata.items():
-            self.metadata[(instance_id, key)] = value
+        self.metadata[instance_id] = {"Origin": "RestApi", **metadata}
+        if sop_class is not None:
+            self.metadata[instance_id]["SopClassUid"] = sop_class
         return instance_id
 
     # -- what the builder calls
@@ -386,25 +390,23 @@ class FakeOrthanc:
         self.calls[f"find {level}"] += 1
         assert expand
         pool = {"Instance": self.instances, "Series": self.series, "Study": self.studies}[level]
-        out = [dict(r) for r in pool.values() if self._matches(r, level, query)]
-        return out[: self.cap] if self.cap else out
+        return [json.loads(json.dumps(r)) for r in pool.values() if self._matches(r, level, query)]
 
-    def get_resource(self, level, resource_id):
-        pool = {"Instance": self.instances, "Series": self.series, "Study": self.studies}[level]
-        return pool.get(resource_id)
-
-    def request(self, method, path, *, ok_statuses=(), **kwargs):
-        assert method == "GET" and 404 in ok_statuses
-        plural, resource_id = path.strip("/").split("/")
-        level = {"instances": "Instance", "series": "Series", "studies": "Study"}[plural]
-        self.calls[f"get {level}"] += 1
-        found = self.get_resource(level, resource_id)
-        return SimpleNamespace(status_code=404 if found is None else 200, json=lambda: found)
-
-    def get_metadata(self, level_plural, instance_id, name):
-        assert level_plural == "instances"
-        self.calls["metadata"] += 1
-        return self.metadata.get((instance_id, name))
+    def request(self, method, path, *, json=None, ok_statuses=(), **kwargs):
+        assert (method, path) == ("POST", "/tools/bulk-content")
+        if self.no_bulk_content:  # an Orthanc older than the route
+            return SimpleNamespace(status_code=404, json=lambda: {})
+        self.calls["bulk"] += 1
+        self.bulk_sizes.append(len(json["Resources"]))
+        answer = []
+        for resource_id in json["Resources"]:
+            for pool in (self.instances, self.series, self.studies):
+                if resource_id in pool:
+                    item = dict(pool[resource_id])
+                    if json.get("Metadata", True):
+                        item["Metadata"] = dict(self.metadata.get(resource_id, {}))
+                    answer.append(item)
+        return SimpleNamespace(status_code=200, json=lambda: answer)
 
     # -- matching, as Orthanc does: a tag of the resource or of any parent
     def _tags(self, resource, level):
@@ -458,34 +460,44 @@ def mixed() -> FakeOrthanc:
              sop_class="1.2.840.10008.5.1.4.1.1.7")
     fake.add(patient="P3", study="1.3", date="", series="1.3.2", series_number="2", modality="RTDOSE",
              sop="1.3.2.1", sop_class="1.2.840.10008.5.1.4.1.1.481.2")
+    fake.add(patient="P3", study="1.3", date="", series="1.3.3", series_number="3", modality=None,
+             sop="1.3.3.1", sop_class="1.2.840.10008.5.1.4.1.1.88.33")  # an SR without Modality
     return fake
 
 
-def test_builder_sorts_excludes_and_counts_with_three_finds(mixed: FakeOrthanc):
+PDF_REASON = "SOP class Encapsulated PDF Storage (1.2.840.10008.5.1.4.1.1.104.1): encapsulated document"
+SR_CLASS_REASON = ("SOP class Comprehensive SR Storage (1.2.840.10008.5.1.4.1.1.88.33): "
+                   "structured report")
+
+
+def test_builder_sorts_excludes_and_counts_in_one_find_and_bulk_reads(mixed: FakeOrthanc):
     result = build(mixed)
     assert [ln.sop_instance_uid for ln in result.lines] == [
         "1.2.1.1", "1.2.2.1",                  # 20240101: series 1 then series 2 (OT secondary capture)
         "1.1.1.1", "1.1.1.2", "1.1.1.10",      # 20240301: instance numbers numerically
         "1.3.1.1",                             # undated study last
     ]
-    assert result.matched == 9
+    assert result.matched == 10
     assert result.excluded == Counter({
         "modality SR: structured reports": 1,
         "modality RTDOSE: RT dose grids": 1,
-        "SOP class Encapsulated PDF Storage (1.2.840.10008.5.1.4.1.1.104.1): encapsulated document": 1,
+        PDF_REASON: 1,
+        SR_CLASS_REASON: 1,
     })
     assert result.excluded_examples["modality SR: structured reports"] == ["in-1.1.9.1"]
-    # three finds, nothing fetched by ID; the SOP class is read only for the OT / no-modality series
-    assert mixed.calls == Counter({"find Instance": 1, "find Series": 1, "find Study": 1, "metadata": 3})
-    assert result.requests == Counter({"find": 3, "metadata": 3})
-    first = result.lines[1].to_dict()
-    assert first == {
+    # one find; bulk reads: the 3 studies, the 4 instances of OT / Modality-less series with their
+    # metadata (SOP class), the 4 DX/CR instances without
+    assert mixed.calls == Counter({"find Series": 1, "bulk": 3})
+    assert sorted(mixed.bulk_sizes) == [3, 4, 4]
+    assert result.requests == Counter({"find": 1, "bulk": 3})
+    second = result.lines[1].to_dict()
+    assert second == {
         "source": "in-1.2.2.1", "labels": list(LABELS), "task_type": "classification+roi",
         "schema": "chest-xray", "modality": "OT", "study_instance_uid": "1.2",
         "series_instance_uid": "1.2.2", "sop_instance_uid": "1.2.2.1", "frames": 3,
     }
     assert "modality" not in result.lines[-1].to_dict()  # no Modality: key left out, not null
-    assert result.warnings == []
+    assert result.warnings == [] and result.images == 6
 
 
 def test_phi_only_on_request(mixed: FakeOrthanc):
@@ -501,6 +513,8 @@ def test_order_is_stable_whatever_the_answer_order(mixed: FakeOrthanc):
         items = list(pool.items())[::-1]
         pool.clear()
         pool.update(items)
+    for one in mixed.series.values():
+        one["Instances"].reverse()
     assert [ln.source for ln in build(mixed).lines] == first
 
 
@@ -508,73 +522,98 @@ def test_filters_reach_the_query(mixed: FakeOrthanc):
     result = build(mixed, filters=parse_filters(modalities=["dx"]))
     assert [ln.sop_instance_uid for ln in result.lines] == ["1.1.1.1", "1.1.1.2", "1.1.1.10"]
     assert result.matched == 3 and not result.excluded
-    assert mixed.calls["metadata"] == 0  # DX says "image": no SOP class reads
     result = build(mixed, filters=parse_filters(study_date_to="2024-02-01"))
     assert {ln.study_instance_uid for ln in result.lines} == {"1.2"}
     result = build(mixed, filters=parse_filters(patient_id="P*", modalities=["CR", "OT"]))
     assert [ln.sop_instance_uid for ln in result.lines] == ["1.2.1.1", "1.2.2.1"]
+    assert result.excluded == Counter({PDF_REASON: 1})
+    result = build(mixed, filters=parse_filters(series_uids=["1.1.1"]))
+    assert [ln.sop_instance_uid for ln in result.lines] == ["1.1.1.1", "1.1.1.2", "1.1.1.10"]
+
+
+def test_nothing_matched_sends_no_bulk_read(mixed: FakeOrthanc):
+    result = build(mixed, filters=parse_filters(patient_id="NOBODY"))
+    assert result.lines == [] and result.matched == 0
+    assert mixed.calls == Counter({"find Series": 1})
+
+
+def test_series_of_non_image_modality_are_not_read(mixed: FakeOrthanc):
+    result = build(mixed, filters=parse_filters(patient_id="P3"))
+    assert [ln.sop_instance_uid for ln in result.lines] == ["1.3.1.1"]
+    assert sorted(mixed.bulk_sizes) == [1, 2]  # 1 study; the RTDOSE instance is never read
+
+
+def test_check_all_sop_classes_reads_metadata_for_every_instance(mixed: FakeOrthanc):
+    mixed.add(study="1.1", date="20240301", series="1.1.1", sop="1.1.1.99", number="99",
+              sop_class="1.2.840.10008.5.1.4.1.1.88.22")  # an SR filed in a DX series
+    assert "in-1.1.1.99" in {ln.source for ln in build(mixed).lines}  # DX: not read by default
+    mixed.bulk_sizes.clear()
+    result = build(mixed, check_all_sop_classes=True)
+    assert "in-1.1.1.99" not in {ln.source for ln in result.lines}
+    assert result.excluded["SOP class Enhanced SR Storage (1.2.840.10008.5.1.4.1.1.88.22): structured report"] == 1
+    assert sorted(mixed.bulk_sizes) == [3, 9]
 
 
 def test_limit_keeps_the_first_lines_in_order(mixed: FakeOrthanc):
     result = build(mixed, limit=2)
     assert [ln.sop_instance_uid for ln in result.lines] == ["1.2.1.1", "1.2.2.1"]
-    assert result.limited_out == 4
+    assert result.limited_out == 4 and result.images == 6
     with pytest.raises(ValueError):
         build(mixed, limit=0)
 
 
-def test_check_all_sop_classes_reads_every_instance(mixed: FakeOrthanc):
-    result = build(mixed, check_all_sop_classes=True)
-    assert len(result.lines) == 6
-    assert mixed.calls["metadata"] == 7  # every instance not already excluded by its modality
-
-
-def test_series_uid_filter_reads_studies_by_id_instead_of_listing_all(mixed: FakeOrthanc):
-    result = build(mixed, filters=parse_filters(series_uids=["1.1.1"]))
-    assert [ln.sop_instance_uid for ln in result.lines] == ["1.1.1.1", "1.1.1.2", "1.1.1.10"]
-    assert mixed.calls["find Study"] == 0 and mixed.calls["get Study"] == 1
-    assert result.warnings == []
-
-
-def test_capped_answers_are_completed_by_id(mixed: FakeOrthanc):
-    expected = [ln.source for ln in build(mixed).lines]
-    mixed.cap = 2  # the server's LimitFindResults
-    mixed.calls.clear()
-    result = build(mixed)
-    # instances reachable from the answered series/instances are fetched; the rest cannot be known
-    assert result.fetched_by_id and result.warnings and "LimitFindResults" in result.warnings[0]
-    assert set(ln.source for ln in result.lines) <= set(expected)
-    assert [ln.source for ln in result.lines] == [s for s in expected if s in {ln.source for ln in result.lines}]
-
-
-def test_resources_deleted_between_answers_are_skipped(mixed: FakeOrthanc):
-    class Vanishing(FakeOrthanc):
+def test_resources_deleted_after_the_find_are_skipped_and_counted(mixed: FakeOrthanc):
+    class Deleting(FakeOrthanc):
         def find(self, level, query, **kw):
-            out = super().find(level, query, **kw)
-            return [r for r in out if r["ID"] != "se-1.1.1"] if level == "Series" else out
+            answer = super().find(level, query, **kw)
+            del self.instances["in-1.1.1.2"]   # deleted between the find and the bulk read
+            del self.studies["st-1.3"]
+            return answer
 
-        def get_resource(self, level, resource_id):
-            return None if resource_id == "se-1.1.1" else super().get_resource(level, resource_id)
-
-    fake = Vanishing()
+    fake = Deleting()
     fake.__dict__.update(mixed.__dict__)
     result = build(fake)
-    assert {ln.series_instance_uid for ln in result.lines} == {"1.2.1", "1.2.2", "1.3.1"}
+    assert [ln.sop_instance_uid for ln in result.lines] == ["1.2.1.1", "1.2.2.1", "1.1.1.1", "1.1.1.10"]
+    assert result.vanished == 3  # one instance, and the two readable instances of the deleted study
+    assert any("deleted while" in w for w in result.warnings)
 
 
-def test_metadata_filter_reads_in_order_and_stops_at_the_limit():
+def test_an_orthanc_without_bulk_content_gets_a_clear_error(mixed: FakeOrthanc):
+    mixed.no_bulk_content = True
+    with pytest.raises(RuntimeError, match="no /tools/bulk-content"):
+        build(mixed)
+
+
+def test_unknown_sop_class_is_kept_and_warned():
     fake = FakeOrthanc()
-    for i in range(1, 201):
+    fake.add(modality="OT", sop_class=None)
+    result = build(fake)
+    assert len(result.lines) == 1 and result.unknown_sop_class == 1
+    assert any("no SopClassUid metadata" in w for w in result.warnings)
+
+
+def test_bulk_reads_are_chunked_for_parallel_requests():
+    assert m.chunks([]) == []
+    assert [len(c) for c in m.chunks([str(i) for i in range(150)])] == [150]
+    assert [len(c) for c in m.chunks([str(i) for i in range(1000)])] == [250] * 4
+    sizes = [len(c) for c in m.chunks([str(i) for i in range(20_001)])]
+    assert max(sizes) == m.BULK_CHUNK_MAX and sum(sizes) == 20_001
+    ids = [str(i) for i in range(999)]
+    assert [i for c in m.chunks(ids) for i in c] == ids
+
+
+def test_metadata_filter_uses_the_bulk_metadata_without_more_requests():
+    fake = FakeOrthanc()
+    for i in range(1, 21):
         fake.add(study=f"1.{i}", date=f"2024{1 + i % 12:02d}01", series=f"1.{i}.1", sop=f"1.{i}.1.1",
-                 Origin="RestApi" if i % 2 else "DicomProtocol")
-    all_rest = build(fake, filters=parse_filters(metadata=["Origin=RestApi"]))
-    assert len(all_rest.lines) == 100 and all_rest.metadata_mismatch == 100
-    fake.calls.clear()
-    limited = build(fake, filters=parse_filters(metadata=["Origin=RestApi"]), limit=5)
-    assert [ln.source for ln in limited.lines] == [ln.source for ln in all_rest.lines[:5]]
-    assert fake.calls["metadata"] == m.METADATA_BATCH  # one batch, not all 200
-    assert limited.metadata_checked == m.METADATA_BATCH
-    assert limited.metadata_unchecked == 200 - m.METADATA_BATCH
+                 **({"1030": "batch-a"} if i % 4 == 0 else {}))
+    result = build(fake, filters=parse_filters(metadata=["1030=batch-a"]))
+    assert sorted(ln.sop_instance_uid for ln in result.lines) == sorted(f"1.{i}.1.1" for i in (4, 8, 12, 16, 20))
+    assert result.metadata_mismatch == 15
+    assert result.requests == Counter({"find": 1, "bulk": 2})
+    both = build(fake, filters=parse_filters(metadata=["1030=batch-a", "Origin=RestApi"]))
+    assert len(both.lines) == 5
+    assert build(fake, filters=parse_filters(metadata=["Origin=DicomProtocol"])).lines == []
 
 
 def test_metadata_name_no_instance_has_is_warned():
