@@ -301,6 +301,10 @@ class LocalStack:
             creds = self._credentials()
             state = self._state()
             started_pg = started_orthanc = False
+            orthanc_alive = before.orthanc_alive
+            if orthanc_alive and not before.postgres_alive:
+                self._stop_orthanc()  # its index connection died with PostgreSQL: start both afresh
+                orthanc_alive = False
             try:
                 if not before.postgres_alive:
                     self._drop_stale_pid(self.postgres_pid_file)
@@ -309,7 +313,7 @@ class LocalStack:
                     self._start_postgres(pg_bin, creds["postgres_password"], state["postgres_port"], deadline)
                     started_pg = True
                 self._ensure_database(pg_bin, state["postgres_port"])
-                if not before.orthanc_alive:
+                if not orthanc_alive:
                     self._drop_stale_pid(self.orthanc_pid_file)
                     state["http_port"] = self._pick_port(state.get("http_port"),
                                                          avoid={state["postgres_port"]})
@@ -397,7 +401,7 @@ class LocalStack:
             if not info.postgres_alive:
                 raise LocalStackError(f"PostgreSQL of {self.workdir} is not running: run `local up` first")
             pg_bin = find_pg_bindir()
-            self._stop_orthanc()
+            self._stop_orthanc(grace=5.0)  # its data is being thrown away: no need to wait long
             self._run_pg([str(pg_bin / "dropdb"), "--if-exists", *self._pg_conn_args(info.postgres_port),
                           PG_DATABASE], "dropdb")
             shutil.rmtree(self.storage_dir, ignore_errors=True)
