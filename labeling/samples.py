@@ -195,6 +195,13 @@ def _inspect(path: Path, name: str, allow_missing_study_series: bool) -> SampleF
     replaceable = allow_missing_study_series and not {"SOPClassUID", "SOPInstanceUID"} & set(missing)
     if missing and not replaceable:
         return SkippedFile(path, "missing UIDs", f"no {', '.join(missing)}")
+    if not missing:
+        # The upload command's check, so that the sample set loads cleanly (Orthanc refuses the same).
+        from labeling.upload import InvalidDicom, validate_dicom
+        try:
+            validate_dicom(path.read_bytes())
+        except InvalidDicom as exc:
+            return SkippedFile(path, "malformed encoding", str(exc))
 
     sop_class = UID(str(ds.SOPClassUID))
     has_pixels = any(keyword in ds for keyword in _PIXEL_KEYWORDS)
