@@ -195,14 +195,6 @@ def _inspect(path: Path, name: str, allow_missing_study_series: bool) -> SampleF
     replaceable = allow_missing_study_series and not {"SOPClassUID", "SOPInstanceUID"} & set(missing)
     if missing and not replaceable:
         return SkippedFile(path, "missing UIDs", f"no {', '.join(missing)}")
-    if not missing:
-        # The upload command's check, so that the sample set loads cleanly (Orthanc refuses the same).
-        from labeling.upload import InvalidDicom, validate_dicom
-        try:
-            validate_dicom(path.read_bytes())
-        except InvalidDicom as exc:
-            return SkippedFile(path, "malformed encoding", str(exc))
-
     sop_class = UID(str(ds.SOPClassUID))
     has_pixels = any(keyword in ds for keyword in _PIXEL_KEYWORDS)
     if has_pixels:
@@ -214,6 +206,14 @@ def _inspect(path: Path, name: str, allow_missing_study_series: bool) -> SampleF
         kind = "sr"
     else:
         return SkippedFile(path, "no pixel data", f"not an image nor a structured report ({_uid_name(sop_class)})")
+
+    if not missing:
+        # The upload command's check, so that the sample set loads cleanly (Orthanc refuses the same).
+        from labeling.upload import InvalidDicom, validate_dicom
+        try:
+            validate_dicom(path.read_bytes())
+        except InvalidDicom as exc:
+            return SkippedFile(path, "malformed encoding", str(exc))
 
     syntax = UID(str(transfer_syntax))
     sample = SampleFile(

@@ -147,3 +147,12 @@ def test_cli_prints_the_table_and_skip_counts(tmp_path: Path, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert "2 sample files copied" in out and "RLELossless" in out
     assert "2 files skipped" in out and "pixel data damaged" in out and "not DICOM Part-10" in out
+
+
+def test_sample_that_upload_would_reject_is_skipped_with_the_reason() -> None:
+    # SC_rgb_jpeg.dcm declares explicit VR but is written implicit: pydicom reads it, Orthanc
+    # refuses it, and so does the upload check — the sample set must not carry it.
+    result = inspect_file(Path(get_testdata_file("SC_rgb_jpeg.dcm")))
+    assert isinstance(result, SkippedFile)
+    assert result.reason == "malformed encoding"
+    assert "VR" in result.detail
