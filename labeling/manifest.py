@@ -122,6 +122,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Optional, Protocol
 
+from labeling.cli import positive_int
 from labeling.schema import TASK_TYPES
 
 # --------------------------------------------------------------------------------- the format
@@ -1053,7 +1054,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     filters.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
                          help="Orthanc instance metadata equal to VALUE (repeatable; matched on the "
                               "metadata read with the instances: Orthanc 1.10 cannot search metadata)")
-    parser.add_argument("--limit", type=_positive_int, metavar="N", help="write at most N lines (the first N in order)")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="write at most N lines (the first N in order)")
     parser.add_argument("--include-phi", action="store_true",
                         help="also write patient_id and study_date (left out by default: PHI)")
     parser.add_argument("--check-sop-class", action="store_true",
@@ -1064,15 +1065,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_connection_arguments(parser)
     parser.set_defaults(func=run, _parser=parser)
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _usage_error(args: argparse.Namespace, message: str) -> int:

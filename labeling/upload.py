@@ -48,6 +48,7 @@ from typing import Callable, Iterable, Literal, Optional, Sequence
 
 import pydicom
 
+from labeling.cli import positive_int
 from labeling.connection import ConnectionError_, add_connection_arguments, connection_from_args
 from labeling.orthanc_client import OrthancClient, OrthancError, UploadResult
 
@@ -801,9 +802,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "rejected or failed (all of them are listed). Folder walks skip hidden entries and "
                f"names matching --exclude (default: {' '.join(DEFAULT_EXCLUDES)}).")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="DICOM file, folder or .zip archive")
-    parser.add_argument("--workers", type=_positive_int, default=DEFAULT_WORKERS,
+    parser.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
                         help=f"parallel requests (default {DEFAULT_WORKERS}; Orthanc's CPU is the limit)")
-    parser.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                         help=f"files per ZIP request (default {DEFAULT_BATCH_SIZE}; 1 = one request per file)")
     parser.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, metavar="S",
                         help="give up on a file once Orthanc has been unreachable for S seconds "
@@ -816,15 +817,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_connection_arguments(parser)
     parser.set_defaults(func=run)
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
