@@ -142,8 +142,13 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
     elif typ == "aws:secretsmanager/secret:Secret":
         state["arn"] = _arn("secretsmanager", f"{physical}-AbCdEf", region, "secret:")
     elif typ == "random:index/randomPassword:RandomPassword":
-        state["result"] = PLACEHOLDER_SECRET + "Aa1"
+        state["result"] = mock_password(name)
     return state
+
+
+def mock_password(resource_name: str) -> str:
+    """What the mocks answer for a RandomPassword's result: distinct per resource, with letters."""
+    return f"{PLACEHOLDER_SECRET}-{resource_name}-Aa1"
 
 
 def _mock_call(token: str, args: dict[str, Any], region: str) -> dict[str, Any]:

@@ -233,6 +233,19 @@ class OrthancService(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=monitoring_role))
             monitoring_role_arn = monitoring_role.arn
 
+        # A generated password in our own secret, not RDS-managed: RDS rotates a managed password
+        # every 7 days while Orthanc reads it only at task start, so its reconnects would fail.
+        # Rotate deliberately with `pulumi up --replace <this RandomPassword's URN>` (tasks restart).
+        db_password = random.RandomPassword(
+            f"{name}-db-password", length=32, special=False, min_upper=2, min_lower=2, min_numeric=2,
+            opts=self._child)
+        db_secret = aws.secretsmanager.Secret(
+            f"{name}-db-secret",
+            description="Orthanc index database: username, password (ECS injects password)",
+            kms_key_id=args.kms_key_arn,
+            recovery_window_in_days=30 if prod else 7,
+            tags=tags, opts=self._child)
+
         self.db = aws.rds.Instance(
             f"{name}-db",
             identifier=identifier,
@@ -245,11 +258,10 @@ class OrthancService(pulumi.ComponentResource):
             storage_encrypted=True,
             kms_key_id=args.kms_key_arn,
             db_name=DB_NAME,
-            # Orthanc connects as the master user; RDS generates and keeps its password in Secrets
-            # Manager (encrypted with our key), so no password exists in this program.
+            # Orthanc connects as the master user; the password is a Pulumi secret (encrypted in
+            # state) and lives in Secrets Manager under our key.
             username=DB_USERNAME,
-            manage_master_user_password=True,
-            master_user_secret_kms_key_id=args.kms_key_arn,
+            password=db_password.result,
             port=DB_PORT,
             db_subnet_group_name=subnet_group.name,
             vpc_security_group_ids=[self.db_sg.id],
@@ -275,7 +287,14 @@ class OrthancService(pulumi.ComponentResource):
             monitoring_role_arn=monitoring_role_arn,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=log_groups))
-        self.db_secret_arn = self.db.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn)
+        aws.secretsmanager.SecretVersion(
+            f"{name}-db-secret-value",
+            secret_id=db_secret.id,
+            secret_string=pulumi.Output.all(db_password.result, self.db.address).apply(
+                lambda v: json.dumps({"engine": "postgres", "username": DB_USERNAME, "password": v[0],
+                                      "host": v[1], "port": DB_PORT, "dbname": DB_NAME})),
+            opts=pulumi.ResourceOptions(parent=db_secret))
+        self.db_secret_arn = db_secret.arn
 
     # ------------------------------------------------------------------ admin credentials
     def _admin_credentials(self, prod: bool) -> None:

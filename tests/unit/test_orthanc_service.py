@@ -11,6 +11,7 @@ from components.config import StackConfig, rds_max_connections
 from components.offline import (
     ACCOUNT_ID,
     PLACEHOLDER_SECRET,
+    mock_password,
     Recording,
     RecordedResource,
     _mock_state,
@@ -20,7 +21,6 @@ from components.offline import (
 from components.orthanc import DEPLOYMENT_MAX_PERCENT, TLS_POLICY, admin_secret_document
 from labeling.orthanc_config import OrthancConfigError
 
-ADMIN_PASSWORD = PLACEHOLDER_SECRET + "Aa1"  # what the mocks answer for RandomPassword.result
 MOCK_PUBLIC = ["subnet-0a000000000000", "subnet-0a100000000000"]
 MOCK_PRIVATE = ["subnet-0b000000000000", "subnet-0b100000000000"]
 MODALITIES = ["203.0.113.0/24", "198.51.100.7/32"]
@@ -141,7 +141,7 @@ def test_alb_access_logs_go_to_a_bucket_only_elb_may_write(recording):
 
 
 # ------------------------------------------------------------------------------------ database
-def test_database_is_encrypted_private_and_uses_a_managed_password(recording):
+def test_database_is_encrypted_private_and_its_password_is_in_our_secret(recording):
     config = _config(recording)
     db = _o(recording, "db")
     assert db.type == "aws:rds/instance:Instance"
@@ -150,9 +150,21 @@ def test_database_is_encrypted_private_and_uses_a_managed_password(recording):
     assert db.inputs["storageEncrypted"] is True
     assert db.inputs["kmsKeyId"] == recording.outputs["kmsKeyArn"]
     assert db.inputs["publiclyAccessible"] is False
-    assert db.inputs["manageMasterUserPassword"] is True
-    assert db.inputs["masterUserSecretKmsKeyId"] == recording.outputs["kmsKeyArn"]
-    assert "password" not in db.inputs
+    # A generated password kept in our KMS-encrypted secret (an RDS-managed one rotates under
+    # running Orthanc tasks); the container reads that secret's `password` key.
+    assert "manageMasterUserPassword" not in db.inputs
+    password = _o(recording, "db-password")
+    assert password.type == "random:index/randomPassword:RandomPassword" and password.inputs["special"] is False
+    secret = _o(recording, "db-secret")
+    assert secret.inputs["kmsKeyId"] == recording.outputs["kmsKeyArn"]
+    (version,) = [r for r in recording.of_type("aws:secretsmanager/secretVersion:SecretVersion")
+                  if r.name.endswith("db-secret-value")]
+    assert SECRET_SIG in version.inputs["secretString"], "the secret string must stay a Pulumi secret"
+    document = json.loads(version.inputs["secretString"]["value"])
+    assert document["password"] == mock_password(password.name) and document["username"] == db.inputs["username"]
+    # Only the database and its secret version hold that password.
+    holders = {r.name for r in recording.resources if mock_password(password.name) in json.dumps(r.inputs, default=str)}
+    assert holders == {db.name, version.name}
     assert db.inputs["maxAllocatedStorage"] > db.inputs["allocatedStorage"]
     assert db.inputs["copyTagsToSnapshot"] is True and db.inputs["autoMinorVersionUpgrade"] is True
     subnets = _o(recording, "db-subnets")
@@ -303,10 +315,10 @@ def test_dicom_nlb_is_restricted_to_the_modality_cidrs(nlb_variant):
 def test_container_gets_its_secrets_from_secrets_manager(recording):
     container = _container(recording)
     secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
-    db_secret = _o(recording, "db").name
+    db_secret = _o(recording, "db-secret")
+    db_secret_arn = _mock_state(db_secret.type, db_secret.name, db_secret.inputs, "us-east-1")["arn"]
     assert set(secrets) == {"ORTHANC__POSTGRESQL__PASSWORD", "ORTHANC__REGISTERED_USERS"}
-    assert secrets["ORTHANC__POSTGRESQL__PASSWORD"] == \
-        f"arn:aws:secretsmanager:us-east-1:{ACCOUNT_ID}:secret:rds!{db_secret}:password::"
+    assert secrets["ORTHANC__POSTGRESQL__PASSWORD"] == f"{db_secret_arn}:password::"
     assert secrets["ORTHANC__REGISTERED_USERS"] == \
         f"{recording.outputs['orthancAdminSecretArn']}:registered_users::"
     assert not set(secrets) & set(_env(recording)), "a variable is both plain and secret"
@@ -316,14 +328,15 @@ def test_orthanc_json_carries_no_secret(recording):
     config = _orthanc_json(recording)
     assert "RegisteredUsers" not in config and "Password" not in config["PostgreSQL"]
     plain = json.dumps(_container(recording)["environment"])
-    assert ADMIN_PASSWORD not in plain and PLACEHOLDER_SECRET not in plain
+    assert PLACEHOLDER_SECRET not in plain  # every mocked password contains it
     assert config["AuthenticationEnabled"] is True
 
 
 def test_generated_password_lives_only_in_its_secret_version(recording):
-    holders = [r.name for r in recording.resources if ADMIN_PASSWORD in json.dumps(r.inputs, default=str)]
+    admin_password = mock_password(f"da-{recording.stack}-orthanc-admin-password")
+    holders = [r.name for r in recording.resources if admin_password in json.dumps(r.inputs, default=str)]
     assert holders == [f"da-{recording.stack}-orthanc-admin-secret-value"]
-    assert ADMIN_PASSWORD not in json.dumps(recording.outputs)
+    assert admin_password not in json.dumps(recording.outputs)
     secret_string = _o(recording, "admin-secret-value").inputs["secretString"]
     assert SECRET_SIG in secret_string, "the secret string must stay a Pulumi secret"
     document = json.loads(secret_string["value"])
@@ -420,7 +433,8 @@ def test_internal_name_resolves_through_cloud_map(recording):
 def test_execution_role_reads_only_its_two_secrets(recording):
     statements = _statements(_o(recording, "execution-policy"))
     secret_reads = [s for s in statements if "secretsmanager:GetSecretValue" in _as_list(s["Action"])]
-    db_secret = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT_ID}:secret:rds!{_o(recording, 'db').name}"
+    secret = _o(recording, "db-secret")
+    db_secret = _mock_state(secret.type, secret.name, secret.inputs, "us-east-1")["arn"]
     assert len(secret_reads) == 1
     assert sorted(_as_list(secret_reads[0]["Resource"])) == \
         sorted([db_secret, recording.outputs["orthancAdminSecretArn"]])
@@ -494,5 +508,5 @@ def test_orthanc_resources_carry_the_stack_tags(recording):
 
 def test_outputs_hold_no_secret_values(recording):
     text = json.dumps(recording.outputs)
-    assert ADMIN_PASSWORD not in text and PLACEHOLDER_SECRET not in text
+    assert PLACEHOLDER_SECRET not in text  # every mocked password contains it
     assert not recording.secret_outputs
