@@ -120,7 +120,9 @@ class OrthancService(pulumi.ComponentResource):
             return aws.ec2.SecurityGroup(f"{name}-{suffix}", description=description, vpc_id=args.vpc_id,
                                          tags=args.tags, opts=self._child)
 
-        self.alb_sg = group("alb-sg", "Orthanc ALB: HTTPS (and HTTP redirect) from the configured CIDRs")
+        self.alb_sg = group("alb-sg", "Orthanc ALB: HTTPS, and HTTP that only redirects, from the configured CIDRs"
+                            if config.https else
+                            "Orthanc ALB: plain HTTP (allowHttp, dev only) from the configured CIDRs")
         self.service_sg = group("service-sg", "Orthanc tasks: 8042 from the ALB and clients, 4242 from the NLB")
         self.client_sg = group("client-sg", "Attach to Lambdas/portal that call Orthanc on 8042")
         self.db_sg = group("db-sg", "Orthanc index database: 5432 from the Orthanc tasks only")
