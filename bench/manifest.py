@@ -40,14 +40,12 @@ Run: ``.venv/bin/python bench/manifest.py [--scenario xray|ct|both] [--instances
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional

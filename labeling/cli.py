@@ -33,6 +33,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Make argparse report a bad option as one line (``PROG: error: ...``) and exit 2.
+
+    argparse prints the whole usage first; the brief for this CLI is one clear line naming the
+    input, and ``--help`` still shows the usage.
+    """
+
+    def error(message: str) -> None:
+        parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
+
+    parser.error = error  # type: ignore[method-assign]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m labeling",

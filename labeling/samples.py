@@ -55,7 +55,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, MediaStorageDirectoryStorage, generate_uid
 
-from labeling.synth import OutputDirError, one_line_errors, sigterm_as_interrupt, staged_output_dir
+from labeling.cli import one_line_errors
+from labeling.outdir import OutputDirError, sigterm_as_interrupt, staged_output_dir
 
 log = logging.getLogger(__name__)
 

@@ -44,9 +44,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import secrets
-import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -66,6 +63,8 @@ from pydicom.uid import (
 )
 
 from labeling import __version__
+from labeling.cli import one_line_errors
+from labeling.outdir import OutputDirError, sigterm_as_interrupt, staged_output_dir
 
 FINDINGS: Final = ("Opacity", "Device", "Effusion")
 """The finding (label) names synth draws; ``schemas/chest-xray.yaml`` must list exactly these."""
@@ -878,80 +877,6 @@ def ground_truth_record(study: StudyInfo) -> dict[str, Any]:
 # --- the dataset -----------------------------------------------------------------------------
 
 
-class OutputDirError(ValueError):
-    """The output directory cannot be used; the message names it and says why."""
-
-
-@contextmanager
-def staged_output_dir(out_dir: str | Path, *, force: bool = False) -> Iterator[Path]:
-    """Yield an empty staging directory that becomes ``out_dir`` only if the block succeeds.
-
-    The staging directory is a sibling of ``out_dir`` (same filesystem, so the final rename is
-    atomic). On any exception it is removed, with any parent directories this created, so a
-    failed or interrupted run leaves nothing behind. A non-empty ``out_dir`` is refused unless
-    ``force``; with ``force`` it is replaced only after the new content is complete.
-    """
-    out = Path(out_dir).absolute()
-    _check_output_dir(out, force=force)
-    created = _make_parents(out.parent)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        staging.mkdir()
-        yield staging
-        _commit(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for parent in created:  # deepest first
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-        raise
-
-
-def _commit(staging: Path, out: Path) -> None:
-    if not out.exists():
-        staging.rename(out)
-        return
-    # --force: move the old directory aside first, restore it if the swap fails
-    trash = out.parent / f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-    out.rename(trash)
-    try:
-        staging.rename(out)
-    except BaseException:
-        trash.rename(out)
-        raise
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _check_output_dir(out: Path, *, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise OutputDirError(f"{out}: directory is not empty (use --force to replace it)")
-        resolved, cwd = out.resolve(), Path.cwd().resolve()
-        if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve():
-            raise OutputDirError(f"{out}: refusing to replace the current, a parent or the home directory")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise OutputDirError(f"{out}: {parent} is not a directory")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise OutputDirError(f"{out}: cannot write in {parent}")
-            break
-
-
-def _make_parents(path: Path) -> list[Path]:
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
-        directory.mkdir()
-    return missing  # deepest first
-
-
 @dataclass(frozen=True)
 class DatasetSummary:
     """What :func:`generate_dataset` wrote."""
@@ -1185,28 +1110,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     one_line_errors(parser)
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (``timeout``, ``docker stop``, CI cancel) into KeyboardInterrupt meanwhile.
-
-    Python dies on SIGTERM without unwinding, which would leave the staging directory behind;
-    as an exception it unwinds through :func:`staged_output_dir`, which removes it.
-    """
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run(args: argparse.Namespace) -> int:
     """The ``synth`` command: returns 0, or 2 with one error line on stderr for bad input."""
     with sigterm_as_interrupt():
@@ -1264,19 +1167,6 @@ def _print_summary(summary: DatasetSummary) -> None:
     console = Console()
     console.print(table)
     console.print(f"ground truth: {summary.out_dir / GROUND_TRUTH_FILE}  ({summary.seconds:.1f} s)")
-
-
-def one_line_errors(parser: argparse.ArgumentParser) -> None:
-    """Make argparse report a bad option as one line (``PROG: error: ...``) and exit 2.
-
-    argparse prints the whole usage first; the brief for this CLI is one clear line naming the
-    input, and ``--help`` still shows the usage.
-    """
-
-    def error(message: str) -> None:
-        parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
-
-    parser.error = error  # type: ignore[method-assign]
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
