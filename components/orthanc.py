@@ -238,15 +238,9 @@ class OrthancService(pulumi.ComponentResource):
         # A generated password in our own secret, not RDS-managed: RDS rotates a managed password
         # every 7 days while Orthanc reads it only at task start, so its reconnects would fail.
         # Rotate deliberately with `pulumi up --replace <this RandomPassword's URN>` (tasks restart).
-        db_password = random.RandomPassword(
-            f"{name}-db-password", length=32, special=False, min_upper=2, min_lower=2, min_numeric=2,
-            opts=self._child)
-        db_secret = aws.secretsmanager.Secret(
-            f"{name}-db-secret",
-            description="Orthanc index database: username, password (ECS injects password)",
-            kms_key_id=args.kms_key_arn,
-            recovery_window_in_days=30 if prod else 7,
-            tags=tags, opts=self._child)
+        db_password = self._generated_password("db-password")
+        db_secret = self._secret("db-secret", "Orthanc index database: username, password (ECS injects password)",
+                                 prod)
 
         self.db = aws.rds.Instance(
             f"{name}-db",
@@ -298,20 +292,25 @@ class OrthancService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=db_secret))
         self.db_secret_arn = db_secret.arn
 
-    # ------------------------------------------------------------------ admin credentials
-    def _admin_credentials(self, prod: bool) -> None:
-        name, args = self._name, self._args
+    # ------------------------------------------------------------------ credentials
+    def _generated_password(self, suffix: str) -> random.RandomPassword:
         # Letters guaranteed: the image parses env values as JSON, an all-digit password would
         # become a number. No special characters: they travel inside JSON and HTTP basic auth.
-        password = random.RandomPassword(
-            f"{name}-admin-password", length=32, special=False, min_upper=2, min_lower=2, min_numeric=2,
+        return random.RandomPassword(
+            f"{self._name}-{suffix}", length=32, special=False, min_upper=2, min_lower=2, min_numeric=2,
             opts=self._child)
-        secret = aws.secretsmanager.Secret(
-            f"{name}-admin-secret",
-            description="Orthanc admin user: username, password, registered_users (ORTHANC__REGISTERED_USERS)",
-            kms_key_id=args.kms_key_arn,
-            recovery_window_in_days=30 if prod else 7,
-            tags=args.tags, opts=self._child)
+
+    def _secret(self, suffix: str, description: str, prod: bool) -> aws.secretsmanager.Secret:
+        return aws.secretsmanager.Secret(
+            f"{self._name}-{suffix}", description=description, kms_key_id=self._args.kms_key_arn,
+            recovery_window_in_days=30 if prod else 7, tags=self._args.tags, opts=self._child)
+
+    def _admin_credentials(self, prod: bool) -> None:
+        name, args = self._name, self._args
+        password = self._generated_password("admin-password")
+        secret = self._secret(
+            "admin-secret",
+            "Orthanc admin user: username, password, registered_users (ORTHANC__REGISTERED_USERS)", prod)
         username = args.admin_username
         aws.secretsmanager.SecretVersion(
             f"{name}-admin-secret-value",

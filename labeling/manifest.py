@@ -123,7 +123,7 @@ from pathlib import Path
 from typing import Any, Final, Optional, Protocol
 
 from labeling.cli import positive_int
-from labeling.schema import TASK_TYPES
+from labeling.schema import TASK_TYPES, describe_value
 
 # --------------------------------------------------------------------------------- the format
 
@@ -196,7 +196,7 @@ class ManifestLine:
     def from_dict(cls, data: Any) -> ManifestLine:
         """Validate a parsed line; raises :class:`ManifestError` naming the key that is wrong."""
         if not isinstance(data, Mapping):
-            raise ManifestError(f"a manifest line must be a JSON object, got {_describe(data)}")
+            raise ManifestError(f"a manifest line must be a JSON object, got {describe_value(data, json=True)}")
         if "source" not in data:
             hint = (" ('source-ref' lines point at S3 objects; this project's manifests carry the "
                     "Orthanc instance ID in 'source')") if "source-ref" in data else ""
@@ -206,7 +206,7 @@ class ManifestLine:
                 raise ManifestError(f"missing required key {key!r}")
         labels = data["labels"]
         if not isinstance(labels, list):
-            raise ManifestError(f"'labels' must be a list of label names, got {_describe(labels)}")
+            raise ManifestError(f"'labels' must be a list of label names, got {describe_value(labels, json=True)}")
         known = {key: data[key] for key in KNOWN_KEYS if key in data}
         extra = {key: value for key, value in data.items() if key not in KNOWN_KEYS}
         known["labels"] = tuple(labels)
@@ -219,26 +219,26 @@ class ManifestLine:
 def _line_problem(line: ManifestLine) -> Optional[str]:
     """The first thing wrong with a line, as a message naming the key; None when it is valid."""
     if not isinstance(line.source, str) or not line.source.strip():
-        return f"'source' must be a non-empty string (an Orthanc instance ID), got {_describe(line.source)}"
+        return f"'source' must be a non-empty string (an Orthanc instance ID), got {describe_value(line.source, json=True)}"
     if not line.labels:
         return "'labels' must name at least one label"
     for index, name in enumerate(line.labels):
         if not isinstance(name, str) or not name.strip():
-            return f"'labels'[{index}] must be a non-empty string, got {_describe(name)}"
+            return f"'labels'[{index}] must be a non-empty string, got {describe_value(name, json=True)}"
     if len(set(line.labels)) != len(line.labels):
         return f"'labels' has duplicates: {list(line.labels)!r}"
     if line.task_type not in TASK_TYPES:
-        return f"'task_type' must be one of {', '.join(map(repr, TASK_TYPES))}, got {_describe(line.task_type)}"
+        return f"'task_type' must be one of {', '.join(map(repr, TASK_TYPES))}, got {describe_value(line.task_type, json=True)}"
     if not isinstance(line.schema, str) or not line.schema.strip():
-        return f"'schema' must be a non-empty string (the label schema's name), got {_describe(line.schema)}"
+        return f"'schema' must be a non-empty string (the label schema's name), got {describe_value(line.schema, json=True)}"
     for key in _STR_OPTIONAL_KEYS:
         value = getattr(line, key)
         if value is not None and not isinstance(value, str):
-            return f"{key!r} must be a string, got {_describe(value)}"
+            return f"{key!r} must be a string, got {describe_value(value, json=True)}"
     # bool is an int subclass: `"frames": true` is a mistake, not 1.
     if line.frames is not None and (isinstance(line.frames, bool) or not isinstance(line.frames, int)
                                     or line.frames < 1):
-        return f"'frames' must be a positive integer, got {_describe(line.frames)}"
+        return f"'frames' must be a positive integer, got {describe_value(line.frames, json=True)}"
     clash = sorted(set(line.extra) & set(KNOWN_KEYS))
     if clash:
         return f"extra keys {clash} clash with manifest keys"
@@ -1261,17 +1261,3 @@ class _RichReporter:
             self._progress.advance(self._task, count)
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"number {value!r}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return type(value).__name__

@@ -227,7 +227,7 @@ def _parse_schema(data: Any, source: str) -> LabelSchema:
     annotators = doc.get("annotators_per_item", DEFAULT_ANNOTATORS_PER_ITEM)
     # bool is an int subclass; `annotators_per_item: true` is a mistake, not 1.
     if isinstance(annotators, bool) or not isinstance(annotators, int):
-        ctx.fail("annotators_per_item", f"must be an integer, got {_describe(annotators)}")
+        ctx.fail("annotators_per_item", f"must be an integer, got {describe_value(annotators)}")
     if annotators < 1:
         ctx.fail("annotators_per_item", f"must be at least 1, got {annotators}")
 
@@ -236,7 +236,7 @@ def _parse_schema(data: Any, source: str) -> LabelSchema:
         req = ctx.mapping(doc["required"], "required", _REQUIRED_KEYS)
         if "labels" in req:
             if not isinstance(req["labels"], bool):
-                ctx.fail("required.labels", f"must be true or false, got {_describe(req['labels'])}")
+                ctx.fail("required.labels", f"must be true or false, got {describe_value(req['labels'])}")
             required = Required(labels=req["labels"])
 
     return LabelSchema(
@@ -251,7 +251,7 @@ def _parse_schema(data: Any, source: str) -> LabelSchema:
 
 def _parse_labels(ctx: _Context, raw: Any) -> tuple[Label, ...]:
     if not isinstance(raw, list):
-        ctx.fail("labels", f"must be a list of labels, got {_describe(raw)}")
+        ctx.fail("labels", f"must be a list of labels, got {describe_value(raw)}")
     if not raw:
         ctx.fail("labels", "must contain at least one label")
     labels: list[Label] = []
@@ -293,14 +293,14 @@ def _label_name(ctx: _Context, raw: Any, path: str) -> str:
 
 def _parse_shapes(ctx: _Context, raw: Any, path: str) -> tuple[str, ...]:
     if not isinstance(raw, list):
-        ctx.fail(path, f"must be a list of shapes, got {_describe(raw)}")
+        ctx.fail(path, f"must be a list of shapes, got {describe_value(raw)}")
     if not raw:
         ctx.fail(path, f"must name at least one shape of {_or(SHAPES)} (omit the key to allow all)")
     seen: set[str] = set()
     for index, shape in enumerate(raw):
         item_path = f"{path}[{index}]"
         if not isinstance(shape, str):
-            ctx.fail(item_path, f"must be a string, got {_describe(shape)}")
+            ctx.fail(item_path, f"must be a string, got {describe_value(shape)}")
         if shape not in SHAPES:
             ctx.fail(item_path, f"unknown shape {shape!r}; expected one of {_or(SHAPES)}")
         if shape in seen:
@@ -321,7 +321,7 @@ class _Context:
 
     def mapping(self, raw: Any, path: str, allowed: tuple[str, ...]) -> Mapping[str, Any]:
         if not isinstance(raw, Mapping):
-            self.fail(path, f"must be a mapping, got {_describe(raw)}")
+            self.fail(path, f"must be a mapping, got {describe_value(raw)}")
         for key in raw:
             if key not in allowed:
                 where = f"{path}.{key}" if path else str(key)
@@ -331,16 +331,19 @@ class _Context:
     def text(self, raw: Any, path: str, *, allow_empty: bool) -> str:
         if not isinstance(raw, str):
             hint = " (quote it in YAML)" if isinstance(raw, (bool, int, float)) or raw is None else ""
-            self.fail(path, f"must be a string, got {_describe(raw)}{hint}")
+            self.fail(path, f"must be a string, got {describe_value(raw)}{hint}")
         if not allow_empty and not raw.strip():
             self.fail(path, "must not be empty")
         return raw
 
 
-def _describe(value: Any) -> str:
-    """A short phrase for a wrong value: YAML users see `No` turn into `false`, say so."""
+def describe_value(value: Any, *, json: bool = False) -> str:
+    """A short phrase for a wrong value, in YAML words (``json=False``) or JSON words.
+
+    YAML users see ``No`` turn into ``false``: naming the type says so.
+    """
     if value is None:
-        return "nothing (null)"
+        return "null" if json else "nothing (null)"
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
     if isinstance(value, (int, float)):
@@ -348,8 +351,8 @@ def _describe(value: Any) -> str:
     if isinstance(value, str):
         return f"string {value!r}"
     if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
+        return "an object" if json else "a mapping"
+    if isinstance(value, (list, tuple)):
         return "a list"
     return type(value).__name__
 
