@@ -47,7 +47,7 @@ demo-down:  ## stop the local stack started by `make demo`
 
 lambda-layer: venv  ## build the Lambda dependency layer (manylinux wheels) into build/lambda-layer
 	rm -rf build/lambda-layer
-	$(PY) -m pip install -q --platform manylinux2014_x86_64 --only-binary=:all: --implementation cp \
+	$(PY) -m pip install -q --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --only-binary=:all: --implementation cp \
 		--python-version 3.12 -t build/lambda-layer/python -r lambda_src/requirements.txt
 
 preview: venv lambda-layer  ## pulumi preview for STACK (needs the Pulumi CLI and AWS credentials)

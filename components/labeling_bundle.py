@@ -29,7 +29,7 @@ from labeling.gt_contracts import MAX_TEMPLATE_CHARS
 
 TEMPLATE_KEY = "templates/worker_template.liquid.html"
 LAMBDA_HANDLER = "handler.lambda_handler"
-LAMBDA_ARCHITECTURE = "x86_64"  # the dependency layer is built from manylinux2014_x86_64 wheels
+LAMBDA_ARCHITECTURE = "x86_64"  # the dependency layer is built from manylinux2014/manylinux_2_28 x86_64 wheels
 NOTEBOOK_PLATFORM = "notebook-al2023-v1"
 # AWS Deep Learning Containers (training/inference images) are published from this account.
 DLC_ACCOUNT = "763104351884"

@@ -275,15 +275,6 @@ def resolve_answers(obj: PayloadObject, fetch: Callable[[str], Any]) -> tuple[li
     return answers, errors
 
 
-def unconsolidated_content(answers: list[WorkerAnswer]) -> dict[str, Any]:
-    """The interim label: every worker's answer passed through, no consolidation applied.
-
-    Honest placeholder until the consolidation module lands: it claims no agreement or confidence.
-    """
-    return {"annotations": [{"workerId": a.worker_id, "content": a.content} for a in answers],
-            "annotators": len(answers)}
-
-
 def consolidation_response(dataset_object_id: str, label_attribute_name: str,
                            content: Mapping[str, Any]) -> dict[str, Any]:
     """One element of the post-annotation answer (GT writes ``content`` into the output manifest)."""

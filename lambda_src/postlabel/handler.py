@@ -1,13 +1,19 @@
-"""GT post-annotation Lambda: read the workers' answers for a batch and return one label per object.
+"""GT post-annotation Lambda: consolidate the workers' answers for a batch, one label per object.
 
-Thin adapter over :mod:`labeling.gt_contracts`. Until the consolidation module lands this is an
-honest pass-through: each label is ``{"annotations": [{workerId, content}, ...], "annotators": N}``,
-with no agreement or confidence invented. A malformed object or unreadable answer is logged and
-skipped; the other objects are still returned.
+Thin adapter: parsing is :mod:`labeling.gt_contracts`, the logic :mod:`labeling.gt_postlabel`
+(which calls :func:`labeling.consolidation.consolidate_job` once for the batch); here only S3 I/O
+and logging. Each answered object's content is in the label shape of ARCHITECTURE.md. A malformed
+object, an object the library rejects, or an unreadable worker answer is logged (one line naming the
+datasetObjectId and why) and left out; the other objects are still returned.
 
-The payload (and any answer GT stored in S3 instead of inline) is read with this function's own
-execution role. The event's ``roleArn`` exists for cross-account set-ups and is deliberately not
-assumed: the labeling bucket is in this account and the role already has read access to it.
+A consolidation report per batch (counts, label names, errors, the library's JobReport) is written
+to ``labeling.gt_postlabel.report_location`` (``<outputConfig or payload base>/consolidation-report/
+<iteration-N>/<payload file stem>.json``), with SSE-KMS under the event's ``kmsKeyId`` when given.
+A failed report write is logged and never fails the invocation.
+
+The payload (and any answer GT stored in S3 instead of inline) is read, and the report written, with
+this function's own execution role. The event's ``roleArn`` exists for cross-account set-ups and is
+deliberately not assumed: the labeling bucket is in this account and the role already has access.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 
 import boto3
 
-from labeling import gt_contracts
+from labeling import gt_contracts, gt_postlabel
 
 try:  # Powertools comes from the dependency layer; plain logging keeps local runs and tests working.
     from aws_lambda_powertools import Logger
@@ -43,6 +49,20 @@ def _read_s3(uri: str) -> bytes:
     return _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
+def _write_report(request: gt_contracts.PostlabelEvent, report: dict[str, Any]) -> None:
+    try:
+        bucket, key = gt_postlabel.report_location(request.payload_s3_uri, request.output_config)
+        body = json.dumps({"labelingJobArn": request.labeling_job_arn,
+                           "payload": request.payload_s3_uri, **report}, default=str).encode()
+        extra: dict[str, Any] = {}
+        if request.kms_key_id:
+            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": request.kms_key_id}
+        _s3_client().put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **extra)
+        logger.info("consolidation report written to s3://%s/%s", bucket, key)
+    except Exception as exc:  # noqa: BLE001 - the labels matter more than the report
+        logger.error("could not write the consolidation report: %r", exc)
+
+
 def lambda_handler(event: Any, context: Any) -> list[dict[str, Any]]:
     try:
         request = gt_contracts.parse_postlabel_event(event)
@@ -50,20 +70,12 @@ def lambda_handler(event: Any, context: Any) -> list[dict[str, Any]]:
     except ValueError as exc:
         logger.error("rejected post-annotation event: %s", exc)
         raise
-    response = []
-    for obj in objects:
-        if obj.error:
-            logger.error("skipped data object: %s", obj.error)
-            continue
-        answers, errors = gt_contracts.resolve_answers(obj, _read_s3)
-        for error in errors:
-            logger.error("skipped worker answer of %s: %s", obj.dataset_object_id, error)
-        if not answers:
-            # No usable answer: leaving the object out lets GT record it as failed, not as labelled.
-            logger.error("skipped data object %s: no usable worker answer", obj.dataset_object_id)
-            continue
-        response.append(gt_contracts.consolidation_response(
-            obj.dataset_object_id, request.label_attribute_name,
-            gt_contracts.unconsolidated_content(answers)))
-    logger.info("post-annotation: %d of %d objects returned", len(response), len(objects))
+    response, report = gt_postlabel.consolidate_payload(
+        objects, request.label_attribute_name, request.label_categories, fetch=_read_s3)
+    for error in report["errors"]:
+        logger.error("skipped %s of datasetObjectId %s%s: %s", error["level"], error["datasetObjectId"],
+                     f" (worker {error['workerId']})" if error["workerId"] else "", error["reason"])
+    _write_report(request, report)
+    logger.info("post-annotation: %d of %d objects consolidated (label names from %s: %s)",
+                len(response), len(objects), report["labelNamesSource"], report["labelNames"])
     return response

@@ -170,14 +170,6 @@ def test_resolve_answers_fetches_s3_answers_and_reports_failures():
     assert len(errors) == 2 and any("missing.json" in e for e in errors)
 
 
-def test_unconsolidated_content_passes_answers_through():
-    answers = [gt.WorkerAnswer("w1", {"annotation": "{}"}), gt.WorkerAnswer("w2", {"annotation": "[]"})]
-    assert gt.unconsolidated_content(answers) == {
-        "annotations": [{"workerId": "w1", "content": {"annotation": "{}"}},
-                        {"workerId": "w2", "content": {"annotation": "[]"}}],
-        "annotators": 2}
-
-
 def test_consolidation_response_shape_and_validation():
     assert gt.consolidation_response("3", "chest", {"labels": []}) == {
         "datasetObjectId": "3", "consolidatedAnnotation": {"content": {"chest": {"labels": []}}}}
