@@ -21,6 +21,7 @@ from typing import Any, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from components.config import StackConfig
 from components.packaging import LAMBDA_RUNTIME, ROOT
@@ -89,6 +90,16 @@ class LabelingBundle(pulumi.ComponentResource):
             ),
             opts=child,
         )
+
+        # ---- de-identification salt: keyed UID replacement must not be reproducible by outsiders
+        salt = random.RandomPassword(f"{name}-deid-salt", length=48, special=False, opts=child)
+        self.salt_secret = aws.secretsmanager.Secret(
+            f"{name}-deid-salt-secret", description="Salt for de-identified UIDs (pre-label Lambda, portal)",
+            kms_key_id=args.kms_key_arn, recovery_window_in_days=30 if config.environment == "prod" else 7,
+            tags=args.tags, opts=child)
+        aws.secretsmanager.SecretVersion(f"{name}-deid-salt-value", secret_id=self.salt_secret.id,
+                                         secret_string=salt.result,
+                                         opts=pulumi.ResourceOptions(parent=self.salt_secret))
 
         # ---- Lambdas: dependency layer, egress-only SG, one role + log group + function each
         self.layer = aws.lambda_.LayerVersion(
@@ -262,9 +273,10 @@ class LabelingBundle(pulumi.ComponentResource):
         policy = aws.iam.RolePolicy(
             f"{name}-{function}-policy",
             role=role.id,
-            policy=pulumi.Output.all(log_group.arn, self.bucket.arn, args.kms_key_arn, args.orthanc_secret_arn).apply(
+            policy=pulumi.Output.all(log_group.arn, self.bucket.arn, args.kms_key_arn, args.orthanc_secret_arn,
+                                     self.salt_secret.arn).apply(
                 lambda v: json.dumps(lambda_policy(log_group_arn=v[0], bucket_arn=v[1], key_arn=v[2],
-                                                   secret_arn=v[3]))),
+                                                   secret_arns=[v[3], v[4]]))),
             opts=pulumi.ResourceOptions(parent=role),
         )
         fn = aws.lambda_.Function(
@@ -290,6 +302,9 @@ class LabelingBundle(pulumi.ComponentResource):
                 "ORTHANC_SECRET_ARN": args.orthanc_secret_arn,
                 "STAGING_BUCKET": self.bucket.name,
                 "DEIDENTIFY": "true" if config.deidentify else "false",
+                # Staged copies are encrypted with the project key; the salt is read from its secret.
+                "STAGING_KMS_KEY_ID": args.kms_key_arn,
+                "DEIDENTIFY_SALT_SECRET_ARN": self.salt_secret.arn,
                 "POWERTOOLS_SERVICE_NAME": f"dicom-annotate-{function}",
             }),
             kms_key_arn=args.kms_key_arn,
@@ -368,9 +383,9 @@ def _bucket_statements(bucket_arn: str, object_actions: Sequence[str]) -> list[d
     ]
 
 
-def lambda_policy(log_group_arn: str, bucket_arn: str, key_arn: str, secret_arn: str) -> dict[str, Any]:
+def lambda_policy(log_group_arn: str, bucket_arn: str, key_arn: str, secret_arns: Sequence[str]) -> dict[str, Any]:
     """A GT Lambda: VPC networking and its own logs (AWSLambdaVPCAccessExecutionRole, narrowed),
-    X-Ray, the Orthanc secret, the annotation bucket and the key."""
+    X-Ray, the Orthanc and de-identification salt secrets, the annotation bucket and the key."""
     log_group_arn = log_group_arn.removesuffix(":*")
     return {"Version": "2012-10-17", "Statement": [
         # ENI actions do not support resource-level scoping; Lambda needs them for VPC attachment.
@@ -381,8 +396,8 @@ def lambda_policy(log_group_arn: str, bucket_arn: str, key_arn: str, secret_arn:
          "Resource": f"{log_group_arn}:*"},
         {"Sid": "Tracing", "Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
          "Resource": "*"},
-        {"Sid": "OrthancSecret", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
-         "Resource": secret_arn},
+        {"Sid": "Secrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+         "Resource": list(secret_arns)},
         *_bucket_statements(bucket_arn, ["s3:GetObject", "s3:PutObject"]),
         {"Sid": "Key", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": key_arn},
     ]}

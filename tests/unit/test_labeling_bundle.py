@@ -10,7 +10,7 @@ import pytest
 
 from components.config import ConfigError
 from components.labeling_bundle import MAX_LIFECYCLE_SCRIPT_B64, lifecycle_script_b64
-from components.offline import ACCOUNT_ID, PLACEHOLDER_SECRET, Recording, run_program, stack_config_values
+from components.offline import ACCOUNT_ID, PLACEHOLDER_SECRET, _mock_state, Recording, run_program, stack_config_values
 from labeling.gt_contracts import MAX_TEMPLATE_CHARS
 
 GT_NAME_MARKERS = ("SageMaker", "sagemaker", "Sagemaker", "GtRecipe", "LabelingFunction")
@@ -97,6 +97,18 @@ def test_labeling_policies_have_no_wildcard_actions(recording, suffix):
             assert action != "*" and not action.endswith(":*") and "*" not in action, (suffix, action)
 
 
+def test_deidentification_salt_is_a_kms_secret_named_by_arn_only(recording):
+    salt = recording.named(f"{_prefix(recording)}-deid-salt-secret")
+    assert salt.inputs["kmsKeyId"] == recording.outputs["kmsKeyArn"]
+    salt_arn = _mock_state(salt.type, salt.name, salt.inputs, "us-east-1")["arn"]
+    env = _one(recording, "prelabel").inputs["environment"]["variables"]
+    assert env["DEIDENTIFY_SALT_SECRET_ARN"] == salt_arn and "DEIDENTIFY_SALT" not in env
+    assert env["STAGING_KMS_KEY_ID"] == recording.outputs["kmsKeyArn"]
+    (version,) = [r for r in recording.of_type("aws:secretsmanager/secretVersion:SecretVersion")
+                  if r.name == f"{_prefix(recording)}-deid-salt-value"]
+    assert "4dabf18193072939515e22adb298388d" in version.inputs["secretString"]  # stays a Pulumi secret
+
+
 def test_no_full_access_managed_policies_on_labeling_roles(recording):
     roles = [r for r in recording.of_type("aws:iam/role:Role") if r.name.startswith(_prefix(recording))]
     assert len(roles) == 4  # GT, SageMaker execution, two Lambdas
@@ -106,14 +118,16 @@ def test_no_full_access_managed_policies_on_labeling_roles(recording):
         assert "FullAccess" not in attachment.inputs["policyArn"]
 
 
-def test_lambda_roles_read_only_the_orthanc_secret(recording):
+def test_lambda_roles_read_only_the_orthanc_and_salt_secrets(recording):
+    salt = recording.named(f"{_prefix(recording)}-deid-salt-secret")
+    salt_arn = _mock_state(salt.type, salt.name, salt.inputs, "us-east-1")["arn"]
     secret = recording.outputs["orthancAdminSecretArn"]
     for function in ("prelabel", "postlabel"):
         statements = _statements(_policy(recording, f"{function}-policy"))
         secret_statements = [s for s in statements if any(a.startswith("secretsmanager:")
                                                           for a in _as_list(s["Action"]))]
         assert [_as_list(s["Action"]) for s in secret_statements] == [["secretsmanager:GetSecretValue"]]
-        assert _as_list(secret_statements[0]["Resource"]) == [secret]
+        assert _as_list(secret_statements[0]["Resource"]) == [secret, salt_arn]
         logs = [s for s in statements if any(a.startswith("logs:") for a in _as_list(s["Action"]))]
         assert all(f"/aws/lambda/{_one(recording, function).inputs['name']}" in r
                    for s in logs for r in _as_list(s["Resource"]))
@@ -154,7 +168,7 @@ def test_lambda_environment_names_orthanc_without_secret_values(recording):
     for function in _functions(recording).values():
         env = function.inputs["environment"]["variables"]
         assert set(env) == {"ORTHANC_URL", "ORTHANC_SECRET_ARN", "STAGING_BUCKET", "DEIDENTIFY",
-                            "POWERTOOLS_SERVICE_NAME"}
+                            "STAGING_KMS_KEY_ID", "DEIDENTIFY_SALT_SECRET_ARN", "POWERTOOLS_SERVICE_NAME"}
         assert env["ORTHANC_URL"] == recording.outputs["orthancInternalUrl"]
         assert env["ORTHANC_SECRET_ARN"].startswith("arn:aws:secretsmanager:")
         assert env["STAGING_BUCKET"] == recording.outputs["annotationBucket"]

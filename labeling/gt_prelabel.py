@@ -1,0 +1,263 @@
+"""The GT pre-annotation step: one manifest line → a staged, de-identified image and the ``taskInput``.
+
+``lambda_src/prelabel/handler.py`` is a thin adapter over :class:`Prelabeler`; the AWS clients and the
+Orthanc client factory are injected so this module is testable with moto and a fake Orthanc.
+
+Per data object (ARCHITECTURE.md, "Contracts"):
+
+- ``source-ref`` (an ``s3://`` URI): passed through as the image URI; nothing is fetched or staged.
+- ``source`` (an Orthanc instance ID, five groups of 8 lower-case hex digits joined by ``-``): the ID
+  is validated; the object is staged at ``s3://<STAGING_BUCKET>/<job name>/<orthanc id>.dcm`` (job
+  name = the last path segment of ``labelingJobArn``). Staging is idempotent: when that key already
+  exists (``head_object``) nothing is fetched or uploaded again and the image geometry is read back
+  from the object's metadata. Otherwise the Orthanc credentials are read from Secrets Manager
+  (``ORTHANC_SECRET_ARN``, JSON ``{"username", "password"}``, cached per container), the file is
+  fetched from ``ORTHANC_URL`` (``/instances/{id}/file``), de-identified when ``DEIDENTIFY`` is true
+  (the default; :mod:`labeling.deidentify`, salt ``DEIDENTIFY_SALT``) and written with SSE:
+  ``aws:kms`` with ``STAGING_KMS_KEY_ID`` when set, else the bucket's default encryption.
+- The answer's ``taskInput``: ``{"image": "s3://…", "source": id, "labels", "task_type", "schema",
+  "instructions" (when present), "image_geometry": {"rows", "columns", "frames"}}`` with
+  ``isHumanAnnotationRequired: true``.
+
+Failures: an unknown instance (Orthanc 404) is logged and answered with
+``isHumanAnnotationRequired: false`` and ``taskInput.error`` — GT then sends that object to no worker
+and it gets no label; the other objects of the job are unaffected. Orthanc unreachable, 5xx or any
+other error (bad credentials) is logged and raised, so GT retries and finally fails that data object.
+A malformed event or a badly formatted ID raises ValueError naming the bad value.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+import pydicom
+
+from labeling import gt_contracts
+from labeling.deidentify import burned_in_annotation, deidentify_dataset
+from labeling.orthanc_client import OrthancClient, OrthancError
+
+ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
+DEV_SALT = b"dicom-annotate-dev-salt-NOT-FOR-PRODUCTION"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+_log = logging.getLogger(__name__)
+
+
+def validate_instance_id(value: Any) -> str:
+    """An Orthanc instance ID (SHA-1 in five dash-separated groups of 8 hex digits), else ValueError."""
+    if not isinstance(value, str) or not ORTHANC_ID.fullmatch(value):
+        raise ValueError(f"dataObject.source: {value!r} is not an Orthanc instance ID (expected five groups "
+                         "of 8 lower-case hex digits separated by '-', e.g. "
+                         "'0a9b4f3c-1d2e3f40-5a6b7c8d-9e0f1a2b-3c4d5e6f')")
+    return value
+
+
+def job_name(labeling_job_arn: Optional[str]) -> str:
+    """``arn:aws:sagemaker:…:labeling-job/<name>`` → ``<name>`` (the staging prefix)."""
+    name = (labeling_job_arn or "").rsplit("/", 1)[-1] if labeling_job_arn and "/" in labeling_job_arn else ""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-]{0,62}", name):
+        raise ValueError(f"labelingJobArn: {labeling_job_arn!r} does not end in '/<labeling job name>'")
+    return name
+
+
+def staging_key(labeling_job_arn: Optional[str], instance_id: str) -> str:
+    """The staged object's key: ``<job name>/<orthanc id>.dcm`` (same input → same key)."""
+    return f"{job_name(labeling_job_arn)}/{validate_instance_id(instance_id)}.dcm"
+
+
+def _flag(name: str, raw: Optional[str], default: bool) -> bool:
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}: {raw!r} is not a boolean (true/false)")
+
+
+@dataclass(frozen=True)
+class PrelabelSettings:
+    orthanc_url: Optional[str]
+    secret_arn: Optional[str]
+    bucket: Optional[str]
+    deidentify: bool = True
+    salt: bytes = DEV_SALT
+    kms_key_id: Optional[str] = None
+    # In AWS the salt is a secret of its own (never a plain environment value): read at first use.
+    salt_secret_arn: Optional[str] = None
+
+    def __repr__(self) -> str:  # the salt is a secret: never in logs
+        return (f"PrelabelSettings(orthanc_url={self.orthanc_url!r}, secret_arn={self.secret_arn!r}, "
+                f"bucket={self.bucket!r}, deidentify={self.deidentify}, salt='***', kms_key_id={self.kms_key_id!r})")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "PrelabelSettings":
+        salt = environ.get("DEIDENTIFY_SALT", "")
+        salt_secret_arn = environ.get("DEIDENTIFY_SALT_SECRET_ARN") or None
+        deidentify = _flag("DEIDENTIFY", environ.get("DEIDENTIFY"), True)
+        if not salt and not salt_secret_arn and deidentify:
+            _log.warning("DEIDENTIFY_SALT is not set: using the fixed development salt; replacement UIDs "
+                         "are then reproducible by anyone. Set a per-deployment secret salt in production.")
+        return cls(orthanc_url=environ.get("ORTHANC_URL") or None,
+                   secret_arn=environ.get("ORTHANC_SECRET_ARN") or None,
+                   bucket=environ.get("STAGING_BUCKET") or None,
+                   deidentify=deidentify,
+                   salt=salt.encode("utf-8") if salt else DEV_SALT,
+                   kms_key_id=environ.get("STAGING_KMS_KEY_ID") or None,
+                   salt_secret_arn=salt_secret_arn)
+
+    def require(self, *names: str) -> None:
+        env = {"orthanc_url": "ORTHANC_URL", "secret_arn": "ORTHANC_SECRET_ARN", "bucket": "STAGING_BUCKET"}
+        missing = [env[n] for n in names if not getattr(self, n)]
+        if missing:
+            raise ValueError(f"pre-label settings: {', '.join(missing)} not set in the environment")
+
+
+def geometry(ds: pydicom.Dataset) -> dict[str, int]:
+    return {"rows": int(ds.Rows), "columns": int(ds.Columns), "frames": int(ds.get("NumberOfFrames") or 1)}
+
+
+def _is_not_found(exc: Exception) -> bool:
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("404", "NoSuchKey", "NotFound") or status == 404
+
+
+class Prelabeler:
+    """One per Lambda container: holds the settings, the AWS clients and the cached Orthanc client."""
+
+    def __init__(self, settings: PrelabelSettings, *, s3: Any, secrets: Any = None,
+                 orthanc_factory: Optional[Callable[..., Any]] = None,
+                 logger: Any = None) -> None:
+        self.settings = settings
+        self.s3 = s3
+        self.secrets = secrets
+        self.orthanc_factory = orthanc_factory or OrthancClient
+        self.log = logger or _log
+        self._orthanc: Any = None
+        self._salt: Optional[bytes] = None
+
+    # -- collaborators -----------------------------------------------------------------------
+
+    def salt(self) -> bytes:
+        """The de-identification salt: from its own secret when configured (AWS), else the setting."""
+        if self._salt is None:
+            if self.settings.salt_secret_arn:
+                raw = self.secrets.get_secret_value(SecretId=self.settings.salt_secret_arn)["SecretString"]
+                if not raw:
+                    raise ValueError(f"secret {self.settings.salt_secret_arn}: the salt is empty")
+                self._salt = raw.encode("utf-8")
+            else:
+                self._salt = self.settings.salt
+        return self._salt
+
+    def orthanc(self) -> Any:
+        """The Orthanc client, built once per container with the credentials from Secrets Manager."""
+        if self._orthanc is None:
+            self.settings.require("orthanc_url", "secret_arn")
+            raw = self.secrets.get_secret_value(SecretId=self.settings.secret_arn)["SecretString"]
+            try:
+                secret = json.loads(raw)
+                username, password = secret["username"], secret["password"]
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"secret {self.settings.secret_arn}: expected a JSON object with "
+                                 "'username' and 'password'") from None
+            # Few retries: a Lambda has a short timeout, and GT retries the object itself.
+            self._orthanc = self.orthanc_factory(self.settings.orthanc_url, username, password,
+                                                 timeout=20.0, retries=2)
+        return self._orthanc
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def handle(self, event: Any) -> dict[str, Any]:
+        request = gt_contracts.parse_prelabel_event(event)
+        data_object = request.data_object
+        if request.source_ref is not None:
+            return gt_contracts.prelabel_response(
+                self._task_input(data_object, request.source_ref, {"source-ref": request.source_ref}))
+        instance_id = validate_instance_id(request.source)
+        self.settings.require("bucket")
+        key = staging_key(request.labeling_job_arn, instance_id)
+        uri = f"s3://{self.settings.bucket}/{key}"
+
+        dims = self._staged_geometry(key)
+        if dims is None:
+            try:
+                data = self.orthanc().instance_file(instance_id)
+            except OrthancError as exc:
+                if exc.status == 404:
+                    message = f"Orthanc has no instance {instance_id} (HTTP 404); the object is not labelled"
+                    self.log.error("pre-label: %s", message)
+                    return gt_contracts.prelabel_response({"source": instance_id, "error": message},
+                                                          human_required=False)
+                what = "unreachable" if exc.status is None else f"answered HTTP {exc.status}"
+                self.log.error("pre-label: Orthanc %s for instance %s (%s); raising so GT retries the object",
+                               what, instance_id, exc)
+                raise
+            dims = self._stage(key, instance_id, data)
+        else:
+            self.log.info("pre-label: %s already staged; not uploaded again", uri)
+        return gt_contracts.prelabel_response(self._task_input(data_object, uri, {"source": instance_id}, dims))
+
+    @staticmethod
+    def _task_input(data_object: Mapping[str, Any], image: str, source: Mapping[str, Any],
+                    dims: Optional[Mapping[str, int]] = None) -> dict[str, Any]:
+        task = {"image": image, **source, "labels": list(data_object.get("labels") or []),
+                "task_type": data_object.get("task_type"), "schema": data_object.get("schema")}
+        if data_object.get("instructions") is not None:
+            task["instructions"] = data_object["instructions"]
+        if dims is not None:
+            task["image_geometry"] = dict(dims)
+        return task
+
+    def _staged_geometry(self, key: str) -> Optional[dict[str, int]]:
+        """The geometry of an already staged object, or None when nothing is staged under ``key``."""
+        try:
+            head = self.s3.head_object(Bucket=self.settings.bucket, Key=key)
+        except Exception as exc:  # botocore ClientError; only "absent" is expected here
+            if _is_not_found(exc):
+                return None
+            raise
+        meta = head.get("Metadata") or {}
+        try:
+            return {"rows": int(meta["rows"]), "columns": int(meta["columns"]), "frames": int(meta["frames"])}
+        except (KeyError, ValueError):
+            # Staged by something else: read the header back instead of uploading again.
+            body = self.s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"].read()
+            return geometry(pydicom.dcmread(io.BytesIO(body), stop_before_pixels=True))
+
+    def _stage(self, key: str, instance_id: str, data: bytes) -> dict[str, int]:
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not self.settings.deidentify)
+        except Exception as exc:  # noqa: BLE001 - pydicom raises several types for a bad file
+            raise ValueError(f"instance {instance_id}: Orthanc's file is not readable DICOM ({exc})") from None
+        if self.settings.deidentify:
+            if burned_in_annotation(ds):
+                self.log.warning("pre-label: instance %s declares BurnedInAnnotation=YES; its pixels are "
+                                 "not cleaned by the Basic Profile", instance_id)
+            deidentify_dataset(ds, salt=self.salt())
+            out = io.BytesIO()
+            ds.save_as(out, enforce_file_format=True)
+            body = out.getvalue()
+        else:
+            body = data
+        dims = geometry(ds)
+        extra: dict[str, Any] = {}
+        if self.settings.kms_key_id:
+            extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.settings.kms_key_id}
+        self.s3.put_object(Bucket=self.settings.bucket, Key=key, Body=body, ContentType="application/dicom",
+                           Metadata={**{k: str(v) for k, v in dims.items()},
+                                     "deidentified": "true" if self.settings.deidentify else "false"},
+                           **extra)
+        self.log.info("pre-label: staged instance %s at s3://%s/%s (de-identified: %s)", instance_id,
+                      self.settings.bucket, key, self.settings.deidentify)
+        return dims
