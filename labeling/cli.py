@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "labeling.synth",         # synth --out DIR ...
     "labeling.samples",       # samples --out DIR (pydicom's shipped files)
     "labeling.demo",          # demo: the local loop behind `make demo`
+    "labeling.gt",            # gt render|create-job|status|fetch-output (SageMaker Ground Truth)
 )
 
 

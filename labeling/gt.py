@@ -1,0 +1,563 @@
+"""``python -m labeling gt``: the SageMaker Ground Truth path from the command line.
+
+Sub-commands
+============
+``render --template FILE --task-input JSON_FILE --out HTML_FILE [--asset-base URL]``
+    Local preview of the worker task template, rendered the way GT renders it: Liquid
+    (python-liquid 2) with **autoescape on**, the context ``{"task": {"input": <task input>}}``, and
+    GT's extra filters emulated:
+
+    - ``grant_read_access``: GT swaps an ``s3://bucket/key`` URI for a short-lived presigned https
+      URL. Locally: ``<asset-base>/<key>`` when ``--asset-base`` is given (e.g. a local server or
+      the MinIO/moto endpoint serving the staging bucket), else the virtual-hosted S3 URL
+      ``https://<bucket>.s3.amazonaws.com/<key>`` (unsigned; it works only for public objects).
+      The key is URL-quoted (``/`` kept). Anything that is not an ``s3://`` URI is returned as is.
+    - ``to_json``: ``json.dumps`` of the value. Its output is autoescaped like any other value, as
+      in GT (``categories='{{ task.input.labels | to_json }}'`` in an attribute is the GT idiom).
+    - ``skip_autoescape``: marks the value as safe HTML (only for trusted content).
+    - ``escape`` / ``escape_once``: python-liquid's built-ins (autoescape-aware).
+
+    The task input file is the ``taskInput`` object the pre-annotation Lambda returns; a whole
+    pre-annotation response (``{"taskInput": {...}, "isHumanAnnotationRequired": ...}``) is unwrapped.
+
+    ``<crowd-form>`` stand-in: GT's ``crowd-html-elements.js`` is not loaded (its ``<script>`` tag is
+    replaced by a comment, so the page works offline); an inline script is injected before
+    ``</body>`` (or at the end) that defines ``crowd-form`` and ``crowd-button`` custom elements.
+    ``crowd-form`` adds a Submit button unless the form holds a ``crowd-button form-action="submit"``
+    or a submit ``<button>``; on submit it dispatches a cancelable ``submit`` event on itself (the
+    template's own listeners run, e.g. to fill a hidden field), then collects the **named** fields
+    inside it (``input``/``select``/``textarea``; a checkbox gives ``true``/``false``, a radio group
+    the checked value, anything else its ``value``) into an object: ``window.__submitted`` is that
+    object, ``window.__submittedContent`` the JSON string GT would store as
+    ``annotationData.content``, and a ``crowd-form-submitted`` event fires on ``window``. A template
+    longer than GT's limit (:data:`labeling.gt_contracts.MAX_TEMPLATE_CHARS`) is refused.
+
+``create-job --stack-outputs JSON_FILE --manifest FILE --schema FILE --job-name NAME --workteam-arn ARN``
+    Validates the manifest (:func:`labeling.manifest.read_manifest`, each line's ``schema`` and
+    ``labels`` must match the schema) and the schema, then uploads the manifest to
+    ``s3://<annotationBucket>/jobs/<job>/manifest.jsonl`` and the schema's labels as a GT label
+    category config to ``…/jobs/<job>/label-categories.json`` (SSE-KMS with ``kmsKeyArn``), and
+    calls ``sagemaker.create_labeling_job`` (see :func:`build_create_request`): the label attribute
+    is the job name, the output goes to ``s3://<bucket>/jobs/<job>/output/``. The stack outputs
+    file is ``pulumi stack output --json``. ``--region`` defaults to the region of
+    ``prelabelLambdaArn`` (GT must run where its Lambdas are). ``--dry-run`` prints the request as
+    JSON and touches nothing (no AWS client is even created).
+
+``status --job-name NAME``
+    ``describe_labeling_job``: status, label counters, failure reason, output location.
+
+``fetch-output --job-name NAME --out FILE``
+    Downloads the job's output manifest (``LabelingJobOutput.OutputDatasetS3Uri``) to FILE and
+    checks every line: ``<attr>`` plus a valid ``<attr>-metadata`` (both ``job-name`` and
+    ``job_name`` accepted, :func:`labeling.gt_contracts.parse_output_manifest_metadata`) counts as
+    labelled; a line with ``failure-reason`` in its metadata or without ``<attr>`` as failed (GT
+    writes those for objects it could not label); a line that is not JSON or whose metadata is
+    invalid as invalid.
+
+Exit codes: 0 done; 1 AWS error, or invalid output-manifest lines; 2 bad input (one line naming
+the file, the line or the key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+from labeling.cli import one_line_errors, positive_int
+from labeling.gt_contracts import MAX_TEMPLATE_CHARS, parse_output_manifest_metadata, split_s3_uri
+
+# Stack outputs (``__main__.py``) create-job needs.
+REQUIRED_STACK_OUTPUTS = (
+    "annotationBucket", "groundTruthRoleArn", "prelabelLambdaArn", "postlabelLambdaArn",
+    "workerTemplateS3Uri", "kmsKeyArn",
+)
+
+DEFAULT_TASK_TIME_LIMIT_S = 3600                 # GT: 30 .. 28,800 s
+DEFAULT_TASK_AVAILABILITY_S = 10 * 24 * 3600     # GT: up to 864,000 s (public), 365 days (private)
+DEFAULT_MAX_CONCURRENT_TASKS = 1000              # GT: 1 .. 5,000
+_JOB_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # CreateLabelingJob LabelingJobName
+_CROWD_ELEMENTS_SCRIPT_RE = re.compile(
+    r"<script[^>]*\bsrc=[\"']https://assets\.crowd\.aws/crowd-html-elements\.js[\"'][^>]*>\s*</script>",
+    re.I)
+
+
+class GtError(Exception):
+    """A bad input: one line naming the file, line or key; exit code 2."""
+
+
+class AwsError(Exception):
+    """An AWS call failed; exit code 1."""
+
+
+# ======================================================================================= render
+
+CROWD_FORM_STAND_IN = """<script id="gt-crowd-form-stand-in">
+/* Local stand-in for GT's <crowd-form> (python -m labeling gt render): collects the named fields on
+   submit into window.__submitted (object) and window.__submittedContent (the JSON string GT stores
+   as annotationData.content). */
+(function () {
+  function collect(form) {
+    var out = {};
+    var fields = form.querySelectorAll('input[name], select[name], textarea[name]');
+    Array.prototype.forEach.call(fields, function (el) {
+      var type = (el.type || '').toLowerCase();
+      if (type === 'checkbox') { out[el.name] = !!el.checked; }
+      else if (type === 'radio') { if (el.checked) { out[el.name] = el.value; }
+                                   else if (!(el.name in out)) { out[el.name] = null; } }
+      else if (type === 'submit' || type === 'button') { return; }
+      else { out[el.name] = el.value; }
+    });
+    return out;
+  }
+  function submit(form) {
+    var event = new Event('submit', {cancelable: true});
+    if (!form.dispatchEvent(event)) { return null; }
+    var content = collect(form);
+    window.__submitted = content;
+    window.__submittedContent = JSON.stringify(content);
+    window.dispatchEvent(new CustomEvent('crowd-form-submitted', {detail: content}));
+    return content;
+  }
+  if (!customElements.get('crowd-form')) {
+    customElements.define('crowd-form', class extends HTMLElement {
+      connectedCallback() {
+        var self = this;
+        if (this.__standIn) { return; }
+        this.__standIn = true;
+        this.addEventListener('click', function (e) {
+          var t = e.target.closest('crowd-button[form-action="submit"], button[type="submit"], input[type="submit"]');
+          if (t && self.contains(t)) { e.preventDefault(); submit(self); }
+        });
+        if (!this.querySelector('crowd-button[form-action="submit"], button[type="submit"], input[type="submit"]')) {
+          var button = document.createElement('button');
+          button.type = 'submit';
+          button.id = 'crowd-form-submit';
+          button.textContent = 'Submit';
+          this.appendChild(button);
+        }
+      }
+      submit() { return submit(this); }
+    });
+  }
+  if (!customElements.get('crowd-button')) {
+    customElements.define('crowd-button', class extends HTMLElement {
+      connectedCallback() {
+        if (!this.hasAttribute('role')) { this.setAttribute('role', 'button'); }
+        if (!this.hasAttribute('tabindex')) { this.setAttribute('tabindex', '0'); }
+        this.style.cursor = 'pointer';
+      }
+    });
+  }
+})();
+</script>
+"""
+
+
+def grant_read_access_url(uri: Any, asset_base: Optional[str] = None) -> Any:
+    """The local stand-in for GT's ``grant_read_access`` (see the module docstring)."""
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        return uri
+    try:
+        bucket, key = split_s3_uri(uri, "grant_read_access")
+    except ValueError:
+        return uri
+    quoted = urllib.parse.quote(key, safe="/")
+    if asset_base:
+        return f"{asset_base.rstrip('/')}/{quoted}"
+    return f"https://{bucket}.s3.amazonaws.com/{quoted}"
+
+
+def render_template(template_text: str, task_input: Mapping[str, Any], *,
+                    asset_base: Optional[str] = None, source: str = "<template>") -> str:
+    """Render a GT worker template locally; raises :class:`GtError` for an oversize/bad template."""
+    if len(template_text) > MAX_TEMPLATE_CHARS:
+        raise GtError(f"{source}: template is {len(template_text):,} characters; Ground Truth "
+                      f"accepts at most {MAX_TEMPLATE_CHARS:,} (load large code from the asset location)")
+    from liquid import Environment, Markup
+    from liquid.exceptions import LiquidError
+
+    env = Environment(autoescape=True)
+    env.filters["grant_read_access"] = lambda value: grant_read_access_url(value, asset_base)
+    env.filters["to_json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    env.filters["skip_autoescape"] = lambda value: Markup("" if value is None else str(value))
+    try:
+        html = env.from_string(template_text).render(task={"input": dict(task_input)})
+    except LiquidError as exc:
+        raise GtError(f"{source}: Liquid error: {' '.join(str(exc).split())}") from None
+    return inject_crowd_form_stand_in(html)
+
+
+def inject_crowd_form_stand_in(html: str) -> str:
+    """Drop GT's crowd-html-elements.js and add the stand-in script before ``</body>`` (or at the end)."""
+    html = _CROWD_ELEMENTS_SCRIPT_RE.sub(
+        "<!-- crowd-html-elements.js replaced by the local stand-in (labeling gt render) -->", html)
+    index = html.lower().rfind("</body>")
+    if index < 0:
+        return html.rstrip("\n") + "\n" + CROWD_FORM_STAND_IN
+    return html[:index] + CROWD_FORM_STAND_IN + html[index:]
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise GtError(f"{path}: cannot read {what}: {reason}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GtError(f"{path}:{exc.lineno}: {what} is not valid JSON ({exc.msg})") from None
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    try:
+        template_text = Path(args.template).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise GtError(f"{args.template}: cannot read template: {reason}") from None
+    task_input = _read_json(args.task_input, "task input")
+    if isinstance(task_input, Mapping) and isinstance(task_input.get("taskInput"), Mapping):
+        task_input = task_input["taskInput"]  # a whole pre-annotation response
+    if not isinstance(task_input, Mapping):
+        raise GtError(f"{args.task_input}: task input must be a JSON object (the taskInput), "
+                      f"got {type(task_input).__name__}")
+    html = render_template(template_text, task_input, asset_base=args.asset_base, source=args.template)
+    try:
+        Path(args.out).write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise GtError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
+    print(f"rendered {args.template} → {args.out} ({len(html):,} characters)")
+    return 0
+
+
+# =================================================================================== create-job
+
+def load_stack_outputs(path: str) -> dict[str, str]:
+    """The ``pulumi stack output --json`` file, with every key create-job needs present."""
+    data = _read_json(path, "stack outputs")
+    if not isinstance(data, Mapping):
+        raise GtError(f"{path}: stack outputs must be a JSON object (pulumi stack output --json)")
+    missing = [key for key in REQUIRED_STACK_OUTPUTS if key not in data]
+    if missing:
+        raise GtError(f"{path}: missing stack output {', '.join(missing)} "
+                      f"(is this `pulumi stack output --json` of the right stack?)")
+    out: dict[str, str] = {}
+    for key in REQUIRED_STACK_OUTPUTS:
+        value = data[key]
+        if not isinstance(value, str) or not value or value == "[secret]":
+            raise GtError(f"{path}: stack output {key}: {value!r} is not a usable string")
+        out[key] = value
+    try:
+        split_s3_uri(out["workerTemplateS3Uri"], "workerTemplateS3Uri")
+    except ValueError as exc:
+        raise GtError(f"{path}: stack output {exc}") from None
+    return out
+
+
+def validate_job_name(name: str) -> str:
+    from labeling.manifest import KNOWN_KEYS
+
+    if not _JOB_NAME_RE.fullmatch(name):
+        raise GtError(f"--job-name: {name!r} must be 1-63 letters, digits and hyphens, starting and "
+                      "ending with a letter or digit (GT LabelingJobName)")
+    if name.endswith("-metadata"):
+        raise GtError(f"--job-name: {name!r} must not end in '-metadata' (it is the label attribute "
+                      "name; GT writes '<attr>-metadata' itself)")
+    if name in KNOWN_KEYS:
+        raise GtError(f"--job-name: {name!r} is a manifest key; the label attribute must differ")
+    return name
+
+
+def label_category_config(schema: Any) -> dict[str, Any]:
+    """GT's label category configuration file for the schema's labels."""
+    return {"document-version": "2018-11-28",
+            "labels": [{"label": name} for name in schema.label_names]}
+
+
+def _region_of_arn(arn: str) -> Optional[str]:
+    parts = arn.split(":")
+    return parts[3] if len(parts) > 5 and parts[0] == "arn" and parts[3] else None
+
+
+def _task_description(schema: Any) -> str:
+    first = next((line.strip() for line in schema.instructions.splitlines() if line.strip()), "")
+    text = first or f"Label DICOM images: {', '.join(schema.label_names)}"
+    return text if len(text) <= 255 else text[:254] + "…"
+
+
+def build_create_request(*, outputs: Mapping[str, str], schema: Any, job_name: str, workteam_arn: str,
+                         workers: int, task_time_limit: int, availability: int,
+                         max_concurrent: int) -> dict[str, Any]:
+    """The ``create_labeling_job`` keyword arguments (no AWS call)."""
+    bucket = outputs["annotationBucket"]
+    prefix = f"s3://{bucket}/jobs/{job_name}"
+    title = f"Label {schema.name} images"
+    return {
+        "LabelingJobName": job_name,
+        "LabelAttributeName": job_name,
+        "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": f"{prefix}/manifest.jsonl"}}},
+        "OutputConfig": {"S3OutputPath": f"{prefix}/output/", "KmsKeyId": outputs["kmsKeyArn"]},
+        "RoleArn": outputs["groundTruthRoleArn"],
+        "LabelCategoryConfigS3Uri": f"{prefix}/label-categories.json",
+        "HumanTaskConfig": {
+            "WorkteamArn": workteam_arn,
+            "UiConfig": {"UiTemplateS3Uri": outputs["workerTemplateS3Uri"]},
+            "PreHumanTaskLambdaArn": outputs["prelabelLambdaArn"],
+            "TaskTitle": title[:128],
+            "TaskDescription": _task_description(schema),
+            "TaskKeywords": ["DICOM", "medical imaging", "image classification"],
+            "NumberOfHumanWorkersPerDataObject": workers,
+            "TaskTimeLimitInSeconds": task_time_limit,
+            "TaskAvailabilityLifetimeInSeconds": availability,
+            "MaxConcurrentTaskCount": max_concurrent,
+            "AnnotationConsolidationConfig": {
+                "AnnotationConsolidationLambdaArn": outputs["postlabelLambdaArn"]},
+        },
+        "Tags": [{"Key": "project", "Value": "dicom-annotate"}],
+    }
+
+
+def _check_manifest(path: str, schema: Any) -> list[Any]:
+    from labeling.manifest import ManifestError, read_manifest
+
+    try:
+        lines = read_manifest(path)
+    except ManifestError as exc:
+        raise GtError(str(exc)) from None
+    if not lines:
+        raise GtError(f"{path}: the manifest is empty; nothing to label")
+    for number, line in enumerate(lines, start=1):
+        if line.schema != schema.name:
+            raise GtError(f"{path}:{number}: schema: {line.schema!r} is not the schema's name {schema.name!r}")
+        if tuple(line.labels) != tuple(schema.label_names):
+            raise GtError(f"{path}:{number}: labels: {list(line.labels)} differ from the schema's "
+                          f"{list(schema.label_names)}")
+    return lines
+
+
+def _client(service: str, region: Optional[str]) -> Any:
+    """A boto3 client (tests replace this function)."""
+    import boto3
+
+    return boto3.client(service, region_name=region)
+
+
+def _aws_call(what: str, call: Any, **kwargs: Any) -> Any:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return call(**kwargs)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise AwsError(f"{what}: {error.get('Code', 'error')}: {error.get('Message', exc)}") from None
+    except BotoCoreError as exc:
+        raise AwsError(f"{what}: {exc}") from None
+
+
+def _cmd_create_job(args: argparse.Namespace) -> int:
+    from labeling.schema import SchemaError, load_schema
+
+    job_name = validate_job_name(args.job_name)
+    outputs = load_stack_outputs(args.stack_outputs)
+    try:
+        schema = load_schema(args.schema)
+    except SchemaError as exc:
+        raise GtError(str(exc)) from None
+    lines = _check_manifest(args.manifest, schema)
+    if not args.workteam_arn.startswith("arn:") or ":workteam/" not in args.workteam_arn:
+        raise GtError(f"--workteam-arn: {args.workteam_arn!r} is not a SageMaker workteam ARN")
+    if not 30 <= args.task_time_limit <= 28_800:
+        raise GtError(f"--task-time-limit: {args.task_time_limit} is outside GT's 30..28800 seconds")
+    if args.max_concurrent_tasks > 5000:
+        raise GtError(f"--max-concurrent-tasks: {args.max_concurrent_tasks} is above GT's 5000")
+    workers = args.workers_per_object or schema.annotators_per_item
+    request = build_create_request(
+        outputs=outputs, schema=schema, job_name=job_name, workteam_arn=args.workteam_arn,
+        workers=workers, task_time_limit=args.task_time_limit,
+        availability=args.task_availability_lifetime, max_concurrent=args.max_concurrent_tasks)
+    if args.dry_run:
+        print(json.dumps(request, indent=2, ensure_ascii=False))
+        print(f"dry run: {len(lines)} manifest lines; nothing uploaded, no job created", file=sys.stderr)
+        return 0
+
+    region = args.region or _region_of_arn(outputs["prelabelLambdaArn"])
+    s3 = _client("s3", region)
+    bucket = outputs["annotationBucket"]
+    sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": outputs["kmsKeyArn"]}
+    manifest_key = split_s3_uri(request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"])[1]
+    categories_key = split_s3_uri(request["LabelCategoryConfigS3Uri"])[1]
+    _aws_call(f"upload s3://{bucket}/{manifest_key}", s3.put_object, Bucket=bucket, Key=manifest_key,
+              Body=Path(args.manifest).read_bytes(), ContentType="application/jsonl", **sse)
+    _aws_call(f"upload s3://{bucket}/{categories_key}", s3.put_object, Bucket=bucket, Key=categories_key,
+              Body=json.dumps(label_category_config(schema), ensure_ascii=False).encode("utf-8"),
+              ContentType="application/json", **sse)
+    sagemaker = _client("sagemaker", region)
+    response = _aws_call(f"create_labeling_job {job_name}", sagemaker.create_labeling_job, **request)
+    print(response["LabelingJobArn"])
+    return 0
+
+
+# ======================================================================= status, fetch-output
+
+def _describe(job_name: str, region: Optional[str]) -> dict[str, Any]:
+    validate_job_name(job_name)
+    sagemaker = _client("sagemaker", region)
+    return _aws_call(f"describe_labeling_job {job_name}", sagemaker.describe_labeling_job,
+                     LabelingJobName=job_name)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    job = _describe(args.job_name, args.region)
+    counters = job.get("LabelCounters") or {}
+    rows = [
+        ("job", job.get("LabelingJobName", args.job_name)),
+        ("status", job.get("LabelingJobStatus", "?")),
+        ("created", str(job.get("CreationTime", ""))),
+        ("last modified", str(job.get("LastModifiedTime", ""))),
+        ("labelled (total)", counters.get("TotalLabeled", 0)),
+        ("  by humans", counters.get("HumanLabeled", 0)),
+        ("  by machine", counters.get("MachineLabeled", 0)),
+        ("failed", counters.get("FailedNonRetryableError", 0)),
+        ("unlabelled", counters.get("Unlabeled", 0)),
+        ("failure reason", job.get("FailureReason") or "-"),
+        ("output manifest", (job.get("LabelingJobOutput") or {}).get("OutputDatasetS3Uri") or "-"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def check_output_manifest(text: str, attribute: str, source: str = "<output>") -> dict[str, Any]:
+    """Classify the lines of an output manifest (see the module docstring)."""
+    counts = {"lines": 0, "labelled": 0, "failed": 0, "invalid": 0}
+    problems: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        counts["lines"] += 1
+        try:
+            line = json.loads(raw)
+            if not isinstance(line, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            counts["invalid"] += 1
+            problems.append(f"{source}:{number}: {exc}")
+            continue
+        meta = line.get(f"{attribute}-metadata")
+        if isinstance(meta, Mapping) and ("failure-reason" in meta or "failure_reason" in meta):
+            counts["failed"] += 1
+            continue
+        if attribute not in line:
+            counts["failed"] += 1
+            continue
+        try:
+            parse_output_manifest_metadata(meta)
+        except ValueError as exc:
+            counts["invalid"] += 1
+            problems.append(f"{source}:{number}: {attribute}-metadata: {exc}")
+            continue
+        counts["labelled"] += 1
+    return {**counts, "problems": problems}
+
+
+def _cmd_fetch_output(args: argparse.Namespace) -> int:
+    job = _describe(args.job_name, args.region)
+    uri = (job.get("LabelingJobOutput") or {}).get("OutputDatasetS3Uri")
+    if not uri:
+        raise AwsError(f"job {args.job_name} has no output manifest yet "
+                       f"(status {job.get('LabelingJobStatus', '?')})")
+    bucket, key = split_s3_uri(uri, "LabelingJobOutput.OutputDatasetS3Uri")
+    s3 = _client("s3", args.region)
+    body = _aws_call(f"download {uri}", s3.get_object, Bucket=bucket, Key=key)["Body"].read()
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(body)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise GtError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
+    attribute = job.get("LabelAttributeName") or args.job_name
+    report = check_output_manifest(body.decode("utf-8", errors="replace"), attribute, uri)
+    print(f"{uri} → {args.out}: {report['lines']} lines, {report['labelled']} labelled, "
+          f"{report['failed']} failed, {report['invalid']} invalid")
+    for problem in report["problems"][:5]:
+        print(problem, file=sys.stderr)
+    return 1 if report["invalid"] else 0
+
+
+# ========================================================================================= CLI
+
+def _run(func: Any) -> Any:
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except GtError as exc:
+            print(f"gt {args.gt_command}: error: {exc}", file=sys.stderr)
+            return 2
+        except AwsError as exc:
+            print(f"gt {args.gt_command}: AWS error: {exc}", file=sys.stderr)
+            return 1
+    return wrapper
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("gt", help="SageMaker Ground Truth: render, create-job, status, fetch-output",
+                                   description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    one_line_errors(parser)
+    sub = parser.add_subparsers(dest="gt_command", metavar="GT_COMMAND", required=True)
+
+    p = sub.add_parser("render", help="render the worker template locally (GT filters, crowd-form stand-in)")
+    one_line_errors(p)
+    p.add_argument("--template", required=True, help="Liquid worker template (≤ 128,000 characters)")
+    p.add_argument("--task-input", required=True, metavar="JSON_FILE",
+                   help="the taskInput object (or a whole pre-annotation response)")
+    p.add_argument("--out", required=True, metavar="HTML_FILE")
+    p.add_argument("--asset-base", metavar="URL",
+                   help="grant_read_access maps s3://bucket/KEY to URL/KEY (default: "
+                        "https://BUCKET.s3.amazonaws.com/KEY)")
+    p.set_defaults(func=_run(_cmd_render))
+
+    p = sub.add_parser("create-job", help="create a labeling job from the stack outputs")
+    one_line_errors(p)
+    p.add_argument("--stack-outputs", required=True, metavar="JSON_FILE",
+                   help="output of `pulumi stack output --json`")
+    p.add_argument("--manifest", required=True, metavar="FILE")
+    p.add_argument("--schema", required=True, metavar="FILE")
+    p.add_argument("--job-name", required=True, help="also the label attribute name")
+    p.add_argument("--workteam-arn", required=True, metavar="ARN")
+    p.add_argument("--workers-per-object", type=positive_int, metavar="K",
+                   help="workers per image (default: the schema's annotators_per_item)")
+    p.add_argument("--task-time-limit", type=positive_int, default=DEFAULT_TASK_TIME_LIMIT_S, metavar="S",
+                   help=f"seconds a worker has per task (default {DEFAULT_TASK_TIME_LIMIT_S})")
+    p.add_argument("--task-availability-lifetime", type=positive_int, default=DEFAULT_TASK_AVAILABILITY_S,
+                   metavar="S", help=f"seconds a task stays offered (default {DEFAULT_TASK_AVAILABILITY_S})")
+    p.add_argument("--max-concurrent-tasks", type=positive_int, default=DEFAULT_MAX_CONCURRENT_TASKS,
+                   metavar="N", help=f"default {DEFAULT_MAX_CONCURRENT_TASKS}")
+    p.add_argument("--dry-run", action="store_true", help="print the request as JSON; touch nothing")
+    p.add_argument("--region", help="default: the region of prelabelLambdaArn")
+    p.set_defaults(func=_run(_cmd_create_job))
+
+    p = sub.add_parser("status", help="a labeling job's status and counters")
+    one_line_errors(p)
+    p.add_argument("--job-name", required=True)
+    p.add_argument("--region")
+    p.set_defaults(func=_run(_cmd_status))
+
+    p = sub.add_parser("fetch-output", help="download and check a job's output manifest")
+    one_line_errors(p)
+    p.add_argument("--job-name", required=True)
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--region")
+    p.set_defaults(func=_run(_cmd_fetch_output))
