@@ -25,7 +25,7 @@ import pulumi_random as random
 
 from components.config import StackConfig
 from components.packaging import LAMBDA_RUNTIME, ROOT
-from components.storage import SecureBucket, SecureBucketArgs
+from components.storage import SecureBucket, SecureBucketArgs, encrypted_log_group
 from labeling.gt_contracts import MAX_TEMPLATE_CHARS
 
 TEMPLATE_KEY = "templates/worker_template.liquid.html"
@@ -111,16 +111,10 @@ class LabelingBundle(pulumi.ComponentResource):
             description="dicom-annotate Lambda dependencies (make lambda-layer)",
             opts=child,
         )
-        self.lambda_security_group = aws.ec2.SecurityGroup(
-            f"{name}-lambda-sg",
-            vpc_id=args.vpc_id,
-            description="GT pre/post-label Lambdas: no ingress; HTTPS out to AWS APIs",
-            ingress=[],
-            # Orthanc is reached through the Orthanc client security group attached beside this one.
-            egress=[_https_egress("AWS APIs (S3, Secrets Manager, X-Ray) via NAT or VPC endpoints")],
-            tags={**args.tags, "Name": f"{name}-lambda"},
-            opts=child,
-        )
+        # Orthanc is reached through the Orthanc client security group attached beside this one.
+        self.lambda_security_group = _https_only_security_group(
+            f"{name}-lambda", args, "GT pre/post-label Lambdas: no ingress; HTTPS out to AWS APIs",
+            "AWS APIs (S3, Secrets Manager, X-Ray) via NAT or VPC endpoints", child)
         functions = {}
         for function, code in (("prelabel", args.prelabel_code), ("postlabel", args.postlabel_code)):
             functions[function] = self._lambda(name, function, code, args, account, region, partition, child)
@@ -182,15 +176,9 @@ class LabelingBundle(pulumi.ComponentResource):
                 region=v[4], partition=v[5]))),
             opts=pulumi.ResourceOptions(parent=self.sagemaker_execution_role),
         )
-        self.notebook_security_group = aws.ec2.SecurityGroup(
-            f"{name}-notebook-sg",
-            vpc_id=args.vpc_id,
-            description="Training notebook: no ingress (opened through the SageMaker console); HTTPS out",
-            ingress=[],
-            egress=[_https_egress("PyPI and AWS APIs via NAT or VPC endpoints")],
-            tags={**args.tags, "Name": f"{name}-notebook"},
-            opts=child,
-        )
+        self.notebook_security_group = _https_only_security_group(
+            f"{name}-notebook", args, "Training notebook: no ingress (opened through the SageMaker console); HTTPS out",
+            "PyPI and AWS APIs via NAT or VPC endpoints", child)
         requirements = _training_requirements(args.training_requirements_path)
         self.lifecycle_config = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
             f"{name}-notebook-lifecycle",
@@ -255,14 +243,9 @@ class LabelingBundle(pulumi.ComponentResource):
         config = args.config
         function_name = sagemaker_lambda_name(name, function)
         # Declared before the function so Lambda does not create it unencrypted and without retention.
-        log_group = aws.cloudwatch.LogGroup(
-            f"{name}-{function}-logs",
-            name=f"/aws/lambda/{function_name}",
-            retention_in_days=config.log_retention_days,
-            kms_key_id=args.kms_key_arn,
-            tags=args.tags,
-            opts=child,
-        )
+        log_group = encrypted_log_group(
+            f"{name}-{function}-logs", f"/aws/lambda/{function_name}",
+            retention_days=config.log_retention_days, kms_key_arn=args.kms_key_arn, tags=args.tags, opts=child)
         role = aws.iam.Role(
             f"{name}-{function}-role",
             description=f"dicom-annotate GT {function} Lambda",
@@ -334,6 +317,14 @@ def sagemaker_lambda_name(name: str, function: str) -> str:
 def _sagemaker_name(text: str) -> str:
     """SageMaker names: letters, digits, single hyphens, at most 63 characters."""
     return text[:63].rstrip("-")
+
+
+def _https_only_security_group(prefix: str, args: "LabelingBundleArgs", description: str, egress_description: str,
+                               opts: pulumi.ResourceOptions) -> aws.ec2.SecurityGroup:
+    """No ingress at all; HTTPS out only (NAT or VPC endpoints)."""
+    return aws.ec2.SecurityGroup(
+        f"{prefix}-sg", vpc_id=args.vpc_id, description=description, ingress=[],
+        egress=[_https_egress(egress_description)], tags={**args.tags, "Name": prefix}, opts=opts)
 
 
 def _https_egress(description: str) -> aws.ec2.SecurityGroupEgressArgs:

@@ -16,6 +16,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_awsx as awsx
 
+from components.storage import encrypted_log_group
+
 
 @dataclass
 class NetworkArgs:
@@ -128,14 +130,9 @@ class Network(pulumi.ComponentResource):
         # several flow logs, so this does not disturb one the owner already has.
         self.flow_log_group_name: Optional[pulumi.Output[str]] = None
         if args.flow_logs:
-            log_group = aws.cloudwatch.LogGroup(
-                f"{name}-flow-logs",
-                name=f"/vpc/{name}/flow-logs",
-                retention_in_days=args.log_retention_days,
-                kms_key_id=args.kms_key_arn,
-                tags=args.tags,
-                opts=child,
-            )
+            log_group = encrypted_log_group(
+                f"{name}-flow-logs", f"/vpc/{name}/flow-logs", retention_days=args.log_retention_days,
+                kms_key_arn=args.kms_key_arn, tags=args.tags, opts=child)
             trust = pulumi.Output.all(identity.account_id, region).apply(
                 lambda vals: json.dumps(_flow_logs_trust(vals[0], vals[1])))
             role = aws.iam.Role(

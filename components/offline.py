@@ -14,6 +14,7 @@ import json
 import os
 import runpy
 import sys
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -76,6 +77,11 @@ class Recording:
                           indent=1, sort_keys=True, default=str)
 
 
+def _stable_hash(text: str) -> int:
+    """Same mocked ids in every process (Python's hash() of a str changes per run)."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
 def _arn(service: str, name: str, region: str, kind: str = "") -> str:
     return f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{kind}{name}"
 
@@ -83,7 +89,7 @@ def _arn(service: str, name: str, region: str, kind: str = "") -> str:
 # Mocked outputs of opaque (remote) components, by type token.
 def _awsx_vpc_outputs(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return {
-        "vpcId": f"vpc-0{abs(hash(name)) % 10**8:08x}"[:12],
+        "vpcId": f"vpc-0{_stable_hash(name) % 10**8:08x}"[:12],
         "publicSubnetIds": [f"subnet-0a{i}00000000000" for i in range(2)],
         "privateSubnetIds": [f"subnet-0b{i}00000000000" for i in range(2)],
         "isolatedSubnetIds": [],
@@ -126,7 +132,7 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
     elif typ == "aws:lb/targetGroup:TargetGroup":
         state.update(arnSuffix=f"targetgroup/{name}/0123456789abcdef")
     elif typ == "aws:ec2/securityGroup:SecurityGroup":
-        state["id"] = f"sg-{abs(hash(name)) % 10**12:012d}"
+        state["id"] = f"sg-{_stable_hash(name) % 10**12:012d}"
     elif typ in ("aws:rds/parameterGroup:ParameterGroup", "aws:rds/subnetGroup:SubnetGroup"):
         state["name"] = physical  # auto-named in a real deployment; referenced by the instance
     elif typ == "aws:ecs/cluster:Cluster":
@@ -136,7 +142,7 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
     elif typ == "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace":
         state["hostedZone"] = "Z0123456789"
     elif typ == "aws:cloudfront/distribution:Distribution":
-        state["domainName"] = f"d{abs(hash(name)) % 10**8}.cloudfront.net"
+        state["domainName"] = f"d{_stable_hash(name) % 10**8}.cloudfront.net"
     elif typ == "aws:sagemaker/notebookInstance:NotebookInstance":
         state["url"] = f"{physical}.notebook.{region}.sagemaker.aws"
     elif typ == "aws:secretsmanager/secret:Secret":

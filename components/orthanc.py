@@ -20,7 +20,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.config import StackConfig
-from components.storage import SecureBucket, SecureBucketArgs
+from components.storage import SecureBucket, SecureBucketArgs, encrypted_log_group
 from labeling.orthanc_config import (
     POSTGRES_PASSWORD,
     REGISTERED_USERS,
@@ -209,12 +209,10 @@ class OrthancService(pulumi.ComponentResource):
             description="Orthanc index: TLS required",
             parameters=[aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1")],
             tags=tags, opts=self._child)
-        log_groups = [aws.cloudwatch.LogGroup(
-            f"{name}-db-{export}",
-            name=f"/aws/rds/instance/{identifier}/{export}",
-            retention_in_days=config.log_retention_days,
-            kms_key_id=args.kms_key_arn,
-            tags=tags, opts=self._child) for export in RDS_LOG_EXPORTS]
+        log_groups = [encrypted_log_group(
+            f"{name}-db-{export}", f"/aws/rds/instance/{identifier}/{export}",
+            retention_days=config.log_retention_days, kms_key_arn=args.kms_key_arn, tags=tags, opts=self._child)
+            for export in RDS_LOG_EXPORTS]
 
         performance_insights = prod if args.performance_insights is None else args.performance_insights
         monitoring_interval = (60 if prod else 0) if args.monitoring_interval_s is None else args.monitoring_interval_s
@@ -323,9 +321,9 @@ class OrthancService(pulumi.ComponentResource):
     def _logs_and_roles(self) -> None:
         name, args, config = self._name, self._args, self._args.config
         tags = args.tags
-        self.log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs", name=f"/ecs/{name}", retention_in_days=config.log_retention_days,
-            kms_key_id=args.kms_key_arn, tags=tags, opts=self._child)
+        self.log_group = encrypted_log_group(
+            f"{name}-logs", f"/ecs/{name}", retention_days=config.log_retention_days,
+            kms_key_arn=args.kms_key_arn, tags=tags, opts=self._child)
         self.cluster = aws.ecs.Cluster(
             f"{name}-cluster",
             settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")],

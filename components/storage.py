@@ -1,4 +1,4 @@
-"""Encryption key and bucket components that carry the project's storage security floor.
+"""Encryption key, bucket and log-group helpers that carry the project's storage security floor.
 
 Every bucket of the project is a :class:`SecureBucket`: SSE-KMS with a bucket key, versioning,
 public access blocked, bucket-owner-enforced ownership, and a policy that denies non-TLS requests
@@ -173,3 +173,15 @@ def bucket_policy(bucket_arn: str, extra_statements: list[dict]) -> dict[str, An
             "Condition": {"Bool": {"aws:SecureTransport": "false"}},
         }, *extra_statements],
     }
+
+
+def encrypted_log_group(resource_name: str, log_group_name: pulumi.Input[str], *, retention_days: int,
+                        kms_key_arn: pulumi.Input[str], tags: dict[str, str],
+                        opts: pulumi.ResourceOptions) -> aws.cloudwatch.LogGroup:
+    """A CloudWatch log group with the floor every log group of the project has: KMS and retention.
+
+    Declared by us before the service that writes to it, so the service does not create it
+    unencrypted and never expiring.
+    """
+    return aws.cloudwatch.LogGroup(resource_name, name=log_group_name, retention_in_days=retention_days,
+                                   kms_key_id=kms_key_arn, tags=tags, opts=opts)
