@@ -1,0 +1,712 @@
+"""``python -m training sagemaker train|deploy|delete|status``: the same training code on SageMaker.
+
+Sub-commands
+============
+``train --stack NAME --manifest FILE|S3_URI [--images S3_PREFIX] [--label-attribute NAME] ...``
+    Packages ``training/`` + ``labeling/`` + ``training/requirements.txt`` into a deterministic
+    ``sourcedir.tar.gz`` (:func:`build_source_archive`: sorted members, fixed times and owners, so
+    the same code gives the same bytes and the same content-addressed key
+    ``s3://<annotationBucket>/training/source/<sha256[:16]>/sourcedir.tar.gz``), uploads it (and a
+    local manifest, after checking it with :func:`labeling.output_manifest.scan_output_manifest`)
+    with SSE-KMS, and calls ``CreateTrainingJob`` (:func:`training_job_request`):
+
+    - image: the SageMaker **PyTorch framework training** Deep Learning Container of the stack's
+      region (:data:`TRAINING_IMAGE`, CPU or GPU by instance family; ``--training-image`` overrides);
+    - the container's training toolkit runs ``sagemaker_program`` from the unpacked
+      ``sagemaker_submit_directory`` after ``pip install -r requirements.txt`` (PyPI through the VPC's
+      NAT); the program is the archive's generated launcher ``sagemaker_train.py``, which puts the
+      archive root on ``sys.path``, runs ``training.sagemaker_entry`` (``SM_*`` variables, the
+      hyperparameters as ``--kebab-case`` arguments) and then copies the code into
+      ``$SM_MODEL_DIR/code`` so that ``model.tar.gz`` is what the inference container needs;
+    - channels ``manifest`` (the output manifest) and ``images`` (the staged ``<orthanc id>.dcm``
+      copies; default ``s3://<annotationBucket>/<labeling job name>/``, where the GT pre-label Lambda
+      stages them, the job name taken from the manifest's metadata);
+    - hyperparameters ``label-attribute``, ``epochs`` and any ``--hyperparameter KEY=VALUE``;
+    - output ``s3://<annotationBucket>/training/<job>/output/``, KMS for the output and the volume,
+      the stack's private subnets + a security group when the stack exports them
+      (``trainingSubnetIds``, ``trainingSecurityGroupId``), ``--max-runtime``, optional
+      ``--spot`` (managed spot with checkpoints under ``.../checkpoints/``).
+
+``deploy --stack NAME --training-job NAME [--endpoint-name NAME] [--instance-type T]``
+    ``CreateModel`` (PyTorch **inference** DLC, :data:`INFERENCE_IMAGE`; ``ModelDataUrl`` = the job's
+    ``model.tar.gz``; ``SAGEMAKER_PROGRAM=inference.py``, the archive's shim over
+    ``training.inference``), ``CreateEndpointConfig`` (KMS for the ML storage volume, except on
+    instance types with local NVMe storage, which SageMaker refuses a key for and encrypts in
+    hardware), then ``CreateEndpoint`` — or ``UpdateEndpoint`` when the endpoint exists.
+
+``delete --stack NAME --endpoint-name NAME``
+    Deletes the endpoint, its endpoint configuration and its model(s) (``--keep-model`` keeps them).
+
+``status --stack NAME [--training-job NAME] [--endpoint-name NAME]``
+    ``DescribeTrainingJob`` / ``DescribeEndpoint``: status, times, failure reason, artefacts.
+
+Every sub-command takes ``--dry-run`` (print the requests as JSON; no AWS client is created and
+nothing is uploaded) and ``--region`` (default: the region of the stack's ``kmsKeyArn``). The stack
+outputs come from ``pulumi stack output --json --stack NAME`` or from ``--stack-outputs FILE`` (that
+command's output saved), as for ``python -m labeling gt create-job``.
+
+Container versions (pinned here; ``--training-image`` / ``--inference-image`` take any other URI):
+PyTorch training 2.8.0 (Python 3.12, CUDA 12.9 for GPU, Ubuntu 22.04) and PyTorch inference 2.6.0
+(Python 3.12, CUDA 12.4, Ubuntu 22.04), the SageMaker variants (``-sagemaker`` tags) of the AWS Deep
+Learning Containers, registry account per region from the SageMaker Python SDK's image table.
+
+Exit codes: 0 done; 1 AWS error; 2 bad input (one line naming the flag, file or stack output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from labeling.cli import one_line_errors, positive_int
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REQUIRED_OUTPUTS = ("annotationBucket", "sagemakerExecutionRoleArn", "kmsKeyArn")
+OPTIONAL_OUTPUTS = ("trainingSubnetIds", "trainingSecurityGroupId")
+
+ENTRY_MODULE = "training.sagemaker_entry"
+LAUNCHER = "sagemaker_train.py"
+INFERENCE_SHIM = "inference.py"
+PACKAGES = ("training", "labeling")
+PACKAGE_SUFFIXES = (".py", ".txt", ".json", ".yaml", ".yml", ".html", ".liquid", ".sh", ".ini", ".mako")
+EXCLUDED_DIRS = ("__pycache__", "node_modules", "notebooks")  # notebooks: for people, not containers
+MAX_ARCHIVE_BYTES = 50 * 1024 * 1024
+ARCHIVE_MTIME = 315532800  # 1980-01-01, fixed: the archive's bytes depend on the code only
+
+DEFAULT_TRAIN_INSTANCE = "ml.m5.xlarge"
+DEFAULT_ENDPOINT_INSTANCE = "ml.m5.large"
+DEFAULT_MAX_RUNTIME_S = 4 * 3600
+DEFAULT_VOLUME_GB = 30
+_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # training job / model / endpoint names
+
+
+@dataclass(frozen=True)
+class DlcImage:
+    """One AWS Deep Learning Container image: repository and the CPU/GPU tags."""
+
+    repository: str
+    version: str
+    cpu_tag: str
+    gpu_tag: str
+
+    def uri(self, region: str, gpu: bool) -> str:
+        account = DLC_REGISTRIES.get(region, DLC_DEFAULT_REGISTRY)
+        domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+        return f"{account}.dkr.ecr.{region}.{domain}/{self.repository}:{self.gpu_tag if gpu else self.cpu_tag}"
+
+
+TRAINING_IMAGE = DlcImage("pytorch-training", "2.8.0", "2.8.0-cpu-py312-ubuntu22.04-sagemaker",
+                          "2.8.0-gpu-py312-cu129-ubuntu22.04-sagemaker")
+INFERENCE_IMAGE = DlcImage("pytorch-inference", "2.6.0", "2.6.0-cpu-py312-ubuntu22.04-sagemaker",
+                           "2.6.0-gpu-py312-cu124-ubuntu22.04-sagemaker")
+DLC_DEFAULT_REGISTRY = "763104351884"
+DLC_REGISTRIES = {  # regions whose DLCs live in another account (SageMaker Python SDK image table)
+    "af-south-1": "626614931356", "ap-east-1": "871362719292", "ap-northeast-3": "364406365360",
+    "ap-southeast-3": "907027046896", "ca-west-1": "204538143572", "cn-north-1": "727897471807",
+    "cn-northwest-1": "727897471807", "eu-south-1": "692866216735", "il-central-1": "780543022126",
+    "me-central-1": "914824155844", "me-south-1": "217643126080", "us-gov-west-1": "442386744353",
+}
+
+
+class SageMakerCliError(Exception):
+    """Bad input: the message names the flag, the file or the stack output."""
+
+
+class AwsError(Exception):
+    """An AWS call failed: the message names the call."""
+
+
+# ================================================================================ stack outputs
+
+def load_stack_outputs(*, stack: Optional[str], path: Optional[str]) -> dict[str, Any]:
+    """The stack outputs this command needs, from ``--stack-outputs FILE`` or ``pulumi stack output``."""
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SageMakerCliError(f"{path}: cannot read stack outputs: {getattr(exc, 'strerror', None) or exc}") \
+                from None
+        where = path
+    elif stack:
+        try:
+            done = subprocess.run(["pulumi", "stack", "output", "--json", "--stack", stack], cwd=REPO_ROOT,
+                                  capture_output=True, text=True, timeout=120, check=False)
+        except FileNotFoundError:
+            raise SageMakerCliError("--stack: the pulumi CLI is not installed; pass --stack-outputs FILE "
+                                    "(`pulumi stack output --json` saved elsewhere)") from None
+        if done.returncode != 0:
+            raise SageMakerCliError(f"--stack {stack}: `pulumi stack output --json` failed: "
+                                    f"{(done.stderr or done.stdout).strip()[:300]}")
+        text, where = done.stdout, f"stack {stack}"
+    else:
+        raise SageMakerCliError("give --stack NAME or --stack-outputs FILE")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SageMakerCliError(f"{where}: stack outputs are not JSON ({exc.msg})") from None
+    if not isinstance(data, Mapping):
+        raise SageMakerCliError(f"{where}: stack outputs must be a JSON object")
+    missing = [k for k in REQUIRED_OUTPUTS if k not in data]
+    if missing:
+        raise SageMakerCliError(f"{where}: missing stack output {', '.join(missing)}")
+    out: dict[str, Any] = {}
+    for key in REQUIRED_OUTPUTS:
+        value = data[key]
+        if not isinstance(value, str) or not value or value == "[secret]":
+            raise SageMakerCliError(f"{where}: stack output {key}: {value!r} is not a usable string")
+        out[key] = value
+    subnets = data.get("trainingSubnetIds")
+    if subnets is not None:
+        if not isinstance(subnets, list) or not subnets or not all(isinstance(s, str) and s for s in subnets):
+            raise SageMakerCliError(f"{where}: stack output trainingSubnetIds: {subnets!r} is not a list of ids")
+        out["trainingSubnetIds"] = list(subnets)
+    group = data.get("trainingSecurityGroupId")
+    if group is not None:
+        if not isinstance(group, str) or not group:
+            raise SageMakerCliError(f"{where}: stack output trainingSecurityGroupId: {group!r} is not an id")
+        out["trainingSecurityGroupId"] = group
+    return out
+
+
+def region_of(outputs: Mapping[str, Any], override: Optional[str]) -> str:
+    if override:
+        return override
+    parts = outputs["kmsKeyArn"].split(":")
+    if len(parts) > 5 and parts[0] == "arn" and parts[3]:
+        return parts[3]
+    raise SageMakerCliError(f"stack output kmsKeyArn {outputs['kmsKeyArn']!r} names no region; give --region")
+
+
+def vpc_config(outputs: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    if "trainingSubnetIds" in outputs and "trainingSecurityGroupId" in outputs:
+        return {"SecurityGroupIds": [outputs["trainingSecurityGroupId"]], "Subnets": outputs["trainingSubnetIds"]}
+    return None
+
+
+# ============================================================================== source archive
+
+LAUNCHER_SOURCE = '''"""SageMaker training program (generated by training/sagemaker.py; not in the repository).
+
+Runs training.sagemaker_entry with this archive's root on sys.path, then copies the code into
+$SM_MODEL_DIR/code so model.tar.gz carries inference.py for the PyTorch inference container.
+"""
+import os
+import runpy
+import shutil
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+try:
+    runpy.run_module("%(entry)s", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    if exc.code not in (0, None):
+        raise
+shutil.copytree(HERE, os.path.join(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"), "code"),
+                dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+''' % {"entry": ENTRY_MODULE}
+
+INFERENCE_SHIM_SOURCE = '''"""SageMaker inference handler (generated by training/sagemaker.py): training.inference's functions."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from training.inference import input_fn, model_fn, output_fn, predict_fn  # noqa: E402,F401
+'''
+
+
+def _package_files(root: Path) -> list[tuple[str, Path]]:
+    files: list[tuple[str, Path]] = []
+    for package in PACKAGES:
+        base = root / package
+        if not (base / "__init__.py").is_file():
+            raise SageMakerCliError(f"{base}: not a Python package; run from a dicom-annotate checkout")
+        for path in base.rglob("*"):
+            rel = path.relative_to(root)
+            if any(part.startswith(".") or part in EXCLUDED_DIRS for part in rel.parts):
+                continue
+            if path.is_file() and path.suffix in PACKAGE_SUFFIXES:
+                files.append((rel.as_posix(), path))
+    return sorted(files)
+
+
+def build_source_archive(root: Path = REPO_ROOT) -> bytes:
+    """The deterministic ``sourcedir.tar.gz``: packages + root requirements.txt + launcher + shim."""
+    files = _package_files(root)
+    names = {name for name, _ in files}
+    for module in (ENTRY_MODULE, "training.inference"):
+        if module.replace(".", "/") + ".py" not in names:
+            raise SageMakerCliError(f"{root / (module.replace('.', '/') + '.py')}: missing; the SageMaker "
+                                    "containers run it")
+    members: list[tuple[str, bytes, int]] = []
+    for name, path in files:
+        members.append((name, path.read_bytes(), 0o755 if os.access(path, os.X_OK) else 0o644))
+    requirements = root / "training" / "requirements.txt"
+    if not requirements.is_file():
+        raise SageMakerCliError(f"{requirements}: missing (the container installs it)")
+    members += [("requirements.txt", requirements.read_bytes(), 0o644),
+                (LAUNCHER, LAUNCHER_SOURCE.encode(), 0o644),
+                (INFERENCE_SHIM, INFERENCE_SHIM_SOURCE.encode(), 0o644)]
+    members.sort()
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data, mode in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, ARCHIVE_MTIME
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="", compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    data = out.getvalue()
+    if len(data) > MAX_ARCHIVE_BYTES:
+        raise SageMakerCliError(f"source archive is {len(data):,} bytes; over {MAX_ARCHIVE_BYTES:,} "
+                                "(stray data files under training/ or labeling/?)")
+    return data
+
+
+def source_key(archive: bytes) -> str:
+    return f"training/source/{hashlib.sha256(archive).hexdigest()[:16]}/sourcedir.tar.gz"
+
+
+# =================================================================================== requests
+
+def is_gpu_instance(instance_type: str) -> bool:
+    family = instance_type.removeprefix("ml.").split(".")[0]
+    return family[:1] in ("p", "g")
+
+
+def has_local_nvme(instance_type: str) -> bool:
+    """Instance types with local NVMe instance storage: SageMaker refuses a volume KMS key for them."""
+    family = instance_type.removeprefix("ml.").split(".")[0]
+    return bool(re.fullmatch(r"[a-z]+\d+[a-z]*d[a-z]*", family)) or family.startswith(("g5", "g6", "p5", "trn", "inf2"))
+
+
+def validate_name(name: str, flag: str) -> str:
+    if not _NAME_RE.fullmatch(name):
+        raise SageMakerCliError(f"{flag}: {name!r} must be 1-63 letters, digits and hyphens, starting and ending "
+                                "with a letter or digit")
+    return name
+
+
+def default_job_name(now: Optional[datetime] = None) -> str:
+    return "dicom-annotate-" + (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+
+
+def _json_hyperparameter(value: Any) -> str:
+    # The framework containers json.loads every sagemaker_* hyperparameter (the SageMaker SDK encodes
+    # them all this way); a plain string would fail there.
+    return json.dumps(value)
+
+
+def training_job_request(*, outputs: Mapping[str, Any], region: str, job_name: str, source_uri: str,
+                         manifest_uri: str, images_uri: str, label_attribute: Optional[str],
+                         epochs: Optional[int], hyperparameters: Mapping[str, str], instance_type: str,
+                         volume_gb: int, max_runtime: int, spot: bool, max_wait: Optional[int],
+                         image: Optional[str]) -> dict[str, Any]:
+    """The ``create_training_job`` keyword arguments (no AWS call)."""
+    bucket, kms = outputs["annotationBucket"], outputs["kmsKeyArn"]
+    prefix = f"s3://{bucket}/training/{job_name}"
+    params: dict[str, str] = {
+        "sagemaker_program": _json_hyperparameter(LAUNCHER),
+        "sagemaker_submit_directory": _json_hyperparameter(source_uri),
+        "sagemaker_region": _json_hyperparameter(region),
+        "sagemaker_container_log_level": "20",
+    }
+    if label_attribute:
+        params["label-attribute"] = label_attribute
+    if epochs is not None:
+        params["epochs"] = str(epochs)
+    params.update(hyperparameters)
+
+    def channel(name: str, uri: str, content_type: Optional[str] = None) -> dict[str, Any]:
+        c: dict[str, Any] = {"ChannelName": name, "InputMode": "File", "CompressionType": "None",
+                             "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                                             "S3DataDistributionType": "FullyReplicated"}}}
+        if content_type:
+            c["ContentType"] = content_type
+        return c
+
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": max_runtime}
+    request: dict[str, Any] = {
+        "TrainingJobName": job_name,
+        "AlgorithmSpecification": {
+            "TrainingImage": image or TRAINING_IMAGE.uri(region, is_gpu_instance(instance_type)),
+            "TrainingInputMode": "File",
+            # the epoch line of training.train: "epoch  3/20  train loss 0.41  val loss 0.38  val macro AUROC 0.93"
+            "MetricDefinitions": [
+                {"Name": "validation:macro_auroc", "Regex": r"val macro AUROC ([0-9.]+)"},
+                {"Name": "validation:loss", "Regex": r"val loss ([0-9.]+)"},
+                {"Name": "train:loss", "Regex": r"train loss ([0-9.]+)"},
+            ],
+            "EnableSageMakerMetricsTimeSeries": True,
+        },
+        "RoleArn": outputs["sagemakerExecutionRoleArn"],
+        "HyperParameters": params,
+        "InputDataConfig": [channel("manifest", manifest_uri, "application/jsonlines"), channel("images", images_uri)],
+        "OutputDataConfig": {"S3OutputPath": f"{prefix}/output/", "KmsKeyId": kms},
+        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": volume_gb,
+                           **({} if has_local_nvme(instance_type) else {"VolumeKmsKeyId": kms})},
+        "StoppingCondition": stopping,
+        "EnableInterContainerTrafficEncryption": True,
+        "Environment": {"PYTHONUNBUFFERED": "1"},
+        "Tags": [{"Key": "project", "Value": "dicom-annotate"}],
+    }
+    vpc = vpc_config(outputs)
+    if vpc:
+        request["VpcConfig"] = vpc
+    if spot:
+        request["EnableManagedSpotTraining"] = True
+        stopping["MaxWaitTimeInSeconds"] = max_wait or 2 * max_runtime
+        request["CheckpointConfig"] = {"S3Uri": f"{prefix}/checkpoints/", "LocalPath": "/opt/ml/checkpoints"}
+    return request
+
+
+def deploy_requests(*, outputs: Mapping[str, Any], region: str, name: str, model_data: str, instance_type: str,
+                    count: int, image: Optional[str]) -> dict[str, dict[str, Any]]:
+    """``create_model`` / ``create_endpoint_config`` / ``create_endpoint`` keyword arguments."""
+    container = {
+        "Image": image or INFERENCE_IMAGE.uri(region, is_gpu_instance(instance_type)),
+        "ModelDataUrl": model_data,
+        "Environment": {
+            "SAGEMAKER_PROGRAM": INFERENCE_SHIM,
+            "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+            "SAGEMAKER_REGION": region,
+            "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+        },
+    }
+    model: dict[str, Any] = {"ModelName": name, "PrimaryContainer": container,
+                             "ExecutionRoleArn": outputs["sagemakerExecutionRoleArn"],
+                             "Tags": [{"Key": "project", "Value": "dicom-annotate"}]}
+    vpc = vpc_config(outputs)
+    if vpc:
+        model["VpcConfig"] = vpc
+    config: dict[str, Any] = {
+        "EndpointConfigName": name,
+        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": name, "InstanceType": instance_type,
+                                "InitialInstanceCount": count, "InitialVariantWeight": 1.0}],
+        "Tags": [{"Key": "project", "Value": "dicom-annotate"}],
+    }
+    if not has_local_nvme(instance_type):
+        config["KmsKeyId"] = outputs["kmsKeyArn"]
+    endpoint = {"EndpointName": name, "EndpointConfigName": name,
+                "Tags": [{"Key": "project", "Value": "dicom-annotate"}]}
+    return {"create_model": model, "create_endpoint_config": config, "create_endpoint": endpoint}
+
+
+# ================================================================================ AWS helpers
+
+def _client(service: str, region: str) -> Any:
+    """A boto3 client (tests replace this function)."""
+    import boto3
+
+    return boto3.client(service, region_name=region)
+
+
+def _aws_call(what: str, call: Any, **kwargs: Any) -> Any:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return call(**kwargs)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise AwsError(f"{what}: {error.get('Code', 'error')}: {error.get('Message', exc)}") from None
+    except BotoCoreError as exc:
+        raise AwsError(f"{what}: {exc}") from None
+
+
+def _is_not_found(exc: AwsError) -> bool:
+    text = str(exc)
+    return "ValidationException" in text and ("Could not find" in text or "does not exist" in text)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _parse_hyperparameters(items: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[a-z][a-z0-9-]*", key):
+            raise SageMakerCliError(f"--hyperparameter: {item!r} is not KEY=VALUE with a kebab-case KEY")
+        if key.startswith("sagemaker"):
+            raise SageMakerCliError(f"--hyperparameter: {key!r} is reserved for the container")
+        out[key] = value
+    return out
+
+
+def _s3_uri(value: str, flag: str) -> tuple[str, str]:
+    match = re.fullmatch(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(.*)", value)
+    if not match:
+        raise SageMakerCliError(f"{flag}: {value!r} is not an s3://bucket/key URI")
+    return match[1], match[2]
+
+
+# ================================================================================== commands
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    outputs = load_stack_outputs(stack=args.stack, path=args.stack_outputs)
+    region = region_of(outputs, args.region)
+    job_name = validate_name(args.job_name or default_job_name(), "--job-name")
+    bucket, kms = outputs["annotationBucket"], outputs["kmsKeyArn"]
+    hyper = _parse_hyperparameters(args.hyperparameter or ())
+    label_attribute = args.label_attribute
+    images = args.images
+    if images:
+        _s3_uri(images, "--images")
+    manifest_body: Optional[bytes] = None
+    if args.manifest.startswith("s3://"):
+        _s3_uri(args.manifest, "--manifest")
+        manifest_uri = args.manifest
+        if not images:
+            raise SageMakerCliError("--images: needed with an S3 --manifest (the staged images' S3 prefix)")
+    else:
+        from labeling.output_manifest import OutputManifestError, scan_output_manifest
+
+        try:
+            scan = scan_output_manifest(args.manifest, label_attribute)
+        except OutputManifestError as exc:
+            raise SageMakerCliError(str(exc)) from None
+        if not scan.records:
+            raise SageMakerCliError(f"{args.manifest}: no labelled line; nothing to train on")
+        label_attribute = label_attribute or scan.label_attribute
+        if not images:
+            jobs = {r.job_name for r in scan.records if r.job_name}
+            if len(jobs) != 1:
+                raise SageMakerCliError(f"--images: cannot derive the staged images' prefix from the manifest "
+                                        f"(job names {sorted(jobs)}); give --images s3://…/")
+            images = f"s3://{bucket}/{jobs.pop().removeprefix('labeling-job/')}/"
+        manifest_body = Path(args.manifest).read_bytes()
+        manifest_uri = f"s3://{bucket}/training/{job_name}/manifest/output.manifest"
+        print(f"{args.manifest}: {len(scan.records)} labelled lines, {len(scan.failed)} failed "
+              f"(label attribute {label_attribute!r})", file=sys.stderr)
+    _s3_uri(images, "--images")
+    images = images if images.endswith("/") else images + "/"
+
+    archive = build_source_archive()
+    source_uri = f"s3://{bucket}/{source_key(archive)}"
+    request = training_job_request(
+        outputs=outputs, region=region, job_name=job_name, source_uri=source_uri, manifest_uri=manifest_uri,
+        images_uri=images, label_attribute=label_attribute, epochs=args.epochs, hyperparameters=hyper,
+        instance_type=args.instance_type, volume_gb=args.volume_gb, max_runtime=args.max_runtime,
+        spot=args.spot, max_wait=args.max_wait, image=args.training_image)
+    if args.dry_run:
+        _print_json({"upload": [{"uri": source_uri, "bytes": len(archive)},
+                                *([{"uri": manifest_uri, "bytes": len(manifest_body)}] if manifest_body else [])],
+                     "create_training_job": request})
+        print("dry run: nothing uploaded, no job created", file=sys.stderr)
+        return 0
+
+    s3 = _client("s3", region)
+    sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms}
+    _aws_call(f"upload {source_uri}", s3.put_object, Bucket=bucket, Key=_s3_uri(source_uri, "source")[1],
+              Body=archive, ContentType="application/gzip", **sse)
+    if manifest_body is not None:
+        _aws_call(f"upload {manifest_uri}", s3.put_object, Bucket=bucket, Key=_s3_uri(manifest_uri, "manifest")[1],
+                  Body=manifest_body, ContentType="application/jsonlines", **sse)
+    sagemaker = _client("sagemaker", region)
+    response = _aws_call(f"create_training_job {job_name}", sagemaker.create_training_job, **request)
+    print(response["TrainingJobArn"])
+    return 0
+
+
+def _model_data(sagemaker: Any, job_name: str) -> str:
+    job = _aws_call(f"describe_training_job {job_name}", sagemaker.describe_training_job, TrainingJobName=job_name)
+    status = job.get("TrainingJobStatus")
+    uri = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+    if status != "Completed" or not uri:
+        raise SageMakerCliError(f"--training-job {job_name}: status {status}; deploy needs a Completed job "
+                                "with model artefacts")
+    return uri
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    outputs = load_stack_outputs(stack=args.stack, path=args.stack_outputs)
+    region = region_of(outputs, args.region)
+    job = validate_name(args.training_job, "--training-job")
+    name = validate_name(args.endpoint_name or job, "--endpoint-name")
+    if args.dry_run:
+        model_data = args.model_data or f"<describe_training_job({job}).ModelArtifacts.S3ModelArtifacts>"
+        requests = deploy_requests(outputs=outputs, region=region, name=name, model_data=model_data,
+                                   instance_type=args.instance_type, count=args.instance_count,
+                                   image=args.inference_image)
+        _print_json(requests)
+        print("dry run: nothing created", file=sys.stderr)
+        return 0
+    sagemaker = _client("sagemaker", region)
+    model_data = args.model_data or _model_data(sagemaker, job)
+    if args.model_data:
+        _s3_uri(args.model_data, "--model-data")
+    requests = deploy_requests(outputs=outputs, region=region, name=name, model_data=model_data,
+                               instance_type=args.instance_type, count=args.instance_count,
+                               image=args.inference_image)
+    _aws_call(f"create_model {name}", sagemaker.create_model, **requests["create_model"])
+    _aws_call(f"create_endpoint_config {name}", sagemaker.create_endpoint_config,
+              **requests["create_endpoint_config"])
+    try:
+        _aws_call(f"describe_endpoint {name}", sagemaker.describe_endpoint, EndpointName=name)
+        exists = True
+    except AwsError as exc:
+        if not _is_not_found(exc):
+            raise
+        exists = False
+    if exists:
+        response = _aws_call(f"update_endpoint {name}", sagemaker.update_endpoint, EndpointName=name,
+                             EndpointConfigName=name)
+    else:
+        response = _aws_call(f"create_endpoint {name}", sagemaker.create_endpoint, **requests["create_endpoint"])
+    print(response["EndpointArn"])
+    return 0
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    outputs = load_stack_outputs(stack=args.stack, path=args.stack_outputs)
+    region = region_of(outputs, args.region)
+    name = validate_name(args.endpoint_name, "--endpoint-name")
+    if args.dry_run:
+        _print_json({"delete_endpoint": {"EndpointName": name},
+                     "then": "delete_endpoint_config + delete_model for the endpoint's configuration"
+                             + (" (kept: --keep-model)" if args.keep_model else "")})
+        return 0
+    sagemaker = _client("sagemaker", region)
+    endpoint = _aws_call(f"describe_endpoint {name}", sagemaker.describe_endpoint, EndpointName=name)
+    config_name = endpoint["EndpointConfigName"]
+    config = _aws_call(f"describe_endpoint_config {config_name}", sagemaker.describe_endpoint_config,
+                       EndpointConfigName=config_name)
+    _aws_call(f"delete_endpoint {name}", sagemaker.delete_endpoint, EndpointName=name)
+    print(f"deleted endpoint {name}")
+    if not args.keep_model:
+        _aws_call(f"delete_endpoint_config {config_name}", sagemaker.delete_endpoint_config,
+                  EndpointConfigName=config_name)
+        print(f"deleted endpoint config {config_name}")
+        for variant in config.get("ProductionVariants", []):
+            _aws_call(f"delete_model {variant['ModelName']}", sagemaker.delete_model, ModelName=variant["ModelName"])
+            print(f"deleted model {variant['ModelName']}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    if not args.training_job and not args.endpoint_name:
+        raise SageMakerCliError("give --training-job NAME and/or --endpoint-name NAME")
+    outputs = load_stack_outputs(stack=args.stack, path=args.stack_outputs)
+    region = region_of(outputs, args.region)
+    rows: list[tuple[str, Any]] = []
+    if args.dry_run:
+        _print_json({k: v for k, v in (("describe_training_job", args.training_job and
+                                        {"TrainingJobName": args.training_job}),
+                                       ("describe_endpoint", args.endpoint_name and
+                                        {"EndpointName": args.endpoint_name})) if v})
+        return 0
+    sagemaker = _client("sagemaker", region)
+    if args.training_job:
+        job = _aws_call(f"describe_training_job {args.training_job}", sagemaker.describe_training_job,
+                        TrainingJobName=validate_name(args.training_job, "--training-job"))
+        metrics = {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}
+        rows += [("training job", job.get("TrainingJobName")), ("status", job.get("TrainingJobStatus")),
+                 ("secondary status", job.get("SecondaryStatus", "-")),
+                 ("started", job.get("TrainingStartTime", "-")), ("ended", job.get("TrainingEndTime", "-")),
+                 ("billable seconds", job.get("BillableTimeInSeconds", "-")),
+                 ("model artefacts", (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts", "-")),
+                 ("final metrics", json.dumps(metrics) if metrics else "-"),
+                 ("failure reason", job.get("FailureReason") or "-")]
+    if args.endpoint_name:
+        endpoint = _aws_call(f"describe_endpoint {args.endpoint_name}", sagemaker.describe_endpoint,
+                             EndpointName=validate_name(args.endpoint_name, "--endpoint-name"))
+        rows += [("endpoint", endpoint.get("EndpointName")), ("status", endpoint.get("EndpointStatus")),
+                 ("config", endpoint.get("EndpointConfigName")),
+                 ("last modified", endpoint.get("LastModifiedTime", "-")),
+                 ("failure reason", endpoint.get("FailureReason") or "-")]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+# ======================================================================================= CLI
+
+def _run(func: Any) -> Any:
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except SageMakerCliError as exc:
+            print(f"sagemaker {args.sagemaker_command}: error: {exc}", file=sys.stderr)
+            return 2
+        except AwsError as exc:
+            print(f"sagemaker {args.sagemaker_command}: AWS error: {exc}", file=sys.stderr)
+            return 1
+    return wrapper
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    one_line_errors(p)
+    stack = p.add_mutually_exclusive_group(required=True)
+    stack.add_argument("--stack", help="Pulumi stack (its outputs are read with `pulumi stack output --json`)")
+    stack.add_argument("--stack-outputs", metavar="JSON_FILE", help="`pulumi stack output --json` saved to a file")
+    p.add_argument("--region", help="AWS region (default: the region of the stack's kmsKeyArn)")
+    p.add_argument("--dry-run", action="store_true", help="print the requests as JSON; touch nothing")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sagemaker", help="SageMaker: train on an output manifest, deploy/delete an endpoint, status",
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    one_line_errors(parser)
+    sub = parser.add_subparsers(dest="sagemaker_command", metavar="SAGEMAKER_COMMAND", required=True)
+
+    t = sub.add_parser("train", help="create a SageMaker training job on an output manifest")
+    _common(t)
+    t.add_argument("--manifest", required=True, help="output manifest: a local file (checked, uploaded) or s3:// URI")
+    t.add_argument("--images", metavar="S3_PREFIX",
+                   help="staged <orthanc id>.dcm files (default: s3://<annotationBucket>/<labeling job>/)")
+    t.add_argument("--label-attribute", help="label attribute (default: inferred from a local manifest)")
+    t.add_argument("--job-name", help="training job name (default dicom-annotate-<UTC time>)")
+    t.add_argument("--epochs", type=positive_int)
+    t.add_argument("--hyperparameter", action="append", metavar="KEY=VALUE",
+                   help="any other training flag, e.g. batch-size=16 (repeatable)")
+    t.add_argument("--instance-type", default=DEFAULT_TRAIN_INSTANCE,
+                   help=f"(default {DEFAULT_TRAIN_INSTANCE}; ml.g*/ml.p* take the GPU image)")
+    t.add_argument("--volume-gb", type=positive_int, default=DEFAULT_VOLUME_GB)
+    t.add_argument("--max-runtime", type=positive_int, default=DEFAULT_MAX_RUNTIME_S, metavar="SECONDS")
+    t.add_argument("--spot", action="store_true", help="managed spot training (checkpoints in S3)")
+    t.add_argument("--max-wait", type=positive_int, metavar="SECONDS", help="spot: (default 2 x --max-runtime)")
+    t.add_argument("--training-image", help=f"image URI (default: {TRAINING_IMAGE.repository} {TRAINING_IMAGE.version})")
+    t.set_defaults(func=_run(_cmd_train))
+
+    d = sub.add_parser("deploy", help="deploy a training job's model to a real-time endpoint")
+    _common(d)
+    d.add_argument("--training-job", required=True)
+    d.add_argument("--endpoint-name", help="(default: the training job name; also the model and config name)")
+    d.add_argument("--model-data", metavar="S3_URI", help="model.tar.gz (default: the job's model artefacts)")
+    d.add_argument("--instance-type", default=DEFAULT_ENDPOINT_INSTANCE)
+    d.add_argument("--instance-count", type=positive_int, default=1)
+    d.add_argument("--inference-image",
+                   help=f"image URI (default: {INFERENCE_IMAGE.repository} {INFERENCE_IMAGE.version})")
+    d.set_defaults(func=_run(_cmd_deploy))
+
+    x = sub.add_parser("delete", help="delete an endpoint (and its config and model)")
+    _common(x)
+    x.add_argument("--endpoint-name", required=True)
+    x.add_argument("--keep-model", action="store_true", help="delete only the endpoint")
+    x.set_defaults(func=_run(_cmd_delete))
+
+    s = sub.add_parser("status", help="describe a training job and/or an endpoint")
+    _common(s)
+    s.add_argument("--training-job")
+    s.add_argument("--endpoint-name")
+    s.set_defaults(func=_run(_cmd_status))
