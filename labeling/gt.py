@@ -2,8 +2,14 @@
 
 Sub-commands
 ============
-``render --template FILE --task-input JSON_FILE --out HTML_FILE [--asset-base URL]``
-    Local preview of the worker task template, rendered the way GT renders it: Liquid
+``render --template FILE --task-input JSON_FILE --out HTML_FILE [--asset-base URL] [--viewer-base-url URL]``
+    Local preview of the worker task template, rendered the way GT renders it. First the viewer
+    placeholders of the shipped template (``labeling/worker_template.liquid.html``) are filled in
+    as the stack does (:func:`labeling.viewer_assets.fill_template`): ``--viewer-base-url`` is
+    where ``viewer.js`` and its worker and codecs are served (default: the ``file://`` URL of
+    ``--viewer-dir``, itself defaulting to ``build/viewer``; browsers load module scripts only over
+    http(s), so serve that directory and pass its URL to use the page), and the SRI is that of
+    ``<viewer-dir>/viewer.js`` (``make viewer`` first). Then: Liquid
     (python-liquid 2) with **autoescape on**, the context ``{"task": {"input": <task input>}}``, and
     GT's extra filters emulated:
 
@@ -12,7 +18,7 @@ Sub-commands
       the MinIO/moto endpoint serving the staging bucket), else the virtual-hosted S3 URL
       ``https://<bucket>.s3.amazonaws.com/<key>`` (unsigned; it works only for public objects).
       The key is URL-quoted (``/`` kept). Anything that is not an ``s3://`` URI is returned as is.
-    - ``to_json``: ``json.dumps`` of the value. Its output is autoescaped like any other value, as
+    - ``to_json``: ``json.dumps`` of the value (a missing key gives ``null``). Its output is autoescaped like any other value, as
       in GT (``categories='{{ task.input.labels | to_json }}'`` in an attribute is the GT idiom).
     - ``skip_autoescape``: marks the value as safe HTML (only for trusted content).
     - ``escape`` / ``escape_once``: python-liquid's built-ins (autoescape-aware).
@@ -175,6 +181,15 @@ def grant_read_access_url(uri: Any, asset_base: Optional[str] = None) -> Any:
     return f"https://{bucket}.s3.amazonaws.com/{quoted}"
 
 
+def _to_json(value: Any) -> str:
+    """GT's ``to_json``; a missing key (Liquid ``Undefined``) gives ``null`` rather than an error."""
+    from liquid import Undefined
+
+    if isinstance(value, Undefined):
+        value = None
+    return json.dumps(value, ensure_ascii=False)
+
+
 def render_template(template_text: str, task_input: Mapping[str, Any], *,
                     asset_base: Optional[str] = None, source: str = "<template>") -> str:
     """Render a GT worker template locally; raises :class:`GtError` for an oversize/bad template."""
@@ -186,7 +201,7 @@ def render_template(template_text: str, task_input: Mapping[str, Any], *,
 
     env = Environment(autoescape=True)
     env.filters["grant_read_access"] = lambda value: grant_read_access_url(value, asset_base)
-    env.filters["to_json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    env.filters["to_json"] = _to_json
     env.filters["skip_autoescape"] = lambda value: Markup("" if value is None else str(value))
     try:
         html = env.from_string(template_text).render(task={"input": dict(task_input)})
@@ -229,6 +244,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if not isinstance(task_input, Mapping):
         raise GtError(f"{args.task_input}: task input must be a JSON object (the taskInput), "
                       f"got {type(task_input).__name__}")
+    from labeling.viewer_assets import ViewerAssetsError, default_base_url, fill_template
+
+    try:
+        template_text = fill_template(template_text, args.viewer_base_url or default_base_url(args.viewer_dir),
+                                      args.viewer_dir, source=args.template)
+    except ViewerAssetsError as exc:
+        raise GtError(str(exc)) from None
     html = render_template(template_text, task_input, asset_base=args.asset_base, source=args.template)
     try:
         Path(args.out).write_text(html, encoding="utf-8")
@@ -527,6 +549,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--asset-base", metavar="URL",
                    help="grant_read_access maps s3://bucket/KEY to URL/KEY (default: "
                         "https://BUCKET.s3.amazonaws.com/KEY)")
+    p.add_argument("--viewer-base-url", metavar="URL",
+                   help="where viewer.js, its worker and codecs are served (default: file:// URL of "
+                        "--viewer-dir; serve it over http to use the page)")
+    p.add_argument("--viewer-dir", type=Path, metavar="DIR",
+                   help="the viewer build whose viewer.js the SRI is computed from (default: build/viewer)")
     p.set_defaults(func=_run(_cmd_render))
 
     p = sub.add_parser("create-job", help="create a labeling job from the stack outputs")

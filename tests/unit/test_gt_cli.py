@@ -403,19 +403,57 @@ def test_gt_is_registered():
     assert "labeling.gt" in COMMAND_MODULES
 
 
+def _fake_viewer_build(tmp_path: Path) -> tuple[Path, str]:
+    build = tmp_path / "viewer-build"
+    build.mkdir()
+    (build / "viewer.js").write_bytes(b"export const v = 1;\n")
+    import base64
+    import hashlib
+    return build, "sha384-" + base64.b64encode(hashlib.sha384(b"export const v = 1;\n").digest()).decode()
+
+
 def test_the_shipped_worker_template_renders_a_prelabel_task(tmp_path):
     # The template the stack uploads, fed what the pre-label Lambda returns: the staged image
-    # becomes a presigned-style URL, a hostile label stays text, the form records its answer.
+    # becomes a presigned-style URL, a hostile label stays text, the form records its answer,
+    # the viewer bundle is loaded from the asset URL with the SRI of the build.
     template = Path(gt.__file__).with_name("worker_template.liquid.html")
+    build, integrity = _fake_viewer_build(tmp_path)
     task = {"taskInput": {"image": "s3://annotations/job-1/abc.dcm", "source": "abc",
                           "labels": ["Opacity", "<img src=x onerror=alert(1)>"],
                           "image_geometry": {"rows": 256, "columns": 256, "frames": 1}}}
     task_file = _write(tmp_path / "task.json", json.dumps(task))
     out = tmp_path / "page.html"
     assert main(["gt", "render", "--template", str(template), "--task-input", str(task_file),
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--viewer-dir", str(build),
+                 "--viewer-base-url", "https://d111.cloudfront.net/viewer/v1"]) == 0
     page = out.read_text()
-    assert "https://annotations.s3.amazonaws.com/job-1/abc.dcm" in page
+    assert 'data-image-url="https://annotations.s3.amazonaws.com/job-1/abc.dcm"' in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
     assert 'name="annotation"' in page and "gt-crowd-form-stand-in" in page
     assert "256 × 256 px" in page
+    assert (f'<script type="module" src="https://d111.cloudfront.net/viewer/v1/viewer.js" '
+            f'integrity="{integrity}" crossorigin="anonymous"></script>') in page
+    assert "__DA_VIEWER" not in page and "data-prelabel=" not in page  # no prelabel in this task
+
+
+def test_render_default_viewer_url_is_the_local_build(tmp_path):
+    template = Path(gt.__file__).with_name("worker_template.liquid.html")
+    build, integrity = _fake_viewer_build(tmp_path)
+    task_file = _write(tmp_path / "task.json", json.dumps({"image": "s3://b/k.dcm", "labels": ["A"],
+                                                           "prelabel": {"labels": [{"name": "A", "present": True}]}}))
+    out = tmp_path / "page.html"
+    assert main(["gt", "render", "--template", str(template), "--task-input", str(task_file),
+                 "--out", str(out), "--viewer-dir", str(build)]) == 0
+    page = out.read_text()
+    assert f'src="{build.resolve().as_uri()}/viewer.js" integrity="{integrity}"' in page
+    assert "data-prelabel='{&#34;labels&#34;" in page or "data-prelabel='{&quot;labels&quot;" in page
+
+
+def test_render_without_a_viewer_build_says_make_viewer(tmp_path, capsys):
+    template = Path(gt.__file__).with_name("worker_template.liquid.html")
+    task_file = _write(tmp_path / "task.json", json.dumps({"image": "s3://b/k.dcm", "labels": ["A"]}))
+    assert main(["gt", "render", "--template", str(template), "--task-input", str(task_file),
+                 "--out", str(tmp_path / "o.html"), "--viewer-dir", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "make viewer" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.html").exists()
