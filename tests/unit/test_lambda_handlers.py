@@ -117,6 +117,13 @@ def test_prelabel_stages_a_deidentified_instance(aws):
     json.dumps(response)
 
 
+def test_prelabel_passes_a_model_prelabel_to_the_viewer(aws):
+    prelabel_answer = {"labels": [{"name": "Opacity", "present": True, "confidence": 0.91}], "model": "densenet@1"}
+    response = prelabel.lambda_handler(_pre_event(source=INSTANCE, prelabel=prelabel_answer), None)
+    assert response["taskInput"]["prelabel"] == prelabel_answer
+    assert "prelabel" not in prelabel.lambda_handler(_pre_event(source=INSTANCE), None)["taskInput"]
+
+
 def test_prelabel_is_idempotent(aws, monkeypatch):
     first = prelabel.lambda_handler(_pre_event(source=INSTANCE), None)
     puts = []
