@@ -9,7 +9,8 @@ import pulumi
 from components.config import load_stack_config
 from components.labeling_bundle import LabelingBundle, LabelingBundleArgs
 from components.network import Network, NetworkArgs
-from components.orthanc import OrthancService, OrthancServiceArgs
+from components.orthanc import DB_USERNAME, OrthancService, OrthancServiceArgs
+from components.portal import Portal, PortalArgs
 from components.packaging import dependency_layer_archive, lambda_archive
 from components.storage import KmsKey, KmsKeyArgs
 
@@ -74,6 +75,36 @@ labeling = LabelingBundle(
     ),
 )
 
+# The labeling portal needs the ALB's HTTPS listener (Cognito sign-in); config refuses it otherwise.
+portal = None
+if config.portal_enabled:
+    portal = Portal(
+        f"{prefix}-portal",
+        PortalArgs(
+            config=config,
+            vpc_id=network.vpc_id,
+            private_subnet_ids=network.private_subnet_ids,
+            cluster_arn=orthanc.cluster_arn,
+            cluster_name=orthanc.cluster_name,
+            alb_arn=orthanc.alb_arn,
+            alb_dns_name=orthanc.alb_dns_name,
+            alb_security_group_id=orthanc.alb_security_group_id,
+            https_listener_arn=orthanc.https_listener_arn,
+            orthanc_url=orthanc.internal_url,
+            orthanc_secret_arn=orthanc.admin_secret_arn,
+            orthanc_client_security_group_id=orthanc.client_security_group_id,
+            db_address=orthanc.db_address,
+            db_username=DB_USERNAME,
+            db_secret_arn=orthanc.db_secret_arn,
+            db_security_group_id=orthanc.db_security_group_id,
+            salt_secret_arn=labeling.salt_secret_arn,
+            annotation_bucket_name=labeling.annotation_bucket_name,
+            annotation_bucket_arn=labeling.annotation_bucket_arn,
+            kms_key_arn=key.arn,
+            tags=tags,
+        ),
+    )
+
 pulumi.export("environment", config.environment)
 pulumi.export("vpcId", network.vpc_id)
 pulumi.export("orthancUrl", orthanc.url)
@@ -89,5 +120,11 @@ pulumi.export("sagemakerExecutionRoleArn", labeling.sagemaker_execution_role_arn
 pulumi.export("prelabelLambdaArn", labeling.prelabel_function_arn)
 pulumi.export("postlabelLambdaArn", labeling.postlabel_function_arn)
 pulumi.export("workerTemplateS3Uri", labeling.template_s3_uri)
+pulumi.export("viewerAssetsUrl", labeling.viewer_assets_url)
 pulumi.export("notebookInstanceName", labeling.notebook_instance_name)
 pulumi.export("kmsKeyArn", key.arn)
+if portal is not None:
+    pulumi.export("portalUrl", portal.url)
+    pulumi.export("portalUserPoolId", portal.user_pool_id)
+    pulumi.export("portalSignInDomain", portal.sign_in_domain)
+    pulumi.export("portalRepositoryUrl", portal.repository_url)

@@ -42,6 +42,8 @@ FARGATE_SIZES = {
 ENVIRONMENTS = ("dev", "prod")
 # No "none": orthancteam/orthanc is pulled from Docker Hub, which private tasks reach only via NAT.
 NAT_MODES = ("single", "one-per-az")
+PORTAL_MFA_MODES = ("optional", "required")
+HOSTNAME = re.compile(r"(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 
 class ConfigError(ValueError):
@@ -115,6 +117,19 @@ class StackConfig:
     lambda_timeout_s: int = 60
     deidentify: bool = True
     gt_worker_origins: tuple[str, ...] = ()       # default: the regional GT worker portal origin
+    # Viewer asset location (CloudFront): the *.cloudfront.net name, or your own name + ACM
+    # certificate (CloudFront reads certificates from us-east-1 only; TLS 1.2_2021 floor then).
+    viewer_assets_domain: Optional[str] = None
+    viewer_assets_certificate_arn: Optional[str] = None
+    # Labeling portal (ECS behind the ALB, Cognito sign-in through the ALB's authenticate action).
+    portal_enabled: Optional[bool] = None         # default: on when the ALB has HTTPS (certificateArn)
+    portal_cpu: Optional[int] = None              # default: 256 (dev) / 512 (prod) CPU units
+    portal_memory: Optional[int] = None           # default: 512 (dev) / 1024 (prod) MiB
+    portal_min_tasks: Optional[int] = None        # default: 1 (dev) / 2 (prod)
+    portal_max_tasks: Optional[int] = None        # default: 2 (dev) / 4 (prod)
+    portal_domain: Optional[str] = None           # host users browse (covered by certificateArn); default ALB name
+    portal_mfa: Optional[str] = None              # optional (dev default) / required (prod, enforced)
+    cognito_domain_prefix: Optional[str] = None   # hosted sign-in domain; default "<stack prefix>-portal-<account>"
     tags: Mapping[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction
@@ -155,6 +170,13 @@ class StackConfig:
             "db_backup_retention_days": 35 if prod else 7,
             "deletion_protection": prod,
             "log_retention_days": 365 if prod else 30,
+            # The ALB's authenticate-cognito action exists only on HTTPS listeners.
+            "portal_enabled": self.certificate_arn is not None,
+            "portal_cpu": 512 if prod else 256,
+            "portal_memory": 1024 if prod else 512,
+            "portal_min_tasks": 2 if prod else 1,
+            "portal_max_tasks": 4 if prod else 2,
+            "portal_mfa": "required" if prod else "optional",
         }
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         if not self.gt_worker_origins:
@@ -268,7 +290,47 @@ class StackConfig:
         for origin in self.gt_worker_origins:
             if not origin.startswith("https://"):
                 fail("gtWorkerOrigins", f"{origin!r} must be an https:// origin")
+        self._validate_viewer_assets(fail)
+        self._validate_portal(fail)
         return self
+
+    def _validate_viewer_assets(self, fail) -> None:
+        domain, cert = self.viewer_assets_domain, self.viewer_assets_certificate_arn
+        if bool(domain) != bool(cert):
+            fail("viewerAssetsDomain" if cert else "viewerAssetsCertificateArn",
+                 "viewerAssetsDomain and viewerAssetsCertificateArn go together (your name needs its certificate)")
+        if domain and not HOSTNAME.fullmatch(domain):
+            fail("viewerAssetsDomain", f"{domain!r} is not a DNS host name")
+        if cert and not re.fullmatch(r"arn:aws[a-z-]*:acm:us-east-1:\d{12}:certificate/[0-9a-f-]{36}", cert):
+            fail("viewerAssetsCertificateArn", f"{cert!r} is not an ACM certificate ARN in us-east-1 "
+                                               "(CloudFront only uses certificates from us-east-1)")
+
+    def _validate_portal(self, fail) -> None:
+        if self.portal_mfa not in PORTAL_MFA_MODES:
+            fail("portalMfa", f"{self.portal_mfa!r} is not one of {', '.join(PORTAL_MFA_MODES)}")
+        if self.environment == "prod" and self.portal_mfa != "required":
+            fail("portalMfa", "must be required in prod (annotators see patient images)")
+        if self.portal_domain is not None and not HOSTNAME.fullmatch(self.portal_domain):
+            fail("portalDomain", f"{self.portal_domain!r} is not a DNS host name (no scheme, no path)")
+        prefix = self.cognito_domain_prefix
+        if prefix is not None and (not re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", prefix)
+                                   or any(word in prefix for word in ("aws", "amazon", "cognito"))):
+            fail("cognitoDomainPrefix", f"{prefix!r} must be 1-63 lower-case letters, digits and hyphens, "
+                                        "without 'aws', 'amazon' or 'cognito' (Cognito's rule)")
+        if self.portal_cpu not in FARGATE_SIZES:
+            fail("portalCpu", f"{self.portal_cpu} is not a Fargate CPU size ({sorted(FARGATE_SIZES)})")
+        if self.portal_memory not in FARGATE_SIZES[self.portal_cpu]:
+            allowed = FARGATE_SIZES[self.portal_cpu]
+            fail("portalMemory", f"{self.portal_memory} MiB is not allowed with {self.portal_cpu} CPU "
+                                 f"units ({allowed[0]}-{allowed[-1]})")
+        if self.portal_min_tasks < 1:
+            fail("portalMinTasks", f"{self.portal_min_tasks} must be at least 1")
+        if self.portal_max_tasks < self.portal_min_tasks:
+            fail("portalMaxTasks", f"{self.portal_max_tasks} is below portalMinTasks {self.portal_min_tasks}")
+        if self.portal_enabled and not self.https:
+            fail("portalEnabled", "the portal signs users in through the ALB's authenticate-cognito action, "
+                                  "which AWS offers only on HTTPS listeners: set certificateArn (a plain-HTTP "
+                                  "allowHttp stack runs without the portal)")
 
     # ------------------------------------------------------------------ derived facts
     @property
@@ -290,6 +352,9 @@ class StackConfig:
             notes.append(f"{_key('allowHttp')}: the ALB serves plain HTTP; do not load real patient data")
         if "0.0.0.0/0" in self.alb_ingress_cidrs:
             notes.append(f"{_key('albIngressCidrs')}: the ALB accepts the whole internet on 443/80")
+        if not self.portal_enabled:
+            notes.append(f"{_key('portalEnabled')}: no labeling portal in this stack"
+                         + ("" if self.https else " (it needs certificateArn: ALB sign-in is HTTPS-only)"))
         if self.environment == "prod" and self.nat_gateways == "single":
             notes.append(f"{_key('natGateways')}: one NAT gateway is a single point of failure in prod")
         return notes

@@ -301,6 +301,32 @@ def discovery_service(r: Any, env: Env) -> tuple[float, str]:
     return tasks * env.prices["cloud_map_instance_month"], f"{tasks} registered instance(s)"
 
 
+# --------------------------------------------------------------------------- edge, identity, images
+
+
+def cloudfront_distribution(r: Any, env: Env) -> tuple[float, str]:
+    """Data transfer out to viewers + HTTPS requests (the S3 origin fetch to CloudFront is free)."""
+    p = env.prices
+    gb, requests = env.usage["cloudfront_gb"], env.usage["cloudfront_requests"]
+    cost = gb * p["cloudfront_gb_out"] + requests / 1e4 * p["cloudfront_per_10k_https_requests"]
+    return cost, f"{gb} GB out × ${p['cloudfront_gb_out']} + {requests:,} HTTPS requests"
+
+
+def cognito_user_pool(r: Any, env: Env) -> tuple[float, str]:
+    """Monthly active users at the pool's feature tier (Essentials when not set)."""
+    p = env.prices
+    tier = str(get(r, "userPoolTier") or "ESSENTIALS")
+    if tier not in p["cognito_mau"]:
+        raise KeyError(f"{r.name}: no price for Cognito tier {tier!r} in prices.yaml")
+    users = env.usage["cognito_mau"]
+    return users * p["cognito_mau"][tier], f"{users} MAU × ${p['cognito_mau'][tier]} ({tier})"
+
+
+def ecr_repository(r: Any, env: Env) -> tuple[float, str]:
+    gb = env.usage["ecr_image_gb"]
+    return gb * env.prices["ecr_storage_gb_month"], f"{gb} GB of images × ${env.prices['ecr_storage_gb_month']}"
+
+
 MODELS: dict[str, Model] = {
     "vpc_nat": vpc_nat, "nat_gateway": nat_gateway, "public_ipv4": public_ipv4,
     "load_balancer": load_balancer, "vpc_endpoint": vpc_endpoint, "flow_log": flow_log,
@@ -308,6 +334,8 @@ MODELS: dict[str, Model] = {
     "notebook": notebook, "rds_instance": rds_instance, "s3_bucket": s3_bucket, "kms_key": kms_key,
     "secret": secret, "log_group": log_group, "scaling_policy": scaling_policy, "alarm": alarm,
     "dns_namespace": dns_namespace, "discovery_service": discovery_service,
+    "cloudfront_distribution": cloudfront_distribution, "cognito_user_pool": cognito_user_pool,
+    "ecr_repository": ecr_repository,
 }
 
 
@@ -319,7 +347,10 @@ def estimate(recording: Any, config: Any, prices: Optional[Mapping[str, Any]] = 
     usage = data["assumptions"][kind]
     ctx = ctx or context_for_recording(recording, config)
     env = Env(data["prices"], usage, ctx, config)
-    budget = (data.get("monthly_budget_usd") or {}).get(kind)
+    budgets = data.get("monthly_budget_usd") or {}
+    # A stack running the portal has its own goal when the table names one ("dev-portal").
+    budget = budgets.get(f"{kind}-portal") if getattr(config, "portal_enabled", False) else None
+    budget = budgets.get(kind) if budget is None else budget
     result = CostEstimate(recording.stack, str(data["as_of"]), str(data.get("status", "")),
                           budget=float(budget) if budget is not None else None)
     free = set(data["free"])

@@ -4,7 +4,8 @@
 - the pre- and post-annotation Lambdas (private subnets, reach Orthanc through its client security
   group), each with its own role, KMS-encrypted log group and an invoke grant for SageMaker,
 - the GT labeling execution role (explicit grants: GT's managed policy is name-based and too wide),
-- the worker task template in the bucket,
+- the worker task template in the bucket, rendered with the URL of the viewer asset location
+  (:class:`components.viewer_cdn.ViewerAssetsCdn`: S3 behind CloudFront with OAC) and its SRI hash,
 - a SageMaker execution role for training and a notebook instance with a lifecycle configuration.
 
 The component only declares resources; the contracts the Lambdas implement live in
@@ -26,7 +27,8 @@ import pulumi_random as random
 from components.config import StackConfig
 from components.packaging import LAMBDA_RUNTIME, ROOT
 from components.storage import SecureBucket, SecureBucketArgs, encrypted_log_group
-from labeling.gt_contracts import MAX_TEMPLATE_CHARS
+from components.viewer_cdn import ViewerAssetsCdn, ViewerAssetsCdnArgs
+from labeling import viewer_assets
 
 TEMPLATE_KEY = "templates/worker_template.liquid.html"
 LAMBDA_HANDLER = "handler.lambda_handler"
@@ -54,7 +56,6 @@ class LabelingBundleArgs:
     tags: dict[str, str] = field(default_factory=dict)
     # None leaves the functions on the account's unreserved pool.
     reserved_concurrency: Optional[int] = None
-    template_path: Path = ROOT / "labeling" / "worker_template.liquid.html"
     training_requirements_path: Path = ROOT / "training" / "requirements.txt"
     lifecycle_on_create_path: Path = ROOT / "training" / "notebook_lifecycle_on_create.sh"
     lifecycle_on_start_path: Path = ROOT / "training" / "notebook_lifecycle_on_start.sh"
@@ -140,16 +141,26 @@ class LabelingBundle(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self.ground_truth_role),
         )
 
-        # ---- worker task template (GT reads it from S3 by URI)
-        template = args.template_path.read_text(encoding="utf-8")
-        if len(template) >= MAX_TEMPLATE_CHARS:
-            raise ValueError(f"{args.template_path}: {len(template)} characters; GT accepts fewer than "
-                             f"{MAX_TEMPLATE_CHARS} (load the viewer bundle from the asset location)")
+        # ---- viewer asset location; the template loads the bundle from it (with SRI)
+        # asset_files() raises ViewerAssetsError ("run `make viewer`") when build/viewer is missing.
+        self.viewer = ViewerAssetsCdn(
+            f"{name}-viewer",
+            ViewerAssetsCdnArgs(
+                assets=viewer_assets.asset_files(),
+                cors_origins=list(config.gt_worker_origins),
+                domain=config.viewer_assets_domain,
+                certificate_arn=config.viewer_assets_certificate_arn,
+                deletion_window_days=30 if config.environment == "prod" else 7,
+                tags=args.tags),
+            opts=child)
+
+        # ---- worker task template (GT reads it from S3 by URI); only its content waits for the URL
         self.template_object = aws.s3.BucketObjectv2(
             f"{name}-worker-template",
             bucket=self.bucket.id,
             key=TEMPLATE_KEY,
-            content=template,
+            # The viewer's URL and SRI filled in; raises past GT's size limit (labeling.viewer_assets).
+            content=self.viewer.base_url.apply(viewer_assets.render_worker_template),
             content_type="text/html; charset=utf-8",
             server_side_encryption="aws:kms",
             kms_key_id=args.kms_key_arn,
@@ -223,7 +234,10 @@ class LabelingBundle(pulumi.ComponentResource):
         self.postlabel_function_name = self.postlabel_function.name
         self.template_s3_uri = pulumi.Output.concat("s3://", self.bucket.name, "/", self.template_object.key)
         self.notebook_instance_name = self.notebook.name
+        self.viewer_assets_url = self.viewer.base_url
+        self.salt_secret_arn = self.salt_secret.arn
         self.register_outputs({
+            "viewer_assets_url": self.viewer_assets_url,
             "annotation_bucket_name": self.annotation_bucket_name,
             "annotation_bucket_arn": self.annotation_bucket_arn,
             "ground_truth_role_arn": self.ground_truth_role_arn,

@@ -6,14 +6,20 @@ resource registration is answered by :class:`RecordingMocks`, which keeps the in
 
 awsx components are remote (multi-language) components: under mocks they are opaque, so their
 inputs are recorded and their outputs are mocked in :data:`COMPONENT_OUTPUTS`.
+
+The program publishes the viewer build (``build/viewer``); :func:`viewer_build` gives each run a
+snapshot of it, or a placeholder (noted in :attr:`Recording.notes`) when it is not built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import runpy
+import shutil
 import sys
+import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +67,8 @@ class Recording:
     resources: list[RecordedResource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     secret_outputs: set[str] = field(default_factory=set)
+    # What the harness substituted (e.g. a placeholder viewer build); the plan prints these.
+    notes: list[str] = field(default_factory=list)
 
     def of_type(self, *types: str) -> list[RecordedResource]:
         return [r for r in self.resources if r.type in types]
@@ -73,7 +81,8 @@ class Recording:
 
     def to_json(self) -> str:
         return json.dumps({"stack": self.stack, "resources": [r.to_dict() for r in self.resources],
-                           "outputs": self.outputs, "secret_outputs": sorted(self.secret_outputs)},
+                           "outputs": self.outputs, "secret_outputs": sorted(self.secret_outputs),
+                           "notes": self.notes},
                           indent=1, sort_keys=True, default=str)
 
 
@@ -97,7 +106,12 @@ def _awsx_vpc_outputs(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-COMPONENT_OUTPUTS = {"awsx:ec2:Vpc": _awsx_vpc_outputs}
+def _awsx_image_outputs(name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    digest = f"{_stable_hash(name):08x}" * 8
+    return {"imageUri": f"{inputs.get('repositoryUrl', name)}@sha256:{digest}"}
+
+
+COMPONENT_OUTPUTS = {"awsx:ec2:Vpc": _awsx_vpc_outputs, "awsx:ecr:Image": _awsx_image_outputs}
 
 
 def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dict[str, Any]:
@@ -142,7 +156,20 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
     elif typ == "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace":
         state["hostedZone"] = "Z0123456789"
     elif typ == "aws:cloudfront/distribution:Distribution":
-        state["domainName"] = f"d{_stable_hash(name) % 10**8}.cloudfront.net"
+        distribution_id = f"E{_stable_hash(name) % 10**12:012d}"
+        state.update(id=distribution_id, domainName=f"d{_stable_hash(name) % 10**8}.cloudfront.net",
+                     arn=f"arn:aws:cloudfront::{ACCOUNT_ID}:distribution/{distribution_id}")
+    elif typ == "aws:cognito/userPool:UserPool":
+        pool_id = f"{region}_{_stable_hash(name) % 10**9:09d}"
+        state.update(id=pool_id, arn=_arn("cognito-idp", pool_id, region, "userpool/"),
+                     endpoint=f"cognito-idp.{region}.amazonaws.com/{pool_id}")
+    elif typ == "aws:cognito/userPoolClient:UserPoolClient":
+        state["id"] = f"client{_stable_hash(name):010d}"
+    elif typ == "aws:cognito/userPoolDomain:UserPoolDomain":
+        state["id"] = str(inputs.get("domain", name))
+    elif typ == "aws:ecr/repository:Repository":
+        state.update(name=physical, arn=_arn("ecr", str(physical), region, "repository/"),
+                     repositoryUrl=f"{ACCOUNT_ID}.dkr.ecr.{region}.amazonaws.com/{physical}")
     elif typ == "aws:sagemaker/notebookInstance:NotebookInstance":
         state["url"] = f"{physical}.notebook.{region}.sagemaker.aws"
     elif typ == "aws:secretsmanager/secret:Secret":
@@ -193,10 +220,57 @@ def stack_config_values(stack: str, root: Path = ROOT) -> dict[str, Any]:
             for k, v in values.items()}
 
 
-def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path = ROOT) -> Recording:
+# Files of a placeholder viewer build: enough for the program to declare its objects offline.
+PLACEHOLDER_VIEWER_FILES = {
+    "viewer.js": "/* placeholder: run `make viewer` for the real Cornerstone3D bundle */\n",
+    "decodeImageFrameWorker.js": "/* placeholder decode worker */\n",
+    "placeholder.wasm": "\0asm",
+}
+
+
+@contextlib.contextmanager
+def viewer_build(build_dir: Optional[Path], recording: "Recording"):
+    """Point ``labeling.viewer_assets`` at a viewer build while the program runs.
+
+    ``build_dir`` given: that directory (tests; a missing build raises the module's error).
+    ``None``: a snapshot of the real ``build/viewer`` when it is built (so a rebuild running at the
+    same time cannot change files under the program), else a placeholder build — like the Lambda
+    layer's marker in components/packaging.py: enough for the offline plan and the mocks tests, not
+    for a deployment, where ``pulumi up`` stops with "run `make viewer`".
+    """
+    from labeling import viewer_assets
+
+    original = viewer_assets.VIEWER_BUILD_DIR
+    scratch: Optional[Path] = None
+    if build_dir is None:
+        scratch = Path(tempfile.mkdtemp(prefix="viewer-build-"))
+        build_dir = scratch / "viewer"
+        try:
+            shutil.copytree(original, build_dir)
+        except (OSError, shutil.Error):
+            shutil.rmtree(build_dir, ignore_errors=True)
+        if not (build_dir / viewer_assets.BUNDLE).is_file():
+            shutil.rmtree(build_dir, ignore_errors=True)
+            build_dir.mkdir(parents=True)
+            for file_name, text in PLACEHOLDER_VIEWER_FILES.items():
+                (build_dir / file_name).write_text(text)
+            recording.notes.append(f"{original} is not built: the plan uses placeholder viewer files "
+                                   "(run `make viewer` before `pulumi up`)")
+    viewer_assets.VIEWER_BUILD_DIR = Path(build_dir)
+    try:
+        yield
+    finally:
+        viewer_assets.VIEWER_BUILD_DIR = original
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path = ROOT,
+                viewer_build_dir: Optional[Path] = None) -> Recording:
     """Run ``__main__.py`` under mocks for ``stack`` and return what it declared.
 
     ``config`` defaults to the stack's YAML; pass a mapping to exercise other settings.
+    ``viewer_build_dir`` overrides the viewer build the program publishes (see :func:`viewer_build`).
     Raises whatever the program raises (for example ``ConfigError``).
     """
     import pulumi
@@ -230,7 +304,8 @@ def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path 
         finally:
             sys.path[:] = old_path
 
-    pulumi_mocks._sync_await(run_pulumi_func(program))
+    with viewer_build(viewer_build_dir, recording):
+        pulumi_mocks._sync_await(run_pulumi_func(program))
     stack_resource = pulumi_settings.get_root_resource()
     for name, value in getattr(stack_resource, "outputs", {}).items():
         resolved, secret = _resolve(value)

@@ -160,7 +160,35 @@ def _secret(r: Any) -> str:
     return _kv(kms=bool(_g(r, "kmsKeyId")), recovery=f"{_num(_g(r, 'recoveryWindowInDays'))} d")
 
 
+def _distribution(r: Any) -> str:
+    behavior = _g(r, "defaultCacheBehavior") or {}
+    cert = _g(r, "viewerCertificate") or {}
+    origins = [o for o in as_list(_g(r, "origins")) if isinstance(o, Mapping)]
+    tls = cert.get("minimumProtocolVersion") or ("default cert" if cert.get("cloudfrontDefaultCertificate") else None)
+    return _kv(viewers=behavior.get("viewerProtocolPolicy"), oac=all(o.get("originAccessControlId") for o in origins),
+               tls=tls, price_class=_g(r, "priceClass"))
+
+
+def _user_pool(r: Any) -> str:
+    return _kv(tier=_g(r, "userPoolTier"), mfa=_g(r, "mfaConfiguration"),
+               admin_only=_g(r, "adminCreateUserConfig", "allowAdminCreateUserOnly"),
+               min_password=_num(_g(r, "passwordPolicy", "minimumLength")),
+               threat_protection=_g(r, "userPoolAddOns", "advancedSecurityMode"))
+
+
+def _listener_rule(r: Any) -> str:
+    actions = sorted((a for a in as_list(_g(r, "actions")) if isinstance(a, Mapping)),
+                     key=lambda a: a.get("order") or 0)
+    paths = [v for c in as_list(_g(r, "conditions")) if isinstance(c, Mapping)
+             for v in as_list((c.get("pathPattern") or {}).get("values"))]
+    return _kv(paths=",".join(paths), actions="→".join(str(a.get("type")) for a in actions),
+               priority=_num(_g(r, "priority")))
+
+
 SUMMARIES: dict[str, Callable[..., str]] = {
+    "aws:cloudfront/distribution:Distribution": _distribution,
+    "aws:cognito/userPool:UserPool": _user_pool,
+    "aws:lb/listenerRule:ListenerRule": _listener_rule,
     "aws:ec2/securityGroup:SecurityGroup": _security_group,
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": _sse,
     "aws:s3/bucketVersioning:BucketVersioning": lambda r: _kv(status=_g(r, "versioningConfiguration", "status")),
@@ -247,7 +275,8 @@ def build_plan(recording: Recording, config: StackConfig) -> Plan:
     rows = [PlanRow(r.type, r.name, key_settings(r, recording), cost_of.get((r.type, r.name)))
             for r in sorted(recording.resources, key=lambda r: (short_type(r.type), r.name))
             if costs.is_billable_candidate(r.type)]
-    return Plan(recording.stack, config.warnings(), rows, evaluate_context(ctx), estimate)
+    # The harness's substitutions (a placeholder viewer build) are warnings too.
+    return Plan(recording.stack, config.warnings() + list(recording.notes), rows, evaluate_context(ctx), estimate)
 
 
 # --------------------------------------------------------------------------- rendering

@@ -187,6 +187,13 @@ LAMBDAS = ("aws:lambda/function:Function",)
 LAMBDA_PERMISSIONS = ("aws:lambda/permission:Permission",)
 NOTEBOOKS = ("aws:sagemaker/notebookInstance:NotebookInstance",)
 SECRETS = ("aws:secretsmanager/secret:Secret",)
+DISTRIBUTIONS = ("aws:cloudfront/distribution:Distribution",)
+ORIGIN_ACCESS_CONTROLS = ("aws:cloudfront/originAccessControl:OriginAccessControl",)
+RESPONSE_HEADERS_POLICIES = ("aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy",)
+LISTENER_RULES = ("aws:lb/listenerRule:ListenerRule", "aws:alb/listenerRule:ListenerRule")
+USER_POOLS = ("aws:cognito/userPool:UserPool",)
+ECR_REPOSITORIES = ("aws:ecr/repository:Repository",)
+ECR_LIFECYCLE_POLICIES = ("aws:ecr/lifecyclePolicy:LifecyclePolicy",)
 
 # Tag that marks a bucket as an ALB access-log bucket (the one SSE-S3 exception), for buckets whose
 # load balancer is declared elsewhere. A bucket named in an ALB's accessLogs needs no tag.
@@ -769,6 +776,21 @@ def check_ecs_no_public_ip(r: Any, ctx: Context) -> list[str]:
     return []
 
 
+def check_ecs_private_subnets(r: Any, ctx: Context) -> list[str]:
+    """ARCHITECTURE floor ("private subnets for tasks"): a service's subnets are none of the subnets an
+    internet-facing load balancer of the stack sits in (those are the public ones)."""
+    subnets = {str(s) for s in as_list(get(r, "networkConfiguration", "subnets", allow_unknown=True))}
+    if not subnets or UNKNOWN in subnets:
+        return [] if subnets else [f"{r.name}: networkConfiguration.subnets is empty"]
+    public: set[str] = set()
+    for lb in ctx.resources:
+        if lb.type in LOAD_BALANCERS and not _truthy(get(lb, "internal", allow_unknown=True)):
+            public.update(str(s) for s in as_list(get(lb, "subnets", allow_unknown=True)))
+    shared = sorted(subnets & public)
+    return [f"{r.name}: runs in {shared}, where an internet-facing load balancer sits (public subnets)"] \
+        if shared else []
+
+
 def check_ecs_fargate_platform(r: Any, ctx: Context) -> list[str]:
     """FSBP ECS.10: ECS Fargate services should run on the latest Fargate platform version."""
     version = get(r, "platformVersion")
@@ -973,6 +995,246 @@ def check_notebook_kms(r: Any, ctx: Context) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------
+# CloudFront (the viewer asset location)
+
+
+def _cache_behaviors(r: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    behaviors = [("defaultCacheBehavior", get(r, "defaultCacheBehavior") or {})]
+    behaviors += [(f"orderedCacheBehaviors[{i}]", b) for i, b in enumerate(as_list(get(r, "orderedCacheBehaviors")))
+                  if isinstance(b, Mapping)]
+    return behaviors
+
+
+def check_cloudfront_viewer_https(r: Any, ctx: Context) -> list[str]:
+    """FSBP CloudFront.3: CloudFront distributions should require encryption in transit
+    (every cache behavior's viewerProtocolPolicy is redirect-to-https or https-only)."""
+    return [f"{r.name}: {where}.viewerProtocolPolicy is {b.get('viewerProtocolPolicy')!r}, "
+            f"needs redirect-to-https or https-only"
+            for where, b in _cache_behaviors(r)
+            if b.get("viewerProtocolPolicy") not in ("redirect-to-https", "https-only")]
+
+
+# CloudFront security policies with TLS 1.2 as the floor (TLSv1.2_2018 and older admit weaker ciphers).
+CLOUDFRONT_TLS_POLICIES = ("TLSv1.2_2021", "TLSv1.2_2025", "TLSv1.3_2025")
+
+
+def check_cloudfront_tls_floor(r: Any, ctx: Context) -> list[str]:
+    """FSBP CloudFront.7/CloudFront.8 spirit + ARCHITECTURE floor: a custom certificate is served by
+    SNI with a TLS 1.2_2021+ security policy. The *.cloudfront.net default certificate's policy is
+    fixed by AWS and cannot be raised; it is accepted for the public viewer bundle."""
+    cert = get(r, "viewerCertificate") or {}
+    if not isinstance(cert, Mapping):
+        return [f"{r.name}: no viewerCertificate"]
+    if _truthy(cert.get("cloudfrontDefaultCertificate")) and not cert.get("acmCertificateArn"):
+        return []
+    problems = []
+    if cert.get("minimumProtocolVersion") not in CLOUDFRONT_TLS_POLICIES:
+        problems.append(f"{r.name}: minimumProtocolVersion {cert.get('minimumProtocolVersion')!r} is below "
+                        f"TLSv1.2_2021")
+    if cert.get("sslSupportMethod") != "sni-only":
+        problems.append(f"{r.name}: sslSupportMethod {cert.get('sslSupportMethod')!r}; use sni-only")
+    return problems
+
+
+def _is_s3_origin(origin: Mapping[str, Any]) -> bool:
+    return ".s3." in str(origin.get("domainName", "")) or ".s3-" in str(origin.get("domainName", ""))
+
+
+def check_cloudfront_origin_access_control(r: Any, ctx: Context) -> list[str]:
+    """FSBP CloudFront.13: CloudFront distributions should use origin access control (S3 origins);
+    the OAC signs always with SigV4 (no legacy origin access identity, no unsigned requests)."""
+    problems = []
+    for i, origin in enumerate(as_list(get(r, "origins"))):
+        if not isinstance(origin, Mapping) or not _is_s3_origin(origin):
+            continue
+        where = f"{r.name}: origins[{i}] ({origin.get('originId')})"
+        if (origin.get("s3OriginConfig") or {}).get("originAccessIdentity"):
+            problems.append(f"{where} uses a legacy origin access identity; use origin access control")
+        if not origin.get("originAccessControlId"):
+            problems.append(f"{where} has no originAccessControlId")
+    controls = ctx.targets(r, "origins", ORIGIN_ACCESS_CONTROLS)
+    if any(isinstance(o, Mapping) and _is_s3_origin(o) and o.get("originAccessControlId")
+           for o in as_list(get(r, "origins"))):
+        if not controls:
+            problems.append(f"{r.name}: its origin access control is not declared in this stack")
+        for oac in controls:
+            if get(oac, "signingBehavior") != "always" or get(oac, "signingProtocol") != "sigv4":
+                problems.append(f"{r.name}: origin access control {oac.name} signs "
+                                f"{get(oac, 'signingBehavior')!r}/{get(oac, 'signingProtocol')!r}, needs always/sigv4")
+    return problems
+
+
+def check_cloudfront_cors_origins(r: Any, ctx: Context) -> list[str]:
+    """Project floor: a response-headers policy's CORS names https origins (never ``*``), and sends HSTS
+    and nosniff (the viewer bundle is loaded cross-origin by the GT worker portal)."""
+    problems = []
+    cors = get(r, "corsConfig") or {}
+    origins = ((cors.get("accessControlAllowOrigins") or {}).get("items") if isinstance(cors, Mapping) else None)
+    for origin in as_list(origins):
+        if origin == "*" or not str(origin).startswith("https://"):
+            problems.append(f"{r.name}: CORS allows origin {origin!r}; name https:// origins")
+    if isinstance(cors, Mapping) and _truthy(cors.get("accessControlAllowCredentials")):
+        problems.append(f"{r.name}: CORS allows credentials; the public bundle needs none")
+    security = get(r, "securityHeadersConfig") or {}
+    if not (security.get("strictTransportSecurity") if isinstance(security, Mapping) else None):
+        problems.append(f"{r.name}: no Strict-Transport-Security header")
+    if not (security.get("contentTypeOptions") if isinstance(security, Mapping) else None):
+        problems.append(f"{r.name}: no X-Content-Type-Options: nosniff header")
+    return problems
+
+
+def check_bucket_policy_not_public(r: Any, ctx: Context) -> list[str]:
+    """FSBP S3.2/S3.3 (no public read/write) as policy text: no Allow to Principal ``*``, and an Allow to
+    the CloudFront service principal names its distribution (AWS:SourceArn), as OAC requires."""
+    document = parse_json(r, get(r, "policy", allow_unknown=True), f"{r.name}.policy")
+    problems = []
+    for i, statement in enumerate(_statements(document)):
+        if statement.get("Effect") != "Allow":
+            continue
+        principal = statement.get("Principal")
+        values = ([v for vals in principal.values() for v in as_list(vals)] if isinstance(principal, Mapping)
+                  else as_list(principal))
+        if "*" in values:
+            problems.append(f"{r.name}: statement {statement.get('Sid', i)} allows Principal * (public bucket)")
+        if "cloudfront.amazonaws.com" in values:
+            condition = statement.get("Condition") or {}
+            source = ((condition.get("StringEquals") or {}).get("AWS:SourceArn")
+                      if isinstance(condition, Mapping) else None)
+            if not source or any("*" in str(s) for s in as_list(source)):
+                problems.append(f"{r.name}: statement {statement.get('Sid', i)} lets CloudFront read without "
+                                f"naming the distribution (StringEquals AWS:SourceArn)")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# ALB listener rules and Cognito (the portal's sign-in)
+
+
+AUTHENTICATE_ACTIONS = ("authenticate-cognito", "authenticate-oidc")
+
+
+def _action_order(action: Mapping[str, Any], position: int) -> float:
+    order = action.get("order")
+    return float(order) if isinstance(order, (int, float)) and not isinstance(order, bool) else 1e6 + position
+
+
+def _is_portal_rule(r: Any, ctx: Context) -> bool:
+    for condition in as_list(get(r, "conditions")):
+        values = (condition.get("pathPattern") or {}).get("values") if isinstance(condition, Mapping) else None
+        if any(str(v).startswith("/portal") for v in as_list(values)):
+            return True
+    return any(isinstance(a, Mapping) and a.get("type") in AUTHENTICATE_ACTIONS for a in as_list(get(r, "actions")))
+
+
+def check_listener_rule_authenticates(r: Any, ctx: Context) -> list[str]:
+    """ARCHITECTURE floor (portal behind ALB sign-in): a rule for ``/portal`` paths (or any rule with an
+    authenticate action) authenticates before it forwards, refuses unauthenticated requests, and sits
+    on an HTTPS listener (the only kind where AWS runs authenticate actions)."""
+    actions = [(i, a) for i, a in enumerate(as_list(get(r, "actions"))) if isinstance(a, Mapping)]
+    ordered = sorted(actions, key=lambda pa: _action_order(pa[1], pa[0]))
+    types = [a.get("type") for _, a in ordered]
+    problems = []
+    auth = [a for _, a in ordered if a.get("type") in AUTHENTICATE_ACTIONS]
+    if not auth:
+        problems.append(f"{r.name}: no authenticate-cognito/oidc action before forwarding {types}")
+    else:
+        first_auth = types.index(auth[0].get("type"))
+        forwards = [i for i, t in enumerate(types) if t == "forward"]
+        if forwards and forwards[0] < first_auth:
+            problems.append(f"{r.name}: actions run {types}; authenticate must come before forward")
+        for action in auth:
+            config = action.get("authenticateCognito") or action.get("authenticateOidc") or {}
+            if isinstance(config, Mapping) and config.get("onUnauthenticatedRequest") == "allow":
+                problems.append(f"{r.name}: onUnauthenticatedRequest is allow (anonymous requests pass)")
+    for listener in ctx.targets(r, "listenerArn", LISTENERS):
+        if str(get(listener, "protocol") or "").upper() != "HTTPS":
+            problems.append(f"{r.name}: on {listener.name} ({get(listener, 'protocol')}); authenticate actions "
+                            f"need an HTTPS listener")
+    return problems
+
+
+COGNITO_MIN_PASSWORD_LENGTH = 12
+
+
+def check_cognito_password_policy(r: Any, ctx: Context) -> list[str]:
+    """FSBP-style identity floor (CIS/NIST 800-63B lengths): at least 12 characters, all four
+    character classes, temporary passwords valid at most 7 days."""
+    policy = get(r, "passwordPolicy") or {}
+    if not isinstance(policy, Mapping):
+        return [f"{r.name}: no passwordPolicy"]
+    problems = []
+    length = as_int(policy.get("minimumLength"))
+    if length is None or length < COGNITO_MIN_PASSWORD_LENGTH:
+        problems.append(f"{r.name}: minimumLength {length!r} is below {COGNITO_MIN_PASSWORD_LENGTH}")
+    missing = [k for k in ("requireLowercase", "requireUppercase", "requireNumbers", "requireSymbols")
+               if not _truthy(policy.get(k))]
+    if missing:
+        problems.append(f"{r.name}: password policy does not set {', '.join(missing)}")
+    days = as_int(policy.get("temporaryPasswordValidityDays"))
+    if days is None or days > 7:
+        problems.append(f"{r.name}: temporaryPasswordValidityDays {days!r} exceeds 7")
+    return problems
+
+
+def check_cognito_admin_only_sign_up(r: Any, ctx: Context) -> list[str]:
+    """ARCHITECTURE floor: annotators are invited, never self-registered (AllowAdminCreateUserOnly)."""
+    if not _truthy(get(r, "adminCreateUserConfig", "allowAdminCreateUserOnly")):
+        return [f"{r.name}: adminCreateUserConfig.allowAdminCreateUserOnly is not true (anyone could sign up)"]
+    return []
+
+
+def check_cognito_mfa_prod(r: Any, ctx: Context) -> list[str]:
+    """FSBP/CIS identity floor: multi-factor authentication required in prod (TOTP enabled)."""
+    problems = []
+    if get(r, "mfaConfiguration") != "ON":
+        problems.append(f"{r.name}: mfaConfiguration is {get(r, 'mfaConfiguration')!r}, needs ON in prod")
+    if not _truthy(get(r, "softwareTokenMfaConfiguration", "enabled")):
+        problems.append(f"{r.name}: software-token (TOTP) MFA is not enabled")
+    return problems
+
+
+def check_cognito_threat_protection(r: Any, ctx: Context) -> list[str]:
+    """FSBP Cognito.1: user pools should have threat protection in full-function enforcement mode."""
+    if get(r, "userPoolAddOns", "advancedSecurityMode") != "ENFORCED":
+        return [f"{r.name}: userPoolAddOns.advancedSecurityMode is "
+                f"{get(r, 'userPoolAddOns', 'advancedSecurityMode')!r}, needs ENFORCED"]
+    return []
+
+
+def check_ecs_secrets_from_secrets_manager(r: Any, ctx: Context) -> list[str]:
+    """ARCHITECTURE floor ("secrets only in Secrets Manager"): every container ``secrets`` entry is a
+    Secrets Manager ARN (optionally with a JSON key), never a literal or another store."""
+    problems = []
+    for container in container_definitions(r):
+        for entry in as_list(container.get("secrets")):
+            if not isinstance(entry, Mapping):
+                continue
+            source = str(entry.get("valueFrom", ""))
+            if not re.match(r"arn:aws[a-z-]*:secretsmanager:", source):
+                problems.append(f"{r.name}/{container.get('name', '?')}: secret {entry.get('name')} comes from "
+                                f"{source.split(':secret:')[0][:40]!r}, not a Secrets Manager ARN")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# ECR (the portal image)
+
+
+def check_ecr_scan_on_push(r: Any, ctx: Context) -> list[str]:
+    """FSBP ECR.1: ECR private repositories should have image scanning configured (scan on push)."""
+    if not _truthy(get(r, "imageScanningConfiguration", "scanOnPush")):
+        return [f"{r.name}: imageScanningConfiguration.scanOnPush is not true"]
+    return []
+
+
+def check_ecr_lifecycle_policy(r: Any, ctx: Context) -> list[str]:
+    """FSBP ECR.3: ECR repositories should have at least one lifecycle policy configured."""
+    if ctx.referrers(r, ECR_LIFECYCLE_POLICIES, "repository"):
+        return []
+    return [f"{r.name}: no LifecyclePolicy refers to this repository"]
+
+
+# ------------------------------------------------------------------------------------------------
 # VPC
 
 
@@ -1035,6 +1297,8 @@ RULES: tuple[Rule, ...] = (
          "ARCHITECTURE security posture", scope="stack"),
     Rule("ecs-service-no-public-ip", "ECS services get no public IP",
          ECS_SERVICES, check_ecs_no_public_ip, "FSBP ECS.2"),
+    Rule("ecs-service-private-subnets", "ECS services run in private subnets (not the load balancers' public ones)",
+         ECS_SERVICES, check_ecs_private_subnets, "ARCHITECTURE security posture", scope="stack"),
     Rule("ecs-fargate-latest-platform", "Fargate services on the LATEST platform version",
          ECS_SERVICES, check_ecs_fargate_platform, "FSBP ECS.10", severity="low", selects=_is_fargate),
     Rule("ecs-task-no-privileged", "ECS containers are not privileged",
@@ -1078,6 +1342,34 @@ RULES: tuple[Rule, ...] = (
          severity="medium"),
     Rule("vpc-flow-logs-enabled", "Every VPC has flow logs",
          VPCS, check_vpc_flow_logs, "FSBP EC2.6", scope="stack", severity="medium"),
+    Rule("cloudfront-viewer-https", "CloudFront serves viewers over HTTPS only (HTTP redirects)",
+         DISTRIBUTIONS, check_cloudfront_viewer_https, "FSBP CloudFront.3"),
+    Rule("cloudfront-tls-floor", "CloudFront custom certificates use SNI and TLSv1.2_2021 or newer",
+         DISTRIBUTIONS, check_cloudfront_tls_floor, "FSBP CloudFront.8 / ARCHITECTURE TLS floor", severity="medium"),
+    Rule("cloudfront-origin-access-control", "CloudFront reads S3 through OAC (SigV4, always signed)",
+         DISTRIBUTIONS, check_cloudfront_origin_access_control, "FSBP CloudFront.13", scope="stack"),
+    Rule("cloudfront-response-headers", "CloudFront CORS names https origins; HSTS and nosniff are sent",
+         RESPONSE_HEADERS_POLICIES, check_cloudfront_cors_origins, "ARCHITECTURE security posture",
+         severity="medium"),
+    Rule("s3-bucket-policy-not-public", "Bucket policies allow no public principal; CloudFront only per distribution",
+         BUCKET_POLICIES, check_bucket_policy_not_public, "FSBP S3.2 / S3.3", severity="critical"),
+    Rule("alb-listener-rule-authenticates", "Portal listener rules authenticate (Cognito/OIDC) before forwarding",
+         LISTENER_RULES, check_listener_rule_authenticates, "ARCHITECTURE security posture", scope="stack",
+         severity="critical", selects=_is_portal_rule),
+    Rule("cognito-password-policy", "Cognito passwords: 12+ characters, four classes, short-lived temporaries",
+         USER_POOLS, check_cognito_password_policy, "CIS / NIST SP 800-63B password floor"),
+    Rule("cognito-admin-only-sign-up", "Cognito users are created by an admin only (no self sign-up)",
+         USER_POOLS, check_cognito_admin_only_sign_up, "ARCHITECTURE security posture", severity="critical"),
+    Rule("cognito-mfa-required", "Cognito requires MFA (TOTP) in prod",
+         USER_POOLS, check_cognito_mfa_prod, "CIS identity floor (MFA)", applies=_prod),
+    Rule("cognito-threat-protection", "Cognito threat protection in enforced mode",
+         USER_POOLS, check_cognito_threat_protection, "FSBP Cognito.1", severity="medium"),
+    Rule("ecs-secrets-from-secrets-manager", "ECS secrets come from Secrets Manager ARNs",
+         ECS_TASK_DEFINITIONS, check_ecs_secrets_from_secrets_manager, "ARCHITECTURE security posture"),
+    Rule("ecr-image-scan-on-push", "ECR repositories scan images on push",
+         ECR_REPOSITORIES, check_ecr_scan_on_push, "FSBP ECR.1", severity="medium"),
+    Rule("ecr-lifecycle-policy", "ECR repositories have a lifecycle policy",
+         ECR_REPOSITORIES, check_ecr_lifecycle_policy, "FSBP ECR.3", scope="stack", severity="low"),
 )
 
 RULES_BY_ID: dict[str, Rule] = {rule.id: rule for rule in RULES}

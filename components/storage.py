@@ -86,6 +86,9 @@ class SecureBucketArgs:
     # called with the bucket's ARN Output, returns the statements to append.
     own_policy_statements: Optional[Callable[[pulumi.Output[str]], pulumi.Input[Sequence[dict]]]] = None
     force_destroy: bool = False
+    # True when a statement must name a resource that is created after the bucket (a CloudFront
+    # distribution reading it through OAC): the caller then calls ``attach_policy`` exactly once.
+    defer_policy: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -145,19 +148,32 @@ class SecureBucket(pulumi.ComponentResource):
         if args.cors_rules:
             aws.s3.BucketCorsConfiguration(f"{name}-cors", bucket=self.bucket.id,
                                            cors_rules=list(args.cors_rules), opts=bucket_child)
-        extra = pulumi.Output.from_input(args.extra_policy_statements or [])
-        own = pulumi.Output.from_input(
-            args.own_policy_statements(self.bucket.arn) if args.own_policy_statements else [])
-        policy = pulumi.Output.all(self.bucket.arn, extra, own).apply(
-            lambda vals: json.dumps(bucket_policy(vals[0], list(vals[1]) + list(vals[2]))))
-        self.policy = aws.s3.BucketPolicy(
-            f"{name}-policy", bucket=self.bucket.id, policy=policy,
-            # A public-access block must exist first or S3 may reject a policy update race.
-            opts=pulumi.ResourceOptions(parent=self.bucket, depends_on=[self.public_access_block]))
+        self._name = name
+        self._args = args
+        self.policy: Optional[aws.s3.BucketPolicy] = None
+        if not args.defer_policy:
+            self.attach_policy()
         self.name = self.bucket.bucket
         self.arn = self.bucket.arn
         self.id = self.bucket.id
         self.register_outputs({"name": self.name, "arn": self.arn})
+
+    def attach_policy(self, later_statements: Optional[pulumi.Input[Sequence[dict]]] = None) -> aws.s3.BucketPolicy:
+        """The bucket policy: TLS-only, the args' statements, and ``later_statements``."""
+        if self.policy is not None:
+            raise RuntimeError(f"{self._name}: the bucket policy is already attached")
+        args = self._args
+        extra = pulumi.Output.from_input(args.extra_policy_statements or [])
+        own = pulumi.Output.from_input(
+            args.own_policy_statements(self.bucket.arn) if args.own_policy_statements else [])
+        later = pulumi.Output.from_input(later_statements or [])
+        policy = pulumi.Output.all(self.bucket.arn, extra, own, later).apply(
+            lambda vals: json.dumps(bucket_policy(vals[0], list(vals[1]) + list(vals[2]) + list(vals[3]))))
+        self.policy = aws.s3.BucketPolicy(
+            f"{self._name}-policy", bucket=self.bucket.id, policy=policy,
+            # A public-access block must exist first or S3 may reject a policy update race.
+            opts=pulumi.ResourceOptions(parent=self.bucket, depends_on=[self.public_access_block]))
+        return self.policy
 
 
 def bucket_policy(bucket_arn: str, extra_statements: list[dict]) -> dict[str, Any]:

@@ -123,3 +123,20 @@ def test_program_stops_at_start_with_the_config_error():
     values["dicom-annotate:maxTasks"] = 0
     with pytest.raises(ConfigError, match="dicom-annotate:minTasks|dicom-annotate:maxTasks"):
         run_program("dev", config=values)
+
+
+def test_portal_and_viewer_defaults_per_environment():
+    d, p = dev(), prod()
+    # dev without a certificate cannot sign users in at the ALB (HTTPS-only action): no portal.
+    assert d.portal_enabled is False and p.portal_enabled is True
+    assert dev(allowHttp=False, certificateArn=CERT).portal_enabled is True
+    assert (d.portal_cpu, d.portal_memory, d.portal_min_tasks, d.portal_max_tasks) == (256, 512, 1, 2)
+    assert (p.portal_cpu, p.portal_memory, p.portal_min_tasks, p.portal_max_tasks) == (512, 1024, 2, 4)
+    assert (d.portal_mfa, p.portal_mfa) == ("optional", "required")
+    assert d.viewer_assets_domain is None and d.viewer_assets_certificate_arn is None
+
+
+def test_portal_settings_can_be_overridden_within_fargate_sizes():
+    cfg = prod(portalCpu=1024, portalMemory=3072, portalMinTasks="3", portalMaxTasks=5, portalEnabled="false")
+    assert (cfg.portal_cpu, cfg.portal_memory, cfg.portal_min_tasks, cfg.portal_max_tasks) == (1024, 3072, 3, 5)
+    assert cfg.portal_enabled is False

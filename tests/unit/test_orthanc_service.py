@@ -108,6 +108,13 @@ def test_every_bucket_has_the_storage_floor(recording):
         if bucket.name.endswith("-alb-logs-bucket"):
             # ELB log delivery supports SSE-S3 only.
             assert default["sseAlgorithm"] == "AES256"
+        elif bucket.name.endswith("-viewer-bucket-bucket"):
+            # The public viewer bundle has a key of its own that trusts its CloudFront distribution.
+            viewer_key = recording.named(bucket.name.removesuffix("-bucket-bucket") + "-key")
+            assert default["sseAlgorithm"] == "aws:kms"
+            assert default["kmsMasterKeyId"] == _mock_state(viewer_key.type, viewer_key.name, viewer_key.inputs,
+                                                            "us-east-1")["arn"]
+            assert default["kmsMasterKeyId"] != recording.outputs["kmsKeyArn"]
         else:
             assert default["sseAlgorithm"] == "aws:kms", bucket.name
             assert default["kmsMasterKeyId"] == recording.outputs["kmsKeyArn"], bucket.name
@@ -199,10 +206,13 @@ def test_database_log_exports_land_in_log_groups_we_own(recording):
         assert f"/aws/rds/instance/{db.inputs['identifier']}/{export}" in names
 
 
-def test_database_accepts_only_the_orthanc_tasks(recording):
+def test_database_accepts_only_the_orthanc_and_portal_tasks(recording):
     rules = _ingress_into(recording, _o(recording, "db-sg"))
-    assert [(r.inputs["fromPort"], r.inputs.get("referencedSecurityGroupId")) for r in rules] == \
-        [(5432, _mock_id(_o(recording, "service-sg")))]
+    expected = [(5432, _mock_id(_o(recording, "service-sg")))]
+    if "portalUrl" in recording.outputs:  # prod: the portal shares the database server
+        expected.append((5432, _mock_id(recording.named(f"da-{recording.stack}-portal-sg"))))
+    assert sorted((r.inputs["fromPort"], r.inputs.get("referencedSecurityGroupId")) for r in rules) == \
+        sorted(expected)
     assert _o(recording, "db").inputs["vpcSecurityGroupIds"] == [_mock_id(_o(recording, "db-sg"))]
 
 

@@ -45,6 +45,24 @@ def test_dev_fits_the_budget(plans):
     assert estimate.total <= estimate.budget, f"dev ${estimate.total} > ${estimate.budget}; dominant: {top}"
 
 
+def test_dev_with_the_portal_fits_its_own_budget(plans):
+    """A dev stack with a certificate runs the portal at its smallest size; the table's dev-portal goal."""
+    from components.config import StackConfig
+    from components.offline import run_program, stack_config_values
+
+    values = stack_config_values("dev")
+    values.pop("dicom-annotate:allowHttp")
+    values["dicom-annotate:certificateArn"] = stack_config_values("prod")["dicom-annotate:certificateArn"]
+    config = StackConfig.from_mapping(values, stack="dev")
+    plan = build_plan(run_program("dev", config=values), config)
+    estimate = plan.cost
+    assert estimate.budget == costs.load_prices()["monthly_budget_usd"]["dev-portal"]
+    portal = {line.resource: line for line in estimate.lines if line.resource.startswith("da-dev-portal")}
+    assert "0.25 vCPU/0.5 GB" in portal["da-dev-portal-service"].basis
+    assert plans["dev"].cost.total < estimate.total <= estimate.budget, estimate.total
+    assert plan.policy_counts["fail"] == 0
+
+
 def test_prod_costs_more_than_dev(plans):
     assert plans["prod"].cost.total > plans["dev"].cost.total
 

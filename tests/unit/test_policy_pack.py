@@ -136,3 +136,24 @@ def test_stack_policy_links_by_value_after_deploy(pack):
     assert reported == []
     policy.validate(StackValidationArgs([bucket]), lambda m, urn=None: reported.append(m))
     assert reported and "no bucket policy" in reported[0]
+
+
+def test_portal_listener_rule_is_judged_on_its_listener_during_preview(pack):
+    """The rule's listener ARN is unknown in a preview: the property dependency still finds the
+    listener, so a portal rule on plain HTTP is refused before anything is created."""
+    policy = policies_by_name(pack)["alb-listener-rule-authenticates"]
+    actions = [{"type": "authenticate-cognito", "order": 1,
+                "authenticateCognito": {"onUnauthenticatedRequest": "authenticate"}},
+               {"type": "forward", "order": 2}]
+    conditions = [{"pathPattern": {"values": ["/portal", "/portal/*"]}}]
+    reported: list[str] = []
+    for protocol in ("HTTPS", "HTTP"):
+        listener = _policy_resource("aws:lb/listener:Listener", f"front-{protocol}",
+                                    {"protocol": protocol, "arn": UNKNOWN_STRING_VALUE})
+        rule = _policy_resource("aws:lb/listenerRule:ListenerRule", "portal-rule",
+                                {"listenerArn": UNKNOWN_STRING_VALUE, "actions": actions, "conditions": conditions})
+        rule.property_dependencies["listenerArn"] = [listener]
+        policy.validate(StackValidationArgs([listener, rule]), lambda m, urn=None: reported.append(m))
+        if protocol == "HTTPS":
+            assert reported == []
+    assert len(reported) == 1 and "HTTPS listener" in reported[0]

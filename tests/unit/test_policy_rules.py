@@ -112,6 +112,60 @@ GOOD_FN = dict(runtime="python3.12", vpcConfig={"subnetIds": ["subnet-1"], "secu
                                           "ORTHANC_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:x"}})
 GOOD_NOTEBOOK = dict(subnetId="subnet-1", directInternetAccess="Disabled", rootAccess="Disabled", kmsKeyId=KMS)
 
+DIST = "aws:cloudfront/distribution:Distribution"
+OAC = "aws:cloudfront/originAccessControl:OriginAccessControl"
+HEADERS = "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy"
+RULE = "aws:lb/listenerRule:ListenerRule"
+POOL = "aws:cognito/userPool:UserPool"
+REPO = "aws:ecr/repository:Repository"
+S3_ORIGIN = "b.s3.us-east-1.amazonaws.com"
+DIST_ARN = "arn:aws:cloudfront::123456789012:distribution/E123"
+ACM = "arn:aws:acm:us-east-1:123456789012:certificate/x"
+GT_ORIGIN = "https://abc.labeling.us-east-1.sagemaker.aws"
+GOOD_HEADERS = dict(corsConfig={"accessControlAllowOrigins": {"items": [GT_ORIGIN]},
+                                "accessControlAllowCredentials": False},
+                    securityHeadersConfig={"strictTransportSecurity": {"accessControlMaxAgeSec": 63072000},
+                                           "contentTypeOptions": {"override": True}})
+GOOD_POOL = dict(passwordPolicy={"minimumLength": 14.0, "requireLowercase": True, "requireUppercase": True,
+                                 "requireNumbers": True, "requireSymbols": True,
+                                 "temporaryPasswordValidityDays": 3.0},
+                 adminCreateUserConfig={"allowAdminCreateUserOnly": True}, mfaConfiguration="ON",
+                 softwareTokenMfaConfiguration={"enabled": True},
+                 userPoolAddOns={"advancedSecurityMode": "ENFORCED"})
+
+
+def distribution(**over: Any) -> RecordedResource:
+    base = dict(defaultCacheBehavior={"viewerProtocolPolicy": "redirect-to-https"},
+                viewerCertificate={"cloudfrontDefaultCertificate": True},
+                origins=[{"originId": "o", "domainName": S3_ORIGIN, "originAccessControlId": "oac-id"}])
+    return R(DIST, "cdn", **{**base, **over})
+
+
+def oac(**over: Any) -> RecordedResource:
+    return R(OAC, "oac", **{**dict(signingBehavior="always", signingProtocol="sigv4",
+                                   originAccessControlOriginType="s3"), **over})
+
+
+def portal_rule(actions: list[dict], protocol: str = "HTTPS") -> list[RecordedResource]:
+    return [R(LISTENER, "https", protocol=protocol, port=443),
+            R(RULE, "rule", listenerArn="https-id", actions=actions,
+              conditions=[{"pathPattern": {"values": ["/portal", "/portal/*"]}}])]
+
+
+AUTH = {"type": "authenticate-cognito", "order": 1.0,
+        "authenticateCognito": {"userPoolArn": "arn:pool", "userPoolClientId": "c", "userPoolDomain": "d",
+                                "onUnauthenticatedRequest": "authenticate"}}
+FORWARD = {"type": "forward", "order": 2.0, "targetGroupArn": "arn:tg"}
+
+
+def bucket_policy_doc(principal: Any, condition: Any = None) -> str:
+    statement = {"Sid": "Read", "Effect": "Allow", "Principal": principal, "Action": "s3:GetObject",
+                 "Resource": "arn:aws:s3:::b/*"}
+    if condition:
+        statement["Condition"] = condition
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
 # rule id -> (bad resources, good resources, context options)
 CASES: dict[str, tuple[list[RecordedResource], list[RecordedResource], dict[str, Any]]] = {
     "rds-storage-encrypted": (rds(storageEncrypted=False), rds(), {}),
@@ -161,6 +215,12 @@ CASES: dict[str, tuple[list[RecordedResource], list[RecordedResource], dict[str,
     "ecs-service-no-public-ip": (
         [R("aws:ecs/service:Service", "svc", launchType="FARGATE", networkConfiguration={"assignPublicIp": True})],
         [R("aws:ecs/service:Service", "svc", launchType="FARGATE", networkConfiguration={"assignPublicIp": False})],
+        {}),
+    "ecs-service-private-subnets": (
+        [R(LB, "alb", loadBalancerType="application", internal=False, subnets=["subnet-pub-a", "subnet-pub-b"]),
+         R("aws:ecs/service:Service", "svc", networkConfiguration={"subnets": ["subnet-pub-a", "subnet-priv-b"]})],
+        [R(LB, "alb", loadBalancerType="application", internal=False, subnets=["subnet-pub-a", "subnet-pub-b"]),
+         R("aws:ecs/service:Service", "svc", networkConfiguration={"subnets": ["subnet-priv-a", "subnet-priv-b"]})],
         {}),
     "ecs-fargate-latest-platform": (
         [R("aws:ecs/service:Service", "svc", launchType="FARGATE", platformVersion="1.3.0")],
@@ -224,6 +284,48 @@ CASES: dict[str, tuple[list[RecordedResource], list[RecordedResource], dict[str,
          R("aws:ec2/flowLog:FlowLog", "fl", vpcId="some-other-vpc", trafficType="ALL")],
         [R("aws:ec2/vpc:Vpc", "vpc", cidrBlock="10.40.0.0/16"),
          R("aws:ec2/flowLog:FlowLog", "fl", vpcId="vpc-id", trafficType="ALL")], {}),
+    "cloudfront-viewer-https": ([distribution(defaultCacheBehavior={"viewerProtocolPolicy": "allow-all"})],
+                                [distribution()], {}),
+    "cloudfront-tls-floor": (
+        [distribution(viewerCertificate={"acmCertificateArn": ACM, "sslSupportMethod": "sni-only",
+                                         "minimumProtocolVersion": "TLSv1"})],
+        [distribution(viewerCertificate={"acmCertificateArn": ACM, "sslSupportMethod": "sni-only",
+                                         "minimumProtocolVersion": "TLSv1.2_2021"})], {}),
+    "cloudfront-origin-access-control": (
+        [distribution(origins=[{"originId": "o", "domainName": S3_ORIGIN,
+                                "s3OriginConfig": {"originAccessIdentity": "origin-access-identity/cloudfront/X"}}])],
+        [oac(), distribution()], {}),
+    "cloudfront-response-headers": (
+        [R(HEADERS, "h", **{**GOOD_HEADERS, "corsConfig": {"accessControlAllowOrigins": {"items": ["*"]}}})],
+        [R(HEADERS, "h", **GOOD_HEADERS)], {}),
+    "s3-bucket-policy-not-public": (
+        [R("aws:s3/bucketPolicy:BucketPolicy", "p", bucket="b-id", policy=bucket_policy_doc("*"))],
+        [R("aws:s3/bucketPolicy:BucketPolicy", "p", bucket="b-id", policy=bucket_policy_doc(
+            {"Service": "cloudfront.amazonaws.com"}, {"StringEquals": {"AWS:SourceArn": DIST_ARN}}))], {}),
+    "alb-listener-rule-authenticates": (portal_rule([{**FORWARD, "order": 1.0}, {**AUTH, "order": 2.0}]),
+                                        portal_rule([AUTH, FORWARD]), {}),
+    "cognito-password-policy": (
+        [R(POOL, "pool", **{**GOOD_POOL, "passwordPolicy": {**GOOD_POOL["passwordPolicy"], "minimumLength": 8.0}})],
+        [R(POOL, "pool", **GOOD_POOL)], {}),
+    "cognito-admin-only-sign-up": (
+        [R(POOL, "pool", **{**GOOD_POOL, "adminCreateUserConfig": {"allowAdminCreateUserOnly": False}})],
+        [R(POOL, "pool", **GOOD_POOL)], {}),
+    "cognito-mfa-required": ([R(POOL, "pool", **{**GOOD_POOL, "mfaConfiguration": "OPTIONAL"})],
+                             [R(POOL, "pool", **GOOD_POOL)], {"environment": "prod"}),
+    "cognito-threat-protection": (
+        [R(POOL, "pool", **{**GOOD_POOL, "userPoolAddOns": {"advancedSecurityMode": "AUDIT"}})],
+        [R(POOL, "pool", **GOOD_POOL)], {}),
+    "ecs-secrets-from-secrets-manager": (
+        [R(TASKDEF, "td", containerDefinitions=container_defs(
+            secrets=[{"name": "PORTAL_SESSION_SECRET", "valueFrom": "arn:aws:ssm:us-east-1:1:parameter/s"}]))],
+        [R(TASKDEF, "td", containerDefinitions=container_defs(
+            secrets=[{"name": "PORTAL_SESSION_SECRET",
+                      "valueFrom": "arn:aws:secretsmanager:us-east-1:1:secret:s-AbCdEf"}]))], {}),
+    "ecr-image-scan-on-push": ([R(REPO, "repo", imageScanningConfiguration={"scanOnPush": False})],
+                               [R(REPO, "repo", imageScanningConfiguration={"scanOnPush": True})], {}),
+    "ecr-lifecycle-policy": (
+        [R(REPO, "repo"), R("aws:ecr/lifecyclePolicy:LifecyclePolicy", "lp", repository="other")],
+        [R(REPO, "repo"), R("aws:ecr/lifecyclePolicy:LifecyclePolicy", "lp", repository="repo")], {}),
 }
 
 
@@ -342,3 +444,61 @@ def test_recorded_stacks_are_judged_by_the_rules(recordings):
     for stack, recording in recordings.items():
         tally = counts(evaluate(recording))
         assert tally["pass"] + tally["fail"] >= 25, (stack, tally)
+
+
+# ------------------------------------------------------------------------------- viewer CDN + portal rules
+def test_oac_that_does_not_always_sign_fails():
+    result = run("cloudfront-origin-access-control", [oac(signingBehavior="no-override"), distribution()])
+    assert result.status == "fail" and "always/sigv4" in result.violations[0]
+    # An OAC id that no declared OAC answers to cannot be judged as signing: it fails too.
+    assert run("cloudfront-origin-access-control", [distribution()]).status == "fail"
+
+
+def test_cloudfront_default_certificate_is_accepted_but_a_custom_one_needs_sni():
+    assert run("cloudfront-tls-floor", [distribution()]).status == "pass"
+    vip = distribution(viewerCertificate={"acmCertificateArn": ACM, "sslSupportMethod": "vip",
+                                          "minimumProtocolVersion": "TLSv1.2_2021"})
+    assert run("cloudfront-tls-floor", [vip]).status == "fail"
+
+
+def test_cloudfront_read_without_the_distribution_condition_fails():
+    policy = R("aws:s3/bucketPolicy:BucketPolicy", "p", bucket="b-id",
+               policy=bucket_policy_doc({"Service": "cloudfront.amazonaws.com"}))
+    result = run("s3-bucket-policy-not-public", [policy])
+    assert result.status == "fail" and "AWS:SourceArn" in result.violations[0]
+    wildcard = R("aws:s3/bucketPolicy:BucketPolicy", "p", bucket="b-id", policy=bucket_policy_doc(
+        {"Service": "cloudfront.amazonaws.com"},
+        {"StringEquals": {"AWS:SourceArn": "arn:aws:cloudfront::123456789012:distribution/*"}}))
+    assert run("s3-bucket-policy-not-public", [wildcard]).status == "fail"
+
+
+def test_portal_rule_on_http_or_letting_anonymous_through_fails():
+    on_http = run("alb-listener-rule-authenticates", portal_rule([AUTH, FORWARD], protocol="HTTP"))
+    assert on_http.status == "fail" and "HTTPS listener" in on_http.violations[0]
+    anonymous = {**AUTH, "authenticateCognito": {**AUTH["authenticateCognito"], "onUnauthenticatedRequest": "allow"}}
+    assert run("alb-listener-rule-authenticates", portal_rule([anonymous, FORWARD])).status == "fail"
+    # Forward only, on a /portal path: no sign-in at all.
+    assert run("alb-listener-rule-authenticates", portal_rule([FORWARD])).status == "fail"
+
+
+def test_listener_rules_of_other_paths_are_not_the_portal_rules_business():
+    other = [R(LISTENER, "https", protocol="HTTPS", port=443),
+             R(RULE, "rule", listenerArn="https-id", actions=[FORWARD],
+               conditions=[{"pathPattern": {"values": ["/dicom-web/*"]}}])]
+    assert run("alb-listener-rule-authenticates", other).status == "n/a"
+
+
+def test_mfa_is_not_required_in_dev():
+    optional = [R(POOL, "pool", **{**GOOD_POOL, "mfaConfiguration": "OPTIONAL"})]
+    assert run("cognito-mfa-required", optional, environment="dev").status == "n/a"
+
+
+def test_the_recorded_portal_stack_passes_the_new_rules(recordings):
+    from components.policy_rules import evaluate
+
+    results = {r.rule_id: r for r in evaluate(recordings["prod"])}
+    for rule_id in ("ecs-service-private-subnets", "cloudfront-viewer-https", "cloudfront-origin-access-control", "cloudfront-response-headers",
+                    "s3-bucket-policy-not-public", "alb-listener-rule-authenticates", "cognito-password-policy",
+                    "cognito-admin-only-sign-up", "cognito-mfa-required", "cognito-threat-protection",
+                    "ecs-secrets-from-secrets-manager", "ecr-image-scan-on-push", "ecr-lifecycle-policy"):
+        assert results[rule_id].status == "pass" and results[rule_id].checked >= 1, results[rule_id]
