@@ -60,10 +60,10 @@ lambda-layer: venv  ## build the Lambda dependency layer (manylinux wheels) into
 	$(PY) -m pip install -q --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --only-binary=:all: --implementation cp \
 		--python-version 3.12 -t build/lambda-layer/python -r lambda_src/requirements.txt
 
-preview: venv lambda-layer  ## pulumi preview for STACK (needs the Pulumi CLI and AWS credentials)
+preview: venv viewer lambda-layer  ## pulumi preview for STACK (needs the Pulumi CLI and AWS credentials)
 	pulumi preview --stack $(STACK) --policy-pack policy
 
-up: venv lambda-layer  ## pulumi up for STACK (needs the Pulumi CLI and AWS credentials)
+up: venv viewer lambda-layer  ## pulumi up for STACK (needs the Pulumi CLI and AWS credentials)
 	pulumi up --stack $(STACK) --policy-pack policy
 
 clean:  ## remove build outputs (not the venv, not .local)
