@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "labeling.samples",       # samples --out DIR (pydicom's shipped files)
     "labeling.demo",          # demo: the local loop behind `make demo`
     "labeling.gt",            # gt render|create-job|status|fetch-output (SageMaker Ground Truth)
+    "labeling.portal.cli",    # portal serve|migrate|user|job|export|sr (the labeling portal)
 )
 
 

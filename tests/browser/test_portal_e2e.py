@@ -23,8 +23,8 @@ import highdicom as hd
 import httpx
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
 
+from labeling import synth
 from labeling.local_stack import REPO_ROOT
 from labeling.output_manifest import read_output_manifest
 from labeling.portal.local import add_user, portal_env, start_local_portal, stop_local_portal
@@ -32,7 +32,6 @@ from labeling.sr import read_annotation_sr
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.viewer_driver import ViewerDriver
 from tests.integration.conftest import client, connection, local_stack  # noqa: F401 - session stack fixtures
-from tests.integration.dicom_files import dicom_bytes
 
 pytestmark = pytest.mark.browser
 
@@ -42,7 +41,7 @@ SCHEMA = {"name": "portal-e2e", "task_type": "classification+roi",
                      {"name": "Effusion", "shapes": ["rectangle"]}],
           "instructions": "Answer every label; outline each opacity.", "annotators_per_item": 2}
 PASSWORD = "e2e password 123"
-SIZE = 128
+SIZE = 256
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +64,8 @@ def _login(browser: Any, url: str, name: str) -> Any:
     return page
 
 
-def _label_item(page: Any, answers: dict[str, bool], box: tuple | None, screenshot: Path | None = None) -> int:
+def _label_item(page: Any, answers: dict[str, bool], box: tuple | None, screenshot: Path | None = None,
+                label: str = "Opacity") -> int:
     page.wait_for_function("() => document.body.dataset.state === 'labeling'", timeout=30_000)
     item = int(page.evaluate("() => document.body.dataset.item"))
     driver = ViewerDriver(page)
@@ -73,9 +73,9 @@ def _label_item(page: Any, answers: dict[str, bool], box: tuple | None, screensh
     for name, present in answers.items():
         driver.set_label(name, present)
     if box:
-        driver.draw_rectangle("Opacity", box[0], box[1])
+        driver.draw_rectangle(label, box[0], box[1])
         rois = driver.answer()["rois"]
-        assert rois and rois[-1]["label"] == "Opacity"
+        assert rois and rois[-1]["label"] == label
     assert driver.validate() == []
     if screenshot is not None:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -94,9 +94,12 @@ def test_two_annotators_review_export_sr(browser, portal, local_stack, client, t
     for key, name in names.items():
         add_user(local_stack.workdir, name, {"admin": "admin", "reviewer": "reviewer"}.get(key, "annotator"), PASSWORD)
 
-    study, series = generate_uid(), generate_uid()
-    ids = [client.upload(dicom_bytes(patient_id=f"E2E-{tag}", study_uid=study, series_uid=series, size=SIZE,
-                                     number=n + 1)).instance_id for n in range(2)]
+    # Two synthetic chest radiographs (labeling/synth.py), as `make demo` loads them.
+    params = synth.make_params(patients=2, studies_per_patient=1, size=SIZE, seed=int(tag, 16))
+    for patient in range(2):
+        synth.write_image(params, tmp_path / "synth", (patient, 0))
+    ids = [client.upload(path.read_bytes()).instance_id for path in sorted((tmp_path / "synth").rglob("*.dcm"))]
+    assert len(set(ids)) == 2
     manifest = tmp_path / "manifest.jsonl"
     labels = [label["name"] for label in SCHEMA["labels"]]
     manifest.write_text("".join(json.dumps({"source": i, "labels": labels, "task_type": SCHEMA["task_type"],
@@ -113,16 +116,17 @@ def test_two_annotators_review_export_sr(browser, portal, local_stack, client, t
     # --- two annotators, same two items: agree on the first, disagree on the second
     ann1 = _login(browser, url, names["ann1"])
     ann1.click(f"tr[data-job='{job}'] a.button")
-    first = _label_item(ann1, {"Opacity": True, "Device": False, "Effusion": False}, ((20, 20), (70, 60)),
+    first = _label_item(ann1, {"Opacity": True, "Device": False, "Effusion": False}, ((60, 70), (140, 150)),
                         screenshot=SCREENSHOTS / "portal-task.png")
-    second = _label_item(ann1, {"Opacity": True, "Device": False, "Effusion": False}, None)
+    second = _label_item(ann1, {"Opacity": True, "Device": False, "Effusion": False}, ((150, 60), (200, 110)))
     ann1.wait_for_function("() => document.body.dataset.state === 'done'")
     assert first != second
 
     ann2 = _login(browser, url, names["ann2"])
     ann2.goto(f"{url}/jobs/{job_id}/label")
-    assert _label_item(ann2, {"Opacity": True, "Device": False, "Effusion": False}, ((22, 21), (71, 62))) == first
-    assert _label_item(ann2, {"Opacity": False, "Device": False, "Effusion": True}, None) == second
+    assert _label_item(ann2, {"Opacity": True, "Device": False, "Effusion": False}, ((62, 71), (141, 152))) == first
+    assert _label_item(ann2, {"Opacity": False, "Device": False, "Effusion": True}, ((40, 170), (110, 215)),
+                       label="Effusion") == second
     ann2.wait_for_function("() => document.body.dataset.state === 'done'")
     assert not ann1.errors and not ann2.errors
     assert (SCREENSHOTS / "portal-task.png").stat().st_size > 10_000
@@ -137,6 +141,7 @@ def test_two_annotators_review_export_sr(browser, portal, local_stack, client, t
     driver = ViewerDriver(reviewer)
     driver.wait_rendered()
     assert names["ann1"] in reviewer.content() and names["ann2"] in reviewer.content()
+    reviewer.screenshot(path=str(SCREENSHOTS / "portal-review.png"), full_page=True)
     driver.set_label("Opacity", True)
     driver.set_label("Effusion", True)
     driver.set_label("Device", False)
@@ -162,21 +167,19 @@ def test_two_annotators_review_export_sr(browser, portal, local_stack, client, t
     assert by_source[ids[0]].labels == {"Opacity": True, "Device": False, "Effusion": False}
     assert by_source[ids[0]].rois and by_source[ids[0]].rois[0]["label"] == "Opacity"
     assert by_source[ids[1]].labels == {"Opacity": True, "Device": False, "Effusion": True}
-    with httpx.Client(base_url=url) as http:  # the download route gives the same file
-        assert http.get(f"/api/jobs/{job_id}/output.manifest").status_code == 401  # not logged in
+    with httpx.Client(base_url=url) as http:  # the download route is not open to anonymous clients
+        assert http.get(f"/api/jobs/{job_id}/output.manifest").status_code == 401
 
     for item_id, sr_id in stored["stored"].items():
         ds = pydicom.dcmread(io.BytesIO(client.instance_file(sr_id)))
         report = hd.sr.Comprehensive3DSR.from_dataset(ds)
         assert report.SOPInstanceUID == ds.SOPInstanceUID
         back = read_annotation_sr(ds)
-        source = client.instance_tags(by_source[ids[0]].source)["SOPInstanceUID"] if False else None
         text = str(ds)
         assert names["ann1"] in text and names["ann2"] in text
         if int(item_id) == second:
             assert names["reviewer"] in text
             assert {e["name"]: e["present"] for e in back["labels"]} == {"Opacity": True, "Device": False,
                                                                          "Effusion": True}
-        assert source is None
     for page in (ann1, ann2, reviewer, admin):
         page.context.close()

@@ -1,0 +1,120 @@
+"""Database access: the SQLAlchemy engine for the settings, sessions, and ``migrate``.
+
+``migrate`` (the container's first command, ``python -m labeling portal migrate``) optionally creates
+the database (``PORTAL_DB_CREATE=true``: connects to the server's ``postgres`` database with the same
+credentials — the RDS master user in the cloud — and runs ``CREATE DATABASE`` when missing), then
+runs Alembic to head under a PostgreSQL advisory lock, so several tasks starting at once migrate once.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import URL, Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from labeling.portal.settings import PortalSettings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATE_LOCK_KEY = 0x706F7274  # "port": any constant shared by every portal task
+
+
+class DatabaseError(RuntimeError):
+    """The database is unreachable or could not be migrated; the message says which and why."""
+
+
+def database_url(settings: PortalSettings, database: str | None = None) -> URL:
+    """The psycopg 3 URL; ``URL.create`` quotes the password, which therefore needs no escaping."""
+    return URL.create("postgresql+psycopg", username=settings.db_user, password=settings.db_password or None,
+                      host=settings.db_host, port=settings.db_port, database=database or settings.db_name,
+                      query={"sslmode": settings.db_sslmode, "application_name": "dicom-annotate-portal"})
+
+
+def make_engine(settings: PortalSettings, database: str | None = None, **kwargs: object) -> Engine:
+    options: dict[str, object] = dict(pool_pre_ping=True, pool_size=settings.db_pool_size, max_overflow=10,
+                                      connect_args={"connect_timeout": 10})
+    options.update(kwargs)
+    return create_engine(database_url(settings, database), **options)  # type: ignore[arg-type]
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any exception."""
+    with factory() as session:
+        with session.begin():
+            yield session
+
+
+def create_database_if_missing(settings: PortalSettings) -> bool:
+    """``CREATE DATABASE`` when the portal database does not exist; True when it was created."""
+    engine = make_engine(settings, "postgres", isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                  {"name": settings.db_name}).scalar()
+            if exists:
+                return False
+            # The name is validated by PortalSettings (a plain identifier), so quoting it is enough.
+            conn.execute(text(f'CREATE DATABASE "{settings.db_name}"'))
+            return True
+    except Exception as exc:  # noqa: BLE001 - report any driver error as one line
+        raise DatabaseError(f"PostgreSQL {settings.db_host}:{settings.db_port}: cannot create database "
+                            f"{settings.db_name!r}: {_short(exc)}") from None
+    finally:
+        engine.dispose()
+
+
+def alembic_config(connection: object):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(settings: PortalSettings) -> str:
+    """Create the database when asked and upgrade it to the newest revision; returns that revision."""
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    if settings.db_create:
+        create_database_if_missing(settings)
+    engine = make_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATE_LOCK_KEY})
+            try:
+                command.upgrade(alembic_config(conn), "head")
+                conn.commit()
+                revision = MigrationContext.configure(conn).get_current_revision()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATE_LOCK_KEY})
+                conn.commit()
+        return str(revision)
+    except DatabaseError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise DatabaseError(f"PostgreSQL {settings.db_host}:{settings.db_port}/{settings.db_name}: "
+                            f"migration failed: {_short(exc)}") from None
+    finally:
+        engine.dispose()
+
+
+def ping(engine: Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:  # noqa: BLE001 - health check: any failure is "not reachable"
+        return False
+
+
+def _short(exc: Exception) -> str:
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]

@@ -1,0 +1,167 @@
+"""Image delivery: Orthanc → de-identification → disk cache → the viewer (ARCHITECTURE.md, security).
+
+The browser never talks to Orthanc: the portal fetches ``/instances/{id}/file`` with its own
+credentials (``ORTHANC_USERNAME``/``ORTHANC_PASSWORD`` locally, ``ORTHANC_SECRET_ARN`` on ECS),
+de-identifies it with :func:`labeling.deidentify.deidentify_dataset` — the code the GT pre-label
+Lambda runs, with the same salt setting, so both backends hand annotators identical files — and keeps
+the result in ``PORTAL_CACHE_DIR/<d|r>/<orthanc id>.dcm`` (``d`` de-identified, ``r`` raw when
+de-identification is off, so flipping the switch never serves a stale kind). Files are written to a
+temporary name and renamed, so a reader never sees half a file; one lock per instance keeps
+concurrent requests for the same image to a single Orthanc fetch. The instance ID is validated
+(:func:`labeling.gt_prelabel.validate_instance_id`) before it becomes part of a path or URL.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pydicom
+
+from labeling.deidentify import burned_in_annotation, deidentify_dataset
+from labeling.gt_prelabel import validate_instance_id
+from labeling.orthanc_client import OrthancClient
+from labeling.portal.settings import PortalSettings, SettingsError
+
+_log = logging.getLogger(__name__)
+
+
+class ImageError(RuntimeError):
+    """The image could not be fetched or prepared; ``status`` is what the API answers."""
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def orthanc_client_for(settings: PortalSettings, secrets_client: Any = None) -> OrthancClient:
+    """The Orthanc client from the settings: a password locally, a Secrets Manager secret on ECS."""
+    if not settings.orthanc_url:
+        raise SettingsError("ORTHANC_URL: not set")
+    username, password = settings.orthanc_username, settings.orthanc_password
+    if settings.orthanc_secret_arn:
+        if secrets_client is None:
+            import boto3
+
+            secrets_client = boto3.client("secretsmanager")
+        raw = secrets_client.get_secret_value(SecretId=settings.orthanc_secret_arn)["SecretString"]
+        try:
+            secret = json.loads(raw)
+            username, password = secret["username"], secret["password"]
+        except (ValueError, KeyError, TypeError):
+            raise SettingsError(f"ORTHANC_SECRET_ARN: secret {settings.orthanc_secret_arn} is not JSON with "
+                                "'username' and 'password'") from None
+    if not username or not password:
+        raise SettingsError("Orthanc credentials: set ORTHANC_USERNAME and ORTHANC_PASSWORD, or ORTHANC_SECRET_ARN")
+    return OrthancClient(settings.orthanc_url, username, password, timeout=30.0, retries=2, pool_size=16)
+
+
+def salt_for(settings: PortalSettings, secrets_client: Any = None) -> bytes:
+    if settings.deidentify_salt_secret_arn:
+        if secrets_client is None:
+            import boto3
+
+            secrets_client = boto3.client("secretsmanager")
+        raw = secrets_client.get_secret_value(SecretId=settings.deidentify_salt_secret_arn)["SecretString"]
+        if not raw:
+            raise SettingsError(f"DEIDENTIFY_SALT_SECRET_ARN: secret {settings.deidentify_salt_secret_arn} is empty")
+        return raw.encode("utf-8")
+    return settings.deidentify_salt
+
+
+class ImageStore:
+    def __init__(self, settings: PortalSettings, orthanc_factory: Callable[[], OrthancClient],
+                 salt_factory: Callable[[], bytes]) -> None:
+        self.deidentify = settings.deidentify
+        self.root = Path(settings.cache_dir) / ("d" if settings.deidentify else "r")
+        self._orthanc_factory = orthanc_factory
+        self._salt_factory = salt_factory
+        self._orthanc: Optional[OrthancClient] = None
+        self._salt: Optional[bytes] = None
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._prefetcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="portal-prefetch")
+
+    def orthanc(self) -> OrthancClient:
+        with self._guard:
+            if self._orthanc is None:
+                self._orthanc = self._orthanc_factory()
+            return self._orthanc
+
+    def _lock_for(self, instance_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(instance_id, threading.Lock())
+
+    def path(self, instance_id: str) -> Path:
+        return self.root / f"{validate_instance_id(instance_id)}.dcm"
+
+    def get(self, instance_id: str) -> Path:
+        """The cached (de-identified) file for an instance, fetching it on first use."""
+        target = self.path(instance_id)
+        if target.is_file():
+            return target
+        with self._lock_for(instance_id):
+            if target.is_file():
+                return target
+            from labeling.orthanc_client import OrthancError
+
+            try:
+                data = self.orthanc().instance_file(instance_id)
+            except OrthancError as exc:
+                if exc.status == 404:
+                    raise ImageError(f"instance {instance_id}: not in Orthanc", status=404) from None
+                raise ImageError(f"instance {instance_id}: Orthanc unavailable ({exc.status})") from None
+            body = self._prepare(instance_id, data)
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(body)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return target
+
+    def _prepare(self, instance_id: str, data: bytes) -> bytes:
+        if not self.deidentify:
+            return data
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data))
+        except Exception as exc:  # noqa: BLE001 - pydicom raises several types
+            raise ImageError(f"instance {instance_id}: not readable DICOM ({exc})") from None
+        if burned_in_annotation(ds):
+            _log.warning("instance %s declares BurnedInAnnotation=YES; pixels are not cleaned", instance_id)
+        with self._guard:
+            if self._salt is None:
+                self._salt = self._salt_factory()
+            salt = self._salt
+        deidentify_dataset(ds, salt=salt)
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        return out.getvalue()
+
+    def prefetch(self, instance_id: str) -> None:
+        """Warm the cache for an item likely to be served next (errors only logged)."""
+        if self.path(instance_id).is_file():
+            return
+
+        def run() -> None:
+            try:
+                self.get(instance_id)
+            except Exception as exc:  # noqa: BLE001 - a prefetch must never fail a request
+                _log.info("prefetch of %s failed: %s", instance_id, exc)
+
+        self._prefetcher.submit(run)
+
+    def close(self) -> None:
+        self._prefetcher.shutdown(wait=False, cancel_futures=True)
+        if self._orthanc is not None:
+            self._orthanc.close()

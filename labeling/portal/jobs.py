@@ -1,0 +1,550 @@
+"""Jobs, assignment with leases, answers, consolidation, review and progress (the portal's domain).
+
+Every function takes an open SQLAlchemy session inside a transaction (see :func:`db.transaction`)
+and the acting user; authorization that depends on data (is this assignment yours? is this item
+assigned to you?) is checked here, so every entry point — pages, JSON API, CLI — gets the same rules.
+
+Rules, documented once:
+
+* **Assignment** (:func:`next_task`): an annotator's live lease on the job is returned first (a
+  reload does not burn an item). Otherwise expired unanswered leases of the job are deleted (their
+  slot returns to the item), then the first item by manifest position that is ``open``, has a free
+  slot and was never assigned to this annotator is locked ``FOR UPDATE SKIP LOCKED`` (concurrent
+  annotators take different items without waiting), its ``open_slots`` decremented and a lease of
+  ``job.lease_seconds`` created. When every candidate is locked by someone else, the same query runs
+  once more without SKIP LOCKED: it waits for those assignments to commit and re-checks the slots
+  they left, so "nothing left" is only answered when nothing is. UNIQUE(item, user) backs "never the same item twice".
+* **Blind**: an annotator only ever receives the item, the image and a pre-label; answers of others
+  are returned only to reviewers and admins (:func:`review_detail`).
+* **Answers** (:func:`submit_answer`): validated with the consolidation library's own parser
+  (:func:`labeling.consolidation.inputs.parse_answer`: the same checks the post-label Lambda applies)
+  plus the schema's rules (ROI shapes allowed per label, every label answered when required, no ROIs
+  for a classification-only schema). An expired lease is refused (409): the slot may be someone
+  else's by now.
+* **Consolidation**: when an item has K answers, :func:`labeling.consolidation.consolidate_item`
+  (the portal path of the same library GT's post-label Lambda uses) with the job's last
+  :class:`JobReport` as ``job_state``. The item's agreement is the lower of its label agreement (its
+  contribution to Fleiss' kappa) and its ROIs' mean IoU, where present. At or above the job's
+  threshold the consolidated label is final; below it the item goes to the review queue. Closing a
+  job consolidates every answered item with :func:`consolidate_job` (Dawid–Skene over the whole
+  job), keeps the job report, and consolidates items left with fewer than K answers.
+* **Review** (:func:`review_decide`): accept the consolidated label, or replace it with an edited
+  answer (validated like any answer; confidences 1.0, the reviewer's decision).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import statistics
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from labeling.consolidation import (ConsolidationError, ItemAnswers, JobReport, WorkerAnswer, consolidate_item,
+                                    consolidate_job, parse_worker_content)
+from labeling.consolidation.inputs import parse_answer
+from labeling.gt_prelabel import validate_instance_id
+from labeling.manifest import KNOWN_KEYS, ManifestLine
+from labeling.portal.models import Assignment, Item, Job, User, utcnow
+from labeling.schema import LabelSchema
+
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]{0,62}")
+LABEL_ATTRIBUTE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_]{0,126}")
+
+
+class PortalError(Exception):
+    """A request the portal refuses; ``status`` is the HTTP status the API answers with."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(PortalError):
+    status = 404
+
+
+class Forbidden(PortalError):
+    status = 403
+
+
+class Conflict(PortalError):
+    status = 409
+
+
+class Invalid(PortalError):
+    status = 422
+
+
+# ---------------------------------------------------------------------------------------------
+# jobs
+
+
+def validate_label_attribute(name: str) -> str:
+    """GT's rules for a label attribute name (≤127 chars, not ``*-ref``/``*-metadata``), and no clash
+    with a manifest key (the output line is the input line plus this key)."""
+    if not LABEL_ATTRIBUTE.fullmatch(name) or name.endswith(("-ref", "-metadata")) or name in KNOWN_KEYS:
+        raise Invalid(f"label attribute {name!r}: letters, digits, '-' or '_', at most 127 characters, "
+                      "not ending in -ref or -metadata, and not a manifest key")
+    return name
+
+
+def _prelabel_answer(schema: LabelSchema, raw: Any, where: str) -> dict[str, Any]:
+    """A manifest line's ``prelabel`` (label shape + model/confidence keys) → one answer for the viewer."""
+    if not isinstance(raw, Mapping):
+        raise Invalid(f"{where}: 'prelabel' must be an object in the label shape")
+    answer = {key: raw[key] for key in ("labels", "rois", "image") if key in raw}
+    try:
+        return validate_answer(schema, answer, require_all=False)
+    except Invalid as exc:
+        raise Invalid(f"{where}: 'prelabel': {exc.message}") from None
+
+
+def create_job(session: Session, *, name: str, schema: LabelSchema, lines: Sequence[ManifestLine],
+               label_attribute: Optional[str] = None, annotators_per_item: Optional[int] = None,
+               lease_seconds: int = 900, agreement_threshold: float = 0.6) -> Job:
+    """A job over ``lines`` (a manifest built for ``schema``); nothing is written when a line is bad."""
+    if not JOB_NAME.fullmatch(name or ""):
+        raise Invalid(f"job name {name!r}: 1-63 letters, digits or '-', starting with a letter or digit")
+    if session.scalar(select(Job.id).where(Job.name == name)) is not None:
+        raise Conflict(f"job {name!r} already exists")
+    if not lines:
+        raise Invalid("manifest: no lines")
+    attr = validate_label_attribute(label_attribute or name)
+    k = annotators_per_item or schema.annotators_per_item
+    if k < 1:
+        raise Invalid(f"annotators per item: must be at least 1, got {k}")
+    if lease_seconds < 1:
+        raise Invalid(f"lease: must be at least 1 second, got {lease_seconds}")
+    if not -1.0 <= agreement_threshold <= 1.0:
+        raise Invalid(f"agreement threshold: {agreement_threshold} is outside -1..1")
+    names = list(schema.label_names)
+    job = Job(name=name, label_attribute=attr, schema=schema.to_dict(), annotators_per_item=k,
+              lease_seconds=lease_seconds, agreement_threshold=agreement_threshold, state="active")
+    session.add(job)
+    session.flush()
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        where = f"manifest line {number}"
+        try:
+            validate_instance_id(line.source)
+        except ValueError:
+            raise Invalid(f"{where}: 'source' {line.source!r} is not an Orthanc instance ID") from None
+        if line.source in seen:
+            raise Invalid(f"{where}: duplicate source {line.source!r}")
+        seen.add(line.source)
+        if list(line.labels) != names:
+            raise Invalid(f"{where}: labels {list(line.labels)} differ from schema {schema.name!r}'s {names}")
+        data = line.to_dict()
+        if attr in data or f"{attr}-metadata" in data:
+            raise Invalid(f"{where}: already carries {attr!r}; choose another label attribute")
+        if "prelabel" in data:
+            _prelabel_answer(schema, data["prelabel"], where)
+        session.add(Item(job_id=job.id, position=number, source=line.source, line=data, open_slots=k,
+                         state="open"))
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id}: no such job")
+    return job
+
+
+def job_schema(job: Job) -> LabelSchema:
+    return LabelSchema.from_dict(job.schema, source=f"job {job.name}")
+
+
+def set_job_state(session: Session, job: Job, state: str) -> Job:
+    if job.state == "closed":
+        raise Conflict(f"job {job.name!r} is closed")
+    if state not in ("active", "paused"):
+        raise Invalid(f"job state {state!r}: expected active or paused (close with close_job)")
+    job.state = state
+    return job
+
+
+# ---------------------------------------------------------------------------------------------
+# assignment
+
+
+def expire_leases(session: Session, job_id: int, now: dt.datetime) -> int:
+    """Delete expired unanswered leases of a job and give their slots back; returns how many."""
+    expired = session.execute(
+        delete(Assignment).where(Assignment.job_id == job_id, Assignment.submitted_at.is_(None),
+                                 Assignment.lease_expires_at < now).returning(Assignment.item_id)
+    ).scalars().all()
+    for item_id in expired:
+        session.execute(update(Item).where(Item.id == item_id).values(open_slots=Item.open_slots + 1))
+    return len(expired)
+
+
+def current_lease(session: Session, job_id: int, user: User, now: dt.datetime) -> Optional[Assignment]:
+    return session.scalars(
+        select(Assignment).where(Assignment.job_id == job_id, Assignment.user_id == user.id,
+                                 Assignment.submitted_at.is_(None), Assignment.lease_expires_at >= now)
+        .order_by(Assignment.id).limit(1)).first()
+
+
+def next_task(session: Session, job: Job, user: User, now: Optional[dt.datetime] = None) -> Optional[Assignment]:
+    """The annotator's live lease, or a newly leased item; None when nothing is left for them."""
+    now = now or utcnow()
+    if user.role != "annotator":
+        raise Forbidden("only annotators take labeling tasks")
+    if job.state != "active":
+        raise Conflict(f"job {job.name!r} is {job.state}")
+    lease = current_lease(session, job.id, user, now)
+    if lease is not None:
+        return lease
+    expire_leases(session, job.id, now)
+    mine = exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
+    query = (select(Item).where(Item.job_id == job.id, Item.state == "open", Item.open_slots > 0, ~mine)
+             .order_by(Item.position).limit(1))
+    item = session.scalars(query.with_for_update(skip_locked=True)).first()
+    if item is None:
+        # Every candidate may just be locked by other annotators' assignments in flight: wait for
+        # them (milliseconds) and re-check their free slots, rather than answer "nothing left".
+        item = session.scalars(query.with_for_update()).first()
+    if item is None:
+        return None
+    item.open_slots -= 1
+    lease = Assignment(job_id=job.id, item_id=item.id, user_id=user.id, leased_at=now,
+                       lease_expires_at=now + dt.timedelta(seconds=job.lease_seconds))
+    session.add(lease)
+    session.flush()
+    return lease
+
+
+def next_candidate(session: Session, job: Job, user: User) -> Optional[Item]:
+    """The item this annotator would most likely get next (for prefetching its image); not leased."""
+    mine = exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
+    return session.scalars(
+        select(Item).where(Item.job_id == job.id, Item.state == "open", Item.open_slots > 0, ~mine)
+        .order_by(Item.position).limit(1)).first()
+
+
+def get_assignment(session: Session, assignment_id: int, user: User, *, lock: bool = False) -> Assignment:
+    """The user's own assignment; anyone else's is reported as missing (no probing of other ids)."""
+    query = select(Assignment).where(Assignment.id == assignment_id, Assignment.user_id == user.id)
+    if lock:
+        query = query.with_for_update()
+    assignment = session.scalars(query).first()
+    if assignment is None:
+        raise NotFound(f"assignment {assignment_id}: not found")
+    return assignment
+
+
+def can_view_item(session: Session, item: Item, user: User) -> bool:
+    """Reviewers and admins see every item; an annotator only items assigned to them (leased or answered)."""
+    if user.role in ("admin", "reviewer"):
+        return True
+    return session.scalar(select(Assignment.id).where(Assignment.item_id == item.id,
+                                                      Assignment.user_id == user.id).limit(1)) is not None
+
+
+def get_item_for(session: Session, item_id: int, user: User) -> Item:
+    item = session.get(Item, item_id)
+    if item is None or not can_view_item(session, item, user):
+        # Same answer for "missing" and "not yours": ids of other jobs' items are not confirmed.
+        raise NotFound(f"item {item_id}: not found")
+    return item
+
+
+# ---------------------------------------------------------------------------------------------
+# answers
+
+
+def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[str, int]] = None,
+                    require_all: bool = True) -> dict[str, Any]:
+    """One annotator's answer checked against the schema; returns it in canonical label-shape form."""
+    names = list(schema.label_names)
+    try:
+        content = parse_worker_content(raw)
+        parsed = parse_answer(WorkerAnswer("annotator", content), names, item_id="answer")
+    except ConsolidationError as exc:
+        raise Invalid(f"answer: {exc.field}: {exc.reason}") from None
+    if parsed.rois and not schema.has_rois:
+        raise Invalid(f"answer: rois: schema {schema.name!r} is classification only")
+    for index, roi in enumerate(parsed.rois):
+        allowed = schema.label(roi.label).shapes
+        if roi.shape not in allowed:
+            raise Invalid(f"answer: rois[{index}].shape: {roi.shape!r} is not allowed for label "
+                          f"{roi.label!r} (allowed: {', '.join(allowed)})")
+    if require_all and schema.has_classification and schema.required.labels:
+        missing = [name for name in names if name not in parsed.labels]
+        if missing:
+            raise Invalid(f"answer: labels: no present/absent answer for {missing}")
+    if image is not None and parsed.image is not None:
+        for key in ("rows", "columns"):
+            if key in image and parsed.image.get(key) != image[key]:
+                raise Invalid(f"answer: image.{key}: {parsed.image.get(key)} but the image has {image[key]}")
+    out: dict[str, Any] = {
+        "labels": [{"name": n, "present": parsed.labels[n]} for n in names if n in parsed.labels],
+        "rois": [{"label": r.label, "shape": r.shape, "points": [[float(x), float(y)] for x, y in r.points]}
+                 for r in parsed.rois],
+    }
+    if parsed.image is not None:
+        out["image"] = dict(parsed.image)
+    return out
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    assignment_id: int
+    item_id: int
+    item_state: str
+    consolidated: bool
+
+
+def submit_answer(session: Session, assignment_id: int, user: User, raw: Any,
+                  now: Optional[dt.datetime] = None) -> SubmitResult:
+    now = now or utcnow()
+    assignment = get_assignment(session, assignment_id, user, lock=True)
+    if assignment.submitted_at is not None:
+        raise Conflict(f"assignment {assignment_id}: already answered")
+    job = get_job(session, assignment.job_id)
+    if job.state == "closed":
+        raise Conflict(f"job {job.name!r} is closed")
+    if assignment.lease_expires_at < now:
+        session.delete(assignment)
+        session.execute(update(Item).where(Item.id == assignment.item_id).values(open_slots=Item.open_slots + 1))
+        raise Conflict(f"assignment {assignment_id}: the lease expired at "
+                       f"{assignment.lease_expires_at.isoformat()}; take the next task")
+    schema = job_schema(job)
+    item = session.scalars(select(Item).where(Item.id == assignment.item_id).with_for_update()).one()
+    assignment.answer = validate_answer(schema, raw, image=item.line.get("image_geometry"))
+    assignment.submitted_at = now
+    session.flush()
+    answered = session.scalar(select(func.count(Assignment.id)).where(
+        Assignment.item_id == item.id, Assignment.submitted_at.is_not(None))) or 0
+    consolidated = False
+    if answered >= job.annotators_per_item and item.state == "open":
+        consolidate_now(session, job, item)
+        consolidated = True
+    return SubmitResult(assignment.id, item.id, item.state, consolidated)
+
+
+# ---------------------------------------------------------------------------------------------
+# consolidation
+
+
+def item_answers(session: Session, item: Item) -> list[tuple[str, dict[str, Any], Assignment]]:
+    rows = session.execute(
+        select(User.name, Assignment).join(User, User.id == Assignment.user_id)
+        .where(Assignment.item_id == item.id, Assignment.submitted_at.is_not(None))
+        .order_by(Assignment.submitted_at, Assignment.id)).all()
+    return [(name, a.answer, a) for name, a in rows]
+
+
+def item_agreement(content: Mapping[str, Any]) -> Optional[float]:
+    agreement = content.get("agreement") or {}
+    values = [v for v in (agreement.get("labels"), agreement.get("rois_mean_iou")) if v is not None]
+    return min(values) if values else None
+
+
+def _apply(job: Job, item: Item, content: dict[str, Any]) -> None:
+    item.consolidated = content
+    item.agreement = item_agreement(content)
+    if item.agreement is not None and item.agreement < job.agreement_threshold:
+        item.state, item.final = "review", None
+    else:
+        item.state, item.final = "done", content
+
+
+def consolidate_now(session: Session, job: Job, item: Item) -> dict[str, Any]:
+    answers = item_answers(session, item)
+    if not answers:
+        raise Conflict(f"item {item.id}: no answers to consolidate")
+    state = JobReport.from_dict(job.report) if job.report else None
+    content = consolidate_item(ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in answers)),
+                               list(job_schema(job).label_names), job_state=state)
+    _apply(job, item, content)
+    return content
+
+
+def close_job(session: Session, job: Job, now: Optional[dt.datetime] = None) -> dict[str, Any]:
+    """Close a job: drop open leases, consolidate the whole job (Dawid–Skene), finish partial items."""
+    now = now or utcnow()
+    if job.state == "closed":
+        raise Conflict(f"job {job.name!r} is already closed")
+    job.state = "closed"
+    job.closed_at = now
+    session.execute(delete(Assignment).where(Assignment.job_id == job.id, Assignment.submitted_at.is_(None)))
+    items = session.scalars(select(Item).where(Item.job_id == job.id).order_by(Item.position)
+                            .with_for_update()).all()
+    answered = [(item, item_answers(session, item)) for item in items]
+    answered = [(item, a) for item, a in answered if a]
+    summary = {"items": len(items), "answered": len(answered), "consolidated_at_close": 0, "errors": []}
+    if not answered:
+        return summary
+    result = consolidate_job([ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in ans))
+                              for item, ans in answered], list(job_schema(job).label_names))
+    job.report = result.report.to_dict()
+    summary["errors"] = [str(e) for e in result.errors]
+    for item, _ in answered:
+        if item.state == "open" and str(item.id) in result.items:
+            _apply(job, item, result.items[str(item.id)])
+            summary["consolidated_at_close"] += 1
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# review
+
+
+def review_queue(session: Session, job_id: Optional[int] = None) -> list[Item]:
+    query = select(Item).where(Item.state == "review").order_by(Item.job_id, Item.position)
+    if job_id is not None:
+        query = query.where(Item.job_id == job_id)
+    return list(session.scalars(query))
+
+
+def review_detail(session: Session, item: Item, user: User) -> dict[str, Any]:
+    if user.role not in ("admin", "reviewer"):
+        raise Forbidden("only reviewers and admins see the answers of annotators")
+    return {"item_id": item.id, "job_id": item.job_id, "state": item.state, "agreement": item.agreement,
+            "consolidated": item.consolidated, "final": item.final,
+            "answers": [{"annotator": name, "answer": answer} for name, answer, _ in item_answers(session, item)]}
+
+
+def review_decide(session: Session, item: Item, reviewer: User, action: str,
+                  answer: Any = None, now: Optional[dt.datetime] = None) -> Item:
+    if reviewer.role not in ("admin", "reviewer"):
+        raise Forbidden("only reviewers and admins decide reviews")
+    item = session.scalars(select(Item).where(Item.id == item.id).with_for_update()).one()
+    if item.state != "review" or item.consolidated is None:
+        raise Conflict(f"item {item.id}: not waiting for review (state {item.state})")
+    job = get_job(session, item.job_id)
+    if action == "accept":
+        final = dict(item.consolidated)
+    elif action == "edit":
+        edited = validate_answer(job_schema(job), answer, image=(item.consolidated or {}).get("image"))
+        final = {"labels": [dict(e, confidence=1.0) for e in edited["labels"]],
+                 "rois": [dict(r, confidence=1.0) for r in edited["rois"]],
+                 "image": edited.get("image") or item.consolidated.get("image"),
+                 "annotators": item.consolidated.get("annotators"),
+                 "agreement": item.consolidated.get("agreement")}
+        final = {k: v for k, v in final.items() if v is not None}
+    else:
+        raise Invalid(f"review action {action!r}: expected accept or edit")
+    item.final = final
+    item.state = "done"
+    item.reviewed_by = reviewer.id
+    item.reviewed_at = now or utcnow()
+    return item
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+
+
+def _rate(durations: list[float], first: Optional[dt.datetime], last: Optional[dt.datetime]) -> dict[str, Any]:
+    count = len(durations)
+    hours = max(((last - first).total_seconds() if first and last else 0.0), 60.0) / 3600.0
+    return {"submitted": count,
+            "items_per_hour": round(count / hours, 2) if count else 0.0,
+            "median_seconds": round(statistics.median(durations), 1) if durations else None}
+
+
+def annotator_progress(session: Session, job: Job, user: User) -> dict[str, Any]:
+    rows = session.execute(select(Assignment.leased_at, Assignment.submitted_at).where(
+        Assignment.job_id == job.id, Assignment.user_id == user.id, Assignment.submitted_at.is_not(None))).all()
+    durations = [(s - l).total_seconds() for l, s in rows]
+    first = min((l for l, _ in rows), default=None)
+    last = max((s for _, s in rows), default=None)
+    remaining = session.scalar(select(func.count(Item.id)).where(
+        Item.job_id == job.id, Item.state == "open", Item.open_slots > 0,
+        ~exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id))) or 0
+    return {"annotator": user.name, **_rate(durations, first, last), "available": remaining}
+
+
+def job_progress(session: Session, job: Job) -> dict[str, Any]:
+    states = dict(session.execute(select(Item.state, func.count(Item.id)).where(Item.job_id == job.id)
+                                  .group_by(Item.state)).all())
+    total = sum(states.values())
+    rows = session.execute(
+        select(User.name, Assignment.leased_at, Assignment.submitted_at).join(User, User.id == Assignment.user_id)
+        .where(Assignment.job_id == job.id, Assignment.submitted_at.is_not(None))).all()
+    per: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
+    for name, leased, submitted in rows:
+        per.setdefault(name, []).append((leased, submitted))
+    annotators = []
+    for name in sorted(per):
+        pairs = per[name]
+        annotators.append({"annotator": name, **_rate([(s - l).total_seconds() for l, s in pairs],
+                                                      min(l for l, _ in pairs), max(s for _, s in pairs))})
+    leased = session.scalar(select(func.count(Assignment.id)).where(
+        Assignment.job_id == job.id, Assignment.submitted_at.is_(None))) or 0
+    agreements = [a for a in session.scalars(select(Item.agreement).where(
+        Item.job_id == job.id, Item.agreement.is_not(None)))]
+    report_agreement = (job.report or {}).get("agreement") or {}
+    return {
+        "job": job.name, "job_id": job.id, "state": job.state, "annotators_per_item": job.annotators_per_item,
+        "items": total, "open": states.get("open", 0), "review": states.get("review", 0),
+        "done": states.get("done", 0), "answers": len(rows), "answers_needed": total * job.annotators_per_item,
+        "leased": leased,
+        "agreement": {"items_mean": round(sum(agreements) / len(agreements), 4) if agreements else None,
+                      "labels_fleiss_kappa": report_agreement.get("labels_fleiss_kappa"),
+                      "rois_mean_iou": report_agreement.get("rois_mean_iou"),
+                      "threshold": job.agreement_threshold},
+        "annotators": annotators,
+    }
+
+
+def list_jobs(session: Session, user: User) -> list[Job]:
+    query = select(Job).order_by(Job.id)
+    if user.role == "annotator":
+        query = query.where(Job.state != "closed")
+    return list(session.scalars(query))
+
+
+def as_single_answer(content: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    """A consolidated ``<attr>`` content reduced to one answer (for the viewer's ``initialAnswer``)."""
+    if not content:
+        return None
+    out = {"labels": [{"name": e["name"], "present": e["present"]} for e in content.get("labels", [])],
+           "rois": [{"label": r["label"], "shape": r["shape"], "points": r["points"]}
+                    for r in content.get("rois", [])]}
+    if content.get("image"):
+        out["image"] = content["image"]
+    return out
+
+
+def prelabel_for(item: Item) -> Optional[dict[str, Any]]:
+    raw = item.line.get("prelabel")
+    if not isinstance(raw, Mapping):
+        return None
+    return as_single_answer({"labels": [e for e in raw.get("labels", []) if isinstance(e, Mapping)],
+                             "rois": [r for r in raw.get("rois", []) if isinstance(r, Mapping)],
+                             "image": raw.get("image")})
+
+
+def find_user(session: Session, name: str) -> Optional[User]:
+    return session.scalars(select(User).where(User.name == name)).first()
+
+
+def add_user(session: Session, name: str, role: str, password_hash: Optional[str]) -> User:
+    from labeling.portal.models import ROLES
+
+    if role not in ROLES:
+        raise Invalid(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@+\-]{0,127}", name or ""):
+        raise Invalid(f"user name {name!r}: letters, digits and . _ @ + - (at most 128 characters)")
+    if find_user(session, name) is not None:
+        raise Conflict(f"user {name!r} already exists")
+    user = User(name=name, role=role, password_hash=password_hash, active=True)
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"user {name!r} already exists") from None
+    return user
+

@@ -1,0 +1,181 @@
+"""The portal next to the local stack (``make demo``): settings, ``portal.env``, start and stop.
+
+The portal's database is ``portal`` on the local stack's PostgreSQL (``labeling/local_stack.py``:
+127.0.0.1, the cluster's superuser ``orthanc`` with the generated password in ``credentials.json``);
+``PORTAL_DB_CREATE=true`` lets ``migrate`` create it. Orthanc is reached with the stack's admin
+credentials. The session secret is generated once into ``<workdir>/portal-session-secret`` (0600).
+Cookies are not ``Secure`` here because the service is plain http on loopback only — the one case
+:class:`~labeling.portal.settings.PortalSettings` allows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import requests
+
+from labeling.local_stack import REPO_ROOT, LocalStack, LocalStackError, free_port, read_cmdline, write_private
+
+PID_FILE = "portal.pid"
+USERS_FILE = "portal-users.json"
+
+
+def portal_env(stack_workdir: Path | str, port: int = 8000) -> dict[str, str]:
+    """``PORTAL_*``/``ORTHANC_*`` variables for a portal beside the stack in ``stack_workdir``."""
+    stack = LocalStack(Path(stack_workdir))
+    info = stack.status()
+    if not info.running:
+        raise LocalStackError(f"{stack_workdir}: the local stack is not running; run `python -m labeling local up`")
+    creds = json.loads(stack.credentials_file.read_text())
+    conn = stack.connection()
+    secret_file = Path(stack_workdir) / "portal-session-secret"
+    if not secret_file.is_file():
+        write_private(secret_file, secrets.token_urlsafe(48) + "\n")
+    return {
+        "PORTAL_DB_HOST": "127.0.0.1", "PORTAL_DB_PORT": str(info.postgres_port), "PORTAL_DB_NAME": "portal",
+        "PORTAL_DB_USER": creds["postgres_username"], "PORTAL_DB_PASSWORD": creds["postgres_password"],
+        "PORTAL_DB_SSLMODE": "disable", "PORTAL_DB_CREATE": "true", "PORTAL_AUTH_MODE": "local",
+        "PORTAL_SESSION_SECRET": secret_file.read_text().strip(), "PORTAL_COOKIE_SECURE": "false",
+        "PORTAL_HOST": "127.0.0.1", "PORTAL_PORT": str(port),
+        "PORTAL_CACHE_DIR": str(Path(stack_workdir) / "portal-cache"),
+        "ORTHANC_URL": conn.url, "ORTHANC_USERNAME": conn.username, "ORTHANC_PASSWORD": conn.password,
+    }
+
+
+def write_portal_env(stack_workdir: Path | str, port: int = 8000) -> Path:
+    """``<workdir>/portal.env`` (0600): ``source`` it before ``python -m labeling portal …``."""
+    env = portal_env(stack_workdir, port)
+    path = Path(stack_workdir) / "portal.env"
+    write_private(path, "".join(f"export {key}={value}\n" for key, value in env.items()))
+    return path
+
+
+def _cli(argv: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labeling", "portal", *argv], env=env, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_local_portal(stack_workdir: Path | str, port: int = 0, *, timeout: float = 60.0,
+                       log_path: Optional[Path] = None) -> tuple[str, subprocess.Popen]:
+    """Migrate, then start ``portal serve`` on loopback; returns (base URL, process) once /healthz is 200."""
+    port = port or free_port()
+    env = {**os.environ, **portal_env(stack_workdir, port)}
+    write_portal_env(stack_workdir, port)
+    migrated = _cli(["migrate"], env)
+    if migrated.returncode != 0:
+        raise LocalStackError(f"portal migrate failed: {(migrated.stderr or migrated.stdout).strip()}")
+    log = open(log_path or Path(stack_workdir) / "portal.log", "ab")
+    process = subprocess.Popen([sys.executable, "-m", "labeling", "portal", "serve"], env=env, cwd=REPO_ROOT,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    write_private(Path(stack_workdir) / PID_FILE, f"{process.pid}\n")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LocalStackError(f"portal exited with {process.returncode}; see {log_path or 'portal.log'}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return url, process
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    stop_local_portal(process)
+    raise LocalStackError(f"portal did not answer on {url}/healthz within {timeout:.0f} s")
+
+
+def stop_local_portal(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop the process :func:`start_local_portal` started (only that pid)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+def add_user(stack_workdir: Path | str, name: str, role: str, password: str) -> None:
+    """``portal user add`` with the password passed through a 0600 file (for the demo's users)."""
+    env = {**os.environ, **portal_env(stack_workdir)}
+    secret = Path(stack_workdir) / f".pw-{secrets.token_hex(4)}"
+    write_private(secret, password + "\n")
+    try:
+        result = _cli(["user", "add", name, "--role", role, "--password-file", str(secret)], env)
+    finally:
+        secret.unlink(missing_ok=True)
+    if result.returncode != 0 and "already exists" not in result.stderr:
+        raise LocalStackError(f"portal user add {name}: {result.stderr.strip()}")
+
+
+def _is_our_portal(pid: int, stack_workdir: Path) -> bool:
+    """Is ``pid`` a ``labeling portal serve`` started for this work directory (argv + environment)?"""
+    argv = read_cmdline(pid)
+    if argv[1:5] != ["-m", "labeling", "portal", "serve"]:
+        return False
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"PORTAL_CACHE_DIR={Path(stack_workdir) / 'portal-cache'}".encode() in environ
+
+
+def stop_portal_in(stack_workdir: Path | str, timeout: float = 10.0) -> bool:
+    """Stop the portal :func:`start_local_portal` left running for ``stack_workdir`` (``make demo-down``).
+
+    Only the recorded pid, and only while it is still that portal; True when one was stopped.
+    """
+    import signal
+
+    workdir = Path(stack_workdir)
+    pid_file = workdir / PID_FILE
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    stopped = False
+    if _is_our_portal(pid, workdir):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _is_our_portal(pid, workdir):
+            time.sleep(0.1)
+        if _is_our_portal(pid, workdir):
+            os.kill(pid, signal.SIGKILL)
+        stopped = True
+    pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def prepare_demo(stack_workdir: Path | str, manifest: Path, schema: Path, *, job_name: str = "chest-xray-demo",
+                 annotators: int = 2) -> dict:
+    """Users (admin, reviewer, ``annotators`` annotators; generated passwords) and a job for the demo.
+
+    The passwords go to ``<workdir>/portal-users.json`` (0600) and are reused on a rerun; the job is
+    created once (a rerun reports it exists). Returns ``{"users_file", "users": {name: role}, "job"}``.
+    """
+    from labeling.local_stack import generate_password
+
+    workdir = Path(stack_workdir)
+    users_file = workdir / USERS_FILE
+    if users_file.is_file():
+        users = json.loads(users_file.read_text())
+    else:
+        roles = {"admin": "admin", "reviewer": "reviewer",
+                 **{f"annotator{n}": "annotator" for n in range(1, annotators + 1)}}
+        users = {name: {"role": role, "password": generate_password(20)} for name, role in roles.items()}
+        write_private(users_file, json.dumps(users, indent=2) + "\n")
+    for name, entry in users.items():
+        add_user(workdir, name, entry["role"], entry["password"])
+    env = {**os.environ, **portal_env(workdir)}
+    created = _cli(["job", "create", "--name", job_name, "--manifest", str(manifest), "--schema", str(schema),
+                    "--annotators-per-item", str(annotators)], env)
+    if created.returncode != 0 and "already exists" not in created.stderr:
+        raise LocalStackError(f"portal job create: {created.stderr.strip()}")
+    return {"users_file": str(users_file), "users": {n: e["role"] for n, e in users.items()}, "job": job_name}
