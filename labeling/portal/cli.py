@@ -87,6 +87,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sr.add_argument("job", help="job name or id")
     sr.set_defaults(func=_sr)
 
+    stop = sub.add_parser("stop", help="stop the local portal that `make demo` left running",
+                          description="Stop the portal started beside the local stack in WORKDIR (its recorded "
+                                      "pid, only while it is still that portal). `make demo-down` runs this.")
+    stop.add_argument("--workdir", type=Path, default=Path(".local/stack"),
+                      help="the local stack's work directory (default: .local/stack)")
+    stop.set_defaults(func=_stop)
+
 
 # ----------------------------------------------------------------------------------- helpers
 
@@ -353,3 +360,11 @@ def _sr(args: argparse.Namespace) -> int:
         return 1 if result.errors else 0
 
     return _run(run)
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from labeling.portal.local import stop_portal_in
+
+    stopped = stop_portal_in(args.workdir)
+    print(f"portal in {args.workdir}: {'stopped' if stopped else 'not running'}")
+    return 0

@@ -31,7 +31,6 @@ from labeling.portal.local import add_user, portal_env, start_local_portal, stop
 from labeling.sr import read_annotation_sr
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.viewer_driver import ViewerDriver
-from tests.integration.conftest import client, connection, local_stack  # noqa: F401 - session stack fixtures
 
 pytestmark = pytest.mark.browser
 
