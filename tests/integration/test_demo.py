@@ -1,4 +1,5 @@
-"""`make demo`'s loop end to end on its own stack: exit 0 and a manifest built from a live Orthanc."""
+"""`make demo`'s loop end to end on its own stack: data plane → portal job labeled by simulated
+annotators over HTTP → export + SR → training → evaluation → predictions written back → next job."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 
 from labeling.local_stack import LocalStack
 from labeling.manifest import read_manifest
+from labeling.orthanc_client import OrthancClient
+from labeling.output_manifest import read_output_manifest
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,24 +29,56 @@ def test_demo_runs_the_local_loop():
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORTHANC_")}
     try:
         run = subprocess.run([sys.executable, "-m", "labeling", "demo", "--workdir", str(workdir),
-                              "--patients", "3", "--size", "64"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                              "--patients", "6", "--size", "64", "--epochs", "1", "--image-size", "32"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         lines = read_manifest(workdir / "manifest.jsonl")
         truth = [json.loads(x) for x in (workdir / "data" / "synth" / "ground_truth.jsonl").open()]
-        # Every synthetic DX image (3 patients x 2 studies) is in the manifest, and only those.
-        assert len(lines) == len(truth) == 6
+        # Every synthetic DX image (6 patients x 2 studies) is in the manifest, and only those.
+        assert len(lines) == len(truth) == 12
         assert {line.sop_instance_uid for line in lines} == {t["sop_instance_uid"] for t in truth}
-        assert "Orthanc Explorer" in run.stdout and "manifest.jsonl (6 lines)" in run.stdout
+        assert "Orthanc Explorer" in run.stdout and "manifest.jsonl (12 lines)" in run.stdout
         upload = json.loads((workdir / "upload-report.json").read_text())
         assert upload["totals"]["rejected"] == 0 and upload["totals"]["failed"] == 0
-        # A second run reuses the stack and data: everything is already stored.
-        again = subprocess.run([sys.executable, "-m", "labeling", "demo", "--workdir", str(workdir)],
-                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-        assert again.returncode == 0, again.stdout[-3000:]
+
+        # Labeled in the portal by 3 simulated annotators: 36 answers, every image consolidated.
+        assert "answers this run: {'annotator1': 12, 'annotator2': 12, 'annotator3': 12}" in run.stdout
+        records = read_output_manifest(workdir / "output.manifest")
+        assert {r.source for r in records} == {line.source for line in lines}
+        assert all(r.annotators == 3 and set(r.labels) == {"Opacity", "Device", "Effusion"} for r in records)
+        # Consolidation is better than chance against the truth the annotators were simulated from.
+        by_uid = {t["sop_instance_uid"]: {e["name"]: e["present"] for e in t["labels"]} for t in truth}
+        uid_of = {line.source: line.sop_instance_uid for line in lines}
+        correct = sum(r.labels[name] == by_uid[uid_of[r.source]][name] for r in records for name in r.labels)
+        assert correct / (3 * len(records)) >= 0.8
+
+        # The model's directory and report, the truth evaluation, predictions and the next job's manifest.
+        metrics = json.loads((workdir / "model" / "metrics.json").read_text())
+        assert {"auroc", "macro_auroc", "n_train", "n_val"} <= set(metrics)
+        assert metrics["n_train"] + metrics["n_val"] == 12
+        assert (workdir / "model" / "report.html").is_file()
+        assert json.loads((workdir / "evaluation-vs-truth" / "metrics.json").read_text())["n_val"] >= 1
+        predictions = [json.loads(x) for x in (workdir / "predictions.jsonl").open()]
+        assert len(predictions) == 12
+        next_job = [json.loads(x) for x in (workdir / "next-job.manifest.jsonl").open()]
+        assert len(next_job) == 12 and all("prelabel" in line for line in next_job)
+
+        # Orthanc now holds one annotation SR per image (portal) and one model SR per image.
+        with OrthancClient.from_connection(LocalStack(workdir).connection()) as orthanc:
+            srs = orthanc.find("Instance", {"Modality": "SR"}, expand=False)
+        assert len(srs) >= 24
+
+        # A second run reuses the stack, data, users and job: everything is already stored and labeled.
+        again = subprocess.run([sys.executable, "-m", "labeling", "demo", "--workdir", str(workdir),
+                                "--epochs", "1", "--image-size", "32"],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         assert "already running" in again.stdout
+        assert "answers this run: {'annotator1': 0, 'annotator2': 0, 'annotator3': 0}" in again.stdout
         totals = json.loads((workdir / "upload-report.json").read_text())["totals"]
         assert totals["stored"] == 0 and totals["already_stored"] == upload["totals"]["files"]
     finally:
+        subprocess.run([sys.executable, "-m", "labeling", "portal", "stop", "--workdir", str(workdir)],
+                       cwd=ROOT, env=env, capture_output=True, timeout=60)
         LocalStack(workdir).down()
         shutil.rmtree(workdir, ignore_errors=True)
