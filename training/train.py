@@ -1,0 +1,607 @@
+"""Training: MONAI DenseNet121 (2-D, one channel), multi-label, on the consolidated labels.
+
+* Model: ``monai.networks.nets.DenseNet121(spatial_dims=2, in_channels=1, out_channels=L)`` (Huang
+  et al. 2017), one logit per label; loss: binary cross-entropy with logits per label (multi-label:
+  findings are independent, an image may have several or none — the AWS sample trained a
+  single-label softmax on a multi-label UI), weighted per (image, label) by
+  :mod:`training.dataset`'s weights (0 = label unknown; optionally the consolidation confidence).
+* Augmentation (MONAI array transforms, training images only): left-right flip, rotation up to
+  ±0.15 rad, zoom 0.9–1.1, intensity scale ±10 % and shift ±0.05, a little Gaussian noise.
+* Optimiser AdamW (Loshchilov & Hutter 2019), cosine learning-rate decay over ``epochs``.
+* Early stopping on the validation macro AUROC (ties: lower validation loss) with ``patience``
+  epochs; the best epoch's weights are the checkpoint (``model.pt``), with ``model.json``
+  (labels, image size, preprocessing, thresholds) beside it for inference.
+* Seeds: Python, NumPy, PyTorch and MONAI's transforms (``monai.utils.set_determinism``), with
+  deterministic algorithms where PyTorch has them (``warn_only``: a few CPU kernels have none).
+* CPU here, CUDA when available (``--device``); on CPU PyTorch uses the cores this process may
+  use, and loader workers (default: none on two cores, where the in-memory augmentation is far
+  faster than a DenseNet step — see ``bench/train_input.py``) run one thread each.
+
+``train_from_manifest(...)`` is the one function behind ``python -m training train``, the
+SageMaker entry point and the demo; ``python -m training evaluate`` re-runs the report for a
+saved model on any labeled manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.dataset import (
+    DEFAULT_CACHE_DIR,
+    DatasetError,
+    DirectorySource,
+    ImageCache,
+    ImageSource,
+    LabeledItem,
+    OrthancSource,
+    load_arrays,
+    read_labels,
+    split_by_patient,
+)
+from training.imaging import Preprocessing
+from training.report import auroc_per_label, macro, write_report
+
+MODEL_FORMAT = "dicom-annotate-model/1"
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)  # flushed: epoch lines show up in logs (SageMaker, CI) as they happen
+
+
+MODEL_NAME = "dicom-annotate DenseNet121"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters (the CLI flags and SageMaker hyperparameters of the same names)."""
+
+    epochs: int = 50
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 15
+    image_size: int = 128
+    window: str = "file"
+    val_fraction: float = 0.25
+    seed: int = 0
+    augment: bool = True
+    confidence_weighting: bool = False
+    num_workers: Optional[int] = None   # None: 0 on <= 2 CPUs, else min(4, CPUs // 2)
+    threads: Optional[int] = None       # None: the CPUs this process may use
+    device: str = "auto"                # auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning rate: must be positive, got {self.learning_rate}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device: must be auto, cpu or cuda, got {self.device!r}")
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(size=self.image_size, window=self.window)  # type: ignore[arg-type]
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def default_workers() -> int:
+    cpus = available_cpus()
+    return 0 if cpus <= 2 else min(4, cpus // 2)
+
+
+def seed_everything(seed: int) -> None:
+    from monai.utils import set_determinism
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    set_determinism(seed=seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_model(n_labels: int) -> torch.nn.Module:
+    from monai.networks.nets import DenseNet121
+
+    return DenseNet121(spatial_dims=2, in_channels=1, out_channels=n_labels)
+
+
+def augmentation():
+    """The training-time MONAI transforms (module docstring), on ``(1, H, W)`` arrays."""
+    from monai.transforms import (
+        Compose,
+        RandFlip,
+        RandGaussianNoise,
+        RandRotate,
+        RandScaleIntensity,
+        RandShiftIntensity,
+        RandZoom,
+    )
+
+    return Compose([
+        RandFlip(prob=0.5, spatial_axis=1),
+        RandRotate(range_x=0.15, prob=0.5, padding_mode="zeros", keep_size=True),
+        RandZoom(prob=0.5, min_zoom=0.9, max_zoom=1.1, keep_size=True),
+        RandScaleIntensity(factors=0.1, prob=0.5),
+        RandShiftIntensity(offsets=0.05, prob=0.5),
+        RandGaussianNoise(prob=0.2, std=0.01),
+    ])
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Images (N, 1, S, S), targets and weights (N, L) in memory; ``transform`` per sample."""
+
+    def __init__(self, images: np.ndarray, target: np.ndarray, weight: np.ndarray,
+                 transform: Optional[Callable[[Any], Any]] = None) -> None:
+        self.images, self.target, self.weight, self.transform = images, target, weight, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        x = self.images[i]
+        if self.transform is not None:
+            x = self.transform(x)
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        return x, torch.from_numpy(self.target[i]), torch.from_numpy(self.weight[i])
+
+
+def _worker_init(worker_id: int) -> None:
+    # one thread per worker (the model gets the cores), and a distinct augmentation stream each
+    torch.set_num_threads(1)
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None)
+    if transform is not None and hasattr(transform, "set_random_state"):
+        transform.set_random_state(seed=info.seed % 2**32)
+
+
+def make_loader(images: np.ndarray, target: np.ndarray, weight: np.ndarray, *, batch_size: int,
+                augment: bool, shuffle: bool, num_workers: int, seed: int) -> torch.utils.data.DataLoader:
+    from monai.data import set_track_meta
+
+    set_track_meta(False)  # plain tensors out of the transforms: no metadata bookkeeping per sample
+    transform = augmentation() if augment else None
+    if transform is not None:
+        transform.set_random_state(seed=seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        ArrayDataset(images, target, weight, transform), batch_size=batch_size, shuffle=shuffle,
+        num_workers=num_workers, worker_init_fn=_worker_init if num_workers else None,
+        persistent_workers=bool(num_workers), generator=generator, drop_last=False)
+
+
+def weighted_bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy with logits, averaged over the known (weight > 0) entries."""
+    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (loss * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, images: np.ndarray, device: torch.device,
+                  batch_size: int = 64) -> np.ndarray:
+    """Sigmoid probabilities (N, L) in eval mode."""
+    model.eval()
+    out = []
+    for b in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[b:b + batch_size])).to(device)
+        out.append(torch.sigmoid(model(x)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+@dataclass
+class FitResult:
+    state: dict[str, torch.Tensor]
+    history: list[dict[str, Any]]
+    best_epoch: int
+    val_prob: np.ndarray
+    seconds: float
+    device: str
+
+
+def fit(train: tuple[np.ndarray, np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray, np.ndarray],
+        n_labels: int, config: TrainConfig, *, log: Callable[[str], None] = _print,
+        checkpoint: Optional[Callable[[dict[str, torch.Tensor], int], None]] = None) -> FitResult:
+    """Train with early stopping on validation macro AUROC (module docstring)."""
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    torch.set_num_threads(max(1, config.threads or available_cpus()))
+    workers = default_workers() if config.num_workers is None else int(config.num_workers)
+    loader = make_loader(*train, batch_size=config.batch_size, augment=config.augment, shuffle=True,
+                         num_workers=workers, seed=config.seed)
+    model = build_model(n_labels).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs,
+                                                          eta_min=config.learning_rate * 0.05)
+    x_val, y_val, w_val = val
+    best: tuple[float, float] = (-np.inf, -np.inf)
+    best_state: dict[str, torch.Tensor] = {}
+    best_epoch, best_prob, since_best = 0, np.zeros_like(y_val), 0
+    history: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        for x, y, w in loader:
+            x, y, w = x.to(device), y.to(device), w.to(device)
+            loss = weighted_bce(model(x), y, w)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(x)
+            count += len(x)
+        schedule.step()
+        prob = predict_probs(model, x_val, device)
+        val_loss = float(weighted_bce(torch.logit(torch.from_numpy(prob).clamp(1e-6, 1 - 1e-6)),
+                                      torch.from_numpy(y_val), torch.from_numpy(w_val)))
+        aurocs = auroc_per_label(y_val, prob, w_val)
+        score = macro(aurocs)
+        history.append({"epoch": epoch, "train_loss": round(total / max(count, 1), 6),
+                        "val_loss": round(val_loss, 6),
+                        "val_macro_auroc": round(score, 6) if np.isfinite(score) else None,
+                        "seconds": round(time.perf_counter() - started, 2)})
+        key = (score if np.isfinite(score) else -1.0, -val_loss)
+        improved = key > best
+        if improved:
+            best, best_epoch, best_prob, since_best = key, epoch, prob, 0
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            if checkpoint:
+                checkpoint(best_state, epoch)
+        else:
+            since_best += 1
+        log(f"epoch {epoch:3d}/{config.epochs}  train loss {history[-1]['train_loss']:.4f}  "
+            f"val loss {val_loss:.4f}  val macro AUROC {score:.4f}{'  *' if improved else ''}  "
+            f"({history[-1]['seconds']:.0f} s)")
+        if since_best >= config.patience:
+            log(f"early stop: no better validation macro AUROC for {config.patience} epochs")
+            break
+    return FitResult(best_state, history, best_epoch, best_prob, time.perf_counter() - started, str(device))
+
+
+# --- model files -----------------------------------------------------------------------------
+
+
+def save_model(out_dir: Path, state: Mapping[str, torch.Tensor], labels: Sequence[str],
+               prep: Preprocessing, *, extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """``model.pt`` (the state dict) and ``model.json`` (what inference needs); returns the JSON."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(dict(state), out_dir / "model.pt")
+    digest = hashlib.sha256((out_dir / "model.pt").read_bytes()).hexdigest()
+    import monai
+
+    info: dict[str, Any] = {
+        "format": MODEL_FORMAT,
+        "name": MODEL_NAME,
+        "version": digest[:12],          # identifies the weights (the SR observer's device version)
+        "architecture": "monai.networks.nets.DenseNet121",
+        "spatial_dims": 2, "in_channels": 1, "out_channels": len(labels),
+        "labels": list(labels),
+        "image_size": prep.size,
+        "preprocessing": prep.to_dict(),
+        "thresholds": {name: 0.5 for name in labels},
+        "output": "sigmoid probability per label (multi-label)",
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "torch": torch.__version__, "monai": monai.__version__,
+    }
+    if extra:
+        info.update(extra)
+    (out_dir / "model.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def load_model(model_dir: str | Path, device: Optional[torch.device] = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The network (eval mode) and its ``model.json``; ValueError names a missing/foreign file."""
+    d = Path(model_dir)
+    try:
+        info = json.loads((d / "model.json").read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{d}: no model.json (train a model with `python -m training train`)") from None
+    except ValueError as exc:
+        raise ValueError(f"{d / 'model.json'}: not JSON ({exc})") from None
+    if info.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{d / 'model.json'}: format {info.get('format')!r}, expected {MODEL_FORMAT!r}")
+    device = device or resolve_device("auto")
+    model = build_model(int(info["out_channels"]))
+    try:
+        state = torch.load(d / "model.pt", map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{d}: no model.pt beside model.json") from None
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return model, info
+
+
+# --- the pipeline ----------------------------------------------------------------------------
+
+
+def gather_images(items: Sequence[LabeledItem], source: ImageSource, prep: Preprocessing, *,
+                  cache_dir: Optional[str | Path] = None, progress: bool = True,
+                  workers: int = 4) -> tuple[np.ndarray, list[str]]:
+    """(images (N, 1, S, S), patient keys) of ``items``, through the disk cache."""
+    cache = ImageCache(cache_dir or DEFAULT_CACHE_DIR, prep)
+    ids = [it.instance_id for it in items]
+    if progress:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"images ({prep.size} px)", total=len(ids))
+            cached = cache.get_many(ids, source, workers=workers, progress=lambda: bar.advance(task))
+    else:
+        cached = cache.get_many(ids, source, workers=workers)
+    return load_arrays(cached), [c.patient for c in cached]
+
+
+def train_arrays(images: np.ndarray, target: np.ndarray, weight: np.ndarray, patients: Sequence[str],
+                 labels: Sequence[str], out_dir: str | Path, *, config: TrainConfig = TrainConfig(),
+                 instance_ids: Optional[Sequence[str]] = None, report_dir: Optional[str | Path] = None,
+                 log: Callable[[str], None] = _print, extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """Split by patient, fit, save the model and write the report; returns ``metrics.json``'s content."""
+    out = Path(out_dir)
+    report_out = Path(report_dir) if report_dir else out
+    tr, va = split_by_patient(patients, target, weight, val_fraction=config.val_fraction, seed=config.seed)
+    n_tp, n_vp = len({patients[i] for i in tr}), len({patients[i] for i in va})
+    log(f"split by patient: {len(tr)} training images ({n_tp} patients), "
+        f"{len(va)} validation images ({n_vp} patients)")
+    for j, name in enumerate(labels):
+        yv = target[va, j][weight[va, j] > 0]
+        if yv.size == 0 or yv.min() == yv.max():
+            log(f"warning: validation images hold only one class of {name!r}: its AUROC is undefined")
+    fit_result = fit((images[tr], target[tr], weight[tr]), (images[va], target[va], weight[va]),
+                     len(labels), config, log=log)
+    prep = config.preprocessing
+    val_auroc = macro(auroc_per_label(target[va], fit_result.val_prob, weight[va]))
+    model_info = save_model(out, fit_result.state, labels, prep, extra={
+        "best_epoch": fit_result.best_epoch,
+        "val_macro_auroc": round(val_auroc, 6) if np.isfinite(val_auroc) else None,
+        "n_train": len(tr), "n_val": len(va),
+        "hyperparameters": asdict(config), **(extra or {})})
+    if instance_ids is not None:
+        (out / "split.json").write_text(json.dumps(
+            {"train": [instance_ids[i] for i in tr], "validation": [instance_ids[i] for i in va]}, indent=1) + "\n")
+    metrics = write_report(
+        report_out, labels, target[va], fit_result.val_prob, weight[va], n_train=len(tr),
+        history=fit_result.history, best_epoch=fit_result.best_epoch,
+        extra={"n_train_patients": n_tp, "n_val_patients": n_vp, "best_epoch": fit_result.best_epoch,
+               "epochs_run": len(fit_result.history), "training_seconds": round(fit_result.seconds, 1),
+               "device": fit_result.device, "model": {"name": model_info["name"], "version": model_info["version"]},
+               "hyperparameters": asdict(config), **(extra or {})})
+    return metrics
+
+
+def train_from_manifest(manifest: str | Path, out_dir: str | Path, *, label_attribute: Optional[str] = None,
+                        images_dir: Optional[str | Path] = None, orthanc: Any = None,
+                        config: TrainConfig = TrainConfig(), cache_dir: Optional[str | Path] = None,
+                        report_dir: Optional[str | Path] = None, progress: bool = True,
+                        log: Callable[[str], None] = _print) -> dict[str, Any]:
+    """Train on a GT-format output manifest; images from ``images_dir`` (``<id>.dcm``) or Orthanc.
+
+    ``orthanc`` is an :class:`labeling.orthanc_client.OrthancClient` (or anything with
+    ``instance_file(id)``). Writes ``model.pt``, ``model.json``, ``split.json`` into ``out_dir``
+    and ``metrics.json``, ``report.html`` and the PNGs into ``report_dir`` (default ``out_dir``).
+    Returns the metrics (``metrics.json``'s content).
+    """
+    labels, items = read_labels(manifest, label_attribute, confidence_weighting=config.confidence_weighting)
+    if images_dir is not None:
+        source: ImageSource = DirectorySource(images_dir)
+    elif orthanc is not None:
+        source = OrthancSource(orthanc)
+    else:
+        raise DatasetError("images: give a directory of <orthanc id>.dcm files or an Orthanc connection")
+    log(f"{len(items)} labeled images, labels: {', '.join(labels)}")
+    images, patients = gather_images(items, source, config.preprocessing, cache_dir=cache_dir, progress=progress)
+    target = np.stack([it.target for it in items])
+    weight = np.stack([it.weight for it in items])
+    return train_arrays(images, target, weight, patients, labels, out_dir, config=config,
+                        instance_ids=[it.instance_id for it in items], report_dir=report_dir, log=log,
+                        extra={"manifest": Path(manifest).name, "label_attribute": label_attribute})
+
+
+def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | Path, *,
+                   label_attribute: Optional[str] = None, images_dir: Optional[str | Path] = None,
+                   orthanc: Any = None, cache_dir: Optional[str | Path] = None, only_validation: bool = False,
+                   progress: bool = True) -> dict[str, Any]:
+    """Re-run the report of a saved model on the labeled images of ``manifest``."""
+    model, info = load_model(model_dir)
+    labels = list(info["labels"])
+    _, items = read_labels(manifest, label_attribute, label_names=labels)
+    if only_validation:
+        try:
+            keep = set(json.loads((Path(model_dir) / "split.json").read_text())["validation"])
+        except FileNotFoundError:
+            raise ValueError(f"--only-validation: {model_dir} has no split.json") from None
+        items = [it for it in items if it.instance_id in keep]
+        if not items:
+            raise DatasetError(f"--only-validation: no image of {manifest} is in the model's validation set")
+    source: ImageSource = DirectorySource(images_dir) if images_dir is not None else OrthancSource(orthanc)
+    prep = Preprocessing.from_dict(info["preprocessing"])
+    images, _ = gather_images(items, source, prep, cache_dir=cache_dir, progress=progress)
+    prob = predict_probs(model, images, next(model.parameters()).device)
+    hp = info.get("hyperparameters") or {}
+    return write_report(out_dir, labels, np.stack([it.target for it in items]), prob,
+                        np.stack([it.weight for it in items]), n_train=int(info.get("n_train", 0) or 0),
+                        extra={"model": {"name": info["name"], "version": info["version"]},
+                               "manifest": Path(manifest).name, "hyperparameters": hp,
+                               "evaluated": "validation split" if only_validation else "every labeled image"},
+                        title="Model evaluation (re-run)")
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+
+def add_image_source_arguments(parser: argparse.ArgumentParser, *, cache: bool = True) -> None:
+    """``--images DIR`` or the Orthanc connection flags of :mod:`labeling.connection`
+    (and ``--cache-dir`` for the commands that use the preprocessed-image cache)."""
+    from labeling.connection import add_connection_arguments
+
+    parser.add_argument("--images", type=Path, metavar="DIR",
+                        help="directory of <orthanc id>.dcm files (instead of fetching from Orthanc)")
+    if cache:
+        parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
+                            help=f"preprocessed-image cache (default: {DEFAULT_CACHE_DIR})")
+    add_connection_arguments(parser)
+
+
+def orthanc_client_from_args(args: argparse.Namespace) -> Any:
+    """An OrthancClient from the connection flags/variables, or None when ``--images`` is given."""
+    if getattr(args, "images", None):
+        return None
+    from labeling.connection import connection_from_args
+    from labeling.orthanc_client import OrthancClient
+
+    return OrthancClient.from_connection(connection_from_args(args))
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def add_hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:
+    """The :class:`TrainConfig` fields as ``--kebab-case`` flags (SageMaker passes them so too)."""
+    from labeling.cli import positive_int
+
+    d = TrainConfig()
+    g = parser.add_argument_group("hyperparameters")
+    g.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
+    g.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"(default {d.batch_size})")
+    g.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"AdamW (default {d.learning_rate})")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW (default {d.weight_decay})")
+    g.add_argument("--patience", type=positive_int, default=d.patience,
+                   help=f"early stopping: epochs without a better validation macro AUROC (default {d.patience})")
+    g.add_argument("--image-size", type=positive_int, default=d.image_size,
+                   help=f"model input size in pixels (default {d.image_size})")
+    g.add_argument("--window", choices=("file", "minmax"), default=d.window,
+                   help="VOI window: the file's WindowCenter/Width, or the image's robust min-max (default file)")
+    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help=f"share of patients held out for validation (default {d.val_fraction})")
+    g.add_argument("--seed", type=_nonneg_int, default=d.seed, help=f"(default {d.seed})")
+    g.add_argument("--no-augment", dest="augment", action="store_false", help="train without augmentation")
+    g.add_argument("--confidence-weighting", action="store_true",
+                   help="weight each label's loss by its consolidated confidence")
+    g.add_argument("--num-workers", type=_nonneg_int, default=None,
+                   help="data-loader worker processes (default: 0 on <= 2 CPUs)")
+    g.add_argument("--threads", type=positive_int, default=None, help="PyTorch CPU threads (default: all CPUs)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default auto)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                       weight_decay=args.weight_decay, patience=args.patience, image_size=args.image_size,
+                       window=args.window, val_fraction=args.val_fraction, seed=args.seed,
+                       augment=args.augment, confidence_weighting=args.confidence_weighting,
+                       num_workers=args.num_workers, threads=args.threads, device=args.device)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a multi-label model on an output manifest",
+        description="Train MONAI DenseNet121 (multi-label) on the consolidated labels of a GT-format "
+                    "output manifest (portal or Ground Truth); writes model.pt, model.json, metrics.json, "
+                    "report.html and plots into --out.")
+    p.add_argument("--manifest", type=Path, required=True, help="output manifest (JSON Lines)")
+    p.add_argument("--label-attribute", help="the label attribute name (inferred when the manifest has one)")
+    p.add_argument("--out", type=Path, required=True, help="output directory (created; must be empty)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out once training succeeded")
+    add_image_source_arguments(p)
+    add_hyperparameter_arguments(p)
+    p.set_defaults(func=run_train)
+
+    e = subparsers.add_parser(
+        "evaluate", help="re-run the evaluation report of a model on a labeled manifest",
+        description="Predict the labeled images of an output manifest with a saved model and write "
+                    "metrics.json, report.html and plots into --out.")
+    e.add_argument("--model", type=Path, required=True, help="directory with model.pt + model.json")
+    e.add_argument("--manifest", type=Path, required=True, help="output manifest (JSON Lines)")
+    e.add_argument("--label-attribute", help="the label attribute name (inferred when the manifest has one)")
+    e.add_argument("--out", type=Path, required=True, help="report directory (created; must be empty)")
+    e.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    e.add_argument("--only-validation", action="store_true",
+                   help="evaluate only the images of the model's validation split (split.json)")
+    add_image_source_arguments(e)
+    e.set_defaults(func=run_evaluate)
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from labeling.connection import ConnectionError_
+    from labeling.orthanc_client import OrthancError
+    from labeling.outdir import OutputDirError
+
+    errors: list[type[BaseException]] = [DatasetError, ConnectionError_, OrthancError, OutputDirError, ValueError]
+    try:
+        from labeling.output_manifest import OutputManifestError
+
+        errors.insert(0, OutputManifestError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from labeling.outdir import sigterm_as_interrupt, staged_output_dir
+
+    try:
+        config = config_from_args(args)
+        client = orthanc_client_from_args(args)
+        with sigterm_as_interrupt(), staged_output_dir(args.out, force=args.force) as staging:
+            metrics = train_from_manifest(args.manifest, staging, label_attribute=args.label_attribute,
+                                          images_dir=args.images, orthanc=client, config=config,
+                                          cache_dir=args.cache_dir)
+    except _errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"macro AUROC on held-out patients: {metrics['macro_auroc']}  "
+          f"({metrics['n_train']} training / {metrics['n_val']} validation images, "
+          f"{metrics['training_seconds']} s on {metrics['device']})")
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from labeling.outdir import sigterm_as_interrupt, staged_output_dir
+
+    try:
+        client = orthanc_client_from_args(args)
+        with sigterm_as_interrupt(), staged_output_dir(args.out, force=args.force) as staging:
+            metrics = evaluate_model(args.model, args.manifest, staging, label_attribute=args.label_attribute,
+                                     images_dir=args.images, orthanc=client, cache_dir=args.cache_dir,
+                                     only_validation=args.only_validation)
+    except _errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"macro AUROC: {metrics['macro_auroc']} on {metrics['n_val']} images")
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0

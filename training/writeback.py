@@ -1,0 +1,108 @@
+"""Predictions back into Orthanc (``python -m training writeback``).
+
+Default: one **DICOM SR** per predicted image (TID 1500 Measurement Report built by
+:func:`labeling.sr.build_annotation_sr`), with the model as a *device* observer (TID 1004: name
+and version from ``model.json``; the version is a hash of the weights), one qualitative
+evaluation per label (present/absent) with the model's confidence as "Certainty of Finding". The
+SR joins the image's study in its own series, so any DICOM viewer (Orthanc Explorer, OHIF, 3D
+Slicer) lists it next to the image. Its Series and SOP Instance UIDs are derived from the model
+version and the source UIDs, so writing the same predictions again is answered ``AlreadyStored``
+instead of piling up duplicates; a new model version writes new SRs.
+
+``--mode metadata`` instead stores the prediction JSON as the instance's metadata
+:data:`PREDICTION_METADATA` (a user metadata index: Orthanc 1.10 accepts indices 1024–65535 without
+a ``UserMetadata`` declaration; declaring a name for it in the configuration only makes it
+readable by name). It is lighter but visible only through the REST API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pydicom
+from pydicom.uid import generate_uid
+
+PREDICTION_METADATA = "1300"
+SR_SERIES_NUMBER = 9902
+_UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's root, as labeling.sr uses
+
+
+def prediction_answer(prediction: Mapping[str, Any]) -> dict[str, Any]:
+    """The label-shape answer of a prediction (labels with confidence; no ROIs)."""
+    labels = [{"name": e["name"], "present": bool(e["present"]), "confidence": float(e["confidence"])}
+              for e in prediction["labels"]]
+    answer: dict[str, Any] = {"labels": labels, "rois": []}
+    if prediction.get("image", {}).get("rows"):
+        answer["image"] = dict(prediction["image"])
+    return answer
+
+
+def prediction_sr(source: pydicom.Dataset, prediction: Mapping[str, Any]) -> pydicom.Dataset:
+    """The SR of one prediction on its source instance (module docstring)."""
+    from labeling.sr import Observer, build_annotation_sr
+
+    model = prediction["model"]
+    version = str(model.get("version") or "")
+    observer = Observer.device(str(model["name"]), version or None)
+    series_uid = generate_uid(prefix=_UID_PREFIX, entropy_srcs=["prediction-series", version,
+                                                                 str(source.StudyInstanceUID)])
+    sop_uid = generate_uid(prefix=_UID_PREFIX, entropy_srcs=["prediction", version, str(source.SOPInstanceUID)])
+    return build_annotation_sr(source, prediction_answer(prediction), [observer],
+                               series_number=SR_SERIES_NUMBER, description=f"{model['name']} predictions",
+                               series_instance_uid=series_uid, sop_instance_uid=sop_uid)
+
+
+def write_back(client: Any, predictions: Sequence[Mapping[str, Any]], *, mode: str = "sr") -> list[dict[str, str]]:
+    """Write every prediction into Orthanc; returns ``[{"source", "stored"}]`` (SR id or metadata name)."""
+    from labeling.sr import store_sr
+
+    if mode not in ("sr", "metadata"):
+        raise ValueError(f"mode: must be 'sr' or 'metadata', got {mode!r}")
+    done = []
+    for prediction in predictions:
+        source_id = prediction["source"]
+        if mode == "metadata":
+            client.set_metadata("instances", source_id, PREDICTION_METADATA,
+                                json.dumps(prediction, separators=(",", ":")))
+            done.append({"source": source_id, "stored": f"metadata {PREDICTION_METADATA}"})
+            continue
+        source = pydicom.dcmread(io.BytesIO(client.instance_file(source_id)), stop_before_pixels=True)
+        done.append({"source": source_id, "stored": store_sr(client, prediction_sr(source, prediction))})
+    return done
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from labeling.connection import add_connection_arguments
+
+    p = subparsers.add_parser(
+        "writeback", help="store predictions in Orthanc (DICOM SR with the model as observer)",
+        description="Write the predictions of `python -m training predict` into Orthanc: one DICOM SR "
+                    "(TID 1500, the model as device observer) per image, or instance metadata.")
+    p.add_argument("--predictions", type=Path, required=True, help="predictions file (JSON Lines)")
+    p.add_argument("--mode", choices=("sr", "metadata"), default="sr",
+                   help=f"sr (default) or metadata (instance metadata {PREDICTION_METADATA})")
+    add_connection_arguments(p)
+    p.set_defaults(func=run_writeback)
+
+
+def run_writeback(args: argparse.Namespace) -> int:
+    from labeling.connection import ConnectionError_, connection_from_args
+    from labeling.orthanc_client import OrthancClient, OrthancError
+    from labeling.sr import SRError
+    from training.inference import read_predictions
+
+    try:
+        predictions = read_predictions(args.predictions)
+        with OrthancClient.from_connection(connection_from_args(args)) as client:
+            done = write_back(client, predictions, mode=args.mode)
+    except (ConnectionError_, OrthancError, SRError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    what = "SRs" if args.mode == "sr" else f"metadata {PREDICTION_METADATA} values"
+    print(f"{len(done)} {what} written to Orthanc")
+    return 0
