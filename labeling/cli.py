@@ -24,15 +24,24 @@ COMMAND_MODULES = (
 )
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts (workers, limits): an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def int_at_least(minimum: int):
+    """An argparse type: an integer of at least ``minimum`` (one line naming the bad value otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "positive_int" if minimum == 1 else f"int_at_least_{minimum}"
+    return parse
+
+
+positive_int = int_at_least(1)  # counts: workers, limits, epochs
+non_negative_int = int_at_least(0)  # seeds, optional worker processes
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> None:
@@ -48,13 +57,16 @@ def one_line_errors(parser: argparse.ArgumentParser) -> None:
     parser.error = error  # type: ignore[method-assign]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m labeling",
-        description="dicom-annotate: keep DICOM in Orthanc, label it, consolidate, train.",
-    )
+def build_command_parser(prog: str, description: str, modules: tuple[str, ...], *,
+                         one_line: bool = False) -> argparse.ArgumentParser:
+    """A parser with one sub-command per module of ``modules`` (each has ``register(subparsers)``).
+
+    A module that does not exist (a command not built yet) is left out; any other import error is
+    raised. ``one_line`` makes every sub-command report a bad option in one line.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMAND_MODULES:
+    for module_name in modules:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -62,14 +74,27 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.register(subparsers)
+    if one_line:
+        for action in subparsers.choices.values():
+            one_line_errors(action)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command's ``func``; Ctrl-C exits 130 with one line."""
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return build_command_parser("python -m labeling",
+                                "dicom-annotate: keep DICOM in Orthanc, label it, consolidate, train.",
+                                COMMAND_MODULES)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), argv)

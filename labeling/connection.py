@@ -8,10 +8,11 @@ The password is never taken from the command line, where other users could read 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 from urllib.parse import urlparse
 
 
@@ -63,3 +64,18 @@ def connection_from_args(args: argparse.Namespace,
         if not password:
             raise ConnectionError_("Orthanc password: pass --password-file or set ORTHANC_PASSWORD")
     return OrthancConnection(url=url.rstrip("/"), username=username, password=password)
+
+
+def credentials_from_secret(secrets_client: Any, secret_arn: str) -> tuple[str, str]:
+    """(username, password) of the Orthanc secret the stack creates (JSON ``{"username", "password"}``,
+    components/orthanc.py) — how the Lambdas, the portal on ECS and the SageMaker endpoint connect."""
+    raw = secrets_client.get_secret_value(SecretId=secret_arn)["SecretString"]
+    try:
+        secret = json.loads(raw)
+        username, password = secret["username"], secret["password"]
+    except (ValueError, KeyError, TypeError):
+        raise ConnectionError_(f"secret {secret_arn}: expected a JSON object with 'username' and 'password'") \
+            from None
+    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        raise ConnectionError_(f"secret {secret_arn}: 'username' and 'password' must be non-empty strings")
+    return username, password

@@ -226,8 +226,9 @@ def _train_and_write_back(args: argparse.Namespace, workdir: Path, manifest: Pat
     model_dir, cache = workdir / "model", workdir / "training-cache"
     hyper = [*(["--epochs", str(args.epochs)] if args.epochs else []),
              *(["--image-size", str(args.image_size)] if args.image_size else [])]
+    # Confidence weighting: the consolidated confidences down-weight the labels annotators disagreed on.
     if _step("train", ["train", "--manifest", str(output_manifest), "--out", str(model_dir), "--force",
-                       "--cache-dir", str(cache), *hyper], training_main, "training") != 0:
+                       "--cache-dir", str(cache), "--confidence-weighting", *hyper], training_main, "training") != 0:
         return None
     # The consolidated labels carry the annotators' mistakes; the synthetic truth says how good the model is.
     ids = {r["sop_instance_uid"]: orthanc_instance_id(r["patient_id"], r["study_instance_uid"],

@@ -77,6 +77,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
+from labeling.aws import AwsError, aws_call
 from labeling.cli import one_line_errors, positive_int
 from labeling.gt_contracts import MAX_TEMPLATE_CHARS, parse_output_manifest_metadata, split_s3_uri
 
@@ -97,10 +98,6 @@ _CROWD_ELEMENTS_SCRIPT_RE = re.compile(
 
 class GtError(Exception):
     """A bad input: one line naming the file, line or key; exit code 2."""
-
-
-class AwsError(Exception):
-    """An AWS call failed; exit code 1."""
 
 
 # ======================================================================================= render
@@ -372,18 +369,6 @@ def _client(service: str, region: Optional[str]) -> Any:
     return boto3.client(service, region_name=region)
 
 
-def _aws_call(what: str, call: Any, **kwargs: Any) -> Any:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        return call(**kwargs)
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise AwsError(f"{what}: {error.get('Code', 'error')}: {error.get('Message', exc)}") from None
-    except BotoCoreError as exc:
-        raise AwsError(f"{what}: {exc}") from None
-
-
 def _cmd_create_job(args: argparse.Namespace) -> int:
     from labeling.schema import SchemaError, load_schema
 
@@ -416,13 +401,13 @@ def _cmd_create_job(args: argparse.Namespace) -> int:
     sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": outputs["kmsKeyArn"]}
     manifest_key = split_s3_uri(request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"])[1]
     categories_key = split_s3_uri(request["LabelCategoryConfigS3Uri"])[1]
-    _aws_call(f"upload s3://{bucket}/{manifest_key}", s3.put_object, Bucket=bucket, Key=manifest_key,
+    aws_call(f"upload s3://{bucket}/{manifest_key}", s3.put_object, Bucket=bucket, Key=manifest_key,
               Body=Path(args.manifest).read_bytes(), ContentType="application/jsonl", **sse)
-    _aws_call(f"upload s3://{bucket}/{categories_key}", s3.put_object, Bucket=bucket, Key=categories_key,
+    aws_call(f"upload s3://{bucket}/{categories_key}", s3.put_object, Bucket=bucket, Key=categories_key,
               Body=json.dumps(label_category_config(schema), ensure_ascii=False).encode("utf-8"),
               ContentType="application/json", **sse)
     sagemaker = _client("sagemaker", region)
-    response = _aws_call(f"create_labeling_job {job_name}", sagemaker.create_labeling_job, **request)
+    response = aws_call(f"create_labeling_job {job_name}", sagemaker.create_labeling_job, **request)
     print(response["LabelingJobArn"])
     return 0
 
@@ -432,7 +417,7 @@ def _cmd_create_job(args: argparse.Namespace) -> int:
 def _describe(job_name: str, region: Optional[str]) -> dict[str, Any]:
     validate_job_name(job_name)
     sagemaker = _client("sagemaker", region)
-    return _aws_call(f"describe_labeling_job {job_name}", sagemaker.describe_labeling_job,
+    return aws_call(f"describe_labeling_job {job_name}", sagemaker.describe_labeling_job,
                      LabelingJobName=job_name)
 
 
@@ -499,7 +484,7 @@ def _cmd_fetch_output(args: argparse.Namespace) -> int:
                        f"(status {job.get('LabelingJobStatus', '?')})")
     bucket, key = split_s3_uri(uri, "LabelingJobOutput.OutputDatasetS3Uri")
     s3 = _client("s3", args.region)
-    body = _aws_call(f"download {uri}", s3.get_object, Bucket=bucket, Key=key)["Body"].read()
+    body = aws_call(f"download {uri}", s3.get_object, Bucket=bucket, Key=key)["Body"].read()
     out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,6 @@ A malformed event or a badly formatted ID raises ValueError naming the bad value
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import re
@@ -39,6 +38,7 @@ from typing import Any, Callable, Mapping, Optional
 import pydicom
 
 from labeling import gt_contracts
+from labeling.connection import credentials_from_secret
 from labeling.deidentify import burned_in_annotation, deidentify_dataset
 from labeling.orthanc_client import OrthancClient, OrthancError
 
@@ -164,13 +164,7 @@ class Prelabeler:
         """The Orthanc client, built once per container with the credentials from Secrets Manager."""
         if self._orthanc is None:
             self.settings.require("orthanc_url", "secret_arn")
-            raw = self.secrets.get_secret_value(SecretId=self.settings.secret_arn)["SecretString"]
-            try:
-                secret = json.loads(raw)
-                username, password = secret["username"], secret["password"]
-            except (ValueError, KeyError, TypeError):
-                raise ValueError(f"secret {self.settings.secret_arn}: expected a JSON object with "
-                                 "'username' and 'password'") from None
+            username, password = credentials_from_secret(self.secrets, self.settings.secret_arn)
             # Few retries: a Lambda has a short timeout, and GT retries the object itself.
             self._orthanc = self.orthanc_factory(self.settings.orthanc_url, username, password,
                                                  timeout=20.0, retries=2)

@@ -7,10 +7,8 @@ missing optional dependency (or a module not written yet) only affects its own c
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 
-from labeling.cli import one_line_errors
+from labeling.cli import build_command_parser, run_command
 
 # Order is the order shown in --help.
 COMMAND_MODULES = (
@@ -23,29 +21,11 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training",
-        description="dicom-annotate: train and evaluate models on consolidated labels, predict, "
-                    "write predictions back to Orthanc, order the next labeling job.")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # command not built yet
-            raise
-        module.register(subparsers)
-    for action in subparsers.choices.values():
-        one_line_errors(action)
-    return parser
+    return build_command_parser(
+        "python -m training",
+        "dicom-annotate: train and evaluate models on consolidated labels, predict, write predictions "
+        "back to Orthanc, order the next labeling job.", COMMAND_MODULES, one_line=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(build_parser(), argv)

@@ -119,19 +119,13 @@ def orthanc_from_env(environ: Mapping[str, str] = os.environ) -> Any:
     global _orthanc_client
     if _orthanc_client is not None:
         return _orthanc_client
-    from labeling.connection import OrthancConnection, connection_from_args
+    from labeling.connection import OrthancConnection, connection_from_args, credentials_from_secret
     from labeling.orthanc_client import OrthancClient
 
     if environ.get("ORTHANC_SECRET_ARN") and not environ.get("ORTHANC_PASSWORD"):
         import boto3
 
-        arn = environ["ORTHANC_SECRET_ARN"]
-        raw = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
-        try:
-            secret = json.loads(raw)
-            user, password = secret["username"], secret["password"]
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(f"secret {arn}: expected a JSON object with 'username' and 'password'") from None
+        user, password = credentials_from_secret(boto3.client("secretsmanager"), environ["ORTHANC_SECRET_ARN"])
         url = environ.get("ORTHANC_URL")
         if not url:
             raise ValueError("ORTHANC_URL is not set")

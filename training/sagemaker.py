@@ -71,6 +71,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from labeling.aws import AwsError, aws_call
 from labeling.cli import one_line_errors, positive_int
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -123,10 +124,6 @@ DLC_REGISTRIES = {  # regions whose DLCs live in another account (SageMaker Pyth
 
 class SageMakerCliError(Exception):
     """Bad input: the message names the flag, the file or the stack output."""
-
-
-class AwsError(Exception):
-    """An AWS call failed: the message names the call."""
 
 
 # ================================================================================ stack outputs
@@ -418,18 +415,6 @@ def _client(service: str, region: str) -> Any:
     return boto3.client(service, region_name=region)
 
 
-def _aws_call(what: str, call: Any, **kwargs: Any) -> Any:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        return call(**kwargs)
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise AwsError(f"{what}: {error.get('Code', 'error')}: {error.get('Message', exc)}") from None
-    except BotoCoreError as exc:
-        raise AwsError(f"{what}: {exc}") from None
-
-
 def _is_not_found(exc: AwsError) -> bool:
     text = str(exc)
     return "ValidationException" in text and ("Could not find" in text or "does not exist" in text)
@@ -515,19 +500,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     s3 = _client("s3", region)
     sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms}
-    _aws_call(f"upload {source_uri}", s3.put_object, Bucket=bucket, Key=_s3_uri(source_uri, "source")[1],
+    aws_call(f"upload {source_uri}", s3.put_object, Bucket=bucket, Key=_s3_uri(source_uri, "source")[1],
               Body=archive, ContentType="application/gzip", **sse)
     if manifest_body is not None:
-        _aws_call(f"upload {manifest_uri}", s3.put_object, Bucket=bucket, Key=_s3_uri(manifest_uri, "manifest")[1],
+        aws_call(f"upload {manifest_uri}", s3.put_object, Bucket=bucket, Key=_s3_uri(manifest_uri, "manifest")[1],
                   Body=manifest_body, ContentType="application/jsonlines", **sse)
     sagemaker = _client("sagemaker", region)
-    response = _aws_call(f"create_training_job {job_name}", sagemaker.create_training_job, **request)
+    response = aws_call(f"create_training_job {job_name}", sagemaker.create_training_job, **request)
     print(response["TrainingJobArn"])
     return 0
 
 
 def _model_data(sagemaker: Any, job_name: str) -> str:
-    job = _aws_call(f"describe_training_job {job_name}", sagemaker.describe_training_job, TrainingJobName=job_name)
+    job = aws_call(f"describe_training_job {job_name}", sagemaker.describe_training_job, TrainingJobName=job_name)
     status = job.get("TrainingJobStatus")
     uri = (job.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
     if status != "Completed" or not uri:
@@ -556,21 +541,21 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     requests = deploy_requests(outputs=outputs, region=region, name=name, model_data=model_data,
                                instance_type=args.instance_type, count=args.instance_count,
                                image=args.inference_image)
-    _aws_call(f"create_model {name}", sagemaker.create_model, **requests["create_model"])
-    _aws_call(f"create_endpoint_config {name}", sagemaker.create_endpoint_config,
+    aws_call(f"create_model {name}", sagemaker.create_model, **requests["create_model"])
+    aws_call(f"create_endpoint_config {name}", sagemaker.create_endpoint_config,
               **requests["create_endpoint_config"])
     try:
-        _aws_call(f"describe_endpoint {name}", sagemaker.describe_endpoint, EndpointName=name)
+        aws_call(f"describe_endpoint {name}", sagemaker.describe_endpoint, EndpointName=name)
         exists = True
     except AwsError as exc:
         if not _is_not_found(exc):
             raise
         exists = False
     if exists:
-        response = _aws_call(f"update_endpoint {name}", sagemaker.update_endpoint, EndpointName=name,
+        response = aws_call(f"update_endpoint {name}", sagemaker.update_endpoint, EndpointName=name,
                              EndpointConfigName=name)
     else:
-        response = _aws_call(f"create_endpoint {name}", sagemaker.create_endpoint, **requests["create_endpoint"])
+        response = aws_call(f"create_endpoint {name}", sagemaker.create_endpoint, **requests["create_endpoint"])
     print(response["EndpointArn"])
     return 0
 
@@ -585,18 +570,18 @@ def _cmd_delete(args: argparse.Namespace) -> int:
                              + (" (kept: --keep-model)" if args.keep_model else "")})
         return 0
     sagemaker = _client("sagemaker", region)
-    endpoint = _aws_call(f"describe_endpoint {name}", sagemaker.describe_endpoint, EndpointName=name)
+    endpoint = aws_call(f"describe_endpoint {name}", sagemaker.describe_endpoint, EndpointName=name)
     config_name = endpoint["EndpointConfigName"]
-    config = _aws_call(f"describe_endpoint_config {config_name}", sagemaker.describe_endpoint_config,
+    config = aws_call(f"describe_endpoint_config {config_name}", sagemaker.describe_endpoint_config,
                        EndpointConfigName=config_name)
-    _aws_call(f"delete_endpoint {name}", sagemaker.delete_endpoint, EndpointName=name)
+    aws_call(f"delete_endpoint {name}", sagemaker.delete_endpoint, EndpointName=name)
     print(f"deleted endpoint {name}")
     if not args.keep_model:
-        _aws_call(f"delete_endpoint_config {config_name}", sagemaker.delete_endpoint_config,
+        aws_call(f"delete_endpoint_config {config_name}", sagemaker.delete_endpoint_config,
                   EndpointConfigName=config_name)
         print(f"deleted endpoint config {config_name}")
         for variant in config.get("ProductionVariants", []):
-            _aws_call(f"delete_model {variant['ModelName']}", sagemaker.delete_model, ModelName=variant["ModelName"])
+            aws_call(f"delete_model {variant['ModelName']}", sagemaker.delete_model, ModelName=variant["ModelName"])
             print(f"deleted model {variant['ModelName']}")
     return 0
 
@@ -615,7 +600,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
     sagemaker = _client("sagemaker", region)
     if args.training_job:
-        job = _aws_call(f"describe_training_job {args.training_job}", sagemaker.describe_training_job,
+        job = aws_call(f"describe_training_job {args.training_job}", sagemaker.describe_training_job,
                         TrainingJobName=validate_name(args.training_job, "--training-job"))
         metrics = {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}
         rows += [("training job", job.get("TrainingJobName")), ("status", job.get("TrainingJobStatus")),
@@ -626,7 +611,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
                  ("final metrics", json.dumps(metrics) if metrics else "-"),
                  ("failure reason", job.get("FailureReason") or "-")]
     if args.endpoint_name:
-        endpoint = _aws_call(f"describe_endpoint {args.endpoint_name}", sagemaker.describe_endpoint,
+        endpoint = aws_call(f"describe_endpoint {args.endpoint_name}", sagemaker.describe_endpoint,
                              EndpointName=validate_name(args.endpoint_name, "--endpoint-name"))
         rows += [("endpoint", endpoint.get("EndpointName")), ("status", endpoint.get("EndpointStatus")),
                  ("config", endpoint.get("EndpointConfigName")),

@@ -480,19 +480,9 @@ def orthanc_client_from_args(args: argparse.Namespace) -> Any:
     return OrthancClient.from_connection(connection_from_args(args))
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
-
-
 def add_hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:
     """The :class:`TrainConfig` fields as ``--kebab-case`` flags (SageMaker passes them so too)."""
-    from labeling.cli import positive_int
+    from labeling.cli import non_negative_int, positive_int
 
     d = TrainConfig()
     g = parser.add_argument_group("hyperparameters")
@@ -508,11 +498,11 @@ def add_hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:
                    help="VOI window: the file's WindowCenter/Width, or the image's robust min-max (default file)")
     g.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help=f"share of patients held out for validation (default {d.val_fraction})")
-    g.add_argument("--seed", type=_nonneg_int, default=d.seed, help=f"(default {d.seed})")
+    g.add_argument("--seed", type=non_negative_int, default=d.seed, help=f"(default {d.seed})")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="train without augmentation")
     g.add_argument("--confidence-weighting", action="store_true",
                    help="weight each label's loss by its consolidated confidence")
-    g.add_argument("--num-workers", type=_nonneg_int, default=None,
+    g.add_argument("--num-workers", type=non_negative_int, default=None,
                    help="data-loader worker processes (default: 0 on <= 2 CPUs)")
     g.add_argument("--threads", type=positive_int, default=None, help="PyTorch CPU threads (default: all CPUs)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default auto)")

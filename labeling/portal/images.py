@@ -14,7 +14,6 @@ concurrent requests for the same image to a single Orthanc fetch. The instance I
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import tempfile
@@ -25,6 +24,7 @@ from typing import Any, Callable, Optional
 
 import pydicom
 
+from labeling.connection import ConnectionError_, credentials_from_secret
 from labeling.deidentify import burned_in_annotation, deidentify_dataset
 from labeling.gt_prelabel import validate_instance_id
 from labeling.orthanc_client import OrthancClient
@@ -51,13 +51,10 @@ def orthanc_client_for(settings: PortalSettings, secrets_client: Any = None) -> 
             import boto3
 
             secrets_client = boto3.client("secretsmanager")
-        raw = secrets_client.get_secret_value(SecretId=settings.orthanc_secret_arn)["SecretString"]
         try:
-            secret = json.loads(raw)
-            username, password = secret["username"], secret["password"]
-        except (ValueError, KeyError, TypeError):
-            raise SettingsError(f"ORTHANC_SECRET_ARN: secret {settings.orthanc_secret_arn} is not JSON with "
-                                "'username' and 'password'") from None
+            username, password = credentials_from_secret(secrets_client, settings.orthanc_secret_arn)
+        except ConnectionError_ as exc:
+            raise SettingsError(f"ORTHANC_SECRET_ARN: {exc}") from None
     if not username or not password:
         raise SettingsError("Orthanc credentials: set ORTHANC_USERNAME and ORTHANC_PASSWORD, or ORTHANC_SECRET_ARN")
     return OrthancClient(settings.orthanc_url, username, password, timeout=30.0, retries=2, pool_size=16)
