@@ -7,7 +7,7 @@ STACK ?= dev
 WORKDIR ?= .local/stack
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps viewer test test-unit test-integration plan demo demo-down lambda-layer up preview clean
+.PHONY: help venv system-deps viewer notebook test test-unit test-integration plan demo demo-down lambda-layer up preview clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -49,12 +49,15 @@ test-integration: venv system-deps viewer  ## tier 2 only: real local Orthanc + 
 plan: venv  ## offline plan: resources, policy results, monthly cost (STACK=dev|prod)
 	$(PY) -m components.plan --stack $(STACK)
 
-demo: venv system-deps  ## the local loop: Orthanc + PostgreSQL, synthetic data, upload, manifest
+demo: venv system-deps viewer  ## the local loop: Orthanc + PostgreSQL, data, portal job + simulated annotators, training, write-back
 	$(PY) -m labeling demo --workdir $(WORKDIR)
 
 demo-down:  ## stop the portal and the local stack started by `make demo`
 	$(PY) -m labeling portal stop --workdir $(WORKDIR)
 	$(PY) -m labeling local down --workdir $(WORKDIR)
+
+notebook: venv  ## regenerate training/notebooks/walkthrough.ipynb from its jupytext script
+	$(PY) training/notebooks/build.py
 
 lambda-layer: venv  ## build the Lambda dependency layer (manylinux wheels) into build/lambda-layer
 	rm -rf build/lambda-layer
