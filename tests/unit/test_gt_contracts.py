@@ -230,7 +230,8 @@ def test_worker_template_fits_and_submits_the_annotation_field():
     assert len(text) < gt.MAX_TEMPLATE_CHARS
     assert "<crowd-form>" in text and "</crowd-form>" in text
     assert 'name="annotation"' in text
-    assert "task.input.source" in text and "grant_read_access" in text
+    # The image reaches the worker only as a short-lived URL of the staged, de-identified copy.
+    assert "task.input.image | grant_read_access" in text and "task.input.source" not in text
     # Autoescape only protects HTML contexts: no Liquid output inside script text.
-    script = text[text.rindex("<script>"):]
+    script = text[text.rindex("<script type=\"module\">"):]
     assert "{{" not in script
