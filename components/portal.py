@@ -43,8 +43,9 @@ import pulumi_awsx as awsx
 import pulumi_random as random
 
 from components.config import ConfigError, StackConfig
-from components.packaging import ROOT
 from components.orthanc import DEPLOYMENT_MAX_PERCENT
+from components.packaging import ROOT
+from components.scaling import ecs_cpu_autoscaling
 from components.storage import encrypted_log_group
 from labeling.orthanc_config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
 
@@ -373,28 +374,9 @@ class Portal(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.listener_rule],
                                         ignore_changes=["desired_count"]))
 
-        scaling_target = aws.appautoscaling.Target(
-            f"{name}-scaling",
-            service_namespace="ecs",
-            scalable_dimension="ecs:service:DesiredCount",
-            resource_id=pulumi.Output.concat("service/", args.cluster_name, "/", self.service.name),
-            min_capacity=config.portal_min_tasks,
-            max_capacity=config.portal_max_tasks,
-            tags=tags, opts=self._child)
-        scaling = aws.appautoscaling
-        scaling.Policy(
-            f"{name}-cpu",
-            policy_type="TargetTrackingScaling",
-            service_namespace=scaling_target.service_namespace,
-            scalable_dimension=scaling_target.scalable_dimension,
-            resource_id=scaling_target.resource_id,
-            target_tracking_scaling_policy_configuration=scaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
-                target_value=float(config.cpu_target_percent),
-                predefined_metric_specification=scaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(  # noqa: E501
-                    predefined_metric_type="ECSServiceAverageCPUUtilization"),
-                scale_in_cooldown=300,
-                scale_out_cooldown=60),
-            opts=pulumi.ResourceOptions(parent=scaling_target))
+        ecs_cpu_autoscaling(name, cluster_name=args.cluster_name, service=self.service, min_tasks=config.portal_min_tasks,
+                            max_tasks=config.portal_max_tasks, cpu_target_percent=config.cpu_target_percent,
+                            tags=tags, parent=self)
 
 
 # ---------------------------------------------------------------------- documents (pure functions)

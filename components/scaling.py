@@ -1,0 +1,42 @@
+"""CPU target-tracking autoscaling for an ECS service: one definition for Orthanc and the portal.
+
+Application Auto Scaling owns the service's task count after creation (the services ignore
+``desired_count`` changes); it scales out fast (60 s cooldown) and in slowly (300 s) around the
+average CPU target.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import pulumi
+import pulumi_aws as aws
+
+
+def ecs_cpu_autoscaling(name: str, *, cluster_name: pulumi.Input[str], service: aws.ecs.Service,
+                        min_tasks: int, max_tasks: int, cpu_target_percent: float,
+                        tags: Mapping[str, str], parent: pulumi.Resource) -> aws.appautoscaling.Target:
+    """``{name}-scaling`` (child of ``parent``) and its ``{name}-cpu`` policy (child of the target)."""
+    target = aws.appautoscaling.Target(
+        f"{name}-scaling",
+        service_namespace="ecs",
+        scalable_dimension="ecs:service:DesiredCount",
+        resource_id=pulumi.Output.concat("service/", cluster_name, "/", service.name),
+        min_capacity=min_tasks,
+        max_capacity=max_tasks,
+        tags=dict(tags), opts=pulumi.ResourceOptions(parent=parent))
+    scaling = aws.appautoscaling
+    scaling.Policy(
+        f"{name}-cpu",
+        policy_type="TargetTrackingScaling",
+        service_namespace=target.service_namespace,
+        scalable_dimension=target.scalable_dimension,
+        resource_id=target.resource_id,
+        target_tracking_scaling_policy_configuration=scaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
+            target_value=float(cpu_target_percent),
+            predefined_metric_specification=scaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(  # noqa: E501
+                predefined_metric_type="ECSServiceAverageCPUUtilization"),
+            scale_in_cooldown=300,
+            scale_out_cooldown=60),
+        opts=pulumi.ResourceOptions(parent=target))
+    return target
