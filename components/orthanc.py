@@ -20,7 +20,7 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.config import StackConfig
-from components.scaling import ecs_cpu_autoscaling
+from components.fargate import ecs_cpu_autoscaling, fargate_task_definition
 from components.storage import SecureBucket, SecureBucketArgs, encrypted_log_group
 from labeling.orthanc_config import (
     POSTGRES_PASSWORD,
@@ -480,19 +480,10 @@ class OrthancService(pulumi.ComponentResource):
                 image=image, region=region, bucket=v[0], db_host=v[1], db_secret_arn=v[2],
                 admin_secret_arn=v[3], log_group=v[4], index_connections=index_connections,
                 dicom=dicom)))
-        self.task_definition = aws.ecs.TaskDefinition(
-            f"{name}-taskdef",
-            family=name,
-            cpu=str(config.orthanc_cpu),
-            memory=str(config.orthanc_memory),
-            network_mode="awsvpc",
-            requires_compatibilities=["FARGATE"],
-            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
-                operating_system_family="LINUX", cpu_architecture="X86_64"),
-            execution_role_arn=self.execution_role.arn,
-            task_role_arn=self.task_role.arn,
-            container_definitions=container_definitions,
-            tags=tags, opts=self._child)
+        self.task_definition = fargate_task_definition(
+            name, cpu=config.orthanc_cpu, memory=config.orthanc_memory,
+            execution_role_arn=self.execution_role.arn, task_role_arn=self.task_role.arn,
+            container_definitions=container_definitions, tags=tags, parent=self)
 
         load_balancers = [aws.ecs.ServiceLoadBalancerArgs(
             target_group_arn=self.target_group.arn, container_name=CONTAINER_NAME, container_port=HTTP_PORT)]

@@ -43,9 +43,9 @@ import pulumi_awsx as awsx
 import pulumi_random as random
 
 from components.config import ConfigError, StackConfig
+from components.fargate import ecs_cpu_autoscaling, fargate_task_definition
 from components.orthanc import DEPLOYMENT_MAX_PERCENT
 from components.packaging import ROOT
-from components.scaling import ecs_cpu_autoscaling
 from components.storage import encrypted_log_group
 from labeling.orthanc_config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
 
@@ -331,21 +331,12 @@ class Portal(pulumi.ComponentResource):
                 session_secret_arn=v[4], user_pool_id=v[5], client_id=v[6], alb_arn=v[7], orthanc_url=v[8],
                 orthanc_secret_arn=v[9], salt_secret_arn=v[10], export_bucket=v[11], export_kms_key_id=v[12],
                 deidentify=deidentify, db_pool_size=pool_size)))
-        self.task_definition = aws.ecs.TaskDefinition(
-            f"{name}-taskdef",
-            family=name,
-            cpu=str(config.portal_cpu),
-            memory=str(config.portal_memory),
-            network_mode="awsvpc",
-            requires_compatibilities=["FARGATE"],
-            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
-                operating_system_family="LINUX", cpu_architecture="X86_64"),
-            execution_role_arn=self.execution_role.arn,
-            task_role_arn=self.task_role.arn,
-            container_definitions=container_definitions,
+        self.task_definition = fargate_task_definition(
+            name, cpu=config.portal_cpu, memory=config.portal_memory,
+            execution_role_arn=self.execution_role.arn, task_role_arn=self.task_role.arn,
+            container_definitions=container_definitions, tags=tags, parent=self,
             # The root filesystem is read-only; the image cache and temp files go to task storage.
-            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name="tmp")],
-            tags=tags, opts=self._child)
+            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name="tmp")])
 
         self.service = aws.ecs.Service(
             f"{name}-service",

@@ -1,11 +1,13 @@
 """The one wrapper for boto3 calls made by the CLIs (``labeling gt``, ``training sagemaker``).
 
 A failed call becomes :class:`AwsError` whose one-line message names the call and AWS's error code
-and message, so a CLI prints it instead of a botocore traceback.
+and message; :func:`cli_errors` prints it (or a bad-input error) as one line instead of a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Any, Callable
 
 
@@ -24,3 +26,23 @@ def aws_call(what: str, call: Callable[..., Any], **kwargs: Any) -> Any:
         raise AwsError(f"{what}: {error.get('Code', 'error')}: {error.get('Message', exc)}") from None
     except BotoCoreError as exc:
         raise AwsError(f"{what}: {exc}") from None
+
+
+def cli_errors(bad_input: type[Exception], prog: str,
+               command_attr: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorate a sub-command: ``bad_input`` prints ``<prog> <command>: error: …`` and exits 2, an
+    :class:`AwsError` prints ``… AWS error: …`` and exits 1 — one line each, no traceback."""
+
+    def decorate(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        def wrapper(args: argparse.Namespace) -> int:
+            command = f"{prog} {getattr(args, command_attr)}"
+            try:
+                return func(args)
+            except bad_input as exc:
+                print(f"{command}: error: {exc}", file=sys.stderr)
+                return 2
+            except AwsError as exc:
+                print(f"{command}: AWS error: {exc}", file=sys.stderr)
+                return 1
+        return wrapper
+    return decorate

@@ -164,7 +164,6 @@ def _label_in_portal(args: argparse.Namespace, workdir: Path, manifest: Path, sy
         def progress() -> dict:
             return admin.get(f"/api/jobs/{job_id}/progress")
 
-        before = progress()
         if args.interactive:
             print("label in your browser (log in as an annotator; reviewers see the review queue); waiting until "
                   "every image has K answers and nothing waits for review — Ctrl-C stops the demo", flush=True)
@@ -188,6 +187,7 @@ def _label_in_portal(args: argparse.Namespace, workdir: Path, manifest: Path, sy
                     raise SimulationError(f"portal item {item_id} is not an image of the synthetic dataset; "
                                           f"the simulated annotators only know its ground truth") from None
 
+            before = progress()
             remaining = max(before["answers_needed"] - before["answers"], 0)
             with Progress() as bar, ThreadPoolExecutor(len(names)) as pool:
                 task = bar.add_task("answers", total=remaining)
@@ -219,7 +219,7 @@ def _train_and_write_back(args: argparse.Namespace, workdir: Path, manifest: Pat
                           output_manifest: Path) -> Optional[dict]:
     """Train on the portal's output manifest, evaluate against the truth, predict, write back, order."""
     from labeling.output_manifest import read_output_manifest
-    from labeling.upload import orthanc_instance_id
+    from labeling.portal.simulated import orthanc_id_of
     from training.cli import main as training_main
     from training.demo_labels import synth_records, write_truth_manifest
 
@@ -231,13 +231,12 @@ def _train_and_write_back(args: argparse.Namespace, workdir: Path, manifest: Pat
                        "--cache-dir", str(cache), "--confidence-weighting", *hyper], training_main, "training") != 0:
         return None
     # The consolidated labels carry the annotators' mistakes; the synthetic truth says how good the model is.
-    ids = {r["sop_instance_uid"]: orthanc_instance_id(r["patient_id"], r["study_instance_uid"],
-                                                      r["series_instance_uid"], r["sop_instance_uid"])
-           for r in synth_records(synth_dir)}
-    labeled = {r.source for r in read_output_manifest(output_manifest)}
+    records = read_output_manifest(output_manifest)
+    labeled = {r.source for r in records}
+    ids = {r["sop_instance_uid"]: orthanc_id_of(r) for r in synth_records(synth_dir)}
     truth_manifest = workdir / "truth.manifest"
     write_truth_manifest(synth_dir, truth_manifest, instance_ids={u: i for u, i in ids.items() if i in labeled},
-                         label_attribute=read_output_manifest(output_manifest)[0].label_attribute)
+                         label_attribute=records[0].label_attribute)
     truth_dir = workdir / "evaluation-vs-truth"
     if _step("evaluate against the ground truth", ["evaluate", "--model", str(model_dir), "--manifest",
                                                    str(truth_manifest), "--only-validation", "--out", str(truth_dir),

@@ -68,18 +68,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from labeling.aws import AwsError, aws_call
+from labeling.aws import AwsError, aws_call, cli_errors
 from labeling.cli import one_line_errors, positive_int
 from labeling.gt_contracts import MAX_TEMPLATE_CHARS, parse_output_manifest_metadata, split_s3_uri
+from labeling.outdir import atomic_file
 
 # Stack outputs (``__main__.py``) create-job needs.
 REQUIRED_STACK_OUTPUTS = (
@@ -487,11 +486,8 @@ def _cmd_fetch_output(args: argparse.Namespace) -> int:
     body = aws_call(f"download {uri}", s3.get_object, Bucket=bucket, Key=key)["Body"].read()
     out = Path(args.out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_file(out) as handle:
             handle.write(body)
-        os.replace(tmp, out)
     except OSError as exc:
         raise GtError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
     attribute = job.get("LabelAttributeName") or args.job_name
@@ -505,17 +501,7 @@ def _cmd_fetch_output(args: argparse.Namespace) -> int:
 
 # ========================================================================================= CLI
 
-def _run(func: Any) -> Any:
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except GtError as exc:
-            print(f"gt {args.gt_command}: error: {exc}", file=sys.stderr)
-            return 2
-        except AwsError as exc:
-            print(f"gt {args.gt_command}: AWS error: {exc}", file=sys.stderr)
-            return 1
-    return wrapper
+_run = cli_errors(GtError, "gt", "gt_command")
 
 
 def register(subparsers: Any) -> None:

@@ -112,7 +112,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -123,6 +122,7 @@ from pathlib import Path
 from typing import Any, Final, Optional, Protocol
 
 from labeling.cli import positive_int
+from labeling.outdir import atomic_file
 from labeling.schema import TASK_TYPES, describe_value
 
 # --------------------------------------------------------------------------------- the format
@@ -261,17 +261,9 @@ def write_manifest(lines: Iterable[ManifestLine], path: str | Path) -> int:
             raise IsADirectoryError(21, "Is a directory", str(target))
         with open(target, "w", encoding="utf-8", newline="\n") as out:
             return _write_lines(lines, out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            count = _write_lines(lines, out)
-            os.fsync(out.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_file(target, "w", encoding="utf-8", newline="\n") as out:
+        count = _write_lines(lines, out)
+        os.fsync(out.fileno())
     return count
 
 

@@ -1,8 +1,8 @@
-"""Output directories that appear whole or not at all (used by the commands that write folders).
+"""Output files and directories that appear whole or not at all.
 
-A command writes into a hidden sibling staging directory and renames it into place only when it
-has finished; an error or an interrupt (SIGTERM included) removes the staging directory, so a
-failed run leaves nothing partial behind.
+A command writes into a hidden sibling (a staging directory, or a temporary file) and renames it
+into place only when it has finished; an error or an interrupt (SIGTERM included) removes the
+sibling, so a failed run leaves nothing partial behind and a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import signal
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,6 +19,23 @@ from typing import Any, Iterator
 
 class OutputDirError(ValueError):
     """The output directory cannot be used; the message names it and says why."""
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[Any]:
+    """Yield a handle on a temporary sibling of ``path`` that replaces ``path`` only if the block
+    succeeds (``os.replace``: atomic on one filesystem); on any exception it is removed. Parent
+    directories are created. The file is created 0600 (``mkstemp``)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as handle:
+            yield handle
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @contextmanager

@@ -52,7 +52,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -61,6 +60,7 @@ from typing import Any, Optional, Union
 
 from labeling.consolidation.inputs import ConsolidationError, WorkerAnswer, parse_answer
 from labeling.gt_contracts import OutputMetadata, parse_output_manifest_metadata
+from labeling.outdir import atomic_file
 
 METADATA_SUFFIX = "-metadata"
 OUTPUT_TYPE = "groundtruth/custom"
@@ -353,13 +353,6 @@ def write_output_manifest(path: Union[str, os.PathLike], lines: Sequence[Mapping
     out = Path(path)
     text = "".join(json.dumps(dict(line), ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
                    for line in lines)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out, "w", encoding="utf-8") as handle:
+        handle.write(text)
     return out

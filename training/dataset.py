@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any, Optional, Protocol
 
 import numpy as np
 
+from labeling.outdir import atomic_file
 from training.imaging import ImageError, Preprocessing, patient_key, preprocess, read_dicom
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dicom-annotate" / "images"
@@ -179,21 +179,6 @@ class CachedImage:
     sop_instance_uid: str
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 class ImageCache:
     """Preprocessed images on disk, keyed by instance id + preprocessing (module docstring)."""
 
@@ -218,10 +203,12 @@ class ImageCache:
         ds = read_dicom(data, name=name)
         arr = preprocess(ds, self.prep, name=name)
         npy, meta = self._paths(instance_id)
-        _atomic_write(npy, lambda fh: np.save(fh, arr))
+        with atomic_file(npy) as fh:
+            np.save(fh, arr)
         info = {"patient": patient_key(ds), "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
                 "preprocessing": self.prep.to_dict()}
-        _atomic_write(meta, lambda fh: fh.write(json.dumps(info)), mode="w")
+        with atomic_file(meta, "w") as fh:
+            fh.write(json.dumps(info))
         return CachedImage(instance_id, npy, info["patient"], info["sop_instance_uid"])
 
     def get(self, instance_id: str, source: ImageSource) -> CachedImage:

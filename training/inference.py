@@ -218,9 +218,10 @@ def predict_ids(predictor: Predictor, ids: Sequence[str], source: Any, *, batch:
 
 def write_jsonl(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     """Write JSON Lines atomically (temporary file, then rename)."""
-    from training.dataset import _atomic_write
+    from labeling.outdir import atomic_file
 
-    _atomic_write(Path(path), lambda fh: fh.writelines(json.dumps(r) + "\n" for r in rows), mode="w")
+    with atomic_file(path, "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:

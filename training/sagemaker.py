@@ -71,7 +71,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from labeling.aws import AwsError, aws_call
+from labeling.aws import AwsError, aws_call, cli_errors
 from labeling.cli import one_line_errors, positive_int
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -625,17 +625,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 # ======================================================================================= CLI
 
-def _run(func: Any) -> Any:
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except SageMakerCliError as exc:
-            print(f"sagemaker {args.sagemaker_command}: error: {exc}", file=sys.stderr)
-            return 2
-        except AwsError as exc:
-            print(f"sagemaker {args.sagemaker_command}: AWS error: {exc}", file=sys.stderr)
-            return 1
-    return wrapper
+_run = cli_errors(SageMakerCliError, "sagemaker", "sagemaker_command")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +26,7 @@ from labeling.connection import ConnectionError_, credentials_from_secret
 from labeling.deidentify import burned_in_annotation, deidentify_dataset
 from labeling.gt_prelabel import validate_instance_id
 from labeling.orthanc_client import OrthancClient
+from labeling.outdir import atomic_file
 from labeling.portal.settings import PortalSettings, SettingsError
 
 _log = logging.getLogger(__name__)
@@ -116,15 +115,8 @@ class ImageStore:
                     raise ImageError(f"instance {instance_id}: not in Orthanc", status=404) from None
                 raise ImageError(f"instance {instance_id}: Orthanc unavailable ({exc.status})") from None
             body = self._prepare(instance_id, data)
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(body)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_file(target) as out:
+                out.write(body)
         return target
 
     def _prepare(self, instance_id: str, data: bytes) -> bytes:

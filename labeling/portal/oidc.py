@@ -131,15 +131,22 @@ class OidcVerifier:
 
     # -- tokens ------------------------------------------------------------------------------
 
-    def verify_data(self, token: Optional[str]) -> dict[str, Any]:
+    @staticmethod
+    def _header(token: Optional[str], name: str, alg: str, missing: str = "missing") -> dict[str, Any]:
+        """The unverified JOSE header of ``token`` (header ``name``), refused unless its alg is ``alg``."""
         if not token:
-            raise OidcError("x-amzn-oidc-data: missing (the portal only serves requests through the ALB)")
+            raise OidcError(f"{name}: {missing}")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise OidcError("x-amzn-oidc-data: not a JWT") from None
-        if header.get("alg") != "ES256":
-            raise OidcError(f"x-amzn-oidc-data: algorithm {header.get('alg')!r} refused (ES256 only)")
+            raise OidcError(f"{name}: not a JWT") from None
+        if header.get("alg") != alg:
+            raise OidcError(f"{name}: algorithm {header.get('alg')!r} refused ({alg} only)")
+        return header
+
+    def verify_data(self, token: Optional[str]) -> dict[str, Any]:
+        header = self._header(token, "x-amzn-oidc-data", "ES256",
+                              "missing (the portal only serves requests through the ALB)")
         kid = header.get("kid")
         if not isinstance(kid, str) or not _KID.fullmatch(kid):
             raise OidcError("x-amzn-oidc-data: kid missing or malformed")
@@ -159,14 +166,7 @@ class OidcVerifier:
         return claims
 
     def verify_access(self, token: Optional[str], sub: str) -> dict[str, Any]:
-        if not token:
-            raise OidcError("x-amzn-oidc-accesstoken: missing")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise OidcError("x-amzn-oidc-accesstoken: not a JWT") from None
-        if header.get("alg") != "RS256":
-            raise OidcError(f"x-amzn-oidc-accesstoken: algorithm {header.get('alg')!r} refused (RS256 only)")
+        header = self._header(token, "x-amzn-oidc-accesstoken", "RS256")
         kid = header.get("kid")
         # Cognito kids are standard base64 (``+/=``); used only as a dictionary key here.
         if not isinstance(kid, str) or not 0 < len(kid) <= 256:

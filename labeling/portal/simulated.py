@@ -47,8 +47,14 @@ class SimulatedAnnotator:
     worker: SimWorker
 
 
+def orthanc_id_of(record: Mapping[str, Any]) -> str:
+    """The Orthanc ID the file of a ``ground_truth.jsonl`` record gets (Orthanc Book, identifiers)."""
+    return orthanc_instance_id(record["patient_id"], record["study_instance_uid"],
+                               record["series_instance_uid"], record["sop_instance_uid"])
+
+
 def truth_by_orthanc_id(ground_truth: Path | str) -> dict[str, Mapping[str, Any]]:
-    """``ground_truth.jsonl`` records keyed by the Orthanc ID their file gets (Orthanc Book, identifiers)."""
+    """``ground_truth.jsonl`` records keyed by :func:`orthanc_id_of`."""
     out: dict[str, Mapping[str, Any]] = {}
     with open(ground_truth, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
@@ -56,11 +62,9 @@ def truth_by_orthanc_id(ground_truth: Path | str) -> dict[str, Mapping[str, Any]
                 continue
             record = json.loads(line)
             try:
-                key = orthanc_instance_id(record["patient_id"], record["study_instance_uid"],
-                                          record["series_instance_uid"], record["sop_instance_uid"])
+                out[orthanc_id_of(record)] = record
             except KeyError as exc:
                 raise SimulationError(f"{ground_truth}:{number}: ground-truth record lacks {exc}") from None
-            out[key] = record
     return out
 
 

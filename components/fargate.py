@@ -1,16 +1,38 @@
-"""CPU target-tracking autoscaling for an ECS service: one definition for Orthanc and the portal.
+"""The Fargate pieces Orthanc and the portal share: the task definition shape and CPU autoscaling.
 
-Application Auto Scaling owns the service's task count after creation (the services ignore
-``desired_count`` changes); it scales out fast (60 s cooldown) and in slowly (300 s) around the
-average CPU target.
+Tasks run Linux on x86_64 with awsvpc networking. Application Auto Scaling owns each service's task
+count after creation (the services ignore ``desired_count`` changes); it scales out fast (60 s
+cooldown) and in slowly (300 s) around the average CPU target.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_aws as aws
+
+
+def fargate_task_definition(name: str, *, cpu: int, memory: int, execution_role_arn: pulumi.Input[str],
+                            task_role_arn: pulumi.Input[str], container_definitions: pulumi.Input[str],
+                            tags: Mapping[str, str], parent: pulumi.Resource,
+                            volumes: Optional[Sequence[aws.ecs.TaskDefinitionVolumeArgs]] = None,
+                            ) -> aws.ecs.TaskDefinition:
+    """``{name}-taskdef`` (family ``name``, child of ``parent``)."""
+    return aws.ecs.TaskDefinition(
+        f"{name}-taskdef",
+        family=name,
+        cpu=str(cpu),
+        memory=str(memory),
+        network_mode="awsvpc",
+        requires_compatibilities=["FARGATE"],
+        runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
+            operating_system_family="LINUX", cpu_architecture="X86_64"),
+        execution_role_arn=execution_role_arn,
+        task_role_arn=task_role_arn,
+        container_definitions=container_definitions,
+        volumes=list(volumes) if volumes else None,
+        tags=dict(tags), opts=pulumi.ResourceOptions(parent=parent))
 
 
 def ecs_cpu_autoscaling(name: str, *, cluster_name: pulumi.Input[str], service: aws.ecs.Service,
