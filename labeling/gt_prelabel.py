@@ -39,24 +39,16 @@ import pydicom
 
 from labeling import gt_contracts
 from labeling.connection import credentials_from_secret
+from labeling.contracts.geometry import ImageGeometry
+from labeling.contracts.ids import ORTHANC_ID, validate_instance_id  # noqa: F401 - re-exported
 from labeling.deidentify import burned_in_annotation, deidentify_dataset
 from labeling.orthanc_client import OrthancClient, OrthancError
 
-ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
 DEV_SALT = b"dicom-annotate-dev-salt-NOT-FOR-PRODUCTION"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 _log = logging.getLogger(__name__)
-
-
-def validate_instance_id(value: Any) -> str:
-    """An Orthanc instance ID (SHA-1 in five dash-separated groups of 8 hex digits), else ValueError."""
-    if not isinstance(value, str) or not ORTHANC_ID.fullmatch(value):
-        raise ValueError(f"dataObject.source: {value!r} is not an Orthanc instance ID (expected five groups "
-                         "of 8 lower-case hex digits separated by '-', e.g. "
-                         "'0a9b4f3c-1d2e3f40-5a6b7c8d-9e0f1a2b-3c4d5e6f')")
-    return value
 
 
 def job_name(labeling_job_arn: Optional[str]) -> str:
@@ -122,7 +114,7 @@ class PrelabelSettings:
 
 
 def geometry(ds: pydicom.Dataset) -> dict[str, int]:
-    return {"rows": int(ds.Rows), "columns": int(ds.Columns), "frames": int(ds.get("NumberOfFrames") or 1)}
+    return ImageGeometry.from_dataset(ds).to_dict()
 
 
 def _is_not_found(exc: Exception) -> bool:

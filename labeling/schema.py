@@ -43,12 +43,11 @@ from typing import Any, Final, NoReturn
 import yaml
 
 from labeling.contracts.errors import describe_value
+from labeling.contracts.manifest_line import TASK_TYPES
 from labeling.contracts.shapes import SHAPES  # the shape registry's names, in canonical order
 
 __all__ = ["DEFAULT_ANNOTATORS_PER_ITEM", "MAX_LABEL_NAME_LENGTH", "SHAPES", "TASK_TYPES", "Label", "LabelSchema",
            "Required", "SchemaError", "describe_value", "load_schema"]
-
-TASK_TYPES: Final = ("classification", "roi", "classification+roi")
 
 MAX_LABEL_NAME_LENGTH: Final = 64
 DEFAULT_ANNOTATORS_PER_ITEM: Final = 3

@@ -159,7 +159,7 @@ def input_fn(body: bytes | str, content_type: str = DICOM) -> list[InferenceInpu
             raise ValueError('request body: expected {"orthanc_id": "<id>"} or {"orthanc_ids": ["<id>", ...]}')
         if len(ids) > MAX_IDS_PER_REQUEST:
             raise ValueError(f"request body: at most {MAX_IDS_PER_REQUEST} ids per request, got {len(ids)}")
-        from labeling.gt_prelabel import validate_instance_id
+        from labeling.contracts.ids import validate_instance_id
 
         client = orthanc_from_env()
         return [InferenceInput(i, read_dicom(client.instance_file(validate_instance_id(i)),

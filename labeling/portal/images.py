@@ -8,7 +8,7 @@ the result in ``PORTAL_CACHE_DIR/<d|r>/<orthanc id>.dcm`` (``d`` de-identified, 
 de-identification is off, so flipping the switch never serves a stale kind). Files are written to a
 temporary name and renamed, so a reader never sees half a file; one lock per instance keeps
 concurrent requests for the same image to a single Orthanc fetch. The instance ID is validated
-(:func:`labeling.gt_prelabel.validate_instance_id`) before it becomes part of a path or URL.
+(:func:`labeling.contracts.ids.validate_instance_id`) before it becomes part of a path or URL.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pydicom
 
 from labeling.connection import ConnectionError_, credentials_from_secret
 from labeling.deidentify import burned_in_annotation, deidentify_dataset
-from labeling.gt_prelabel import validate_instance_id
+from labeling.contracts.ids import validate_instance_id
 from labeling.orthanc_client import OrthancClient
 from labeling.outdir import atomic_file
 from labeling.portal.settings import PortalSettings, SettingsError
