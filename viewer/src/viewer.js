@@ -706,7 +706,7 @@ class Viewer {
   roiOf(roi, annotation) {
     const world = roi.shape === 'polygon' ? annotation.data.contour?.polyline || [] : annotation.data.handles.points;
     const image = world.map((w) => worldToImage(this.plane, w));
-    return roiFromImagePoints(roi.label, roi.shape, image);
+    return roiFromImagePoints(roi.label, roi.shape, image, this.image);
   }
 
   currentRois() {
