@@ -40,15 +40,28 @@ def test_the_registry_is_the_one_list_of_shapes():
                for spec in SHAPE_REGISTRY.values())
 
 
-def _viewer_table() -> dict:
+def _answer_js(expression: str) -> object:
+    """``expression`` evaluated with viewer/src/answer.js imported as ``m`` (a pure module: no DOM)."""
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is needed to read viewer/src/answer.js; install Node.js 20")
-    script = ("import(process.argv[1]).then((m) => console.log(JSON.stringify("
-              "{points: m.SHAPE_POINTS, shapes: m.SHAPES, max: m.MAX_POINTS_PER_ROI})))")
+    script = f"import(process.argv[1]).then((m) => console.log(JSON.stringify({expression})))"
     out = subprocess.run([node, "--input-type=module", "-e", script, str(ROOT / "viewer/src/answer.js")],
                          capture_output=True, text=True, timeout=60, check=True)
     return json.loads(out.stdout)
+
+
+def _viewer_table() -> dict:
+    return _answer_js("{points: m.SHAPE_POINTS, shapes: m.SHAPES, max: m.MAX_POINTS_PER_ROI}")
+
+
+def test_the_viewer_clamps_a_drawing_to_the_image_so_the_contract_accepts_it():
+    image = {"rows": 128, "columns": 96, "frame": 0}
+    rois = _answer_js("[m.roiFromImagePoints('Opacity', 'rectangle', [[-3.2, 5], [120, 140.7]], "
+                      f"{json.dumps(image)}), m.roiFromImagePoints('Device', 'point', [[-1, -1]], "
+                      f"{json.dumps(image)})]")
+    assert [r["points"] for r in rois] == [[[0, 5], [96, 128]], [[0, 0]]]
+    assert parse_answer({"rois": rois, "image": image}, NAMES).to_dict()["rois"][0]["points"] == [[0, 5], [96, 128]]
 
 
 def test_the_viewer_shape_table_matches_the_registry():
