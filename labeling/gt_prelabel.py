@@ -3,7 +3,7 @@
 ``lambda_src/prelabel/handler.py`` is a thin adapter over :class:`Prelabeler`; the AWS clients and the
 Orthanc client factory are injected so this module is testable with moto and a fake Orthanc.
 
-Per data object (ARCHITECTURE.md, "Contracts"):
+Per data object (docs/architecture.md, "Contracts"):
 
 - ``source-ref`` (an ``s3://`` URI): passed through as the image URI; nothing is fetched or staged.
 - ``source`` (an Orthanc instance ID, five groups of 8 lower-case hex digits joined by ``-``): the ID
@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Optional
 import pydicom
 
 from labeling import gt_contracts
-from labeling.connection import credentials_from_secret
+from labeling.connection import SERVICE_RETRIES, resolve_connection
 from labeling.contracts.geometry import ImageGeometry
 from labeling.contracts.ids import ORTHANC_ID, validate_instance_id  # noqa: F401 - re-exported
 from labeling.deidentify import burned_in_annotation, deidentify_dataset
@@ -156,10 +156,11 @@ class Prelabeler:
         """The Orthanc client, built once per container with the credentials from Secrets Manager."""
         if self._orthanc is None:
             self.settings.require("orthanc_url", "secret_arn")
-            username, password = credentials_from_secret(self.secrets, self.settings.secret_arn)
-            # Few retries: a Lambda has a short timeout, and GT retries the object itself.
-            self._orthanc = self.orthanc_factory(self.settings.orthanc_url, username, password,
-                                                 timeout=20.0, retries=2)
+            conn = resolve_connection(self.settings.orthanc_url, secret_arn=self.settings.secret_arn,
+                                      secrets_client=self.secrets)
+            # A shorter wait than other services: a Lambda has a short timeout, and GT retries the object.
+            self._orthanc = self.orthanc_factory(conn.url, conn.username, conn.password,
+                                                 timeout=20.0, retries=SERVICE_RETRIES)
         return self._orthanc
 
     # -- the step ----------------------------------------------------------------------------

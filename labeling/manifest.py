@@ -5,7 +5,7 @@ The format
 A manifest is a SageMaker Ground Truth *input manifest* (AWS docs, "Input manifest files"): UTF-8
 JSON Lines, one JSON object per line, one line per data object to label. GT requires a ``source``
 key (the object, as text) or a ``source-ref`` key (an S3 URI) and hands every key of the line to the
-pre-annotation Lambda as ``dataObject`` (ARCHITECTURE.md, "Contracts"). This project always writes
+pre-annotation Lambda as ``dataObject`` (docs/architecture.md, "Contracts"). This project always writes
 ``source`` holding the **Orthanc instance ID**, the AWS sample's convention ("put instance IDs in
 source field of manifest.json"): the pre-annotation step fetches the image from Orthanc, not S3.
 

@@ -16,7 +16,7 @@ File format (YAML or JSON; JSON is chosen by a ``.json`` suffix, anything else i
     annotators_per_item: 3                # int >= 1, optional (default 3)
     required: {labels: true}              # optional; labels: every label must be answered
 
-The label names are the ``labels[].name`` values of the label shape in ARCHITECTURE.md ("The label
+The label names are the ``labels[].name`` values of the label shape in docs/architecture.md ("The label
 shape"): an annotation carries one ``{"name", "present"}`` entry per schema label, in schema order,
 and each ROI's ``label`` is a schema label name whose ``shapes`` list contains the ROI's ``shape`` (a
 name of the shape registry, :mod:`labeling.contracts.shapes`, which says what its points mean).

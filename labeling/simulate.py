@@ -19,7 +19,7 @@ Generative model (the Dawid–Skene model consolidation assumes, plus ROI noise)
 
 ``simulate_job(...)`` returns a :class:`SimJob` holding the answers as
 ``labeling.consolidation.ItemAnswers`` (content in the single-annotator label shape of
-ARCHITECTURE.md, optionally as the JSON text the viewer submits) and the truth.
+docs/architecture.md, optionally as the JSON text the viewer submits) and the truth.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Both labeling backends write consolidated annotations back into Orthanc as DICOM SR so that
 OHIF / 3D Slicer users see them next to the image; training writes model predictions the same way
 (the model as a device observer). :func:`build_annotation_sr` turns one answer in the label shape
-(ARCHITECTURE.md, "The label shape": consolidated or one annotator's) into a **Comprehensive 3D SR**
+(docs/architecture.md, "The label shape": consolidated or one annotator's) into a **Comprehensive 3D SR**
 instance (PS3.3 A.35.13; highdicom's ``Comprehensive3DSR``, which also carries 2D ``SCOORD``
 content), :func:`store_sr` posts it to Orthanc, :func:`read_annotation_sr` turns an SR back into the
 label shape.

@@ -2,7 +2,7 @@
 
 Pure Python + numpy (no SciPy, no framework); used by the Ground Truth post-annotation Lambda, the
 portal and training. Input per object: the workers' answers in the single-annotator label shape of
-ARCHITECTURE.md, with worker ids; plus the schema's label names. Output per object: the ``<attr>``
+docs/architecture.md, with worker ids; plus the schema's label names. Output per object: the ``<attr>``
 content of the label shape::
 
     {"labels": [{"name", "present", "confidence"}, ...one per schema label, schema order],

@@ -69,7 +69,7 @@ def truth_by_orthanc_id(ground_truth: Path | str) -> dict[str, Mapping[str, Any]
 
 
 def simulated_answer(record: Mapping[str, Any], worker: SimWorker, rng: np.random.Generator) -> Answer:
-    """One annotator's answer (the label shape of ARCHITECTURE.md) to the image ``record`` describes."""
+    """One annotator's answer (the label shape of docs/architecture.md) to the image ``record`` describes."""
     labels, rois = [], []
     image = record.get("image") or {}
     # Clamped to the image, as the viewer clamps a drawing: the label contract rejects points outside.
