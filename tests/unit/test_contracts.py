@@ -211,3 +211,23 @@ def test_the_orthanc_id_check_names_the_field():
     assert validate_instance_id(SOURCE) == SOURCE
     with pytest.raises(ValueError, match=r"^source: '\.\./x' is not an Orthanc instance ID"):
         validate_instance_id("../x", "source")
+
+
+# ---------------------------------------------------------------------------------- users of the contract
+
+def test_the_portal_checks_an_answer_against_the_manifest_lines_geometry():
+    from labeling.contracts.manifest_line import GEOMETRY_KEYS
+    from labeling.portal.jobs import Invalid, validate_answer
+    from labeling.schema import LabelSchema
+
+    label_schema = LabelSchema.from_dict({"name": "chest", "task_type": "classification+roi",
+                                          "labels": [{"name": n} for n in NAMES]})
+    line = ManifestLine.from_dict({**LINE, "rows": 128, "columns": 96, "frames": 1}).to_dict()
+    recorded = {k: line[k] for k in GEOMETRY_KEYS if k in line}
+    assert validate_answer(label_schema, ANSWER, image=recorded)["rois"][3]["points"] == [[95.5, 127.5]]
+    with pytest.raises(Invalid, match=r"answer: image\.rows: 64 but the image has 128"):
+        validate_answer(label_schema, {**ANSWER, "image": {"rows": 64, "columns": 96}}, image=recorded)
+    outside = {"labels": ANSWER["labels"], "rois": [_roi(points=((100, 1),))]}
+    with pytest.raises(Invalid, match=r"answer: rois\[0\]\.points: point 0 \(100, 1\) lies outside the 96x128"):
+        validate_answer(label_schema, outside, image=recorded)
+    assert validate_answer(label_schema, outside)["rois"][0]["points"] == [[100.0, 1.0]]  # older lines: no geometry
