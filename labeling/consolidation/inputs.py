@@ -8,7 +8,8 @@ consolidation's own:
   the field (``labels[1].name``, ``rois[0].points`` ...), so the post-label Lambda can report one bad
   object and still consolidate the others;
 * workers of one object must agree on ``image`` ``rows``/``columns``/``frame`` (otherwise they did
-  not annotate the same image);
+  not annotate the same image), and fit the image's recorded geometry when the item carries it
+  (:attr:`ItemAnswers.geometry`, from the manifest line);
 * worker ids are non-empty strings, unique within an object; an object needs at least one answer.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from labeling.contracts.answer import Roi, parse_answer as parse_contract_answer, unwrap_answer
 from labeling.contracts.errors import ContractError
+from labeling.contracts.geometry import ImageGeometry
 from labeling.contracts.shapes import SHAPES
 
 __all__ = ["SHAPES", "ConsolidationError", "ItemAnswers", "ParsedAnswer", "ParsedItem", "Roi", "WorkerAnswer",
@@ -67,10 +69,12 @@ class WorkerAnswer:
 
 @dataclass(frozen=True)
 class ItemAnswers:
-    """All answers for one object (``item_id`` is GT's ``datasetObjectId`` or the portal's item key)."""
+    """All answers for one object (``item_id`` is GT's ``datasetObjectId`` or the portal's item key);
+    ``geometry``: the image's recorded geometry (its manifest line's), which every answer must fit."""
 
     item_id: str
     answers: Sequence[WorkerAnswer]
+    geometry: ImageGeometry | None = None
 
     @classmethod
     def from_pairs(cls, item_id: str, pairs: Mapping[str, Any] | Sequence[tuple[str, Any]]) -> ItemAnswers:
@@ -106,13 +110,13 @@ def parse_worker_content(content: Any, *, item_id: str | None = None,
 
 
 def parse_answer(answer: WorkerAnswer, label_names: Sequence[str], *, item_id: str,
-                 label_set: frozenset[str] | None = None) -> ParsedAnswer:
+                 label_set: frozenset[str] | None = None, geometry: ImageGeometry | None = None) -> ParsedAnswer:
     """Validate one worker's answer against the schema's label names (raises ConsolidationError)."""
     worker_id = answer.worker_id
     if not isinstance(worker_id, str) or not worker_id:
         raise ConsolidationError(item_id, "workerId", f"expected a non-empty string, got {worker_id!r}")
     try:
-        parsed = parse_contract_answer(answer.content, label_names, label_set=label_set)
+        parsed = parse_contract_answer(answer.content, label_names, label_set=label_set, geometry=geometry)
     except ContractError as exc:
         raise ConsolidationError(item_id, exc.field, exc.reason, worker_id=worker_id) from None
     image = parsed.image.to_dict() if parsed.image is not None else None
@@ -137,7 +141,7 @@ def parse_item(item: ItemAnswers, label_names: Sequence[str],
         if type(answer) is not WorkerAnswer and not isinstance(answer, WorkerAnswer):
             raise ConsolidationError(item_id, "annotations",
                                      f"expected WorkerAnswer, got {type(answer).__name__}")
-        p = parse_answer(answer, label_names, item_id=item_id, label_set=label_set)
+        p = parse_answer(answer, label_names, item_id=item_id, label_set=label_set, geometry=item.geometry)
         if p.worker_id in seen:
             raise ConsolidationError(item_id, "workerId", "worker answered this object twice",
                                      worker_id=p.worker_id)

@@ -43,15 +43,20 @@ class ImageGeometry:
 
     @classmethod
     def from_dict(cls, raw: Any, field: str = "image_geometry") -> ImageGeometry:
-        """From ``{"rows", "columns", "frames"?}``; ContractError names ``field.<key>``."""
+        """From ``{"rows", "columns", "frames"?}``; ContractError names ``field.<key>`` (``<key>``
+        when ``field`` is empty: a manifest line keeps the keys at its top level)."""
         if not isinstance(raw, Mapping):
             raise ContractError(field, f"expected an object, got {describe_value(raw, json=True)}")
+
+        def path(key: str) -> str:
+            return f"{field}.{key}" if field else key
+
         for key in ("rows", "columns"):
             if key not in raw:
-                raise ContractError(f"{field}.{key}", "missing")
-        return cls(_int_at_least(raw["rows"], 1, f"{field}.rows"),
-                   _int_at_least(raw["columns"], 1, f"{field}.columns"),
-                   _int_at_least(raw.get("frames", 1), 1, f"{field}.frames"))
+                raise ContractError(path(key), "missing")
+        return cls(_int_at_least(raw["rows"], 1, path("rows")),
+                   _int_at_least(raw["columns"], 1, path("columns")),
+                   _int_at_least(raw.get("frames", 1), 1, path("frames")))
 
     def to_dict(self) -> dict[str, int]:
         return {"rows": self.rows, "columns": self.columns, "frames": self.frames}

@@ -185,3 +185,11 @@ def _line_problem(line: ManifestLine) -> Optional[str]:
     if clash:
         return f"extra keys {clash} clash with manifest keys"
     return None
+
+
+def recorded_geometry(line: Mapping[str, Any]) -> Optional[ImageGeometry]:
+    """The image geometry a manifest line (or GT's ``dataObject``, the same line) records; None when
+    it has neither ``rows`` nor ``columns`` (older manifests). ContractError names a bad key."""
+    if line.get("rows") is None and line.get("columns") is None:
+        return None
+    return ImageGeometry.from_dict({key: line[key] for key in GEOMETRY_KEYS if line.get(key) is not None}, "")

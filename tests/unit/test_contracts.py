@@ -231,3 +231,27 @@ def test_the_portal_checks_an_answer_against_the_manifest_lines_geometry():
     with pytest.raises(Invalid, match=r"answer: rois\[0\]\.points: point 0 \(100, 1\) lies outside the 96x128"):
         validate_answer(label_schema, outside, image=recorded)
     assert validate_answer(label_schema, outside)["rois"][0]["points"] == [[100.0, 1.0]]  # older lines: no geometry
+
+
+def _gt_object(object_id, data_object, *points):
+    answer = {"labels": [{"name": "Opacity", "present": True}],
+              "rois": [{"label": "Opacity", "shape": "point", "points": [list(p)]} for p in points]}
+    return {"datasetObjectId": object_id, "dataObject": {"labels": ["Opacity"], **data_object}, "annotations": [
+        {"workerId": "w1", "annotationData": {"content": json.dumps({"annotation": json.dumps(answer)})}}]}
+
+
+def test_gt_consolidation_checks_answers_against_the_data_objects_geometry():
+    from labeling import gt_contracts, gt_postlabel
+
+    objects = gt_contracts.parse_payload([
+        _gt_object("inside", {"rows": 10, "columns": 20}, (20, 10)),
+        _gt_object("outside", {"rows": 10, "columns": 20}, (3, 11)),
+        _gt_object("older-line", {}, (3, 11)),
+        _gt_object("bad-geometry", {"rows": 10}, (1, 1)),
+    ])
+    responses, report = gt_postlabel.consolidate_payload(objects, "chest", None)
+    assert [r["datasetObjectId"] for r in responses] == ["inside", "older-line"]
+    reasons = {e["datasetObjectId"]: e["reason"] for e in report["errors"]}
+    assert reasons == {"outside": "item 'outside', worker 'w1': rois[0].points: point 0 (3, 11) lies outside "
+                                  "the 20x10 image (x in [0, 20], y in [0, 10])",
+                       "bad-geometry": "dataObject.columns: missing"}
