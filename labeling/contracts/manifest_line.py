@@ -36,9 +36,9 @@ therefore not be one of the keys above.
 Image geometry (``rows``, ``columns``, ``frames``; :attr:`ManifestLine.geometry`) is what an answer
 is checked against (:func:`labeling.contracts.answer.parse_answer` with ``geometry``): its size, its
 frame, its points inside the image. Lines written before these keys existed, or by a builder whose
-Orthanc does not index Rows/Columns (Orthanc 1.10 keeps them out of an instance's main DICOM tags;
-1.11+ can add them with ``ExtraMainDicomTags``), have no ``rows``/``columns``: readers must tolerate
-that (``geometry`` is None then).
+Orthanc does not index Rows/Columns (they are not among an instance's main DICOM tags, Orthanc Book
+"Main DICOM Tags in DB"; 1.11+ can add them with ``ExtraMainDicomTags``, Debian's 1.10.1 cannot),
+have no ``rows``/``columns``: readers must tolerate that (``geometry`` is None then).
 """
 
 from __future__ import annotations
