@@ -23,7 +23,8 @@ Reading rules for a line (the file-level rules are :mod:`labeling.output_manifes
 * **Content**: an answer of the label contract (:func:`labeling.contracts.answer.parse_answer`:
   label names, ``present`` booleans, confidences within 0..1, ROI shapes and point counts, finite
   coordinates inside the image, image geometry), against the line's ``labels`` (the schema's label
-  names) when the line has them, else against the names the content itself uses. The content must
+  names) when the line has them, else against the names the content itself uses, and against the
+  line's recorded ``rows``/``columns``/``frames`` when it has them. The content must
   carry ``labels`` or ``rois``; ``annotators`` (a count) and ``agreement`` (an object) are optional.
 * **Source**: ``source`` (an Orthanc instance ID, this project's manifests) or ``source-ref``
   (an ``s3://`` URI, GT's own convention); at least one.
@@ -46,6 +47,7 @@ from typing import Any, Optional, Union
 
 from labeling.contracts.answer import names_used, parse_answer
 from labeling.contracts.errors import ContractError
+from labeling.contracts.manifest_line import recorded_geometry
 from labeling.gt_contracts import OutputMetadata, parse_output_manifest_metadata
 
 METADATA_SUFFIX = "-metadata"
@@ -183,7 +185,11 @@ def parse_output_line(line: Any, *, label_attribute: Optional[str] = None, where
     names = (list(schema_names) if isinstance(schema_names, list)
              and all(isinstance(n, str) for n in schema_names) and schema_names else names_used(content))
     try:
-        parsed = parse_answer(content, names)
+        geometry = recorded_geometry(line)
+    except ContractError as exc:
+        raise OutputManifestError(f"{where}: {exc}") from None
+    try:
+        parsed = parse_answer(content, names, geometry=geometry)
     except ContractError as exc:
         raise OutputManifestError(f"{where}: {attr}.{exc}") from None
     annotators = content.get("annotators")

@@ -201,6 +201,12 @@ def test_an_output_line_names_the_attribute_and_the_field():
                                      "image": {"rows": 10, "columns": 10}}, "job-1")
     with pytest.raises(OutputManifestError, match=r"^f:3: job\.rois\[0\]\.points: point 0 \(200, 1\) lies outside"):
         parse_output_line(line, where="f:3")
+    recorded = output_line({**LINE, "rows": 10, "columns": 20}, "job", {"labels": [], "rois": [_roi(points=((15, 1),))],
+                                                                       "image": {"rows": 10, "columns": 15}}, "job-1")
+    with pytest.raises(OutputManifestError, match=r"^<line>: job\.image\.columns: 15 but the image has 20"):
+        parse_output_line(recorded)
+    with pytest.raises(OutputManifestError, match=r"^<line>: columns: missing"):
+        parse_output_line({**recorded, "columns": None})
     failed = {**LINE, "job-metadata": {"failure-reason": "timeout"}}
     assert parse_output_line(failed, line_number=4) == FailedLine(4, SOURCE, None, "timeout")
 
