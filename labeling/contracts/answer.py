@@ -156,8 +156,8 @@ def parse_confidence(value: Any, field_name: str) -> Optional[float]:
     """None, or a finite number within 0..1 as a float; ContractError otherwise."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0.0 <= value <= 1.0:
+    # the range test alone: NaN fails it, and an int too large for a float is compared exactly
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ContractError(field_name, f"{value!r} is not a number within 0..1")
     return float(value)
 
@@ -255,8 +255,11 @@ def parse_points(raw: Any, shape: str, field_name: str) -> Any:
     # fast path: plain lists of int/float pairs (bool is not int here: type() is exact)
     if all(type(pt) in (list, tuple) and len(pt) == 2 and type(pt[0]) in _NUMBER_TYPES
            and type(pt[1]) in _NUMBER_TYPES for pt in raw):
-        out = np.array(raw, dtype=float)
-        if np.isfinite(out).all():
+        try:
+            out = np.array(raw, dtype=float)
+        except OverflowError:  # an int beyond float range: the loop below names the point
+            out = None
+        if out is not None and np.isfinite(out).all():
             return out
     out = np.empty((len(raw), 2), dtype=float)
     for i, pt in enumerate(raw):
@@ -281,5 +284,8 @@ def _is_list(value: Any) -> bool:
 def _number(value: Any) -> Optional[float]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError:
+        return None
     return out if math.isfinite(out) else None
