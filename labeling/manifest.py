@@ -1,4 +1,4 @@
-"""Labeling manifests: the one definition of the format, and ``python -m labeling manifest``.
+"""Labeling manifest files: reading, writing and building them (``python -m labeling manifest``).
 
 The format
 ==========
