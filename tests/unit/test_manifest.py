@@ -663,3 +663,22 @@ def test_cli_limit_must_be_positive(capsys, tmp_path):
     with pytest.raises(SystemExit) as info:
         _cli(capsys, "--schema", SCHEMA, "--out", str(tmp_path / "m"), "--limit", "0")
     assert info.value.code == 2
+
+
+def test_the_index_is_used_unless_a_narrow_query_has_none_saved(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from labeling.manifest_index import default_index_file
+
+    url = "http://127.0.0.1:8042"
+    saved = default_index_file(url)
+    assert saved.parent == tmp_path / "dicom-annotate" / "manifest-index"
+    assert default_index_file(url + "/") == saved and default_index_file("http://other:8042") != saved
+    broad, narrow = parse_filters(modalities=["DX"]), parse_filters(patient_id="P1")
+    assert m.choose_index(broad, url, None, False) == (True, saved)
+    assert m.choose_index(narrow, url, None, False) == (False, saved)  # one find reads less
+    saved.parent.mkdir(parents=True)
+    saved.write_text("{}")
+    assert m.choose_index(narrow, url, None, False) == (True, saved)   # replaying changes is cheaper
+    assert m.choose_index(narrow, url, tmp_path / "x.json", False) == (False, tmp_path / "x.json")
+    assert m.choose_index(broad, url, None, True) == (True, None)
+    assert m.choose_index(narrow, url, None, True) == (False, None)
