@@ -682,3 +682,20 @@ def test_the_index_is_used_unless_a_narrow_query_has_none_saved(tmp_path, monkey
     assert m.choose_index(narrow, url, tmp_path / "x.json", False) == (False, tmp_path / "x.json")
     assert m.choose_index(broad, url, None, True) == (True, None)
     assert m.choose_index(narrow, url, None, True) == (False, None)
+
+
+def test_client_side_matching_follows_orthanc_find_rules():
+    study = m._Study("st", "1.2", "20240301", "SYN.7-01")
+    series = m._Series("se", "st", "1.2.3", "DX", 1, ("i",))
+    assert parse_filters().matches(study, series)
+    assert parse_filters(modalities=["DX", "CR"], patient_id="SYN.7-*").matches(study, series)
+    assert not parse_filters(patient_id="SYNx7-*").matches(study, series)      # '.' is literal
+    assert not parse_filters(patient_id="syn.7-*").matches(study, series)      # case-sensitive
+    assert parse_filters(patient_id="SYN.7-0?").matches(study, series)
+    assert parse_filters(study_date_from="2024-03-01", study_date_to="20240301").matches(study, series)
+    assert not parse_filters(study_date_to="20240229").matches(study, series)
+    undated = m._Study("st", "1.2", None, "P")
+    assert not parse_filters(study_date_from="19000101").matches(undated, series)
+    assert not parse_filters(series_uids=["1.2.4"]).matches(study, series)
+    assert not parse_filters(study_uids=["1.3"]).matches(study, series)
+    assert not parse_filters().matches(None, series)  # a series whose study is unknown
