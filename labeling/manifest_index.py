@@ -264,22 +264,25 @@ def _reconcile(orthanc: _Counted, index: ServerIndex, reporter: Reporter) -> Non
 
 
 def _read_into(orthanc: _Counted, index: ServerIndex, reread: Mapping[str, set[str]], reporter: Reporter) -> None:
-    """(Re-)read resources by ID into the index, and the parents of new ones it does not know."""
-    for level in ("Instance", "Series", "Study"):  # children first: their parents may be new too
-        ids = set(reread.get(level, ()))
-        if level == "Series":
-            ids |= {i.series_id for i in index.instances.values() if i.series_id not in index.series}
-        elif level == "Study":
-            ids |= {s.study_id for s in index.series.values() if s.study_id not in index.studies}
-        if not ids:
-            continue
-        read = _read_raw(orthanc, sorted(ids), reporter, f"reading {len(ids)} changed {level.lower()} resources")
-        for resource_id in ids:
-            if resource_id in read:
-                index.add(level, read[resource_id])
-                index.sop_classes.pop(resource_id, None)
-            else:
-                index.remove(level, resource_id)  # deleted since the change was logged
+    """(Re-)read resources by ID into the index, then the parents of new ones it does not know.
+
+    Every level goes in one round of concurrent bulk reads (a new series or study is named by its
+    own change); a second round is needed only for parents no change named."""
+    wanted = {level: set(ids) for level, ids in reread.items() if ids}
+    while wanted:
+        ids = sorted(set().union(*wanted.values()))
+        read = _read_raw(orthanc, ids, reporter, f"reading {len(ids)} changed resources")
+        for level, level_ids in wanted.items():
+            for resource_id in level_ids:
+                if resource_id in read:
+                    index.add(level, read[resource_id])
+                    index.sop_classes.pop(resource_id, None)
+                else:
+                    index.remove(level, resource_id)  # deleted since the change was logged
+        wanted = {level: missing for level, missing in (
+            ("Series", {i.series_id for i in index.instances.values() if i.series_id not in index.series}),
+            ("Study", {s.study_id for s in index.series.values() if s.study_id not in index.studies}),
+        ) if missing - set().union(*wanted.values())}
 
 
 def _read_raw(orthanc: _Counted, ids: Sequence[str], reporter: Reporter, phase: str,
