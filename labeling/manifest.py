@@ -24,7 +24,14 @@ study/series/SOP UIDs are what write-back (DICOM SR) and a train/test split by s
 Building a manifest from Orthanc
 ================================
 ``python -m labeling manifest --schema FILE [filters] --out FILE`` reads Orthanc in a fixed number
-of requests, never one per instance:
+of requests, never one per instance, in one of two ways:
+
+* **the manifest index** (:mod:`labeling.manifest_index`, the default): every study, series and
+  instance of the server listed once, kept up to date from Orthanc's ``/changes`` and ID lists in a
+  cache file, the filters matched here (:meth:`ManifestFilters.matches`); measured 11x an N+1
+  client on X-ray-shaped data and a rebuild after 1 % new instances ~7x cheaper than a full one;
+* **one find + bulk reads**, described next: for a query naming studies, series or patients
+  (:attr:`ManifestFilters.selective`) while no index is saved, or ``--no-index-cache``:
 
 1. **the query** — one ``POST /tools/find`` at Series level with ``"Expand": true`` (Orthanc
    Book, "REST API of Orthanc" → "Performing finds within Orthanc"). Modality is a series tag, and
