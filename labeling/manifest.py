@@ -31,7 +31,8 @@ of requests, never one per instance, in one of two ways:
   cache file, the filters matched here (:meth:`ManifestFilters.matches`); measured 11x an N+1
   client on X-ray-shaped data and a rebuild after 1 % new instances ~7x cheaper than a full one;
 * **one find + bulk reads**, described next: for a query naming studies, series or patients
-  (:attr:`ManifestFilters.selective`) while no index is saved, or ``--no-index-cache``:
+  (:attr:`ManifestFilters.selective`) while no index is saved (always with ``--no-index-cache``,
+  which lists any other query without saving the index):
 
 1. **the query** — one ``POST /tools/find`` at Series level with ``"Expand": true`` (Orthanc
    Book, "REST API of Orthanc" → "Performing finds within Orthanc"). Modality is a series tag, and
