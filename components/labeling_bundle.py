@@ -29,13 +29,12 @@ from components.packaging import LAMBDA_RUNTIME, ROOT
 from components.storage import SecureBucket, SecureBucketArgs, encrypted_log_group
 from components.viewer_cdn import ViewerAssetsCdn, ViewerAssetsCdnArgs
 from labeling import viewer_assets
+from training.dlc import registry_account
 
 TEMPLATE_KEY = "templates/worker_template.liquid.html"
 LAMBDA_HANDLER = "handler.lambda_handler"
 LAMBDA_ARCHITECTURE = "x86_64"  # the dependency layer is built from manylinux2014/manylinux_2_28 x86_64 wheels
 NOTEBOOK_PLATFORM = "notebook-al2023-v1"
-# AWS Deep Learning Containers (training/inference images) are published from this account.
-DLC_ACCOUNT = "763104351884"
 # SageMaker caps each lifecycle script at 16,384 characters of base64.
 MAX_LIFECYCLE_SCRIPT_B64 = 16_384
 LAMBDA_ROLE_NAMES = ("prelabel", "postlabel")
@@ -442,7 +441,8 @@ def sagemaker_execution_policy(bucket_arn: str, key_arn: str, role_arn: str, not
         {"Sid": "EcrToken", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
         {"Sid": "PullDeepLearningContainers", "Effect": "Allow",
          "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
-         "Resource": f"arn:{partition}:ecr:{region}:{DLC_ACCOUNT}:repository/*"},
+         # The DLC registry account of this region, from the SageMaker SDK's table (training/dlc.py).
+         "Resource": f"arn:{partition}:ecr:{region}:{registry_account(region)}:repository/*"},
         {"Sid": "SageMakerLogs", "Effect": "Allow", "Resource": [log_group, f"{log_group}:*"],
          "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                     "logs:DescribeLogStreams"]},
