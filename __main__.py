@@ -23,7 +23,7 @@ key = KmsKey(
     f"{prefix}-data",
     KmsKeyArgs(
         description=f"dicom-annotate {stack}: DICOM storage, database, secrets, logs, annotations",
-        service_principals=("logs.{region}.amazonaws.com",),
+        cloudwatch_logs=True,
         deletion_window_days=30 if config.environment == "prod" else 7,
         tags=tags,
     ),

@@ -20,8 +20,14 @@ PROJECT = "dicom-annotate"
 # orthancteam/orthanc is pinned: the config generator and health probe are tested against it.
 DEFAULT_ORTHANC_IMAGE = "orthancteam/orthanc:25.1.1"
 
-# RDS PostgreSQL memory per class (GiB), for the default max_connections
-# LEAST(DBInstanceClassMemory / 9531392, 5000) — AWS RDS "Maximum number of database connections".
+# RDS PostgreSQL memory per class (GiB). AWS documents max_connections for RDS for PostgreSQL as
+# LEAST({DBInstanceClassMemory/9531392}, 5000) ("Maximum number of database connections",
+# https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/CHAP_Limits.html#RDS_Limits.MaxConnections),
+# where DBInstanceClassMemory is the class's memory less what the OS and RDS processes keep
+# (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_ParamValuesRef.html) - a figure AWS
+# does not publish. So the stack does not guess the default: the parameter group sets
+# max_connections to the formula over a conservative estimate (components/orthanc.py), and every
+# budget (Orthanc's IndexConnectionsCount, the portal's pool) is taken from that same number.
 RDS_CLASS_MEMORY_GIB = {
     "db.t4g.micro": 1, "db.t4g.small": 2, "db.t4g.medium": 4, "db.t4g.large": 8,
     "db.t3.micro": 1, "db.t3.small": 2, "db.t3.medium": 4, "db.t3.large": 8,
@@ -29,6 +35,11 @@ RDS_CLASS_MEMORY_GIB = {
     "db.m6g.large": 8, "db.m6g.xlarge": 16, "db.r7g.large": 16, "db.r7g.xlarge": 32,
     "db.r6g.large": 16, "db.r6g.xlarge": 32,
 }
+RDS_BYTES_PER_CONNECTION = 9531392
+# Observed defaults (2 GiB: 198, 4 GiB: 413, 8 GiB: 856) put RDS's own share at 260-430 MiB; the
+# estimate keeps max(256 MiB, 9 %) back: at or below every observed default, within 10 % of it.
+RDS_RESERVED_MIB_MIN = 256
+RDS_RESERVED_FRACTION = 0.09
 
 # Fargate task sizes AWS accepts: cpu units → allowed memory MiB.
 FARGATE_SIZES = {
@@ -60,15 +71,16 @@ def _camel(name: str) -> str:
 
 
 def rds_max_connections(instance_class: str) -> int:
-    """RDS PostgreSQL's default ``max_connections`` for a class (AWS formula, capped at 5000)."""
+    """``max_connections`` the stack sets for a class: AWS's formula over DBInstanceClassMemory,
+    estimated conservatively (see RDS_RESERVED_*), capped at 5000 as AWS caps it."""
     gib = RDS_CLASS_MEMORY_GIB.get(instance_class)
     if gib is None:
         raise ConfigError(
             f"{_key('dbInstanceClass')}: {instance_class!r} is not in the known class table "
             f"({', '.join(sorted(RDS_CLASS_MEMORY_GIB))})")
-    # DBInstanceClassMemory is somewhat below nominal memory; RDS reserves part for the OS.
-    usable = gib * 1024 ** 3 * 0.9
-    return int(min(usable // 9531392, 5000))
+    nominal_mib = gib * 1024
+    usable_mib = nominal_mib - max(RDS_RESERVED_MIB_MIN, nominal_mib * RDS_RESERVED_FRACTION)
+    return int(min(usable_mib * 1024 * 1024 // RDS_BYTES_PER_CONNECTION, 5000))
 
 
 @dataclass(frozen=True)

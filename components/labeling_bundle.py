@@ -38,6 +38,8 @@ NOTEBOOK_PLATFORM = "notebook-al2023-v1"
 # SageMaker caps each lifecycle script at 16,384 characters of base64.
 MAX_LIFECYCLE_SCRIPT_B64 = 16_384
 LAMBDA_ROLE_NAMES = ("prelabel", "postlabel")
+# The notebook's idle-stop check reports here (training/notebook_lifecycle_on_start.sh).
+METRIC_NAMESPACE = "dicom-annotate/Notebook"
 
 
 @dataclass
@@ -124,7 +126,7 @@ class LabelingBundle(pulumi.ComponentResource):
         self.ground_truth_role = aws.iam.Role(
             f"{name}-gt-role",
             description="SageMaker Ground Truth labeling jobs of dicom-annotate",
-            assume_role_policy=account.apply(lambda acct: json.dumps(_assume_role("sagemaker.amazonaws.com", acct))),
+            assume_role_policy=json.dumps(_assume_role("sagemaker.amazonaws.com")),
             tags=args.tags,
             opts=child,
         )
@@ -172,7 +174,7 @@ class LabelingBundle(pulumi.ComponentResource):
         self.sagemaker_execution_role = aws.iam.Role(
             f"{name}-sagemaker-role",
             description="SageMaker training jobs and the notebook instance of dicom-annotate",
-            assume_role_policy=account.apply(lambda acct: json.dumps(_assume_role("sagemaker.amazonaws.com", acct))),
+            assume_role_policy=json.dumps(_assume_role("sagemaker.amazonaws.com")),
             tags=args.tags,
             opts=child,
         )
@@ -262,7 +264,7 @@ class LabelingBundle(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-{function}-role",
             description=f"dicom-annotate GT {function} Lambda",
-            assume_role_policy=account.apply(lambda acct: json.dumps(_assume_role("lambda.amazonaws.com", acct))),
+            assume_role_policy=json.dumps(_assume_role("lambda.amazonaws.com")),
             tags=args.tags,
             opts=child,
         )
@@ -368,13 +370,23 @@ def lifecycle_script_b64(path: Path, idle_minutes: int, requirements: str) -> st
     return encoded
 
 
-def _assume_role(service: str, account: str) -> dict[str, Any]:
-    # aws:SourceAccount keeps another account's jobs from using this role (confused deputy).
+def _assume_role(service: str) -> dict[str, Any]:
+    """Trust for a service-assumed role, exactly as the service documents it.
+
+    No ``aws:SourceAccount``/``aws:SourceArn`` condition: SageMaker documents those only for
+    training, processing, inference and Studio, not for notebook instances or Ground Truth labeling
+    jobs (https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html,
+    execution-role trust in https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html);
+    Lambda's execution-role trust has none
+    (https://docs.aws.amazon.com/lambda/latest/dg/lambda-intro-execution-role.html). A condition
+    the service does not send makes AssumeRole fail. What limits use instead: iam:PassRole (only
+    this account's principals may hand these roles to the service) and, for invoking the Lambdas,
+    the resource policy's source account.
+    """
     return {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow",
         "Principal": {"Service": service},
         "Action": "sts:AssumeRole",
-        "Condition": {"StringEquals": {"aws:SourceAccount": account}},
     }]}
 
 
@@ -451,7 +463,18 @@ def sagemaker_execution_policy(bucket_arn: str, key_arn: str, role_arn: str, not
          "Action": ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
                     "sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob",
                     "sagemaker:StopProcessingJob", "sagemaker:CreateModel", "sagemaker:DescribeModel",
-                    "sagemaker:AddTags"]},
+                    "sagemaker:DeleteModel", "sagemaker:AddTags"]},
+        # `python -m training sagemaker deploy|delete|status` from the notebook: the endpoint, its
+        # configuration (resource types per the SageMaker service authorization reference).
+        {"Sid": "Endpoints", "Effect": "Allow",
+         "Resource": [f"{arn}:endpoint/*", f"{arn}:endpoint-config/*"],
+         "Action": ["sagemaker:CreateEndpoint", "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpoint",
+                    "sagemaker:DescribeEndpointConfig", "sagemaker:UpdateEndpoint", "sagemaker:DeleteEndpoint",
+                    "sagemaker:DeleteEndpointConfig", "sagemaker:AddTags"]},
+        # Training metrics and the notebook's idle-stop health metric; PutMetricData takes no
+        # resource scoping, so the namespaces are limited instead.
+        {"Sid": "Metrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+         "Condition": {"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", METRIC_NAMESPACE]}}},
         # Jobs started from the notebook run under this same role, and only SageMaker may receive it.
         {"Sid": "PassOwnRoleToSageMaker", "Effect": "Allow", "Action": "iam:PassRole", "Resource": role_arn,
          "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},

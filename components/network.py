@@ -133,6 +133,7 @@ class Network(pulumi.ComponentResource):
             log_group = encrypted_log_group(
                 f"{name}-flow-logs", f"/vpc/{name}/flow-logs", retention_days=args.log_retention_days,
                 kms_key_arn=args.kms_key_arn, tags=args.tags, opts=child)
+            partition = aws.get_partition_output().partition
             trust = pulumi.Output.all(identity.account_id, region).apply(
                 lambda vals: json.dumps(_flow_logs_trust(vals[0], vals[1])))
             role = aws.iam.Role(
@@ -145,7 +146,8 @@ class Network(pulumi.ComponentResource):
             aws.iam.RolePolicy(
                 f"{name}-flow-logs-policy",
                 role=role.id,
-                policy=log_group.arn.apply(lambda arn: json.dumps(_flow_logs_policy(arn))),
+                policy=pulumi.Output.all(log_group.arn, partition, region, identity.account_id).apply(
+                    lambda v: json.dumps(_flow_logs_policy(*v))),
                 opts=pulumi.ResourceOptions(parent=role),
             )
             aws.ec2.FlowLog(
@@ -185,13 +187,23 @@ def _flow_logs_trust(account_id: str, region: str) -> dict:
     }
 
 
-def _flow_logs_policy(log_group_arn: str) -> dict:
-    # Scoped to the flow-log group and its streams; the group exists, so no CreateLogGroup.
+def _flow_logs_policy(log_group_arn: str, partition: str, region: str, account_id: str) -> dict:
+    """The actions the flow-logs IAM page lists; no CreateLogGroup (the group is ours, encrypted).
+
+    https://docs.aws.amazon.com/vpc/latest/userguide/flow-logs-iam-role.html lists
+    logs:DescribeLogGroups too; it has no log-group resource scoping beyond the account's groups.
+    """
     return {
         "Version": "2012-10-17",
         "Statement": [{
+            "Sid": "OwnLogGroup",
             "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
             "Resource": [log_group_arn, f"{log_group_arn}:*"],
+        }, {
+            "Sid": "DescribeLogGroups",
+            "Effect": "Allow",
+            "Action": "logs:DescribeLogGroups",
+            "Resource": f"arn:{partition}:logs:{region}:{account_id}:log-group:*",
         }],
     }

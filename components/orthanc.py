@@ -207,8 +207,14 @@ class OrthancService(pulumi.ComponentResource):
         parameter_group = aws.rds.ParameterGroup(
             f"{name}-db-params",
             family=f"postgres{major}",
-            description="Orthanc index: TLS required",
-            parameters=[aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1")],
+            description="Orthanc index: TLS required, max_connections pinned to the stack's budget",
+            parameters=[
+                aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1"),
+                # Static parameter: the number every connection budget is computed from
+                # (components/config.py rds_max_connections), not RDS's memory-dependent default.
+                aws.rds.ParameterGroupParameterArgs(name="max_connections", value=str(config.db_max_connections),
+                                                    apply_method="pending-reboot"),
+            ],
             tags=tags, opts=self._child)
         log_groups = [encrypted_log_group(
             f"{name}-db-{export}", f"/aws/rds/instance/{identifier}/{export}",

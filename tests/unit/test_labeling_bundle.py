@@ -57,11 +57,16 @@ def variant() -> Recording:
 
 
 # ------------------------------------------------------------------------------------ IAM
-def test_ground_truth_role_is_assumed_by_sagemaker_of_this_account(recording):
-    trust = json.loads(_one(recording, "gt-role").inputs["assumeRolePolicy"])
+@pytest.mark.parametrize("suffix, service", [("gt-role", "sagemaker.amazonaws.com"),
+                                              ("sagemaker-role", "sagemaker.amazonaws.com"),
+                                              ("prelabel-role", "lambda.amazonaws.com"),
+                                              ("postlabel-role", "lambda.amazonaws.com")])
+def test_service_roles_trust_exactly_as_the_service_documents(recording, suffix, service):
+    # SageMaker documents confused-deputy conditions for training/processing/inference/Studio only,
+    # Lambda none for execution roles: a condition the service does not send breaks AssumeRole.
+    trust = json.loads(_one(recording, suffix).inputs["assumeRolePolicy"])
     (statement,) = trust["Statement"]
-    assert statement["Principal"] == {"Service": "sagemaker.amazonaws.com"}
-    assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == ACCOUNT_ID
+    assert statement == {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
 
 
 def test_ground_truth_role_invokes_exactly_the_two_lambdas(recording):
@@ -140,8 +145,20 @@ def test_sagemaker_execution_role_pulls_only_dlc_images_and_passes_only_itself(r
     (passrole,) = [s for s in statements if "iam:PassRole" in _as_list(s["Action"])]
     assert passrole["Resource"] == recording.outputs["sagemakerExecutionRoleArn"]
     assert passrole["Condition"]["StringEquals"]["iam:PassedToService"] == "sagemaker.amazonaws.com"
-    trust = json.loads(_one(recording, "sagemaker-role").inputs["assumeRolePolicy"])
-    assert trust["Statement"][0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+
+
+def test_sagemaker_execution_role_may_deploy_endpoints_and_put_its_metrics(recording):
+    # `python -m training sagemaker deploy|delete|status` and the notebook's idle-stop metric.
+    statements = _statements(_policy(recording, "sagemaker-policy"))
+    arn = f"arn:aws:sagemaker:us-east-1:{ACCOUNT_ID}"
+    (endpoints,) = [s for s in statements if s.get("Sid") == "Endpoints"]
+    assert set(endpoints["Resource"]) == {f"{arn}:endpoint/*", f"{arn}:endpoint-config/*"}
+    assert {"sagemaker:CreateEndpoint", "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpoint",
+            "sagemaker:DescribeEndpointConfig", "sagemaker:UpdateEndpoint",
+            "sagemaker:DeleteEndpoint"} <= set(endpoints["Action"])
+    (metrics,) = [s for s in statements if "cloudwatch:PutMetricData" in _as_list(s["Action"])]
+    namespaces = metrics["Condition"]["StringLike"]["cloudwatch:namespace"]
+    assert "dicom-annotate/Notebook" in namespaces and "*" not in namespaces
 
 
 # -------------------------------------------------------------------------------- Lambdas

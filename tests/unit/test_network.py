@@ -128,9 +128,24 @@ def test_flow_log_role_is_scoped_to_its_log_group(recording):
     assert trust["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
     assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == ACCOUNT_ID
     policy = recording.named(f"{_net(recording)}-flow-logs-policy")
-    for statement in json.loads(policy.inputs["policy"])["Statement"]:
-        assert set(statement["Resource"]) == {group_arn, f"{group_arn}:*"}
-        assert all(action.startswith("logs:") and "*" not in action for action in statement["Action"])
+    own, describe = json.loads(policy.inputs["policy"])["Statement"]
+    assert set(own["Resource"]) == {group_arn, f"{group_arn}:*"}
+    assert set(own["Action"]) == {"logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
+    # The flow-logs IAM page lists DescribeLogGroups too; scoped to this account's groups.
+    assert describe["Action"] == "logs:DescribeLogGroups"
+    assert describe["Resource"] == f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:*"
+
+
+def test_data_key_lets_cloudwatch_logs_use_it_only_for_this_accounts_log_groups(recording):
+    # https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/encrypt-log-data-kms.html: the
+    # condition is the log group ARN in the encryption context, not aws:SourceAccount.
+    (key,) = [k for k in recording.of_type("aws:kms/key:Key") if k.name.endswith("-data-key")]
+    statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
+    logs = statements["CloudWatchLogsEncrypt"]
+    assert logs["Principal"] == {"Service": "logs.us-east-1.amazonaws.com"}
+    assert logs["Condition"] == {"ArnLike": {
+        "kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:*"}}
+    assert statements["AccountAdministers"]["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}
 
 
 def test_flow_logs_can_be_switched_off(one_per_az_no_flow_logs):

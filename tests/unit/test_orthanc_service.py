@@ -186,6 +186,13 @@ def test_database_parameter_group_forces_tls(recording):
     assert _o(recording, "db").inputs["parameterGroupName"] == params.name
 
 
+def test_database_max_connections_is_pinned_to_the_number_the_budgets_use(recording):
+    # Every connection budget comes from this number, so RDS must not compute another default.
+    (param,) = [p for p in _o(recording, "db-params").inputs["parameters"] if p["name"] == "max_connections"]
+    assert int(param["value"]) == _config(recording).db_max_connections
+    assert param["applyMethod"] == "pending-reboot"  # a static parameter
+
+
 @pytest.mark.parametrize("stack, retention, prod", [("dev", 7, False), ("prod", 35, True)])
 def test_database_resilience_follows_the_environment(recordings, stack, retention, prod):
     db = _o(recordings[stack], "db")
