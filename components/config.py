@@ -110,6 +110,9 @@ class StackConfig:
     min_tasks: Optional[int] = None               # default: 1 (dev) / 2 (prod)
     max_tasks: Optional[int] = None               # default: 2 (dev) / 6 (prod)
     cpu_target_percent: int = 60
+    # `pulumi up` waits for each ECS service to reach a steady state, so a crash-looping task fails
+    # the deployment (the circuit breaker rolls it back) instead of reporting success. Prod: always.
+    wait_for_steady_state: bool = True
     # Database
     db_instance_class: Optional[str] = None       # default: db.t4g.micro (dev) / db.m7g.large (prod)
     db_engine_version: str = "17"
@@ -285,6 +288,9 @@ class StackConfig:
                 fail("deletionProtection", "must be true in prod")
             if not self.db_multi_az:
                 fail("dbMultiAz", "must be true in prod")
+            if not self.wait_for_steady_state:
+                fail("waitForSteadyState", "must be true in prod (otherwise `pulumi up` reports success "
+                                           "while the tasks crash-loop)")
         valid_retention = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
                            1827, 2192, 2557, 2922, 3288, 3653)
         if self.log_retention_days not in valid_retention:

@@ -516,7 +516,7 @@ class OrthancService(pulumi.ComponentResource):
             enable_execute_command=False,
             enable_ecs_managed_tags=True,
             propagate_tags="SERVICE",
-            wait_for_steady_state=False,
+            wait_for_steady_state=config.wait_for_steady_state,
             tags=tags,
             # Autoscaling owns the task count after creation; the target group needs its listener.
             opts=pulumi.ResourceOptions(parent=self, depends_on=self._listeners,

@@ -94,6 +94,13 @@ def test_prod_refuses_weakening_the_database():
         prod(dbMultiAz=False)
 
 
+def test_prod_always_waits_for_steady_services_and_dev_may_opt_out():
+    with pytest.raises(ConfigError, match="^dicom-annotate:waitForSteadyState: must be true in prod"):
+        prod(waitForSteadyState=False)
+    assert dev().wait_for_steady_state is True
+    assert dev(waitForSteadyState="false").wait_for_steady_state is False
+
+
 def test_secure_value_for_a_plain_setting_is_refused():
     with pytest.raises(ConfigError, match="dbInstanceClass: is a secret"):
         dev(dbInstanceClass={"secure": "v1:abc"})

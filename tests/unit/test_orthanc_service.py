@@ -416,6 +416,8 @@ def test_service_runs_privately_with_rollback_and_no_exec(recording):
     assert service.inputs["enableExecuteCommand"] is False
     assert service.inputs["launchType"] == "FARGATE"
     assert service.inputs["serviceRegistries"]["registryArn"].endswith("servicediscovery/orthanc")
+    # `pulumi up` fails on a crash-looping service instead of reporting success.
+    assert service.inputs["waitForSteadyState"] is True
 
 
 def test_service_scales_on_cpu_between_the_configured_bounds(recording):

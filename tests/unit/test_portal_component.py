@@ -298,6 +298,7 @@ def test_service_runs_in_private_subnets_of_the_orthanc_cluster_behind_its_targe
     service = _p(rec, "service").inputs
     assert service["cluster"] == _state(_o(rec, "cluster"))["arn"]
     assert service["launchType"] == "FARGATE" and service["platformVersion"] == "LATEST"
+    assert service["waitForSteadyState"] is True  # `pulumi up` fails while tasks crash-loop
     network = service["networkConfiguration"]
     assert network["subnets"] == PRIVATE and network["assignPublicIp"] is False
     assert network["securityGroups"] == [_state(_p(rec, "sg"))["id"], _state(_o(rec, "client-sg"))["id"]]
