@@ -6,7 +6,7 @@ exports what a user needs (no secret values).
 
 import pulumi
 
-from components.config import load_stack_config
+from components.config import check_generated_names, load_stack_config
 from components.labeling_bundle import LabelingBundle, LabelingBundleArgs
 from components.network import Network, NetworkArgs
 from components.orthanc import DB_USERNAME, OrthancService, OrthancServiceArgs
@@ -15,6 +15,8 @@ from components.packaging import dependency_layer_archive, lambda_archive
 from components.storage import KmsKey, KmsKeyArgs
 
 config = load_stack_config()
+# Every generated name is checked against its AWS limit for this stack name, at preview.
+pulumi.runtime.register_stack_transformation(check_generated_names)
 stack = pulumi.get_stack()
 prefix = f"da-{stack}"
 tags = {"project": "dicom-annotate", "stack": stack, **config.tags}
@@ -39,6 +41,8 @@ network = Network(
         log_retention_days=config.log_retention_days,
         kms_key_arn=key.arn,
         vpc_id=config.vpc_id,
+        s3_gateway_endpoint=config.s3_gateway_endpoint,
+        interface_endpoint_private_dns=config.interface_endpoint_private_dns,
         public_subnet_ids=list(config.public_subnet_ids),
         private_subnet_ids=list(config.private_subnet_ids),
         tags=tags,

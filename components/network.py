@@ -28,6 +28,9 @@ class NetworkArgs:
     log_retention_days: int
     kms_key_arn: pulumi.Input[str]
     vpc_id: Optional[str] = None           # bring-your-own VPC when set
+    # A brought VPC may already have these: no second S3 gateway route, no second private DNS zone.
+    s3_gateway_endpoint: bool = True
+    interface_endpoint_private_dns: bool = True
     public_subnet_ids: Sequence[str] = ()
     private_subnet_ids: Sequence[str] = ()
     tags: dict[str, str] = field(default_factory=dict)
@@ -81,17 +84,21 @@ class Network(pulumi.ComponentResource):
 
         # S3 traffic (DICOM storage, buckets) stays off the NAT: gateway endpoint on every route
         # table of the VPC. awsx keeps its route tables opaque, so they are looked up by VPC id —
-        # the same lookup serves a brought VPC.
-        route_table_ids = aws.ec2.get_route_tables_output(vpc_id=self.vpc_id).ids
-        self.s3_endpoint = aws.ec2.VpcEndpoint(
-            f"{name}-s3",
-            vpc_id=self.vpc_id,
-            service_name=pulumi.Output.concat("com.amazonaws.", region, ".s3"),
-            vpc_endpoint_type="Gateway",
-            route_table_ids=route_table_ids,
-            tags=args.tags,
-            opts=child,
-        )
+        # the same lookup serves a brought VPC. A brought VPC that has its own S3 gateway endpoint
+        # keeps it (s3GatewayEndpoint: false): a route table takes one route per prefix list, so a
+        # second endpoint fails with "route already exists".
+        self.s3_endpoint: Optional[aws.ec2.VpcEndpoint] = None
+        if args.s3_gateway_endpoint:
+            route_table_ids = aws.ec2.get_route_tables_output(vpc_id=self.vpc_id).ids
+            self.s3_endpoint = aws.ec2.VpcEndpoint(
+                f"{name}-s3",
+                vpc_id=self.vpc_id,
+                service_name=pulumi.Output.concat("com.amazonaws.", region, ".s3"),
+                vpc_endpoint_type="Gateway",
+                route_table_ids=route_table_ids,
+                tags=args.tags,
+                opts=child,
+            )
 
         self.endpoint_security_group_id: Optional[pulumi.Output[str]] = None
         self.interface_endpoints: list[aws.ec2.VpcEndpoint] = []
@@ -119,7 +126,10 @@ class Network(pulumi.ComponentResource):
                     vpc_id=self.vpc_id,
                     service_name=pulumi.Output.concat("com.amazonaws.", region, f".{service}"),
                     vpc_endpoint_type="Interface",
-                    private_dns_enabled=True,
+                    # Off only for a brought VPC whose own endpoints already hold the private
+                    # hosted zone (interfaceEndpointPrivateDns: false): a second one is refused
+                    # ("conflicting DNS domain"). https://docs.aws.amazon.com/vpc/latest/privatelink/privatelink-access-aws-services.html
+                    private_dns_enabled=args.interface_endpoint_private_dns,
                     subnet_ids=self.private_subnet_ids,
                     security_group_ids=[endpoint_sg.id],
                     tags=args.tags,

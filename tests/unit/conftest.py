@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from components.offline import Recording, run_program
+from components.offline import Recording
+from tests.unit.programs import program
 
 STACKS = ("dev", "prod")
 
 
 @pytest.fixture(scope="session")
 def recordings() -> dict[str, Recording]:
-    return {stack: run_program(stack) for stack in STACKS}
+    return {stack: program(stack) for stack in STACKS}
 
 
 @pytest.fixture(scope="session", params=STACKS)

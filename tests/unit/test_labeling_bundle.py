@@ -11,6 +11,7 @@ import pytest
 from components.config import ConfigError
 from components.labeling_bundle import MAX_LIFECYCLE_SCRIPT_B64, lifecycle_script_b64
 from components.offline import ACCOUNT_ID, PLACEHOLDER_SECRET, _mock_state, Recording, run_program, stack_config_values
+from tests.unit.programs import program
 from labeling.gt_contracts import MAX_TEMPLATE_CHARS
 
 GT_NAME_MARKERS = ("SageMaker", "sagemaker", "Sagemaker", "GtRecipe", "LabelingFunction")
@@ -53,7 +54,7 @@ def variant() -> Recording:
         "dicom-annotate:notebookIdleMinutes": 45,
         "dicom-annotate:gtWorkerOrigins": ["https://abc123.labeling.us-east-1.sagemaker.aws"],
     })
-    return run_program("dev", config=values)
+    return program("dev", config=values)
 
 
 # ------------------------------------------------------------------------------------ IAM
@@ -315,7 +316,7 @@ def test_invalid_idle_minutes_is_a_config_error():
     values = stack_config_values("dev")
     values["dicom-annotate:notebookIdleMinutes"] = 2
     with pytest.raises(ConfigError, match="notebookIdleMinutes"):
-        run_program("dev", config=values)
+        program("dev", config=values)
 
 
 # ------------------------------------------------------------------------------------ outputs
@@ -326,3 +327,21 @@ def test_labeling_outputs_present_and_not_secret(recording):
         assert key not in recording.secret_outputs
         assert PLACEHOLDER_SECRET not in str(recording.outputs[key])
     assert recording.outputs["workerTemplateS3Uri"].startswith("s3://")
+
+
+# ---------------------------------------------------------------------------- Lambda layer
+def test_up_without_the_lambda_layer_stops_but_preview_and_the_offline_plan_warn(tmp_path, monkeypatch):
+    from components import packaging
+
+    monkeypatch.setattr(packaging, "LAYER_DIR", tmp_path / "lambda-layer")
+    with pytest.raises(packaging.LambdaLayerMissing, match=r"run `make lambda-layer` before `pulumi up`"):
+        run_program("dev", strict=True)
+    for options in ({"strict": True, "preview": True}, {}):
+        rec = run_program("dev", **options)
+        (layer,) = rec.of_type("aws:lambda/layerVersion:LayerVersion")
+        assert "python/LAYER_NOT_BUILT" in layer.inputs["code"].assets
+    assert any("lambda-layer is not built" in note for note in rec.notes)
+    (tmp_path / "lambda-layer" / "python" / "pydicom").mkdir(parents=True)
+    (tmp_path / "lambda-layer" / "python" / "pydicom" / "__init__.py").write_text("")
+    (layer,) = run_program("dev", strict=True).of_type("aws:lambda/layerVersion:LayerVersion")
+    assert layer.inputs["code"].path == str(tmp_path / "lambda-layer")

@@ -7,12 +7,13 @@ import json
 import pytest
 
 from components.config import StackConfig
+from tests.unit.programs import program
 from components.offline import (
     ACCOUNT_ID,
     BYO_VPC_CIDR,
     Recording,
     _mock_state,
-    run_program,
+   
     stack_config_values,
 )
 
@@ -38,7 +39,7 @@ def _mock_id(resource) -> str:
 def _variant(stack: str, **settings) -> Recording:
     values = stack_config_values(stack)
     values.update({f"dicom-annotate:{k}": v for k, v in settings.items()})
-    return run_program(stack, config=values)
+    return program(stack, config=values)
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +171,17 @@ def test_byo_vpc_keeps_flow_logs_and_endpoints(byo):
     endpoints = byo.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
     assert {e.inputs["vpcId"] for e in endpoints} == {BYO_VPC}
     assert len(endpoints) == 1 + len(INTERFACE_SERVICES)
-    assert all(e.inputs["subnetIds"] == BYO_PRIVATE for e in endpoints
+    assert all(e.inputs["subnetIds"] == BYO_PRIVATE and e.inputs["privateDnsEnabled"] is True for e in endpoints
                if e.inputs["vpcEndpointType"] == "Interface")
+
+
+def test_byo_vpc_that_has_its_own_endpoints_gets_no_s3_route_and_no_second_dns_zone():
+    # "route already exists" / "conflicting DNS domain" on a VPC that already has them.
+    rec = _variant("dev", vpcId=BYO_VPC, publicSubnetIds=BYO_PUBLIC, privateSubnetIds=BYO_PRIVATE,
+                   interfaceEndpoints=True, s3GatewayEndpoint=False, interfaceEndpointPrivateDns=False)
+    endpoints = rec.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert [e.inputs["vpcEndpointType"] for e in endpoints] == ["Interface"] * len(INTERFACE_SERVICES)
+    assert all(e.inputs["privateDnsEnabled"] is False for e in endpoints)
 
 
 def test_byo_vpc_cidr_is_looked_up_for_the_endpoint_rule(byo):

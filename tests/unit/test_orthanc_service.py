@@ -8,6 +8,7 @@ import json
 import pytest
 
 from components.config import StackConfig, rds_max_connections
+from tests.unit.programs import dev_https_values, program
 from components.offline import (
     ACCOUNT_ID,
     PLACEHOLDER_SECRET,
@@ -15,7 +16,7 @@ from components.offline import (
     Recording,
     RecordedResource,
     _mock_state,
-    run_program,
+   
     stack_config_values,
 )
 from components.orthanc import DEPLOYMENT_MAX_PERCENT, TLS_POLICY, admin_secret_document
@@ -76,16 +77,13 @@ def nlb_variant() -> tuple[Recording, dict]:
     """prod with the DICOM NLB for two modality CIDRs."""
     values = stack_config_values("prod")
     values.update({"dicom-annotate:dicomNlb": True, "dicom-annotate:dicomAllowedCidrs": MODALITIES})
-    return run_program("prod", config=values), values
+    return program("prod", config=values), values
 
 
 @pytest.fixture(scope="module")
 def dev_https() -> Recording:
     """dev with a certificate (allowHttp off): the same edge as prod."""
-    values = stack_config_values("dev")
-    values.pop("dicom-annotate:allowHttp")
-    values["dicom-annotate:certificateArn"] = stack_config_values("prod")["dicom-annotate:certificateArn"]
-    return run_program("dev", config=values)
+    return program("dev", config=dev_https_values())
 
 
 # ------------------------------------------------------------------------------------ buckets
@@ -249,13 +247,23 @@ def test_orthanc_port_is_open_only_to_the_alb_and_the_client_group(recording):
         [(8042, _mock_id(_o(recording, "service-sg")))]
 
 
-@pytest.mark.parametrize("stack, ports", [("dev", {80}), ("prod", {80, 443})])
-def test_alb_ports_follow_https(recordings, stack, ports):
-    rec = recordings[stack]
+def test_alb_ports_follow_https(recordings):
+    rec = recordings["prod"]
     rules = _ingress_into(rec, _o(rec, "alb-sg"))
-    config = _config(rec)
-    assert {r.inputs["fromPort"] for r in rules} == ports
-    assert {r.inputs["cidrIpv4"] for r in rules} == set(config.alb_ingress_cidrs)
+    assert {r.inputs["fromPort"] for r in rules} == {80, 443}
+    assert {r.inputs["cidrIpv4"] for r in rules} == set(_config(rec).alb_ingress_cidrs) == {"0.0.0.0/0"}
+
+
+def test_plain_http_alb_admits_only_the_configured_cidrs_and_nobody_by_default(recordings):
+    # Orthanc's admin basic-auth crosses plain HTTP in dev: no internet-wide listener.
+    dev = recordings["dev"]
+    assert _ingress_into(dev, _o(dev, "alb-sg")) == []
+    values = stack_config_values("dev")
+    values["dicom-annotate:albIngressCidrs"] = ["203.0.113.0/24", "198.51.100.7/32"]
+    rec = program("dev", config=values)
+    rules = _ingress_into(rec, _o(rec, "alb-sg"))
+    assert sorted((r.inputs["fromPort"], r.inputs["cidrIpv4"]) for r in rules) == \
+        [(80, "198.51.100.7/32"), (80, "203.0.113.0/24")]
 
 
 def test_alb_is_public_and_drops_invalid_headers(recording):
@@ -462,6 +470,27 @@ def test_execution_role_reads_only_its_two_secrets(recording):
     logs = [s for s in statements if "logs:PutLogEvents" in _as_list(s["Action"])]
     assert [s["Resource"] for s in logs] == [
         f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:/ecs/da-{recording.stack}-orthanc:*"]
+
+
+def test_docker_hub_image_gets_no_ecr_grant(recording):
+    statements = _statements(_o(recording, "execution-policy"))
+    assert not [a for s in statements for a in _as_list(s["Action"]) if a.startswith("ecr:")]
+
+
+def test_ecr_mirror_image_is_pulled_by_digest_with_grants_on_that_repository_only():
+    image = (f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/docker-hub/orthancteam/orthanc:25.1.1"
+             f"@sha256:{'cd' * 32}")
+    values = stack_config_values("dev")
+    values["dicom-annotate:orthancImage"] = image
+    rec = program("dev", config=values)
+    (container,) = json.loads(_o(rec, "taskdef").inputs["containerDefinitions"])
+    assert container["image"] == image
+    statements = {s["Sid"]: s for s in _statements(_o(rec, "execution-policy"))}
+    assert statements["EcrPull"]["Resource"] == \
+        f"arn:aws:ecr:us-east-1:{ACCOUNT_ID}:repository/docker-hub/orthancteam/orthanc"
+    # A pull-through cache creates the repository and imports the image on the first pull.
+    assert {"ecr:BatchGetImage", "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"} <= \
+        set(statements["EcrPull"]["Action"])
 
 
 def test_task_role_reaches_only_the_storage_bucket_and_key(recording):

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from components.config import ConfigError, StackConfig, rds_max_connections
+from tests.unit.programs import CERT, PORTAL_DOMAIN, dev_https_values, program
 from components.offline import (
-    ACCOUNT_ID, PLACEHOLDER_SECRET, Recording, RecordedResource, _mock_state, mock_password, run_program,
+    ACCOUNT_ID, PLACEHOLDER_SECRET, Recording, RecordedResource, _mock_state, mock_password,
     stack_config_values,
 )
 from components.orthanc import DEPLOYMENT_MAX_PERCENT
@@ -26,7 +27,6 @@ from components.portal import (
 from labeling.orthanc_config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
 
 ROOT = Path(__file__).resolve().parents[2]
-CERT = stack_config_values("prod")["dicom-annotate:certificateArn"]
 PRIVATE = ["subnet-0b000000000000", "subnet-0b100000000000"]  # the mocked awsx VPC's private subnets
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -40,17 +40,9 @@ ENV_NAMES = {
 }
 
 
-def dev_https_values(**extra) -> dict:
-    values = stack_config_values("dev")
-    values.pop("dicom-annotate:allowHttp")
-    values["dicom-annotate:certificateArn"] = CERT
-    values.update({f"dicom-annotate:{k}": v for k, v in extra.items()})
-    return values
-
-
 @pytest.fixture(scope="module")
 def dev_portal() -> Recording:
-    return run_program("dev", config=dev_https_values())
+    return program("dev", config=dev_https_values())
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
@@ -97,8 +89,7 @@ def test_stock_dev_has_no_portal_and_says_why(recordings):
 
 
 def test_portal_outputs_are_exported_and_not_secret(rec):
-    alb = _state(_o(rec, "alb"))["dnsName"]
-    assert rec.outputs["portalUrl"] == f"https://{alb}/portal/"
+    assert rec.outputs["portalUrl"] == f"https://{PORTAL_DOMAIN}/portal/"
     pool = _state(_p(rec, "users"))
     assert rec.outputs["portalUserPoolId"] == pool["id"]
     assert rec.outputs["portalSignInDomain"] == f"da-{rec.stack}-portal-{ACCOUNT_ID}.auth.us-east-1.amazoncognito.com"
@@ -359,20 +350,21 @@ def test_user_pool_is_invite_only_with_strong_passwords_and_mfa(rec):
 
 def test_app_client_is_the_albs_code_flow_client_with_a_secret(rec):
     client = _p(rec, "client").inputs
-    alb = _state(_o(rec, "alb"))["dnsName"]
     assert client["generateSecret"] is True
     assert client["allowedOauthFlows"] == ["code"] and client["allowedOauthFlowsUserPoolClient"] is True
     assert "openid" in client["allowedOauthScopes"]
-    assert client["callbackUrls"] == [f"https://{alb}/oauth2/idpresponse"]
+    # The host the certificate covers, never the ALB's *.elb.amazonaws.com name.
+    assert client["callbackUrls"] == [f"https://{PORTAL_DOMAIN}/oauth2/idpresponse"]
+    assert rec.outputs["portalUrl"] == f"https://{PORTAL_DOMAIN}/portal/"
     assert client["supportedIdentityProviders"] == ["COGNITO"]
     assert client["preventUserExistenceErrors"] == "ENABLED"
 
 
 def test_custom_portal_domain_is_the_callback_and_the_url():
-    rec = run_program("dev", config=dev_https_values(portalDomain="labeling.example.org",
-                                                     cognitoDomainPrefix="example-labeling"))
-    assert _p(rec, "client").inputs["callbackUrls"] == ["https://labeling.example.org/oauth2/idpresponse"]
-    assert rec.outputs["portalUrl"] == "https://labeling.example.org/portal/"
+    rec = program("dev", config=dev_https_values(portalDomain="labels.radiology.example.net",
+                                                 cognitoDomainPrefix="example-labeling"))
+    assert _p(rec, "client").inputs["callbackUrls"] == ["https://labels.radiology.example.net/oauth2/idpresponse"]
+    assert rec.outputs["portalUrl"] == "https://labels.radiology.example.net/portal/"
     assert _p(rec, "domain").inputs["domain"] == "example-labeling"
 
 
@@ -422,7 +414,7 @@ def test_portal_env_carries_the_pool_size(rec):
 
 def test_too_many_portal_tasks_for_the_database_is_a_config_error():
     with pytest.raises(ConfigError, match=r"^dicom-annotate:portalMaxTasks: .*larger dbInstanceClass"):
-        run_program("dev", config=dev_https_values(portalMaxTasks=8))
+        program("dev", config=dev_https_values(portalMaxTasks=8))
 
 
 # ------------------------------------------------------------------------------------ config
@@ -435,12 +427,14 @@ def test_too_many_portal_tasks_for_the_database_is_a_config_error():
     ({"portalMfa": "sometimes"}, "portalMfa", "not one of"),
     ({"portalDomain": "https://labeling.example.org/portal"}, "portalDomain", "not a DNS host name"),
     ({"cognitoDomainPrefix": "my-aws-portal"}, "cognitoDomainPrefix", "without 'aws'"),
+    ({"portalDomain": None}, "portalDomain", "the ALB's own *.elb.amazonaws.com name is not on your certificate"),
 ])
 def test_bad_portal_settings_name_the_key(values, key, words):
     base = {"dicom-annotate:allowHttp": True}
     if key != "portalEnabled":
-        base = {"dicom-annotate:certificateArn": CERT}
+        base = {"dicom-annotate:certificateArn": CERT, "dicom-annotate:portalDomain": PORTAL_DOMAIN}
     base.update({f"dicom-annotate:{k}": v for k, v in values.items()})
+    base = {k: v for k, v in base.items() if v is not None}
     with pytest.raises(ConfigError) as err:
         StackConfig.from_mapping(base, stack="dev")
     assert str(err.value).startswith(f"dicom-annotate:{key}:") and words in str(err.value), str(err.value)
@@ -450,12 +444,12 @@ def test_prod_refuses_optional_mfa_and_the_program_stops_at_start():
     values = stack_config_values("prod")
     values["dicom-annotate:portalMfa"] = "optional"
     with pytest.raises(ConfigError, match=r"^dicom-annotate:portalMfa: must be required in prod"):
-        run_program("prod", config=values)
+        program("prod", config=values)
 
 
 def test_portal_can_be_switched_off_in_prod():
     values = stack_config_values("prod")
     values["dicom-annotate:portalEnabled"] = False
-    rec = run_program("prod", config=values)
+    rec = program("prod", config=values)
     assert not [r for r in rec.resources if r.name.startswith("da-prod-portal")]
     assert "portalUrl" not in rec.outputs
