@@ -9,7 +9,7 @@ import pulumi
 from components.config import check_generated_names, load_stack_config
 from components.labeling_bundle import LabelingBundle, LabelingBundleArgs
 from components.network import Network, NetworkArgs
-from components.orthanc import DB_USERNAME, OrthancService, OrthancServiceArgs
+from components.orthanc import OrthancService, OrthancServiceArgs
 from components.portal import Portal, PortalArgs
 from components.packaging import dependency_layer_archive, lambda_archive
 from components.storage import KmsKey, KmsKeyArgs
@@ -98,13 +98,13 @@ if config.portal_enabled:
             orthanc_secret_arn=orthanc.admin_secret_arn,
             orthanc_client_security_group_id=orthanc.client_security_group_id,
             db_address=orthanc.db_address,
-            db_username=DB_USERNAME,
             db_secret_arn=orthanc.db_secret_arn,
             db_security_group_id=orthanc.db_security_group_id,
             salt_secret_arn=labeling.salt_secret_arn,
             annotation_bucket_name=labeling.annotation_bucket_name,
             annotation_bucket_arn=labeling.annotation_bucket_arn,
             kms_key_arn=key.arn,
+            dependency_layer_arn=labeling.dependency_layer_arn,
             tags=tags,
         ),
     )
@@ -132,3 +132,4 @@ if portal is not None:
     pulumi.export("portalUserPoolId", portal.user_pool_id)
     pulumi.export("portalSignInDomain", portal.sign_in_domain)
     pulumi.export("portalRepositoryUrl", portal.repository_url)
+    pulumi.export("portalDatabaseSecretArn", portal.db_secret_arn)

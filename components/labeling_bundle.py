@@ -237,6 +237,7 @@ class LabelingBundle(pulumi.ComponentResource):
         self.notebook_instance_name = self.notebook.name
         self.viewer_assets_url = self.viewer.base_url
         self.salt_secret_arn = self.salt_secret.arn
+        self.dependency_layer_arn = self.layer.arn
         self.register_outputs({
             "viewer_assets_url": self.viewer_assets_url,
             "annotation_bucket_name": self.annotation_bucket_name,

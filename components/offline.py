@@ -176,6 +176,8 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
         state["url"] = f"{physical}.notebook.{region}.sagemaker.aws"
     elif typ == "aws:secretsmanager/secret:Secret":
         state["arn"] = _arn("secretsmanager", f"{physical}-AbCdEf", region, "secret:")
+    elif typ == "aws:secretsmanager/secretVersion:SecretVersion":
+        state["versionId"] = f"{_stable_hash(name):08x}-0000-4000-8000-000000000000"
     elif typ == "random:index/randomPassword:RandomPassword":
         state["result"] = mock_password(name)
     return state

@@ -29,13 +29,15 @@ def _tree(base: Path, prefix: str) -> dict[str, pulumi.Asset]:
     return assets
 
 
-def lambda_archive(function: str) -> pulumi.AssetArchive:
-    """Archive for ``lambda_src/<function>/``: handler files at the root, ``labeling/`` beside them."""
+def lambda_archive(function: str, with_labeling: bool = True) -> pulumi.AssetArchive:
+    """Archive for ``lambda_src/<function>/``: handler files at the root, ``labeling/`` beside them
+    (``with_labeling``; a function that does not import it goes without)."""
     source = ROOT / "lambda_src" / function
     if not (source / "handler.py").is_file():
         raise FileNotFoundError(f"lambda_src/{function}/handler.py: the Lambda handler is missing")
     assets: dict[str, pulumi.Asset | pulumi.Archive] = dict(_tree(source, ""))
-    assets.update(_tree(ROOT / "labeling", "labeling/"))
+    if with_labeling:
+        assets.update(_tree(ROOT / "labeling", "labeling/"))
     return pulumi.AssetArchive(assets)
 
 

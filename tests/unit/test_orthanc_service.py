@@ -162,8 +162,7 @@ def test_database_is_encrypted_private_and_its_password_is_in_our_secret(recordi
     assert password.type == "random:index/randomPassword:RandomPassword" and password.inputs["special"] is False
     secret = _o(recording, "db-secret")
     assert secret.inputs["kmsKeyId"] == recording.outputs["kmsKeyArn"]
-    (version,) = [r for r in recording.of_type("aws:secretsmanager/secretVersion:SecretVersion")
-                  if r.name.endswith("db-secret-value")]
+    version = _o(recording, "db-secret-value")
     assert SECRET_SIG in version.inputs["secretString"], "the secret string must stay a Pulumi secret"
     document = json.loads(version.inputs["secretString"]["value"])
     assert document["password"] == mock_password(password.name) and document["username"] == db.inputs["username"]
@@ -214,8 +213,9 @@ def test_database_log_exports_land_in_log_groups_we_own(recording):
 def test_database_accepts_only_the_orthanc_and_portal_tasks(recording):
     rules = _ingress_into(recording, _o(recording, "db-sg"))
     expected = [(5432, _mock_id(_o(recording, "service-sg")))]
-    if "portalUrl" in recording.outputs:  # prod: the portal shares the database server
-        expected.append((5432, _mock_id(recording.named(f"da-{recording.stack}-portal-sg"))))
+    if "portalUrl" in recording.outputs:  # prod: the portal (and its deploy-time role function) share it
+        expected += [(5432, _mock_id(recording.named(f"da-{recording.stack}-portal-{sg}")))
+                     for sg in ("sg", "db-role-sg")]
     assert sorted((r.inputs["fromPort"], r.inputs.get("referencedSecurityGroupId")) for r in rules) == \
         sorted(expected)
     assert _o(recording, "db").inputs["vpcSecurityGroupIds"] == [_mock_id(_o(recording, "db-sg"))]

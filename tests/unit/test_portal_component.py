@@ -223,14 +223,16 @@ def test_container_settings_follow_the_portal_contract(rec):
     env = _env(rec)
     assert set(env) == ENV_NAMES
     assert env["PORTAL_AUTH_MODE"] == "alb-oidc" and env["PORTAL_ROOT_PATH"] == "/portal"
-    assert env["PORTAL_DB_SSLMODE"] == "require" and env["PORTAL_DB_CREATE"] == "true"
+    # The database and its owner are made at deploy time (portal DB role function), not by the app.
+    assert env["PORTAL_DB_SSLMODE"] == "require" and env["PORTAL_DB_CREATE"] == "false"
     assert env["PORTAL_HOST"] == "0.0.0.0" and env["PORTAL_PORT"] == str(PORTAL_PORT)
     assert env["PORTAL_OIDC_ALB_ARN"] == _state(_o(rec, "alb"))["arn"]
     assert env["PORTAL_OIDC_REGION"] == "us-east-1"
     assert env["PORTAL_COGNITO_USER_POOL_ID"] == rec.outputs["portalUserPoolId"]
     assert env["PORTAL_COGNITO_CLIENT_ID"] == _state(_p(rec, "client"))["id"]
     assert env["PORTAL_DB_HOST"] == rec.outputs["databaseEndpoint"]
-    assert env["PORTAL_DB_NAME"] == "portal" and env["PORTAL_DB_USER"] == _o(rec, "db").inputs["username"]
+    assert env["PORTAL_DB_NAME"] == "portal" and env["PORTAL_DB_USER"] == "portal_app"
+    assert env["PORTAL_DB_USER"] != _o(rec, "db").inputs["username"]  # never the master user
     assert env["ORTHANC_URL"] == rec.outputs["orthancInternalUrl"]
     assert env["ORTHANC_SECRET_ARN"] == rec.outputs["orthancAdminSecretArn"]
     salt = rec.named(f"da-{rec.stack}-labeling-deid-salt-secret")
@@ -244,7 +246,7 @@ def test_container_settings_follow_the_portal_contract(rec):
 def test_secrets_reach_the_container_only_through_ecs_secrets(rec):
     container = _container(rec)
     secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
-    db_secret = _state(_o(rec, "db-secret"))["arn"]
+    db_secret = _state(_p(rec, "db-secret"))["arn"]  # the portal role's own secret, not the master's
     session = _state(_p(rec, "session-secret"))["arn"]
     assert secrets == {"PORTAL_DB_PASSWORD": f"{db_secret}:password::", "PORTAL_SESSION_SECRET": session}
     plain = json.dumps(container["environment"])
@@ -374,7 +376,7 @@ def test_execution_role_pulls_its_image_and_reads_only_its_two_secrets(rec):
     (pull,) = [s for s in statements if "ecr:BatchGetImage" in _as_list(s["Action"])]
     assert pull["Resource"] == _state(_p(rec, "repo"))["arn"]
     (secrets,) = [s for s in statements if "secretsmanager:GetSecretValue" in _as_list(s["Action"])]
-    assert secrets["Resource"] == [_state(_o(rec, "db-secret"))["arn"], _state(_p(rec, "session-secret"))["arn"]]
+    assert secrets["Resource"] == [_state(_p(rec, "db-secret"))["arn"], _state(_p(rec, "session-secret"))["arn"]]
 
 
 def test_task_role_reads_orthanc_and_salt_and_writes_only_the_export_prefix(rec):
@@ -453,3 +455,37 @@ def test_portal_can_be_switched_off_in_prod():
     rec = program("prod", config=values)
     assert not [r for r in rec.resources if r.name.startswith("da-prod-portal")]
     assert "portalUrl" not in rec.outputs
+
+
+# ------------------------------------------------------------------------------------ database role
+def test_portal_db_role_is_made_at_deploy_time_inside_the_vpc_with_its_own_secret(rec):
+    function = _p(rec, "db-role").inputs
+    assert function["handler"] == "handler.lambda_handler" and "handler.py" in function["code"].assets
+    assert not [a for a in function["code"].assets if a.startswith("labeling/")]
+    assert function["vpcConfig"]["subnetIds"] == PRIVATE
+    assert function["vpcConfig"]["securityGroupIds"] == [_state(_p(rec, "db-role-sg"))["id"]]
+    assert function["layers"] == [_state(rec.named(f"da-{rec.stack}-labeling-deps"))["arn"]]
+    assert function["tags"]["dicom-annotate:invoked"] == "deploy-time"
+    master, own = _state(_o(rec, "db-secret"))["arn"], _state(_p(rec, "db-secret"))["arn"]
+    setup = _p(rec, "db-role-setup").inputs
+    assert json.loads(setup["input"]) == {"master_secret_arn": master, "role_secret_arn": own,
+                                          "database": "portal", "protected_databases": ["orthanc"]}
+    assert set(setup["triggers"]) == {"secret_version", "code"}  # re-run on a new password or new code
+    # Only this function reads the master secret; the portal's tasks get the role's own secret.
+    (secrets,) = [s for s in _statements(_p(rec, "db-role-policy")) if s["Sid"] == "Secrets"]
+    assert secrets["Resource"] == [master, own]
+    readers = {r.name for r in rec.of_type("aws:iam/rolePolicy:RolePolicy") if master in r.inputs["policy"]}
+    assert readers == {f"da-{rec.stack}-portal-db-role-policy", f"da-{rec.stack}-orthanc-execution-policy"}
+    own_value = json.loads(_p(rec, "db-secret-value").inputs["secretString"]["value"])
+    assert own_value["username"] == "portal_app" and own_value["dbname"] == "portal"
+    assert _p(rec, "db-secret").inputs["kmsKeyId"] == rec.outputs["kmsKeyArn"]
+    # The service starts only once the role exists.
+    assert rec.outputs["portalDatabaseSecretArn"] == own
+
+
+def test_portal_db_role_function_reaches_only_the_database_and_https(rec):
+    sg = _state(_p(rec, "db-role-sg"))["id"]
+    assert not [r for r in rec.of_type(SG_INGRESS) if r.inputs["securityGroupId"] == sg]
+    egress = {(r.inputs["fromPort"], r.inputs.get("referencedSecurityGroupId") or r.inputs.get("cidrIpv4"))
+              for r in rec.of_type(SG_EGRESS) if r.inputs["securityGroupId"] == sg}
+    assert egress == {(5432, _state(_o(rec, "db-sg"))["id"]), (443, "0.0.0.0/0")}
