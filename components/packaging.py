@@ -29,6 +29,14 @@ def _tree(base: Path, prefix: str) -> dict[str, pulumi.Asset]:
     return assets
 
 
+def package_archive(*packages: str) -> pulumi.AssetArchive:
+    """The named top-level packages (``training``, ``labeling``) as one archive, paths kept."""
+    assets: dict[str, pulumi.Asset | pulumi.Archive] = {}
+    for package in packages:
+        assets.update(_tree(ROOT / package, f"{package}/"))
+    return pulumi.AssetArchive(assets)
+
+
 def lambda_archive(function: str, with_labeling: bool = True) -> pulumi.AssetArchive:
     """Archive for ``lambda_src/<function>/``: handler files at the root, ``labeling/`` beside them
     (``with_labeling``; a function that does not import it goes without)."""

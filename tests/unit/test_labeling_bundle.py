@@ -9,7 +9,10 @@ import subprocess
 import pytest
 
 from components.config import ConfigError
-from components.labeling_bundle import MAX_LIFECYCLE_SCRIPT_B64, lifecycle_script_b64
+from components.labeling_bundle import (
+    MAX_LIFECYCLE_SCRIPT_B64, NOTEBOOK_PLATFORM_PYTHONS, lifecycle_script_b64, notebook_pythons,
+)
+from components.packaging import ROOT
 from components.offline import ACCOUNT_ID, PLACEHOLDER_SECRET, _mock_state, Recording, run_program, stack_config_values
 from tests.unit.programs import program
 from labeling.gt_contracts import MAX_TEMPLATE_CHARS
@@ -299,17 +302,79 @@ def test_lifecycle_installs_requirements_and_stops_when_idle(recording, variant)
         assert PLACEHOLDER_SECRET not in script
         assert len(_one(recording, "notebook-lifecycle").inputs[hook]) <= MAX_LIFECYCLE_SCRIPT_B64
         subprocess.run(["bash", "-n"], input=script, text=True, check=True)  # valid shell once rendered
-    # The idle check is Python inside a heredoc: it must at least compile.
+    # The idle check and the project copy are Python inside heredocs: they must at least compile.
     idle_check = on_start.split("<<'IDLE_EOF'\n", 1)[1].split("\nIDLE_EOF\n", 1)[0]
     compile(idle_check, "dicom-annotate-idle-stop", "exec")
     assert "stop_notebook_instance" in idle_check
+    assert "put_metric_data" in idle_check and '"dicom-annotate/Notebook"' in idle_check
+    copy = on_start.split("<<'CODE_EOF'", 1)[1].split("\nCODE_EOF\n", 1)[0].split("\n", 1)[1]
+    compile(copy, "project-copy", "exec")
+
+
+def test_notebook_gets_the_cpu_torch_build_before_the_training_requirements(recording):
+    on_start = _lifecycle(recording, "onStart")
+    requirements = on_start.split("<<'REQUIREMENTS_EOF'\n", 1)[1].split("\nREQUIREMENTS_EOF\n", 1)[0].splitlines()
+    assert requirements[:2] == ["--extra-index-url https://download.pytorch.org/whl/cpu", "torch==2.13.0+cpu"]
+    training = [line for line in (ROOT / "training" / "requirements.txt").read_text().splitlines()
+                if line and not line.startswith("#")]
+    assert requirements[2:] == training and not any(line.startswith("torch") for line in training)
+    # The same build the CI venv installs.
+    assert "torch==2.13.0+cpu" in (ROOT / "constraints.txt").read_text().splitlines()
+
+
+def test_idle_check_interpreters_match_the_platform_the_stack_sets(recording):
+    platform = _one(recording, "notebook").inputs["platformIdentifier"]
+    candidates = NOTEBOOK_PLATFORM_PYTHONS[platform]
+    on_start = _lifecycle(recording, "onStart")
+    assert f"for candidate in {' '.join(candidates)}; do" in on_start
+    with pytest.raises(ValueError, match="notebook platform 'notebook-al1-v1': no known Python"):
+        notebook_pythons("notebook-al1-v1")
+
+
+def test_on_start_fails_the_start_when_no_interpreter_has_boto3(recording, tmp_path):
+    # Run the script's interpreter choice with candidates that lack boto3: it must exit non-zero
+    # with the reason on stderr (CloudWatch Logs: /aws/sagemaker/NotebookInstances).
+    on_start = _lifecycle(recording, "onStart")
+    choice = on_start.split("IDLE_PYTHON=\"\"\n", 1)[1].split("\nif command -v crond", 1)[0]
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 1\n")  # an interpreter whose `import boto3` fails
+    fake.chmod(0o755)
+    platform = _one(recording, "notebook").inputs["platformIdentifier"]
+    script = "IDLE_PYTHON=\"\"\n" + choice.replace(" ".join(NOTEBOOK_PLATFORM_PYTHONS[platform]), str(fake))
+    result = subprocess.run(["bash", "-c", script + "\necho reached"], capture_output=True, text=True)
+    assert result.returncode == 1 and "reached" not in result.stdout
+    assert "no Python with boto3" in result.stderr
+
+
+def test_idle_stop_failures_raise_an_alarm(recording):
+    alarm = _one(recording, "notebook-idle-stop-alarm").inputs
+    assert (alarm["namespace"], alarm["metricName"]) == ("dicom-annotate/Notebook", "IdleStopBroken")
+    assert alarm["dimensions"] == {"NotebookInstanceName": recording.outputs["notebookInstanceName"]}
+    assert alarm["treatMissingData"] == "notBreaching" and alarm["threshold"] == 1
+
+
+def test_project_code_and_notebook_are_copied_onto_the_instance(recording):
+    code = _one(recording, "notebook-code").inputs
+    assert code["key"] == "notebook/dicom-annotate.zip" and code["serverSideEncryption"] == "aws:kms"
+    assets = code["source"].assets
+    assert "training/notebooks/walkthrough.ipynb" in assets and "labeling/__init__.py" in assets
+    assert not [a for a in assets if "__pycache__" in a]
+    bucket = recording.outputs["annotationBucket"]
+    assert f'"s3://{bucket}/notebook/dicom-annotate.zip"' in _lifecycle(recording, "onStart")
 
 
 def test_oversized_lifecycle_script_is_refused(tmp_path):
     script = tmp_path / "big.sh"
     script.write_text("#!/bin/bash\n__TRAINING_REQUIREMENTS__\n")
     with pytest.raises(ValueError, match="base64"):
-        lifecycle_script_b64(script, 60, "x" * 20_000)
+        lifecycle_script_b64(script, {"__TRAINING_REQUIREMENTS__": "x" * 20_000})
+
+
+def test_lifecycle_placeholder_without_a_value_is_refused(tmp_path):
+    script = tmp_path / "on-start.sh"
+    script.write_text("#!/bin/bash\nX=__IDLE_MINUTES__ Y=__NEW_SETTING__\n")
+    with pytest.raises(ValueError, match="placeholders without a value: __NEW_SETTING__"):
+        lifecycle_script_b64(script, {"__IDLE_MINUTES__": "60"})
 
 
 def test_invalid_idle_minutes_is_a_config_error():
