@@ -6,7 +6,7 @@ import pytest
 
 from components.config import ConfigError, StackConfig, name_length_problem, rds_max_connections
 from components.offline import stack_config_values
-from tests.unit.programs import program
+from tests.unit.programs import prod_variant_values, program
 
 CERT = "arn:aws:acm:us-east-1:210987654321:certificate/3f1c2a9e-5b7d-4e8f-9a0b-1c2d3e4f5a6b"
 
@@ -249,8 +249,7 @@ def test_stack_names_must_fit_bucket_and_repository_names():
 def test_generated_names_are_checked_against_their_aws_limit_for_the_actual_stack_name():
     # With the DICOM NLB, "da-<stack>-orthanc-dicom-tg" + Pulumi's 8-character suffix must fit in
     # 32: "prod" leaves no room, so any longer stack name stops at preview with the name and limit.
-    values = stack_config_values("prod")
-    values.update({"dicom-annotate:dicomNlb": True, "dicom-annotate:dicomAllowedCidrs": ["198.51.100.0/24"]})
+    values = prod_variant_values()  # dicomNlb: true
     with pytest.raises(ConfigError) as err:
         program("prod2", config=values)
     assert str(err.value) == ("stack name 'prod2': TargetGroup 'da-prod2-orthanc-dicom-tg-xxxxxxx' is 33 characters, "

@@ -14,11 +14,10 @@ from components.labeling_bundle import (
 )
 from components.packaging import ROOT
 from components.offline import ACCOUNT_ID, PLACEHOLDER_SECRET, _mock_state, Recording, run_program, stack_config_values
-from tests.unit.programs import program
+from tests.unit.programs import BYO_PRIVATE, byo_variant_values, program
 from labeling.gt_contracts import MAX_TEMPLATE_CHARS
 
 GT_NAME_MARKERS = ("SageMaker", "sagemaker", "Sagemaker", "GtRecipe", "LabelingFunction")
-BYO_PRIVATE = ["subnet-0c1c1c1c1c1c1c1c1", "subnet-0d2d2d2d2d2d2d2d2"]
 
 
 def _prefix(rec: Recording) -> str:
@@ -48,16 +47,7 @@ def _functions(rec: Recording) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def variant() -> Recording:
     """dev with a bring-your-own VPC (known subnet ids) and non-default labeling settings."""
-    values = stack_config_values("dev")
-    values.update({
-        "dicom-annotate:vpcId": "vpc-0a1b2c3d4e5f60718",
-        "dicom-annotate:publicSubnetIds": ["subnet-0a0a0a0a0a0a0a0a0", "subnet-0b0b0b0b0b0b0b0b0"],
-        "dicom-annotate:privateSubnetIds": BYO_PRIVATE,
-        "dicom-annotate:deidentify": False,
-        "dicom-annotate:notebookIdleMinutes": 45,
-        "dicom-annotate:gtWorkerOrigins": ["https://abc123.labeling.us-east-1.sagemaker.aws"],
-    })
-    return program("dev", config=values)
+    return program("dev", config=byo_variant_values())
 
 
 # ------------------------------------------------------------------------------------ IAM
@@ -396,17 +386,30 @@ def test_labeling_outputs_present_and_not_secret(recording):
 
 # ---------------------------------------------------------------------------- Lambda layer
 def test_up_without_the_lambda_layer_stops_but_preview_and_the_offline_plan_warn(tmp_path, monkeypatch):
-    from components import packaging
+    import pulumi
+
+    from components import config as stack_config, packaging
 
     monkeypatch.setattr(packaging, "LAYER_DIR", tmp_path / "lambda-layer")
+    # The program itself, as `pulumi up` runs it (no offline allowances, not a preview): stops.
     with pytest.raises(packaging.LambdaLayerMissing, match=r"run `make lambda-layer` before `pulumi up`"):
         run_program("dev", strict=True)
-    for options in ({"strict": True, "preview": True}, {}):
-        rec = run_program("dev", **options)
-        (layer,) = rec.of_type("aws:lambda/layerVersion:LayerVersion")
-        assert "python/LAYER_NOT_BUILT" in layer.inputs["code"].assets
-    assert any("lambda-layer is not built" in note for note in rec.notes)
+    # A preview, or the offline harness: a marker layer and a warning (and a plan note).
+    monkeypatch.setattr(pulumi.runtime, "is_dry_run", lambda: True)
+    assert "python/LAYER_NOT_BUILT" in packaging.dependency_layer_archive().assets
+    monkeypatch.setattr(pulumi.runtime, "is_dry_run", lambda: False)
+    with pytest.raises(packaging.LambdaLayerMissing):
+        packaging.dependency_layer_archive()
+    with stack_config.offline_run():
+        assert "python/LAYER_NOT_BUILT" in packaging.dependency_layer_archive().assets
+    # Built: the real directory, whatever the mode.
     (tmp_path / "lambda-layer" / "python" / "pydicom").mkdir(parents=True)
     (tmp_path / "lambda-layer" / "python" / "pydicom" / "__init__.py").write_text("")
-    (layer,) = run_program("dev", strict=True).of_type("aws:lambda/layerVersion:LayerVersion")
-    assert layer.inputs["code"].path == str(tmp_path / "lambda-layer")
+    assert packaging.dependency_layer_archive().path == str(tmp_path / "lambda-layer")
+
+
+def test_offline_plan_notes_whether_the_layer_is_built(recording):
+    from components import packaging
+
+    noted = any("lambda-layer is not built" in note for note in recording.notes)
+    assert noted == (not packaging.layer_built())

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from components.config import StackConfig
-from tests.unit.programs import program
+from tests.unit.programs import (
+    BYO_PRIVATE, BYO_PUBLIC, BYO_VPC, byo_variant_values, dev_variant_values, program,
+)
 from components.offline import (
     ACCOUNT_ID,
     BYO_VPC_CIDR,
@@ -17,9 +19,6 @@ from components.offline import (
     stack_config_values,
 )
 
-BYO_VPC = "vpc-0a1b2c3d4e5f60718"
-BYO_PUBLIC = ["subnet-0a0a0a0a0a0a0a0a0", "subnet-0b0b0b0b0b0b0b0b0"]
-BYO_PRIVATE = ["subnet-0c1c1c1c1c1c1c1c1", "subnet-0d2d2d2d2d2d2d2d2"]
 INTERFACE_SERVICES = {"secretsmanager", "ecr.api", "ecr.dkr", "logs", "sts"}
 MOCK_PRIVATE = ["subnet-0b000000000000", "subnet-0b100000000000"]  # offline.py's awsx VPC outputs
 
@@ -69,7 +68,7 @@ def test_nat_strategy_follows_the_environment(recordings, stack, strategy):
 
 @pytest.fixture(scope="module")
 def one_per_az_no_flow_logs() -> Recording:
-    return _variant("dev", natGateways="one-per-az", flowLogs=False)
+    return program("dev", config=dev_variant_values())
 
 
 def test_nat_modes_are_configurable(one_per_az_no_flow_logs):
@@ -177,8 +176,7 @@ def test_byo_vpc_keeps_flow_logs_and_endpoints(byo):
 
 def test_byo_vpc_that_has_its_own_endpoints_gets_no_s3_route_and_no_second_dns_zone():
     # "route already exists" / "conflicting DNS domain" on a VPC that already has them.
-    rec = _variant("dev", vpcId=BYO_VPC, publicSubnetIds=BYO_PUBLIC, privateSubnetIds=BYO_PRIVATE,
-                   interfaceEndpoints=True, s3GatewayEndpoint=False, interfaceEndpointPrivateDns=False)
+    rec = program("dev", config=byo_variant_values())
     endpoints = rec.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
     assert [e.inputs["vpcEndpointType"] for e in endpoints] == ["Interface"] * len(INTERFACE_SERVICES)
     assert all(e.inputs["privateDnsEnabled"] is False for e in endpoints)

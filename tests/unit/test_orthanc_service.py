@@ -8,7 +8,9 @@ import json
 import pytest
 
 from components.config import StackConfig, rds_max_connections
-from tests.unit.programs import dev_https_values, program
+from tests.unit.programs import (
+    MIRROR_IMAGE, MODALITIES, dev_https_values, dev_variant_values, prod_variant_values, program,
+)
 from components.offline import (
     ACCOUNT_ID,
     PLACEHOLDER_SECRET,
@@ -24,7 +26,6 @@ from labeling.orthanc_config import OrthancConfigError
 
 MOCK_PUBLIC = ["subnet-0a000000000000", "subnet-0a100000000000"]
 MOCK_PRIVATE = ["subnet-0b000000000000", "subnet-0b100000000000"]
-MODALITIES = ["203.0.113.0/24", "198.51.100.7/32"]
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker of a secret value
 SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 SG_EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
@@ -74,9 +75,8 @@ def _as_list(value) -> list:
 
 @pytest.fixture(scope="module")
 def nlb_variant() -> tuple[Recording, dict]:
-    """prod with the DICOM NLB for two modality CIDRs."""
-    values = stack_config_values("prod")
-    values.update({"dicom-annotate:dicomNlb": True, "dicom-annotate:dicomAllowedCidrs": MODALITIES})
+    """prod with the DICOM NLB for two modality CIDRs (and no portal)."""
+    values = prod_variant_values()
     return program("prod", config=values), values
 
 
@@ -258,9 +258,7 @@ def test_plain_http_alb_admits_only_the_configured_cidrs_and_nobody_by_default(r
     # Orthanc's admin basic-auth crosses plain HTTP in dev: no internet-wide listener.
     dev = recordings["dev"]
     assert _ingress_into(dev, _o(dev, "alb-sg")) == []
-    values = stack_config_values("dev")
-    values["dicom-annotate:albIngressCidrs"] = ["203.0.113.0/24", "198.51.100.7/32"]
-    rec = program("dev", config=values)
+    rec = program("dev", config=dev_variant_values())  # albIngressCidrs: OFFICE_CIDRS
     rules = _ingress_into(rec, _o(rec, "alb-sg"))
     assert sorted((r.inputs["fromPort"], r.inputs["cidrIpv4"]) for r in rules) == \
         [(80, "198.51.100.7/32"), (80, "203.0.113.0/24")]
@@ -478,11 +476,8 @@ def test_docker_hub_image_gets_no_ecr_grant(recording):
 
 
 def test_ecr_mirror_image_is_pulled_by_digest_with_grants_on_that_repository_only():
-    image = (f"{ACCOUNT_ID}.dkr.ecr.us-east-1.amazonaws.com/docker-hub/orthancteam/orthanc:25.1.1"
-             f"@sha256:{'cd' * 32}")
-    values = stack_config_values("dev")
-    values["dicom-annotate:orthancImage"] = image
-    rec = program("dev", config=values)
+    image = MIRROR_IMAGE
+    rec = program("dev", config=dev_variant_values())
     (container,) = json.loads(_o(rec, "taskdef").inputs["containerDefinitions"])
     assert container["image"] == image
     statements = {s["Sid"]: s for s in _statements(_o(rec, "execution-policy"))}

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from components.config import ConfigError, StackConfig, rds_max_connections
-from tests.unit.programs import CERT, PORTAL_DOMAIN, dev_https_values, program
+from tests.unit.programs import (
+    CERT, PORTAL_DOMAIN, PORTAL_PROBE_KEY, dev_https_values, prod_variant_values, program,
+)
 from components.offline import (
     ACCOUNT_ID, PLACEHOLDER_SECRET, Recording, RecordedResource, _mock_state, mock_password,
     stack_config_values,
@@ -133,12 +135,7 @@ def _pip_line(dockerfile: str) -> str:
     return match.group(1)
 
 
-def test_dockerfile_installs_every_distribution_the_portal_imports():
-    """The image installs a short list; everything `python -m labeling portal …` imports must be in
-    its dependency closure (resolved from the installed metadata of this venv)."""
-    wanted = [w.strip('"\\ ') for w in _pip_line((ROOT / "portal.Dockerfile").read_text()).split()]
-    wanted = [w for w in wanted if w]
-    probe = r'''
+PORTAL_IMPORT_PROBE = r'''
 import importlib, json, pkgutil, sys
 from importlib import metadata
 
@@ -208,14 +205,31 @@ while todo:
 names = {n for n, _ in closure}
 print(json.dumps(sorted(norm(d) for d in used if norm(d) not in names)))
 '''
+
+
+def start_portal_import_probe() -> subprocess.Popen:
+    """The probe of the test below, in its own interpreter (a fresh import of the whole portal).
+
+    tests/unit/conftest.py starts it as soon as collection selects that test, so its ~1-4 s of
+    imports overlap the Pulumi mocks tests instead of adding to them.
+    """
+    wanted = [w.strip('"\\ ') for w in _pip_line((ROOT / "portal.Dockerfile").read_text()).split()]
+    wanted = [w for w in wanted if w]
     # pydicom probes these only when installed (pixel decoder plugins, test-data download
     # progress); the portal never decodes pixels, so the image leaves them out — and the probe
     # proves the portal imports without them.
     optional = ["pylibjpeg", "libjpeg", "openjpeg", "rle", "tqdm", "setuptools", "pkg_resources", "_distutils_hack"]
-    result = subprocess.run([sys.executable, "-c", probe, json.dumps(wanted), json.dumps(optional)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [], "portal imports distributions the image does not install"
+    return subprocess.Popen([sys.executable, "-c", PORTAL_IMPORT_PROBE, json.dumps(wanted), json.dumps(optional)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_dockerfile_installs_every_distribution_the_portal_imports(request):
+    """The image installs a short list; everything `python -m labeling portal …` imports must be in
+    its dependency closure (resolved from the installed metadata of this venv)."""
+    probe = request.config.stash.get(PORTAL_PROBE_KEY, None) or start_portal_import_probe()
+    stdout, stderr = probe.communicate(timeout=120)
+    assert probe.returncode == 0, stderr
+    assert json.loads(stdout) == [], "portal imports distributions the image does not install"
 
 
 # ------------------------------------------------------------------------------------ task + service
@@ -450,9 +464,7 @@ def test_prod_refuses_optional_mfa_and_the_program_stops_at_start():
 
 
 def test_portal_can_be_switched_off_in_prod():
-    values = stack_config_values("prod")
-    values["dicom-annotate:portalEnabled"] = False
-    rec = program("prod", config=values)
+    rec = program("prod", config=prod_variant_values())  # portalEnabled: false
     assert not [r for r in rec.resources if r.name.startswith("da-prod-portal")]
     assert "portalUrl" not in rec.outputs
 
