@@ -138,7 +138,7 @@ class LabelingBundle(pulumi.ComponentResource):
         self.ground_truth_role = aws.iam.Role(
             f"{name}-gt-role",
             description="SageMaker Ground Truth labeling jobs of dicom-annotate",
-            assume_role_policy=json.dumps(_assume_role("sagemaker.amazonaws.com")),
+            assume_role_policy=json.dumps(service_role_trust("sagemaker.amazonaws.com")),
             tags=args.tags,
             opts=child,
         )
@@ -186,7 +186,7 @@ class LabelingBundle(pulumi.ComponentResource):
         self.sagemaker_execution_role = aws.iam.Role(
             f"{name}-sagemaker-role",
             description="SageMaker training jobs and the notebook instance of dicom-annotate",
-            assume_role_policy=json.dumps(_assume_role("sagemaker.amazonaws.com")),
+            assume_role_policy=json.dumps(service_role_trust("sagemaker.amazonaws.com")),
             tags=args.tags,
             opts=child,
         )
@@ -308,7 +308,7 @@ class LabelingBundle(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-{function}-role",
             description=f"dicom-annotate GT {function} Lambda",
-            assume_role_policy=json.dumps(_assume_role("lambda.amazonaws.com")),
+            assume_role_policy=json.dumps(service_role_trust("lambda.amazonaws.com")),
             tags=args.tags,
             opts=child,
         )
@@ -431,7 +431,7 @@ def lifecycle_script_b64(path: Path, values: dict[str, str]) -> str:
     return encoded
 
 
-def _assume_role(service: str) -> dict[str, Any]:
+def service_role_trust(service: str) -> dict[str, Any]:
     """Trust for a service-assumed role, exactly as the service documents it.
 
     No ``aws:SourceAccount``/``aws:SourceArn`` condition: SageMaker documents those only for
@@ -460,21 +460,28 @@ def _bucket_statements(bucket_arn: str, object_actions: Sequence[str]) -> list[d
     ]
 
 
-def lambda_policy(log_group_arn: str, bucket_arn: str, key_arn: str, secret_arns: Sequence[str]) -> dict[str, Any]:
-    """A GT Lambda: VPC networking and its own logs (AWSLambdaVPCAccessExecutionRole, narrowed),
-    X-Ray, the Orthanc and de-identification salt secrets, the annotation bucket and the key."""
-    log_group_arn = log_group_arn.removesuffix(":*")
-    return {"Version": "2012-10-17", "Statement": [
+def vpc_lambda_statements(log_group_arn: str, secret_arns: Sequence[str]) -> list[dict[str, Any]]:
+    """What every Lambda of the project in the VPC needs: ENIs, its own logs, X-Ray, its secrets
+    (AWSLambdaVPCAccessExecutionRole, narrowed)."""
+    return [
         # ENI actions do not support resource-level scoping; Lambda needs them for VPC attachment.
         {"Sid": "VpcNetworkInterfaces", "Effect": "Allow", "Resource": "*", "Action": [
             "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
             "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]},
         {"Sid": "OwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": f"{log_group_arn}:*"},
+         "Resource": f"{log_group_arn.removesuffix(':*')}:*"},
         {"Sid": "Tracing", "Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
          "Resource": "*"},
         {"Sid": "Secrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
          "Resource": list(secret_arns)},
+    ]
+
+
+def lambda_policy(log_group_arn: str, bucket_arn: str, key_arn: str, secret_arns: Sequence[str]) -> dict[str, Any]:
+    """A GT Lambda: VPC networking, its own logs, X-Ray, the Orthanc and de-identification salt
+    secrets, the annotation bucket and the key."""
+    return {"Version": "2012-10-17", "Statement": [
+        *vpc_lambda_statements(log_group_arn, secret_arns),
         *_bucket_statements(bucket_arn, ["s3:GetObject", "s3:PutObject"]),
         {"Sid": "Key", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": key_arn},
     ]}

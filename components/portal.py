@@ -48,6 +48,7 @@ import pulumi_random as random
 from components.config import ConfigError, StackConfig
 from components.costs import DEPLOY_TIME_TAG
 from components.fargate import ecs_cpu_autoscaling, fargate_task_definition
+from components.labeling_bundle import service_role_trust, vpc_lambda_statements
 from components.orthanc import DEPLOYMENT_MAX_PERCENT
 from components.packaging import LAMBDA_RUNTIME, ROOT, lambda_archive
 from components.storage import encrypted_log_group
@@ -328,7 +329,7 @@ class Portal(pulumi.ComponentResource):
 
         role = aws.iam.Role(
             f"{name}-db-role-role", description="Portal DB role function: VPC, its logs, the two database secrets",
-            assume_role_policy=json.dumps(_lambda_trust()), tags=tags, opts=self._child)
+            assume_role_policy=json.dumps(service_role_trust("lambda.amazonaws.com")), tags=tags, opts=self._child)
         policy = aws.iam.RolePolicy(
             f"{name}-db-role-policy", role=role.id,
             policy=pulumi.Output.all(log_group.arn, args.db_secret_arn, self.db_secret.arn, args.kms_key_arn).apply(
@@ -544,25 +545,10 @@ def portal_container_definitions(*, image: str, region: str, log_group: str, db_
     }]
 
 
-def _lambda_trust() -> dict[str, Any]:
-    # As Lambda documents an execution role's trust: no condition
-    # (https://docs.aws.amazon.com/lambda/latest/dg/lambda-intro-execution-role.html).
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
-
-
 def db_role_function_policy(*, log_group_arn: str, secret_arns: list[str], kms_key_arn: str) -> dict[str, Any]:
     """The deploy-time role function: VPC ENIs, its own logs, the master and portal secrets."""
     return {"Version": "2012-10-17", "Statement": [
-        # ENI actions take no resource scoping; Lambda needs them to attach to the VPC.
-        {"Sid": "VpcNetworkInterfaces", "Effect": "Allow", "Resource": "*", "Action": [
-            "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
-            "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]},
-        {"Sid": "OwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": f"{log_group_arn.removesuffix(':*')}:*"},
-        {"Sid": "Tracing", "Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
-         "Resource": "*"},
-        {"Sid": "Secrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": list(secret_arns)},
+        *vpc_lambda_statements(log_group_arn, secret_arns),
         {"Sid": "Key", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": kms_key_arn},
     ]}
 

@@ -7,10 +7,11 @@ role may and may not do - with real logins, not catalog reads alone.
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import runpy
 import secrets
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -21,12 +22,9 @@ from labeling.local_stack import LocalStack
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _handler():
-    spec = importlib.util.spec_from_file_location("portal_db_role_handler",
-                                                  ROOT / "lambda_src" / "portal_db_role" / "handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _handler() -> SimpleNamespace:
+    """The Lambda's module namespace (lambda_src is not a package)."""
+    return SimpleNamespace(**runpy.run_path(str(ROOT / "lambda_src" / "portal_db_role" / "handler.py")))
 
 
 @pytest.fixture()
