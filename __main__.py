@@ -99,6 +99,7 @@ if config.portal_enabled:
             orthanc_client_security_group_id=orthanc.client_security_group_id,
             db_address=orthanc.db_address,
             db_secret_arn=orthanc.db_secret_arn,
+            db_secret_version=orthanc.db_secret_version,
             db_security_group_id=orthanc.db_security_group_id,
             salt_secret_arn=labeling.salt_secret_arn,
             annotation_bucket_name=labeling.annotation_bucket_name,

@@ -289,7 +289,8 @@ class OrthancService(pulumi.ComponentResource):
             monitoring_role_arn=monitoring_role_arn,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=log_groups))
-        aws.secretsmanager.SecretVersion(
+        # Exposed so that a deploy-time reader (the portal's DB role function) waits for the value.
+        self.db_secret_version = aws.secretsmanager.SecretVersion(
             f"{name}-db-secret-value",
             secret_id=db_secret.id,
             secret_string=pulumi.Output.all(db_password.result, self.db.address).apply(

@@ -97,6 +97,8 @@ class PortalArgs:
     db_address: pulumi.Input[str]
     # The server's master secret: read only by the deploy-time role function, never by the tasks.
     db_secret_arn: pulumi.Input[str]
+    # The master secret's value (written once the database exists): the role function waits for it.
+    db_secret_version: pulumi.Resource
     db_security_group_id: pulumi.Input[str]
     salt_secret_arn: pulumi.Input[str]
     annotation_bucket_name: pulumi.Input[str]
@@ -360,7 +362,7 @@ class Portal(pulumi.ComponentResource):
                                       "protected_databases": list(PROTECTED_DATABASES)})),
             triggers={"secret_version": secret_value.version_id,
                       "code": hashlib.sha256(DB_ROLE_FUNCTION.read_bytes()).hexdigest()},
-            opts=pulumi.ResourceOptions(parent=function, depends_on=[secret_value]))
+            opts=pulumi.ResourceOptions(parent=function, depends_on=[secret_value, args.db_secret_version]))
 
     # ------------------------------------------------------------------ secrets, logs, roles
     def _secrets_logs_roles(self) -> None:

@@ -19,7 +19,7 @@ from tests.unit.programs import (
     CERT, PORTAL_DOMAIN, PORTAL_PROBE_KEY, dev_https_values, prod_variant_values, program,
 )
 from components.offline import (
-    ACCOUNT_ID, PLACEHOLDER_SECRET, Recording, RecordedResource, _mock_state, mock_password,
+    ACCOUNT_ID, PLACEHOLDER_SECRET, Recording, RecordedResource, _mock_state, mock_password, run_program,
     stack_config_values,
 )
 from components.orthanc import DEPLOYMENT_MAX_PERCENT
@@ -501,3 +501,20 @@ def test_portal_db_role_function_reaches_only_the_database_and_https(rec):
     egress = {(r.inputs["fromPort"], r.inputs.get("referencedSecurityGroupId") or r.inputs.get("cidrIpv4"))
               for r in rec.of_type(SG_EGRESS) if r.inputs["securityGroupId"] == sg}
     assert egress == {(5432, _state(_o(rec, "db-sg"))["id"]), (443, "0.0.0.0/0")}
+
+
+def test_db_role_setup_runs_only_once_both_secret_values_are_written(monkeypatch):
+    # The function reads the master secret's value (host, password), written after the database
+    # exists: the invocation must wait for that version, not only for the secret's ARN.
+    import pulumi_aws as aws
+
+    waits: dict[str, list[str]] = {}
+
+    class Spy(aws.lambda_.Invocation):
+        def __init__(self, name, *args, opts=None, **kwargs):
+            waits[name] = [dep._name for dep in (opts.depends_on or [])]
+            super().__init__(name, *args, opts=opts, **kwargs)
+
+    monkeypatch.setattr(aws.lambda_, "Invocation", Spy)
+    run_program("dev", config=dev_https_values())
+    assert set(waits["da-dev-portal-db-role-setup"]) == {"da-dev-orthanc-db-secret-value", "da-dev-portal-db-secret-value"}
