@@ -436,3 +436,43 @@ def test_next_task_prefetches_images(as_user, make_user, make_job, portal_settin
     cached = pydicom.dcmread(cache / f"{ids[1]}.dcm")
     assert cached.PatientIdentityRemoved == "YES"  # the cache only ever holds de-identified files
     assert a.get(task["image_url"]).content == (cache / f"{ids[0]}.dcm").read_bytes()
+
+
+def test_portal_up_one_command_and_down(local_stack, tmp_path):
+    """`portal up`: stack reused, portal.env 0600, migrated, first admin with a password shown once,
+    served on loopback; a rerun reuses it; `portal down --keep-stack` stops only the portal."""
+    import re
+
+    import requests
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "labeling", "portal", *argv], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=180,
+                              env={k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")})
+
+    workdir = str(local_stack.workdir)
+    admin = f"admin-{os.urandom(3).hex()}"
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    refused = cli("up", "--workdir", workdir, "--admin", admin, "--admin-password-file", str(short))
+    assert refused.returncode == 1 and "--admin-password-file" in refused.stderr and "8 characters" in refused.stderr
+    up = cli("up", "--workdir", workdir, "--admin", admin)
+    try:
+        assert up.returncode == 0, up.stderr
+        url = re.search(r"portal\s+(http://127\.0\.0\.1:\d+)/", up.stdout).group(1)
+        password = re.search(rf"admin\s+{admin}\s+password (\S+)", up.stdout).group(1)
+        assert (Path(workdir) / "portal.env").stat().st_mode & 0o077 == 0
+        with requests.Session() as http:
+            page = http.get(f"{url}/login", timeout=5)
+            token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+            http.post(f"{url}/login", data={"username": admin, "password": password, "csrf_token": token}, timeout=10)
+            assert http.get(f"{url}/api/me", timeout=5).json()["role"] == "admin"
+        again = cli("up", "--workdir", workdir, "--admin", admin)
+        assert again.returncode == 0 and "already running" in again.stdout and "exists already" in again.stdout
+        assert password not in again.stdout  # shown once
+    finally:
+        down = cli("down", "--workdir", workdir, "--keep-stack")
+    assert down.returncode == 0 and "portal: stopped" in down.stdout, down.stderr
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/healthz", timeout=2)
+    assert local_stack.status().running
