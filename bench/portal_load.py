@@ -49,6 +49,7 @@ from labeling.manifest import ManifestLine  # noqa: E402
 from labeling.orthanc_client import OrthancClient  # noqa: E402
 from labeling.portal import jobs as J  # noqa: E402
 from labeling.portal.db import make_engine, session_factory, transaction  # noqa: E402
+from labeling.portal.geometry import checked_geometry  # noqa: E402
 from labeling.portal.local import portal_env, start_local_portal, stop_local_portal  # noqa: E402
 from labeling.portal.security import hash_password  # noqa: E402
 from labeling.portal.settings import PortalSettings  # noqa: E402
@@ -94,6 +95,7 @@ def prepare(workdir: Path, args: argparse.Namespace) -> tuple[list[int], list[st
     study, series = generate_uid(), generate_uid()
     with OrthancClient.from_connection(conn) as orthanc:
         ids = [orthanc.upload(dicom(args.size, n, study, series)).instance_id for n in range(args.images)]
+        geometry = checked_geometry(orthanc, ids)
     settings = PortalSettings.from_env(portal_env(workdir))
     engine = make_engine(settings, pool_size=2)
     factory = session_factory(engine)
@@ -109,7 +111,7 @@ def prepare(workdir: Path, args: argparse.Namespace) -> tuple[list[int], list[st
             J.add_user(session, name, "annotator", hashed)
         for n in range(max(1, args.annotators // 2)):
             job = J.create_job(session, name=f"bench-{tag}-{n:03d}", schema=schema, lines=lines,
-                               annotators_per_item=2, lease_seconds=600)
+                               geometry=geometry, annotators_per_item=2, lease_seconds=600)
             job_ids.append(job.id)
     engine.dispose()
     return job_ids, names

@@ -40,6 +40,8 @@ from labeling.manifest import ManifestError, ManifestLine
 from labeling.portal import jobs as J
 from labeling.portal import security as S
 from labeling.portal.db import make_engine, ping, session_factory, transaction
+from labeling.portal.geometry import checked_geometry
+from labeling.portal.guard import RequestGuard
 from labeling.portal.export import export_manifest, export_sr, manifest_lines
 from labeling.portal.images import ImageError, ImageStore, orthanc_client_for, salt_for
 from labeling.portal.models import Item, Job, LoginFailure, Session as DbSession, User, utcnow
@@ -230,6 +232,16 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
                   lifespan=lifespan)
     app.state.portal = portal
 
+    def authenticate_first(request: Request) -> Principal:
+        with portal.tx() as session:
+            principal = portal.authenticate(request, session)
+        portal.check_csrf(request, principal)
+        return principal
+
+    # Added before the headers middleware below, so it runs inside it (its answers get the headers too).
+    app.add_middleware(RequestGuard, api_prefix=f"{root}/api/", limit=settings.max_body_bytes,
+                       job_path=f"{root}/api/jobs", authenticate=authenticate_first)
+
     # -- middleware and errors ----------------------------------------------------------------
 
     @app.middleware("http")
@@ -271,7 +283,8 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
     # -- helpers -----------------------------------------------------------------------------
 
     def auth(request: Request, session: Session, *roles: str) -> Principal:
-        principal = portal.authenticate(request, session)
+        # State-changing API calls were authenticated by RequestGuard before their body was read.
+        principal = getattr(request.state, "principal", None) or portal.authenticate(request, session)
         if roles and principal.user.role not in roles:
             raise J.Forbidden(f"this needs the role {' or '.join(roles)}")
         return principal
@@ -468,14 +481,16 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
 
     @app.post(f"{root}/api/jobs", tags=["jobs"], status_code=201)
     def api_create_job(request: Request, body: JobIn) -> dict[str, Any]:
+        with portal.tx() as session:
+            mutate(request, session, "admin")  # before Orthanc is asked about anything
         try:
             schema = LabelSchema.from_dict(body.schema_, source="schema")
             lines = [ManifestLine.from_dict(line) for line in body.manifest]
         except (SchemaError, ManifestError) as exc:
             raise J.Invalid(str(exc)) from None
+        geometry = checked_geometry(images.orthanc(), [line.source for line in lines])
         with portal.tx() as session:
-            mutate(request, session, "admin")
-            job = J.create_job(session, name=body.name, schema=schema, lines=lines,
+            job = J.create_job(session, name=body.name, schema=schema, lines=lines, geometry=geometry,
                                label_attribute=body.label_attribute, annotators_per_item=body.annotators_per_item,
                                lease_seconds=body.lease_seconds or settings.lease_seconds,
                                agreement_threshold=(settings.agreement_threshold if body.agreement_threshold is None

@@ -76,7 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="job_command", metavar="COMMAND", required=True)
     create = job.add_parser("create", help="create a job from a manifest and a label schema",
                             description="Create a job: one item per manifest line (labeling/manifest.py "
-                                        "format), labels from the schema (labeling/schema.py format).")
+                                        "format), labels from the schema (labeling/schema.py format). Every "
+                                        "instance is checked in Orthanc and its geometry recorded; a manifest "
+                                        "naming instances Orthanc lacks is refused, listing the first IDs.")
     create.add_argument("--name", required=True, help="job name (letters, digits, '-'; at most 63)")
     create.add_argument("--manifest", type=Path, required=True, help="manifest (JSON Lines)")
     create.add_argument("--schema", type=Path, required=True, help="label schema (YAML or JSON)")
@@ -264,11 +266,25 @@ def _job_create(args: argparse.Namespace) -> int:
             lines = read_manifest(args.manifest)
         except (SchemaError, ManifestError) as exc:
             raise jobs.Invalid(str(exc)) from None
+        from rich.progress import Progress
+
+        from labeling.portal.geometry import checked_geometry
+        from labeling.portal.images import orthanc_client_for
+
+        orthanc = orthanc_client_for(settings)
+        try:
+            with Progress(transient=True) as bar:
+                task = bar.add_task("checking the instances in Orthanc", total=len(lines))
+                geometry = checked_geometry(orthanc, [line.source for line in lines],
+                                            lambda done, total: bar.update(task, completed=done))
+        finally:
+            orthanc.close()
         engine, factory = _factory(settings)
         try:
             with transaction(factory) as session:
                 job = jobs.create_job(
-                    session, name=args.name, schema=schema, lines=lines, label_attribute=args.label_attribute,
+                    session, name=args.name, schema=schema, lines=lines, geometry=geometry,
+                    label_attribute=args.label_attribute,
                     annotators_per_item=args.annotators_per_item,
                     lease_seconds=args.lease_seconds or settings.lease_seconds,
                     agreement_threshold=(settings.agreement_threshold if args.agreement_threshold is None

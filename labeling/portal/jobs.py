@@ -95,21 +95,35 @@ def validate_label_attribute(name: str) -> str:
     return name
 
 
-def _prelabel_answer(schema: LabelSchema, raw: Any, where: str) -> dict[str, Any]:
+def check_source(number: int, source: str) -> str:
+    """A manifest line's ``source`` must be an Orthanc instance ID (before it goes near a URL or path)."""
+    try:
+        return validate_instance_id(source)
+    except ValueError:
+        raise Invalid(f"manifest line {number}: 'source' {source!r} is not an Orthanc instance ID") from None
+
+
+def _prelabel_answer(schema: LabelSchema, raw: Any, where: str,
+                     geometry: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """A manifest line's ``prelabel`` (label shape + model/confidence keys) → one answer for the viewer."""
     if not isinstance(raw, Mapping):
         raise Invalid(f"{where}: 'prelabel' must be an object in the label shape")
     answer = {key: raw[key] for key in ("labels", "rois", "image") if key in raw}
     try:
-        return validate_answer(schema, answer, require_all=False)
+        return validate_answer(schema, answer, image=geometry, require_all=False)
     except Invalid as exc:
         raise Invalid(f"{where}: 'prelabel': {exc.message}") from None
 
 
 def create_job(session: Session, *, name: str, schema: LabelSchema, lines: Sequence[ManifestLine],
-               label_attribute: Optional[str] = None, annotators_per_item: Optional[int] = None,
-               lease_seconds: int = 900, agreement_threshold: float = 0.6) -> Job:
-    """A job over ``lines`` (a manifest built for ``schema``); nothing is written when a line is bad."""
+               geometry: Mapping[str, Mapping[str, Any]], label_attribute: Optional[str] = None,
+               annotators_per_item: Optional[int] = None, lease_seconds: int = 900,
+               agreement_threshold: float = 0.6) -> Job:
+    """A job over ``lines`` (a manifest built for ``schema``); nothing is written when a line is bad.
+
+    ``geometry`` maps every line's source to its image geometry as read from Orthanc
+    (:func:`labeling.portal.geometry.read_geometry` + ``require_all``): a job is only created over
+    instances Orthanc has, and answers are later checked against that geometry."""
     if not JOB_NAME.fullmatch(name or ""):
         raise Invalid(f"job name {name!r}: 1-63 letters, digits or '-', starting with a letter or digit")
     if session.scalar(select(Job.id).where(Job.name == name)) is not None:
@@ -125,6 +139,10 @@ def create_job(session: Session, *, name: str, schema: LabelSchema, lines: Seque
     if not -1.0 <= agreement_threshold <= 1.0:
         raise Invalid(f"agreement threshold: {agreement_threshold} is outside -1..1")
     names = list(schema.label_names)
+    unknown = [line.source for line in lines if line.source not in geometry]
+    if unknown:
+        raise Invalid(f"manifest: {len(unknown)} instance(s) without a recorded geometry (not read from Orthanc): "
+                      f"{', '.join(unknown[:5])}")
     job = Job(name=name, label_attribute=attr, schema=schema.to_dict(), annotators_per_item=k,
               lease_seconds=lease_seconds, agreement_threshold=agreement_threshold, state="active")
     session.add(job)
@@ -132,10 +150,7 @@ def create_job(session: Session, *, name: str, schema: LabelSchema, lines: Seque
     seen: set[str] = set()
     for number, line in enumerate(lines, start=1):
         where = f"manifest line {number}"
-        try:
-            validate_instance_id(line.source)
-        except ValueError:
-            raise Invalid(f"{where}: 'source' {line.source!r} is not an Orthanc instance ID") from None
+        check_source(number, line.source)
         if line.source in seen:
             raise Invalid(f"{where}: duplicate source {line.source!r}")
         seen.add(line.source)
@@ -145,9 +160,9 @@ def create_job(session: Session, *, name: str, schema: LabelSchema, lines: Seque
         if attr in data or f"{attr}-metadata" in data:
             raise Invalid(f"{where}: already carries {attr!r}; choose another label attribute")
         if "prelabel" in data:
-            _prelabel_answer(schema, data["prelabel"], where)
+            _prelabel_answer(schema, data["prelabel"], where, geometry[line.source])
         session.add(Item(job_id=job.id, position=number, source=line.source, line=data, open_slots=k,
-                         state="open"))
+                         state="open", geometry=dict(geometry[line.source])))
     session.flush()
     return job
 
@@ -262,9 +277,17 @@ def get_item_for(session: Session, item_id: int, user: User) -> Item:
 # answers
 
 
-def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[str, int]] = None,
+MAX_ROIS = 200
+MAX_POINTS_PER_ROI = 1000
+
+
+def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[str, Any]] = None,
                     require_all: bool = True) -> dict[str, Any]:
-    """One annotator's answer checked against the schema; returns it in canonical label-shape form."""
+    """One annotator's answer checked against the schema and, when known, the item's recorded
+    ``image`` geometry ({rows, columns, frames}, :mod:`labeling.portal.geometry`): the answer's image
+    size equal to it, its frame in range, every ROI point inside ``[0, columns] × [0, rows]``.
+    At most MAX_ROIS ROIs of at most MAX_POINTS_PER_ROI points. Returns the canonical label shape
+    (with ``image`` filled in from the geometry when the answer left it out)."""
     names = list(schema.label_names)
     try:
         content = parse_worker_content(raw)
@@ -273,26 +296,42 @@ def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[st
         raise Invalid(f"answer: {exc.field}: {exc.reason}") from None
     if parsed.rois and not schema.has_rois:
         raise Invalid(f"answer: rois: schema {schema.name!r} is classification only")
+    if len(parsed.rois) > MAX_ROIS:
+        raise Invalid(f"answer: rois: {len(parsed.rois)} ROIs, at most {MAX_ROIS} per answer")
     for index, roi in enumerate(parsed.rois):
         allowed = schema.label(roi.label).shapes
         if roi.shape not in allowed:
             raise Invalid(f"answer: rois[{index}].shape: {roi.shape!r} is not allowed for label "
                           f"{roi.label!r} (allowed: {', '.join(allowed)})")
+        if len(roi.points) > MAX_POINTS_PER_ROI:
+            raise Invalid(f"answer: rois[{index}].points: {len(roi.points)} points, at most {MAX_POINTS_PER_ROI}")
     if require_all and schema.has_classification and schema.required.labels:
         missing = [name for name in names if name not in parsed.labels]
         if missing:
             raise Invalid(f"answer: labels: no present/absent answer for {missing}")
-    if image is not None and parsed.image is not None:
-        for key in ("rows", "columns"):
-            if key in image and parsed.image.get(key) != image[key]:
-                raise Invalid(f"answer: image.{key}: {parsed.image.get(key)} but the image has {image[key]}")
+    answer_image = dict(parsed.image) if parsed.image is not None else None
+    if image is not None:
+        rows, columns, frames = int(image["rows"]), int(image["columns"]), int(image.get("frames") or 1)
+        if answer_image is not None:
+            for key, actual in (("rows", rows), ("columns", columns)):
+                if key in answer_image and answer_image[key] != actual:
+                    raise Invalid(f"answer: image.{key}: {answer_image[key]} but the image has {actual}")
+        frame = (answer_image or {}).get("frame", 0)
+        if frame >= frames:
+            raise Invalid(f"answer: image.frame: {frame} but the image has {frames} frame(s) (0-based)")
+        for index, roi in enumerate(parsed.rois):
+            x0, y0, x1, y1 = roi.box()
+            if x0 < 0 or y0 < 0 or x1 > columns or y1 > rows:
+                raise Invalid(f"answer: rois[{index}].points: outside the image [0, {columns}] × [0, {rows}] "
+                              f"(x {x0:g}..{x1:g}, y {y0:g}..{y1:g})")
+        answer_image = {"rows": rows, "columns": columns, "frame": frame}
     out: dict[str, Any] = {
         "labels": [{"name": n, "present": parsed.labels[n]} for n in names if n in parsed.labels],
         "rois": [{"label": r.label, "shape": r.shape, "points": [[float(x), float(y)] for x, y in r.points]}
                  for r in parsed.rois],
     }
-    if parsed.image is not None:
-        out["image"] = dict(parsed.image)
+    if answer_image is not None:
+        out["image"] = answer_image
     return out
 
 
@@ -320,7 +359,7 @@ def submit_answer(session: Session, assignment_id: int, user: User, raw: Any,
                        f"{assignment.lease_expires_at.isoformat()}; take the next task")
     schema = job_schema(job)
     item = session.scalars(select(Item).where(Item.id == assignment.item_id).with_for_update()).one()
-    assignment.answer = validate_answer(schema, raw, image=item.line.get("image_geometry"))
+    assignment.answer = validate_answer(schema, raw, image=item.geometry)
     assignment.submitted_at = now
     session.flush()
     answered = session.scalar(select(func.count(Assignment.id)).where(
@@ -426,7 +465,7 @@ def review_decide(session: Session, item: Item, reviewer: User, action: str,
     if action == "accept":
         final = dict(item.consolidated)
     elif action == "edit":
-        edited = validate_answer(job_schema(job), answer, image=(item.consolidated or {}).get("image"))
+        edited = validate_answer(job_schema(job), answer, image=item.geometry)
         final = {"labels": [dict(e, confidence=1.0) for e in edited["labels"]],
                  "rois": [dict(r, confidence=1.0) for r in edited["rois"]],
                  "image": edited.get("image") or item.consolidated.get("image"),

@@ -94,6 +94,9 @@ class Item(Base):
     position: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(64))
     line: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    # {rows, columns, frames[, pixel_spacing]} read from Orthanc at job creation (labeling/portal/geometry.py);
+    # NULL only for items of jobs created before revision 0002.
+    geometry: Mapped[Optional[dict[str, Any]]] = mapped_column(JsonType, nullable=True)
     open_slots: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default="open")
     consolidated: Mapped[Optional[dict[str, Any]]] = mapped_column(JsonType, nullable=True)

@@ -262,7 +262,7 @@ def test_pause_close_consolidates_partial_items(as_user, make_user, make_job, po
     assert admin.post(f"/api/jobs/{job_id}/close").status_code == 409
 
 
-def test_prelabel_becomes_initial_answer(as_user, make_user, make_job, upload_instances, portal_db):
+def test_prelabel_becomes_initial_answer(as_user, make_user, make_job, upload_instances, portal_db, geometry_of):
     ids = upload_instances(1)
     prelabel = {"labels": [{"name": "Opacity", "present": True, "confidence": 0.9},
                            {"name": "Device", "present": False, "confidence": 0.8},
@@ -272,7 +272,8 @@ def test_prelabel_becomes_initial_answer(as_user, make_user, make_job, upload_in
 
     with transaction(portal_db) as session:
         job = J.create_job(session, name=f"it-pre-{ids[0][:8]}", schema=LabelSchema.from_dict(SCHEMA),
-                           lines=manifest_lines(ids, prelabel=prelabel), annotators_per_item=1)
+                           lines=manifest_lines(ids, prelabel=prelabel), geometry=geometry_of(ids),
+                           annotators_per_item=1)
         job_id = job.id
     a = as_user(make_user("annotator"))
     task = a.post(f"/api/jobs/{job_id}/next").json()
@@ -284,7 +285,7 @@ def test_prelabel_becomes_initial_answer(as_user, make_user, make_job, upload_in
     with pytest.raises(J.Invalid, match="manifest line 1: 'prelabel'"):
         with transaction(portal_db) as session:
             J.create_job(session, name=f"it-bad-{ids[0][:8]}", schema=LabelSchema.from_dict(SCHEMA),
-                         lines=manifest_lines(ids, prelabel=bad))
+                         lines=manifest_lines(ids, prelabel=bad), geometry=geometry_of(ids))
 
 
 def _finished_job(make_user, make_job, portal_db, k=1):
