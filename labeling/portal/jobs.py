@@ -30,6 +30,10 @@ Rules, documented once:
   job), keeps the job report, and consolidates items left with fewer than K answers.
 * **Review** (:func:`review_decide`): accept the consolidated label, or replace it with an edited
   answer (validated like any answer; confidences 1.0, the reviewer's decision).
+* **Consistency**: a label's ROIs follow its present/absent, by the consolidation library's one rule
+  (:mod:`labeling.consolidation.consistency`): consolidated content (hence "accept") is reconciled
+  there, and a single answer (annotator or reviewer edit) marking a label absent while drawing an ROI
+  of it is refused.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from sqlalchemy.orm import Session
 
 from labeling.consolidation import (ConsolidationError, ItemAnswers, JobReport, WorkerAnswer, consolidate_item,
                                     consolidate_job, parse_worker_content)
+from labeling.consolidation.consistency import contradictions
 from labeling.consolidation.inputs import parse_answer
 from labeling.gt_prelabel import validate_instance_id
 from labeling.manifest import KNOWN_KEYS, ManifestLine
@@ -305,6 +310,10 @@ def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[st
                           f"{roi.label!r} (allowed: {', '.join(allowed)})")
         if len(roi.points) > MAX_POINTS_PER_ROI:
             raise Invalid(f"answer: rois[{index}].points: {len(roi.points)} points, at most {MAX_POINTS_PER_ROI}")
+    for index in contradictions(parsed.labels, [roi.label for roi in parsed.rois]):
+        label = parsed.rois[index].label
+        raise Invalid(f"answer: rois[{index}]: an ROI of {label!r}, which this answer marks absent "
+                      f"(mark {label!r} present or remove the ROI)")
     if require_all and schema.has_classification and schema.required.labels:
         missing = [name for name in names if name not in parsed.labels]
         if missing:

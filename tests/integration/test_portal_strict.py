@@ -126,3 +126,30 @@ def test_job_naming_missing_instances_is_refused_api_and_cli(as_user, make_user,
     assert cli.returncode == 2 and missing[0] in cli.stderr and "not in Orthanc" in cli.stderr, cli.stderr
     created = admin.post("/api/jobs", json={"name": name, "schema": SCHEMA, "manifest": lines[:1]})
     assert created.status_code == 201 and created.json()["items"] == 1
+
+
+def test_one_one_split_accepted_in_review_exports_a_consistent_line(as_user, make_user, make_job, portal_db):
+    """Issue 12: after a 1–1 split, "accept" must not export Opacity absent with an Opacity rectangle."""
+    from labeling.output_manifest import read_output_manifest
+
+    job_id, ids = make_job(1, k=2, agreement_threshold=0.6)
+    a, b = (as_user(make_user("annotator")) for _ in range(2))
+    t_a, t_b = (u.post(f"/api/jobs/{job_id}/next").json() for u in (a, b))
+    rect = [{"label": "Opacity", "shape": "rectangle", "points": [[2, 2], [20, 20]]}]
+    contradiction = a.post(f"/api/assignments/{t_a['assignment_id']}/answer",
+                           json={"annotation": answer(False, rois=rect)})
+    assert contradiction.status_code == 422 and "rois[0]" in contradiction.json()["detail"] \
+        and "marks absent" in contradiction.json()["detail"]
+    assert a.post(f"/api/assignments/{t_a['assignment_id']}/answer", json={"annotation": answer(True, rois=rect)}).status_code == 200
+    assert b.post(f"/api/assignments/{t_b['assignment_id']}/answer", json={"annotation": answer(False)}).status_code == 200
+    with transaction(portal_db) as session:
+        assert session.get(Item, t_a["item_id"]).state == "review"
+    reviewer = as_user(make_user("reviewer"))
+    edit = reviewer.post(f"/api/review/{t_a['item_id']}", json={"action": "edit", "answer": answer(False, rois=rect)})
+    assert edit.status_code == 422 and "marks absent" in edit.json()["detail"]
+    accepted = reviewer.post(f"/api/review/{t_a['item_id']}", json={"action": "accept"})
+    assert accepted.status_code == 200
+    admin = as_user(make_user("admin"))
+    [record] = read_output_manifest(admin.get(f"/api/jobs/{job_id}/output.manifest").text.splitlines())
+    absent = {name for name, present in record.labels.items() if not present}
+    assert not any(roi["label"] in absent for roi in record.rois), (record.labels, record.rois)
