@@ -87,8 +87,15 @@ class AnswerIn(BaseModel):
 
 
 class ReviewIn(BaseModel):
-    action: str = Field(pattern="^(accept|edit)$")
+    action: str = Field(pattern="^(accept|edit|exclude|reopen)$",
+                        description="accept the consolidated label, edit (answer required), exclude from the "
+                                    "export, or reopen a wrongly flagged item for annotators")
     answer: Any = None
+
+
+class FlagIn(BaseModel):
+    reason: str = Field(description="unreadable | wrong-body-part | burned-in-phi | other")
+    comment: str = Field(default="", max_length=1000, description="required when the reason is 'other'")
 
 
 class StateIn(BaseModel):
@@ -294,10 +301,12 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
         portal.check_csrf(request, principal)
         return principal
 
-    def task_json(session: Session, assignment: Any, job: Job) -> dict[str, Any]:
+    def task_json(session: Session, assignment: Any, job: Job, user: User) -> dict[str, Any]:
         item = session.get(Item, assignment.item_id)
         assert item is not None
         return {"assignment_id": assignment.id, "item_id": item.id, "job_id": job.id, "job": job.name,
+                **J.queue_position(session, job, user),
+                "pixel_spacing": (item.geometry or {}).get("pixel_spacing"),
                 "image_url": portal.url(f"/api/items/{item.id}/image"), "schema": job.schema,
                 "initialAnswer": J.prelabel_for(item),
                 "lease_expires_at": assignment.lease_expires_at.isoformat(),
@@ -436,7 +445,9 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
             principal = auth(request, session, "admin", "reviewer")
             items = J.review_queue(session)
             names = {j.id: j.name for j in session.scalars(select(Job))}
-            return portal.page("review_list.html", principal, items=items, job_names=names)
+            flags = {item.id: ", ".join(sorted({f["text"] for f in J.item_flags(session, item)}))
+                     for item in items if item.consolidated is None}
+            return portal.page("review_list.html", principal, items=items, job_names=names, flags=flags)
 
     @app.get(f"{root}/review/{{item_id}}", response_class=HTMLResponse, include_in_schema=False)
     def review_page(request: Request, item_id: int = ID()):
@@ -447,8 +458,9 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
             detail = J.review_detail(session, item, principal.user)
             return portal.page("review.html", principal, job=job, item=item, detail=detail,
                                viewer_sri=portal.viewer_sri(),
-                               data={"root": root, "item_id": item.id, "csrf": portal.csrf(principal),
-                                     "mode": "review", "schema": job.schema,
+                               data={"root": root, "item_id": item.id, "position": item.position,
+                                     "csrf": portal.csrf(principal), "mode": "review", "schema": job.schema,
+                                     "pixel_spacing": (item.geometry or {}).get("pixel_spacing"),
                                      "image_url": portal.url(f"/api/items/{item.id}/image"),
                                      "initialAnswer": J.as_single_answer(item.final or item.consolidated),
                                      "overlays": [{"name": a["annotator"], "answer": a["answer"]}
@@ -516,7 +528,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
                     lease = J.next_task(session, job, principal.user)
                     if lease is None:
                         return JSONResponse({"done": True, "detail": "no more items for you in this job"})
-                    task = task_json(session, lease, job)
+                    task = task_json(session, lease, job, principal.user)
                     upcoming = J.next_candidate(session, job, principal.user)
                     source = session.get(Item, lease.item_id).source  # type: ignore[union-attr]
                 break
@@ -560,6 +572,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
                                      s3_client=portal.s3_client, kms_key_id=settings.export_kms_key_id)
             return {"destination": result.destination, "written": result.written,
                     "left_out_review": result.left_out_review, "left_out_open": result.left_out_open,
+                    "left_out_excluded": result.left_out_excluded,
                     "download": portal.url(f"/api/jobs/{job.id}/output.manifest")}
 
     @app.get(f"{root}/api/jobs/{{job_id}}/output.manifest", tags=["export"])
@@ -585,7 +598,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
         with portal.tx() as session:
             principal = auth(request, session, "annotator")
             assignment = J.get_assignment(session, assignment_id, principal.user)
-            task = task_json(session, assignment, J.get_job(session, assignment.job_id))
+            task = task_json(session, assignment, J.get_job(session, assignment.job_id), principal.user)
             task["answer"] = assignment.answer  # the annotator's own answer only
             return task
 
@@ -596,6 +609,20 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
             result = J.submit_answer(session, assignment_id, principal.user, body.annotation)
             # Blind: the annotator learns that the answer was stored, not what others said.
             return {"assignment_id": result.assignment_id, "item_id": result.item_id, "stored": True}
+
+    @app.post(f"{root}/api/assignments/{{assignment_id}}/skip", tags=["tasks"])
+    def api_skip(request: Request, assignment_id: int = ID()) -> dict[str, Any]:
+        with portal.tx() as session:
+            principal = mutate(request, session, "annotator")
+            assignment = J.skip_task(session, assignment_id, principal.user)
+            return {"assignment_id": assignment.id, "skipped": True}
+
+    @app.post(f"{root}/api/assignments/{{assignment_id}}/flag", tags=["tasks"])
+    def api_flag(request: Request, body: FlagIn, assignment_id: int = ID()) -> dict[str, Any]:
+        with portal.tx() as session:
+            principal = mutate(request, session, "annotator")
+            J.flag_task(session, assignment_id, principal.user, body.reason, body.comment)
+            return {"assignment_id": assignment_id, "flagged": body.reason}
 
     @app.get(f"{root}/api/items/{{item_id}}/image", tags=["images"],
              responses={200: {"content": {"application/dicom": {}}}})
@@ -612,7 +639,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
     def api_review_queue(request: Request) -> list[dict[str, Any]]:
         with portal.tx() as session:
             auth(request, session, "admin", "reviewer")
-            return [{"item_id": i.id, "job_id": i.job_id, "agreement": i.agreement,
+            return [{"item_id": i.id, "job_id": i.job_id, "position": i.position, "agreement": i.agreement,
                      "page": portal.url(f"/review/{i.id}")} for i in J.review_queue(session)]
 
     @app.get(f"{root}/api/review/{{item_id}}", tags=["review"])

@@ -367,7 +367,7 @@ def _export(args: argparse.Namespace) -> int:
         finally:
             engine.dispose()
         print(f"wrote {result.written} lines to {result.destination} ({result.left_out_review} waiting for "
-              f"review and {result.left_out_open} unfinished items left out)")
+              f"review, {result.left_out_open} unfinished and {result.left_out_excluded} excluded items left out)")
         return 0
 
     return _run(run)

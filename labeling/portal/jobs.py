@@ -54,11 +54,16 @@ from labeling.consolidation.consistency import contradictions
 from labeling.consolidation.inputs import parse_answer
 from labeling.gt_prelabel import validate_instance_id
 from labeling.manifest import KNOWN_KEYS, ManifestLine
-from labeling.portal.models import Assignment, Item, Job, User, utcnow
+from labeling.portal.models import FLAG_REASONS, SKIPPED, Assignment, Item, Job, User, utcnow
 from labeling.schema import LabelSchema
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]{0,62}")
 LABEL_ATTRIBUTE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_]{0,126}")
+
+
+def answered():
+    """The SQL condition of an assignment that carries an answer (not open, skipped or flagged)."""
+    return (Assignment.submitted_at.is_not(None)) & Assignment.flag.is_(None)
 
 
 class PortalError(Exception):
@@ -371,13 +376,60 @@ def submit_answer(session: Session, assignment_id: int, user: User, raw: Any,
     assignment.answer = validate_answer(schema, raw, image=item.geometry)
     assignment.submitted_at = now
     session.flush()
-    answered = session.scalar(select(func.count(Assignment.id)).where(
-        Assignment.item_id == item.id, Assignment.submitted_at.is_not(None))) or 0
+    count = session.scalar(select(func.count(Assignment.id)).where(Assignment.item_id == item.id, answered())) or 0
     consolidated = False
-    if answered >= job.annotators_per_item and item.state == "open":
+    if count >= job.annotators_per_item and item.state == "open":
         consolidate_now(session, job, item)
         consolidated = True
     return SubmitResult(assignment.id, item.id, item.state, consolidated)
+
+
+def _open_assignment(session: Session, assignment_id: int, user: User) -> Assignment:
+    assignment = get_assignment(session, assignment_id, user, lock=True)
+    if assignment.submitted_at is not None:
+        raise Conflict(f"assignment {assignment_id}: already answered, skipped or flagged")
+    if get_job(session, assignment.job_id).state == "closed":
+        raise Conflict("the job is closed")
+    return assignment
+
+
+def skip_task(session: Session, assignment_id: int, user: User, now: Optional[dt.datetime] = None) -> Assignment:
+    """Give the item back: its slot returns to other annotators, and this one never gets it again."""
+    assignment = _open_assignment(session, assignment_id, user)
+    assignment.submitted_at, assignment.flag = now or utcnow(), SKIPPED
+    session.execute(update(Item).where(Item.id == assignment.item_id).values(open_slots=Item.open_slots + 1))
+    return assignment
+
+
+MAX_COMMENT = 1000
+
+
+def flag_task(session: Session, assignment_id: int, user: User, reason: str, comment: str = "",
+              now: Optional[dt.datetime] = None) -> Item:
+    """Flag the image (FLAG_REASONS): it leaves every annotator's queue and waits for review with the reason."""
+    if reason not in FLAG_REASONS:
+        raise Invalid(f"flag reason {reason!r}: expected one of {', '.join(FLAG_REASONS)}")
+    comment = (comment or "").strip()
+    if len(comment) > MAX_COMMENT:
+        raise Invalid(f"flag comment: at most {MAX_COMMENT} characters, got {len(comment)}")
+    if reason == "other" and not comment:
+        raise Invalid("flag comment: say what is wrong when the reason is 'other'")
+    assignment = _open_assignment(session, assignment_id, user)
+    assignment.submitted_at, assignment.flag, assignment.comment = now or utcnow(), reason, comment or None
+    item = session.scalars(select(Item).where(Item.id == assignment.item_id).with_for_update()).one()
+    if item.state == "open":
+        item.state = "review"
+    return item
+
+
+def item_flags(session: Session, item: Item) -> list[dict[str, Any]]:
+    """Flags raised on an item: annotator, reason key and text, comment (for reviewers)."""
+    rows = session.execute(
+        select(User.name, Assignment.flag, Assignment.comment).join(User, User.id == Assignment.user_id)
+        .where(Assignment.item_id == item.id, Assignment.flag.is_not(None), Assignment.flag != SKIPPED)
+        .order_by(Assignment.submitted_at)).all()
+    return [{"annotator": name, "reason": flag, "text": FLAG_REASONS.get(flag, flag), "comment": comment}
+            for name, flag, comment in rows]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +439,7 @@ def submit_answer(session: Session, assignment_id: int, user: User, raw: Any,
 def item_answers(session: Session, item: Item) -> list[tuple[str, dict[str, Any], Assignment]]:
     rows = session.execute(
         select(User.name, Assignment).join(User, User.id == Assignment.user_id)
-        .where(Assignment.item_id == item.id, Assignment.submitted_at.is_not(None))
+        .where(Assignment.item_id == item.id, answered())
         .order_by(Assignment.submitted_at, Assignment.id)).all()
     return [(name, a.answer, a) for name, a in rows]
 
@@ -458,8 +510,9 @@ def review_queue(session: Session, job_id: Optional[int] = None) -> list[Item]:
 def review_detail(session: Session, item: Item, user: User) -> dict[str, Any]:
     if user.role not in ("admin", "reviewer"):
         raise Forbidden("only reviewers and admins see the answers of annotators")
-    return {"item_id": item.id, "job_id": item.job_id, "state": item.state, "agreement": item.agreement,
-            "consolidated": item.consolidated, "final": item.final,
+    return {"item_id": item.id, "job_id": item.job_id, "position": item.position, "state": item.state,
+            "agreement": item.agreement, "consolidated": item.consolidated, "final": item.final,
+            "flags": item_flags(session, item),
             "answers": [{"annotator": name, "answer": answer} for name, answer, _ in item_answers(session, item)]}
 
 
@@ -468,21 +521,37 @@ def review_decide(session: Session, item: Item, reviewer: User, action: str,
     if reviewer.role not in ("admin", "reviewer"):
         raise Forbidden("only reviewers and admins decide reviews")
     item = session.scalars(select(Item).where(Item.id == item.id).with_for_update()).one()
-    if item.state != "review" or item.consolidated is None:
+    if item.state != "review":
         raise Conflict(f"item {item.id}: not waiting for review (state {item.state})")
     job = get_job(session, item.job_id)
     if action == "accept":
+        if item.consolidated is None:
+            raise Conflict(f"item {item.id}: nothing consolidated to accept (it was flagged); edit or exclude it")
         final = dict(item.consolidated)
     elif action == "edit":
         edited = validate_answer(job_schema(job), answer, image=item.geometry)
+        consolidated = item.consolidated or {}
         final = {"labels": [dict(e, confidence=1.0) for e in edited["labels"]],
                  "rois": [dict(r, confidence=1.0) for r in edited["rois"]],
-                 "image": edited.get("image") or item.consolidated.get("image"),
-                 "annotators": item.consolidated.get("annotators"),
-                 "agreement": item.consolidated.get("agreement")}
+                 "image": edited.get("image") or consolidated.get("image"),
+                 "annotators": consolidated.get("annotators"),
+                 "agreement": consolidated.get("agreement")}
         final = {k: v for k, v in final.items() if v is not None}
+    elif action == "exclude":
+        final = None  # not exported: the export counts it as excluded
+    elif action == "reopen":
+        # The flag was wrong: the item goes back to the annotators' queue; the flags become skips, so
+        # their slots return to others (the flagging annotators are not offered it again).
+        returned = session.execute(
+            update(Assignment).where(Assignment.item_id == item.id, Assignment.flag.is_not(None),
+                                     Assignment.flag != SKIPPED).values(flag=SKIPPED).returning(Assignment.id)
+        ).scalars().all()
+        item.open_slots += len(returned)
+        item.state = "open"
+        item.reviewed_by, item.reviewed_at = reviewer.id, now or utcnow()
+        return item
     else:
-        raise Invalid(f"review action {action!r}: expected accept or edit")
+        raise Invalid(f"review action {action!r}: expected accept, edit, exclude or reopen")
     item.final = final
     item.state = "done"
     item.reviewed_by = reviewer.id
@@ -502,16 +571,30 @@ def _rate(durations: list[float], first: Optional[dt.datetime], last: Optional[d
             "median_seconds": round(statistics.median(durations), 1) if durations else None}
 
 
+def queue_position(session: Session, job: Job, user: User) -> dict[str, int]:
+    """"n of N" for an annotator holding a lease: n = items they finished + 1, N = n + items still open
+    to them (one statement)."""
+    finished = (select(func.count(Assignment.id)).where(
+        Assignment.job_id == job.id, Assignment.user_id == user.id, Assignment.submitted_at.is_not(None))
+        .scalar_subquery())
+    available = (select(func.count(Item.id)).where(
+        Item.job_id == job.id, Item.state == "open", Item.open_slots > 0,
+        ~exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)).scalar_subquery())
+    done, left = session.execute(select(finished, available)).one()
+    return {"position": int(done) + 1, "total": int(done) + 1 + int(left)}
+
+
 def annotator_progress(session: Session, job: Job, user: User) -> dict[str, Any]:
     rows = session.execute(select(Assignment.leased_at, Assignment.submitted_at).where(
-        Assignment.job_id == job.id, Assignment.user_id == user.id, Assignment.submitted_at.is_not(None))).all()
+        Assignment.job_id == job.id, Assignment.user_id == user.id, answered())).all()
     durations = [(s - l).total_seconds() for l, s in rows]
     first = min((l for l, _ in rows), default=None)
     last = max((s for _, s in rows), default=None)
     remaining = session.scalar(select(func.count(Item.id)).where(
         Item.job_id == job.id, Item.state == "open", Item.open_slots > 0,
         ~exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id))) or 0
-    return {"annotator": user.name, **_rate(durations, first, last), "available": remaining}
+    return {"annotator": user.name, **_rate(durations, first, last), "available": remaining,
+            "finished": len(rows)}
 
 
 def job_progress(session: Session, job: Job) -> dict[str, Any]:
@@ -520,7 +603,7 @@ def job_progress(session: Session, job: Job) -> dict[str, Any]:
     total = sum(states.values())
     rows = session.execute(
         select(User.name, Assignment.leased_at, Assignment.submitted_at).join(User, User.id == Assignment.user_id)
-        .where(Assignment.job_id == job.id, Assignment.submitted_at.is_not(None))).all()
+        .where(Assignment.job_id == job.id, answered())).all()
     per: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
     for name, leased, submitted in rows:
         per.setdefault(name, []).append((leased, submitted))

@@ -153,3 +153,52 @@ def test_one_one_split_accepted_in_review_exports_a_consistent_line(as_user, mak
     [record] = read_output_manifest(admin.get(f"/api/jobs/{job_id}/output.manifest").text.splitlines())
     absent = {name for name, present in record.labels.items() if not present}
     assert not any(roi["label"] in absent for roi in record.rois), (record.labels, record.rois)
+
+
+def test_skip_and_flag_leave_the_queue_and_flags_reach_review(as_user, make_user, make_job, portal_db):
+    job_id, ids = make_job(3, k=1)
+    a, b = (as_user(make_user("annotator")) for _ in range(2))
+    first = a.post(f"/api/jobs/{job_id}/next").json()
+    assert (first["position"], first["total"]) == (1, 3)
+    assert a.post(f"/api/assignments/{first['assignment_id']}/skip").json()["skipped"] is True
+    second = a.post(f"/api/jobs/{job_id}/next").json()
+    assert second["item_id"] != first["item_id"] and (second["position"], second["total"]) == (2, 3)
+    # The skipped item's slot went back: another annotator gets it.
+    assert b.post(f"/api/jobs/{job_id}/next").json()["item_id"] == first["item_id"]
+    url = f"/api/assignments/{second['assignment_id']}/flag"
+    assert a.post(url, json={"reason": "nonsense"}).status_code == 422
+    other = a.post(url, json={"reason": "other"})
+    assert other.status_code == 422 and "say what is wrong" in other.json()["detail"]
+    assert a.post(url, json={"reason": "burned-in-phi", "comment": "name in the corner"}).status_code == 200
+    assert a.post(url, json={"reason": "unreadable"}).status_code == 409  # once
+    assert a.post(f"/api/assignments/{second['assignment_id']}/answer", json={"annotation": answer(False)}).status_code == 409
+    with transaction(portal_db) as session:
+        assert session.get(Item, second["item_id"]).state == "review"
+    reviewer = as_user(make_user("reviewer"))
+    assert second["item_id"] in [q["item_id"] for q in reviewer.get("/api/review").json()]
+    detail = reviewer.get(f"/api/review/{second['item_id']}").json()
+    assert detail["flags"] == [{"annotator": a.user.name, "reason": "burned-in-phi", "text": "burned-in text / PHI",
+                                "comment": "name in the corner"}]
+    page = reviewer.get(f"/review/{second['item_id']}", headers={"accept": "text/html"}).text
+    assert "burned-in text / PHI" in page and "name in the corner" in page
+    accept = reviewer.post(f"/api/review/{second['item_id']}", json={"action": "accept"})
+    assert accept.status_code == 409 and "flagged" in accept.json()["detail"]
+    assert reviewer.post(f"/api/review/{second['item_id']}", json={"action": "exclude"}).status_code == 200
+    admin = as_user(make_user("admin"))
+    exported = admin.post(f"/api/jobs/{job_id}/export", json={}).json()
+    assert exported["left_out_excluded"] == 1 and exported["written"] == 0
+
+
+def test_reopen_a_wrong_flag_returns_the_item_to_annotators(as_user, make_user, make_job, portal_db):
+    job_id, _ = make_job(1, k=1)
+    a, b = (as_user(make_user("annotator")) for _ in range(2))
+    task = a.post(f"/api/jobs/{job_id}/next").json()
+    assert a.post(f"/api/assignments/{task['assignment_id']}/flag", json={"reason": "wrong-body-part"}).status_code == 200
+    assert b.post(f"/api/jobs/{job_id}/next").json()["done"] is True
+    reviewer = as_user(make_user("reviewer"))
+    assert reviewer.post(f"/api/review/{task['item_id']}", json={"action": "reopen"}).json()["state"] == "open"
+    again = b.post(f"/api/jobs/{job_id}/next").json()
+    assert again["item_id"] == task["item_id"]
+    assert b.post(f"/api/assignments/{again['assignment_id']}/answer", json={"annotation": answer(False)}).status_code == 200
+    with transaction(portal_db) as session:
+        assert session.get(Item, task["item_id"]).state == "done"
