@@ -44,7 +44,7 @@ from labeling.portal.geometry import checked_geometry
 from labeling.portal.guard import RequestGuard
 from labeling.portal.export import export_manifest, export_sr, manifest_lines
 from labeling.portal.images import ImageError, ImageStore, orthanc_client_for, salt_for
-from labeling.portal.models import Item, Job, LoginFailure, Session as DbSession, User, utcnow
+from labeling.portal.models import FLAG_REASONS, Item, Job, LoginFailure, Session as DbSession, User, utcnow
 from labeling.portal.oidc import OidcError, OidcVerifier
 from labeling.portal.settings import PortalSettings
 from labeling.schema import LabelSchema, SchemaError
@@ -426,7 +426,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
         with portal.tx() as session:
             principal = auth(request, session, "annotator")
             job = J.get_job(session, job_id)
-            return portal.page("task.html", principal, job=job, viewer_sri=portal.viewer_sri(),
+            return portal.page("task.html", principal, job=job, viewer_sri=portal.viewer_sri(), flag_reasons=FLAG_REASONS,
                                data={"root": root, "job_id": job.id, "csrf": portal.csrf(principal),
                                      "mode": "label"})
 
