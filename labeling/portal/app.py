@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from labeling import viewer_assets
 from labeling.manifest import ManifestError, ManifestLine
+from labeling.portal import admin as A
 from labeling.portal import jobs as J
 from labeling.portal import security as S
 from labeling.portal.db import make_engine, ping, session_factory, transaction
@@ -102,10 +103,28 @@ class StateIn(BaseModel):
     state: str = Field(pattern="^(active|paused)$")
 
 
+class QueryIn(BaseModel):
+    """The manifest builder's filters (``python -m labeling manifest --modality … --study-date-from …``)."""
+
+    modality: list[str] = Field(default_factory=list, max_length=20, description="e.g. [\"DX\", \"CR\"]")
+    study_date_from: Optional[str] = Field(default=None, max_length=10, description="YYYYMMDD or YYYY-MM-DD")
+    study_date_to: Optional[str] = Field(default=None, max_length=10)
+    patient_id: Optional[str] = Field(default=None, max_length=64, description="Orthanc wildcards * and ? allowed")
+    study_uid: list[str] = Field(default_factory=list, max_length=1000)
+    series_uid: list[str] = Field(default_factory=list, max_length=1000)
+    limit: Optional[int] = Field(default=None, ge=1, le=100_000, description="the first N images in manifest order")
+
+
 class JobIn(BaseModel):
+    """A job: exactly one schema source (object, file in schemas/, uploaded text) and exactly one of a
+    manifest (uploaded, JSON Lines parsed into objects) or an Orthanc query."""
+
     name: str = Field(min_length=1, max_length=63)
-    schema_: dict[str, Any] = Field(alias="schema")
-    manifest: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
+    schema_: Optional[dict[str, Any]] = Field(default=None, alias="schema")
+    schema_file: Optional[str] = Field(default=None, max_length=128, description="a file name from GET /api/schemas")
+    schema_text: Optional[str] = Field(default=None, max_length=1_000_000, description="uploaded YAML or JSON")
+    manifest: Optional[list[dict[str, Any]]] = Field(default=None, min_length=1, max_length=100_000)
+    query: Optional[QueryIn] = None
     label_attribute: Optional[str] = Field(default=None, max_length=127)
     annotators_per_item: Optional[int] = Field(default=None, ge=1, le=100)
     lease_seconds: Optional[int] = Field(default=None, ge=1, le=7 * 86400)
@@ -312,6 +331,12 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
                 "lease_expires_at": assignment.lease_expires_at.isoformat(),
                 "submitted": assignment.submitted_at is not None}
 
+    # -- routers per area (labeling/portal/api/) --------------------------------------------
+    from labeling.portal.api import pages as pages_api, users as users_api
+
+    app.include_router(users_api.router, prefix=root)
+    app.include_router(pages_api.router, prefix=root)
+
     # -- health, static ----------------------------------------------------------------------
 
     @app.get(f"{root}/healthz", tags=["health"])
@@ -436,6 +461,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
             principal = auth(request, session, "admin", "reviewer")
             job = J.get_job(session, job_id)
             return portal.page("job.html", principal, job=job, progress=J.job_progress(session, job),
+                               figures=A.job_figures(session, job), export_bucket=settings.export_bucket,
                                data={"root": root, "job_id": job.id, "csrf": portal.csrf(principal),
                                      "mode": "job"})
 
@@ -495,11 +521,16 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
     def api_create_job(request: Request, body: JobIn) -> dict[str, Any]:
         with portal.tx() as session:
             mutate(request, session, "admin")  # before Orthanc is asked about anything
-        try:
-            schema = LabelSchema.from_dict(body.schema_, source="schema")
-            lines = [ManifestLine.from_dict(line) for line in body.manifest]
-        except (SchemaError, ManifestError) as exc:
-            raise J.Invalid(str(exc)) from None
+        schema = A.resolve_schema(schema=body.schema_, schema_file=body.schema_file, schema_text=body.schema_text)
+        if (body.manifest is None) == (body.query is None):
+            raise J.Invalid("give exactly one of manifest (uploaded lines) or query (Orthanc filters)")
+        if body.query is not None:
+            lines = A.manifest_from_query(images.orthanc(), schema, body.query.model_dump())
+        else:
+            try:
+                lines = [ManifestLine.from_dict(line) for line in body.manifest or []]
+            except ManifestError as exc:
+                raise J.Invalid(str(exc)) from None
         geometry = checked_geometry(images.orthanc(), [line.source for line in lines])
         with portal.tx() as session:
             job = J.create_job(session, name=body.name, schema=schema, lines=lines, geometry=geometry,

@@ -29,8 +29,8 @@ function viewerApi() {
   });
 }
 
-function say(text) { $('status').textContent = text; }
-function problems(list) { $('problems').textContent = list.join('; '); }
+function say(text) { if ($('status')) $('status').textContent = text; }
+function problems(list) { if ($('problems')) $('problems').textContent = list.join('; '); }
 
 /** What the server says about an image the viewer could not show (404 missing, 502 Orthanc, …). */
 async function imageProblem(url, fallback) {
@@ -187,6 +187,20 @@ async function review() {
   });
 }
 
+/** A job action's result in words (not raw JSON). */
+function describe(action, r) {
+  if (action === 'export') {
+    return `Wrote ${r.written} line(s) to ${r.destination}; left out: ${r.left_out_review} waiting for review, `
+      + `${r.left_out_open} unfinished, ${r.left_out_excluded} excluded. Use “Download output manifest” for a copy.`;
+  }
+  if (action === 'sr') {
+    const stored = Object.keys(r.stored || {}).length;
+    return `Stored ${stored} DICOM SR instance(s) in Orthanc.${r.errors?.length ? ` Errors: ${r.errors.join('; ')}` : ' No errors.'}`;
+  }
+  if (action === 'close') return `Closed: ${r.answered} of ${r.items} images answered, ${r.consolidated_at_close} consolidated at close.`;
+  return `Job is ${r.state}.`;
+}
+
 function jobActions() {
   const out = $('result');
   const paths = {
@@ -199,7 +213,7 @@ function jobActions() {
       out.textContent = '…';
       try {
         const result = await api('POST', `/api/jobs/${data.job_id}/${path}`, body);
-        out.textContent = JSON.stringify(result, null, 2);
+        out.textContent = describe(button.dataset.action, result);
         document.body.dataset.lastAction = button.dataset.action;
         if (['pause', 'resume', 'close'].includes(button.dataset.action)) window.location.reload();
       } catch (error) { out.textContent = `Error: ${error.message}`; }
@@ -207,7 +221,93 @@ function jobActions() {
   });
 }
 
-const run = { label: labelLoop, review, job: async () => jobActions() }[data.mode];
+async function readFile(input, what) {
+  const file = input.files?.[0];
+  if (!file) throw new Error(`choose the ${what} file`);
+  return file.text();
+}
+
+function parseManifest(text) {
+  const lines = [];
+  text.split(/\r?\n/).forEach((line, index) => {
+    if (!line.trim()) return;
+    try { lines.push(JSON.parse(line)); } catch (error) {
+      throw new Error(`manifest line ${index + 1}: not JSON (${error.message})`);
+    }
+  });
+  if (!lines.length) throw new Error('the manifest has no lines');
+  return lines;
+}
+
+async function newJob() {
+  const form = $('new-job');
+  const value = (id) => $(id).value.trim();
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    problems([]);
+    const button = $('create-job');
+    button.disabled = true;
+    try {
+      const body = { name: value('job-name') };
+      if (value('job-k')) body.annotators_per_item = Number(value('job-k'));
+      if (value('job-threshold')) body.agreement_threshold = Number(value('job-threshold'));
+      if (form.querySelector('input[name=schema-source]:checked').value === 'file') body.schema_file = value('schema-file');
+      else body.schema_text = await readFile($('schema-upload'), 'schema');
+      if (form.querySelector('input[name=image-source]:checked').value === 'query') {
+        const list = (id) => value(id).split(/[\s,]+/).filter(Boolean);
+        body.query = { modality: list('q-modality'), study_uid: list('q-study'), series_uid: list('q-series') };
+        if (value('q-from')) body.query.study_date_from = value('q-from');
+        if (value('q-to')) body.query.study_date_to = value('q-to');
+        if (value('q-patient')) body.query.patient_id = value('q-patient');
+        if (value('q-limit')) body.query.limit = Number(value('q-limit'));
+      } else {
+        body.manifest = parseManifest(await readFile($('manifest-upload'), 'manifest'));
+      }
+      say('Creating the job: querying Orthanc and checking every image…');
+      const job = await api('POST', '/api/jobs', body);
+      say(`Job ${job.name} created with ${job.items} images.`);
+      document.body.dataset.created = String(job.id);
+      window.location.assign(`${data.root}/jobs/${job.id}`);
+    } catch (error) {
+      say('');
+      problems([error.message]);
+      button.disabled = false;
+    }
+  });
+}
+
+function users() {
+  const done = (text) => { problems([]); say(text); };
+  document.querySelectorAll('#users tbody tr').forEach((row) => {
+    const id = row.dataset.id;
+    const name = row.dataset.user;
+    const change = async (body, text) => {
+      try { await api('PATCH', `/api/users/${id}`, body); done(text); } catch (error) { problems([error.message]); }
+    };
+    row.querySelector('.user-role').addEventListener('change', (e) => change({ role: e.target.value }, `${name} is now ${e.target.value}.`));
+    row.querySelector('.user-active').addEventListener('change', (e) => change({ active: e.target.checked },
+      `${name} is ${e.target.checked ? 'enabled' : 'disabled (signed out everywhere)'}.`));
+    row.querySelector('.user-reset')?.addEventListener('click', async () => {
+      const input = row.querySelector('.user-password');
+      try {
+        await api('POST', `/api/users/${id}/password`, { password: input.value });
+        input.value = '';
+        done(`Password of ${name} reset; their sessions ended.`);
+      } catch (error) { problems([error.message]); }
+    });
+  });
+  $('add-user')?.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    try {
+      const user = await api('POST', '/api/users', { name: $('new-name').value.trim(), role: $('new-role').value,
+        password: $('new-password').value });
+      done(`User ${user.name} (${user.role}) added.`);
+      window.location.reload();
+    } catch (error) { problems([error.message]); }
+  });
+}
+
+const run = { label: labelLoop, review, job: async () => jobActions(), newjob: newJob, users: async () => users() }[data.mode];
 run().catch((error) => {
   document.body.dataset.state = 'error';
   const target = $('status') || $('result');
