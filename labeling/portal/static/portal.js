@@ -30,7 +30,7 @@ function viewerApi() {
 }
 
 function say(text) { if ($('status')) $('status').textContent = text; }
-function problems(list) { if ($('problems')) $('problems').textContent = list.join('; '); }
+function problems(list) { if ($('problems')) $('problems').textContent = list.join(' '); }
 
 /** What the server says about an image the viewer could not show (404 missing, 502 Orthanc, …). */
 async function imageProblem(url, fallback) {
@@ -141,7 +141,9 @@ async function labelLoop() {
     const tag = event.target?.tagName;
     if (!form.hidden) {
       if (event.key === 'Escape') { form.hidden = true; event.preventDefault(); }
-      return;  // the flag form has the keyboard (Enter in it sends the flag)
+      // The flag form has the keyboard: Enter sends the flag (also from the reason list).
+      if (event.key === 'Enter' && tag === 'SELECT') { form.requestSubmit(); event.preventDefault(); }
+      return;
     }
     if (tag === 'TEXTAREA' || tag === 'SELECT' || tag === 'BUTTON' || (tag === 'INPUT' && !['radio', 'checkbox'].includes(event.target.type))) return;
     const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
