@@ -145,6 +145,8 @@ class Portal:
         self.settings = settings
         self.engine = engine
         self.factory = session_factory(engine)
+        # Reads outside a transaction (no BEGIN/COMMIT round trips): the guard's session lookup.
+        self.read_factory = session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
         self.images = images
         self.verifier = verifier
         self.secret = settings.require_session_secret()
@@ -259,8 +261,12 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
     app.state.portal = portal
 
     def authenticate_first(request: Request) -> Principal:
-        with portal.tx() as session:
-            principal = portal.authenticate(request, session)
+        if settings.auth_mode == "local":  # one SELECT, no transaction around it
+            with portal.read_factory() as session:
+                principal = portal.authenticate(request, session)
+        else:  # alb-oidc creates and updates users from the verified claims: a transaction
+            with portal.tx() as session:
+                principal = portal.authenticate(request, session)
         portal.check_csrf(request, principal)
         return principal
 
@@ -301,6 +307,12 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
     async def image_error(request: Request, exc: ImageError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
+    @app.exception_handler(OperationalError)
+    async def database_down(request: Request, exc: OperationalError):
+        # E.g. the first request on a connection a database restart broke (the pool is then renewed).
+        _log.warning("database error on %s %s: %s", request.method, request.url.path, str(exc.orig)[:200])
+        return JSONResponse({"detail": "database unavailable; retry"}, status_code=503)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         _log.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -323,8 +335,9 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
     def task_json(session: Session, assignment: Any, job: Job, user: User) -> dict[str, Any]:
         item = session.get(Item, assignment.item_id)
         assert item is not None
+        position, upcoming = J.queue_position(session, job, user)
         return {"assignment_id": assignment.id, "item_id": item.id, "job_id": job.id, "job": job.name,
-                **J.queue_position(session, job, user),
+                **position, "_upcoming": upcoming, "_source": item.source,
                 "pixel_spacing": (item.geometry or {}).get("pixel_spacing"),
                 "image_url": portal.url(f"/api/items/{item.id}/image"), "schema": job.schema,
                 "initialAnswer": J.prelabel_for(item),
@@ -560,8 +573,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
                     if lease is None:
                         return JSONResponse({"done": True, "detail": "no more items for you in this job"})
                     task = task_json(session, lease, job, principal.user)
-                    upcoming = J.next_candidate(session, job, principal.user)
-                    source = session.get(Item, lease.item_id).source  # type: ignore[union-attr]
+                    upcoming, source = task.pop("_upcoming"), task.pop("_source")
                 break
             except (OperationalError, IntegrityError) as exc:
                 # A deadlock between two assigners expiring leases, or the same annotator asking from
@@ -571,7 +583,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
         # Prefetch: the leased image (the viewer asks for it next) and the likely next one.
         images.prefetch(source)
         if upcoming is not None:
-            images.prefetch(upcoming.source)
+            images.prefetch(upcoming)
         return JSONResponse(task)
 
     @app.post(f"{root}/api/jobs/{{job_id}}/state", tags=["jobs"])
@@ -630,6 +642,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
             principal = auth(request, session, "annotator")
             assignment = J.get_assignment(session, assignment_id, principal.user)
             task = task_json(session, assignment, J.get_job(session, assignment.job_id), principal.user)
+            task.pop("_upcoming"), task.pop("_source")
             task["answer"] = assignment.answer  # the annotator's own answer only
             return task
 
@@ -660,7 +673,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
     def api_image(request: Request, item_id: int = ID()) -> Response:
         with portal.tx() as session:
             principal = auth(request, session)
-            source = J.get_item_for(session, item_id, principal.user).source
+            source = J.item_source_for(session, item_id, principal.user)
         # Read here, in the endpoint's worker thread: one image (~0.1–10 MB) in memory is cheaper than
         # FileResponse's chunked reads, each another hop to the thread pool.
         return Response(images.get(source).read_bytes(), media_type="application/dicom",

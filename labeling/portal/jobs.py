@@ -219,8 +219,15 @@ def current_lease(session: Session, job_id: int, user: User, now: dt.datetime) -
         .order_by(Assignment.id).limit(1)).first()
 
 
+SWEEP_INTERVAL_S = 15.0
+_last_sweep: dict[int, dt.datetime] = {}  # job id → last expiry sweep in this process
+
+
 def next_task(session: Session, job: Job, user: User, now: Optional[dt.datetime] = None) -> Optional[Assignment]:
-    """The annotator's live lease, or a newly leased item; None when nothing is left for them."""
+    """The annotator's live lease, or a newly leased item; None when nothing is left for them.
+
+    Expired leases are swept at most every SWEEP_INTERVAL_S per job and process, and always before
+    answering "nothing left" (a DELETE per request was most of the cost of ``next`` under load)."""
     now = now or utcnow()
     if user.role != "annotator":
         raise Forbidden("only annotators take labeling tasks")
@@ -229,11 +236,19 @@ def next_task(session: Session, job: Job, user: User, now: Optional[dt.datetime]
     lease = current_lease(session, job.id, user, now)
     if lease is not None:
         return lease
-    expire_leases(session, job.id, now)
+    last = _last_sweep.get(job.id)
+    swept = last is None or abs((now - last).total_seconds()) >= SWEEP_INTERVAL_S
+    if swept:
+        expire_leases(session, job.id, now)
+        _last_sweep[job.id] = now
     mine = exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
     query = (select(Item).where(Item.job_id == job.id, Item.state == "open", Item.open_slots > 0, ~mine)
              .order_by(Item.position).limit(1))
     item = session.scalars(query.with_for_update(skip_locked=True)).first()
+    if item is None and not swept:
+        expire_leases(session, job.id, now)
+        _last_sweep[job.id] = now
+        item = session.scalars(query.with_for_update(skip_locked=True)).first()
     if item is None:
         # Every candidate may just be locked by other annotators' assignments in flight: wait for
         # them (milliseconds) and re-check their free slots, rather than answer "nothing left".
@@ -246,14 +261,6 @@ def next_task(session: Session, job: Job, user: User, now: Optional[dt.datetime]
     session.add(lease)
     session.flush()
     return lease
-
-
-def next_candidate(session: Session, job: Job, user: User) -> Optional[Item]:
-    """The item this annotator would most likely get next (for prefetching its image); not leased."""
-    mine = exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
-    return session.scalars(
-        select(Item).where(Item.job_id == job.id, Item.state == "open", Item.open_slots > 0, ~mine)
-        .order_by(Item.position).limit(1)).first()
 
 
 def get_assignment(session: Session, assignment_id: int, user: User, *, lock: bool = False) -> Assignment:
@@ -273,6 +280,17 @@ def can_view_item(session: Session, item: Item, user: User) -> bool:
         return True
     return session.scalar(select(Assignment.id).where(Assignment.item_id == item.id,
                                                       Assignment.user_id == user.id).limit(1)) is not None
+
+
+def item_source_for(session: Session, item_id: int, user: User) -> str:
+    """The Orthanc ID of an item the user may see (the image route): one statement."""
+    query = select(Item.source).where(Item.id == item_id)
+    if user.role not in ("admin", "reviewer"):
+        query = query.where(exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id))
+    source = session.scalar(query)
+    if source is None:
+        raise NotFound(f"item {item_id}: not found")
+    return source
 
 
 def get_item_for(session: Session, item_id: int, user: User) -> Item:
@@ -571,17 +589,19 @@ def _rate(durations: list[float], first: Optional[dt.datetime], last: Optional[d
             "median_seconds": round(statistics.median(durations), 1) if durations else None}
 
 
-def queue_position(session: Session, job: Job, user: User) -> dict[str, int]:
-    """"n of N" for an annotator holding a lease: n = items they finished + 1, N = n + items still open
-    to them (one statement)."""
+def queue_position(session: Session, job: Job, user: User) -> tuple[dict[str, int], Optional[str]]:
+    """"n of N" for an annotator holding a lease — n = items they finished + 1, N = n + items still
+    open to them — and the source of the item they would most likely get next (to prefetch its
+    image): one statement."""
+    not_mine = ~exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
+    open_to_me = (Item.job_id == job.id, Item.state == "open", Item.open_slots > 0, not_mine)
     finished = (select(func.count(Assignment.id)).where(
         Assignment.job_id == job.id, Assignment.user_id == user.id, Assignment.submitted_at.is_not(None))
         .scalar_subquery())
-    available = (select(func.count(Item.id)).where(
-        Item.job_id == job.id, Item.state == "open", Item.open_slots > 0,
-        ~exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)).scalar_subquery())
-    done, left = session.execute(select(finished, available)).one()
-    return {"position": int(done) + 1, "total": int(done) + 1 + int(left)}
+    available = select(func.count(Item.id)).where(*open_to_me).scalar_subquery()
+    upcoming = select(Item.source).where(*open_to_me).order_by(Item.position).limit(1).scalar_subquery()
+    done, left, source = session.execute(select(finished, available, upcoming)).one()
+    return {"position": int(done) + 1, "total": int(done) + 1 + int(left)}, source
 
 
 def annotator_progress(session: Session, job: Job, user: User) -> dict[str, Any]:

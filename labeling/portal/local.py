@@ -29,6 +29,12 @@ PID_FILE = "portal.pid"
 USERS_FILE = "portal-users.json"
 
 
+def local_workers() -> int:
+    """uvicorn workers for a portal on this machine: one per CPU it may use, at most 4 (each has its
+    own database pool; the cloud task's count is set by components/portal.py's connection budget)."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 def portal_env(stack_workdir: Path | str, port: int = 8000) -> dict[str, str]:
     """``PORTAL_*``/``ORTHANC_*`` variables for a portal beside the stack in ``stack_workdir``."""
     stack = LocalStack(Path(stack_workdir))
@@ -47,6 +53,7 @@ def portal_env(stack_workdir: Path | str, port: int = 8000) -> dict[str, str]:
         "PORTAL_SESSION_SECRET": secret_file.read_text().strip(), "PORTAL_COOKIE_SECURE": "false",
         "PORTAL_HOST": "127.0.0.1", "PORTAL_PORT": str(port),
         "PORTAL_CACHE_DIR": str(Path(stack_workdir) / "portal-cache"),
+        "PORTAL_WORKERS": str(local_workers()),
         "ORTHANC_URL": conn.url, "ORTHANC_USERNAME": conn.username, "ORTHANC_PASSWORD": conn.password,
     }
 
