@@ -62,6 +62,37 @@ CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'se
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
 
+class SecurityHeaders:
+    """Pure ASGI middleware (no per-request task and body streaming, unlike ``@app.middleware``):
+    CSP, nosniff, no referrer, no framing, and ``no-store`` unless the route chose a Cache-Control."""
+
+    FIXED = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+             (b"x-frame-options", b"DENY")]
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                fixed = {name for name, _ in self.FIXED}
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in fixed]
+                present = {k.lower() for k, _ in headers}
+                headers += self.FIXED
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", CSP.encode()))
+                if b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def _retryable(exc: Exception) -> bool:
     """Deadlock (40P01), serialization failure (40001) or unique violation (23505): safe to retry."""
     return getattr(getattr(exc, "orig", None), "sqlstate", None) in ("40P01", "40001", "23505")
@@ -276,15 +307,8 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
 
     # -- middleware and errors ----------------------------------------------------------------
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    # Outermost (added last): the security headers on every answer, the guard's refusals included.
+    app.add_middleware(SecurityHeaders)
 
     def wants_html(request: Request) -> bool:
         return not request.url.path.startswith(f"{root}/api/") and "text/html" in request.headers.get("accept", "")

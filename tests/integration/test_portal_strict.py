@@ -202,3 +202,16 @@ def test_reopen_a_wrong_flag_returns_the_item_to_annotators(as_user, make_user, 
     assert b.post(f"/api/assignments/{again['assignment_id']}/answer", json={"annotation": answer(False)}).status_code == 200
     with transaction(portal_db) as session:
         assert session.get(Item, task["item_id"]).state == "done"
+
+
+def test_security_headers_on_every_answer_including_the_guards(as_user, make_user):
+    anonymous = as_user()
+    for response in (anonymous.get("/login"), anonymous.client.post("/api/jobs", content=b"{}"),
+                     anonymous.client.post("/login", content=b"x" * (2 * 1024 * 1024))):
+        assert response.status_code in (200, 401, 413), response.status_code
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["cache-control"] == "no-store"
+    static = anonymous.get("/static/portal/portal.css")
+    assert static.headers["cache-control"] == "public, max-age=60"  # a route's own choice is kept
