@@ -356,17 +356,13 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
         portal.check_csrf(request, principal)
         return principal
 
-    def task_json(session: Session, assignment: Any, job: Job, user: User) -> dict[str, Any]:
-        item = session.get(Item, assignment.item_id)
-        assert item is not None
-        position, upcoming = J.queue_position(session, job, user)
-        return {"assignment_id": assignment.id, "item_id": item.id, "job_id": job.id, "job": job.name,
-                **position, "_upcoming": upcoming, "_source": item.source,
-                "pixel_spacing": (item.geometry or {}).get("pixel_spacing"),
-                "image_url": portal.url(f"/api/items/{item.id}/image"), "schema": job.schema,
-                "initialAnswer": J.prelabel_for(item),
-                "lease_expires_at": assignment.lease_expires_at.isoformat(),
-                "submitted": assignment.submitted_at is not None}
+    def task_json(task: J.Task, job: Job) -> dict[str, Any]:
+        return {"assignment_id": task.assignment_id, "item_id": task.item_id, "job_id": job.id, "job": job.name,
+                "position": task.position, "total": task.total,
+                "pixel_spacing": (task.geometry or {}).get("pixel_spacing"),
+                "image_url": portal.url(f"/api/items/{task.item_id}/image"), "schema": job.schema,
+                "initialAnswer": J.prelabel_for(task.line),
+                "lease_expires_at": task.lease_expires_at.isoformat(), "submitted": task.submitted}
 
     # -- routers per area (labeling/portal/api/) --------------------------------------------
     from labeling.portal.api import pages as pages_api, users as users_api
@@ -593,11 +589,9 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
                 with portal.tx() as session:
                     principal = mutate(request, session, "annotator")
                     job = J.get_job(session, job_id)
-                    lease = J.next_task(session, job, principal.user)
-                    if lease is None:
+                    task = J.lease_and_fetch(session, job, principal.user)
+                    if task is None:
                         return JSONResponse({"done": True, "detail": "no more items for you in this job"})
-                    task = task_json(session, lease, job, principal.user)
-                    upcoming, source = task.pop("_upcoming"), task.pop("_source")
                 break
             except (OperationalError, IntegrityError) as exc:
                 # A deadlock between two assigners expiring leases, or the same annotator asking from
@@ -605,10 +599,10 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
                 if attempt == 2 or not _retryable(exc):
                     raise
         # Prefetch: the leased image (the viewer asks for it next) and the likely next one.
-        images.prefetch(source)
-        if upcoming is not None:
-            images.prefetch(upcoming)
-        return JSONResponse(task)
+        images.prefetch(task.source)
+        if task.upcoming is not None:
+            images.prefetch(task.upcoming)
+        return JSONResponse(task_json(task, job))
 
     @app.post(f"{root}/api/jobs/{{job_id}}/state", tags=["jobs"])
     def api_state(request: Request, body: StateIn, job_id: int = ID()) -> dict[str, Any]:
@@ -665,8 +659,8 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
         with portal.tx() as session:
             principal = auth(request, session, "annotator")
             assignment = J.get_assignment(session, assignment_id, principal.user)
-            task = task_json(session, assignment, J.get_job(session, assignment.job_id), principal.user)
-            task.pop("_upcoming"), task.pop("_source")
+            job = J.get_job(session, assignment.job_id)
+            task = task_json(J.task_of(session, job, principal.user, assignment), job)
             task["answer"] = assignment.answer  # the annotator's own answer only
             return task
 

@@ -44,7 +44,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -217,6 +217,80 @@ def current_lease(session: Session, job_id: int, user: User, now: dt.datetime) -
         select(Assignment).where(Assignment.job_id == job_id, Assignment.user_id == user.id,
                                  Assignment.submitted_at.is_(None), Assignment.lease_expires_at >= now)
         .order_by(Assignment.id).limit(1)).first()
+
+
+# The common case of ``next`` in one statement: the annotator's live lease, else the first free item
+# (locked SKIP LOCKED, its slot taken, a lease inserted), with what the task needs — the item, "n of
+# N" and the likely next item to prefetch. The final SELECT sees the snapshot before the CTE's writes,
+# hence ``i.id <> lease.item_id``. No row: nothing free without waiting or sweeping → next_task.
+_LEASE_AND_FETCH = text("""
+WITH cur AS (
+  SELECT id, item_id, lease_expires_at FROM assignments
+  WHERE job_id = :job AND user_id = :user AND submitted_at IS NULL AND lease_expires_at >= :now
+  ORDER BY id LIMIT 1),
+pick AS (
+  SELECT i.id FROM items i
+  WHERE NOT EXISTS (SELECT 1 FROM cur) AND i.job_id = :job AND i.state = 'open' AND i.open_slots > 0
+    AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)
+  ORDER BY i.position LIMIT 1 FOR UPDATE OF i SKIP LOCKED),
+taken AS (
+  UPDATE items SET open_slots = items.open_slots - 1 FROM pick WHERE items.id = pick.id RETURNING items.id),
+ins AS (
+  INSERT INTO assignments (job_id, item_id, user_id, leased_at, lease_expires_at)
+  SELECT :job, id, :user, :now, :expires FROM taken RETURNING id, item_id, lease_expires_at),
+lease AS (SELECT id, item_id, lease_expires_at FROM cur UNION ALL SELECT id, item_id, lease_expires_at FROM ins)
+SELECT lease.id, lease.item_id, lease.lease_expires_at, it.source, it.line, it.geometry,
+  (SELECT count(*) FROM assignments a
+   WHERE a.job_id = :job AND a.user_id = :user AND a.submitted_at IS NOT NULL) AS finished,
+  (SELECT count(*) FROM items i
+   WHERE i.job_id = :job AND i.state = 'open' AND i.open_slots > 0 AND i.id <> lease.item_id
+     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)) AS available,
+  (SELECT i.source FROM items i
+   WHERE i.job_id = :job AND i.state = 'open' AND i.open_slots > 0 AND i.id <> lease.item_id
+     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)
+   ORDER BY i.position LIMIT 1) AS upcoming
+FROM lease JOIN items it ON it.id = lease.item_id
+""")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A leased item and what the annotator's page needs about it."""
+
+    assignment_id: int
+    item_id: int
+    lease_expires_at: dt.datetime
+    source: str
+    line: dict[str, Any]
+    geometry: Optional[dict[str, Any]]
+    position: int
+    total: int
+    upcoming: Optional[str]
+    submitted: bool = False
+
+
+def lease_and_fetch(session: Session, job: Job, user: User, now: Optional[dt.datetime] = None) -> Optional[Task]:
+    """:func:`next_task` + the task's data: one statement in the common case, else the general path."""
+    now = now or utcnow()
+    if user.role != "annotator":
+        raise Forbidden("only annotators take labeling tasks")
+    if job.state != "active":
+        raise Conflict(f"job {job.name!r} is {job.state}")
+    row = session.execute(_LEASE_AND_FETCH, {"job": job.id, "user": user.id, "now": now,
+                                             "expires": now + dt.timedelta(seconds=job.lease_seconds)}).first()
+    if row is not None:
+        return Task(row.id, row.item_id, row.lease_expires_at, row.source, row.line, row.geometry,
+                    int(row.finished) + 1, int(row.finished) + 1 + int(row.available), row.upcoming)
+    lease = next_task(session, job, user, now)
+    return None if lease is None else task_of(session, job, user, lease)
+
+
+def task_of(session: Session, job: Job, user: User, assignment: Assignment) -> Task:
+    item = session.get(Item, assignment.item_id)
+    assert item is not None
+    position, upcoming = queue_position(session, job, user)
+    return Task(assignment.id, item.id, assignment.lease_expires_at, item.source, item.line, item.geometry,
+                position["position"], position["total"], upcoming, assignment.submitted_at is not None)
 
 
 SWEEP_INTERVAL_S = 15.0
@@ -669,8 +743,9 @@ def as_single_answer(content: Optional[Mapping[str, Any]]) -> Optional[dict[str,
     return out
 
 
-def prelabel_for(item: Item) -> Optional[dict[str, Any]]:
-    raw = item.line.get("prelabel")
+def prelabel_for(line: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    """A manifest line's ``prelabel`` as the viewer's initial answer."""
+    raw = line.get("prelabel")
     if not isinstance(raw, Mapping):
         return None
     return as_single_answer({"labels": [e for e in raw.get("labels", []) if isinstance(e, Mapping)],

@@ -172,8 +172,10 @@ def test_assignment_flow_k_answers_consolidate_and_review(as_user, make_user, ma
     assert records[0].job_name == name and records[0].human_annotated is True
 
 
+@pytest.mark.parametrize("path", ["next_task", "lease_and_fetch"])
 @pytest.mark.parametrize("round_", range(3))
-def test_concurrent_assignment_never_over_assigns(make_user, make_job, portal_db, round_):
+def test_concurrent_assignment_never_over_assigns(make_user, make_job, portal_db, round_, path):
+    """Both the general path and the API's one-statement path (which falls back to it)."""
     job_id, _ = make_job(3, k=2)
     users = [make_user("annotator") for _ in range(8)]
     got: list[tuple[str, int | None]] = []
@@ -185,7 +187,7 @@ def test_concurrent_assignment_never_over_assigns(make_user, make_job, portal_db
             barrier.wait()
             with transaction(portal_db) as session:
                 job = session.get(Job, job_id)
-                lease = J.next_task(session, job, _user(session, name))
+                lease = getattr(J, path)(session, job, _user(session, name))
                 got.append((name, lease.item_id if lease else None))
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
