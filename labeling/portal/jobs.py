@@ -16,8 +16,8 @@ Rules, documented once:
   they left, so "nothing left" is only answered when nothing is. UNIQUE(item, user) backs "never the same item twice".
 * **Blind**: an annotator only ever receives the item, the image and a pre-label; answers of others
   are returned only to reviewers and admins (:func:`review_detail`).
-* **Answers** (:func:`submit_answer`): validated with the consolidation library's own parser
-  (:func:`labeling.consolidation.inputs.parse_answer`: the same checks the post-label Lambda applies)
+* **Answers** (:func:`submit_answer`): validated with the label contract's parser
+  (:func:`labeling.contracts.answer.parse_answer`: the same checks the post-label Lambda applies)
   plus the schema's rules (ROI shapes allowed per label, every label answered when required, no ROIs
   for a classification-only schema). An expired lease is refused (409): the slot may be someone
   else's by now.
@@ -48,11 +48,13 @@ from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from labeling.consolidation import (ConsolidationError, ItemAnswers, JobReport, WorkerAnswer, consolidate_item,
-                                    consolidate_job, parse_worker_content)
+from labeling.consolidation import ItemAnswers, JobReport, WorkerAnswer, consolidate_item, consolidate_job
 from labeling.consolidation.consistency import contradictions
-from labeling.consolidation.inputs import parse_answer
-from labeling.gt_prelabel import validate_instance_id
+from labeling.contracts.answer import parse_answer
+from labeling.contracts.errors import ContractError
+from labeling.contracts.geometry import ImageGeometry
+from labeling.contracts.ids import validate_instance_id
+from labeling.contracts.manifest_line import GEOMETRY_KEYS
 from labeling.manifest import KNOWN_KEYS, ManifestLine
 from labeling.portal.models import FLAG_REASONS, SKIPPED, Assignment, Item, Job, User, utcnow
 from labeling.schema import LabelSchema
@@ -169,6 +171,9 @@ def create_job(session: Session, *, name: str, schema: LabelSchema, lines: Seque
         data = line.to_dict()
         if attr in data or f"{attr}-metadata" in data:
             raise Invalid(f"{where}: already carries {attr!r}; choose another label attribute")
+        for key in GEOMETRY_KEYS:  # a line's own geometry must be what Orthanc has
+            if key in data and data[key] != geometry[line.source].get(key):
+                raise Invalid(f"{where}: {key} {data[key]} but Orthanc's instance has {geometry[line.source].get(key)}")
         if "prelabel" in data:
             _prelabel_answer(schema, data["prelabel"], where, geometry[line.source])
         session.add(Item(job_id=job.id, position=number, source=line.source, line=data, open_slots=k,
@@ -379,34 +384,31 @@ def get_item_for(session: Session, item_id: int, user: User) -> Item:
 # answers
 
 
-MAX_ROIS = 200
-MAX_POINTS_PER_ROI = 1000
-
-
 def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[str, Any]] = None,
                     require_all: bool = True) -> dict[str, Any]:
-    """One annotator's answer checked against the schema and, when known, the item's recorded
-    ``image`` geometry ({rows, columns, frames}, :mod:`labeling.portal.geometry`): the answer's image
-    size equal to it, its frame in range, every ROI point inside ``[0, columns] × [0, rows]``.
-    At most MAX_ROIS ROIs of at most MAX_POINTS_PER_ROI points. Returns the canonical label shape
-    (with ``image`` filled in from the geometry when the answer left it out)."""
+    """One annotator's answer checked against the schema and, when ``image`` gives ``rows`` and
+    ``columns`` (the item's geometry recorded from Orthanc at job creation, :func:`item_geometry`),
+    against the image by the label contract (:func:`labeling.contracts.answer.parse_answer`: image
+    size, frame in range, ROI points inside, bounded ROIs and points); an ROI of a label the answer
+    marks absent is refused (:mod:`labeling.consolidation.consistency`). Returns the canonical label
+    shape, with ``image`` filled in from the geometry when the answer left it out."""
     names = list(schema.label_names)
+    geometry = None
+    if image and image.get("rows") and image.get("columns"):
+        # a consolidated image names its frame, not the frame count: frames up to it are allowed
+        frames = image.get("frames") or int(image.get("frame") or 0) + 1
+        geometry = ImageGeometry(int(image["rows"]), int(image["columns"]), int(frames))
     try:
-        content = parse_worker_content(raw)
-        parsed = parse_answer(WorkerAnswer("annotator", content), names, item_id="answer")
-    except ConsolidationError as exc:
-        raise Invalid(f"answer: {exc.field}: {exc.reason}") from None
+        parsed = parse_answer(raw, names, geometry=geometry)
+    except ContractError as exc:
+        raise Invalid(f"answer: {exc}") from None
     if parsed.rois and not schema.has_rois:
         raise Invalid(f"answer: rois: schema {schema.name!r} is classification only")
-    if len(parsed.rois) > MAX_ROIS:
-        raise Invalid(f"answer: rois: {len(parsed.rois)} ROIs, at most {MAX_ROIS} per answer")
     for index, roi in enumerate(parsed.rois):
         allowed = schema.label(roi.label).shapes
         if roi.shape not in allowed:
             raise Invalid(f"answer: rois[{index}].shape: {roi.shape!r} is not allowed for label "
                           f"{roi.label!r} (allowed: {', '.join(allowed)})")
-        if len(roi.points) > MAX_POINTS_PER_ROI:
-            raise Invalid(f"answer: rois[{index}].points: {len(roi.points)} points, at most {MAX_POINTS_PER_ROI}")
     for index in contradictions(parsed.labels, [roi.label for roi in parsed.rois]):
         label = parsed.rois[index].label
         raise Invalid(f"answer: rois[{index}]: an ROI of {label!r}, which this answer marks absent "
@@ -415,30 +417,22 @@ def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[st
         missing = [name for name in names if name not in parsed.labels]
         if missing:
             raise Invalid(f"answer: labels: no present/absent answer for {missing}")
-    answer_image = dict(parsed.image) if parsed.image is not None else None
-    if image is not None:
-        rows, columns, frames = int(image["rows"]), int(image["columns"]), int(image.get("frames") or 1)
-        if answer_image is not None:
-            for key, actual in (("rows", rows), ("columns", columns)):
-                if key in answer_image and answer_image[key] != actual:
-                    raise Invalid(f"answer: image.{key}: {answer_image[key]} but the image has {actual}")
-        frame = (answer_image or {}).get("frame", 0)
-        if frame >= frames:
-            raise Invalid(f"answer: image.frame: {frame} but the image has {frames} frame(s) (0-based)")
-        for index, roi in enumerate(parsed.rois):
-            x0, y0, x1, y1 = roi.box()
-            if x0 < 0 or y0 < 0 or x1 > columns or y1 > rows:
-                raise Invalid(f"answer: rois[{index}].points: outside the image [0, {columns}] × [0, {rows}] "
-                              f"(x {x0:g}..{x1:g}, y {y0:g}..{y1:g})")
-        answer_image = {"rows": rows, "columns": columns, "frame": frame}
     out: dict[str, Any] = {
         "labels": [{"name": n, "present": parsed.labels[n]} for n in names if n in parsed.labels],
         "rois": [{"label": r.label, "shape": r.shape, "points": [[float(x), float(y)] for x, y in r.points]}
                  for r in parsed.rois],
     }
-    if answer_image is not None:
-        out["image"] = answer_image
+    if parsed.image is not None:
+        out["image"] = parsed.image.to_dict()
+    elif geometry is not None:
+        out["image"] = {"rows": geometry.rows, "columns": geometry.columns, "frame": 0}
     return out
+
+
+def item_geometry(item: Item) -> Optional[dict[str, Any]]:
+    """The geometry answers are checked against: recorded from Orthanc at job creation, else (jobs
+    created before revision 0002) the manifest line's own geometry keys, if any."""
+    return item.geometry or ({k: item.line[k] for k in GEOMETRY_KEYS if k in item.line} or None)
 
 
 @dataclass(frozen=True)
@@ -465,7 +459,7 @@ def submit_answer(session: Session, assignment_id: int, user: User, raw: Any,
                        f"{assignment.lease_expires_at.isoformat()}; take the next task")
     schema = job_schema(job)
     item = session.scalars(select(Item).where(Item.id == assignment.item_id).with_for_update()).one()
-    assignment.answer = validate_answer(schema, raw, image=item.geometry)
+    assignment.answer = validate_answer(schema, raw, image=item_geometry(item))
     assignment.submitted_at = now
     session.flush()
     count = session.scalar(select(func.count(Assignment.id)).where(Assignment.item_id == item.id, answered())) or 0
@@ -621,7 +615,7 @@ def review_decide(session: Session, item: Item, reviewer: User, action: str,
             raise Conflict(f"item {item.id}: nothing consolidated to accept (it was flagged); edit or exclude it")
         final = dict(item.consolidated)
     elif action == "edit":
-        edited = validate_answer(job_schema(job), answer, image=item.geometry)
+        edited = validate_answer(job_schema(job), answer, image=item_geometry(item))
         consolidated = item.consolidated or {}
         final = {"labels": [dict(e, confidence=1.0) for e in edited["labels"]],
                  "rois": [dict(r, confidence=1.0) for r in edited["rois"]],

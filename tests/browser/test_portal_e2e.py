@@ -30,6 +30,7 @@ from labeling.output_manifest import read_output_manifest
 from labeling.portal.local import add_user, portal_env, start_local_portal, stop_local_portal
 from labeling.sr import read_annotation_sr
 from tests.browser.conftest import SCREENSHOTS
+from tests.browser.portal_pages import login
 from tests.browser.viewer_driver import ViewerDriver
 
 pytestmark = pytest.mark.browser
@@ -51,16 +52,7 @@ def portal(local_stack) -> Any:  # noqa: F811
 
 
 def _login(browser: Any, url: str, name: str) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.goto(f"{url}/login")
-    page.fill("input[name=username]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("#login-submit")
-    page.wait_for_url(f"{url}/")
-    return page
+    return login(browser, url, name, PASSWORD)
 
 
 def _label_item(page: Any, answers: dict[str, bool], box: tuple | None, screenshot: Path | None = None,

@@ -18,6 +18,7 @@ from labeling import synth
 from labeling.output_manifest import read_output_manifest
 from labeling.portal.local import add_user, start_local_portal, stop_local_portal
 from tests.browser.conftest import SCREENSHOTS
+from tests.browser.portal_pages import login
 from tests.browser.viewer_driver import ViewerDriver
 
 pytestmark = pytest.mark.browser
@@ -32,17 +33,8 @@ def portal(local_stack) -> Any:  # noqa: F811
     stop_local_portal(process)
 
 
-def _login(browser: Any, url: str, name: str, password: str = PASSWORD) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.goto(f"{url}/login")
-    page.fill("input[name=username]", name)
-    page.fill("input[name=password]", password)
-    page.click("#login-submit")
-    page.wait_for_url(f"{url}/")
-    return page
+def _login(browser: Any, url: str, name: str) -> Any:
+    return login(browser, url, name, PASSWORD)
 
 
 def _shot(page: Any, name: str) -> None:
