@@ -146,11 +146,13 @@ def test_two_annotators_review_export_sr(browser, portal, local_stack, client, t
     assert "answers 4 / 4" in admin.content() and "done 2" in admin.content()
     admin.click("#export")
     admin.wait_for_function("() => document.body.dataset.lastAction === 'export'")
-    exported = json.loads(admin.inner_text("#result"))
+    assert "Wrote 2 line(s)" in admin.inner_text("#result")  # said in words
+    exported = json.loads(admin.get_attribute("#result", "data-result"))
     assert exported["written"] == 2 and exported["left_out_review"] == 0
     admin.click("#sr")
     admin.wait_for_function("() => document.body.dataset.lastAction === 'sr'", timeout=60_000)
-    stored = json.loads(admin.inner_text("#result"))
+    assert "No errors" in admin.inner_text("#result")
+    stored = json.loads(admin.get_attribute("#result", "data-result"))
     assert not stored["errors"] and len(stored["stored"]) == 2
 
     records = read_output_manifest(Path(exported["destination"]))

@@ -216,6 +216,7 @@ function jobActions() {
       try {
         const result = await api('POST', `/api/jobs/${data.job_id}/${path}`, body);
         out.textContent = describe(button.dataset.action, result);
+        out.dataset.result = JSON.stringify(result);  // the raw answer, for scripts and tests
         document.body.dataset.lastAction = button.dataset.action;
         if (['pause', 'resume', 'close'].includes(button.dataset.action)) window.location.reload();
       } catch (error) { out.textContent = `Error: ${error.message}`; }
