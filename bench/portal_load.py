@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from labeling.local_stack import LocalStack, free_port  # noqa: E402
 from labeling.orthanc_client import OrthancClient  # noqa: E402
-from labeling.portal.local import local_workers, portal_env  # noqa: E402
+from labeling.portal.local import local_workers, portal_env, wait_healthy  # noqa: E402
 
 SCHEMA = {"name": "bench", "task_type": "classification+roi",
           "labels": [{"name": "Opacity", "shapes": ["rectangle", "ellipse"]}, {"name": "Device"},
@@ -247,18 +247,12 @@ def start_portal(variant: Variant) -> tuple[str, subprocess.Popen]:
                                start_new_session=True)
     log.close()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{variant.name}: portal exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return url, process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.terminate()
-    raise RuntimeError(f"{variant.name}: portal did not answer within 90 s")
+    try:
+        wait_healthy(url, process, 90, variant.logs / f"portal-{variant.name}.log")
+    except Exception:
+        stop(process)
+        raise
+    return url, process
 
 
 def stop(process: subprocess.Popen) -> None:

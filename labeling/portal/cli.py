@@ -33,8 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                     "migrate the database, create the first admin (a generated password is shown "
                                     "once, or --admin-password-file) and serve on 127.0.0.1; prints the URL. "
                                     "A portal already running there is reused. `portal down` stops it.")
-    up.add_argument("--workdir", type=Path, default=Path(".local/stack"),
-                    help="the local stack's work directory (default: .local/stack, shared with `make demo`)")
+    _workdir(up)
     up.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: 8000, else a free one)")
     up.add_argument("--admin", default="admin", help="the first admin's user name (default: admin)")
     up.add_argument("--admin-password-file", type=Path,
@@ -45,8 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     down = sub.add_parser("down", help="stop the local portal and its local stack",
                           description="Stop the portal `portal up` started in WORKDIR (only its recorded pid) "
                                       "and the local stack there, unless --keep-stack.")
-    down.add_argument("--workdir", type=Path, default=Path(".local/stack"),
-                      help="the local stack's work directory (default: .local/stack)")
+    _workdir(down)
     down.add_argument("--keep-stack", action="store_true", help="leave Orthanc and PostgreSQL running")
     down.set_defaults(func=_down)
 
@@ -115,12 +113,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stop = sub.add_parser("stop", help="stop the local portal that `make demo` left running",
                           description="Stop the portal started beside the local stack in WORKDIR (its recorded "
                                       "pid, only while it is still that portal). `make demo-down` runs this.")
-    stop.add_argument("--workdir", type=Path, default=Path(".local/stack"),
-                      help="the local stack's work directory (default: .local/stack)")
+    _workdir(stop)
     stop.set_defaults(func=_stop)
 
 
 # ----------------------------------------------------------------------------------- helpers
+
+def _workdir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", type=Path, default=Path(".local/stack"),
+                        help="the local stack's work directory (default: .local/stack, shared with `make demo`)")
+
 
 def _fail(message: str, code: int = 1) -> int:
     print(f"error: {message}", file=sys.stderr)

@@ -86,17 +86,26 @@ def start_local_portal(stack_workdir: Path | str, port: int = 0, *, timeout: flo
     log.close()
     write_private(Path(stack_workdir) / PID_FILE, f"{process.pid}\n")
     url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process, timeout, log_path or "portal.log")
+    except LocalStackError:
+        stop_local_portal(process)
+        raise
+    return url, process
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float, log: object) -> None:
+    """Return once ``url``/healthz answers 200; LocalStackError when the process exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise LocalStackError(f"portal exited with {process.returncode}; see {log_path or 'portal.log'}")
+            raise LocalStackError(f"portal exited with {process.returncode}; see {log}")
         try:
             if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return url, process
+                return
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    stop_local_portal(process)
     raise LocalStackError(f"portal did not answer on {url}/healthz within {timeout:.0f} s")
 
 

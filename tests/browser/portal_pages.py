@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from labeling.portal.local import start_local_portal, stop_local_portal
+
 
 def login(browser: Any, url: str, name: str, password: str) -> Any:
     """A fresh browser context logged in as ``name``; ``page.errors`` collects uncaught page errors."""
@@ -17,3 +21,11 @@ def login(browser: Any, url: str, name: str, password: str) -> Any:
     page.click("#login-submit")
     page.wait_for_url(f"{url}/")
     return page
+
+
+@pytest.fixture(scope="module")
+def portal(local_stack) -> Any:
+    """A portal (``portal serve`` subprocess) beside the session's stack, for one test module."""
+    url, process = start_local_portal(local_stack.workdir)
+    yield url
+    stop_local_portal(process)

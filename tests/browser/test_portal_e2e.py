@@ -27,10 +27,10 @@ import pytest
 from labeling import synth
 from labeling.local_stack import REPO_ROOT
 from labeling.output_manifest import read_output_manifest
-from labeling.portal.local import add_user, portal_env, start_local_portal, stop_local_portal
+from labeling.portal.local import add_user, portal_env
 from labeling.sr import read_annotation_sr
 from tests.browser.conftest import SCREENSHOTS
-from tests.browser.portal_pages import login
+from tests.browser.portal_pages import login, portal  # noqa: F401 - the fixture
 from tests.browser.viewer_driver import ViewerDriver
 
 pytestmark = pytest.mark.browser
@@ -42,13 +42,6 @@ SCHEMA = {"name": "portal-e2e", "task_type": "classification+roi",
           "instructions": "Answer every label; outline each opacity.", "annotators_per_item": 2}
 PASSWORD = "e2e password 123"
 SIZE = 256
-
-
-@pytest.fixture(scope="module")
-def portal(local_stack) -> Any:  # noqa: F811
-    url, process = start_local_portal(local_stack.workdir)
-    yield url
-    stop_local_portal(process)
 
 
 def _login(browser: Any, url: str, name: str) -> Any:

@@ -16,21 +16,14 @@ import pytest
 
 from labeling import synth
 from labeling.output_manifest import read_output_manifest
-from labeling.portal.local import add_user, start_local_portal, stop_local_portal
+from labeling.portal.local import add_user
 from tests.browser.conftest import SCREENSHOTS
-from tests.browser.portal_pages import login
+from tests.browser.portal_pages import login, portal  # noqa: F401 - the fixture
 from tests.browser.viewer_driver import ViewerDriver
 
 pytestmark = pytest.mark.browser
 
 PASSWORD = "product password 123"
-
-
-@pytest.fixture(scope="module")
-def portal(local_stack) -> Any:  # noqa: F811
-    url, process = start_local_portal(local_stack.workdir)
-    yield url
-    stop_local_portal(process)
 
 
 def _login(browser: Any, url: str, name: str) -> Any:
