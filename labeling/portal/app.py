@@ -11,6 +11,11 @@ Authentication (``PORTAL_AUTH_MODE``): ``local`` — signed session cookie from 
 users are created/updated from the verified claims and Cognito groups. State-changing requests
 need the CSRF token (``X-CSRF-Token`` header or ``csrf_token`` form field) in both modes.
 
+Layout: this module builds the app (settings, middleware, error handlers, login, pages, jobs and
+export routes); the routers per area live in :mod:`labeling.portal.api` (tasks, images, review,
+users, admin pages), with the shared dependencies in :mod:`labeling.portal.deps` and the logic in
+the services (:mod:`.jobs`, :mod:`.admin`, :mod:`.export`, :mod:`.geometry`).
+
 Errors: domain refusals (:class:`jobs.PortalError`) answer their status with ``{"detail": msg}``;
 an unexpected exception is logged and answered 500 without internals.
 """
@@ -26,13 +31,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from fastapi import Body, FastAPI, Form, Path as PathParam, Request
+from fastapi import Body, FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from labeling import viewer_assets
@@ -40,21 +45,18 @@ from labeling.manifest import ManifestError, ManifestLine
 from labeling.portal import admin as A
 from labeling.portal import jobs as J
 from labeling.portal import security as S
+from labeling.portal.deps import ID
 from labeling.portal.db import make_engine, ping, session_factory, transaction
 from labeling.portal.geometry import checked_geometry
 from labeling.portal.guard import RequestGuard
 from labeling.portal.export import export_manifest, export_sr, manifest_lines
 from labeling.portal.images import ImageError, ImageStore, orthanc_client_for, salt_for
-from labeling.portal.models import FLAG_REASONS, Item, Job, LoginFailure, Session as DbSession, User, utcnow
+from labeling.portal.models import FLAG_REASONS, Job, LoginFailure, Session as DbSession, User, utcnow
 from labeling.portal.oidc import OidcError, OidcVerifier
 from labeling.portal.settings import PortalSettings
-from labeling.schema import LabelSchema, SchemaError
 
 _log = logging.getLogger("labeling.portal")
 HERE = Path(__file__).resolve().parent
-def ID() -> Any:
-    """A fresh path-parameter spec per route (FastAPI binds a spec object to its first parameter)."""
-    return PathParam(ge=1, le=2**31 - 1)
 _ASSET_NAME = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)+")
 
 CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; "
@@ -93,11 +95,6 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _retryable(exc: Exception) -> bool:
-    """Deadlock (40P01), serialization failure (40001) or unique violation (23505): safe to retry."""
-    return getattr(getattr(exc, "orig", None), "sqlstate", None) in ("40P01", "40001", "23505")
-
-
 class AuthError(Exception):
     def __init__(self, message: str, status: int = 401) -> None:
         super().__init__(message)
@@ -113,22 +110,6 @@ class Principal:
 
 
 # ----------------------------------------------------------------------------- request bodies
-
-class AnswerIn(BaseModel):
-    annotation: Any = Field(description="one annotator's answer in the label shape (object or its JSON text)")
-
-
-class ReviewIn(BaseModel):
-    action: str = Field(pattern="^(accept|edit|exclude|reopen)$",
-                        description="accept the consolidated label, edit (answer required), exclude from the "
-                                    "export, or reopen a wrongly flagged item for annotators")
-    answer: Any = None
-
-
-class FlagIn(BaseModel):
-    reason: str = Field(description="unreadable | wrong-body-part | burned-in-phi | other")
-    comment: str = Field(default="", max_length=1000, description="required when the reason is 'other'")
-
 
 class StateIn(BaseModel):
     state: str = Field(pattern="^(active|paused)$")
@@ -229,6 +210,15 @@ class Portal:
             raise AuthError("account disabled", 403)
         return Principal(user, "session|" + session_id)
 
+    def authenticate_alone(self, request: Request) -> Principal:
+        """:meth:`authenticate` outside the route's transaction: locally one SELECT without BEGIN/COMMIT;
+        with alb-oidc in a transaction (users are created and updated from the verified claims)."""
+        if self.settings.auth_mode == "local":
+            with self.read_factory() as session:
+                return self.authenticate(request, session)
+        with self.tx() as session:
+            return self.authenticate(request, session)
+
     def check_csrf(self, request: Request, principal: Principal, form_token: Optional[str] = None) -> None:
         token = request.headers.get(S.CSRF_HEADER) or form_token
         if not S.csrf_ok(self.secret, principal.csrf_key, token):
@@ -292,12 +282,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
     app.state.portal = portal
 
     def authenticate_first(request: Request) -> Principal:
-        if settings.auth_mode == "local":  # one SELECT, no transaction around it
-            with portal.read_factory() as session:
-                principal = portal.authenticate(request, session)
-        else:  # alb-oidc creates and updates users from the verified claims: a transaction
-            with portal.tx() as session:
-                principal = portal.authenticate(request, session)
+        principal = portal.authenticate_alone(request)
         portal.check_csrf(request, principal)
         return principal
 
@@ -356,19 +341,12 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
         portal.check_csrf(request, principal)
         return principal
 
-    def task_json(task: J.Task, job: Job) -> dict[str, Any]:
-        return {"assignment_id": task.assignment_id, "item_id": task.item_id, "job_id": job.id, "job": job.name,
-                "position": task.position, "total": task.total,
-                "pixel_spacing": (task.geometry or {}).get("pixel_spacing"),
-                "image_url": portal.url(f"/api/items/{task.item_id}/image"), "schema": job.schema,
-                "initialAnswer": J.prelabel_for(task.line),
-                "lease_expires_at": task.lease_expires_at.isoformat(), "submitted": task.submitted}
-
     # -- routers per area (labeling/portal/api/) --------------------------------------------
-    from labeling.portal.api import pages as pages_api, users as users_api
+    from labeling.portal.api import images as images_api, pages as pages_api, review as review_api
+    from labeling.portal.api import tasks as tasks_api, users as users_api
 
-    app.include_router(users_api.router, prefix=root)
-    app.include_router(pages_api.router, prefix=root)
+    for module in (tasks_api, images_api, review_api, users_api, pages_api):
+        app.include_router(module.router, prefix=root)
 
     # -- health, static ----------------------------------------------------------------------
 
@@ -582,28 +560,6 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
                 return J.annotator_progress(session, job, principal.user)
             return J.job_progress(session, job)
 
-    @app.post(f"{root}/api/jobs/{{job_id}}/next", tags=["tasks"])
-    def api_next(request: Request, job_id: int = ID()) -> Response:
-        for attempt in range(3):
-            try:
-                with portal.tx() as session:
-                    principal = mutate(request, session, "annotator")
-                    job = J.get_job(session, job_id)
-                    task = J.lease_and_fetch(session, job, principal.user)
-                    if task is None:
-                        return JSONResponse({"done": True, "detail": "no more items for you in this job"})
-                break
-            except (OperationalError, IntegrityError) as exc:
-                # A deadlock between two assigners expiring leases, or the same annotator asking from
-                # two tabs (UNIQUE(item, user)): the transaction rolled back whole; try again.
-                if attempt == 2 or not _retryable(exc):
-                    raise
-        # Prefetch: the leased image (the viewer asks for it next) and the likely next one.
-        images.prefetch(task.source)
-        if task.upcoming is not None:
-            images.prefetch(task.upcoming)
-        return JSONResponse(task_json(task, job))
-
     @app.post(f"{root}/api/jobs/{{job_id}}/state", tags=["jobs"])
     def api_state(request: Request, body: StateIn, job_id: int = ID()) -> dict[str, Any]:
         with portal.tx() as session:
@@ -653,70 +609,6 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
             job = J.get_job(session, job_id)
             result = export_sr(session, job, images.orthanc())
             return {"stored": {str(k): v for k, v in result.stored.items()}, "errors": result.errors}
-
-    @app.get(f"{root}/api/assignments/{{assignment_id}}", tags=["tasks"])
-    def api_assignment(request: Request, assignment_id: int = ID()) -> dict[str, Any]:
-        with portal.tx() as session:
-            principal = auth(request, session, "annotator")
-            assignment = J.get_assignment(session, assignment_id, principal.user)
-            job = J.get_job(session, assignment.job_id)
-            task = task_json(J.task_of(session, job, principal.user, assignment), job)
-            task["answer"] = assignment.answer  # the annotator's own answer only
-            return task
-
-    @app.post(f"{root}/api/assignments/{{assignment_id}}/answer", tags=["tasks"])
-    def api_answer(request: Request, body: AnswerIn, assignment_id: int = ID()) -> dict[str, Any]:
-        with portal.tx() as session:
-            principal = mutate(request, session, "annotator")
-            result = J.submit_answer(session, assignment_id, principal.user, body.annotation)
-            # Blind: the annotator learns that the answer was stored, not what others said.
-            return {"assignment_id": result.assignment_id, "item_id": result.item_id, "stored": True}
-
-    @app.post(f"{root}/api/assignments/{{assignment_id}}/skip", tags=["tasks"])
-    def api_skip(request: Request, assignment_id: int = ID()) -> dict[str, Any]:
-        with portal.tx() as session:
-            principal = mutate(request, session, "annotator")
-            assignment = J.skip_task(session, assignment_id, principal.user)
-            return {"assignment_id": assignment.id, "skipped": True}
-
-    @app.post(f"{root}/api/assignments/{{assignment_id}}/flag", tags=["tasks"])
-    def api_flag(request: Request, body: FlagIn, assignment_id: int = ID()) -> dict[str, Any]:
-        with portal.tx() as session:
-            principal = mutate(request, session, "annotator")
-            J.flag_task(session, assignment_id, principal.user, body.reason, body.comment)
-            return {"assignment_id": assignment_id, "flagged": body.reason}
-
-    @app.get(f"{root}/api/items/{{item_id}}/image", tags=["images"],
-             responses={200: {"content": {"application/dicom": {}}}})
-    def api_image(request: Request, item_id: int = ID()) -> Response:
-        with portal.tx() as session:
-            principal = auth(request, session)
-            source = J.item_source_for(session, item_id, principal.user)
-        # Read here, in the endpoint's worker thread: one image (~0.1–10 MB) in memory is cheaper than
-        # FileResponse's chunked reads, each another hop to the thread pool.
-        return Response(images.get(source).read_bytes(), media_type="application/dicom",
-                        headers={"Cache-Control": "private, max-age=3600"})
-
-    @app.get(f"{root}/api/review", tags=["review"])
-    def api_review_queue(request: Request) -> list[dict[str, Any]]:
-        with portal.tx() as session:
-            auth(request, session, "admin", "reviewer")
-            return [{"item_id": i.id, "job_id": i.job_id, "position": i.position, "agreement": i.agreement,
-                     "page": portal.url(f"/review/{i.id}")} for i in J.review_queue(session)]
-
-    @app.get(f"{root}/api/review/{{item_id}}", tags=["review"])
-    def api_review_item(request: Request, item_id: int = ID()) -> dict[str, Any]:
-        with portal.tx() as session:
-            principal = auth(request, session, "admin", "reviewer")
-            return J.review_detail(session, J.get_item_for(session, item_id, principal.user), principal.user)
-
-    @app.post(f"{root}/api/review/{{item_id}}", tags=["review"])
-    def api_review_decide(request: Request, body: ReviewIn, item_id: int = ID()) -> dict[str, Any]:
-        with portal.tx() as session:
-            principal = mutate(request, session, "admin", "reviewer")
-            item = J.review_decide(session, J.get_item_for(session, item_id, principal.user), principal.user,
-                                   body.action, body.answer)
-            return {"item_id": item.id, "state": item.state, "final": item.final}
 
     return app
 

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
-from fastapi import Request
+from fastapi import Path as PathParam, Request
 from sqlalchemy.orm import Session
 
 from labeling.portal.jobs import Forbidden
 
 if TYPE_CHECKING:
     from labeling.portal.app import Portal, Principal
+
+
+def ID() -> Any:
+    """A fresh path-parameter spec per route (FastAPI binds a spec object to its first parameter)."""
+    return PathParam(ge=1, le=2**31 - 1)
 
 
 def get_portal(request: Request) -> "Portal":
@@ -34,10 +39,8 @@ def role(*roles: str) -> Callable[[Request], "Principal"]:
 
     def dependency(request: Request) -> "Principal":
         principal: Any = getattr(request.state, "principal", None)
-        if principal is None:
-            portal = get_portal(request)
-            with portal.tx() as session:
-                principal = portal.authenticate(request, session)
+        if principal is None:  # a GET: authenticated here (state-changing calls were, by the guard)
+            principal = get_portal(request).authenticate_alone(request)
         if roles and principal.user.role not in roles:
             raise Forbidden(f"this needs the role {' or '.join(roles)}")
         return principal
