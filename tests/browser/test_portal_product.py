@@ -3,7 +3,7 @@
 an admin creates a job from an Orthanc query in the UI and adds the annotators and a reviewer; one
 annotator labels with the keyboard only and flags one image; a second annotator disagrees on one
 image; the reviewer resolves the disagreement and excludes the flagged image; the admin downloads
-the export. A screenshot of each page goes to ``build/screenshots/portal-*.png``.
+the export. A screenshot of each page goes to ``build/screenshots/portal-*.png`` (users, new-job, task-keyboard, flag, review-queue, review-disagreement, review-flag, job).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def test_admin_query_job_keyboard_labeling_flag_review_download(browser, portal,
     ann1.keyboard.press("n")  # Device absent
     ann1.keyboard.press("n")  # Effusion absent
     assert ann1.inner_text("#problems") == "" and "Complete" in ann1.inner_text("#status")
-    _shot(ann1, "task")
+    _shot(ann1, "task-keyboard")
     ann1.keyboard.press("Enter")
     second = _wait_item(ann1, first)
     assert "Image 2 of 3" in ann1.inner_text("#position")
@@ -134,7 +134,7 @@ def test_admin_query_job_keyboard_labeling_flag_review_download(browser, portal,
     rev.click(f"tr.review-item[data-item='{first}'] a.button")
     rev.wait_for_function("() => document.body.dataset.state === 'reviewing'", timeout=30_000)
     ViewerDriver(rev).wait_rendered()
-    _shot(rev, "review")
+    _shot(rev, "review-disagreement")
     driver = ViewerDriver(rev)
     driver.set_label("Opacity", True)
     driver.set_label("Device", False)
