@@ -18,7 +18,9 @@ from sqlalchemy.orm import Session
 from labeling.consolidation import ItemAnswers, WorkerAnswer, consolidate_job
 from labeling.local_stack import REPO_ROOT
 from labeling.manifest import FilterError, ManifestError, ManifestLine, build_manifest, parse_filters
-from labeling.portal.jobs import Conflict, Invalid, NotFound, answered
+from labeling.portal.geometry import checked_geometry
+from labeling.portal.jobs import (Conflict, Invalid, NotFound, annotator_progress, answered, item_flags, job_progress,
+                                 list_jobs, review_queue)
 from labeling.portal.models import ROLES, Assignment, Item, Job, Session as DbSession, User
 from labeling.schema import LabelSchema, SchemaError, load_schema, load_schema_text
 
@@ -162,3 +164,38 @@ def job_figures(session: Session, job: Job) -> dict[str, Any]:
     agreements = [a for a in session.scalars(select(Item.agreement).where(Item.job_id == job.id,
                                                                           Item.agreement.is_not(None)))]
     return {"histogram": agreement_histogram(agreements), "quality": annotator_quality(session, job)}
+
+
+def prepare_job(orthanc: Any, *, schema: Optional[Mapping[str, Any]], schema_file: Optional[str],
+                schema_text: Optional[str], manifest: Optional[Sequence[Mapping[str, Any]]],
+                query: Optional[Mapping[str, Any]]) -> tuple[LabelSchema, list[ManifestLine], dict[str, Any]]:
+    """A new job's schema, manifest lines (uploaded, or built from an Orthanc query) and the geometry of
+    every instance, checked in Orthanc (missing ones refuse the job). Nothing is written; the caller
+    stores the result with :func:`labeling.portal.jobs.create_job`."""
+    resolved = resolve_schema(schema=schema, schema_file=schema_file, schema_text=schema_text)
+    if (manifest is None) == (query is None):
+        raise Invalid("give exactly one of manifest (uploaded lines) or query (Orthanc filters)")
+    if query is not None:
+        lines = manifest_from_query(orthanc, resolved, query)
+    else:
+        try:
+            lines = [ManifestLine.from_dict(line) for line in manifest or []]
+        except ManifestError as exc:
+            raise Invalid(str(exc)) from None
+    return resolved, lines, checked_geometry(orthanc, [line.source for line in lines])
+
+
+def jobs_with_progress(session: Session, user: User) -> list[dict[str, Any]]:
+    """The jobs ``user`` sees, each with its progress: the annotator's own (``mine``) or the job's."""
+    if user.role == "annotator":
+        return [{"job": job, "mine": annotator_progress(session, job, user)} for job in list_jobs(session, user)]
+    return [{"job": job, "progress": job_progress(session, job)} for job in list_jobs(session, user)]
+
+
+def review_overview(session: Session) -> tuple[list[Item], dict[int, str], dict[int, str]]:
+    """The review queue, job names by id, and the flag reasons of flagged (unconsolidated) items."""
+    items = review_queue(session)
+    names = {job.id: job.name for job in session.scalars(select(Job))}
+    flags = {item.id: ", ".join(sorted({f["text"] for f in item_flags(session, item)}))
+             for item in items if item.consolidated is None}
+    return items, names, flags

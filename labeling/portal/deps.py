@@ -1,4 +1,4 @@
-"""Request dependencies for the portal's routers: the shared :class:`~labeling.portal.app.Portal` and
+"""Request dependencies for the portal's routers: the shared :class:`~labeling.portal.core.Portal` and
 the authenticated user with a role. A route opens its own transaction (``with tx(request) as
 session``), so it is committed before the answer leaves (a ``yield`` dependency may exit after).
 
@@ -9,15 +9,13 @@ authenticates here (GET requests, pages).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager
 
 from fastapi import Path as PathParam, Request
 from sqlalchemy.orm import Session
 
+from labeling.portal.core import Portal, Principal
 from labeling.portal.jobs import Forbidden
-
-if TYPE_CHECKING:
-    from labeling.portal.app import Portal, Principal
 
 
 def ID() -> Any:
@@ -25,7 +23,7 @@ def ID() -> Any:
     return PathParam(ge=1, le=2**31 - 1)
 
 
-def get_portal(request: Request) -> "Portal":
+def get_portal(request: Request) -> Portal:
     return request.app.state.portal
 
 
@@ -34,10 +32,10 @@ def tx(request: Request) -> ContextManager[Session]:
     return get_portal(request).tx()
 
 
-def role(*roles: str) -> Callable[[Request], "Principal"]:
+def role(*roles: str) -> Callable[[Request], Principal]:
     """A dependency: the request's principal, refused 403 unless it has one of ``roles`` (any when none)."""
 
-    def dependency(request: Request) -> "Principal":
+    def dependency(request: Request) -> Principal:
         principal: Any = getattr(request.state, "principal", None)
         if principal is None:  # a GET: authenticated here (state-changing calls were, by the guard)
             principal = get_portal(request).authenticate_alone(request)

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from labeling.output_manifest import output_line, write_output_manifest
 from labeling.portal.jobs import Invalid, item_answers
 from labeling.portal.models import Item, Job, User
+from labeling.portal.names import EXPORT_PREFIX
 
 _S3 = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(?P<key>[^\s]+)")
 
@@ -124,3 +125,17 @@ def export_sr(session: Session, job: Job, orthanc: Any, *,
         if progress:
             progress(index, len(items))
     return result
+
+
+def export_destination(settings: Any, job: Job) -> str:
+    """Where the portal exports a job: ``s3://<PORTAL_EXPORT_BUCKET>/portal-exports/<job>/output.manifest``,
+    else under ``PORTAL_CACHE_DIR/exports/``."""
+    if settings.export_bucket:
+        return f"s3://{settings.export_bucket}/{EXPORT_PREFIX}{job.name}/output.manifest"
+    return str(Path(settings.cache_dir) / "exports" / job.name / "output.manifest")
+
+
+def manifest_text(session: Session, job: Job) -> str:
+    """The output manifest as JSON Lines (the download), without writing it anywhere."""
+    return "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+                   for line in manifest_lines(session, job).lines)

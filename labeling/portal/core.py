@@ -1,0 +1,152 @@
+"""What every route shares: :class:`Portal` (settings, database, image store, OIDC verifier, templates),
+the authenticated :class:`Principal` of a request and :class:`AuthError`. Built once by
+:func:`labeling.portal.app.create_app`; routers reach it through :mod:`labeling.portal.deps`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from labeling import viewer_assets
+from labeling.portal import jobs as J
+from labeling.portal import security as S
+from labeling.portal.db import session_factory, transaction
+from labeling.portal.images import ImageStore
+from labeling.portal.models import Session as DbSession, User, utcnow
+from labeling.portal.oidc import OidcError, OidcVerifier
+from labeling.portal.settings import PortalSettings
+
+HERE = Path(__file__).resolve().parent
+_ASSET_NAME = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)+")
+
+
+class AuthError(Exception):
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Principal:
+    """The authenticated user of a request and the key its CSRF token is bound to."""
+
+    def __init__(self, user: User, csrf_key: str) -> None:
+        self.user = user
+        self.csrf_key = csrf_key
+
+
+
+class Portal:
+    """What the routes share: settings, database, image store, verifier, templates."""
+
+    def __init__(self, settings: PortalSettings, engine: Engine, images: ImageStore,
+                 verifier: Optional[OidcVerifier], s3_client: Any = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.factory = session_factory(engine)
+        # Reads outside a transaction (no BEGIN/COMMIT round trips): the guard's session lookup.
+        self.read_factory = session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
+        self.images = images
+        self.verifier = verifier
+        self.secret = settings.require_session_secret()
+        self.s3_client = s3_client
+        self.root = settings.root_path
+        self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
+                                     autoescape=select_autoescape(default=True, default_for_string=True))
+        self._viewer_files: dict[str, tuple[Path, str]] = {}
+
+    def tx(self):
+        return transaction(self.factory)
+
+    def url(self, path: str) -> str:
+        return f"{self.root}{path}"
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def authenticate(self, request: Request, session: Session) -> Principal:
+        if self.settings.auth_mode == "alb-oidc":
+            assert self.verifier is not None
+            try:
+                identity = self.verifier.identify(request.headers)
+            except OidcError as exc:
+                raise AuthError(str(exc), exc.status) from None
+            user = session.scalars(select(User).where(User.external_sub == identity.sub)).first()
+            if user is None:
+                user = J.find_user(session, identity.name)
+                if user is not None and user.external_sub not in (None, identity.sub):
+                    raise AuthError("user name already bound to another identity", 403)
+                if user is None:
+                    user = User(name=identity.name, role=identity.role, external_sub=identity.sub, active=True)
+                    session.add(user)
+                user.external_sub = identity.sub
+            user.role = identity.role  # Cognito groups are the source of truth for roles
+            if not user.active:
+                raise AuthError("account disabled", 403)
+            session.flush()
+            return Principal(user, "oidc|" + identity.sub)
+        session_id = S.unsign_session(self.secret, request.cookies.get(S.SESSION_COOKIE))
+        if session_id is None:
+            raise AuthError("not logged in")
+        # One round trip for the session and its user (this runs on every request).
+        found = session.execute(select(DbSession, User).join(User, User.id == DbSession.user_id)
+                                .where(DbSession.id == session_id)).first()
+        if found is None or found[0].expires_at < utcnow():
+            raise AuthError("session expired; log in again")
+        user = found[1]
+        if not user.active:
+            raise AuthError("account disabled", 403)
+        return Principal(user, "session|" + session_id)
+
+    def authenticate_alone(self, request: Request) -> Principal:
+        """:meth:`authenticate` outside the route's transaction: locally one SELECT without BEGIN/COMMIT;
+        with alb-oidc in a transaction (users are created and updated from the verified claims)."""
+        if self.settings.auth_mode == "local":
+            with self.read_factory() as session:
+                return self.authenticate(request, session)
+        with self.tx() as session:
+            return self.authenticate(request, session)
+
+    def check_csrf(self, request: Request, principal: Principal, form_token: Optional[str] = None) -> None:
+        token = request.headers.get(S.CSRF_HEADER) or form_token
+        if not S.csrf_ok(self.secret, principal.csrf_key, token):
+            raise J.Forbidden("CSRF token missing or invalid")
+
+    def csrf(self, principal: Principal) -> str:
+        return S.csrf_token(self.secret, principal.csrf_key)
+
+    # -- viewer files ------------------------------------------------------------------------
+
+    def viewer_file(self, name: str) -> tuple[Path, str]:
+        if not _ASSET_NAME.fullmatch(name):
+            raise J.NotFound("no such file")
+        if name not in self._viewer_files:
+            try:
+                self._viewer_files = {key: (path, ctype) for key, path, ctype in viewer_assets.asset_files()}
+            except viewer_assets.ViewerAssetsError as exc:
+                raise J.NotFound(str(exc)) from None
+        if name not in self._viewer_files:
+            raise J.NotFound("no such file")
+        return self._viewer_files[name]
+
+    def viewer_sri(self) -> Optional[str]:
+        try:
+            return viewer_assets.sri()
+        except viewer_assets.ViewerAssetsError:
+            return None
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def page(self, name: str, principal: Optional[Principal], status: int = 200, **context: Any) -> HTMLResponse:
+        template = self.templates.get_template(name)
+        html = template.render(root=self.root, user=principal.user if principal else None,
+                               csrf=self.csrf(principal) if principal else "",
+                               local_auth=self.settings.auth_mode == "local", **context)
+        return HTMLResponse(html, status_code=status)
