@@ -28,8 +28,9 @@ on create and again whenever the role's password changes. It connects as the mas
 Orthanc database secret, which only it reads); the role's password is generated into the portal's
 own secret, the only database secret the portal's tasks receive.
 
-The container's environment names follow the portal's settings contract (``PORTAL_*``, ORTHANC_*,
-``DEIDENTIFY_SALT_SECRET_ARN``); :func:`portal_container_definitions` is the one place they are set.
+The container's environment names come from :mod:`labeling.portal.names` (``PORTAL_*``, ``ORTHANC_*``,
+``DEIDENTIFY_SALT_SECRET_ARN``), the module the portal's settings read them with;
+:func:`portal_container_definitions` is the one place they are set.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from components.orthanc import DEPLOYMENT_MAX_PERCENT
 from components.packaging import LAMBDA_RUNTIME, ROOT, lambda_archive
 from components.storage import encrypted_log_group
 from labeling.orthanc_config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
+from labeling.portal import names as N
+from labeling.portal.names import EXPORT_PREFIX  # where the portal writes exports (the task role's grant)
 
 PORTAL_PORT = 8000
 DB_PORT = 5432
@@ -68,8 +71,6 @@ PATH_PATTERNS = (ROOT_PATH, f"{ROOT_PATH}/*")
 LISTENER_RULE_PRIORITY = 100
 GROUPS = {"admin": "Creates jobs, invites annotators, exports", "annotator": "Labels assigned items",
           "reviewer": "Resolves low-agreement items"}
-# Where the portal writes exports in the annotation bucket (labeling/portal/app.py: "portal-exports/").
-EXPORT_PREFIX = "portal-exports/"
 # labeling/portal/db.py opens up to pool_size + this many connections per task.
 PORTAL_MAX_OVERFLOW = 10
 PORTAL_MAX_POOL = 10
@@ -489,28 +490,28 @@ def portal_environment(*, region: str, db_host: str, db_user: str, user_pool_id:
                        db_pool_size: int) -> dict[str, str]:
     """The portal's plain settings (names per the portal settings contract); no secret values."""
     return {
-        "PORTAL_HOST": "0.0.0.0",  # inside the task's own network namespace; the SG admits only the ALB
-        "PORTAL_PORT": str(PORTAL_PORT),
-        "PORTAL_ROOT_PATH": ROOT_PATH,  # the ALB does not strip the prefix
-        "PORTAL_AUTH_MODE": "alb-oidc",
-        "PORTAL_OIDC_REGION": region,
-        "PORTAL_OIDC_ALB_ARN": alb_arn,  # the expected `signer` of x-amzn-oidc-data
-        "PORTAL_COGNITO_USER_POOL_ID": user_pool_id,
-        "PORTAL_COGNITO_CLIENT_ID": client_id,
-        "PORTAL_DB_HOST": db_host,
-        "PORTAL_DB_PORT": str(DB_PORT),
-        "PORTAL_DB_NAME": DB_NAME,
-        "PORTAL_DB_USER": db_user,
-        "PORTAL_DB_SSLMODE": "require",  # the parameter group sets rds.force_ssl
-        "PORTAL_DB_CREATE": "false",  # made at deploy time with its owner (lambda_src/portal_db_role)
-        "ORTHANC_URL": orthanc_url,
-        "ORTHANC_SECRET_ARN": orthanc_secret_arn,
-        "PORTAL_DEIDENTIFY": "true" if deidentify else "false",
-        "DEIDENTIFY_SALT_SECRET_ARN": salt_secret_arn,
-        "PORTAL_CACHE_DIR": CACHE_DIR,
-        "PORTAL_EXPORT_BUCKET": export_bucket,
-        "PORTAL_EXPORT_KMS_KEY_ID": export_kms_key_id,  # the task role may write only under EXPORT_PREFIX
-        "PORTAL_DB_POOL_SIZE": str(db_pool_size),
+        N.HOST: "0.0.0.0",  # inside the task's own network namespace; the SG admits only the ALB
+        N.PORT: str(PORTAL_PORT),
+        N.ROOT_PATH: ROOT_PATH,  # the ALB does not strip the prefix
+        N.AUTH_MODE: "alb-oidc",
+        N.OIDC_REGION: region,
+        N.OIDC_ALB_ARN: alb_arn,  # the expected `signer` of x-amzn-oidc-data
+        N.COGNITO_USER_POOL_ID: user_pool_id,
+        N.COGNITO_CLIENT_ID: client_id,
+        N.DB_HOST: db_host,
+        N.DB_PORT: str(DB_PORT),
+        N.DB_NAME: DB_NAME,
+        N.DB_USER: db_user,
+        N.DB_SSLMODE: "require",  # the parameter group sets rds.force_ssl
+        N.DB_CREATE: "false",  # made at deploy time with its owner (lambda_src/portal_db_role)
+        N.ORTHANC_URL: orthanc_url,
+        N.ORTHANC_SECRET_ARN: orthanc_secret_arn,
+        N.DEIDENTIFY: "true" if deidentify else "false",
+        N.DEIDENTIFY_SALT_SECRET_ARN: salt_secret_arn,
+        N.CACHE_DIR: CACHE_DIR,
+        N.EXPORT_BUCKET: export_bucket,
+        N.EXPORT_KMS_KEY_ID: export_kms_key_id,  # the task role may write only under EXPORT_PREFIX
+        N.DB_POOL_SIZE: str(db_pool_size),
         "AWS_DEFAULT_REGION": region,
     }
 
@@ -520,8 +521,8 @@ def portal_container_definitions(*, image: str, region: str, log_group: str, db_
     """ECS container definition: plain settings in ``environment``, the two secrets in ``secrets``."""
     env = portal_environment(region=region, **settings)
     secrets = {
-        "PORTAL_DB_PASSWORD": f"{db_secret_arn}:password::",
-        "PORTAL_SESSION_SECRET": session_secret_arn,
+        N.DB_PASSWORD: f"{db_secret_arn}:password::",
+        N.SESSION_SECRET: session_secret_arn,
     }
     probe = (f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORTAL_PORT}{HEALTH_PATH}', "
              "timeout=4)")

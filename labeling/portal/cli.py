@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from labeling.cli import one_line_errors, positive_int
+from labeling.portal import names as N
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            description="Serve the portal on PORTAL_HOST:PORTAL_PORT (default 127.0.0.1:8000).")
     serve.add_argument("--host", help="bind address (default: $PORTAL_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: $PORTAL_PORT or 8000)")
-    serve.add_argument("--workers", type=positive_int, default=int(os.environ.get("PORTAL_WORKERS", "1") or 1),
+    serve.add_argument("--workers", type=positive_int, default=int(os.environ.get(N.WORKERS, "1") or 1),
                        help="uvicorn worker processes (default: $PORTAL_WORKERS or 1)")
     serve.set_defaults(func=_serve)
 
@@ -193,7 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
         options = dict(host=host, port=port, log_level="info", proxy_headers=False, server_header=False,
                        access_log=True, timeout_keep_alive=75)
         if args.workers > 1:
-            os.environ.update(PORTAL_HOST=host, PORTAL_PORT=str(port))
+            os.environ.update({N.HOST: host, N.PORT: str(port)})
             uvicorn.run("labeling.portal.app:app_from_env", factory=True, workers=args.workers, **options)
         else:
             uvicorn.run(create_app(settings), **options)

@@ -24,6 +24,7 @@ import requests
 
 from labeling.local_stack import (REPO_ROOT, LocalStack, LocalStackError, free_port, port_is_free, read_cmdline,
                                   write_private)
+from labeling.portal import names as N
 
 PID_FILE = "portal.pid"
 USERS_FILE = "portal-users.json"
@@ -47,14 +48,14 @@ def portal_env(stack_workdir: Path | str, port: int = 8000) -> dict[str, str]:
     if not secret_file.is_file():
         write_private(secret_file, secrets.token_urlsafe(48) + "\n")
     return {
-        "PORTAL_DB_HOST": "127.0.0.1", "PORTAL_DB_PORT": str(info.postgres_port), "PORTAL_DB_NAME": "portal",
-        "PORTAL_DB_USER": creds["postgres_username"], "PORTAL_DB_PASSWORD": creds["postgres_password"],
-        "PORTAL_DB_SSLMODE": "disable", "PORTAL_DB_CREATE": "true", "PORTAL_AUTH_MODE": "local",
-        "PORTAL_SESSION_SECRET": secret_file.read_text().strip(), "PORTAL_COOKIE_SECURE": "false",
-        "PORTAL_HOST": "127.0.0.1", "PORTAL_PORT": str(port),
-        "PORTAL_CACHE_DIR": str(Path(stack_workdir) / "portal-cache"),
-        "PORTAL_WORKERS": str(local_workers()),
-        "ORTHANC_URL": conn.url, "ORTHANC_USERNAME": conn.username, "ORTHANC_PASSWORD": conn.password,
+        N.DB_HOST: "127.0.0.1", N.DB_PORT: str(info.postgres_port), N.DB_NAME: "portal",
+        N.DB_USER: creds["postgres_username"], N.DB_PASSWORD: creds["postgres_password"],
+        N.DB_SSLMODE: "disable", N.DB_CREATE: "true", N.AUTH_MODE: "local",
+        N.SESSION_SECRET: secret_file.read_text().strip(), N.COOKIE_SECURE: "false",
+        N.HOST: "127.0.0.1", N.PORT: str(port),
+        N.CACHE_DIR: str(Path(stack_workdir) / "portal-cache"),
+        N.WORKERS: str(local_workers()),
+        N.ORTHANC_URL: conn.url, N.ORTHANC_USERNAME: conn.username, N.ORTHANC_PASSWORD: conn.password,
     }
 
 
@@ -142,7 +143,7 @@ def _is_our_portal(pid: int, stack_workdir: Path) -> bool:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    return f"PORTAL_CACHE_DIR={Path(stack_workdir) / 'portal-cache'}".encode() in environ
+    return f"{N.CACHE_DIR}={Path(stack_workdir) / 'portal-cache'}".encode() in environ
 
 
 def stop_portal_in(stack_workdir: Path | str, timeout: float = 10.0) -> bool:
@@ -230,7 +231,7 @@ def running_portal_url(stack_workdir: Path | str) -> Optional[str]:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return None
-    port = next((entry.split(b"=", 1)[1].decode() for entry in environ if entry.startswith(b"PORTAL_PORT=")), "")
+    port = next((entry.split(b"=", 1)[1].decode() for entry in environ if entry.startswith(f"{N.PORT}=".encode())), "")
     return f"http://127.0.0.1:{port}" if port.isdigit() else None
 
 

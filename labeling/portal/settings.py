@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from labeling.gt_prelabel import DEV_SALT
+from labeling.portal import names as N
 
 AUTH_MODES = ("local", "alb-oidc")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -112,71 +113,71 @@ class PortalSettings:
 
     def __post_init__(self) -> None:
         if self.auth_mode not in AUTH_MODES:
-            raise SettingsError(f"PORTAL_AUTH_MODE: {self.auth_mode!r} is not one of {', '.join(AUTH_MODES)}")
+            raise SettingsError(f"{N.AUTH_MODE}: {self.auth_mode!r} is not one of {', '.join(AUTH_MODES)}")
         if self.db_sslmode not in SSL_MODES:
-            raise SettingsError(f"PORTAL_DB_SSLMODE: {self.db_sslmode!r} is not one of {', '.join(SSL_MODES)}")
+            raise SettingsError(f"{N.DB_SSLMODE}: {self.db_sslmode!r} is not one of {', '.join(SSL_MODES)}")
         if self.root_path and (not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", self.root_path)
                                or any(part in (".", "..") for part in self.root_path.split("/"))):
-            raise SettingsError(f"PORTAL_ROOT_PATH: {self.root_path!r} must look like '/portal' "
+            raise SettingsError(f"{N.ROOT_PATH}: {self.root_path!r} must look like '/portal' "
                                 "(a leading slash, no trailing slash)")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", self.db_name):
-            raise SettingsError(f"PORTAL_DB_NAME: {self.db_name!r} is not a plain database name")
+            raise SettingsError(f"{N.DB_NAME}: {self.db_name!r} is not a plain database name")
         if self.auth_mode == "alb-oidc":
             missing = [name for name, value in (
-                ("PORTAL_OIDC_REGION", self.oidc_region), ("PORTAL_OIDC_ALB_ARN", self.oidc_alb_arn),
-                ("PORTAL_COGNITO_USER_POOL_ID", self.cognito_user_pool_id),
-                ("PORTAL_COGNITO_CLIENT_ID", self.cognito_client_id)) if not value]
+                (N.OIDC_REGION, self.oidc_region), (N.OIDC_ALB_ARN, self.oidc_alb_arn),
+                (N.COGNITO_USER_POOL_ID, self.cognito_user_pool_id),
+                (N.COGNITO_CLIENT_ID, self.cognito_client_id)) if not value]
             if missing:
-                raise SettingsError(f"PORTAL_AUTH_MODE=alb-oidc needs {', '.join(missing)}")
+                raise SettingsError(f"{N.AUTH_MODE}=alb-oidc needs {', '.join(missing)}")
             if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", self.oidc_region or ""):
-                raise SettingsError(f"PORTAL_OIDC_REGION: {self.oidc_region!r} is not an AWS region")
+                raise SettingsError(f"{N.OIDC_REGION}: {self.oidc_region!r} is not an AWS region")
         # A session cookie without Secure may only travel over plain http on loopback.
         if not self.cookie_secure and not is_loopback(self.host):
-            raise SettingsError("PORTAL_COOKIE_SECURE=false is allowed only when PORTAL_HOST is a loopback "
+            raise SettingsError(f"{N.COOKIE_SECURE}=false is allowed only when {N.HOST} is a loopback "
                                 f"address (got {self.host!r})")
         # Per-item agreement is a kappa contribution (can be negative) or a mean IoU: -1..1.
         if not -1.0 <= self.agreement_threshold <= 1.0:
-            raise SettingsError(f"PORTAL_AGREEMENT_THRESHOLD: {self.agreement_threshold} is outside -1..1")
+            raise SettingsError(f"{N.AGREEMENT_THRESHOLD}: {self.agreement_threshold} is outside -1..1")
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "PortalSettings":
         env = os.environ if environ is None else environ
-        salt = env.get("PORTAL_DEIDENTIFY_SALT", "")
+        salt = env.get(N.DEIDENTIFY_SALT, "")
         return cls(
-            db_host=env.get("PORTAL_DB_HOST") or "127.0.0.1",
-            db_port=_int(env, "PORTAL_DB_PORT", 5432, 1),
-            db_name=env.get("PORTAL_DB_NAME") or "portal",
-            db_user=env.get("PORTAL_DB_USER") or "portal",
-            db_password=env.get("PORTAL_DB_PASSWORD", ""),
-            db_sslmode=env.get("PORTAL_DB_SSLMODE") or "prefer",
-            db_create=_flag(env, "PORTAL_DB_CREATE", False),
-            auth_mode=env.get("PORTAL_AUTH_MODE") or "local",
-            oidc_region=env.get("PORTAL_OIDC_REGION") or None,
-            oidc_alb_arn=env.get("PORTAL_OIDC_ALB_ARN") or None,
-            cognito_user_pool_id=env.get("PORTAL_COGNITO_USER_POOL_ID") or None,
-            cognito_client_id=env.get("PORTAL_COGNITO_CLIENT_ID") or None,
-            session_secret=env.get("PORTAL_SESSION_SECRET", ""),
-            session_max_age_s=_int(env, "PORTAL_SESSION_MAX_AGE", 12 * 3600, 60),
-            cookie_secure=_flag(env, "PORTAL_COOKIE_SECURE", True),
-            root_path=(env.get("PORTAL_ROOT_PATH") or "").rstrip("/"),
-            orthanc_url=(env.get("ORTHANC_URL") or "").rstrip("/") or None,
-            orthanc_username=env.get("ORTHANC_USERNAME") or None,
-            orthanc_password=env.get("ORTHANC_PASSWORD", ""),
-            orthanc_secret_arn=env.get("ORTHANC_SECRET_ARN") or None,
-            deidentify=_flag(env, "PORTAL_DEIDENTIFY", True),
+            db_host=env.get(N.DB_HOST) or "127.0.0.1",
+            db_port=_int(env, N.DB_PORT, 5432, 1),
+            db_name=env.get(N.DB_NAME) or "portal",
+            db_user=env.get(N.DB_USER) or "portal",
+            db_password=env.get(N.DB_PASSWORD, ""),
+            db_sslmode=env.get(N.DB_SSLMODE) or "prefer",
+            db_create=_flag(env, N.DB_CREATE, False),
+            auth_mode=env.get(N.AUTH_MODE) or "local",
+            oidc_region=env.get(N.OIDC_REGION) or None,
+            oidc_alb_arn=env.get(N.OIDC_ALB_ARN) or None,
+            cognito_user_pool_id=env.get(N.COGNITO_USER_POOL_ID) or None,
+            cognito_client_id=env.get(N.COGNITO_CLIENT_ID) or None,
+            session_secret=env.get(N.SESSION_SECRET, ""),
+            session_max_age_s=_int(env, N.SESSION_MAX_AGE, 12 * 3600, 60),
+            cookie_secure=_flag(env, N.COOKIE_SECURE, True),
+            root_path=(env.get(N.ROOT_PATH) or "").rstrip("/"),
+            orthanc_url=(env.get(N.ORTHANC_URL) or "").rstrip("/") or None,
+            orthanc_username=env.get(N.ORTHANC_USERNAME) or None,
+            orthanc_password=env.get(N.ORTHANC_PASSWORD, ""),
+            orthanc_secret_arn=env.get(N.ORTHANC_SECRET_ARN) or None,
+            deidentify=_flag(env, N.DEIDENTIFY, True),
             deidentify_salt=salt.encode("utf-8") if salt else DEV_SALT,
-            deidentify_salt_secret_arn=env.get("DEIDENTIFY_SALT_SECRET_ARN") or None,
-            cache_dir=Path(env.get("PORTAL_CACHE_DIR") or DEFAULT_CACHE_DIR),
-            export_bucket=env.get("PORTAL_EXPORT_BUCKET") or None,
-            export_kms_key_id=env.get("PORTAL_EXPORT_KMS_KEY_ID") or None,
-            host=env.get("PORTAL_HOST") or "127.0.0.1",
-            port=_int(env, "PORTAL_PORT", 8000, 0),
-            lease_seconds=_int(env, "PORTAL_LEASE_SECONDS", 15 * 60, 1),
-            agreement_threshold=_float(env, "PORTAL_AGREEMENT_THRESHOLD", 0.6),
-            login_max_failures=_int(env, "PORTAL_LOGIN_MAX_FAILURES", 5, 1),
-            login_window_s=_int(env, "PORTAL_LOGIN_WINDOW_S", 300, 1),
-            db_pool_size=_int(env, "PORTAL_DB_POOL_SIZE", 10, 1),
-            max_body_bytes=_int(env, "PORTAL_MAX_BODY_BYTES", 1024 * 1024, 1024),
+            deidentify_salt_secret_arn=env.get(N.DEIDENTIFY_SALT_SECRET_ARN) or None,
+            cache_dir=Path(env.get(N.CACHE_DIR) or DEFAULT_CACHE_DIR),
+            export_bucket=env.get(N.EXPORT_BUCKET) or None,
+            export_kms_key_id=env.get(N.EXPORT_KMS_KEY_ID) or None,
+            host=env.get(N.HOST) or "127.0.0.1",
+            port=_int(env, N.PORT, 8000, 0),
+            lease_seconds=_int(env, N.LEASE_SECONDS, 15 * 60, 1),
+            agreement_threshold=_float(env, N.AGREEMENT_THRESHOLD, 0.6),
+            login_max_failures=_int(env, N.LOGIN_MAX_FAILURES, 5, 1),
+            login_window_s=_int(env, N.LOGIN_WINDOW_S, 300, 1),
+            db_pool_size=_int(env, N.DB_POOL_SIZE, 10, 1),
+            max_body_bytes=_int(env, N.MAX_BODY_BYTES, 1024 * 1024, 1024),
         )
 
     def with_(self, **changes: object) -> "PortalSettings":
@@ -184,9 +185,9 @@ class PortalSettings:
 
     def require_session_secret(self) -> bytes:
         if self.auth_mode == "local" and len(self.session_secret) < 32:
-            raise SettingsError("PORTAL_SESSION_SECRET: must be set to at least 32 random characters "
+            raise SettingsError(f"{N.SESSION_SECRET}: must be set to at least 32 random characters "
                                 "(an ECS secret in the cloud; locally `source <stack workdir>/portal.env`, see labeling/portal/local.py)")
         # alb-oidc still signs CSRF tokens; the secret may then be shorter but not empty.
         if not self.session_secret:
-            raise SettingsError("PORTAL_SESSION_SECRET: not set")
+            raise SettingsError(f"{N.SESSION_SECRET}: not set")
         return self.session_secret.encode("utf-8")
