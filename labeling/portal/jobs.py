@@ -250,11 +250,13 @@ SELECT lease.id, lease.item_id, lease.lease_expires_at, it.source, it.line, it.g
   (SELECT count(*) FROM items i
    WHERE i.job_id = :job AND i.state = 'open' AND i.open_slots > 0 AND i.id <> lease.item_id
      AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)) AS available,
-  (SELECT i.source FROM items i
-   WHERE i.job_id = :job AND i.state = 'open' AND i.open_slots > 0 AND i.id <> lease.item_id
-     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)
-   ORDER BY i.position LIMIT 1) AS upcoming
+  up.id AS upcoming_item, up.source AS upcoming
 FROM lease JOIN items it ON it.id = lease.item_id
+LEFT JOIN LATERAL (
+  SELECT i.id, i.source FROM items i
+  WHERE i.job_id = :job AND i.state = 'open' AND i.open_slots > 0 AND i.id <> lease.item_id
+    AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)
+  ORDER BY i.position LIMIT 1) up ON true
 """)
 
 
@@ -270,8 +272,9 @@ class Task:
     geometry: Optional[dict[str, Any]]
     position: int
     total: int
-    upcoming: Optional[str]
+    upcoming: Optional[str]  # the source of the item the annotator would most likely get next
     submitted: bool = False
+    upcoming_item: Optional[int] = None  # that item's id (the browser prefetches its image)
 
 
 def lease_and_fetch(session: Session, job: Job, user: User, now: Optional[dt.datetime] = None) -> Optional[Task]:
@@ -285,7 +288,8 @@ def lease_and_fetch(session: Session, job: Job, user: User, now: Optional[dt.dat
                                              "expires": now + dt.timedelta(seconds=job.lease_seconds)}).first()
     if row is not None:
         return Task(row.id, row.item_id, row.lease_expires_at, row.source, row.line, row.geometry,
-                    int(row.finished) + 1, int(row.finished) + 1 + int(row.available), row.upcoming)
+                    int(row.finished) + 1, int(row.finished) + 1 + int(row.available), row.upcoming,
+                    upcoming_item=row.upcoming_item)
     lease = next_task(session, job, user, now)
     return None if lease is None else task_of(session, job, user, lease)
 
@@ -295,7 +299,8 @@ def task_of(session: Session, job: Job, user: User, assignment: Assignment) -> T
     assert item is not None
     position, upcoming = queue_position(session, job, user)
     return Task(assignment.id, item.id, assignment.lease_expires_at, item.source, item.line, item.geometry,
-                position["position"], position["total"], upcoming, assignment.submitted_at is not None)
+                position["position"], position["total"], upcoming and upcoming[1], assignment.submitted_at is not None,
+                upcoming_item=upcoming and upcoming[0])
 
 
 SWEEP_INTERVAL_S = 15.0
@@ -361,10 +366,14 @@ def can_view_item(session: Session, item: Item, user: User) -> bool:
                                                       Assignment.user_id == user.id).limit(1)) is not None
 
 
-def item_source_for(session: Session, item_id: int, user: User) -> str:
-    """The Orthanc ID of an item the user may see (the image route): one statement."""
+def item_source_for(session: Session, item_id: int, user: User, *, prefetch: bool = False) -> str:
+    """The Orthanc ID of an item the user may see (the image route): one statement. ``prefetch``: the
+    caller checked a prefetch token for this item (offered as the annotator's likely next item), so an
+    annotator may read it while it is still open, before it is leased to them."""
     query = select(Item.source).where(Item.id == item_id)
-    if user.role not in ("admin", "reviewer"):
+    if prefetch:
+        query = query.where(Item.state == "open")
+    elif user.role not in ("admin", "reviewer"):
         query = query.where(exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id))
     source = session.scalar(query)
     if source is None:
@@ -657,9 +666,9 @@ def _rate(durations: list[float], first: Optional[dt.datetime], last: Optional[d
             "median_seconds": round(statistics.median(durations), 1) if durations else None}
 
 
-def queue_position(session: Session, job: Job, user: User) -> tuple[dict[str, int], Optional[str]]:
+def queue_position(session: Session, job: Job, user: User) -> tuple[dict[str, int], Optional[tuple[int, str]]]:
     """"n of N" for an annotator holding a lease — n = items they finished + 1, N = n + items still
-    open to them — and the source of the item they would most likely get next (to prefetch its
+    open to them — and the id and source of the item they would most likely get next (to prefetch its
     image): one statement."""
     not_mine = ~exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
     open_to_me = (Item.job_id == job.id, Item.state == "open", Item.open_slots > 0, not_mine)
@@ -667,9 +676,11 @@ def queue_position(session: Session, job: Job, user: User) -> tuple[dict[str, in
         Assignment.job_id == job.id, Assignment.user_id == user.id, Assignment.submitted_at.is_not(None))
         .scalar_subquery())
     available = select(func.count(Item.id)).where(*open_to_me).scalar_subquery()
-    upcoming = select(Item.source).where(*open_to_me).order_by(Item.position).limit(1).scalar_subquery()
-    done, left, source = session.execute(select(finished, available, upcoming)).one()
-    return {"position": int(done) + 1, "total": int(done) + 1 + int(left)}, source
+    first_open = select(Item.id).where(*open_to_me).order_by(Item.position).limit(1).scalar_subquery()
+    source_of = select(Item.source).where(Item.id == first_open).scalar_subquery()
+    done, left, item_id, source = session.execute(select(finished, available, first_open, source_of)).one()
+    return {"position": int(done) + 1, "total": int(done) + 1 + int(left)}, \
+        (None if item_id is None else (int(item_id), source))
 
 
 def annotator_progress(session: Session, job: Job, user: User) -> dict[str, Any]:

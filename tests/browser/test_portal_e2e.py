@@ -49,7 +49,7 @@ def _login(browser: Any, url: str, name: str) -> Any:
 
 
 def _label_item(page: Any, answers: dict[str, bool], box: tuple | None, screenshot: Path | None = None,
-                label: str = "Opacity") -> int:
+                label: str = "Opacity", prefetch: bool = False) -> int:
     page.wait_for_function("() => document.body.dataset.state === 'labeling'", timeout=30_000)
     item = int(page.evaluate("() => document.body.dataset.item"))
     driver = ViewerDriver(page)
@@ -64,6 +64,8 @@ def _label_item(page: Any, answers: dict[str, bool], box: tuple | None, screensh
     if screenshot is not None:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshot), full_page=True)
+    if prefetch:  # the next image was fetched in the background, before Submit
+        page.wait_for_function("() => !!document.body.dataset.prefetched", timeout=30_000)
     before = int(page.evaluate("() => Number(document.body.dataset.submitted || 0)"))
     page.click("#submit")
     page.wait_for_function(f"() => Number(document.body.dataset.submitted || 0) > {before}", timeout=30_000)
@@ -101,10 +103,20 @@ def test_two_annotators_review_export_sr(browser, portal, local_stack, client, t
     ann1 = _login(browser, url, names["ann1"])
     ann1.click(f"tr[data-job='{job}'] a.button")
     first = _label_item(ann1, {"Opacity": True, "Device": False, "Effusion": False}, ((60, 70), (140, 150)),
-                        screenshot=SCREENSHOTS / "portal-task.png")
+                        screenshot=SCREENSHOTS / "portal-task.png", prefetch=True)
+    prefetched = ann1.evaluate("() => document.body.dataset.prefetched")
     second = _label_item(ann1, {"Opacity": True, "Device": False, "Effusion": False}, ((150, 60), (200, 110)))
     ann1.wait_for_function("() => document.body.dataset.state === 'done'")
     assert first != second
+    # The image fetched before Submit was the second one, and the viewer then read it from the browser's
+    # cache (Resource Timing: transferSize 0 for a cache hit).
+    second_url = f"/api/items/{second}/image"
+    assert prefetched.endswith(second_url)
+    loads = ann1.evaluate("(url) => performance.getEntriesByType('resource').filter((e) => e.name.endsWith(url))"
+                          ".map((e) => [e.initiatorType, e.transferSize])", second_url)
+    assert [kind for kind, _ in loads][:1] == ["fetch"] and loads[0][1] > 10_000, loads
+    viewer_loads = [size for kind, size in loads[1:] if kind == "xmlhttprequest"]
+    assert viewer_loads and all(size == 0 for size in viewer_loads), loads
 
     ann2 = _login(browser, url, names["ann2"])
     ann2.goto(f"{url}/jobs/{job_id}/label")

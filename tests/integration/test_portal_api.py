@@ -441,6 +441,31 @@ def test_next_task_prefetches_images(as_user, make_user, make_job, portal_settin
     assert a.get(task["image_url"]).content == (cache / f"{ids[0]}.dcm").read_bytes()
 
 
+def test_task_offers_next_image_to_its_browser_only(as_user, make_user, make_job):
+    """The task names the likely next item's image with a token: that session may read it before the
+    lease (the browser caches it); without the token, with another item's or another session's, 404."""
+    job_id, ids = make_job(3, k=1)
+    a, b = as_user(make_user("annotator")), as_user(make_user("annotator"))
+    task = a.post(f"/api/jobs/{job_id}/next").json()
+    upcoming = task["prefetch"]
+    assert upcoming["image_url"].endswith(f"/api/items/{task['item_id'] + 1}/image")
+    token = {"X-Prefetch-Token": upcoming["token"]}
+    assert a.get(upcoming["image_url"]).status_code == 404  # not leased, no token
+    early = a.get(upcoming["image_url"], headers=token)
+    assert early.status_code == 200 and early.headers["cache-control"] == "private, max-age=3600"
+    assert len(early.content) > 1000 and early.content != a.get(task["image_url"]).content  # not the current one
+    assert b.get(upcoming["image_url"], headers=token).status_code == 404  # bound to A's session
+    third = upcoming["image_url"].replace(f"/{task['item_id'] + 1}/", f"/{task['item_id'] + 2}/")
+    assert a.get(third, headers=token).status_code == 404  # bound to the item
+    # After Submit the next task is that item, at the same URL (so the browser's cached copy serves).
+    a.post(f"/api/assignments/{task['assignment_id']}/answer", json={"annotation": answer(True)})
+    following = a.post(f"/api/jobs/{job_id}/next").json()
+    assert following["image_url"] == upcoming["image_url"] and a.get(following["image_url"]).content == early.content
+    assert following["prefetch"]["image_url"] == third
+    a.post(f"/api/assignments/{following['assignment_id']}/answer", json={"annotation": answer(True)})
+    assert a.post(f"/api/jobs/{job_id}/next").json()["prefetch"] is None  # the last item: nothing ahead
+
+
 def test_portal_up_one_command_and_down(local_stack, tmp_path):
     """`portal up`: stack reused, portal.env 0600, migrated, first admin with a password shown once,
     served on loopback; a rerun reuses it; `portal down --keep-stack` stops only the portal."""

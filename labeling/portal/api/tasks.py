@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from labeling.portal import jobs as J
 from labeling.portal.deps import ID, get_portal, role, tx
 from labeling.portal.models import Job
+from labeling.portal.security import prefetch_token
 
 router = APIRouter(tags=["tasks"])
 annotator = role("annotator")
@@ -31,11 +32,17 @@ def _retryable(exc: Exception) -> bool:
     return getattr(getattr(exc, "orig", None), "sqlstate", None) in ("40P01", "40001", "23505")
 
 
-def task_json(request: Request, task: J.Task, job: Job) -> dict[str, Any]:
+def task_json(request: Request, task: J.Task, job: Job, principal: Any) -> dict[str, Any]:
+    portal = get_portal(request)
+    # The likely next image, for the browser to fetch into its cache once this one shows: the same
+    # URL the next task will name, readable early only with this token (bound to session and item).
+    prefetch = None if task.upcoming_item is None else {
+        "image_url": portal.url(f"/api/items/{task.upcoming_item}/image"),
+        "token": prefetch_token(portal.secret, principal.csrf_key, task.upcoming_item)}
     return {"assignment_id": task.assignment_id, "item_id": task.item_id, "job_id": job.id, "job": job.name,
             "position": task.position, "total": task.total,
             "pixel_spacing": (task.geometry or {}).get("pixel_spacing"),
-            "image_url": get_portal(request).url(f"/api/items/{task.item_id}/image"), "schema": job.schema,
+            "image_url": portal.url(f"/api/items/{task.item_id}/image"), "prefetch": prefetch, "schema": job.schema,
             "initialAnswer": J.prelabel_for(task.line),
             "lease_expires_at": task.lease_expires_at.isoformat(), "submitted": task.submitted}
 
@@ -60,7 +67,7 @@ def next_task(request: Request, job_id: int = ID(), principal: Any = Depends(ann
     images.prefetch(task.source)
     if task.upcoming is not None:
         images.prefetch(task.upcoming)
-    return JSONResponse(task_json(request, task, job))
+    return JSONResponse(task_json(request, task, job, principal))
 
 
 @router.get("/api/assignments/{assignment_id}")
@@ -68,7 +75,7 @@ def assignment(request: Request, assignment_id: int = ID(), principal: Any = Dep
     with tx(request) as session:
         found = J.get_assignment(session, assignment_id, principal.user)
         job = J.get_job(session, found.job_id)
-        task = task_json(request, J.task_of(session, job, principal.user, found), job)
+        task = task_json(request, J.task_of(session, job, principal.user, found), job, principal)
         task["answer"] = found.answer  # the annotator's own answer only
         return task
 
