@@ -655,6 +655,8 @@ PARALLEL_REQUESTS: Final = 4
 PostgreSQL index plugin's ``IndexConnectionsCount`` (4 on the local stack), its own index
 connection, so a few concurrent requests overlap Orthanc's round trips to the database."""
 EXAMPLES_PER_REASON: Final = 5
+LEVELS: Final = ("instance", "series")
+"""``--level``: one task per image instance, or one per series / multi-frame instance (README)."""
 SOP_CLASS_METADATA: Final = "SopClassUid"  # stored by Orthanc for every instance at ingest
 
 
@@ -684,6 +686,7 @@ class _Instance:
     number: Optional[int]
     frames: Optional[int]
     metadata: Mapping[str, str]
+    tags: Mapping[str, Any] = field(default_factory=dict)  # MainDicomTags (geometry for --level series)
 
 
 @dataclass(frozen=True)
@@ -700,6 +703,8 @@ class Candidate:
     series_number: Optional[int]
     instance_number: Optional[int]
     frames: Optional[int]
+    series_id: str = ""
+    tags: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def sort_key(self) -> tuple:
         """Study date (undated last), study UID, series number, instance number, Orthanc ID."""
@@ -742,6 +747,7 @@ class BuildResult:
     unknown_sop_class: int = 0                          # kept: no SopClassUid metadata to judge by
     requests: Counter = field(default_factory=Counter)  # kind -> requests sent
     warnings: list[str] = field(default_factory=list)
+    series_flags: Counter = field(default_factory=Counter)  # --level series: flag code -> tasks
     seconds: float = 0.0
 
     @property
@@ -793,6 +799,11 @@ class _Counted:
                                "series; the project runs 1.10.1): upgrade Orthanc")
         return response.json()
 
+    def instance_tags(self, instance_id: str) -> dict:
+        """``GET /instances/{id}/simplified-tags`` (reads the file: once per series task only)."""
+        self._count("tags")
+        return self._client.request("GET", f"/instances/{instance_id}/simplified-tags").json()
+
 
 def _int_or_none(value: Any) -> Optional[int]:
     # IS values are strings that may be empty, padded, or "1.0" from sloppy writers.
@@ -834,6 +845,7 @@ def _parse_instance(raw: Mapping[str, Any]) -> _Instance:
         number=_int_or_none(tags.get("InstanceNumber")),
         frames=_int_or_none(tags.get("NumberOfFrames")),
         metadata=dict(raw.get("Metadata") or {}),
+        tags=tags,
     )
 
 
@@ -951,6 +963,8 @@ def find_candidates(orthanc: _Counted, filters: ManifestFilters, result: BuildRe
             series_number=parent.number,
             instance_number=instance.number,
             frames=instance.frames,
+            series_id=parent.id,
+            tags=instance.tags,
         ))
     _warn_about(result, filters, instances.values())
     return candidates
@@ -987,6 +1001,7 @@ def build_manifest(
     include_phi: bool = False,
     check_all_sop_classes: bool = False,
     reporter: Optional[Reporter] = None,
+    level: str = "instance",
 ) -> BuildResult:
     """Query Orthanc and return the manifest lines (non-images excluded, sorted, limited).
 
@@ -995,6 +1010,8 @@ def build_manifest(
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     started = time.perf_counter()
     reporter = reporter or _SilentReporter()
     result = BuildResult(lines=[])
@@ -1002,6 +1019,16 @@ def build_manifest(
 
     images = find_candidates(orthanc, filters, result, reporter, check_all_sop_classes=check_all_sop_classes)
     images.sort(key=Candidate.sort_key)
+    if level == "series":
+        from labeling.manifest_series import series_lines
+
+        result.lines = series_lines(orthanc, images, result, schema_name=schema_name, labels=labels,
+                                    task_type=task_type, include_phi=include_phi, reporter=reporter)
+        if limit is not None and len(result.lines) > limit:
+            result.limited_out = len(result.lines) - limit
+            result.lines = result.lines[:limit]
+        result.seconds = time.perf_counter() - started
+        return result
     if limit is not None and len(images) > limit:
         result.limited_out = len(images) - limit
         images = images[:limit]
@@ -1047,6 +1074,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="Orthanc instance metadata equal to VALUE (repeatable; matched on the "
                               "metadata read with the instances: Orthanc 1.10 cannot search metadata)")
     parser.add_argument("--limit", type=positive_int, metavar="N", help="write at most N lines (the first N in order)")
+    parser.add_argument("--level", choices=LEVELS, default="instance",
+                        help="instance (default): one line per image; series: one line per series, slices "
+                             "ordered along the normal, plus one per multi-frame instance (README, 'Series tasks')")
     parser.add_argument("--include-phi", action="store_true",
                         help="also write patient_id and study_date (left out by default: PHI)")
     parser.add_argument("--check-sop-class", action="store_true",
@@ -1097,7 +1127,7 @@ def run(args: argparse.Namespace) -> int:
             result = build_manifest(
                 client, schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,
                 filters=filters, limit=args.limit, include_phi=args.include_phi,
-                check_all_sop_classes=args.check_sop_class, reporter=reporter,
+                check_all_sop_classes=args.check_sop_class, reporter=reporter, level=getattr(args, "level", "instance"),
             )
     except Exception as exc:  # noqa: BLE001 - one clear line for any Orthanc failure, not a traceback
         _say(console, f"manifest: cannot query Orthanc at {connection.url}: {exc}", "red")
@@ -1158,6 +1188,9 @@ def _print_summary(console: Any, result: BuildResult, written: int, out: str) ->
         _say(console, f"--metadata: {result.metadata_mismatch} images did not match")
     if result.limited_out:
         _say(console, f"--limit: {result.limited_out} more matching images left out")
+    if result.series_flags:
+        flags = ", ".join(f"{code}: {n}" for code, n in result.series_flags.most_common())
+        _say(console, f"--level series: flagged tasks ({flags}); see each line's flags", "yellow")
     where = "stdout" if out == "-" else out
     _say(console, f"wrote {written} lines to {where} in {result.seconds:.2f} s ({requests} requests)", "green")
 
@@ -1184,6 +1217,8 @@ def _report(args: argparse.Namespace, schema_name: str, filters: ManifestFilters
         "limited_out": result.limited_out,
         "written": 0,
         "requests": dict(result.requests),
+        "level": getattr(args, "level", "instance"),
+        "series_flags": dict(result.series_flags.most_common()),
         "warnings": result.warnings,
         "seconds": round(result.seconds, 3),
     }

@@ -1,0 +1,90 @@
+"""``manifest --level series`` against the real Orthanc (tier 2): synthetic CT series uploaded, then
+one line per series (slices in order along the normal) and per multi-frame instance; a gapped
+series flagged, not reordered."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from labeling.cli import main as cli_main
+from labeling.manifest import build_manifest, parse_filters, read_manifest
+from labeling.schema import load_schema
+from labeling.synth_series import SLICE_SPACING_MM, generate_series_dataset
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = 9140  # patients SYNCT9140-*: this module's own
+SLICES = 12
+
+
+@pytest.fixture(scope="module")
+def uploaded(client, tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("ct-series") / "data"
+    generate_series_dataset(out, series=2, slices=SLICES, size=64, seed=SEED, prevalence=1.0, progress=False)
+    truth = [json.loads(line) for line in (out / "ground_truth.jsonl").read_text().splitlines()]
+    gapped = truth[2]  # the second patient's series: slice 5 (InstanceNumber 6) never reaches Orthanc
+    missing = gapped["sop_instance_uids"][5]
+    for path in sorted(out.rglob("*.dcm")):
+        if path.stem != missing:
+            client.upload(path.read_bytes())
+    return truth
+
+
+def test_series_manifest_orders_slices_and_lists_multiframe(client, uploaded, tmp_path, connection, monkeypatch):
+    monkeypatch.setenv("ORTHANC_URL", connection.url)
+    monkeypatch.setenv("ORTHANC_USERNAME", connection.username)
+    monkeypatch.setenv("ORTHANC_PASSWORD", connection.password)
+    out, report = tmp_path / "series.jsonl", tmp_path / "report.json"
+    code = cli_main(["manifest", "--schema", str(REPO / "schemas" / "ct-nodule.yaml"), "--patient-id",
+                     f"SYNCT{SEED}-*", "--level", "series", "--out", str(out), "--report", str(report), "--quiet"])
+    assert code == 0
+    lines = read_manifest(out)
+    by_level = {}
+    for line in lines:
+        by_level.setdefault(line.extra["level"], []).append(line)
+    assert len(by_level["series"]) == 2 and len(by_level["multiframe"]) == 1
+
+    clean, gapped = sorted(by_level["series"], key=lambda l: l.series_instance_uid != uploaded[0]["series_instance_uid"])
+    series_truth = uploaded[0]
+    # ordered by increasing z = the reverse of InstanceNumber (synth numbers head to feet)
+    assert list(clean.extra["instances"]) == series_truth["instances"][::-1]
+    assert clean.frames == SLICES and clean.extra["flags"] == []
+    geometry = clean.extra["geometry"]
+    assert geometry["order"] == "position" and geometry["spacing"] == SLICE_SPACING_MM
+    assert (geometry["rows"], geometry["columns"]) == (64, 64)
+    assert geometry["pixel_spacing"] == [5.0, 5.0]
+    assert geometry["orientation"] == [1, 0, 0, 0, 1, 0]
+    assert clean.source != clean.extra["instances"][0]  # the Orthanc series ID
+    assert client.request("GET", f"/series/{clean.source}").json()["MainDicomTags"]["SeriesInstanceUID"] \
+        == series_truth["series_instance_uid"]
+
+    flags = gapped.extra["flags"]
+    assert [f["code"] for f in flags] == ["gap"]
+    assert flags[0]["spacing_mm"] == [2 * SLICE_SPACING_MM]
+    expected = [i for i in uploaded[2]["instances"] if i != uploaded[2]["instances"][5]][::-1]
+    assert list(gapped.extra["instances"]) == expected
+
+    multi = by_level["multiframe"][0]
+    assert multi.source == uploaded[1]["instances"][0] and multi.frames == SLICES
+    assert multi.extra["instances"] == [multi.source]
+    assert multi.extra["geometry"]["spacing"] == SLICE_SPACING_MM
+    assert multi.extra["geometry"]["slice_positions"] == sorted(multi.extra["geometry"]["slice_positions"],
+                                                                reverse=True)  # file order: head to feet
+    assert multi.sop_instance_uid == uploaded[1]["sop_instance_uids"][0]
+
+    data = json.loads(report.read_text())
+    assert data["level"] == "series" and data["series_flags"] == {"gap": 1}
+    assert data["requests"]["tags"] == 3  # one per task, never one per slice
+
+
+def test_instance_level_is_unchanged(client, uploaded):
+    schema = load_schema(REPO / "schemas" / "ct-nodule.yaml")
+    result = build_manifest(client, schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,
+                            filters=parse_filters(patient_id=f"SYNCT{SEED}-*"))
+    assert len(result.lines) == 2 * SLICES - 1 + 1  # 2 series (one gapped) + 1 multi-frame
+    assert all("level" not in line.extra for line in result.lines)
+    assert "tags" not in result.requests
