@@ -47,7 +47,8 @@ Method, in brief (details and reasons in each module's docstring):
 * **ROIs** (:mod:`.rois`): match by IoU within (label, shape) groups — exact for rectangles,
   rasterised for ellipses and polygons, distance for points — with the Hungarian method, fuse
   (coordinate mean; polygon medoid), confidence = cluster size / K, keep clusters drawn by at least
-  ceil(K/2) workers.
+  ceil(K/2) workers. Series and multi-frame tasks (ROIs with ``instance``/``frame``,
+  :mod:`.slices`): the same rules within each slice, never across slices.
 * **Agreement** (:mod:`.agreement`): Fleiss' kappa (Fleiss 1971) and Krippendorff's nominal alpha
   (Krippendorff 2011) per label and pooled over all labels for the job; per object, its
   contribution to the job's Fleiss kappa; ROIs: mean IoU of matched shape pairs.

@@ -23,6 +23,12 @@ Rules (documented here once):
   (``rectangle``/``ellipse``: exactly two points, opposite corners of the box; ``polygon``: at least
   three points; ``point``: exactly one point) and ``points`` (``[x, y]`` pairs of finite numbers,
   booleans rejected). Other keys are ignored.
+* ROIs of **series and multi-frame tasks** (issue 14) also say where they were drawn: ``instance``
+  (the Orthanc instance ID of the slice, a non-empty string) and ``frame`` (0-based frame number in
+  that instance, an integer >= 0; default 0 when ``instance`` is given). Both absent: the ROI is on
+  the task's one image (``image.frame``), as before. ``frame`` without ``instance`` is refused (a
+  frame of which instance?). Checked by :func:`parse_roi_reference`. The answer's ``labels`` are
+  then series-level labels (same shape as an image's).
 * ``image``: optional mapping; ``rows`` and ``columns`` positive integers, ``frame`` a
   non-negative integer (default 0). Workers of one object must agree on ``rows``/``columns``/``frame``
   (otherwise they did not annotate the same image).
@@ -105,6 +111,8 @@ class Roi:
     label: str
     shape: str
     points: Any  # numpy array (n, 2); typed Any to keep numpy out of the signature
+    instance: str | None = None  # series/multi-frame tasks: Orthanc instance ID of the slice
+    frame: int | None = None     # 0-based frame in ``instance``
     bbox: tuple[float, float, float, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -225,6 +233,23 @@ def _parse_image(raw: Any, err) -> dict[str, int] | None:
     return out or None
 
 
+def parse_roi_reference(entry: Mapping[str, Any], err) -> tuple[str | None, int | None]:
+    """``(instance, frame)`` of one ROI entry (see the module docstring); ``err(field, reason)``
+    builds the error for the ROI's ``instance``/``frame`` field."""
+    instance, frame = entry.get("instance"), entry.get("frame")
+    if instance is None and frame is None:
+        return None, None
+    if instance is None:
+        raise err("frame", f"frame {frame!r} given without instance (the Orthanc instance ID it belongs to)")
+    if type(instance) is not str or not instance.strip():
+        raise err("instance", f"expected the Orthanc instance ID (a non-empty string), got {instance!r}")
+    if frame is None:
+        return instance, 0
+    if type(frame) is not int or frame < 0:
+        raise err("frame", f"expected a 0-based frame number (an integer >= 0), got {frame!r}")
+    return instance, frame
+
+
 def parse_answer(answer: WorkerAnswer, label_names: Sequence[str], *, item_id: str,
                  label_set: frozenset[str] | None = None) -> ParsedAnswer:
     """Validate one worker's answer against the schema's label names (raises ConsolidationError)."""
@@ -281,7 +306,11 @@ def parse_answer(answer: WorkerAnswer, label_names: Sequence[str], *, item_id: s
                 raise err(f"rois[{i}].shape", f"unknown shape {shape!r}; expected one of {list(SHAPES)}")
             points = _parse_points(entry.get("points"), shape,
                                    lambda reason, i=i: err(f"rois[{i}].points", reason))
-            rois.append(Roi(label, shape, points))
+            if "instance" in entry or "frame" in entry:
+                instance, frame = parse_roi_reference(entry, lambda key, reason, i=i: err(f"rois[{i}].{key}", reason))
+                rois.append(Roi(label, shape, points, instance, frame))
+            else:
+                rois.append(Roi(label, shape, points))
 
     image = _parse_image(data.get("image"), err)
     return ParsedAnswer(worker_id, labels, tuple(rois), image)
