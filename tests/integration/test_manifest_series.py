@@ -88,3 +88,37 @@ def test_instance_level_is_unchanged(client, uploaded):
     assert len(result.lines) == 2 * SLICES - 1 + 1  # 2 series (one gapped) + 1 multi-frame
     assert all("level" not in line.extra for line in result.lines)
     assert "tags" not in result.requests
+
+
+def test_series_sr_stored_in_orthanc_references_the_right_slices(client, uploaded):
+    import io
+
+    import pydicom
+
+    from labeling.sr import Observer, build_series_sr, read_annotation_sr, store_sr
+
+    series, multi = uploaded[0], uploaded[1]
+
+    def header(instance_id: str) -> pydicom.Dataset:
+        data = client.request("GET", f"/instances/{instance_id}/file").content
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+
+    # the ground truth's own ROIs as the answer: every nodule outline on its slice
+    sources = {instance_id: header(instance_id) for instance_id in series["instances"]}
+    answer = {"labels": series["labels"], "rois": series["rois"]}
+    sr_id = store_sr(client, build_series_sr(sources, answer, [Observer.person("Reader^One")]))
+    stored = pydicom.dcmread(io.BytesIO(client.request("GET", f"/instances/{sr_id}/file").content))
+    back = read_annotation_sr(stored, roi_references=True)
+    assert [(r["sop_instance_uid"], r["frame"]) for r in back["rois"]] == [
+        (r["sop_instance_uid"], 0) for r in series["rois"]]
+    sr_study = client.request("GET", f"/instances/{sr_id}/study").json()["ID"]
+    slice_study = client.request("GET", f"/instances/{series['instances'][0]}/study").json()["ID"]
+    assert sr_study == slice_study
+
+    mf_id = multi["instances"][0]
+    mf_sr = store_sr(client, build_series_sr({mf_id: header(mf_id)}, {"rois": multi["rois"]},
+                                             [Observer.person("Reader^One")]))
+    back = read_annotation_sr(pydicom.dcmread(io.BytesIO(client.request("GET", f"/instances/{mf_sr}/file").content)),
+                              roi_references=True)
+    assert [r["frame"] for r in back["rois"]] == [r["frame"] for r in multi["rois"]]
+    assert {r["sop_instance_uid"] for r in back["rois"]} == {multi["sop_instance_uids"][0]}
