@@ -1058,6 +1058,8 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``synth`` to the ``python -m labeling`` command line (see labeling/cli.py)."""
+    from labeling import synth_series  # it imports this module: only once this one is loaded
+
     parser = subparsers.add_parser(
         "synth",
         help="generate a synthetic chest X-ray DICOM dataset with ground truth",
@@ -1084,7 +1086,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--size", type=_int_in(MIN_SIZE, MAX_SIZE), default=None, metavar="PX",
-        help=f"pixels per side, {MIN_SIZE}..{MAX_SIZE} (default 256; with --series at most 512, default 96)",
+        help=f"pixels per side, {MIN_SIZE}..{MAX_SIZE} (default 256; with --series at most "
+        f"{synth_series.MAX_SERIES_SIZE}, default {synth_series.DEFAULT_SERIES_SIZE})",
     )
     parser.add_argument(
         "--seed", type=_int_in(0, 2**63 - 1), default=0,
@@ -1108,9 +1111,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     ct = parser.add_argument_group("CT series instead of radiographs (labeling/synth_series.py; uses --out, "
                                    "--size, --seed, --force and one unnamed --prevalence P for nodules)")
-    ct.add_argument("--series", type=_int_in(1, 1000), metavar="N",
+    ct.add_argument("--series", type=_int_in(1, synth_series.MAX_SERIES), metavar="N",
                     help="write N CT-like chest series with nodules, plus one multi-frame (Enhanced CT) instance")
-    ct.add_argument("--slices", type=_int_in(8, 512), default=40, metavar="K", help="slices per series (default 40)")
+    ct.add_argument("--slices", type=_int_in(synth_series.MIN_SLICES, synth_series.MAX_SLICES),
+                    default=synth_series.DEFAULT_SLICES, metavar="K",
+                    help=f"slices per series (default {synth_series.DEFAULT_SLICES})")
     parser.set_defaults(func=run)
     one_line_errors(parser)
 
@@ -1122,34 +1127,36 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.series is not None:
-        return _run_series(args)
-    prevalence: dict[str, float] = {}
-    for name, value in args.prevalence:
-        if name is None:
-            prevalence.update(dict.fromkeys(FINDINGS, value))
-        else:
-            prevalence[name] = value
     try:
-        summary = generate_dataset(
-            args.out,
-            patients=args.patients,
-            studies_per_patient=args.studies_per_patient,
-            size=256 if args.size is None else args.size,
-            seed=args.seed,
-            prevalence=prevalence or DEFAULT_PREVALENCE,
-            modality=args.modality,
-            bits_stored=args.bits_stored,
-            force=args.force,
-            progress=not args.no_progress,
-            workers=args.workers,
-        )
+        return _run_series(args) if args.series is not None else _run_chest(args)
     except OutputDirError as exc:
         print(f"synth: error: --out {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"synth: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_chest(args: argparse.Namespace) -> int:
+    prevalence: dict[str, float] = {}
+    for name, value in args.prevalence:
+        if name is None:
+            prevalence.update(dict.fromkeys(FINDINGS, value))
+        else:
+            prevalence[name] = value
+    summary = generate_dataset(
+        args.out,
+        patients=args.patients,
+        studies_per_patient=args.studies_per_patient,
+        size=256 if args.size is None else args.size,
+        seed=args.seed,
+        prevalence=prevalence or DEFAULT_PREVALENCE,
+        modality=args.modality,
+        bits_stored=args.bits_stored,
+        force=args.force,
+        progress=not args.no_progress,
+        workers=args.workers,
+    )
     _print_summary(summary)
     return 0
 
@@ -1158,21 +1165,12 @@ def _run_series(args: argparse.Namespace) -> int:
     from labeling import synth_series
 
     if any(name is not None for name, _ in args.prevalence):
-        print("synth: error: --prevalence: with --series give one probability P (for nodules), not NAME=P",
-              file=sys.stderr)
-        return 2
-    try:
-        summary = synth_series.generate_series_dataset(
-            args.out, series=args.series, slices=args.slices,
-            size=synth_series.DEFAULT_SERIES_SIZE if args.size is None else args.size, seed=args.seed,
-            prevalence=args.prevalence[-1][1] if args.prevalence else synth_series.DEFAULT_NODULE_PREVALENCE,
-            force=args.force, progress=not args.no_progress)
-    except OutputDirError as exc:
-        print(f"synth: error: --out {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"synth: error: {exc}", file=sys.stderr)
-        return 2
+        raise ValueError("--prevalence: with --series give one probability P (for nodules), not NAME=P")
+    summary = synth_series.generate_series_dataset(
+        args.out, series=args.series, slices=args.slices,
+        size=synth_series.DEFAULT_SERIES_SIZE if args.size is None else args.size, seed=args.seed,
+        prevalence=args.prevalence[-1][1] if args.prevalence else synth_series.DEFAULT_NODULE_PREVALENCE,
+        force=args.force, progress=not args.no_progress)
     print(f"{summary.series} series ({summary.images} images, {summary.multiframe} multi-frame) with "
           f"{summary.nodules} nodules in {summary.out_dir}; ground truth: {summary.out_dir / GROUND_TRUTH_FILE} "
           f"({summary.seconds:.1f} s)")
