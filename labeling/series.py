@@ -91,6 +91,9 @@ class SliceInfo:
         if self.orientation is not None and len(self.orientation) != 6:
             raise SeriesError(f"instance {self.instance_id}: ImageOrientationPatient has "
                               f"{len(self.orientation)} values, expected 6")
+        if self.orientation is not None and not _has_normal(self.orientation):
+            raise SeriesError(f"instance {self.instance_id}: ImageOrientationPatient {list(self.orientation)}: "
+                              "row and column directions are parallel (or zero)")
         if self.position is not None and len(self.position) != 3:
             raise SeriesError(f"instance {self.instance_id}: ImagePositionPatient has "
                               f"{len(self.position)} values, expected 3")
@@ -108,13 +111,15 @@ class SliceInfo:
                      for item in per_frame]
             if all(p is not None for p in found):
                 frame_positions = tuple(found)  # type: ignore[arg-type]
-        orientation = _numbers(tags.get("ImageOrientationPatient"), 6)
+        orientation = _numbers(tags.get("ImageOrientationPatient"), 6)  # degenerate ones: as missing, below
         spacing = _numbers(tags.get("PixelSpacing"), 2)
         shared = tags.get("SharedFunctionalGroupsSequence")
         if orientation is None and isinstance(shared, list) and shared:
             orientation = _numbers(_nested(shared[0], "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
         if spacing is None and isinstance(shared, list) and shared:
             spacing = _numbers(_nested(shared[0], "PixelMeasuresSequence", "PixelSpacing"), 2)
+        if orientation is not None and not _has_normal(orientation):
+            orientation = None
         return cls(
             instance_id=instance_id,
             sop_instance_uid=tags.get("SOPInstanceUID") or None,
@@ -187,11 +192,19 @@ def _nested(item: Any, sequence: str, tag: str) -> Any:
 # ----------------------------------------------------------------------------------- geometry
 
 
-def slice_normal(orientation: Sequence[float]) -> Vector:
-    """``row cosines x column cosines`` (PS3.3 C.7.6.2.1.1), normalised."""
+def _cross(orientation: Sequence[float]) -> tuple[Vector, float]:
     r, c = orientation[:3], orientation[3:]
     n = (r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0])
-    length = math.sqrt(sum(x * x for x in n))
+    return n, math.sqrt(sum(x * x for x in n))
+
+
+def _has_normal(orientation: Sequence[float]) -> bool:
+    return _cross(orientation)[1] >= 1e-6
+
+
+def slice_normal(orientation: Sequence[float]) -> Vector:
+    """``row cosines x column cosines`` (PS3.3 C.7.6.2.1.1), normalised."""
+    n, length = _cross(orientation)
     if length < 1e-6:
         raise SeriesError(f"ImageOrientationPatient {list(orientation)}: row and column directions are parallel")
     return (n[0] / length, n[1] / length, n[2] / length)

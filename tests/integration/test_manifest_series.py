@@ -81,6 +81,13 @@ def test_series_manifest_orders_slices_and_lists_multiframe(client, uploaded, tm
     assert data["requests"]["tags"] == 3  # one per task, never one per slice
 
 
+def test_limit_counts_tasks(client, uploaded):
+    schema = load_schema(REPO / "schemas" / "ct-nodule.yaml")
+    result = build_manifest(client, schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,
+                            filters=parse_filters(patient_id=f"SYNCT{SEED}-*"), level="series", limit=2)
+    assert len(result.lines) == 2 and result.limited_out == 1 and result.images == 3
+
+
 def test_instance_level_is_unchanged(client, uploaded):
     schema = load_schema(REPO / "schemas" / "ct-nodule.yaml")
     result = build_manifest(client, schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,

@@ -156,3 +156,12 @@ def test_bad_input_names_the_instance():
         SliceInfo("x", orientation=(1, 0, 0, 0, 1))
     with pytest.raises(SeriesError, match="no instances"):
         order_series("s", [])
+    with pytest.raises(SeriesError, match=r"instance y: ImageOrientationPatient \[0, 0, 0, 0, 0, 0\]"):
+        SliceInfo("y", orientation=(0, 0, 0, 0, 0, 0))
+    # from Orthanc's tags a degenerate orientation is data from the wild: missing, then flagged
+    wild = [SliceInfo.from_tags("a", {"ImageOrientationPatient": "0\\0\\0\\0\\0\\0", "InstanceNumber": "2",
+                                      "ImagePositionPatient": "0\\0\\0"}),
+            SliceInfo.from_tags("b", {"InstanceNumber": "1"})]
+    assert wild[0].orientation is None
+    task = order_series("s", wild)
+    assert task.instances == ("b", "a") and task.flag_codes == ("no-position",)
