@@ -23,13 +23,18 @@ RescaleSlope 1, RescaleType HU (PS3.3 C.11.1.1.2). Window: lung (-600 / 1500).
 
 "Nodules" are balls of soft tissue (40 HU, anti-aliased edge) inside a lung, radius
 ``NODULE_RADIUS_MM``; a series has 1–3 of them with probability ``prevalence``. Ground truth
-(``ground_truth.jsonl``, one line per task: the series, then the multi-frame instance) has the label
-shape of ARCHITECTURE.md with the series contract of issue 14: ``labels`` = ``[{"name": "Nodule",
-"present"}]`` (a series-level label), ``rois`` = one ``ellipse`` (a circle) per nodule per slice
-whose cross-section radius is at least half a pixel, with ``instance`` (the Orthanc instance ID
-Orthanc will give the slice, :func:`labeling.upload.orthanc_instance_id`), ``frame`` (0-based;
-0 for a single-frame slice), ``sop_instance_uid``; and ``nodules`` (centre in patient mm, radius
-mm). ROI points are image pixels as in synth (pixel (c, r) has its centre at (c + 0.5, r + 0.5)).
+(``ground_truth.jsonl``, one line per task: the series, then the multi-frame instance) has the
+label shape of ARCHITECTURE.md with the series contract of issue 14, plus identifiers:
+
+* ``source``: the task's manifest ``source`` (the Orthanc series ID, or the multi-frame
+  instance's Orthanc ID; Orthanc Book, "Orthanc identifiers"), ``level``, ``instances`` (Orthanc
+  instance IDs in InstanceNumber order), ``sop_instance_uids``, study/series UIDs, ``patient_id``;
+* ``labels``: ``[{"name": "Nodule", "present"}]``, a series-level label;
+* ``rois``: one ``ellipse`` (a circle) per nodule per slice whose cross-section radius is at least
+  half a pixel, with ``instance`` (Orthanc instance ID), ``frame`` (0-based; 0 for a single-frame
+  slice), ``sop_instance_uid`` and ``nodule`` (index into ``nodules``); points are image pixels as
+  in synth (pixel (c, r) has its centre at (c + 0.5, r + 0.5));
+* ``nodules``: centre (patient mm) and radius (mm) of each ball.
 
 Determinism: draws from NumPy generators seeded by (seed, series index), UIDs as in
 :mod:`labeling.synth` from the parameters that change content; the same options give the same
@@ -63,7 +68,7 @@ from labeling.synth import (
     make_params,
     plan_patient,
 )
-from labeling.upload import orthanc_instance_id
+from labeling.upload import orthanc_hash, orthanc_instance_id
 
 FINDING: Final = "Nodule"
 SCHEMA_PATH: Final = "schemas/ct-nodule.yaml"
@@ -400,7 +405,7 @@ def slice_rois(plan: SeriesPlan, params: SeriesParams, *, instance_ids: list[str
     ps = params.pixel_spacing
     rois: list[dict] = []
     for k in range(params.slices):
-        for nodule in plan.nodules:
+        for number, nodule in enumerate(plan.nodules):
             d = plan.slice_z(k) - nodule.z
             if abs(d) >= nodule.radius:
                 continue
@@ -411,7 +416,8 @@ def slice_rois(plan: SeriesPlan, params: SeriesParams, *, instance_ids: list[str
             cy = (nodule.y - plan.origin_xy) / ps + 0.5
             rois.append({"label": FINDING, "shape": "ellipse",
                          "points": [[round(cx - rho, 3), round(cy - rho, 3)], [round(cx + rho, 3), round(cy + rho, 3)]],
-                         "instance": instance_ids[k], "frame": frame_of[k], "sop_instance_uid": sop_uids[k]})
+                         "instance": instance_ids[k], "frame": frame_of[k], "sop_instance_uid": sop_uids[k],
+                         "nodule": number})
     return rois
 
 
@@ -425,6 +431,8 @@ def _truth(plan: SeriesPlan, params: SeriesParams, *, multiframe: bool) -> dict[
         ids = [orthanc_instance_id(plan.patient_id, plan.study_uid, series_uid, uid) for uid in sops]
         where = (ids, [0] * params.slices, sops)
     return {
+        # the task's manifest source: the Orthanc series ID ("Orthanc identifiers") or the instance ID
+        "source": ids[0] if multiframe else orthanc_hash(f"{plan.patient_id}|{plan.study_uid}|{series_uid}"),
         "level": "multiframe" if multiframe else "series",
         "patient_id": plan.patient_id,
         "study_instance_uid": plan.study_uid,
