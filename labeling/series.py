@@ -134,6 +134,29 @@ class SliceInfo:
         )
 
 
+_TAG_KEYWORDS: Final = ("SOPInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber",
+                        "NumberOfFrames", "Rows", "Columns", "PixelSpacing", "SharedFunctionalGroupsSequence",
+                        "PerFrameFunctionalGroupsSequence")
+
+
+def dataset_tags(ds: Any) -> dict[str, Any]:
+    """The tags :meth:`SliceInfo.from_tags` reads, from a pydicom dataset (sequences as lists of
+    dicts, multi-values as lists: the shape of Orthanc's ``simplified-tags``)."""
+    from pydicom.dataset import Dataset
+    from pydicom.multival import MultiValue
+    from pydicom.sequence import Sequence as DicomSequence
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, DicomSequence):
+            return [{element.keyword: plain(element.value) for element in item if element.keyword}
+                    for item in value if isinstance(item, Dataset)]
+        if isinstance(value, MultiValue):
+            return [plain(v) for v in value]
+        return value
+
+    return {key: plain(ds[key].value) for key in _TAG_KEYWORDS if key in ds}
+
+
 @dataclass(frozen=True)
 class SeriesTask:
     """One task: ``level`` ``series`` (``source`` = the Orthanc series ID, ``instances`` ordered) or

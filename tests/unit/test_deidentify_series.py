@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from labeling.deidentify import deidentify
-from labeling.series import SliceInfo, multiframe_task, order_series
+from labeling.series import SliceInfo, dataset_tags, multiframe_task, order_series
 from labeling.synth_series import generate_series_dataset
 
 SALT = b"test-salt-series"
@@ -22,12 +22,6 @@ def files(tmp_path_factory):
     return {p.stem: p.read_bytes() for p in out.rglob("*.dcm")}
 
 
-def _tags(ds: pydicom.Dataset) -> dict:
-    return {key: list(ds.get(key)) if key in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
-            else ds.get(key) for key in ("ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber",
-                                         "Rows", "Columns", "PixelSpacing") if key in ds}
-
-
 def test_series_uids_stay_consistent_and_geometry_survives(files):
     originals = {sop: pydicom.dcmread(io.BytesIO(data)) for sop, data in files.items()}
     slices = {sop: ds for sop, ds in originals.items() if "NumberOfFrames" not in ds}
@@ -37,8 +31,8 @@ def test_series_uids_stay_consistent_and_geometry_survives(files):
         assert len(values) == 1, key
         assert values != {str(next(iter(slices.values()))[key].value)}  # replaced, not kept
     assert all(not ds.PatientName and not ds.StudyDate for ds in cleaned.values())
-    before = order_series("s", [SliceInfo.from_tags(sop, _tags(ds)) for sop, ds in slices.items()])
-    after = order_series("s", [SliceInfo.from_tags(sop, _tags(ds)) for sop, ds in cleaned.items()])
+    before = order_series("s", [SliceInfo.from_tags(sop, dataset_tags(ds)) for sop, ds in slices.items()])
+    after = order_series("s", [SliceInfo.from_tags(sop, dataset_tags(ds)) for sop, ds in cleaned.items()])
     assert after.instances == before.instances and after.geometry == before.geometry and after.flags == ()
 
 
@@ -48,13 +42,7 @@ def test_multiframe_per_frame_positions_survive(files):
     ds = pydicom.dcmread(io.BytesIO(deidentify(files[mf_sop], salt=SALT)))
     original = pydicom.dcmread(io.BytesIO(files[mf_sop]))
     assert ds.PixelData == original.PixelData and int(ds.NumberOfFrames) == 10
-    shared = ds.SharedFunctionalGroupsSequence[0]
-    tags = {"NumberOfFrames": str(ds.NumberOfFrames), "SharedFunctionalGroupsSequence": [{
-        "PlaneOrientationSequence": [{"ImageOrientationPatient": list(
-            shared.PlaneOrientationSequence[0].ImageOrientationPatient)}]}],
-        "PerFrameFunctionalGroupsSequence": [{"PlanePositionSequence": [{"ImagePositionPatient": list(
-            item.PlanePositionSequence[0].ImagePositionPatient)}]} for item in ds.PerFrameFunctionalGroupsSequence]}
-    task = multiframe_task(SliceInfo.from_tags("mf", tags))
+    task = multiframe_task(SliceInfo.from_tags("mf", dataset_tags(ds)))
     assert task.flags == () and task.geometry["spacing"] == 3.0
     # the dimension organization UID is a UID too: replaced consistently in both places
     assert ds.DimensionIndexSequence[0].DimensionOrganizationUID == \

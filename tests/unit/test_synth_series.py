@@ -12,7 +12,7 @@ import pytest
 
 from labeling.cli import main as cli_main
 from labeling.schema import load_schema
-from labeling.series import SliceInfo, multiframe_task, order_series
+from labeling.series import SliceInfo, dataset_tags, multiframe_task, order_series
 from labeling.synth_series import (
     FINDING,
     SCHEMA_PATH,
@@ -56,10 +56,7 @@ def test_series_geometry_tags(dataset):
     # the series library sees a clean series, ordered feet to head (increasing z along +z)
     infos = [SliceInfo.from_tags(orthanc_instance_id(str(ds.PatientID), str(ds.StudyInstanceUID),
                                                      str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)),
-                                 {key: ds.get(key) and (list(ds.get(key)) if key in ("ImagePositionPatient",
-                                  "ImageOrientationPatient", "PixelSpacing") else ds.get(key))
-                                  for key in ("ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber",
-                                              "Rows", "Columns", "PixelSpacing")}) for ds in slices]
+                                 dataset_tags(ds)) for ds in slices]
     task = order_series("series", infos[::-1][3:] + infos[::-1][:3])
     assert task.flags == ()
     assert list(task.instances) == first["instances"][::-1]
@@ -113,13 +110,7 @@ def test_multiframe_instance_matches_the_series(dataset):
     assert sorted(r["frame"] for r in multi["rois"]) == sorted(
         series["sop_instance_uids"].index(r["sop_instance_uid"]) for r in series["rois"])
 
-    tags = {"NumberOfFrames": str(mf.NumberOfFrames), "SharedFunctionalGroupsSequence": [{
-        "PlaneOrientationSequence": [{"ImageOrientationPatient": list(
-            mf.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient)}]}],
-        "PerFrameFunctionalGroupsSequence": [
-            {"PlanePositionSequence": [{"ImagePositionPatient": list(item.PlanePositionSequence[0].ImagePositionPatient)}]}
-            for item in mf.PerFrameFunctionalGroupsSequence]}
-    task = multiframe_task(SliceInfo.from_tags("mf", tags))
+    task = multiframe_task(SliceInfo.from_tags("mf", dataset_tags(mf)))
     assert task.frames == 16 and task.flags == () and task.geometry["spacing"] == SLICE_SPACING_MM
 
 
