@@ -25,6 +25,11 @@ The keys of a line (:class:`ManifestLine`), in the order they are written:
 ``study_date``         str    StudyDate (0008,0020), ``YYYYMMDD``: only with ``--include-phi``
 =====================  =====  ===================================================================
 
+Series tasks (``--level series``, issue 14): one line per series or multi-frame instance instead,
+``source`` = the Orthanc series (or instance) ID, plus ``level``, ``instances``, ``geometry`` and
+``flags`` (kept in :attr:`ManifestLine.extra`); built by :mod:`labeling.manifest_series` from the
+same walk, ordered by :mod:`labeling.series`; the README's "Series tasks" shows a line.
+
 Optional keys are left out of a line when unknown, never written as ``null``. Any other key is kept,
 in order, in :attr:`ManifestLine.extra` and written back after the known keys, so a GT *output*
 manifest (the input line plus ``<attr>`` and ``<attr>-metadata``, ARCHITECTURE.md "The label
@@ -1050,7 +1055,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Query Orthanc and write one JSON line per image instance: "
             '{"source": <Orthanc instance ID>, "labels": [...], "task_type": ..., "schema": ..., '
-            "plus modality, study/series/SOP instance UIDs and frames}. Non-image objects (SR, KO, "
+            "plus modality, study/series/SOP instance UIDs and frames} (--level series: one line per "
+            "series, slices ordered, or per multi-frame instance). Non-image objects (SR, KO, "
             "PR, RT, SEG, waveforms, documents…) are excluded and counted. Lines are sorted by study "
             "date, study UID, series number, instance number. Exit 0: written; 1: Orthanc or file "
             "error; 2: bad arguments or no image matched."
