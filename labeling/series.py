@@ -32,7 +32,7 @@ by Orthanc ID (``order = "instance_number"`` still, flagged ``no-instance-number
 ``mixed-orientation``    the slices do not share one orientation (a localizer in the series, a
                          reformat mixed with the source...): ordered by InstanceNumber instead
 ``no-position``          some slices lack ImagePositionPatient/ImageOrientationPatient: ordered by
-                         InstanceNumber instead
+                         InstanceNumber instead (not raised for a one-image series: a radiograph)
 ``no-instance-number``   the InstanceNumber fallback found slices without a number
 ``duplicate-position``   two or more slices at the same position (|d1 - d2| < 1e-3 mm): kept, both
 ``gap``                  a gap between neighbours deviates from the median spacing by more than
@@ -320,7 +320,7 @@ def order_series(series_id: str, slices: Sequence[SliceInfo], *,
         flags.append(_flag("mixed-orientation",
                            f"{len(distinct)} different ImageOrientationPatient values in one series; "
                            "ordered by InstanceNumber, not by position"))
-    if not complete:
+    if not complete and len(slices) > 1:  # one image (a radiograph): there is no order to lose
         missing = sum(1 for s in slices if s.position is None or s.orientation is None)
         flags.append(_flag("no-position", f"{missing} of {len(slices)} instances have no ImagePositionPatient/"
                                           "ImageOrientationPatient; ordered by InstanceNumber"))
@@ -335,7 +335,7 @@ def order_series(series_id: str, slices: Sequence[SliceInfo], *,
         keyed = sorted(slices, key=_number_key)
         order = "instance_number"
         unnumbered = sum(1 for s in slices if s.instance_number is None)
-        if unnumbered:
+        if unnumbered and len(slices) > 1:
             flags.append(_flag("no-instance-number", f"{unnumbered} instances have no InstanceNumber; "
                                                       "placed last, by Orthanc ID"))
     positions = [(_along(normal, s.position) if normal is not None and s.position is not None else None)

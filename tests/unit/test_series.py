@@ -83,6 +83,11 @@ def test_instance_number_fallback_puts_unnumbered_last_and_flags_them():
     assert task.flag_codes == ("no-position", "no-instance-number")
 
 
+def test_one_radiograph_is_a_series_without_flags():
+    task = order_series("s", [SliceInfo("dx", rows=256, columns=256)])
+    assert task.instances == ("dx",) and task.flags == () and task.geometry["order"] == "instance_number"
+
+
 def test_duplicate_positions_are_kept_and_flagged():
     slices = axial(6)
     twin = SliceInfo("id-twin", position=slices[2].position, orientation=AXIAL, instance_number=99,
