@@ -312,6 +312,10 @@ def build_annotation_sr(source: pydicom.Dataset, answer: Mapping[str, Any], obse
         have = getattr(source, attr, None)
         if want is not None and have is not None and int(have) != want:
             raise SRError(f"answer: image.{key} {want} differs from the source's {attr} {have}")
+    placed = next((i for i, roi in enumerate(parsed.rois) if roi.instance is not None), None)
+    if placed is not None:  # it would be written onto ``source`` whatever slice it names
+        raise SRError(f"answer: rois[{placed}].instance: a series answer (ROIs on named slices); "
+                      "write it with build_series_sr")
     image = (str(source.SOPClassUID), str(source.SOPInstanceUID), [frame + 1] if frames > 1 else None)
     return _document([source], data, parsed, observers, label_image=image, roi_images=[image] * len(parsed.rois),
                      series_number=series_number, instance_number=instance_number, description=description,

@@ -11,7 +11,7 @@ import highdicom as hd
 import pydicom
 import pytest
 
-from labeling.sr import Observer, SRError, build_series_sr, read_annotation_sr, sr_bytes
+from labeling.sr import Observer, SRError, build_annotation_sr, build_series_sr, read_annotation_sr, sr_bytes
 from labeling.synth_series import generate_series_dataset
 
 OBSERVERS = [Observer.person("Reader^One", login="r1")]
@@ -95,3 +95,11 @@ def test_bad_references_name_the_roi(synthetic, roi, message):
     answer = {"rois": [{"label": "Nodule", "shape": "point", "points": [[1, 1]], **roi}]}
     with pytest.raises(SRError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build_series_sr(sources, answer, OBSERVERS)
+
+
+def test_image_sr_refuses_a_series_answer(synthetic):
+    truth, headers = synthetic
+    source = headers[truth[0]["sop_instance_uids"][0]]
+    answer = {"rois": [{"label": "Nodule", "shape": "point", "points": [[1, 1]], "instance": truth[0]["instances"][3]}]}
+    with pytest.raises(SRError, match=r"rois\[0\].instance: a series answer .* build_series_sr"):
+        build_annotation_sr(source, answer, OBSERVERS)
