@@ -14,7 +14,8 @@ Geometry (PS3.3 C.7.6.2 "Image Plane Module")
 * ImagePositionPatient (0020,0032) is the patient-space position (mm) of the centre of the first
   transmitted voxel; a slice's **position along the normal** is ``d = n . IPP``. Slices are ordered
   by increasing ``d`` (for an axial series with the usual orientation ``1\\0\\0\\0\\1\\0``, ``n`` is
-  ``+z``: inferior to superior), the convention of ITK/GDCM's series sorters.
+  ``+z``: inferior to superior), the convention of ITK/GDCM's series sorters and the order
+  Orthanc's own ``/series/{id}/ordered-slices`` gives (an integration test compares them).
 * PixelSpacing (0028,0030) is ``row spacing \\ column spacing`` (mm between the centres of adjacent
   rows, then of adjacent columns; PS3.3 10.7.1.3).
 * The **slice spacing** reported is the median of the gaps between consecutive positions; it is

@@ -62,6 +62,11 @@ def test_series_manifest_orders_slices_and_lists_multiframe(client, uploaded, tm
     assert client.request("GET", f"/series/{clean.source}").json()["MainDicomTags"]["SeriesInstanceUID"] \
         == series_truth["series_instance_uid"]
 
+    # Orthanc's own slice ordering (``/series/{id}/ordered-slices``, by position along the normal)
+    # is an independent implementation: same order
+    theirs = [short[0] for short in client.request("GET", f"/series/{clean.source}/ordered-slices").json()["SlicesShort"]]
+    assert theirs == list(clean.extra["instances"])
+
     flags = gapped.extra["flags"]
     assert [f["code"] for f in flags] == ["gap"]
     assert flags[0]["spacing_mm"] == [2 * SLICE_SPACING_MM]
