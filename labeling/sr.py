@@ -326,7 +326,8 @@ def build_annotation_sr(source: pydicom.Dataset, answer: Mapping[str, Any], obse
 ImageRef = tuple[str, str, Optional[list[int]]]  # SOP Class UID, SOP Instance UID, frame numbers (1-based)
 
 
-def _document(sources: Sequence[pydicom.Dataset], data: Mapping[str, Any], parsed: Any, observers: Sequence[Observer], *,
+def _document(sources: Sequence[pydicom.Dataset], data: Mapping[str, Any], parsed: Any,
+              observers: Sequence[Observer], *,
               label_image: Optional[ImageRef], roi_images: Sequence[ImageRef], series_number: int,
               instance_number: int, description: str, series_instance_uid: Optional[str],
               sop_instance_uid: Optional[str], manufacturer: str) -> hd.sr.Comprehensive3DSR:

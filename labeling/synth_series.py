@@ -468,6 +468,13 @@ class SeriesSummary:
                            "nodules": self.nodules}}
 
 
+def _save(root: Path, ds: Dataset) -> None:
+    """Write ``ds`` as ``<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``."""
+    path = root / str(ds.PatientID) / str(ds.StudyInstanceUID) / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
 def generate_series_dataset(out_dir: str | Path, *, series: int = 2, slices: int = DEFAULT_SLICES,
                             size: int = DEFAULT_SERIES_SIZE, seed: int = 0,
                             prevalence: float = DEFAULT_NODULE_PREVALENCE, multiframe: bool = True,
@@ -486,20 +493,14 @@ def generate_series_dataset(out_dir: str | Path, *, series: int = 2, slices: int
             frames = []
             for k in range(params.slices):
                 pixels = stored(render_slice(plan, params, k))
-                ds = build_slice(plan, params, k, pixels)
-                path = staging / plan.patient_id / plan.study_uid / plan.series_uid / f"{ds.SOPInstanceUID}.dcm"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                ds.save_as(path, enforce_file_format=True)
+                _save(staging, build_slice(plan, params, k, pixels))
                 images += 1
                 if params.multiframe and index == 0:
                     frames.append(pixels)
                 advance()
             truth.write(json.dumps(_truth(plan, params, multiframe=False), separators=(",", ":")) + "\n")
             if frames:
-                ds = build_multiframe(plan, params, frames)
-                path = staging / plan.patient_id / plan.study_uid / plan.multiframe_series_uid / f"{ds.SOPInstanceUID}.dcm"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                ds.save_as(path, enforce_file_format=True)
+                _save(staging, build_multiframe(plan, params, frames))
                 images += 1
                 truth.write(json.dumps(_truth(plan, params, multiframe=True), separators=(",", ":")) + "\n")
             with_nodules += bool(plan.nodules)
