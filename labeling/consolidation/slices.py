@@ -21,7 +21,8 @@ A series task's answers put ``instance`` (Orthanc instance ID) and ``frame`` (0-
   Matching in 3D (balls or SEG volumes) is for a 3D ROI type, not for 2D outlines.
 * **Agreement per series.** The item's ``agreement`` is the series': the labels' kappa contribution
   (as for an image) and ``rois_mean_iou`` over the matched pairs of all its slices;
-  :func:`slice_agreement` breaks it down by slice.
+  :func:`slice_agreement` breaks it down by slice and counts the neighbour-slice pairs the rule
+  kept apart, so a reviewer can see when annotators drew one finding on different slices.
 
 ROIs without ``instance`` in an answer that has some with it belong to the key ``(None, None)``:
 the task's own image (``image.frame``); for an image task (no ROI has ``instance``) everything goes
@@ -35,7 +36,7 @@ from dataclasses import replace
 from typing import Any, Optional
 
 from .inputs import ParsedItem
-from .rois import consolidate_rois
+from .rois import consolidate_rois, shape_iou
 
 SliceKey = tuple[Optional[str], Optional[int]]
 
@@ -88,11 +89,25 @@ def consolidate_item_rois(item: ParsedItem, label_names: Sequence[str], worker_o
                single_worker_confidence=single_worker_confidence, **roi_settings)
 
 
-def slice_agreement(item: ParsedItem, consolidated_rois: Sequence[dict]) -> dict[str, Any]:
+def _adjacent(a: SliceKey, b: SliceKey, order: dict[str, int]) -> bool:
+    """Neighbouring slices: frames f and f +/- 1 of one instance, or consecutive instances of
+    ``order`` (single-frame slices)."""
+    if a[0] is None or b[0] is None:
+        return False
+    if a[0] == b[0]:
+        return abs((a[1] or 0) - (b[1] or 0)) == 1
+    return a[0] in order and b[0] in order and abs(order[a[0]] - order[b[0]]) == 1 and a[1] == b[1]
+
+
+def slice_agreement(item: ParsedItem, consolidated_rois: Sequence[dict], *, slice_order: Sequence[str] = (),
+                    iou_threshold: float = 0.5) -> dict[str, Any]:
     """Per-series ROI agreement by slice: ``slices_drawn`` (slices where any worker drew),
-    ``slices_kept`` (slices with at least one consolidated ROI) and ``per_slice``:
+    ``slices_kept`` (slices with at least one consolidated ROI), ``per_slice``:
     ``[{"instance", "frame", "workers", "drawn", "kept"}]`` (workers who drew there, ROIs drawn,
-    ROIs kept)."""
+    ROIs kept), and ``neighbour_pairs``: pairs of ROIs by different workers, same label and shape,
+    on neighbouring slices (``slice_order``: the task's ordered instances; frames of one instance
+    are neighbours by number) with IoU >= ``iou_threshold`` — likely one finding drawn on two
+    slices, which the per-slice rule keeps apart (module docstring): a reviewer's cue."""
     stats: dict[SliceKey, dict[str, Any]] = {}
     for answer in item.answers:
         for roi in answer.rois:
@@ -105,5 +120,11 @@ def slice_agreement(item: ParsedItem, consolidated_rois: Sequence[dict]) -> dict
             stats[key]["kept"] += 1
     per_slice = [{"instance": k[0], "frame": k[1], "workers": len(v["workers"]), "drawn": v["drawn"],
                   "kept": v["kept"]} for k, v in sorted(stats.items(), key=lambda kv: _slice_sort_key(kv[0], {}))]
+    order = {instance: i for i, instance in enumerate(slice_order)}
+    drawn = [(answer.worker_id, roi) for answer in item.answers for roi in answer.rois if roi.shape != "point"]
+    pairs = sum(1 for i, (wa, a) in enumerate(drawn) for wb, b in drawn[i + 1:]
+                if wa != wb and (a.label, a.shape) == (b.label, b.shape)
+                and _adjacent((a.instance, a.frame), (b.instance, b.frame), order)
+                and shape_iou(a, b) >= iou_threshold)
     return {"slices_drawn": len(per_slice), "slices_kept": sum(1 for s in per_slice if s["kept"]),
-            "per_slice": per_slice}
+            "per_slice": per_slice, "neighbour_pairs": pairs}

@@ -114,4 +114,13 @@ def test_slice_agreement_breaks_the_series_down_by_slice():
     assert summary["slices_drawn"] == 2 and summary["slices_kept"] == 1
     assert summary["per_slice"] == [{"instance": "a", "frame": 0, "workers": 2, "drawn": 2, "kept": 1},
                                     {"instance": "b", "frame": 0, "workers": 1, "drawn": 1, "kept": 0}]
+    assert summary["neighbour_pairs"] == 0  # without the slice order, a and b are not known neighbours
+    assert slice_agreement(item, rois, slice_order=["a", "b"])["neighbour_pairs"] == 1  # w2's a, w1's b
+    assert slice_agreement(item, rois, slice_order=["a", "x", "b"])["neighbour_pairs"] == 0
     assert not is_slice_item(parse_item(ItemAnswers.from_pairs("i", {"w1": answer(roi())}), NAMES))
+
+
+def test_neighbour_frames_of_a_multiframe_instance():
+    item = parse_item(ItemAnswers.from_pairs("s", {"w1": answer(roi("mf", 4)), "w2": answer(roi("mf", 5)),
+                                                   "w3": answer(roi("mf", 7))}), NAMES)
+    assert slice_agreement(item, [])["neighbour_pairs"] == 1
