@@ -65,11 +65,14 @@ def series_lines(orthanc: _Counted, candidates: Sequence[Candidate], result: Bui
             result.series_flags.update(set(task.flag_codes))
             one = by_id[task.source] if task.level == "multiframe" else None
             extra = {key: value for key, value in task.to_dict().items() if key != "frames"}
+            size = (task.geometry["rows"], task.geometry["columns"])
+            known = None not in size  # every slice's Rows/Columns: answers are checked against them
             lines.append(ManifestLine(
                 source=task.source, labels=tuple(labels), task_type=task_type, schema=schema_name,
                 modality=first.modality or None, study_instance_uid=first.study_uid or None,
                 series_instance_uid=first.series_uid or None,
                 sop_instance_uid=(one.sop_uid or None) if one else None, frames=task.frames,
+                rows=size[0] if known else None, columns=size[1] if known else None,
                 patient_id=(first.patient_id or None) if include_phi else None,
                 study_date=(first.study_date or None) if include_phi else None,
                 extra=extra))

@@ -55,7 +55,7 @@ def test_series_manifest_orders_slices_and_lists_multiframe(client, uploaded, tm
     assert clean.frames == SLICES and clean.extra["flags"] == []
     geometry = clean.extra["geometry"]
     assert geometry["order"] == "position" and geometry["spacing"] == SLICE_SPACING_MM
-    assert (geometry["rows"], geometry["columns"]) == (64, 64)
+    assert (geometry["rows"], geometry["columns"]) == (64, 64) == (clean.rows, clean.columns)  # answers checked
     assert geometry["pixel_spacing"] == [5.0, 5.0]
     assert geometry["orientation"] == [1, 0, 0, 0, 1, 0]
     assert clean.source == series_truth["source"]  # the Orthanc series ID, as synth predicts it

@@ -7,6 +7,7 @@ import pytest
 
 from labeling.consolidation import ConsolidationError, ItemAnswers, consolidate_item, consolidate_job, parse_item
 from labeling.consolidation.inputs import WorkerAnswer, parse_answer
+from labeling.contracts.answer import parse_answer as parse_contract_answer
 from labeling.consolidation.slices import consolidate_slice_rois, is_slice_item, slice_agreement
 
 NAMES = ["Nodule"]
@@ -29,6 +30,14 @@ def answer(*rois, present=True):
 def test_roi_reference_parsed_and_frame_defaults_to_zero():
     parsed = parse_answer(WorkerAnswer("w1", answer(roi("inst-a", 3), roi("inst-b"), roi())), NAMES, item_id="s")
     assert [(r.instance, r.frame) for r in parsed.rois] == [("inst-a", 3), ("inst-b", 0), (None, None)]
+
+
+def test_contract_round_trip_keeps_the_slice():
+    parsed = parse_contract_answer(answer(roi("inst-a", 2), roi()), NAMES)
+    assert [r.to_dict().get("instance") for r in parsed.rois] == ["inst-a", None]
+    assert parsed.to_dict()["rois"][0] == {"label": "Nodule", "shape": "ellipse", "points": [[10.0, 10.0], [20.0, 20.0]],
+                                           "instance": "inst-a", "frame": 2}
+    assert "frame" not in parsed.to_dict()["rois"][1]
 
 
 @pytest.mark.parametrize("entry, field, reason", [
