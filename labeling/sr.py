@@ -398,8 +398,11 @@ def build_series_sr(sources: Mapping[str, pydicom.Dataset], answer: Mapping[str,
     if not observers:
         raise SRError("observers: at least one person or device is needed (observer context)")
     sizes = {(getattr(source, "Rows", None), getattr(source, "Columns", None)) for source in sources.values()}
-    # the slices' common Rows/Columns bound the points (a mixed-size series: not bounded here)
-    parsed, data = _check_answer(answer, next(iter(sources.values())) if len(sizes) == 1 else pydicom.Dataset())
+    bounds = pydicom.Dataset()  # the slices' common size bounds the points (a mixed-size series: not here)
+    if len(sizes) == 1 and None not in next(iter(sizes)):
+        bounds.Rows, bounds.Columns = next(iter(sizes))
+        bounds.NumberOfFrames = max(int(getattr(s, "NumberOfFrames", 1) or 1) for s in sources.values())
+    parsed, data = _check_answer(answer, bounds)
     only = next(iter(sources)) if len(sources) == 1 else None
     images: list[ImageRef] = []
     for i, roi in enumerate(parsed.rois):

@@ -27,8 +27,8 @@ Rules (documented here once; every failure is one :class:`ContractError` naming 
   they were drawn: ``instance`` (the Orthanc instance ID of the slice, a non-empty string) and
   ``frame`` (0-based frame number in that instance, an integer >= 0; default 0 when ``instance`` is
   given). Both absent: the ROI is on the task's one image (``image.frame``), as before. ``frame``
-  without ``instance`` is refused (a frame of which instance?). Checked by
-  :func:`parse_roi_reference`. The answer's ``labels`` are then series-level labels (same shape).
+  without ``instance`` is refused (a frame of which instance?); with a recorded geometry the frame
+  must be below its ``frames``. Checked by :func:`parse_roi_reference`. The answer's ``labels`` are then series-level labels (same shape).
 * ``image``: optional mapping; ``rows`` and ``columns`` positive integers, ``frame`` a non-negative
   integer (default 0).
 * **Inside the image**: when the size is known (the recorded geometry given to :func:`parse_answer`,
@@ -226,12 +226,12 @@ def parse_answer(content: Any, label_names: Sequence[str], *, label_set: Optiona
         if len(raw_rois) > MAX_ROIS_PER_ANSWER:
             raise ContractError("rois", f"{len(raw_rois)} ROIs; at most {MAX_ROIS_PER_ANSWER} per answer")
         for i, entry in enumerate(raw_rois):
-            rois.append(_parse_roi(entry, i, names, unknown, bounds))
+            rois.append(_parse_roi(entry, i, names, unknown, bounds, geometry.frames if geometry else None))
     return Answer(labels, tuple(rois), image, label_confidence)
 
 
 def _parse_roi(entry: Any, i: int, names: frozenset[str], unknown: Any,
-               bounds: Optional[tuple[int, int]]) -> Roi:
+               bounds: Optional[tuple[int, int]], frames: Optional[int] = None) -> Roi:
     if not _is_map(entry):
         raise ContractError(f"rois[{i}]", f"expected an object, got {type(entry).__name__}")
     label = entry.get("label")
@@ -245,6 +245,8 @@ def _parse_roi(entry: Any, i: int, names: frozenset[str], unknown: Any,
     if confidence is not None:
         confidence = parse_confidence(confidence, f"rois[{i}].confidence")
     instance, frame = parse_roi_reference(entry, i)
+    if frame is not None and frames is not None and frame >= frames:
+        raise ContractError(f"rois[{i}].frame", f"frame {frame} is outside the task's {frames} frame(s) (0-based)")
     roi = Roi(label, shape, points, confidence, instance, frame)
     if bounds is not None:
         columns, rows = bounds

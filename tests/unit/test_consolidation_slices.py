@@ -8,6 +8,8 @@ import pytest
 from labeling.consolidation import ConsolidationError, ItemAnswers, consolidate_item, consolidate_job, parse_item
 from labeling.consolidation.inputs import WorkerAnswer, parse_answer
 from labeling.contracts.answer import parse_answer as parse_contract_answer
+from labeling.contracts.errors import ContractError
+from labeling.contracts.geometry import ImageGeometry
 from labeling.consolidation.slices import consolidate_slice_rois, is_slice_item, slice_agreement
 
 NAMES = ["Nodule"]
@@ -38,6 +40,9 @@ def test_contract_round_trip_keeps_the_slice():
     assert parsed.to_dict()["rois"][0] == {"label": "Nodule", "shape": "ellipse", "points": [[10.0, 10.0], [20.0, 20.0]],
                                            "instance": "inst-a", "frame": 2}
     assert "frame" not in parsed.to_dict()["rois"][1]
+    with pytest.raises(ContractError, match=r"rois\[0\].frame: frame 2 is outside the task's 2 frame"):
+        parse_contract_answer(answer(roi("mf", 2)), NAMES, geometry=ImageGeometry(64, 64, 2))
+    assert parse_contract_answer(answer(roi("mf", 1)), NAMES, geometry=ImageGeometry(64, 64, 2)).rois[0].frame == 1
 
 
 @pytest.mark.parametrize("entry, field, reason", [

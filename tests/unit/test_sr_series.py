@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import highdicom as hd
@@ -86,14 +87,14 @@ def test_multiframe_rois_carry_referenced_frame_numbers(synthetic):
 @pytest.mark.parametrize("roi, message", [
     ({"instance": "nope"}, "rois[0].instance: 'nope' is not one of the 8 sources given"),
     ({}, "rois[0].instance: required in a series answer"),
-    ({"instance": "FIRST", "frame": 1}, "rois[0].frame 1 is outside instance"),
+    ({"instance": "FIRST", "frame": 1}, "rois[0].frame: frame 1 is outside the task's 1 frame(s)"),
 ])
 def test_bad_references_name_the_roi(synthetic, roi, message):
     truth, headers = synthetic
     sources = sources_of(truth[0], headers)
     roi = {k: (truth[0]["instances"][0] if v == "FIRST" else v) for k, v in roi.items()}
     answer = {"rois": [{"label": "Nodule", "shape": "point", "points": [[1, 1]], **roi}]}
-    with pytest.raises(SRError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(SRError, match=re.escape(message)):
         build_series_sr(sources, answer, OBSERVERS)
 
 
@@ -103,3 +104,15 @@ def test_image_sr_refuses_a_series_answer(synthetic):
     answer = {"rois": [{"label": "Nodule", "shape": "point", "points": [[1, 1]], "instance": truth[0]["instances"][3]}]}
     with pytest.raises(SRError, match=r"rois\[0\].instance: a series answer .* build_series_sr"):
         build_annotation_sr(source, answer, OBSERVERS)
+
+
+def test_frames_are_checked_per_source_when_slices_and_a_multiframe_mix(synthetic):
+    truth, headers = synthetic
+    sources = {**sources_of(truth[0], headers), truth[1]["instances"][0]: headers[truth[1]["sop_instance_uids"][0]]}
+    mf_id, slice_id = truth[1]["instances"][0], truth[0]["instances"][0]
+    ok = {"rois": [{"label": "Nodule", "shape": "point", "points": [[1, 1]], "instance": mf_id, "frame": 6}]}
+    back = read_annotation_sr(reread(build_series_sr(sources, ok, OBSERVERS)), roi_references=True)
+    assert back["rois"][0]["frame"] == 6
+    bad = {"rois": [{"label": "Nodule", "shape": "point", "points": [[1, 1]], "instance": slice_id, "frame": 6}]}
+    with pytest.raises(SRError, match=re.escape(f"rois[0].frame 6 is outside instance {slice_id!r}'s 1 frame(s)")):
+        build_series_sr(sources, bad, OBSERVERS)
