@@ -2,7 +2,8 @@
 
 The walk has already read every matching image instance with its ``MainDicomTags`` — on Orthanc
 1.10 these include ImagePositionPatient, ImageOrientationPatient, InstanceNumber and
-NumberOfFrames at instance level, enough to order a series (:mod:`labeling.series`). What they do
+NumberOfFrames at instance level, enough to order a series (:mod:`labeling.series`); a walk that
+did not keep them (candidates without ``tags``) costs one more bulk read of those instances. What they do
 not include is Rows, Columns and PixelSpacing (and an Enhanced IOD's per-frame positions), so one
 ``GET /instances/{id}/simplified-tags`` is sent per *task*: the first slice (by InstanceNumber) of
 each series, and each multi-frame instance. The slices of one series are assumed to share the
@@ -20,9 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
-from labeling.manifest import PARALLEL_REQUESTS, BuildResult, Candidate, ManifestLine, Reporter, _Counted
+from labeling.manifest import PARALLEL_REQUESTS, BuildResult, Candidate, ManifestLine, Reporter, _Counted, chunks
 from labeling.series import SliceInfo, series_tasks
 
 
@@ -32,12 +34,37 @@ def _info(candidate: Candidate, extra_tags: dict[str, Any] | None = None) -> Sli
     return SliceInfo.from_tags(candidate.instance_id, tags)
 
 
+def _complete(orthanc: _Counted, candidates: Sequence[Candidate], reporter: Reporter) -> list[Candidate]:
+    """Candidates with their ``MainDicomTags`` and Orthanc series ID: a walk that did not keep them
+    (e.g. one served from a saved index) gets them from one bulk read of those instances."""
+    missing = [c.instance_id for c in candidates if not c.tags or not c.series_id]
+    if not missing:
+        return list(candidates)
+    work = chunks(missing)
+    reporter.phase(f"reading the positions of {len(missing)} instances (/tools/bulk-content)", total=len(work))
+
+    def read(ids: list[str]) -> list[dict]:
+        answer = orthanc.bulk_content(ids, metadata=False)
+        reporter.advance()
+        return answer
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS) as pool:
+        raw = {item["ID"]: item for answer in pool.map(read, work) for item in answer}
+    out = []
+    for c in candidates:
+        item = raw.get(c.instance_id)
+        if item is not None:
+            c = replace(c, tags=item.get("MainDicomTags") or {}, series_id=c.series_id or item.get("ParentSeries", ""))
+        out.append(c)  # deleted meanwhile: kept as the walk saw it (ordered by what is known)
+    return out
+
+
 def series_lines(orthanc: _Counted, candidates: Sequence[Candidate], result: BuildResult, *, schema_name: str,
                  labels: Sequence[str], task_type: str, include_phi: bool, reporter: Reporter) -> list[ManifestLine]:
     """Group the walk's sorted ``candidates`` into series and multi-frame task lines; counts each
     flag code into ``result.series_flags``."""
     groups: dict[str, list[Candidate]] = {}
-    for candidate in candidates:
+    for candidate in _complete(orthanc, candidates, reporter):
         groups.setdefault(candidate.series_id, []).append(candidate)
     # which instance's full tags each series needs: its multi-frame instances, its first slice
     wanted: list[str] = []

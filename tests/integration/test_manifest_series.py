@@ -134,3 +134,23 @@ def test_series_sr_stored_in_orthanc_references_the_right_slices(client, uploade
                               roi_references=True)
     assert [r["frame"] for r in back["rois"]] == [r["frame"] for r in multi["rois"]]
     assert {r["sop_instance_uid"] for r in back["rois"]} == {multi["sop_instance_uids"][0]}
+
+
+def test_candidates_without_tags_are_completed_by_one_bulk_read(client, uploaded):
+    """A walk that kept no MainDicomTags (e.g. one served from a saved index) gives the same lines."""
+    from dataclasses import replace
+
+    from labeling.manifest import BuildResult, _Counted, _SilentReporter, find_candidates
+    from labeling.manifest_series import series_lines
+
+    result = BuildResult(lines=[])
+    orthanc = _Counted(client, result.requests)
+    candidates = sorted(find_candidates(orthanc, parse_filters(patient_id=f"SYNCT{SEED}-*"), result, _SilentReporter()),
+                        key=lambda c: c.sort_key())
+    kw = dict(schema_name="ct-nodule", labels=["Nodule"], task_type="classification+roi", include_phi=False,
+              reporter=_SilentReporter())
+    full = series_lines(orthanc, candidates, result, **kw)
+    bulk_before = result.requests["bulk"]
+    bare = series_lines(orthanc, [replace(c, tags={}, series_id="") for c in candidates], result, **kw)
+    assert [line.to_dict() for line in bare] == [line.to_dict() for line in full]
+    assert result.requests["bulk"] - bulk_before == 1  # 24 instances: one chunk
