@@ -3,7 +3,7 @@
 An answer is checked against the image it was given (:func:`labeling.portal.jobs.validate_answer`):
 its ``image`` must name the same Rows (0028,0010) × Columns (0028,0011), its frame must be below
 NumberOfFrames (0028,0008; 1 when absent), and every ROI point must lie inside ``[0, columns] ×
-[0, rows]`` (pixel coordinates, ARCHITECTURE.md "The label shape"). Manifest lines do not carry the
+[0, rows]`` (pixel coordinates, docs/architecture.md "The label shape"). Manifest lines may lack the
 geometry, so job creation reads it per instance (``GET /instances/{id}/simplified-tags``, a few
 requests in flight) and refuses a job naming any instance Orthanc does not have, listing the first
 IDs. PixelSpacing (0028,0030) or else ImagerPixelSpacing (0018,1164), when present, is kept too so

@@ -154,3 +154,16 @@ def test_candidates_without_tags_are_completed_by_one_bulk_read(client, uploaded
     bare = series_lines(orthanc, [replace(c, tags={}, series_id="") for c in candidates], result, **kw)
     assert [line.to_dict() for line in bare] == [line.to_dict() for line in full]
     assert result.requests["bulk"] - bulk_before == 1  # 24 instances: one chunk
+
+
+def test_series_lines_from_the_saved_index_equal_the_find(client, uploaded, tmp_path):
+    """The index (labeling/manifest_index.py) keeps no positions: series lines still come out the same."""
+    schema = load_schema(REPO / "schemas" / "ct-nodule.yaml")
+    kw = dict(schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,
+              filters=parse_filters(patient_id=f"SYNCT{SEED}-*"), level="series")
+    found = build_manifest(client, **kw)
+    full = build_manifest(client, use_index=True, index_file=tmp_path / "index.json", **kw)
+    incremental = build_manifest(client, use_index=True, index_file=tmp_path / "index.json", **kw)
+    assert (full.index, incremental.index) == ("full", "incremental")
+    for result in (full, incremental):
+        assert [line.to_dict() for line in result.lines] == [line.to_dict() for line in found.lines]
