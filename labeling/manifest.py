@@ -15,6 +15,11 @@ know is kept, in order, so a GT *output* manifest (the input line plus ``<attr>`
 ``<attr>-metadata``) survives ``read_manifest`` → ``write_manifest`` unchanged: the Ground Truth job,
 the portal and training all read and write manifest files through this module.
 
+Series tasks (``--level series``, issue 14): one line per series or multi-frame instance instead,
+``source`` = the Orthanc series (or instance) ID, plus ``level``, ``instances``, ``geometry`` and
+``flags`` (kept as unknown keys, in order); built by :mod:`labeling.manifest_series` from the same
+walk, ordered by :mod:`labeling.series`; the README's "Series tasks" shows a line.
+
 PHI. A manifest is internal: it points into Orthanc and goes to the labeling backend (GT reads it
 from the project's bucket; the portal from its own store); annotators never see it, because the
 pre-annotation step hands them a de-identified copy of the image only. Still, what identifies or
@@ -565,6 +570,8 @@ PARALLEL_REQUESTS: Final = 4
 PostgreSQL index plugin's ``IndexConnectionsCount`` (4 on the local stack), its own index
 connection, so a few concurrent requests overlap Orthanc's round trips to the database."""
 EXAMPLES_PER_REASON: Final = 5
+LEVELS: Final = ("instance", "series")
+"""``--level``: one task per image instance, or one per series / multi-frame instance (README)."""
 SOP_CLASS_METADATA: Final = "SopClassUid"  # stored by Orthanc for every instance at ingest
 
 
@@ -594,6 +601,7 @@ class _Instance:
     number: Optional[int]
     frames: Optional[int]
     metadata: Mapping[str, str]
+    tags: Mapping[str, Any] = field(default_factory=dict)  # MainDicomTags (geometry for --level series)
 
 
 @dataclass(frozen=True)
@@ -612,6 +620,8 @@ class Candidate:
     frames: Optional[int]
     rows: Optional[int] = None     # Rows/Columns when Orthanc's index answers them (see ManifestLine)
     columns: Optional[int] = None
+    series_id: str = ""
+    tags: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def sort_key(self) -> tuple:
         """Study date (undated last), study UID, series number, instance number, Orthanc ID."""
@@ -656,6 +666,7 @@ class BuildResult:
     unknown_sop_class: int = 0                          # kept: no SopClassUid metadata to judge by
     requests: Counter = field(default_factory=Counter)  # kind -> requests sent
     warnings: list[str] = field(default_factory=list)
+    series_flags: Counter = field(default_factory=Counter)  # --level series: flag code -> tasks
     seconds: float = 0.0
     index: Optional[str] = None  # how the manifest index was had: full | incremental; None: a find
 
@@ -708,6 +719,11 @@ class _Counted:
                                "series; the project runs 1.10.1): upgrade Orthanc")
         return response.json()
 
+    def instance_tags(self, instance_id: str) -> dict:
+        """``GET /instances/{id}/simplified-tags`` (reads the file: once per series task only)."""
+        self._count("tags")
+        return self._client.request("GET", f"/instances/{instance_id}/simplified-tags").json()
+
 
 def _int_or_none(value: Any) -> Optional[int]:
     # IS values are strings that may be empty, padded, or "1.0" from sloppy writers.
@@ -749,6 +765,7 @@ def _parse_instance(raw: Mapping[str, Any]) -> _Instance:
         number=_int_or_none(tags.get("InstanceNumber")),
         frames=_int_or_none(tags.get("NumberOfFrames")),
         metadata=dict(raw.get("Metadata") or {}),
+        tags=tags,
     )
 
 
@@ -889,6 +906,8 @@ def judge_instances(result: BuildResult, filters: ManifestFilters, kept_series: 
             series_number=parent.number,
             instance_number=instance.number,
             frames=instance.frames,
+            series_id=parent.id,
+            tags=instance.tags,
         ))
     _warn_about(result, filters, instances.values())
     return candidates
@@ -925,6 +944,7 @@ def build_manifest(
     include_phi: bool = False,
     check_all_sop_classes: bool = False,
     reporter: Optional[Reporter] = None,
+    level: str = "instance",
     use_index: bool = False,
     index_file: Optional[Path] = None,
 ) -> BuildResult:
@@ -937,6 +957,8 @@ def build_manifest(
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     started = time.perf_counter()
     reporter = reporter or _SilentReporter()
     result = BuildResult(lines=[])
@@ -952,6 +974,16 @@ def build_manifest(
     else:
         images = find_candidates(orthanc, filters, result, reporter, check_all_sop_classes=check_all_sop_classes)
     images.sort(key=Candidate.sort_key)
+    if level == "series":
+        from labeling.manifest_series import series_lines
+
+        result.lines = series_lines(orthanc, images, result, schema_name=schema_name, labels=labels,
+                                    task_type=task_type, include_phi=include_phi, reporter=reporter)
+        if limit is not None and len(result.lines) > limit:
+            result.limited_out = len(result.lines) - limit
+            result.lines = result.lines[:limit]
+        result.seconds = time.perf_counter() - started
+        return result
     if limit is not None and len(images) > limit:
         result.limited_out = len(images) - limit
         images = images[:limit]
@@ -973,7 +1005,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Query Orthanc and write one JSON line per image instance: "
             '{"source": <Orthanc instance ID>, "labels": [...], "task_type": ..., "schema": ..., '
-            "plus modality, study/series/SOP instance UIDs and frames}. Non-image objects (SR, KO, "
+            "plus modality, study/series/SOP instance UIDs and frames} (--level series: one line per "
+            "series, slices ordered, or per multi-frame instance). Non-image objects (SR, KO, "
             "PR, RT, SEG, waveforms, documents…) are excluded and counted. Lines are sorted by study "
             "date, study UID, series number, instance number. Exit 0: written; 1: Orthanc or file "
             "error; 2: bad arguments or no image matched."
@@ -997,6 +1030,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="Orthanc instance metadata equal to VALUE (repeatable; matched on the "
                               "metadata read with the instances: Orthanc 1.10 cannot search metadata)")
     parser.add_argument("--limit", type=positive_int, metavar="N", help="write at most N lines (the first N in order)")
+    parser.add_argument("--level", choices=LEVELS, default="instance",
+                        help="instance (default): one line per image; series: one line per series, slices "
+                             "ordered along the normal, plus one per multi-frame instance (README, 'Series tasks')")
     parser.add_argument("--include-phi", action="store_true",
                         help="also write patient_id and study_date (left out by default: PHI)")
     parser.add_argument("--check-sop-class", action="store_true",
@@ -1055,7 +1091,7 @@ def run(args: argparse.Namespace) -> int:
                 client, schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,
                 filters=filters, limit=args.limit, include_phi=args.include_phi,
                 check_all_sop_classes=args.check_sop_class, reporter=reporter,
-                use_index=use_index, index_file=index_file,
+                use_index=use_index, index_file=index_file, level=getattr(args, "level", "instance"),
             )
     except Exception as exc:  # noqa: BLE001 - one clear line for any Orthanc failure, not a traceback
         _say(console, f"manifest: cannot query Orthanc at {connection.url}: {exc}", "red")
@@ -1128,6 +1164,9 @@ def _print_summary(console: Any, result: BuildResult, written: int, out: str) ->
         _say(console, f"--metadata: {result.metadata_mismatch} images did not match")
     if result.limited_out:
         _say(console, f"--limit: {result.limited_out} more matching images left out")
+    if result.series_flags:
+        flags = ", ".join(f"{code}: {n}" for code, n in result.series_flags.most_common())
+        _say(console, f"--level series: flagged tasks ({flags}); see each line's flags", "yellow")
     where = "stdout" if out == "-" else out
     _say(console, f"wrote {written} lines to {where} in {result.seconds:.2f} s ({requests} requests)", "green")
 
@@ -1155,6 +1194,8 @@ def _report(args: argparse.Namespace, schema_name: str, filters: ManifestFilters
         "written": 0,
         "requests": dict(result.requests),
         "index": result.index,
+        "level": getattr(args, "level", "instance"),
+        "series_flags": dict(result.series_flags.most_common()),
         "warnings": result.warnings,
         "seconds": round(result.seconds, 3),
     }

@@ -48,6 +48,11 @@ Encoding (PS3.16 TID 1500 "Measurement Report"; one place documents it, here)
   Coordinates are copied unchanged: the label shape's image pixels (x = column, y = row, origin at
   the top-left corner of the top-left pixel, pixel centres at +0.5) are exactly SCOORD's
   (column, row) convention (PS3.3 C.18.6.1.1: the TLHC of the TLHC pixel is 0.0\\0.0).
+* **Series and multi-frame tasks** (:func:`build_series_sr`): each ROI's SCOORD references the
+  slice it was drawn on (the answer's ``rois[i].instance``, an Orthanc instance ID mapped to its
+  SOP Class/Instance UID) and, for a multi-frame instance, Referenced Frame Number =
+  ``rois[i].frame`` + 1; the answer's ``labels`` are series-level findings, written as the same
+  TID 1501 qualitative evaluations without a source image; every given instance is evidence.
 * **Confidence** (optional, per label and per ROI): a NUM measurement in the group,
   ``(111012, DCM, "Certainty of Finding")`` in percent (``%``, 0–100), the concept and unit the
   CAD templates (TID 4000 family) use for a finding's certainty. Read back divided by 100.
@@ -301,9 +306,27 @@ def build_annotation_sr(source: pydicom.Dataset, answer: Mapping[str, Any], obse
     parsed, data = _check_answer(answer, source)
     frames = int(getattr(source, "NumberOfFrames", 1) or 1)
     frame = parsed.image.frame if parsed.image is not None else 0
-    frame_numbers = [frame + 1] if frames > 1 else None
-    sop_class, sop_uid = str(source.SOPClassUID), str(source.SOPInstanceUID)
+    placed = next((i for i, roi in enumerate(parsed.rois) if roi.instance is not None), None)
+    if placed is not None:  # it would be written onto ``source`` whatever slice it names
+        raise SRError(f"answer: rois[{placed}].instance: a series answer (ROIs on named slices); "
+                      "write it with build_series_sr")
+    image = (str(source.SOPClassUID), str(source.SOPInstanceUID), [frame + 1] if frames > 1 else None)
+    return _document([source], data, parsed, observers, label_image=image, roi_images=[image] * len(parsed.rois),
+                     series_number=series_number, instance_number=instance_number, description=description,
+                     series_instance_uid=series_instance_uid, sop_instance_uid=sop_instance_uid,
+                     manufacturer=manufacturer)
 
+
+ImageRef = tuple[str, str, Optional[list[int]]]  # SOP Class UID, SOP Instance UID, frame numbers (1-based)
+
+
+def _document(sources: Sequence[pydicom.Dataset], data: Mapping[str, Any], parsed: Any,
+              observers: Sequence[Observer], *,
+              label_image: Optional[ImageRef], roi_images: Sequence[ImageRef], series_number: int,
+              instance_number: int, description: str, series_instance_uid: Optional[str],
+              sop_instance_uid: Optional[str], manufacturer: str) -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 document: label groups referencing ``label_image`` (none: a series-level
+    finding), ROI ``i`` on ``roi_images[i]``; ``sources`` are the evidence."""
     context = hd.sr.ObservationContext()
     for observer in observers:
         context.extend(observer.context())
@@ -317,11 +340,11 @@ def build_annotation_sr(source: pydicom.Dataset, answer: Mapping[str, Any], obse
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name),
             finding_type=code, algorithm_id=algorithm,
-            source_images=[hd.sr.SourceImageForMeasurementGroup(sop_class, sop_uid, frame_numbers)],
+            source_images=[hd.sr.SourceImageForMeasurementGroup(*label_image)] if label_image else None,
             qualitative_evaluations=[hd.sr.QualitativeEvaluation(
                 name=code, value=PRESENT if parsed.labels[name] else ABSENT)],
             measurements=_certainty(entry.get("confidence")) or None))
-    for entry, roi in zip(data.get("rois") or (), parsed.rois):
+    for entry, roi, (sop_class, sop_uid, frame_numbers) in zip(data.get("rois") or (), parsed.rois, roi_images):
         graphic_type, graphic = roi_graphic(roi.shape, roi.points)
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=roi.label),
@@ -333,12 +356,12 @@ def build_annotation_sr(source: pydicom.Dataset, answer: Mapping[str, Any], obse
     if not groups:
         raise SRError("answer: no labels and no rois; nothing to report")
 
-    evidence = _with_type2_attributes(source)
+    evidence = [_with_type2_attributes(source) for source in sources]
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=PROCEDURE,
                                      imaging_measurements=groups)
     try:
         sr = hd.sr.Comprehensive3DSR(
-            evidence=[evidence], content=report, series_instance_uid=series_instance_uid or generate_uid(),
+            evidence=evidence, content=report, series_instance_uid=series_instance_uid or generate_uid(),
             series_number=series_number, sop_instance_uid=sop_instance_uid or generate_uid(),
             instance_number=instance_number, manufacturer=manufacturer, is_complete=True,
             series_description=description)
@@ -347,6 +370,58 @@ def build_annotation_sr(source: pydicom.Dataset, answer: Mapping[str, Any], obse
     # Names may be non-ASCII: declare UTF-8 (PS3.5 6.1.2.3, ISO_IR 192) for the SR's text values.
     sr.SpecificCharacterSet = "ISO_IR 192"
     return sr
+
+
+def build_series_sr(sources: Mapping[str, pydicom.Dataset], answer: Mapping[str, Any],
+                    observers: Sequence[Observer], *, series_number: int = DEFAULT_SERIES_NUMBER,
+                    instance_number: int = 1, description: str = "Annotations",
+                    series_instance_uid: Optional[str] = None, sop_instance_uid: Optional[str] = None,
+                    manufacturer: str = DEFAULT_MANUFACTURER) -> hd.sr.Comprehensive3DSR:
+    """A TID 1500 SR of a series or multi-frame task's answer (issue 14).
+
+    ``sources``: Orthanc instance ID -> that instance's header (``stop_before_pixels``), for every
+    instance the answer's ROIs name (``rois[i].instance``) — pass the whole series to list it all as
+    evidence. Each ROI's SCOORD references its own slice (SOP Class/Instance UID) and, for a
+    multi-frame instance, Referenced Frame Number = ``frame`` + 1 (PS3.3 C.18.6.1.1 / PS3.16 TID
+    1410). The answer's ``labels`` are series-level findings: TID 1501 qualitative evaluations with
+    no single source image (the evidence lists the series). All sources must share one study.
+    """
+    if not sources:
+        raise SRError("sources: at least one instance of the series is needed")
+    for instance_id, source in sources.items():
+        for key in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
+            if not getattr(source, key, None):
+                raise SRError(f"sources[{instance_id!r}]: no {key}")
+    studies = {str(source.StudyInstanceUID) for source in sources.values()}
+    if len(studies) > 1:
+        raise SRError(f"sources: {len(studies)} different studies; a series SR joins one study")
+    if not observers:
+        raise SRError("observers: at least one person or device is needed (observer context)")
+    sizes = {(getattr(source, "Rows", None), getattr(source, "Columns", None)) for source in sources.values()}
+    bounds = pydicom.Dataset()  # the slices' common size bounds the points (a mixed-size series: not here)
+    if len(sizes) == 1 and None not in next(iter(sizes)):
+        bounds.Rows, bounds.Columns = next(iter(sizes))
+        bounds.NumberOfFrames = max(int(getattr(s, "NumberOfFrames", 1) or 1) for s in sources.values())
+    parsed, data = _check_answer(answer, bounds)
+    only = next(iter(sources)) if len(sources) == 1 else None
+    images: list[ImageRef] = []
+    for i, roi in enumerate(parsed.rois):
+        instance_id = roi.instance or only
+        if instance_id is None:
+            raise SRError(f"answer: rois[{i}].instance: required in a series answer (which slice was it drawn on?)")
+        source = sources.get(instance_id)
+        if source is None:
+            raise SRError(f"answer: rois[{i}].instance: {instance_id!r} is not one of the {len(sources)} sources given")
+        frames = int(getattr(source, "NumberOfFrames", 1) or 1)
+        frame = roi.frame or 0
+        if frame >= frames:
+            raise SRError(f"answer: rois[{i}].frame {frame} is outside instance {instance_id!r}'s "
+                          f"{frames} frame(s) (0-based)")
+        images.append((str(source.SOPClassUID), str(source.SOPInstanceUID), [frame + 1] if frames > 1 else None))
+    return _document(list(sources.values()), data, parsed, observers, label_image=None, roi_images=images,
+                     series_number=series_number, instance_number=instance_number, description=description,
+                     series_instance_uid=series_instance_uid, sop_instance_uid=sop_instance_uid,
+                     manufacturer=manufacturer)
 
 
 # ---------------------------------------------------------------------------------------- store
@@ -383,13 +458,15 @@ def _group_confidence(group: Any) -> Optional[float]:
     return None
 
 
-def read_annotation_sr(ds: pydicom.Dataset, source: Optional[pydicom.Dataset] = None) -> dict[str, Any]:
+def read_annotation_sr(ds: pydicom.Dataset, source: Optional[pydicom.Dataset] = None, *,
+                       roi_references: bool = False) -> dict[str, Any]:
     """An SR (TID 1500) back in the label shape, plus ``observers`` and ``references``.
 
     ``{"labels": [{name, present, confidence?}], "rois": [{label, shape, points, confidence?}],
     "image": {"frame", "rows"?, "columns"?}, "observers": [Observer.to_dict()],
     "references": [{"sop_class_uid", "sop_instance_uid"}], "skipped": [reasons]}``. Rows/columns
-    come from ``source`` when it is given.
+    come from ``source`` when it is given. ``roi_references``: each ROI also gets the
+    ``sop_instance_uid`` and 0-based ``frame`` its SCOORD references (series SRs, :func:`build_series_sr`).
     """
     try:
         sr = hd.sr.Comprehensive3DSR.from_dataset(ds, copy=True) if not isinstance(ds, hd.sr.Comprehensive3DSR) \
@@ -457,6 +534,11 @@ def read_annotation_sr(ds: pydicom.Dataset, source: Optional[pydicom.Dataset] = 
             continue
         shape, points = converted
         roi: dict[str, Any] = {"label": name, "shape": shape, "points": points}
+        if roi_references:
+            numbers = getattr(image, "ReferencedFrameNumber", None)
+            first = numbers[0] if isinstance(numbers, (list, tuple, MultiValue)) else numbers
+            roi.update(sop_instance_uid=str(image.ReferencedSOPInstanceUID),
+                       frame=int(first) - 1 if first is not None else 0)
         confidence = _group_confidence(group)
         if confidence is not None:
             roi["confidence"] = confidence

@@ -1058,6 +1058,8 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``synth`` to the ``python -m labeling`` command line (see labeling/cli.py)."""
+    from labeling import synth_series  # it imports this module: only once this one is loaded
+
     parser = subparsers.add_parser(
         "synth",
         help="generate a synthetic chest X-ray DICOM dataset with ground truth",
@@ -1083,8 +1085,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="studies per patient, exact or a range drawn per patient (default 2)",
     )
     parser.add_argument(
-        "--size", type=_int_in(MIN_SIZE, MAX_SIZE), default=256, metavar="PX",
-        help=f"pixels per side, {MIN_SIZE}..{MAX_SIZE} (default 256)",
+        "--size", type=_int_in(MIN_SIZE, MAX_SIZE), default=None, metavar="PX",
+        help=f"pixels per side, {MIN_SIZE}..{MAX_SIZE} (default 256; with --series at most "
+        f"{synth_series.MAX_SERIES_SIZE}, default {synth_series.DEFAULT_SERIES_SIZE})",
     )
     parser.add_argument(
         "--seed", type=_int_in(0, 2**63 - 1), default=0,
@@ -1106,6 +1109,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    ct = parser.add_argument_group("CT series instead of radiographs (labeling/synth_series.py; uses --out, "
+                                   "--size, --seed, --force and one unnamed --prevalence P for nodules)")
+    ct.add_argument("--series", type=_int_in(1, synth_series.MAX_SERIES), metavar="N",
+                    help="write N CT-like chest series with nodules, plus one multi-frame (Enhanced CT) instance")
+    ct.add_argument("--slices", type=_int_in(synth_series.MIN_SLICES, synth_series.MAX_SLICES),
+                    default=synth_series.DEFAULT_SLICES, metavar="K",
+                    help=f"slices per series (default {synth_series.DEFAULT_SLICES})")
     parser.set_defaults(func=run)
     one_line_errors(parser)
 
@@ -1117,33 +1127,53 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    prevalence: dict[str, float] = {}
-    for name, value in args.prevalence:
-        if name is None:
-            prevalence.update(dict.fromkeys(FINDINGS, value))
-        else:
-            prevalence[name] = value
     try:
-        summary = generate_dataset(
-            args.out,
-            patients=args.patients,
-            studies_per_patient=args.studies_per_patient,
-            size=args.size,
-            seed=args.seed,
-            prevalence=prevalence or DEFAULT_PREVALENCE,
-            modality=args.modality,
-            bits_stored=args.bits_stored,
-            force=args.force,
-            progress=not args.no_progress,
-            workers=args.workers,
-        )
+        return _run_series(args) if args.series is not None else _run_chest(args)
     except OutputDirError as exc:
         print(f"synth: error: --out {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
         print(f"synth: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_chest(args: argparse.Namespace) -> int:
+    prevalence: dict[str, float] = {}
+    for name, value in args.prevalence:
+        if name is None:
+            prevalence.update(dict.fromkeys(FINDINGS, value))
+        else:
+            prevalence[name] = value
+    summary = generate_dataset(
+        args.out,
+        patients=args.patients,
+        studies_per_patient=args.studies_per_patient,
+        size=256 if args.size is None else args.size,
+        seed=args.seed,
+        prevalence=prevalence or DEFAULT_PREVALENCE,
+        modality=args.modality,
+        bits_stored=args.bits_stored,
+        force=args.force,
+        progress=not args.no_progress,
+        workers=args.workers,
+    )
     _print_summary(summary)
+    return 0
+
+
+def _run_series(args: argparse.Namespace) -> int:
+    from labeling import synth_series
+
+    if any(name is not None for name, _ in args.prevalence):
+        raise ValueError("--prevalence: with --series give one probability P (for nodules), not NAME=P")
+    summary = synth_series.generate_series_dataset(
+        args.out, series=args.series, slices=args.slices,
+        size=synth_series.DEFAULT_SERIES_SIZE if args.size is None else args.size, seed=args.seed,
+        prevalence=args.prevalence[-1][1] if args.prevalence else synth_series.DEFAULT_NODULE_PREVALENCE,
+        force=args.force, progress=not args.no_progress)
+    print(f"{summary.series} series ({summary.images} images, {summary.multiframe} multi-frame) with "
+          f"{summary.nodules} nodules in {summary.out_dir}; ground truth: {summary.out_dir / GROUND_TRUTH_FILE} "
+          f"({summary.seconds:.1f} s)")
     return 0
 
 

@@ -48,7 +48,8 @@ Method, in brief (details and reasons in each module's docstring):
 * **ROIs** (:mod:`.rois`): match by IoU within (label, shape) groups — exact for rectangles,
   rasterised for ellipses and polygons, distance for points — with the Hungarian method, fuse
   (coordinate mean; polygon medoid), confidence = cluster size / K, keep clusters drawn by at least
-  ceil(K/2) workers.
+  ceil(K/2) workers. Series and multi-frame tasks (ROIs with ``instance``/``frame``,
+  :mod:`.slices`): the same rules within each slice, never across slices.
 * **Consistency** (:mod:`.consistency`, the one place): a label's ROIs follow its consolidated
   present/absent (ROIs of an absent label are dropped); a label nobody answered is present exactly
   when an ROI of it survives.

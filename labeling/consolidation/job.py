@@ -15,7 +15,8 @@ from . import agreement as agr
 from .classification import PRIOR_MODEL, BinaryResult, dawid_skene_binary, posterior_fixed
 from .inputs import ConsolidationError, ItemAnswers, ParsedItem, parse_item
 from .consistency import reconcile
-from .rois import consolidate_rois, worker_order_for
+from .rois import worker_order_for
+from .slices import consolidate_item_rois
 
 
 @dataclass(frozen=True)
@@ -428,8 +429,8 @@ def _consolidate_job(items: Iterable[ItemAnswers], label_names: Sequence[str], *
             single_conf = s.prior_accuracy
             if k == 1:
                 single_conf = accuracy.get(item.answers[0].worker_id, s.prior_accuracy)
-            rois, ious = consolidate_rois(item, names, worker_order_for(item, accuracy),
-                                          annotators=k, single_worker_confidence=single_conf, **rk)
+            rois, ious = consolidate_item_rois(item, names, worker_order_for(item, accuracy),
+                                               annotators=k, single_worker_confidence=single_conf, **rk)
             all_ious.extend(ious)
         a = agree_l[i]
         out[item.item_id] = _item_content(names, present_l[i], conf_l[i], rois, item.image, k,
@@ -513,8 +514,8 @@ def consolidate_item(
     if any(ans.rois for ans in p.answers):
         acc = ({wid: q.accuracy for wid, q in job_state.workers.items()} if job_state else {})
         single_conf = acc.get(p.answers[0].worker_id, a0) if k == 1 else a0
-        rois, ious = consolidate_rois(p, names, worker_order_for(p, acc), annotators=k,
-                                      single_worker_confidence=single_conf, **_roi_kwargs(s))
+        rois, ious = consolidate_item_rois(p, names, worker_order_for(p, acc), annotators=k,
+                                           single_worker_confidence=single_conf, **_roi_kwargs(s))
     return _item_content(names, present[0].tolist(), conf[0].tolist(), rois, p.image, k,
                          None if a != a else a, ious, (n[0] > 0).tolist())
 

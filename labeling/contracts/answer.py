@@ -23,6 +23,12 @@ Rules (documented here once; every failure is one :class:`ContractError` naming 
   ``label`` (a schema label name), ``shape`` (a name of the shape registry,
   :mod:`labeling.contracts.shapes`, which fixes the point counts), ``points`` (``[x, y]`` pairs of
   finite numbers, booleans rejected) and an optional ``confidence`` (0..1). Other keys are ignored.
+* ROIs of **series and multi-frame tasks** (issue 14; ``manifest --level series``) also say where
+  they were drawn: ``instance`` (the Orthanc instance ID of the slice, a non-empty string) and
+  ``frame`` (0-based frame number in that instance, an integer >= 0; default 0 when ``instance`` is
+  given). Both absent: the ROI is on the task's one image (``image.frame``), as before. ``frame``
+  without ``instance`` is refused (a frame of which instance?); with a recorded geometry the frame
+  must be below its ``frames``. Checked by :func:`parse_roi_reference`. The answer's ``labels`` are then series-level labels (same shape).
 * ``image``: optional mapping; ``rows`` and ``columns`` positive integers, ``frame`` a non-negative
   integer (default 0).
 * **Inside the image**: when the size is known (the recorded geometry given to :func:`parse_answer`,
@@ -72,6 +78,8 @@ class Roi:
     shape: str
     points: Any  # numpy array (n, 2); typed Any to keep numpy out of the signature
     confidence: Optional[float] = field(default=None, compare=False)
+    instance: Optional[str] = None  # series/multi-frame tasks: Orthanc instance ID of the slice
+    frame: Optional[int] = None     # 0-based frame in ``instance``
     bbox: tuple[float, float, float, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +95,8 @@ class Roi:
                                "points": [[float(x), float(y)] for x, y in self.points]}
         if self.confidence is not None:
             out["confidence"] = self.confidence
+        if self.instance is not None:
+            out.update(instance=self.instance, frame=self.frame)
         return out
 
 
@@ -216,12 +226,12 @@ def parse_answer(content: Any, label_names: Sequence[str], *, label_set: Optiona
         if len(raw_rois) > MAX_ROIS_PER_ANSWER:
             raise ContractError("rois", f"{len(raw_rois)} ROIs; at most {MAX_ROIS_PER_ANSWER} per answer")
         for i, entry in enumerate(raw_rois):
-            rois.append(_parse_roi(entry, i, names, unknown, bounds))
+            rois.append(_parse_roi(entry, i, names, unknown, bounds, geometry.frames if geometry else None))
     return Answer(labels, tuple(rois), image, label_confidence)
 
 
 def _parse_roi(entry: Any, i: int, names: frozenset[str], unknown: Any,
-               bounds: Optional[tuple[int, int]]) -> Roi:
+               bounds: Optional[tuple[int, int]], frames: Optional[int] = None) -> Roi:
     if not _is_map(entry):
         raise ContractError(f"rois[{i}]", f"expected an object, got {type(entry).__name__}")
     label = entry.get("label")
@@ -234,7 +244,10 @@ def _parse_roi(entry: Any, i: int, names: frozenset[str], unknown: Any,
     confidence = entry.get("confidence")
     if confidence is not None:
         confidence = parse_confidence(confidence, f"rois[{i}].confidence")
-    roi = Roi(label, shape, points, confidence)
+    instance, frame = parse_roi_reference(entry, i)
+    if frame is not None and frames is not None and frame >= frames:
+        raise ContractError(f"rois[{i}].frame", f"frame {frame} is outside the task's {frames} frame(s) (0-based)")
+    roi = Roi(label, shape, points, confidence, instance, frame)
     if bounds is not None:
         columns, rows = bounds
         x0, y0, x1, y1 = roi.bbox
@@ -243,6 +256,24 @@ def _parse_roi(entry: Any, i: int, names: frozenset[str], unknown: Any,
             raise ContractError(f"rois[{i}].points", f"point {k} ({points[k][0]:g}, {points[k][1]:g}) lies "
                                 f"outside the {columns}x{rows} image (x in [0, {columns}], y in [0, {rows}])")
     return roi
+
+
+def parse_roi_reference(entry: Mapping[str, Any], i: int) -> tuple[Optional[str], Optional[int]]:
+    """``(instance, frame)`` of ROI ``i`` (see the module rules); ``(None, None)`` for an image task."""
+    instance, frame = entry.get("instance"), entry.get("frame")
+    if instance is None and frame is None:
+        return None, None
+    if instance is None:
+        raise ContractError(f"rois[{i}].frame",
+                            f"frame {frame!r} given without instance (the Orthanc instance ID it belongs to)")
+    if type(instance) is not str or not instance.strip():
+        raise ContractError(f"rois[{i}].instance",
+                            f"expected the Orthanc instance ID (a non-empty string), got {instance!r}")
+    if frame is None:
+        return instance, 0
+    if type(frame) is not int or frame < 0:
+        raise ContractError(f"rois[{i}].frame", f"expected a 0-based frame number (an integer >= 0), got {frame!r}")
+    return instance, frame
 
 
 def parse_points(raw: Any, shape: str, field_name: str) -> Any:

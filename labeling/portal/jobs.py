@@ -428,8 +428,9 @@ def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[st
             raise Invalid(f"answer: labels: no present/absent answer for {missing}")
     out: dict[str, Any] = {
         "labels": [{"name": n, "present": parsed.labels[n]} for n in names if n in parsed.labels],
-        "rois": [{"label": r.label, "shape": r.shape, "points": [[float(x), float(y)] for x, y in r.points]}
-                 for r in parsed.rois],
+        # the contract's ROI form, less the annotator's own confidence (consolidation sets that);
+        # a series answer's instance/frame stay with each ROI
+        "rois": [{k: v for k, v in r.to_dict().items() if k != "confidence"} for r in parsed.rois],
     }
     if parsed.image is not None:
         out["image"] = parsed.image.to_dict()

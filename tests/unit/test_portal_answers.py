@@ -79,3 +79,11 @@ def test_single_answer_from_consolidated_drops_confidences():
 def test_label_attribute_rules(name):
     with pytest.raises(Invalid):
         validate_label_attribute(name)
+
+
+def test_series_roi_keeps_its_instance_and_frame_and_drops_self_confidence():
+    raw = {"labels": labels(), "rois": [{"label": "Opacity", "shape": "rectangle", "points": [[1, 2], [3, 4]],
+                                         "instance": "slice-7", "frame": 2, "confidence": 0.4}]}
+    (roi,) = validate_answer(SCHEMA, raw)["rois"]
+    assert roi == {"label": "Opacity", "shape": "rectangle", "points": [[1.0, 2.0], [3.0, 4.0]],
+                   "instance": "slice-7", "frame": 2}

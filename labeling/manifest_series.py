@@ -1,0 +1,107 @@
+"""``manifest --level series``: the grouping step after the instance walk of :mod:`labeling.manifest`.
+
+The walk has already read every matching image instance with its ``MainDicomTags`` — on Orthanc
+1.10 these include ImagePositionPatient, ImageOrientationPatient, InstanceNumber and
+NumberOfFrames at instance level, enough to order a series (:mod:`labeling.series`); a walk that
+did not keep them (candidates without ``tags``) costs one more bulk read of those instances. What they do
+not include is Rows, Columns and PixelSpacing (and an Enhanced IOD's per-frame positions), so one
+``GET /instances/{id}/simplified-tags`` is sent per *task*: the first slice (by InstanceNumber) of
+each series, and each multi-frame instance. The slices of one series are assumed to share the
+first slice's Rows/Columns/PixelSpacing (reading every file would cost a file read per slice; the
+viewer checks each slice it loads).
+
+One line per task (README, "Series tasks"): ``source`` = the Orthanc series ID (``level`` =
+``series``) or the Orthanc instance ID (``level`` = ``multiframe``), then ``instances`` (Orthanc
+instance IDs, ordered), ``frames``, ``geometry`` and ``flags`` from :class:`labeling.series.SeriesTask`.
+Tasks come in the walk's order (study date, study UID, series number), multi-frame tasks of a
+series before its series task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from labeling.manifest import PARALLEL_REQUESTS, BuildResult, Candidate, ManifestLine, Reporter, _Counted, chunks
+from labeling.series import SliceInfo, series_tasks
+
+
+def _info(candidate: Candidate, extra_tags: dict[str, Any] | None = None) -> SliceInfo:
+    tags = {**candidate.tags, **(extra_tags or {})}
+    tags.setdefault("SOPInstanceUID", candidate.sop_uid)
+    return SliceInfo.from_tags(candidate.instance_id, tags)
+
+
+def _complete(orthanc: _Counted, candidates: Sequence[Candidate], reporter: Reporter) -> list[Candidate]:
+    """Candidates with their ``MainDicomTags`` and Orthanc series ID: a walk that did not keep them
+    (e.g. one served from a saved index) gets them from one bulk read of those instances."""
+    missing = [c.instance_id for c in candidates if not c.tags or not c.series_id]
+    if not missing:
+        return list(candidates)
+    work = chunks(missing)
+    reporter.phase(f"reading the positions of {len(missing)} instances (/tools/bulk-content)", total=len(work))
+
+    def read(ids: list[str]) -> list[dict]:
+        answer = orthanc.bulk_content(ids, metadata=False)
+        reporter.advance()
+        return answer
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS) as pool:
+        raw = {item["ID"]: item for answer in pool.map(read, work) for item in answer}
+    out = []
+    for c in candidates:
+        item = raw.get(c.instance_id)
+        if item is not None:
+            c = replace(c, tags=item.get("MainDicomTags") or {}, series_id=c.series_id or item.get("ParentSeries", ""))
+        out.append(c)  # deleted meanwhile: kept as the walk saw it (ordered by what is known)
+    return out
+
+
+def series_lines(orthanc: _Counted, candidates: Sequence[Candidate], result: BuildResult, *, schema_name: str,
+                 labels: Sequence[str], task_type: str, include_phi: bool, reporter: Reporter) -> list[ManifestLine]:
+    """Group the walk's sorted ``candidates`` into series and multi-frame task lines; counts each
+    flag code into ``result.series_flags``."""
+    groups: dict[str, list[Candidate]] = {}
+    for candidate in _complete(orthanc, candidates, reporter):
+        groups.setdefault(candidate.series_id, []).append(candidate)
+    # which instance's full tags each series needs: its multi-frame instances, its first slice
+    wanted: list[str] = []
+    for members in groups.values():
+        wanted += [c.instance_id for c in members if (c.frames or 1) > 1]
+        single = [c for c in members if (c.frames or 1) == 1]
+        if single:
+            wanted.append(min(single, key=Candidate.sort_key).instance_id)
+    reporter.phase(f"reading the geometry of {len(wanted)} series / multi-frame tasks", total=len(wanted))
+
+    def read(instance_id: str) -> tuple[str, dict]:
+        tags = orthanc.instance_tags(instance_id)
+        reporter.advance()
+        return instance_id, tags
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS) as pool:
+        full = dict(pool.map(read, wanted))
+
+    lines: list[ManifestLine] = []
+    for series_id, members in groups.items():
+        infos = [_info(c, full.get(c.instance_id)) for c in members]
+        first = members[0]
+        by_id = {c.instance_id: c for c in members}
+        for task in series_tasks(series_id, infos):
+            result.series_flags.update(set(task.flag_codes))
+            one = by_id[task.source] if task.level == "multiframe" else None
+            extra = {key: value for key, value in task.to_dict().items() if key != "frames"}
+            size = (task.geometry["rows"], task.geometry["columns"])
+            known = None not in size  # every slice's Rows/Columns: answers are checked against them
+            lines.append(ManifestLine(
+                source=task.source, labels=tuple(labels), task_type=task_type, schema=schema_name,
+                modality=first.modality or None, study_instance_uid=first.study_uid or None,
+                series_instance_uid=first.series_uid or None,
+                sop_instance_uid=(one.sop_uid or None) if one else None, frames=task.frames,
+                rows=size[0] if known else None, columns=size[1] if known else None,
+                patient_id=(first.patient_id or None) if include_phi else None,
+                study_date=(first.study_date or None) if include_phi else None,
+                extra=extra))
+    return lines
+
