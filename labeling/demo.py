@@ -36,7 +36,7 @@ DEMO_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "chest-xray.y
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the local end-to-end loop (what `make demo` runs)",
+        "demo",
         description="Start PostgreSQL + Orthanc on loopback, generate and load a dataset, build a labeling "
                     "manifest, label it in the portal (simulated annotators, or people with --interactive), "
                     "export + SR, train and evaluate a model, write predictions back, and print where to look.")

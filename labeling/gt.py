@@ -75,8 +75,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from labeling.aws import AwsError, aws_call, cli_errors
-from labeling.cli import one_line_errors, positive_int
+from labeling.aws import AwsError, aws_call
+from labeling.cli import bad_input_errors, one_line_errors, positive_int
 from labeling.gt_contracts import MAX_TEMPLATE_CHARS, parse_output_manifest_metadata, split_s3_uri
 from labeling.outdir import atomic_file
 
@@ -501,11 +501,11 @@ def _cmd_fetch_output(args: argparse.Namespace) -> int:
 
 # ========================================================================================= CLI
 
-_run = cli_errors(GtError, "gt", "gt_command")
+_run = bad_input_errors(GtError)
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("gt", help="SageMaker Ground Truth: render, create-job, status, fetch-output",
+    parser = subparsers.add_parser("gt",
                                    description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     one_line_errors(parser)

@@ -742,7 +742,7 @@ def _replace(info: StackInfo, **changes) -> StackInfo:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "local", help="run a private Orthanc + PostgreSQL on loopback (up|down|status)",
+        "local",
         description="Run Debian's Orthanc 1.10 with a PostgreSQL index on 127.0.0.1 and free ports, "
                     "configured by the project's Orthanc config generator.")
     actions = parser.add_subparsers(dest="local_command", metavar="ACTION", required=True)

@@ -1019,7 +1019,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "manifest",
-        help="build a labeling manifest (GT input manifest) from an Orthanc query",
         description=(
             "Query Orthanc and write one JSON line per image instance: "
             '{"source": <Orthanc instance ID>, "labels": [...], "task_type": ..., "schema": ..., '

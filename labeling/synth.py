@@ -1060,7 +1060,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``synth`` to the ``python -m labeling`` command line (see labeling/cli.py)."""
     parser = subparsers.add_parser(
         "synth",
-        help="generate a synthetic chest X-ray DICOM dataset with ground truth",
         description=(
             "Generate synthetic frontal chest radiographs (DX or CR, 16-bit MONOCHROME2, Explicit "
             "VR Little Endian) for patients with one or more studies, with the findings "

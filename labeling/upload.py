@@ -794,7 +794,7 @@ def upload_paths(client: OrthancClient, paths: Sequence[str | os.PathLike], *,
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "upload", help="upload DICOM files, folders and ZIP archives into Orthanc",
+        "upload",
         description="Upload DICOM files, folders (recursively) and .zip archives into Orthanc. "
                     "Every file is checked first (non-DICOM, empty and truncated files are rejected "
                     "without being sent); small files travel in ZIP bodies of --batch-size files.",

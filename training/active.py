@@ -111,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from labeling.cli import positive_int
 
     p = subparsers.add_parser(
-        "order", help="pre-label a manifest with predictions and sort it most-uncertain first",
+        "order",
         description="Add a 'prelabel' (the model's answer) to each manifest line and sort the lines by "
                     "the model's uncertainty, most uncertain first, for the next labeling job.")
     p.add_argument("--manifest", type=Path, required=True, help="manifest of the images to label next")

@@ -246,7 +246,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from training.train import add_image_source_arguments
 
     p = subparsers.add_parser(
-        "predict", help="predict images with a trained model (JSON Lines out)",
+        "predict",
         description="Predict every image of a manifest (or the given Orthanc instance ids) and write "
                     "one JSON prediction per line (label shape: name, present, confidence, probability).")
     p.add_argument("--model", type=Path, required=True, help="directory with model.pt + model.json")

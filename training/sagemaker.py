@@ -71,8 +71,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from labeling.aws import AwsError, aws_call, cli_errors
-from labeling.cli import one_line_errors, positive_int
+from labeling.aws import AwsError, aws_call
+from labeling.cli import bad_input_errors, one_line_errors, positive_int
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_OUTPUTS = ("annotationBucket", "sagemakerExecutionRoleArn", "kmsKeyArn")
@@ -625,7 +625,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 # ======================================================================================= CLI
 
-_run = cli_errors(SageMakerCliError, "sagemaker", "sagemaker_command")
+_run = bad_input_errors(SageMakerCliError)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -639,7 +639,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "sagemaker", help="SageMaker: train on an output manifest, deploy/delete an endpoint, status",
+        "sagemaker",
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     one_line_errors(parser)
     sub = parser.add_subparsers(dest="sagemaker_command", metavar="SAGEMAKER_COMMAND", required=True)

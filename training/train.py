@@ -518,7 +518,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train a multi-label model on an output manifest",
+        "train",
         description="Train MONAI DenseNet121 (multi-label) on the consolidated labels of a GT-format "
                     "output manifest (portal or Ground Truth); writes model.pt, model.json, metrics.json, "
                     "report.html and plots into --out.")
@@ -531,7 +531,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
     e = subparsers.add_parser(
-        "evaluate", help="re-run the evaluation report of a model on a labeled manifest",
+        "evaluate",
         description="Predict the labeled images of an output manifest with a saved model and write "
                     "metrics.json, report.html and plots into --out.")
     e.add_argument("--model", type=Path, required=True, help="directory with model.pt + model.json")

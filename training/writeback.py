@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from labeling.connection import add_connection_arguments
 
     p = subparsers.add_parser(
-        "writeback", help="store predictions in Orthanc (DICOM SR with the model as observer)",
+        "writeback",
         description="Write the predictions of `python -m training predict` into Orthanc: one DICOM SR "
                     "(TID 1500, the model as device observer) per image, or instance metadata.")
     p.add_argument("--predictions", type=Path, required=True, help="predictions file (JSON Lines)")

@@ -225,7 +225,7 @@ def test_create_job_uploads_manifest_and_calls_the_api(tmp_path, monkeypatch, ca
         assert [c["label"] for c in categories["labels"]] == LABELS
 
 
-def test_create_job_api_error_exits_1(tmp_path, monkeypatch, capsys):
+def test_create_job_api_error_exits_3(tmp_path, monkeypatch, capsys):
     s3 = boto3.client("s3", region_name=REGION)
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     s3_stub, sm_stub = Stubber(s3), Stubber(sagemaker)
@@ -234,7 +234,7 @@ def test_create_job_api_error_exits_1(tmp_path, monkeypatch, capsys):
     sm_stub.add_client_error("create_labeling_job", "ResourceInUse", "job exists")
     monkeypatch.setattr(gt, "_client", lambda service, region: {"s3": s3, "sagemaker": sagemaker}[service])
     with s3_stub, sm_stub:
-        assert main(_create_args(tmp_path)) == 1
+        assert main(_create_args(tmp_path)) == 3
     assert "ResourceInUse: job exists" in capsys.readouterr().err
 
 
@@ -326,7 +326,7 @@ def test_status_unknown_job_exits_1(monkeypatch, capsys):
     stub.add_client_error("describe_labeling_job", "ResourceNotFound", "no such job")
     monkeypatch.setattr(gt, "_client", lambda service, region: sagemaker)
     with stub:
-        assert main(["gt", "status", "--job-name", "nope"]) == 1
+        assert main(["gt", "status", "--job-name", "nope"]) == 3
     assert "ResourceNotFound" in capsys.readouterr().err
 
 
@@ -383,7 +383,7 @@ def test_fetch_output_without_output_yet(monkeypatch, capsys, tmp_path):
                       {"LabelingJobName": "chest-batch-1"})
     monkeypatch.setattr(gt, "_client", lambda service, region: sagemaker)
     with stub:
-        assert main(["gt", "fetch-output", "--job-name", "chest-batch-1", "--out", str(tmp_path / "o")]) == 1
+        assert main(["gt", "fetch-output", "--job-name", "chest-batch-1", "--out", str(tmp_path / "o")]) == 3
     assert "no output manifest yet (status InProgress)" in capsys.readouterr().err
 
 
