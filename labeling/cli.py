@@ -131,6 +131,15 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return {}
 
 
+def add_progress_argument(parser: argparse.ArgumentParser, *, old_flag: Optional[str] = None) -> None:
+    """``--no-progress``, the one name for "no progress display" (``args.progress``); ``old_flag``
+    is an earlier name kept working, hidden from --help."""
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress display (for logs and scripts)")
+    if old_flag:
+        parser.add_argument(old_flag, dest="progress", action="store_false", help=argparse.SUPPRESS)
+
+
 def add_output_arguments(parser: argparse.ArgumentParser, *, help: str, required: bool = True,
                          metavar: str = "PATH", **kwargs) -> None:
     """``--out PATH`` and ``--parents``: every writer refuses a missing parent directory unless asked."""
@@ -227,13 +236,13 @@ def _classify(exc: BaseException) -> Optional[CommandError]:
     if isinstance(exc, CommandError):
         return exc
     if name == "labeling.connection.ConnectionError_":
-        return BadInput(str(exc), "pass the option, or source WORKDIR/orthanc.env after "
-                                  "python -m labeling local up")
+        return BadInput(str(exc))
     if name == "labeling.orthanc_client.OrthancError":
         url = getattr(exc, "url", "") or "Orthanc"
         status = getattr(exc, "status", None)
         if status is None:
-            return Unavailable(f"cannot reach {url}: {getattr(exc, 'message', exc)}", LOCAL_STACK_HINT)
+            return Unavailable(f"cannot reach Orthanc at {url}: {getattr(exc, 'message', exc)}",
+                               LOCAL_STACK_HINT)
         if status in (401, 403):
             return Unavailable(f"{url} refused the credentials (HTTP {status})",
                                "check ORTHANC_USERNAME / --password-file")
