@@ -140,12 +140,24 @@ def add_progress_argument(parser: argparse.ArgumentParser, *, old_flag: Optional
         parser.add_argument(old_flag, dest="progress", action="store_false", help=argparse.SUPPRESS)
 
 
-def add_output_arguments(parser: argparse.ArgumentParser, *, help: str, required: bool = True,
-                         metavar: str = "PATH", **kwargs) -> None:
-    """``--out PATH`` and ``--parents``: every writer refuses a missing parent directory unless asked."""
-    parser.add_argument("--out", required=required, metavar=metavar, help=help, **kwargs)
-    parser.add_argument("--parents", action="store_true",
-                        help="create the missing parent directories of --out")
+OUTPUT_FLAGS = ("--out", "--report")  # every writer's output options: their parent must exist
+
+
+def _add_parents_flags(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub-)command with an output option ``--parents``; :func:`run_command` checks."""
+    flags = [flag for action in parser._actions for flag in action.option_strings if flag in OUTPUT_FLAGS]
+    if flags and "--parents" not in parser._option_string_actions:
+        parser.add_argument("--parents", action="store_true",
+                            help=f"create the missing parent directories of {'/'.join(flags)}")
+    for child in _subcommands(parser).values():
+        _add_parents_flags(child)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    for flag in OUTPUT_FLAGS:
+        value = getattr(args, flag[2:], None)
+        if value is not None and str(value) != "-":
+            check_output_parent(value, parents=bool(getattr(args, "parents", False)), flag=flag)
 
 
 def check_output_parent(path, *, parents: bool, flag: str = "--out") -> None:
@@ -226,6 +238,7 @@ def build_command_parser(prog: str, description: str, commands: Mapping[str, Com
         for module_name in modules:
             importlib.import_module(module_name).register(proxy)
     one_line_errors(parser)
+    _add_parents_flags(parser)
     return parser
 
 
@@ -293,6 +306,7 @@ def run_command(parser_for: Callable[[list[str]], argparse.ArgumentParser],
     parser = parser_for(argv)
     args = parser.parse_args(argv)
     try:
+        _check_outputs(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
     data = workdir / "data"
     synth_dir, samples_dir = data / "synth", data / "samples"
+    data.mkdir(parents=True, exist_ok=True)  # the commands below refuse a missing --out parent
     manifest = workdir / "manifest.jsonl"
 
     print(f"== local stack in {workdir}", flush=True)

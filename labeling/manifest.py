@@ -121,7 +121,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Optional, Protocol
 
-from labeling.cli import positive_int
+from labeling.cli import add_progress_argument, positive_int
 from labeling.outdir import atomic_file
 from labeling.schema import TASK_TYPES, describe_value
 
@@ -1025,7 +1025,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "plus modality, study/series/SOP instance UIDs and frames}. Non-image objects (SR, KO, "
             "PR, RT, SEG, waveforms, documents…) are excluded and counted. Lines are sorted by study "
             "date, study UID, series number, instance number. Exit 0: written; 1: Orthanc or file "
-            "error; 2: bad arguments or no image matched."
+            "error; 2: bad arguments or no image matched; 3: Orthanc unreachable."
         ),
     )
     parser.add_argument("--schema", required=True, type=Path, metavar="FILE",
@@ -1052,7 +1052,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="read every instance's SOP class, also in series whose Modality says "
                              "image (DX, CT, MR...); costs Orthanc ~40%% more per instance read")
     parser.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report (counts, exclusions, timings)")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_progress_argument(parser, old_flag="--quiet")
     add_connection_arguments(parser)
     parser.set_defaults(func=run, _parser=parser)
 
@@ -1087,17 +1087,23 @@ def run(args: argparse.Namespace) -> int:
     except ConnectionError_ as exc:
         return _usage_error(args, str(exc))
 
-    from labeling.orthanc_client import OrthancClient
+    from labeling.orthanc_client import OrthancClient, OrthancError
 
     console = _stderr_console()
     client = OrthancClient.from_connection(connection)
     try:
-        with _RichReporter(console, enabled=not args.quiet) as reporter:
+        client.system(retries=0)  # unreachable: fail now, with the CLI's hint and exit 3
+        with _RichReporter(console, enabled=args.progress) as reporter:
             result = build_manifest(
                 client, schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,
                 filters=filters, limit=args.limit, include_phi=args.include_phi,
                 check_all_sop_classes=args.check_sop_class, reporter=reporter,
             )
+    except OrthancError as exc:
+        if exc.status is None:
+            raise  # the CLI's one line for an unreachable service (exit 3)
+        _say(console, f"manifest: cannot query Orthanc at {connection.url}: {exc}", "red")
+        return 1
     except Exception as exc:  # noqa: BLE001 - one clear line for any Orthanc failure, not a traceback
         _say(console, f"manifest: cannot query Orthanc at {connection.url}: {exc}", "red")
         return 1

@@ -63,7 +63,7 @@ from pydicom.uid import (
 )
 
 from labeling import __version__
-from labeling.cli import one_line_errors
+from labeling.cli import add_progress_argument, one_line_errors
 from labeling.outdir import OutputDirError, sigterm_as_interrupt, staged_output_dir
 
 FINDINGS: Final = ("Opacity", "Device", "Effusion")
@@ -1104,7 +1104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"processes rendering in parallel (default: CPUs, at most 8; here {default_workers()}); same output",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
-    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    add_progress_argument(parser)
     parser.set_defaults(func=run)
     one_line_errors(parser)
 
@@ -1133,7 +1133,7 @@ def _run(args: argparse.Namespace) -> int:
             modality=args.modality,
             bits_stored=args.bits_stored,
             force=args.force,
-            progress=not args.no_progress,
+            progress=args.progress,
             workers=args.workers,
         )
     except OutputDirError as exc:

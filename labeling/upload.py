@@ -50,7 +50,7 @@ from typing import Callable, Iterable, Literal, Optional, Sequence
 
 import pydicom
 
-from labeling.cli import EXIT_FAILED, EXIT_OK, BadInput, add_progress_argument, check_output_parent, positive_int
+from labeling.cli import EXIT_FAILED, EXIT_OK, BadInput, add_progress_argument, positive_int
 from labeling.connection import add_connection_arguments, connection_from_args
 from labeling.orthanc_client import OrthancClient, OrthancError, UploadResult
 
@@ -843,8 +843,6 @@ def run(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     conn = connection_from_args(args)
-    if args.report:
-        check_output_parent(args.report, parents=False, flag="--report")
     # pydicom's warnings about odd values would break the progress display; what matters for a
     # file is its outcome line (and Orthanc's verdict), so they are silenced in this command.
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
