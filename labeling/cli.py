@@ -270,6 +270,11 @@ def _classify(exc: BaseException) -> Optional[CommandError]:
     return None
 
 
+def bad_input(exc: BaseException) -> CommandError:
+    """``exc`` as the CLI reports it: its own class (an unreachable service: exit 3) or bad input (2)."""
+    return _classify(exc) or BadInput(str(exc))
+
+
 def report_error(command: str, exc: BaseException) -> int:
     """Print ``exc`` as the one line of this CLI's style and return its exit code."""
     known = _classify(exc)

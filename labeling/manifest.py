@@ -1100,8 +1100,8 @@ def run(args: argparse.Namespace) -> int:
                 check_all_sop_classes=args.check_sop_class, reporter=reporter,
             )
     except OrthancError as exc:
-        if exc.status is None:
-            raise  # the CLI's one line for an unreachable service (exit 3)
+        if exc.status is None or exc.status in (401, 403):
+            raise  # the CLI's one line for an unreachable or refusing service (exit 3)
         _say(console, f"manifest: cannot query Orthanc at {connection.url}: {exc}", "red")
         return 1
     except Exception as exc:  # noqa: BLE001 - one clear line for any Orthanc failure, not a traceback

@@ -355,7 +355,7 @@ def _fetch(monkeypatch, tmp_path, lines_text: str):
         monkeypatch.setattr(gt, "_client", lambda service, region: {"s3": s3, "sagemaker": sagemaker}[service])
         with stub:
             return main(["gt", "fetch-output", "--job-name", "chest-batch-1",
-                         "--out", str(tmp_path / "out" / "output.manifest")])
+                         "--out", str(tmp_path / "out" / "output.manifest"), "--parents"])
 
 
 def test_fetch_output_downloads_and_counts(tmp_path, monkeypatch, capsys):
