@@ -240,20 +240,112 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if not isinstance(task_input, Mapping):
         raise GtError(f"{args.task_input}: task input must be a JSON object (the taskInput), "
                       f"got {type(task_input).__name__}")
-    from labeling.viewer_assets import ViewerAssetsError, default_base_url, fill_template
+    from labeling.viewer_assets import VIEWER_BUILD_DIR, ViewerAssetsError, default_base_url, fill_template
 
+    if args.out is None and args.serve is None:
+        raise GtError("give --out HTML_FILE, --serve, or both")
+    server = _PreviewServer(args.viewer_dir or VIEWER_BUILD_DIR, args.asset_dir) if args.serve is not None else None
+    viewer_base = args.viewer_base_url or (server.url("/viewer/") if server else default_base_url(args.viewer_dir))
+    asset_base = args.asset_base or (server.url("/assets") if server and args.asset_dir else None)
     try:
-        template_text = fill_template(template_text, args.viewer_base_url or default_base_url(args.viewer_dir),
-                                      args.viewer_dir, source=args.template)
-    except ViewerAssetsError as exc:
+        template_text = fill_template(template_text, viewer_base, args.viewer_dir, source=args.template)
+        html = with_charset(render_template(template_text, task_input, asset_base=asset_base,
+                                            source=args.template))
+        if args.out is not None:
+            try:
+                Path(args.out).write_text(html, encoding="utf-8")
+            except OSError as exc:
+                raise GtError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
+            print(f"rendered {args.template} → {args.out} ({len(html):,} characters)")
+    except (ViewerAssetsError, GtError) as exc:
+        if server:
+            server.close()
         raise GtError(str(exc)) from None
-    html = render_template(template_text, task_input, asset_base=args.asset_base, source=args.template)
-    try:
-        Path(args.out).write_text(html, encoding="utf-8")
-    except OSError as exc:
-        raise GtError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
-    print(f"rendered {args.template} → {args.out} ({len(html):,} characters)")
+    if server:
+        server.serve(html, seconds=args.serve)
     return 0
+
+
+def with_charset(html: str) -> str:
+    """The preview page declares UTF-8 (GT's page does; without it "256 × 256" shows as "256 Ã— 256")."""
+    if re.search(r"<meta[^>]+charset", html[:4096], re.I):
+        return html
+    head = re.search(r"<head[^>]*>", html, re.I)
+    tag = '<meta charset="utf-8">'
+    return html[:head.end()] + tag + html[head.end():] if head else tag + "\n" + html
+
+
+class _PreviewServer:
+    """``gt render --serve``: the page at ``/``, the viewer build at ``/viewer/``, ``--asset-dir`` at
+    ``/assets/``; on 127.0.0.1 only, for a bounded time (or until Ctrl-C)."""
+
+    def __init__(self, viewer_dir: Path, asset_dir: Optional[Path]) -> None:
+        import http.server
+
+        roots = {"/viewer/": Path(viewer_dir).resolve()}
+        if asset_dir is not None:
+            if not Path(asset_dir).is_dir():
+                raise GtError(f"--asset-dir {asset_dir}: not a directory")
+            roots["/assets/"] = Path(asset_dir).resolve()
+        self.page = b""
+        preview = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def translate_path(self, path: str) -> str:
+                clean = urllib.parse.unquote(path.split("?", 1)[0])
+                for prefix, root in roots.items():
+                    if clean.startswith(prefix):
+                        target = (root / clean[len(prefix):]).resolve()
+                        if target == root or root in target.parents:  # never outside the root
+                            return str(target)
+                return ""
+
+            def do_GET(self) -> None:
+                if self.path.split("?", 1)[0] not in ("/", "/index.html") and not self.translate_path(self.path):
+                    self.send_error(404)
+                    return
+                if self.path.split("?", 1)[0] in ("/", "/index.html"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(preview.page)))
+                    self.end_headers()
+                    self.wfile.write(preview.page)
+                    return
+                super().do_GET()
+
+            def log_message(self, *args: Any) -> None:  # keep the terminal for the one status line
+                pass
+
+        Handler.extensions_map = {**Handler.extensions_map, ".js": "text/javascript", ".mjs": "text/javascript",
+                                  ".wasm": "application/wasm", ".dcm": "application/dicom"}
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._serving = False
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def serve(self, html: str, seconds: float) -> None:
+        import threading
+
+        self.page = html.encode("utf-8")
+        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        thread.start()
+        self._serving = True
+        print(f"preview: open {self.url('/')} (127.0.0.1 only; stops in {seconds:.0f} s or on Ctrl-C)",
+              flush=True)
+        try:
+            thread.join(timeout=seconds)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.close()
+        print("preview: stopped")
+
+    def close(self) -> None:
+        if self._serving:
+            self._server.shutdown()
+            self._serving = False
+        self._server.server_close()
 
 
 # =================================================================================== create-job
@@ -516,13 +608,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--template", required=True, help="Liquid worker template (≤ 128,000 characters)")
     p.add_argument("--task-input", required=True, metavar="JSON_FILE",
                    help="the taskInput object (or a whole pre-annotation response)")
-    p.add_argument("--out", required=True, metavar="HTML_FILE")
+    p.add_argument("--out", metavar="HTML_FILE", help="write the rendered page here")
+    p.add_argument("--serve", nargs="?", type=float, const=600.0, metavar="SECONDS",
+                   help="serve the page, the viewer build and --asset-dir on 127.0.0.1 and print the URL "
+                        "to open; stops after SECONDS (default 600) or on Ctrl-C")
+    p.add_argument("--asset-dir", type=Path, metavar="DIR",
+                   help="with --serve: grant_read_access maps s3://bucket/KEY to DIR/KEY (e.g. the "
+                        "staged DICOM file of the task input)")
     p.add_argument("--asset-base", metavar="URL",
                    help="grant_read_access maps s3://bucket/KEY to URL/KEY (default: "
                         "https://BUCKET.s3.amazonaws.com/KEY)")
     p.add_argument("--viewer-base-url", metavar="URL",
-                   help="where viewer.js, its worker and codecs are served (default: file:// URL of "
-                        "--viewer-dir; serve it over http to use the page)")
+                   help="where viewer.js, its worker and codecs are served (default: --serve's own URL, "
+                        "else the file:// URL of --viewer-dir, which browsers refuse for module scripts)")
     p.add_argument("--viewer-dir", type=Path, metavar="DIR",
                    help="the viewer build whose viewer.js the SRI is computed from (default: build/viewer)")
     p.set_defaults(func=_run(_cmd_render))
