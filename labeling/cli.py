@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -205,6 +206,28 @@ class _Subparsers:
         return self._action.add_parser(name, **kwargs)
 
 
+_REST_ROLE = re.compile(r":(?:func|mod|class|data|meth|attr):`~?([^`]+)`")
+
+
+def plain_text(text: str) -> str:
+    """reStructuredText markup of docstrings (``x``, :func:`x`) as plain --help text."""
+    return _REST_ROLE.sub(r"\1", text).replace("``", "")
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """Module docstrings serve as descriptions: strip their markup in every (sub-)command's help."""
+    parser.description = plain_text(parser.description) if parser.description else parser.description
+    parser.epilog = plain_text(parser.epilog) if parser.epilog else parser.epilog
+    for action in parser._actions:
+        if action.help and action.help is not argparse.SUPPRESS:
+            action.help = plain_text(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = plain_text(choice.help) if choice.help else choice.help
+    for child in _subcommands(parser).values():
+        _plain_help(child)
+
+
 def _command_name(argv: list[str]) -> Optional[str]:
     for token in argv:
         if token == "--":
@@ -239,6 +262,7 @@ def build_command_parser(prog: str, description: str, commands: Mapping[str, Com
             importlib.import_module(module_name).register(proxy)
     one_line_errors(parser)
     _add_parents_flags(parser)
+    _plain_help(parser)
     return parser
 
 

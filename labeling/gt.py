@@ -629,10 +629,12 @@ def register(subparsers: Any) -> None:
     one_line_errors(p)
     p.add_argument("--stack-outputs", required=True, metavar="JSON_FILE",
                    help="output of `pulumi stack output --json`")
-    p.add_argument("--manifest", required=True, metavar="FILE")
-    p.add_argument("--schema", required=True, metavar="FILE")
+    p.add_argument("--manifest", required=True, metavar="FILE",
+                   help="the labeling manifest (python -m labeling manifest), uploaded to the annotation bucket")
+    p.add_argument("--schema", required=True, metavar="FILE",
+                   help="label schema the manifest was built with (e.g. schemas/chest-xray.yaml)")
     p.add_argument("--job-name", required=True, help="also the label attribute name")
-    p.add_argument("--workteam-arn", required=True, metavar="ARN")
+    p.add_argument("--workteam-arn", required=True, metavar="ARN", help="the private work team that labels")
     p.add_argument("--workers-per-object", type=positive_int, metavar="K",
                    help="workers per image (default: the schema's annotators_per_item)")
     p.add_argument("--task-time-limit", type=positive_int, default=DEFAULT_TASK_TIME_LIMIT_S, metavar="S",
@@ -646,14 +648,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_run(_cmd_create_job))
 
     p = sub.add_parser("status", help="a labeling job's status and counters")
-    one_line_errors(p)
-    p.add_argument("--job-name", required=True)
-    p.add_argument("--region")
+    p.add_argument("--job-name", required=True, help="the labeling job (create-job's --job-name)")
+    p.add_argument("--region", help="AWS region (default: the AWS configuration's)")
     p.set_defaults(func=_run(_cmd_status))
 
     p = sub.add_parser("fetch-output", help="download and check a job's output manifest")
-    one_line_errors(p)
-    p.add_argument("--job-name", required=True)
-    p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--region")
+    p.add_argument("--job-name", required=True, help="the labeling job (create-job's --job-name)")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the output manifest")
+    p.add_argument("--region", help="AWS region (default: the AWS configuration's)")
     p.set_defaults(func=_run(_cmd_fetch_output))
