@@ -11,7 +11,7 @@ places, so a rule is never written twice:
 
 Rule ids follow the AWSGuard / ``pulumi/compliance-policies`` names where one exists; each rule's
 ``control`` names the AWS Foundational Security Best Practices (FSBP) control it implements, or
-ARCHITECTURE.md's "Security posture" for the project's own floor.
+docs/architecture.md's "Security posture" for the project's own floor.
 
 Two scopes:
 
@@ -331,7 +331,7 @@ RDS_POSTGRES_MIN_MAJOR = 14
 
 
 def check_rds_engine_version(r: Any, ctx: Context) -> list[str]:
-    """Project floor (ARCHITECTURE: RDS PostgreSQL, current major): a major in RDS standard support."""
+    """Project floor (docs/architecture.md: RDS PostgreSQL, current major): a major in RDS standard support."""
     engine = get(r, "engine")
     if engine not in ("postgres", "aurora-postgresql"):
         return [f"{r.name}: engine is {engine!r}, the Orthanc index uses PostgreSQL"]
@@ -346,7 +346,7 @@ def check_rds_engine_version(r: Any, ctx: Context) -> list[str]:
 
 
 def check_rds_force_ssl(r: Any, ctx: Context) -> list[str]:
-    """AWSGuard rds-force-ssl / ARCHITECTURE floor: the instance's parameter group sets rds.force_ssl=1.
+    """AWSGuard rds-force-ssl / docs/architecture.md floor: the instance's parameter group sets rds.force_ssl=1.
 
     Relation: the instance's ``parameterGroupName`` must refer to a declared ParameterGroup (by its
     name or mocked id) whose ``parameters`` hold ``rds.force_ssl`` = 1. PostgreSQL 15+ defaults to
@@ -676,7 +676,7 @@ def check_no_unrestricted_ingress(r: Any, ctx: Context) -> list[str]:
 
 
 def check_ingress_named_source(r: Any, ctx: Context) -> list[str]:
-    """ARCHITECTURE floor: security groups name their source (ALB → service, service → DB 5432).
+    """docs/architecture.md floor: security groups name their source (ALB → service, service → DB 5432).
 
     CIDR sources are allowed only where no security group can name the caller: a load balancer's
     own group (clients are outside the VPC) and an interface endpoint's group (private CIDRs).
@@ -777,7 +777,7 @@ def check_ecs_no_public_ip(r: Any, ctx: Context) -> list[str]:
 
 
 def check_ecs_private_subnets(r: Any, ctx: Context) -> list[str]:
-    """ARCHITECTURE floor ("private subnets for tasks"): a service's subnets are none of the subnets an
+    """docs/architecture.md floor ("private subnets for tasks"): a service's subnets are none of the subnets an
     internet-facing load balancer of the stack sits in (those are the public ones)."""
     subnets = {str(s) for s in as_list(get(r, "networkConfiguration", "subnets", allow_unknown=True))}
     if not subnets or UNKNOWN in subnets:
@@ -884,7 +884,7 @@ FULL_ACCESS_POLICY = re.compile(r"FullAccess|AdministratorAccess|PowerUserAccess
 
 
 def check_iam_no_full_access(r: Any, ctx: Context) -> list[str]:
-    """ARCHITECTURE floor / FSBP IAM.21-style least privilege: no ``*FullAccess`` managed policies."""
+    """docs/architecture.md floor / FSBP IAM.21-style least privilege: no ``*FullAccess`` managed policies."""
     arns = [*as_list(get(r, "managedPolicyArns")), *as_list(get(r, "policyArn")), *as_list(get(r, "policyArns"))]
     return [f"{r.name}: attaches {arn}; write a least-privilege policy instead"
             for arn in arns if isinstance(arn, str) and FULL_ACCESS_POLICY.search(arn.rsplit("/", 1)[-1])]
@@ -939,7 +939,7 @@ def check_lambda_runtime(r: Any, ctx: Context) -> list[str]:
 
 
 def check_lambda_env_secrets(r: Any, ctx: Context) -> list[str]:
-    """FSBP Lambda / ARCHITECTURE floor: no secret values in Lambda environment variables
+    """FSBP Lambda / docs/architecture.md floor: no secret values in Lambda environment variables
     (pass the secret's ARN and read it at run time)."""
     variables = get(r, "environment", "variables") or {}
     if not isinstance(variables, Mapping):
@@ -1019,7 +1019,7 @@ CLOUDFRONT_TLS_POLICIES = ("TLSv1.2_2021", "TLSv1.2_2025", "TLSv1.3_2025")
 
 
 def check_cloudfront_tls_floor(r: Any, ctx: Context) -> list[str]:
-    """FSBP CloudFront.7/CloudFront.8 spirit + ARCHITECTURE floor: a custom certificate is served by
+    """FSBP CloudFront.7/CloudFront.8 spirit + docs/architecture.md floor: a custom certificate is served by
     SNI with a TLS 1.2_2021+ security policy. The *.cloudfront.net default certificate's policy is
     fixed by AWS and cannot be raised; it is accepted for the public viewer bundle."""
     cert = get(r, "viewerCertificate") or {}
@@ -1127,7 +1127,7 @@ def _is_portal_rule(r: Any, ctx: Context) -> bool:
 
 
 def check_listener_rule_authenticates(r: Any, ctx: Context) -> list[str]:
-    """ARCHITECTURE floor (portal behind ALB sign-in): a rule for ``/portal`` paths (or any rule with an
+    """docs/architecture.md floor (portal behind ALB sign-in): a rule for ``/portal`` paths (or any rule with an
     authenticate action) authenticates before it forwards, refuses unauthenticated requests, and sits
     on an HTTPS listener (the only kind where AWS runs authenticate actions)."""
     actions = [(i, a) for i, a in enumerate(as_list(get(r, "actions"))) if isinstance(a, Mapping)]
@@ -1177,7 +1177,7 @@ def check_cognito_password_policy(r: Any, ctx: Context) -> list[str]:
 
 
 def check_cognito_admin_only_sign_up(r: Any, ctx: Context) -> list[str]:
-    """ARCHITECTURE floor: annotators are invited, never self-registered (AllowAdminCreateUserOnly)."""
+    """docs/architecture.md floor: annotators are invited, never self-registered (AllowAdminCreateUserOnly)."""
     if not _truthy(get(r, "adminCreateUserConfig", "allowAdminCreateUserOnly")):
         return [f"{r.name}: adminCreateUserConfig.allowAdminCreateUserOnly is not true (anyone could sign up)"]
     return []
@@ -1202,7 +1202,7 @@ def check_cognito_threat_protection(r: Any, ctx: Context) -> list[str]:
 
 
 def check_ecs_secrets_from_secrets_manager(r: Any, ctx: Context) -> list[str]:
-    """ARCHITECTURE floor ("secrets only in Secrets Manager"): every container ``secrets`` entry is a
+    """docs/architecture.md floor ("secrets only in Secrets Manager"): every container ``secrets`` entry is a
     Secrets Manager ARN (optionally with a JSON key), never a literal or another store."""
     problems = []
     for container in container_definitions(r):
@@ -1255,7 +1255,7 @@ RULES: tuple[Rule, ...] = (
     Rule("rds-instance-public-access-check", "RDS instances are not publicly accessible",
          RDS_INSTANCES, check_rds_public_access, "FSBP RDS.2", severity="critical"),
     Rule("rds-force-ssl", "RDS parameter group sets rds.force_ssl = 1",
-         RDS_INSTANCES + RDS_CLUSTERS, check_rds_force_ssl, "ARCHITECTURE security posture", scope="stack"),
+         RDS_INSTANCES + RDS_CLUSTERS, check_rds_force_ssl, "docs/architecture.md security posture", scope="stack"),
     Rule("rds-backup-retention", "RDS automated backups kept at least 7 days",
          RDS_INSTANCES + RDS_CLUSTERS, check_rds_backup_retention, "FSBP RDS.11", severity="medium"),
     Rule("rds-deletion-protection", "RDS deletion protection on in prod",
@@ -1266,7 +1266,7 @@ RULES: tuple[Rule, ...] = (
     Rule("rds-auto-minor-version-upgrade", "RDS applies minor version upgrades",
          RDS_INSTANCES, check_rds_auto_minor_version_upgrade, "FSBP RDS.13", severity="medium"),
     Rule("rds-engine-version-supported", "RDS PostgreSQL major in standard support",
-         RDS_INSTANCES, check_rds_engine_version, "ARCHITECTURE: current PostgreSQL major", severity="medium"),
+         RDS_INSTANCES, check_rds_engine_version, "docs/architecture.md: current PostgreSQL major", severity="medium"),
     Rule("s3-bucket-sse-kms", "S3 buckets encrypted with SSE-KMS (ALB log buckets: SSE-S3)",
          BUCKETS, check_s3_sse_kms, "FSBP S3.17", scope="stack"),
     Rule("s3-bucket-versioning-enabled", "S3 bucket versioning enabled",
@@ -1278,7 +1278,7 @@ RULES: tuple[Rule, ...] = (
     Rule("s3-bucket-ownership-enforced", "S3 bucket ACLs disabled (BucketOwnerEnforced)",
          BUCKETS, check_s3_ownership_enforced, "FSBP S3.12", scope="stack", severity="medium"),
     Rule("s3-bucket-cors-restricted-origins", "S3 CORS names https origins, never *",
-         CORS_CONFIGS, check_s3_cors_origins, "ARCHITECTURE security posture", severity="medium"),
+         CORS_CONFIGS, check_s3_cors_origins, "docs/architecture.md security posture", severity="medium"),
     Rule("alb-http-to-https-redirection", "ALB HTTP listeners only redirect to HTTPS (unless allowHttp)",
          LISTENERS, check_alb_http_redirect, "FSBP ELB.1", selects=_is_http_listener),
     Rule("alb-https-tls-policy", "TLS listeners use a modern TLS 1.3 policy and a certificate",
@@ -1294,11 +1294,11 @@ RULES: tuple[Rule, ...] = (
          "FSBP EC2.18 / EC2.19", scope="stack", severity="critical"),
     Rule("security-group-ingress-named-source", "Ingress names the source security group",
          SECURITY_GROUPS + SG_RULES + SG_INGRESS_RULES, check_ingress_named_source,
-         "ARCHITECTURE security posture", scope="stack"),
+         "docs/architecture.md security posture", scope="stack"),
     Rule("ecs-service-no-public-ip", "ECS services get no public IP",
          ECS_SERVICES, check_ecs_no_public_ip, "FSBP ECS.2"),
     Rule("ecs-service-private-subnets", "ECS services run in private subnets (not the load balancers' public ones)",
-         ECS_SERVICES, check_ecs_private_subnets, "ARCHITECTURE security posture", scope="stack"),
+         ECS_SERVICES, check_ecs_private_subnets, "docs/architecture.md security posture", scope="stack"),
     Rule("ecs-fargate-latest-platform", "Fargate services on the LATEST platform version",
          ECS_SERVICES, check_ecs_fargate_platform, "FSBP ECS.10", severity="low", selects=_is_fargate),
     Rule("ecs-task-no-privileged", "ECS containers are not privileged",
@@ -1320,15 +1320,15 @@ RULES: tuple[Rule, ...] = (
     Rule("iam-no-wildcard-admin", "No IAM policy allows * on *",
          IAM_POLICY_HOLDERS, check_iam_no_wildcard_admin, "FSBP IAM.1", severity="critical"),
     Rule("iam-no-full-access-managed-policies", "No *FullAccess / admin managed policies attached",
-         IAM_ROLES + IAM_ATTACHMENTS, check_iam_no_full_access, "ARCHITECTURE security posture"),
+         IAM_ROLES + IAM_ATTACHMENTS, check_iam_no_full_access, "docs/architecture.md security posture"),
     Rule("iam-role-trust-no-wildcard-principal", "Role trust policies name their principals",
-         IAM_ROLES, check_iam_trust_no_wildcard, "ARCHITECTURE security posture", severity="critical"),
+         IAM_ROLES, check_iam_trust_no_wildcard, "docs/architecture.md security posture", severity="critical"),
     Rule("lambda-inside-vpc", "Lambda functions run in the VPC",
          LAMBDAS, check_lambda_in_vpc, "FSBP Lambda.3", severity="medium"),
     Rule("lambda-runtime-supported", "Lambda runtimes are current (python3.12+)",
          LAMBDAS, check_lambda_runtime, "FSBP Lambda.2", severity="medium"),
     Rule("lambda-env-no-secrets", "No secrets in Lambda environment variables",
-         LAMBDAS, check_lambda_env_secrets, "ARCHITECTURE security posture", severity="critical"),
+         LAMBDAS, check_lambda_env_secrets, "docs/architecture.md security posture", severity="critical"),
     Rule("lambda-tracing", "Lambda X-Ray tracing active",
          LAMBDAS, check_lambda_tracing, "AWSGuard lambda-function-tracing-enabled", severity="low"),
     Rule("lambda-function-public-access-prohibited", "Lambda permissions are not public",
@@ -1345,27 +1345,28 @@ RULES: tuple[Rule, ...] = (
     Rule("cloudfront-viewer-https", "CloudFront serves viewers over HTTPS only (HTTP redirects)",
          DISTRIBUTIONS, check_cloudfront_viewer_https, "FSBP CloudFront.3"),
     Rule("cloudfront-tls-floor", "CloudFront custom certificates use SNI and TLSv1.2_2021 or newer",
-         DISTRIBUTIONS, check_cloudfront_tls_floor, "FSBP CloudFront.8 / ARCHITECTURE TLS floor", severity="medium"),
+         DISTRIBUTIONS, check_cloudfront_tls_floor, "FSBP CloudFront.8 / docs/architecture.md TLS floor",
+         severity="medium"),
     Rule("cloudfront-origin-access-control", "CloudFront reads S3 through OAC (SigV4, always signed)",
          DISTRIBUTIONS, check_cloudfront_origin_access_control, "FSBP CloudFront.13", scope="stack"),
     Rule("cloudfront-response-headers", "CloudFront CORS names https origins; HSTS and nosniff are sent",
-         RESPONSE_HEADERS_POLICIES, check_cloudfront_cors_origins, "ARCHITECTURE security posture",
+         RESPONSE_HEADERS_POLICIES, check_cloudfront_cors_origins, "docs/architecture.md security posture",
          severity="medium"),
     Rule("s3-bucket-policy-not-public", "Bucket policies allow no public principal; CloudFront only per distribution",
          BUCKET_POLICIES, check_bucket_policy_not_public, "FSBP S3.2 / S3.3", severity="critical"),
     Rule("alb-listener-rule-authenticates", "Portal listener rules authenticate (Cognito/OIDC) before forwarding",
-         LISTENER_RULES, check_listener_rule_authenticates, "ARCHITECTURE security posture", scope="stack",
+         LISTENER_RULES, check_listener_rule_authenticates, "docs/architecture.md security posture", scope="stack",
          severity="critical", selects=_is_portal_rule),
     Rule("cognito-password-policy", "Cognito passwords: 12+ characters, four classes, short-lived temporaries",
          USER_POOLS, check_cognito_password_policy, "CIS / NIST SP 800-63B password floor"),
     Rule("cognito-admin-only-sign-up", "Cognito users are created by an admin only (no self sign-up)",
-         USER_POOLS, check_cognito_admin_only_sign_up, "ARCHITECTURE security posture", severity="critical"),
+         USER_POOLS, check_cognito_admin_only_sign_up, "docs/architecture.md security posture", severity="critical"),
     Rule("cognito-mfa-required", "Cognito requires MFA (TOTP) in prod",
          USER_POOLS, check_cognito_mfa_prod, "CIS identity floor (MFA)", applies=_prod),
     Rule("cognito-threat-protection", "Cognito threat protection in enforced mode",
          USER_POOLS, check_cognito_threat_protection, "FSBP Cognito.1", severity="medium"),
     Rule("ecs-secrets-from-secrets-manager", "ECS secrets come from Secrets Manager ARNs",
-         ECS_TASK_DEFINITIONS, check_ecs_secrets_from_secrets_manager, "ARCHITECTURE security posture"),
+         ECS_TASK_DEFINITIONS, check_ecs_secrets_from_secrets_manager, "docs/architecture.md security posture"),
     Rule("ecr-image-scan-on-push", "ECR repositories scan images on push",
          ECR_REPOSITORIES, check_ecr_scan_on_push, "FSBP ECR.1", severity="medium"),
     Rule("ecr-lifecycle-policy", "ECR repositories have a lifecycle policy",

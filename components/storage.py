@@ -2,7 +2,7 @@
 
 Every bucket of the project is a :class:`SecureBucket`: SSE-KMS with a bucket key, versioning,
 public access blocked, bucket-owner-enforced ownership, and a policy that denies non-TLS requests
-(ARCHITECTURE.md, "Security posture"). Callers add what is specific to them (lifecycle, CORS,
+(docs/architecture.md, "Security posture"). Callers add what is specific to them (lifecycle, CORS,
 extra policy statements) through :class:`SecureBucketArgs`.
 """
 

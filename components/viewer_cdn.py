@@ -1,7 +1,7 @@
 """ViewerAssetsCdn: the stack's asset location for the DICOM viewer bundle (S3 behind CloudFront).
 
 The GT worker template is limited to 128,000 characters, so it loads the viewer bundle
-(``build/viewer/``, ``make viewer``) from here, with Subresource Integrity (ARCHITECTURE.md,
+(``build/viewer/``, ``make viewer``) from here, with Subresource Integrity (docs/architecture.md,
 "Contracts"). What this component declares:
 
 - a private :class:`SecureBucket` (public access blocked) encrypted with a key of its own: the

@@ -1,8 +1,15 @@
-"""How every command finds Orthanc: ``--orthanc-url``, ``--username``, ``--password-file``.
+"""How every part finds Orthanc, in one place.
 
-Each flag falls back to an environment variable (``ORTHANC_URL``, ``ORTHANC_USERNAME``,
-``ORTHANC_PASSWORD``), which is what ``python -m labeling local up`` writes into ``orthanc.env``.
-The password is never taken from the command line, where other users could read it.
+Commands: ``--orthanc-url``, ``--username``, ``--password-file``, each falling back to an environment
+variable (``ORTHANC_URL``, ``ORTHANC_USERNAME``, ``ORTHANC_PASSWORD``), which is what
+``python -m labeling local up`` writes into ``orthanc.env`` (:func:`connection_from_args`). The
+password is never taken from the command line, where other users could read it.
+
+Services (the portal on ECS, the GT pre-label Lambda, the SageMaker endpoint, the notebook): the URL
+plus either a Secrets Manager secret (``ORTHANC_SECRET_ARN``, JSON ``{"username", "password"}``,
+created by ``components/orthanc.py``; it wins when set) or a user and password
+(:func:`resolve_connection`, :func:`orthanc_client_from_env`). A service answers a caller who can
+retry, so its client retries little (:data:`SERVICE_RETRIES`) and waits :data:`SERVICE_TIMEOUT_S`.
 """
 
 from __future__ import annotations
@@ -80,3 +87,46 @@ def credentials_from_secret(secrets_client: Any, secret_arn: str) -> tuple[str, 
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise ConnectionError_(f"secret {secret_arn}: 'username' and 'password' must be non-empty strings")
     return username, password
+
+
+SERVICE_TIMEOUT_S = 30.0
+"""Seconds a service waits for one Orthanc answer (the caller's request is waiting too)."""
+SERVICE_RETRIES = 2
+"""Retries of a service's Orthanc call: its own caller (a browser, GT, SageMaker) retries as well."""
+
+
+def resolve_connection(url: Optional[str], username: Optional[str] = None, password: Optional[str] = None,
+                       secret_arn: Optional[str] = None, *, secrets_client: Any = None) -> OrthancConnection:
+    """The connection from a URL and either a secret (wins when given) or a user and password;
+    ConnectionError_ naming the environment variable that is missing or wrong."""
+    if not url:
+        raise ConnectionError_("ORTHANC_URL: not set")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConnectionError_(f"ORTHANC_URL: {url!r} is not an http(s) URL")
+    if secret_arn:
+        if secrets_client is None:
+            import boto3
+
+            secrets_client = boto3.client("secretsmanager")
+        try:
+            username, password = credentials_from_secret(secrets_client, secret_arn)
+        except ConnectionError_ as exc:
+            raise ConnectionError_(f"ORTHANC_SECRET_ARN: {exc}") from None
+    if not username or not password:
+        raise ConnectionError_("Orthanc credentials: set ORTHANC_USERNAME and ORTHANC_PASSWORD, "
+                               "or ORTHANC_SECRET_ARN")
+    return OrthancConnection(url=url.rstrip("/"), username=username, password=password)
+
+
+def orthanc_client_from_env(environ: Optional[Mapping[str, str]] = None, *, secrets_client: Any = None,
+                            timeout: float = SERVICE_TIMEOUT_S, retries: int = SERVICE_RETRIES,
+                            pool_size: int = 8) -> Any:
+    """A service's :class:`labeling.orthanc_client.OrthancClient` from ``ORTHANC_URL`` and
+    ``ORTHANC_SECRET_ARN`` or ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD``."""
+    from labeling.orthanc_client import OrthancClient  # it imports this module
+
+    env = os.environ if environ is None else environ
+    conn = resolve_connection(env.get("ORTHANC_URL"), env.get("ORTHANC_USERNAME"), env.get("ORTHANC_PASSWORD"),
+                              env.get("ORTHANC_SECRET_ARN"), secrets_client=secrets_client)
+    return OrthancClient.from_connection(conn, timeout=timeout, retries=retries, pool_size=pool_size)

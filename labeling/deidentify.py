@@ -1,6 +1,6 @@
 """De-identification: DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile.
 
-Annotators see images only after this step (ARCHITECTURE.md, "Security posture"). The profile's
+Annotators see images only after this step (docs/architecture.md, "Security posture"). The profile's
 action codes (PS3.15 Table E.1-1, "Application Level Confidentiality Profile Attributes") are applied
 with pydicom, recursively through every sequence:
 

@@ -54,11 +54,11 @@ Sub-commands
 
 ``fetch-output --job-name NAME --out FILE``
     Downloads the job's output manifest (``LabelingJobOutput.OutputDatasetS3Uri``) to FILE and
-    checks every line: ``<attr>`` plus a valid ``<attr>-metadata`` (both ``job-name`` and
-    ``job_name`` accepted, :func:`labeling.gt_contracts.parse_output_manifest_metadata`) counts as
-    labelled; a line with ``failure-reason`` in its metadata or without ``<attr>`` as failed (GT
-    writes those for objects it could not label); a line that is not JSON or whose metadata is
-    invalid as invalid.
+    checks every line with the one output-line reader
+    (:func:`labeling.contracts.output_line.parse_output_line`: metadata with ``job-name`` or
+    ``job_name``, content in the label shape): a valid line counts as labelled; a line with
+    ``failure-reason`` in its metadata, or with neither ``<attr>`` nor ``<attr>-metadata``, as failed
+    (GT writes those for objects it could not label); any other line as invalid, with its problem.
 
 Exit codes: 0 done; 1 AWS error, or invalid output-manifest lines; 2 bad input (one line naming
 the file, the line or the key).
@@ -77,8 +77,10 @@ from typing import Any, Optional
 
 from labeling.aws import AwsError, aws_call
 from labeling.cli import bad_input_errors, one_line_errors, positive_int
-from labeling.gt_contracts import MAX_TEMPLATE_CHARS, parse_output_manifest_metadata, split_s3_uri
+from labeling.contracts.output_line import FailedLine, OutputManifestError, parse_output_line
+from labeling.gt_contracts import MAX_TEMPLATE_CHARS, split_s3_uri
 from labeling.outdir import atomic_file
+from labeling.stack_outputs import StackOutputsError, load_stack_outputs as read_stack_outputs
 
 # Stack outputs (``__main__.py``) create-job needs.
 REQUIRED_STACK_OUTPUTS = (
@@ -352,21 +354,11 @@ class _PreviewServer:
 
 def load_stack_outputs(path: str) -> dict[str, str]:
     """The ``pulumi stack output --json`` file, with every key create-job needs present."""
-    data = _read_json(path, "stack outputs")
-    if not isinstance(data, Mapping):
-        raise GtError(f"{path}: stack outputs must be a JSON object (pulumi stack output --json)")
-    missing = [key for key in REQUIRED_STACK_OUTPUTS if key not in data]
-    if missing:
-        raise GtError(f"{path}: missing stack output {', '.join(missing)} "
-                      f"(is this `pulumi stack output --json` of the right stack?)")
-    out: dict[str, str] = {}
-    for key in REQUIRED_STACK_OUTPUTS:
-        value = data[key]
-        if not isinstance(value, str) or not value or value == "[secret]":
-            raise GtError(f"{path}: stack output {key}: {value!r} is not a usable string")
-        out[key] = value
     try:
+        out = read_stack_outputs(REQUIRED_STACK_OUTPUTS, path=path).values
         split_s3_uri(out["workerTemplateS3Uri"], "workerTemplateS3Uri")
+    except StackOutputsError as exc:
+        raise GtError(str(exc)) from None
     except ValueError as exc:
         raise GtError(f"{path}: stack output {exc}") from None
     return out
@@ -535,7 +527,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def check_output_manifest(text: str, attribute: str, source: str = "<output>") -> dict[str, Any]:
-    """Classify the lines of an output manifest (see the module docstring)."""
+    """Classify the lines of an output manifest (see the module docstring) with the one line reader,
+    :func:`labeling.contracts.output_line.parse_output_line`, counting bad lines instead of stopping."""
     counts = {"lines": 0, "labelled": 0, "failed": 0, "invalid": 0}
     problems: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -543,27 +536,20 @@ def check_output_manifest(text: str, attribute: str, source: str = "<output>") -
             continue
         counts["lines"] += 1
         try:
-            line = json.loads(raw)
-            if not isinstance(line, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            counts["invalid"] += 1
-            problems.append(f"{source}:{number}: {exc}")
-            continue
-        meta = line.get(f"{attribute}-metadata")
-        if isinstance(meta, Mapping) and ("failure-reason" in meta or "failure_reason" in meta):
-            counts["failed"] += 1
-            continue
-        if attribute not in line:
-            counts["failed"] += 1
+            line: Any = json.loads(raw)
+        except ValueError:
+            line = raw  # the reader reports it, with the line number
+        if isinstance(line, dict) and attribute not in line and f"{attribute}-metadata" not in line:
+            counts["failed"] += 1  # no label and no metadata: GT could not label the object
             continue
         try:
-            parse_output_manifest_metadata(meta)
-        except ValueError as exc:
+            result = parse_output_line(line, label_attribute=attribute, where=f"{source}:{number}",
+                                       line_number=number)
+        except OutputManifestError as exc:
             counts["invalid"] += 1
-            problems.append(f"{source}:{number}: {attribute}-metadata: {exc}")
+            problems.append(str(exc))
             continue
-        counts["labelled"] += 1
+        counts["failed" if isinstance(result, FailedLine) else "labelled"] += 1
     return {**counts, "problems": problems}
 
 

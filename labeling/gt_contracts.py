@@ -1,4 +1,4 @@
-"""The Ground Truth custom-workflow contracts, parsed and built in one place (ARCHITECTURE.md, "Contracts").
+"""The Ground Truth custom-workflow contracts, parsed and built in one place (docs/architecture.md, "Contracts").
 
 GT calls a pre-annotation Lambda once per data object and a post-annotation (consolidation) Lambda
 once per batch; the portal backend speaks the same shapes. Everything here is stdlib-only and pure:

@@ -16,6 +16,10 @@ Rules (documented once, here):
   listed in ``errors``; the other objects are still answered. An unreadable or unparsable *worker
   answer* (bad JSON, missing S3 object) is dropped and listed; the object is consolidated from its
   remaining answers (``annotators`` counts those), or left out when none remains.
+* **Geometry**: a data object that records its image's ``rows``/``columns`` (``frames``), the
+  manifest line's keys, has every answer checked against them (size, frame, points inside the
+  image: :func:`labeling.contracts.answer.parse_answer`); a bad recorded geometry leaves the object
+  out. Objects without them (older manifests) are consolidated as before.
 * All objects of the batch go to :func:`labeling.consolidation.consolidate_job` in one call, so
   Dawid–Skene learns the workers' confusion over the whole batch.
 """
@@ -31,6 +35,10 @@ from typing import Any, Optional
 from labeling import gt_contracts
 from labeling.consolidation import ConsolidationError, ItemAnswers, consolidate_job, parse_worker_content
 from labeling.consolidation import WorkerAnswer as ConsolidationAnswer
+from labeling.contracts.answer import names_used
+from labeling.contracts.errors import ContractError
+from labeling.contracts.geometry import ImageGeometry
+from labeling.contracts.manifest_line import recorded_geometry
 
 REPORT_FOLDER = "consolidation-report"
 
@@ -77,11 +85,7 @@ def resolve_label_names(label_categories: Optional[Sequence[str]],
                 data = parse_worker_content(answer.content)
             except ConsolidationError:
                 continue  # consolidate_job reports it on the object
-            labels, rois = data.get("labels"), data.get("rois")
-            if isinstance(labels, list):
-                _names_in((e.get("name") for e in labels if isinstance(e, Mapping)), seen)
-            if isinstance(rois, list):
-                _names_in((r.get("label") for r in rois if isinstance(r, Mapping)), seen)
+            _names_in(names_used(data), seen)
     return list(seen), "answers"
 
 
@@ -101,6 +105,7 @@ def consolidate_payload(
     """
     errors: list[PostlabelError] = []
     answers: dict[str, list[gt_contracts.WorkerAnswer]] = {}
+    geometries: dict[str, Optional[ImageGeometry]] = {}  # the manifest line's rows/columns/frames, if any
     order: list[str] = []
 
     def no_fetch(uri: str) -> Any:
@@ -119,6 +124,11 @@ def consolidate_payload(
             errors.append(PostlabelError(obj.dataset_object_id, "object",
                                          "datasetObjectId appears twice in the payload"))
             continue
+        try:
+            geometries[obj.dataset_object_id] = recorded_geometry(obj.data_object)
+        except ContractError as exc:
+            errors.append(PostlabelError(obj.dataset_object_id, "object", f"dataObject.{exc}"))
+            continue
         answers[obj.dataset_object_id] = usable
         order.append(obj.dataset_object_id)
 
@@ -129,8 +139,8 @@ def consolidate_payload(
         errors.extend(PostlabelError(i, "object", "no label names: labelCategories is null, no "
                                      "dataObject.labels and no label named in any answer") for i in order)
     elif order:
-        items = [ItemAnswers(i, tuple(ConsolidationAnswer(a.worker_id, a.content) for a in answers[i]))
-                 for i in order]
+        items = [ItemAnswers(i, tuple(ConsolidationAnswer(a.worker_id, a.content) for a in answers[i]),
+                             geometries[i]) for i in order]
         result = consolidate_job(items, names)
         errors.extend(PostlabelError(e.item_id, "object", str(e), worker_id=e.worker_id)
                       for e in result.errors)

@@ -3,7 +3,7 @@
 ``lambda_src/prelabel/handler.py`` is a thin adapter over :class:`Prelabeler`; the AWS clients and the
 Orthanc client factory are injected so this module is testable with moto and a fake Orthanc.
 
-Per data object (ARCHITECTURE.md, "Contracts"):
+Per data object (docs/architecture.md, "Contracts"):
 
 - ``source-ref`` (an ``s3://`` URI): passed through as the image URI; nothing is fetched or staged.
 - ``source`` (an Orthanc instance ID, five groups of 8 lower-case hex digits joined by ``-``): the ID
@@ -38,25 +38,17 @@ from typing import Any, Callable, Mapping, Optional
 import pydicom
 
 from labeling import gt_contracts
-from labeling.connection import credentials_from_secret
+from labeling.connection import SERVICE_RETRIES, resolve_connection
+from labeling.contracts.geometry import ImageGeometry
+from labeling.contracts.ids import ORTHANC_ID, validate_instance_id  # noqa: F401 - re-exported
 from labeling.deidentify import burned_in_annotation, deidentify_dataset
 from labeling.orthanc_client import OrthancClient, OrthancError
 
-ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
 DEV_SALT = b"dicom-annotate-dev-salt-NOT-FOR-PRODUCTION"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 _log = logging.getLogger(__name__)
-
-
-def validate_instance_id(value: Any) -> str:
-    """An Orthanc instance ID (SHA-1 in five dash-separated groups of 8 hex digits), else ValueError."""
-    if not isinstance(value, str) or not ORTHANC_ID.fullmatch(value):
-        raise ValueError(f"dataObject.source: {value!r} is not an Orthanc instance ID (expected five groups "
-                         "of 8 lower-case hex digits separated by '-', e.g. "
-                         "'0a9b4f3c-1d2e3f40-5a6b7c8d-9e0f1a2b-3c4d5e6f')")
-    return value
 
 
 def job_name(labeling_job_arn: Optional[str]) -> str:
@@ -122,7 +114,7 @@ class PrelabelSettings:
 
 
 def geometry(ds: pydicom.Dataset) -> dict[str, int]:
-    return {"rows": int(ds.Rows), "columns": int(ds.Columns), "frames": int(ds.get("NumberOfFrames") or 1)}
+    return ImageGeometry.from_dataset(ds).to_dict()
 
 
 def _is_not_found(exc: Exception) -> bool:
@@ -164,10 +156,11 @@ class Prelabeler:
         """The Orthanc client, built once per container with the credentials from Secrets Manager."""
         if self._orthanc is None:
             self.settings.require("orthanc_url", "secret_arn")
-            username, password = credentials_from_secret(self.secrets, self.settings.secret_arn)
-            # Few retries: a Lambda has a short timeout, and GT retries the object itself.
-            self._orthanc = self.orthanc_factory(self.settings.orthanc_url, username, password,
-                                                 timeout=20.0, retries=2)
+            conn = resolve_connection(self.settings.orthanc_url, secret_arn=self.settings.secret_arn,
+                                      secrets_client=self.secrets)
+            # A shorter wait than other services: a Lambda has a short timeout, and GT retries the object.
+            self._orthanc = self.orthanc_factory(conn.url, conn.username, conn.password,
+                                                 timeout=20.0, retries=SERVICE_RETRIES)
         return self._orthanc
 
     # -- the step ----------------------------------------------------------------------------

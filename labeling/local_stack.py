@@ -142,7 +142,7 @@ def generate_password(length: int = 32) -> str:
     """Random letters and digits with at least one of each.
 
     At least one letter: the orthancteam image parses environment values as JSON, so an all-digit
-    password would become a number (ARCHITECTURE.md, Orthanc facts). URL-safe characters only so the
+    password would become a number (docs/architecture.md, Orthanc facts). URL-safe characters only so the
     value needs no quoting in ``orthanc.env`` or a PostgreSQL connection string.
     """
     alphabet = string.ascii_letters + string.digits

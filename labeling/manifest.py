@@ -1,36 +1,19 @@
-"""Labeling manifests: the one definition of the format, and ``python -m labeling manifest``.
+"""Labeling manifest files: reading, writing and building them (``python -m labeling manifest``).
 
 The format
 ==========
 A manifest is a SageMaker Ground Truth *input manifest* (AWS docs, "Input manifest files"): UTF-8
 JSON Lines, one JSON object per line, one line per data object to label. GT requires a ``source``
 key (the object, as text) or a ``source-ref`` key (an S3 URI) and hands every key of the line to the
-pre-annotation Lambda as ``dataObject`` (ARCHITECTURE.md, "Contracts"). This project always writes
+pre-annotation Lambda as ``dataObject`` (docs/architecture.md, "Contracts"). This project always writes
 ``source`` holding the **Orthanc instance ID**, the AWS sample's convention ("put instance IDs in
 source field of manifest.json"): the pre-annotation step fetches the image from Orthanc, not S3.
 
-The keys of a line (:class:`ManifestLine`), in the order they are written:
-
-=====================  =====  ===================================================================
-``source``             str    Orthanc instance ID (required)
-``labels``             list   the label schema's label names, in schema order (required)
-``task_type``          str    ``classification`` | ``roi`` | ``classification+roi`` (required)
-``schema``             str    the label schema's ``name`` (required)
-``modality``           str    Modality (0008,0060) of the instance's series, e.g. ``DX``
-``study_instance_uid`` str    StudyInstanceUID (0020,000D)
-``series_instance_uid`` str   SeriesInstanceUID (0020,000E)
-``sop_instance_uid``   str    SOPInstanceUID (0008,0018)
-``frames``             int    NumberOfFrames (0028,0008); 1 for a single-frame image
-``patient_id``         str    PatientID (0010,0020): written only with ``--include-phi``
-``study_date``         str    StudyDate (0008,0020), ``YYYYMMDD``: only with ``--include-phi``
-=====================  =====  ===================================================================
-
-Optional keys are left out of a line when unknown, never written as ``null``. Any other key is kept,
-in order, in :attr:`ManifestLine.extra` and written back after the known keys, so a GT *output*
-manifest (the input line plus ``<attr>`` and ``<attr>-metadata``, ARCHITECTURE.md "The label
-shape") survives ``read_manifest`` → ``write_manifest`` unchanged: the Ground Truth job, the portal
-and training all read and write manifests through this module. A label attribute name must
-therefore not be one of the keys above.
+One line is the label contract's :class:`labeling.contracts.manifest_line.ManifestLine` (every key,
+its type and where it comes from are documented there once; re-exported here). Any key it does not
+know is kept, in order, so a GT *output* manifest (the input line plus ``<attr>`` and
+``<attr>-metadata``) survives ``read_manifest`` → ``write_manifest`` unchanged: the Ground Truth job,
+the portal and training all read and write manifest files through this module.
 
 PHI. A manifest is internal: it points into Orthanc and goes to the labeling backend (GT reads it
 from the project's bucket; the portal from its own store); annotators never see it, because the
@@ -122,128 +105,12 @@ from pathlib import Path
 from typing import Any, Final, Optional, Protocol
 
 from labeling.cli import add_progress_argument, positive_int
+from labeling.contracts.errors import describe_value
+from labeling.contracts.manifest_line import (  # noqa: F401 - the line format, re-exported
+    GEOMETRY_KEYS, KNOWN_KEYS, OPTIONAL_KEYS, PHI_KEYS, REQUIRED_KEYS, ManifestError, ManifestLine)
 from labeling.outdir import atomic_file
-from labeling.schema import TASK_TYPES, describe_value
 
-# --------------------------------------------------------------------------------- the format
-
-REQUIRED_KEYS: Final = ("source", "labels", "task_type", "schema")
-OPTIONAL_KEYS: Final = (
-    "modality", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "frames",
-    "patient_id", "study_date",
-)
-KNOWN_KEYS: Final = REQUIRED_KEYS + OPTIONAL_KEYS
-PHI_KEYS: Final = ("patient_id", "study_date")
-"""Keys that identify or date a person; written only with ``--include-phi``."""
-
-_STR_OPTIONAL_KEYS: Final = tuple(k for k in OPTIONAL_KEYS if k != "frames")
-
-
-class ManifestError(ValueError):
-    """A manifest line or file is invalid; from :func:`read_manifest` the message starts
-    ``<path>:<line>:`` (1-based line numbers, as an editor shows them)."""
-
-
-@dataclass(frozen=True)
-class ManifestLine:
-    """One manifest line: one image to label (see the module docstring for every key).
-
-    ``extra`` keeps the keys this class does not know (a GT output manifest's ``<attr>`` and
-    ``<attr>-metadata``), in order, so reading and writing a line back changes nothing.
-    """
-
-    source: str
-    labels: tuple[str, ...]
-    task_type: str
-    schema: str
-    modality: Optional[str] = None
-    study_instance_uid: Optional[str] = None
-    series_instance_uid: Optional[str] = None
-    sop_instance_uid: Optional[str] = None
-    frames: Optional[int] = None
-    patient_id: Optional[str] = None
-    study_date: Optional[str] = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # Accept any sequence of labels but store a tuple: lines are hashable, immutable values.
-        if isinstance(self.labels, list):
-            object.__setattr__(self, "labels", tuple(self.labels))
-        problem = _line_problem(self)
-        if problem:
-            raise ManifestError(problem)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object of the line: known keys first (in table order), then ``extra``."""
-        out: dict[str, Any] = {
-            "source": self.source,
-            "labels": list(self.labels),
-            "task_type": self.task_type,
-            "schema": self.schema,
-        }
-        for key in OPTIONAL_KEYS:
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
-        out.update(self.extra)
-        return out
-
-    def to_json(self) -> str:
-        """One line of JSON (no newline). Non-ASCII stays readable UTF-8: GT reads UTF-8."""
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
-
-    @classmethod
-    def from_dict(cls, data: Any) -> ManifestLine:
-        """Validate a parsed line; raises :class:`ManifestError` naming the key that is wrong."""
-        if not isinstance(data, Mapping):
-            raise ManifestError(f"a manifest line must be a JSON object, got {describe_value(data, json=True)}")
-        if "source" not in data:
-            hint = (" ('source-ref' lines point at S3 objects; this project's manifests carry the "
-                    "Orthanc instance ID in 'source')") if "source-ref" in data else ""
-            raise ManifestError(f"missing required key 'source'{hint}")
-        for key in REQUIRED_KEYS[1:]:
-            if key not in data:
-                raise ManifestError(f"missing required key {key!r}")
-        labels = data["labels"]
-        if not isinstance(labels, list):
-            raise ManifestError(f"'labels' must be a list of label names, got {describe_value(labels, json=True)}")
-        known = {key: data[key] for key in KNOWN_KEYS if key in data}
-        extra = {key: value for key, value in data.items() if key not in KNOWN_KEYS}
-        known["labels"] = tuple(labels)
-        for key in OPTIONAL_KEYS:
-            if known.get(key, "") is None:
-                raise ManifestError(f"{key!r} is null; leave the key out when the value is unknown")
-        return cls(**known, extra=extra)
-
-
-def _line_problem(line: ManifestLine) -> Optional[str]:
-    """The first thing wrong with a line, as a message naming the key; None when it is valid."""
-    if not isinstance(line.source, str) or not line.source.strip():
-        return f"'source' must be a non-empty string (an Orthanc instance ID), got {describe_value(line.source, json=True)}"
-    if not line.labels:
-        return "'labels' must name at least one label"
-    for index, name in enumerate(line.labels):
-        if not isinstance(name, str) or not name.strip():
-            return f"'labels'[{index}] must be a non-empty string, got {describe_value(name, json=True)}"
-    if len(set(line.labels)) != len(line.labels):
-        return f"'labels' has duplicates: {list(line.labels)!r}"
-    if line.task_type not in TASK_TYPES:
-        return f"'task_type' must be one of {', '.join(map(repr, TASK_TYPES))}, got {describe_value(line.task_type, json=True)}"
-    if not isinstance(line.schema, str) or not line.schema.strip():
-        return f"'schema' must be a non-empty string (the label schema's name), got {describe_value(line.schema, json=True)}"
-    for key in _STR_OPTIONAL_KEYS:
-        value = getattr(line, key)
-        if value is not None and not isinstance(value, str):
-            return f"{key!r} must be a string, got {describe_value(value, json=True)}"
-    # bool is an int subclass: `"frames": true` is a mistake, not 1.
-    if line.frames is not None and (isinstance(line.frames, bool) or not isinstance(line.frames, int)
-                                    or line.frames < 1):
-        return f"'frames' must be a positive integer, got {describe_value(line.frames, json=True)}"
-    clash = sorted(set(line.extra) & set(KNOWN_KEYS))
-    if clash:
-        return f"extra keys {clash} clash with manifest keys"
-    return None
-
+# --------------------------------------------------------------------------------- the file
 
 def write_manifest(lines: Iterable[ManifestLine], path: str | Path) -> int:
     """Write ``lines`` as a manifest at ``path`` (``-`` for stdout); returns the line count.
@@ -700,6 +567,8 @@ class Candidate:
     series_number: Optional[int]
     instance_number: Optional[int]
     frames: Optional[int]
+    rows: Optional[int] = None     # Rows/Columns when Orthanc's index answers them (see ManifestLine)
+    columns: Optional[int] = None
 
     def sort_key(self) -> tuple:
         """Study date (undated last), study UID, series number, instance number, Orthanc ID."""
@@ -722,6 +591,8 @@ class Candidate:
             study_instance_uid=self.study_uid or None,
             series_instance_uid=self.series_uid or None,
             sop_instance_uid=self.sop_uid or None,
+            rows=self.rows or None,
+            columns=self.columns or None,
             frames=self.frames or 1,
             patient_id=(self.patient_id or None) if include_phi else None,
             study_date=(self.study_date or None) if include_phi else None,

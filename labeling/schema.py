@@ -16,10 +16,10 @@ File format (YAML or JSON; JSON is chosen by a ``.json`` suffix, anything else i
     annotators_per_item: 3                # int >= 1, optional (default 3)
     required: {labels: true}              # optional; labels: every label must be answered
 
-The label names are the ``labels[].name`` values of the label shape in ARCHITECTURE.md ("The label
+The label names are the ``labels[].name`` values of the label shape in docs/architecture.md ("The label
 shape"): an annotation carries one ``{"name", "present"}`` entry per schema label, in schema order,
-and each ROI's ``label`` is a schema label name whose ``shapes`` list contains the ROI's ``shape``
-(``rectangle`` and ``ellipse``: two opposite corners; ``polygon``: vertices; ``point``: one point).
+and each ROI's ``label`` is a schema label name whose ``shapes`` list contains the ROI's ``shape`` (a
+name of the shape registry, :mod:`labeling.contracts.shapes`, which says what its points mean).
 
 Names are kept verbatim, HTML characters included: escaping is the renderer's job (the GT template
 is Liquid with autoescape, the portal escapes too), and a name changed here would no longer match
@@ -42,10 +42,12 @@ from typing import Any, Final, NoReturn
 
 import yaml
 
-SHAPES: Final = ("rectangle", "ellipse", "polygon", "point")
-"""ROI shapes of the label shape contract (ARCHITECTURE.md), in their canonical order."""
+from labeling.contracts.errors import describe_value
+from labeling.contracts.manifest_line import TASK_TYPES
+from labeling.contracts.shapes import SHAPES  # the shape registry's names, in canonical order
 
-TASK_TYPES: Final = ("classification", "roi", "classification+roi")
+__all__ = ["DEFAULT_ANNOTATORS_PER_ITEM", "MAX_LABEL_NAME_LENGTH", "SHAPES", "TASK_TYPES", "Label", "LabelSchema",
+           "Required", "SchemaError", "describe_value", "load_schema"]
 
 MAX_LABEL_NAME_LENGTH: Final = 64
 DEFAULT_ANNOTATORS_PER_ITEM: Final = 3
@@ -335,26 +337,6 @@ class _Context:
         if not allow_empty and not raw.strip():
             self.fail(path, "must not be empty")
         return raw
-
-
-def describe_value(value: Any, *, json: bool = False) -> str:
-    """A short phrase for a wrong value, in YAML words (``json=False``) or JSON words.
-
-    YAML users see ``No`` turn into ``false``: naming the type says so.
-    """
-    if value is None:
-        return "null" if json else "nothing (null)"
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"number {value!r}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    if isinstance(value, Mapping):
-        return "an object" if json else "a mapping"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return type(value).__name__
 
 
 def _or(options: tuple[str, ...]) -> str:

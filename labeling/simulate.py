@@ -19,7 +19,7 @@ Generative model (the Dawid–Skene model consolidation assumes, plus ROI noise)
 
 ``simulate_job(...)`` returns a :class:`SimJob` holding the answers as
 ``labeling.consolidation.ItemAnswers`` (content in the single-annotator label shape of
-ARCHITECTURE.md, optionally as the JSON text the viewer submits) and the truth.
+docs/architecture.md, optionally as the JSON text the viewer submits) and the truth.
 """
 
 from __future__ import annotations
@@ -95,14 +95,17 @@ def _truth_roi(rng: np.random.Generator, label: str, shape: str, rows: int, cols
             "_size": (w, h)}
 
 
-def _jitter(rng: np.random.Generator, roi: dict, jitter: float) -> dict:
-    return jitter_roi(rng, roi, jitter, size=roi["_size"])
+def _jitter(rng: np.random.Generator, roi: dict, jitter: float, image: tuple[int, int]) -> dict:
+    return jitter_roi(rng, roi, jitter, size=roi["_size"], image=image)
 
 
 def jitter_roi(rng: np.random.Generator, roi: dict, jitter: float,
-               size: tuple[float, float] | None = None) -> dict:
+               size: tuple[float, float] | None = None, image: tuple[int, int] | None = None) -> dict:
     """A worker's copy of ``roi``: points moved by noise proportional to the ROI's ``size`` (w, h;
-    default the points' bounding box), a polygon shifted as a whole plus per-vertex noise."""
+    default the points' bounding box), a polygon shifted as a whole plus per-vertex noise.
+
+    ``image`` (rows, columns): points are clamped to the image, as the viewer clamps a drawing
+    (the label contract rejects points outside it)."""
     pts = np.array(roi["points"], dtype=float)
     if size is None:
         span = pts.max(axis=0) - pts.min(axis=0)
@@ -115,6 +118,8 @@ def jitter_roi(rng: np.random.Generator, roi: dict, jitter: float,
         pts = pts + rng.normal(0, jitter / 4, size=pts.shape) * (w, h)
     else:
         pts = pts + rng.normal(0, jitter, size=pts.shape) * (w, h)
+    if image is not None:
+        pts = np.clip(pts, 0.0, (float(image[1]), float(image[0])))
     return {"label": roi["label"], "shape": roi["shape"],
             "points": [[round(float(x), 2), round(float(y), 2)] for x, y in pts]}
 
@@ -193,7 +198,7 @@ def simulate_job(
                     if truth[i, j]:
                         for r in t_rois:
                             if r["label"] == name and rng.random() >= worker.roi_miss:
-                                rois.append(_jitter(rng, r, worker.roi_jitter))
+                                rois.append(_jitter(rng, r, worker.roi_jitter, (rows, cols)))
                     else:
                         rois.append(_public(_truth_roi(rng, name, shape, rows, cols)))
                 said_rois = [(n, s) for j, n, s in roi_idx if said[j]]

@@ -3,7 +3,7 @@
 Both labeling backends write consolidated annotations back into Orthanc as DICOM SR so that
 OHIF / 3D Slicer users see them next to the image; training writes model predictions the same way
 (the model as a device observer). :func:`build_annotation_sr` turns one answer in the label shape
-(ARCHITECTURE.md, "The label shape": consolidated or one annotator's) into a **Comprehensive 3D SR**
+(docs/architecture.md, "The label shape": consolidated or one annotator's) into a **Comprehensive 3D SR**
 instance (PS3.3 A.35.13; highdicom's ``Comprehensive3DSR``, which also carries 2D ``SCOORD``
 content), :func:`store_sr` posts it to Orthanc, :func:`read_annotation_sr` turns an SR back into the
 label shape.
@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -83,7 +82,10 @@ from pydicom.multival import MultiValue
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from labeling.consolidation.inputs import ConsolidationError, WorkerAnswer, parse_answer, parse_worker_content
+from labeling.contracts.answer import Answer, names_used, parse_answer, unwrap_answer
+from labeling.contracts.errors import ContractError
+from labeling.contracts.geometry import ImageGeometry
+from labeling.contracts.shapes import SHAPE_REGISTRY
 
 CODING_SCHEME = "99DA"
 """Private coding scheme designator of schema labels (PS3.16 8.2: local designators start with 99)."""
@@ -161,23 +163,28 @@ def label_code(name: str) -> hd.sr.CodedConcept:
 # -------------------------------------------------------------------------------------- geometry
 
 def roi_graphic(shape: str, points: Sequence[Sequence[float]]) -> tuple[str, np.ndarray]:
-    """``(graphic type, (n, 2) column/row array)`` of one ROI of the label shape."""
+    """``(graphic type, (n, 2) column/row array)`` of one ROI of the label shape; the graphic type is
+    the shape registry's (:data:`labeling.contracts.shapes.SHAPE_REGISTRY`), the points are made here."""
+    spec = SHAPE_REGISTRY.get(shape)
+    if spec is None:
+        raise SRError(f"unknown ROI shape {shape!r}")
     p = np.asarray(points, dtype=float)
     if shape == "rectangle":
         (x0, y0), (x1, y1) = p
-        return "POLYLINE", np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]])
-    if shape == "ellipse":
+        graphic = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]])
+    elif shape == "ellipse":
         (x0, y0), (x1, y1) = p
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         horizontal = np.array([[x0, cy], [x1, cy]])
         vertical = np.array([[cx, y0], [cx, y1]])
-        axes = (horizontal, vertical) if abs(x1 - x0) >= abs(y1 - y0) else (vertical, horizontal)
-        return "ELLIPSE", np.vstack(axes)
-    if shape == "polygon":
-        return "POLYLINE", np.vstack([p, p[:1]])
-    if shape == "point":
-        return "POINT", p[:1]
-    raise SRError(f"unknown ROI shape {shape!r}")
+        graphic = np.vstack((horizontal, vertical) if abs(x1 - x0) >= abs(y1 - y0) else (vertical, horizontal))
+    elif shape == "polygon":
+        graphic = np.vstack([p, p[:1]])
+    elif shape == "point":
+        graphic = p[:1]
+    else:
+        raise SRError(f"ROI shape {shape!r} has no SR graphic yet (labeling/sr.py: roi_graphic)")
+    return spec.sr_graphic_type, graphic
 
 
 def _float32_text(value: float) -> float:
@@ -252,26 +259,20 @@ def _with_type2_attributes(source: pydicom.Dataset) -> pydicom.Dataset:
     return copy
 
 
-def _check_answer(answer: Mapping[str, Any]) -> tuple[Any, Mapping[str, Any]]:
-    """Validate with the consolidation library's answer parser (one set of shape rules)."""
+def _check_answer(answer: Any, source: pydicom.Dataset) -> tuple[Answer, Mapping[str, Any]]:
+    """Validate with the label contract (one set of shape rules), against the source's geometry:
+    the answer's size must be the source's Rows/Columns, its frame one of its frames, its points inside."""
+    frames = int(getattr(source, "NumberOfFrames", 1) or 1)
+    rows, columns = getattr(source, "Rows", None), getattr(source, "Columns", None)
+    geometry = ImageGeometry(int(rows), int(columns), frames) if rows and columns else None
     try:
-        data = parse_worker_content(answer)
-        names: dict[str, None] = {}
-        for entry in data.get("labels") or ():
-            if isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
-                names.setdefault(entry["name"], None)
-        for entry in data.get("rois") or ():
-            if isinstance(entry, Mapping) and isinstance(entry.get("label"), str):
-                names.setdefault(entry["label"], None)
-        parsed = parse_answer(WorkerAnswer("answer", data), list(names), item_id="answer")
-    except ConsolidationError as exc:
-        raise SRError(f"answer: {exc.field}: {exc.reason}") from None
-    for key, entries in (("labels", data.get("labels") or ()), ("rois", data.get("rois") or ())):
-        for i, entry in enumerate(entries):
-            conf = entry.get("confidence")
-            if conf is not None and (isinstance(conf, bool) or not isinstance(conf, (int, float))
-                                     or not math.isfinite(conf) or not 0 <= conf <= 1):
-                raise SRError(f"answer: {key}[{i}].confidence: {conf!r} is not a number within 0..1")
+        data = unwrap_answer(answer)
+        parsed = parse_answer(data, names_used(data), geometry=geometry)
+        if geometry is None and parsed.image is not None and parsed.image.frame >= frames:
+            raise ContractError("image.frame", f"frame {parsed.image.frame} is outside the image's "
+                                               f"{frames} frame(s) (0-based)")
+    except ContractError as exc:
+        raise SRError(f"answer: {exc}") from None
     return parsed, data
 
 
@@ -297,16 +298,9 @@ def build_annotation_sr(source: pydicom.Dataset, answer: Mapping[str, Any], obse
             raise SRError(f"source dataset: no {key}")
     if not observers:
         raise SRError("observers: at least one person or device is needed (observer context)")
-    parsed, data = _check_answer(answer)
+    parsed, data = _check_answer(answer, source)
     frames = int(getattr(source, "NumberOfFrames", 1) or 1)
-    frame = (parsed.image or {}).get("frame", 0)
-    if frame >= frames:
-        raise SRError(f"answer: image.frame {frame} is outside the source's {frames} frame(s) (0-based)")
-    for key, attr in (("rows", "Rows"), ("columns", "Columns")):
-        want = (parsed.image or {}).get(key)
-        have = getattr(source, attr, None)
-        if want is not None and have is not None and int(have) != want:
-            raise SRError(f"answer: image.{key} {want} differs from the source's {attr} {have}")
+    frame = parsed.image.frame if parsed.image is not None else 0
     frame_numbers = [frame + 1] if frames > 1 else None
     sop_class, sop_uid = str(source.SOPClassUID), str(source.SOPInstanceUID)
 

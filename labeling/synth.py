@@ -20,7 +20,7 @@ its own prevalence:
                  ROI: one ``rectangle`` over that lung base; the haze is zero outside it.
 
 The ground truth is written aside, never into the DICOM files: ``ground_truth.jsonl`` has one line
-per image in the label shape of ARCHITECTURE.md ("The label shape"): ``labels`` (one
+per image in the label shape of docs/architecture.md ("The label shape"): ``labels`` (one
 ``{"name", "present"}`` per finding, in :data:`FINDINGS` order), ``rois`` (``label``, ``shape``,
 ``points`` in image pixels: x = column, y = row, origin at the frame's top-left corner, so pixel
 (c, r) has its centre at (c + 0.5, r + 0.5)) and ``image`` (rows, columns, frame 0).
@@ -860,7 +860,7 @@ def build_dataset(study: StudyInfo, pixels: np.ndarray, params: SynthParams) -> 
 
 
 def ground_truth_record(study: StudyInfo) -> dict[str, Any]:
-    """One ``ground_truth.jsonl`` line: the label shape (ARCHITECTURE.md) plus the identifiers."""
+    """One ``ground_truth.jsonl`` line: the label shape (docs/architecture.md) plus the identifiers."""
     findings = study.plan.findings
     return {
         "sop_instance_uid": study.sop_uid,
@@ -1065,7 +1065,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "VR Little Endian) for patients with one or more studies, with the findings "
             f"{', '.join(FINDINGS)} drawn at the given prevalences. Files go to "
             "OUT/<PatientID>/<StudyUID>/<SOPUID>.dcm; the ground truth (label shape of "
-            f"ARCHITECTURE.md) to OUT/{GROUND_TRUTH_FILE}, a summary to OUT/{SUMMARY_FILE}. "
+            f"docs/architecture.md) to OUT/{GROUND_TRUTH_FILE}, a summary to OUT/{SUMMARY_FILE}. "
             "The same options give the same files and UIDs."
         ),
     )

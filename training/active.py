@@ -5,7 +5,7 @@ Input: a manifest of the images to label next (any manifest :func:`labeling.mani
 reads; the label attribute and ``-metadata`` of a previous job are dropped from each line, so an
 output manifest can serve too) and the predictions of ``python -m training predict``.
 
-Output: the same lines, each with a ``prelabel`` key (ARCHITECTURE/interfaces: the label shape
+Output: the same lines, each with a ``prelabel`` key (the label shape of docs/architecture.md
 with ``present`` + ``confidence`` per label, ``rois: []``, and ``"model": "<name> <version>"``),
 which the portal and the GT template pass to the viewer as the annotator's initial answer, sorted
 **most uncertain first** (uncertainty sampling, Lewis & Gale 1994; Settles 2009 "Active Learning

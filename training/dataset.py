@@ -2,7 +2,7 @@
 
 * **Labels** come from the GT-format output manifest through the one reader,
   :func:`labeling.output_manifest.read_output_manifest` (either backend). Each record gives one
-  present/absent per label (the ``<attr>`` content of ARCHITECTURE.md "The label shape") and, when
+  present/absent per label (the ``<attr>`` content of docs/architecture.md "The label shape") and, when
   consolidation wrote it, a per-label confidence. A label missing from a record is *unknown*: its
   loss weight is 0 (not "absent"). With confidence weighting, a label's loss weight is its
   consolidated confidence (posterior probability of the consolidated answer), so items the

@@ -17,7 +17,7 @@ The answer (``application/json``) is a list with one prediction per image::
      "labels": [{"name": "Opacity", "present": true, "confidence": 0.91, "probability": 0.91}, ...],
      "image": {"rows": ..., "columns": ..., "frame": 0}}
 
-``labels`` follows the label shape of ARCHITECTURE.md: ``present`` is probability >= the label's
+``labels`` follows the label shape of docs/architecture.md: ``present`` is probability >= the label's
 threshold (``model.json``), ``confidence`` the probability of the stated answer (p when present,
 1 - p when absent), so a prediction reads like one more annotator's answer; ``probability`` is
 the model's P(present). The same dicts are the lines of ``predict``'s JSON Lines output and the
@@ -116,24 +116,13 @@ _orthanc_client: Any = None
 
 
 def orthanc_from_env(environ: Mapping[str, str] = os.environ) -> Any:
-    """An OrthancClient from ``ORTHANC_URL`` + user/password or ``ORTHANC_SECRET_ARN`` (cached)."""
+    """An OrthancClient from ``ORTHANC_URL`` + ``ORTHANC_SECRET_ARN`` or user/password (cached;
+    :func:`labeling.connection.orthanc_client_from_env`)."""
     global _orthanc_client
-    if _orthanc_client is not None:
-        return _orthanc_client
-    from labeling.connection import OrthancConnection, connection_from_args, credentials_from_secret
-    from labeling.orthanc_client import OrthancClient
+    if _orthanc_client is None:
+        from labeling.connection import orthanc_client_from_env
 
-    if environ.get("ORTHANC_SECRET_ARN") and not environ.get("ORTHANC_PASSWORD"):
-        import boto3
-
-        user, password = credentials_from_secret(boto3.client("secretsmanager"), environ["ORTHANC_SECRET_ARN"])
-        url = environ.get("ORTHANC_URL")
-        if not url:
-            raise ValueError("ORTHANC_URL is not set")
-        conn = OrthancConnection(url.rstrip("/"), user, password)
-    else:
-        conn = connection_from_args(argparse.Namespace(), environ)
-    _orthanc_client = OrthancClient.from_connection(conn, timeout=30.0, retries=2)
+        _orthanc_client = orthanc_client_from_env(environ)
     return _orthanc_client
 
 
@@ -160,7 +149,7 @@ def input_fn(body: bytes | str, content_type: str = DICOM) -> list[InferenceInpu
             raise ValueError('request body: expected {"orthanc_id": "<id>"} or {"orthanc_ids": ["<id>", ...]}')
         if len(ids) > MAX_IDS_PER_REQUEST:
             raise ValueError(f"request body: at most {MAX_IDS_PER_REQUEST} ids per request, got {len(ids)}")
-        from labeling.gt_prelabel import validate_instance_id
+        from labeling.contracts.ids import validate_instance_id
 
         client = orthanc_from_env()
         return [InferenceInput(i, read_dicom(client.instance_file(validate_instance_id(i)),

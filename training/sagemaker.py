@@ -62,7 +62,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import sys
 import tarfile
 from collections.abc import Iterable, Mapping
@@ -73,6 +72,7 @@ from typing import Any, Optional
 
 from labeling.aws import AwsError, aws_call
 from labeling.cli import bad_input_errors, one_line_errors, positive_int
+from labeling.stack_outputs import StackOutputsError, load_stack_outputs as read_stack_outputs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_OUTPUTS = ("annotationBucket", "sagemakerExecutionRoleArn", "kmsKeyArn")
@@ -129,42 +129,14 @@ class SageMakerCliError(Exception):
 # ================================================================================ stack outputs
 
 def load_stack_outputs(*, stack: Optional[str], path: Optional[str]) -> dict[str, Any]:
-    """The stack outputs this command needs, from ``--stack-outputs FILE`` or ``pulumi stack output``."""
-    if path:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SageMakerCliError(f"{path}: cannot read stack outputs: {getattr(exc, 'strerror', None) or exc}") \
-                from None
-        where = path
-    elif stack:
-        try:
-            done = subprocess.run(["pulumi", "stack", "output", "--json", "--stack", stack], cwd=REPO_ROOT,
-                                  capture_output=True, text=True, timeout=120, check=False)
-        except FileNotFoundError:
-            raise SageMakerCliError("--stack: the pulumi CLI is not installed; pass --stack-outputs FILE "
-                                    "(`pulumi stack output --json` saved elsewhere)") from None
-        if done.returncode != 0:
-            raise SageMakerCliError(f"--stack {stack}: `pulumi stack output --json` failed: "
-                                    f"{(done.stderr or done.stdout).strip()[:300]}")
-        text, where = done.stdout, f"stack {stack}"
-    else:
-        raise SageMakerCliError("give --stack NAME or --stack-outputs FILE")
+    """The stack outputs this command needs, from ``--stack-outputs FILE`` or ``pulumi stack output``
+    (:func:`labeling.stack_outputs.load_stack_outputs`), plus the optional training network."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SageMakerCliError(f"{where}: stack outputs are not JSON ({exc.msg})") from None
-    if not isinstance(data, Mapping):
-        raise SageMakerCliError(f"{where}: stack outputs must be a JSON object")
-    missing = [k for k in REQUIRED_OUTPUTS if k not in data]
-    if missing:
-        raise SageMakerCliError(f"{where}: missing stack output {', '.join(missing)}")
-    out: dict[str, Any] = {}
-    for key in REQUIRED_OUTPUTS:
-        value = data[key]
-        if not isinstance(value, str) or not value or value == "[secret]":
-            raise SageMakerCliError(f"{where}: stack output {key}: {value!r} is not a usable string")
-        out[key] = value
+        read = read_stack_outputs(REQUIRED_OUTPUTS, path=path, stack=stack)
+    except StackOutputsError as exc:
+        raise SageMakerCliError(str(exc)) from None
+    out: dict[str, Any] = dict(read.values)
+    data, where = read.data, read.where
     subnets = data.get("trainingSubnetIds")
     if subnets is not None:
         if not isinstance(subnets, list) or not subnets or not all(isinstance(s, str) and s for s in subnets):

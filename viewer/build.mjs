@@ -1,4 +1,4 @@
-// Build the viewer bundle with esbuild (ARCHITECTURE.md, "Viewer build facts"):
+// Build the viewer bundle with esbuild (docs/architecture.md, "Viewer build facts"):
 //   node build.mjs [--outdir DIR]      (default: ../build/viewer, i.e. <repo>/build/viewer)
 // Writes viewer.js (ESM, sets window.DicomAnnotateViewer), decodeImageFrameWorker.js (the image
 // loader's decode worker, a second entry next to the bundle), the codec *.wasm files, and

@@ -2,7 +2,8 @@
 
 Pure Python + numpy (no SciPy, no framework); used by the Ground Truth post-annotation Lambda, the
 portal and training. Input per object: the workers' answers in the single-annotator label shape of
-ARCHITECTURE.md, with worker ids; plus the schema's label names. Output per object: the ``<attr>``
+docs/architecture.md (validated by the label contract, :mod:`labeling.contracts.answer`), with
+worker ids, and the image's recorded geometry when known; plus the schema's label names. Output per object: the ``<attr>``
 content of the label shape::
 
     {"labels": [{"name", "present", "confidence"}, ...one per schema label, schema order],
@@ -18,7 +19,7 @@ Public API::
         -> JobResult(items={item_id: content}, errors=[ConsolidationError], report=JobReport)
     consolidate_item(item, label_names, *, roi_iou_threshold=None, settings=None, job_state=None)
         -> content  (raises ConsolidationError)
-    ItemAnswers(item_id, [WorkerAnswer(worker_id, content), ...]); ItemAnswers.from_pairs(...)
+    ItemAnswers(item_id, [WorkerAnswer(worker_id, content), ...], geometry=None); ItemAnswers.from_pairs(...)
     parse_worker_content(content)  # mapping | JSON text | {"annotation": JSON text}
     JobReport.to_dict() / JobReport.from_dict(d)  # persist, then pass back as job_state
 

@@ -42,10 +42,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .assignment import linear_sum_assignment
-from .inputs import SHAPES, ParsedItem, Roi
+from labeling.contracts.answer import Roi
+from labeling.contracts.shapes import SHAPES
 
-_AREA_SHAPES = ("rectangle", "ellipse", "polygon")
+from .assignment import linear_sum_assignment
+from .inputs import ParsedItem
 _FORBIDDEN = 1e3
 
 

@@ -1,4 +1,4 @@
-"""The self-hosted labeling portal: the default labeling backend (ARCHITECTURE.md, "portal").
+"""The self-hosted labeling portal: the default labeling backend (docs/architecture.md, "Data flow").
 
 Modules, one idea each:
 

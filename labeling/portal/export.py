@@ -1,4 +1,4 @@
-"""Export: the GT-format output manifest and DICOM SR write-back (ARCHITECTURE.md, data flow).
+"""Export: the GT-format output manifest and DICOM SR write-back (docs/architecture.md, data flow).
 
 * :func:`export_manifest` writes one line per finished item through
   :func:`labeling.output_manifest.output_line` (the input manifest line + ``<attr>`` +

@@ -1,4 +1,4 @@
-"""Image delivery: Orthanc → de-identification → disk cache → the viewer (ARCHITECTURE.md, security).
+"""Image delivery: Orthanc → de-identification → disk cache → the viewer (docs/architecture.md, security).
 
 The browser never talks to Orthanc: the portal fetches ``/instances/{id}/file`` with its own
 credentials (``ORTHANC_USERNAME``/``ORTHANC_PASSWORD`` locally, ``ORTHANC_SECRET_ARN`` on ECS),
@@ -8,7 +8,7 @@ the result in ``PORTAL_CACHE_DIR/<d|r>/<orthanc id>.dcm`` (``d`` de-identified, 
 de-identification is off, so flipping the switch never serves a stale kind). Files are written to a
 temporary name and renamed, so a reader never sees half a file; one lock per instance keeps
 concurrent requests for the same image to a single Orthanc fetch. The instance ID is validated
-(:func:`labeling.gt_prelabel.validate_instance_id`) before it becomes part of a path or URL.
+(:func:`labeling.contracts.ids.validate_instance_id`) before it becomes part of a path or URL.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any, Callable, Optional
 
 import pydicom
 
-from labeling.connection import ConnectionError_, credentials_from_secret
+from labeling.connection import SERVICE_RETRIES, SERVICE_TIMEOUT_S, ConnectionError_, resolve_connection
 from labeling.deidentify import burned_in_annotation, deidentify_dataset
-from labeling.gt_prelabel import validate_instance_id
+from labeling.contracts.ids import validate_instance_id
 from labeling.orthanc_client import OrthancClient
 from labeling.outdir import atomic_file
 from labeling.portal.settings import PortalSettings, SettingsError
@@ -41,22 +41,14 @@ class ImageError(RuntimeError):
 
 
 def orthanc_client_for(settings: PortalSettings, secrets_client: Any = None) -> OrthancClient:
-    """The Orthanc client from the settings: a password locally, a Secrets Manager secret on ECS."""
-    if not settings.orthanc_url:
-        raise SettingsError("ORTHANC_URL: not set")
-    username, password = settings.orthanc_username, settings.orthanc_password
-    if settings.orthanc_secret_arn:
-        if secrets_client is None:
-            import boto3
-
-            secrets_client = boto3.client("secretsmanager")
-        try:
-            username, password = credentials_from_secret(secrets_client, settings.orthanc_secret_arn)
-        except ConnectionError_ as exc:
-            raise SettingsError(f"ORTHANC_SECRET_ARN: {exc}") from None
-    if not username or not password:
-        raise SettingsError("Orthanc credentials: set ORTHANC_USERNAME and ORTHANC_PASSWORD, or ORTHANC_SECRET_ARN")
-    return OrthancClient(settings.orthanc_url, username, password, timeout=30.0, retries=2, pool_size=16)
+    """The Orthanc client from the settings: a password locally, a Secrets Manager secret on ECS
+    (:func:`labeling.connection.resolve_connection`)."""
+    try:
+        conn = resolve_connection(settings.orthanc_url, settings.orthanc_username, settings.orthanc_password,
+                                  settings.orthanc_secret_arn, secrets_client=secrets_client)
+    except ConnectionError_ as exc:
+        raise SettingsError(str(exc)) from None
+    return OrthancClient.from_connection(conn, timeout=SERVICE_TIMEOUT_S, retries=SERVICE_RETRIES, pool_size=16)
 
 
 def salt_for(settings: PortalSettings, secrets_client: Any = None) -> bytes:

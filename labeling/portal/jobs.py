@@ -16,8 +16,8 @@ Rules, documented once:
   they left, so "nothing left" is only answered when nothing is. UNIQUE(item, user) backs "never the same item twice".
 * **Blind**: an annotator only ever receives the item, the image and a pre-label; answers of others
   are returned only to reviewers and admins (:func:`review_detail`).
-* **Answers** (:func:`submit_answer`): validated with the consolidation library's own parser
-  (:func:`labeling.consolidation.inputs.parse_answer`: the same checks the post-label Lambda applies)
+* **Answers** (:func:`submit_answer`): validated with the label contract's parser
+  (:func:`labeling.contracts.answer.parse_answer`: the same checks the post-label Lambda applies)
   plus the schema's rules (ROI shapes allowed per label, every label answered when required, no ROIs
   for a classification-only schema). An expired lease is refused (409): the slot may be someone
   else's by now.
@@ -44,10 +44,12 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from labeling.consolidation import (ConsolidationError, ItemAnswers, JobReport, WorkerAnswer, consolidate_item,
-                                    consolidate_job, parse_worker_content)
-from labeling.consolidation.inputs import parse_answer
-from labeling.gt_prelabel import validate_instance_id
+from labeling.consolidation import ItemAnswers, JobReport, WorkerAnswer, consolidate_item, consolidate_job
+from labeling.contracts.answer import parse_answer
+from labeling.contracts.errors import ContractError
+from labeling.contracts.geometry import ImageGeometry
+from labeling.contracts.ids import validate_instance_id
+from labeling.contracts.manifest_line import GEOMETRY_KEYS
 from labeling.manifest import KNOWN_KEYS, ManifestLine
 from labeling.portal.models import Assignment, Item, Job, User, utcnow
 from labeling.schema import LabelSchema
@@ -264,13 +266,19 @@ def get_item_for(session: Session, item_id: int, user: User) -> Item:
 
 def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[str, int]] = None,
                     require_all: bool = True) -> dict[str, Any]:
-    """One annotator's answer checked against the schema; returns it in canonical label-shape form."""
+    """One annotator's answer checked against the schema and, when ``image`` gives ``rows`` and
+    ``columns`` (a manifest line's recorded geometry, or a consolidated answer's image), against the
+    image (:func:`labeling.contracts.answer.parse_answer`); returns it in canonical label-shape form."""
     names = list(schema.label_names)
+    geometry = None
+    if image and image.get("rows") and image.get("columns"):
+        # a consolidated image names its frame, not the frame count: frames up to it are allowed
+        frames = image.get("frames") or int(image.get("frame") or 0) + 1
+        geometry = ImageGeometry(int(image["rows"]), int(image["columns"]), int(frames))
     try:
-        content = parse_worker_content(raw)
-        parsed = parse_answer(WorkerAnswer("annotator", content), names, item_id="answer")
-    except ConsolidationError as exc:
-        raise Invalid(f"answer: {exc.field}: {exc.reason}") from None
+        parsed = parse_answer(raw, names, geometry=geometry)
+    except ContractError as exc:
+        raise Invalid(f"answer: {exc}") from None
     if parsed.rois and not schema.has_rois:
         raise Invalid(f"answer: rois: schema {schema.name!r} is classification only")
     for index, roi in enumerate(parsed.rois):
@@ -282,17 +290,13 @@ def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[st
         missing = [name for name in names if name not in parsed.labels]
         if missing:
             raise Invalid(f"answer: labels: no present/absent answer for {missing}")
-    if image is not None and parsed.image is not None:
-        for key in ("rows", "columns"):
-            if key in image and parsed.image.get(key) != image[key]:
-                raise Invalid(f"answer: image.{key}: {parsed.image.get(key)} but the image has {image[key]}")
     out: dict[str, Any] = {
         "labels": [{"name": n, "present": parsed.labels[n]} for n in names if n in parsed.labels],
         "rois": [{"label": r.label, "shape": r.shape, "points": [[float(x), float(y)] for x, y in r.points]}
                  for r in parsed.rois],
     }
     if parsed.image is not None:
-        out["image"] = dict(parsed.image)
+        out["image"] = parsed.image.to_dict()
     return out
 
 
@@ -320,7 +324,7 @@ def submit_answer(session: Session, assignment_id: int, user: User, raw: Any,
                        f"{assignment.lease_expires_at.isoformat()}; take the next task")
     schema = job_schema(job)
     item = session.scalars(select(Item).where(Item.id == assignment.item_id).with_for_update()).one()
-    assignment.answer = validate_answer(schema, raw, image=item.line.get("image_geometry"))
+    assignment.answer = validate_answer(schema, raw, image={k: item.line[k] for k in GEOMETRY_KEYS if k in item.line})
     assignment.submitted_at = now
     session.flush()
     answered = session.scalar(select(func.count(Assignment.id)).where(

@@ -10,7 +10,7 @@ Why the columns are what they are:
 * ``assignments`` has UNIQUE(item_id, user_id): an annotator can never hold or answer one item twice.
   An expired, unanswered lease is deleted (the slot returns to the item).
 * Answers, consolidated results and the final (reviewed) label are JSON in the label shape of
-  ARCHITECTURE.md; manifest lines are kept verbatim so the export writes input line + result.
+  docs/architecture.md; manifest lines are kept verbatim so the export writes input line + result.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Portal settings, read once from the environment (the names agreed with the ECS component).
 
 Locally and on ECS the same variables configure the service (see the table in
-``labeling/portal/__init__`` docs and /tmp/interfaces.md); secrets (DB password, session secret,
+the ``labeling/portal`` package docstring); secrets (DB password, session secret,
 Orthanc password, de-identification salt) come from ECS ``secrets`` in the cloud and from 0600
 files written by :mod:`labeling.portal.local` on a laptop — never from the command line.
 """

@@ -69,17 +69,19 @@ def truth_by_orthanc_id(ground_truth: Path | str) -> dict[str, Mapping[str, Any]
 
 
 def simulated_answer(record: Mapping[str, Any], worker: SimWorker, rng: np.random.Generator) -> Answer:
-    """One annotator's answer (the label shape of ARCHITECTURE.md) to the image ``record`` describes."""
+    """One annotator's answer (the label shape of docs/architecture.md) to the image ``record`` describes."""
     labels, rois = [], []
+    image = record.get("image") or {}
+    # Clamped to the image, as the viewer clamps a drawing: the label contract rejects points outside.
+    size = (int(image["rows"]), int(image["columns"])) if image.get("rows") and image.get("columns") else None
     for entry in record["labels"]:
         name, present = entry["name"], bool(entry["present"])
         rate = worker.rate("sensitivity", name) if present else 1.0 - worker.rate("specificity", name)
         said = bool(rng.random() < rate)
         labels.append({"name": name, "present": said})
         if said and present:
-            rois.extend(jitter_roi(rng, roi, worker.roi_jitter) for roi in record.get("rois", ())
+            rois.extend(jitter_roi(rng, roi, worker.roi_jitter, image=size) for roi in record.get("rois", ())
                         if roi["label"] == name and rng.random() >= worker.roi_miss)
-    image = record.get("image") or {}
     return {"labels": labels, "rois": rois,
             "image": {"rows": int(image.get("rows", 0)), "columns": int(image.get("columns", 0)), "frame": 0}}
 

@@ -2,7 +2,7 @@
 
 Thin adapter: parsing is :mod:`labeling.gt_contracts`, the logic :mod:`labeling.gt_postlabel`
 (which calls :func:`labeling.consolidation.consolidate_job` once for the batch); here only S3 I/O
-and logging. Each answered object's content is in the label shape of ARCHITECTURE.md. A malformed
+and logging. Each answered object's content is in the label shape of docs/architecture.md. A malformed
 object, an object the library rejects, or an unreadable worker answer is logged (one line naming the
 datasetObjectId and why) and left out; the other objects are still returned.
 

@@ -1,4 +1,4 @@
-"""GT custom-workflow contracts (ARCHITECTURE.md, "Contracts"): parsing and building, pure logic."""
+"""GT custom-workflow contracts (docs/architecture.md, "Contracts"): parsing and building, pure logic."""
 
 from __future__ import annotations
 

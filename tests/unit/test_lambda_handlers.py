@@ -1,4 +1,4 @@
-"""The GT Lambda adapters with events shaped as in ARCHITECTURE.md; S3 is moto's."""
+"""The GT Lambda adapters with events shaped as in docs/architecture.md; S3 is moto's."""
 
 from __future__ import annotations
 

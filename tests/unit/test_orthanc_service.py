@@ -1,4 +1,4 @@
-"""OrthancService under Pulumi mocks: the security floor of ARCHITECTURE.md, resource by resource."""
+"""OrthancService under Pulumi mocks: the security floor of docs/architecture.md, resource by resource."""
 
 from __future__ import annotations
 

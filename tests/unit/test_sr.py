@@ -157,7 +157,7 @@ def test_reading_others_scoords():
 
 def test_float32_graphic_data_reads_back_as_the_decimal_written():
     answer = {"rois": [{"label": "A", "shape": "polygon", "points": [[12.34, 56.78], [100.1, 7.7], [0.3, 99.9]]}]}
-    back = read_annotation_sr(_reread(build_annotation_sr(_source(), answer, OBSERVERS[:1])))
+    back = read_annotation_sr(_reread(build_annotation_sr(_source(columns=128), answer, OBSERVERS[:1])))
     assert back["rois"][0]["points"] == [[12.34, 56.78], [100.1, 7.7], [0.3, 99.9]]
     assert back["labels"] == []
 
@@ -217,9 +217,11 @@ def test_a_consolidated_output_manifest_record_becomes_an_sr():
     ({"rois": [{"label": "A", "shape": "polygon", "points": [[0, 0], [1, 1]]}]}, OBSERVERS, "rois[0].points"),
     ({"labels": [{"name": "A", "present": True, "confidence": 1.2}]}, OBSERVERS, "labels[0].confidence"),
     ({"labels": [{"name": "A", "present": True}], "image": {"rows": 5, "columns": 96}}, OBSERVERS,
-     "image.rows 5 differs"),
+     "image.rows: 5 but the image has 128"),
     ({"labels": [{"name": "A", "present": True}], "image": {"rows": 128, "columns": 96, "frame": 1}}, OBSERVERS,
-     "image.frame 1"),
+     "image.frame: frame 1 is outside"),
+    ({"rois": [{"label": "A", "shape": "point", "points": [[96.5, 3]]}]}, OBSERVERS,
+     "rois[0].points: point 0 .96.5, 3. lies outside the 96x128 image"),
     ({"labels": []}, OBSERVERS, "nothing to report"),
     ({"labels": [{"name": "A", "present": True}]}, [], "at least one"),
     ({"labels": [{"name": "A", "present": True}]}, [Observer("robot", "x")], "kind 'robot'"),

@@ -17,6 +17,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
+from labeling import stack_outputs
 from training import sagemaker as sm
 
 REGION = "eu-west-1"
@@ -321,12 +322,12 @@ def test_stack_outputs_come_from_pulumi_for_a_stack_name(monkeypatch, capsys):
         calls.append(cmd)
         return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(OUTPUTS), stderr="")
 
-    monkeypatch.setattr(sm.subprocess, "run", fake_run)
+    monkeypatch.setattr(stack_outputs.subprocess, "run", fake_run)
     assert _cli(["sagemaker", "status", "--stack", "dev", "--endpoint-name", "ep", "--dry-run"]) == 0
     assert calls == [["pulumi", "stack", "output", "--json", "--stack", "dev"]]
     assert json.loads(capsys.readouterr().out) == {"describe_endpoint": {"EndpointName": "ep"}}
 
-    monkeypatch.setattr(sm.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(
+    monkeypatch.setattr(stack_outputs.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(
         cmd, 255, stdout="", stderr="error: no stack named 'dev' found"))
     assert _cli(["sagemaker", "status", "--stack", "dev", "--endpoint-name", "ep"]) == 2
     assert "no stack named 'dev'" in capsys.readouterr().err

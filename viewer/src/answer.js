@@ -1,5 +1,5 @@
 /**
- * The answer of one annotator, in the label shape of ARCHITECTURE.md ("The label shape"), and the
+ * The answer of one annotator, in the label shape of docs/architecture.md ("The label shape"), and the
  * schema the viewer is mounted with. Pure functions (no DOM, no Cornerstone) so they are easy to
  * reason about:
  *
@@ -10,7 +10,19 @@
  * of their box, `polygon` its vertices, `point` one point.
  */
 
-export const SHAPES = ['rectangle', 'ellipse', 'polygon', 'point'];
+/**
+ * The ROI shapes and their point counts [min, max] (null: up to MAX_POINTS_PER_ROI): the shape
+ * registry of labeling/contracts/shapes.py, which tests/unit/test_contracts.py checks this table
+ * against, so Python and JavaScript cannot drift. A new shape goes there, here, and into its tool.
+ */
+export const SHAPE_POINTS = {
+  rectangle: [2, 2],
+  ellipse: [2, 2],
+  polygon: [3, null],
+  point: [1, 1],
+};
+export const MAX_POINTS_PER_ROI = 10000;
+export const SHAPES = Object.keys(SHAPE_POINTS);
 
 /** Colours for labels without their own `color` (distinct on a grey image, colour-blind aware). */
 const PALETTE = ['#e6194b', '#3cb44b', '#ffe119', '#4363d8', '#f58231', '#42d4f4', '#f032e6',
@@ -80,8 +92,16 @@ export function boundingBox(points) {
   return [[round(Math.min(...xs)), round(Math.min(...ys))], [round(Math.max(...xs)), round(Math.max(...ys))]];
 }
 
-/** One ROI of the answer from a shape and its image points (as drawn by the tool). */
-export function roiFromImagePoints(label, shape, points) {
+/**
+ * One ROI of the answer from a shape and its image points (as drawn by the tool). With `image`
+ * ({rows, columns}) the points are clamped to it first: a handle dragged past the edge marks the
+ * edge, and the label contract refuses points outside [0, columns] x [0, rows].
+ */
+export function roiFromImagePoints(label, shape, points, image) {
+  if (image && image.rows > 0 && image.columns > 0) {
+    const clamp = (v, hi) => Math.min(Math.max(v, 0), hi);
+    points = points.map((p) => [clamp(p[0], image.columns), clamp(p[1], image.rows)]);
+  }
   if (shape === 'rectangle' || shape === 'ellipse') {
     return { label, shape, points: boundingBox(points) };
   }
@@ -128,8 +148,9 @@ export function roiProblem(roi, schema) {
   if (!SHAPES.includes(roi.shape)) return `unknown shape ${JSON.stringify(roi.shape)}`;
   if (!Array.isArray(roi.points) || !roi.points.every((p) => Array.isArray(p) && p.length >= 2
       && p.every((v) => Number.isFinite(v)))) return 'points must be [[x, y], ...] numbers';
-  const need = { rectangle: 2, ellipse: 2, polygon: 3, point: 1 }[roi.shape];
-  if (roi.points.length < need) return `${roi.shape} needs at least ${need} points`;
+  const [low, high] = SHAPE_POINTS[roi.shape];
+  if (roi.points.length < low) return `${roi.shape} needs at least ${low} points`;
+  if (roi.points.length > (high ?? MAX_POINTS_PER_ROI)) return `${roi.shape} has more than ${high ?? MAX_POINTS_PER_ROI} points`;
   if (schema && !schema.labels.some((l) => l.name === roi.label)) {
     return `label ${JSON.stringify(roi.label)} is not in the schema`;
   }

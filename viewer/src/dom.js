@@ -1,7 +1,7 @@
 /**
  * DOM helpers. Every piece of text from the schema, the task or an answer goes in through
  * `textContent` / `createTextNode` / attribute values — never through innerHTML — so a label named
- * `<img src=x onerror=alert(1)>` is shown as those characters (ARCHITECTURE.md, security floor).
+ * `<img src=x onerror=alert(1)>` is shown as those characters (docs/architecture.md, security floor).
  */
 
 /** `el('button', {class: 'x', dataset: {a: '1'}, onclick}, 'text', child)` */

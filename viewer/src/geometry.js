@@ -6,7 +6,7 @@
  *
  * Cornerstone's own `worldToImageCoords` pairs the row cosines with the row spacing, which is only
  * right for square pixels, so the viewer uses these functions (fed the rendered image's geometry). Image coordinates follow
- * ARCHITECTURE.md: x = column, y = row, origin at the top-left corner, pixel centres at +0.5.
+ * docs/architecture.md: x = column, y = row, origin at the top-left corner, pixel centres at +0.5.
  */
 
 const dot = (a, b) => a[0] * b[0] + a[1] * b[1] + a[2] * b[2];

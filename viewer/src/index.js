@@ -1,7 +1,7 @@
 /**
  * dicom-annotate viewer bundle entry (ESM). Exports `mount` and, as a side effect of loading, sets
  * `window.DicomAnnotateViewer = {mount, version}` so a classic or inline module script in the GT
- * worker template or a portal page can use it (API: /tmp/interfaces.md "Viewer bundle").
+ * worker template or a portal page can use it (the mount API is documented at the top of viewer.js).
  */
 import { mount } from './viewer.js';
 

@@ -1,8 +1,8 @@
 /**
  * The annotation viewer: one DICOM Part-10 image in a Cornerstone3D stack viewport, the schema's
  * labels as image-level present/absent answers, and rectangle / ellipse / polygon (freehand) /
- * point ROIs, each with its own schema label. Mount API: /tmp/interfaces.md "Viewer bundle", shared
- * by the GT worker template and the portal:
+ * point ROIs, each with its own schema label. The mount API (one home: here; docs/architecture.md
+ * lists it among the contracts), shared by the GT worker template and the portal:
  *
  *   mount(element, {imageUrl, schema, initialAnswer?, overlays?, readOnly?, onChange?})
  *     → Promise<{getAnswer(), validate(), destroy(), getViewState(), undo(), imageToClient([x, y]),
@@ -706,7 +706,7 @@ class Viewer {
   roiOf(roi, annotation) {
     const world = roi.shape === 'polygon' ? annotation.data.contour?.polyline || [] : annotation.data.handles.points;
     const image = world.map((w) => worldToImage(this.plane, w));
-    return roiFromImagePoints(roi.label, roi.shape, image);
+    return roiFromImagePoints(roi.label, roi.shape, image, this.image);
   }
 
   currentRois() {
