@@ -288,6 +288,8 @@ def _classify(exc: BaseException) -> Optional[CommandError]:
         return Unavailable(f"AWS error: {exc}")
     if name == "labeling.local_stack.LocalStackError":
         return CommandError(str(exc))
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # a path given that cannot be used
+        return BadInput(f"{exc.filename}: {exc.strerror}")
     module = type(exc).__module__
     if module.startswith(("requests", "urllib3")) and "Connection" in type(exc).__name__:
         return Unavailable(f"cannot connect: {exc}", LOCAL_STACK_HINT)

@@ -60,8 +60,8 @@ Sub-commands
     ``failure-reason`` in its metadata, or with neither ``<attr>`` nor ``<attr>-metadata``, as failed
     (GT writes those for objects it could not label); any other line as invalid, with its problem.
 
-Exit codes: 0 done; 1 AWS error, or invalid output-manifest lines; 2 bad input (one line naming
-the file, the line or the key).
+Exit codes (README, "Errors and exit codes"): 0 done; 1 invalid output-manifest lines; 2 bad input (one
+line naming the file, the line or the key); 3 AWS refused or could not be reached.
 """
 
 from __future__ import annotations

@@ -50,7 +50,6 @@ import signal
 import socket
 import string
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -267,9 +266,14 @@ def check_plugins(plugin_dir: str = DEBIAN_PLUGIN_DIR) -> None:
             raise LocalStackError(f"Orthanc plugin {plugin_dir}/{filename} is missing: apt-get install {package}")
 
 
+def runuser() -> str:
+    """util-linux's runuser, also when /usr/sbin is not on PATH (a plain user's PATH, cron)."""
+    return shutil.which("runuser") or "/usr/sbin/runuser"
+
+
 def postgres_can_reach(directory: Path) -> bool:
     """Can the ``postgres`` user enter ``directory`` (every parent searchable by it)?"""
-    probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(directory)],
+    probe = subprocess.run([runuser(), "-u", "postgres", "--", "test", "-x", str(directory)],
                            capture_output=True)
     return probe.returncode == 0
 
@@ -548,7 +552,7 @@ class LocalStack:
     # -- PostgreSQL ---------------------------------------------------------------------------
 
     def _pg_prefix(self) -> list[str]:
-        return ["runuser", "-u", "postgres", "--"] if self._as_root else []
+        return [runuser(), "-u", "postgres", "--"] if self._as_root else []
 
     def _run_pg(self, argv: Sequence[str], what: str, timeout: float = 60.0,
                 check: bool = True) -> subprocess.CompletedProcess:
@@ -774,11 +778,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_up(args: argparse.Namespace) -> int:
     stack = LocalStack(args.workdir)
-    try:
-        info = stack.up(timeout=args.timeout)
-    except LocalStackError as exc:
-        print(f"local up: {exc}", file=sys.stderr)
-        return 1
+    info = stack.up(timeout=args.timeout)  # LocalStackError: the CLI's error line (exit 1), log tail included
     if info.already_running:
         print(f"already running: Orthanc {info.url} (pid {info.orthanc_pid}), "
               f"PostgreSQL 127.0.0.1:{info.postgres_port} (pid {info.postgres_pid})")
@@ -791,13 +791,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    try:
-        stack = LocalStack(args.workdir)
-        for line in (stack.purge() if args.purge else stack.down()):
-            print(line)
-    except (LocalStackError, OSError) as exc:
-        print(f"local down: {exc}", file=sys.stderr)
-        return 1
+    stack = LocalStack(args.workdir)
+    for line in (stack.purge() if args.purge else stack.down()):
+        print(line)
     return 0
 
 

@@ -50,7 +50,7 @@ PyTorch training 2.8.0 (Python 3.12, CUDA 12.9 for GPU, Ubuntu 22.04) and PyTorc
 (Python 3.12, CUDA 12.4, Ubuntu 22.04), the SageMaker variants (``-sagemaker`` tags) of the AWS Deep
 Learning Containers, registry account per region from the SageMaker Python SDK's image table.
 
-Exit codes: 0 done; 1 AWS error; 2 bad input (one line naming the flag, file or stack output).
+Exit codes (README): 0 done; 2 bad input (one line naming the flag, file or stack output); 3 AWS error.
 """
 
 from __future__ import annotations

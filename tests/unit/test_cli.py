@@ -134,3 +134,13 @@ def test_only_the_command_being_run_is_imported(argv, unwanted):
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "IMPORTED:"
+
+
+def test_an_unusable_path_is_one_line_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run("local", "status", "--workdir", str(blocker / "stack"))
+    assert result.returncode == 3  # status of nothing: not running
+    result = run("local", "up", "--workdir", str(blocker / "stack"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"local up: error: {blocker / 'stack'}: Not a directory"]
