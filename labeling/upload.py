@@ -48,8 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence
 
-import pydicom
-
 from labeling.cli import EXIT_FAILED, EXIT_OK, BadInput, add_progress_argument, positive_int
 from labeling.connection import add_connection_arguments, connection_from_args
 from labeling.orthanc_client import OrthancClient, OrthancError, UploadResult
@@ -243,6 +241,8 @@ def _headerless_identity(data: bytes) -> DicomIdentity:
     """A data set without the PS3.10 header (preamble, ``DICM``, group 0002): DCMTK, hence Orthanc,
     still reads one, guessing its encoding — so does pydicom (``force``). Refused only when no data
     set with the UIDs Orthanc indexes by comes out; the encoding is a guess, so no length walk."""
+    import pydicom  # here, not at the top: numpy + pydicom cost every command's start-up ~0.5 s
+
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
         values = {name: str(dataset.get(name, "") or "").rstrip("\0 ") for name in CAPTURED_TAGS.values()}
@@ -286,6 +286,8 @@ def _fast_identity(data: bytes) -> Optional[DicomIdentity]:
 
 
 def _pydicom_identity(data: bytes) -> DicomIdentity:
+    import pydicom
+
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         syntax = dataset.file_meta.get("TransferSyntaxUID")
@@ -845,6 +847,8 @@ def run(args: argparse.Namespace) -> int:
     conn = connection_from_args(args)
     # pydicom's warnings about odd values would break the progress display; what matters for a
     # file is its outcome line (and Orthanc's verdict), so they are silenced in this command.
+    import pydicom
+
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     client = OrthancClient.from_connection(conn, pool_size=args.workers + 1)

@@ -124,7 +124,7 @@ def test_a_missing_output_parent_is_refused_before_any_work(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, unwanted", [
     (["upload", "--help"], ("labeling.manifest", "labeling.synth", "labeling.gt", "labeling.portal.cli",
-                            "boto3", "torch")),
+                            "pydicom", "boto3", "torch")),
     (["local", "status", "--help"], ("labeling.upload", "pydicom", "rich", "boto3", "torch")),
     (["--help"], ("labeling.upload", "labeling.local_stack", "requests", "pydicom", "torch")),
 ])
