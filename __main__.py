@@ -6,15 +6,17 @@ exports what a user needs (no secret values).
 
 import pulumi
 
-from components.config import load_stack_config
+from components.config import check_generated_names, load_stack_config
 from components.labeling_bundle import LabelingBundle, LabelingBundleArgs
 from components.network import Network, NetworkArgs
-from components.orthanc import DB_USERNAME, OrthancService, OrthancServiceArgs
+from components.orthanc import OrthancService, OrthancServiceArgs
 from components.portal import Portal, PortalArgs
 from components.packaging import dependency_layer_archive, lambda_archive
 from components.storage import KmsKey, KmsKeyArgs
 
 config = load_stack_config()
+# Every generated name is checked against its AWS limit for this stack name, at preview.
+pulumi.runtime.register_stack_transformation(check_generated_names)
 stack = pulumi.get_stack()
 prefix = f"da-{stack}"
 tags = {"project": "dicom-annotate", "stack": stack, **config.tags}
@@ -23,7 +25,7 @@ key = KmsKey(
     f"{prefix}-data",
     KmsKeyArgs(
         description=f"dicom-annotate {stack}: DICOM storage, database, secrets, logs, annotations",
-        service_principals=("logs.{region}.amazonaws.com",),
+        cloudwatch_logs=True,
         deletion_window_days=30 if config.environment == "prod" else 7,
         tags=tags,
     ),
@@ -39,6 +41,8 @@ network = Network(
         log_retention_days=config.log_retention_days,
         kms_key_arn=key.arn,
         vpc_id=config.vpc_id,
+        s3_gateway_endpoint=config.s3_gateway_endpoint,
+        interface_endpoint_private_dns=config.interface_endpoint_private_dns,
         public_subnet_ids=list(config.public_subnet_ids),
         private_subnet_ids=list(config.private_subnet_ids),
         tags=tags,
@@ -94,13 +98,14 @@ if config.portal_enabled:
             orthanc_secret_arn=orthanc.admin_secret_arn,
             orthanc_client_security_group_id=orthanc.client_security_group_id,
             db_address=orthanc.db_address,
-            db_username=DB_USERNAME,
             db_secret_arn=orthanc.db_secret_arn,
+            db_secret_version=orthanc.db_secret_version,
             db_security_group_id=orthanc.db_security_group_id,
             salt_secret_arn=labeling.salt_secret_arn,
             annotation_bucket_name=labeling.annotation_bucket_name,
             annotation_bucket_arn=labeling.annotation_bucket_arn,
             kms_key_arn=key.arn,
+            dependency_layer_arn=labeling.dependency_layer_arn,
             tags=tags,
         ),
     )
@@ -128,3 +133,4 @@ if portal is not None:
     pulumi.export("portalUserPoolId", portal.user_pool_id)
     pulumi.export("portalSignInDomain", portal.sign_in_domain)
     pulumi.export("portalRepositoryUrl", portal.repository_url)
+    pulumi.export("portalDatabaseSecretArn", portal.db_secret_arn)

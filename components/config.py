@@ -9,6 +9,7 @@ the key and what is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import re
@@ -19,9 +20,27 @@ PROJECT = "dicom-annotate"
 
 # orthancteam/orthanc is pinned: the config generator and health probe are tested against it.
 DEFAULT_ORTHANC_IMAGE = "orthancteam/orthanc:25.1.1"
+# The same image from Docker Hub (optionally pinned by digest), or from an ECR private repository
+# of the stack's region - a pull-through cache of Docker Hub or a mirror - pinned by digest.
+DOCKER_HUB_IMAGE = re.compile(r"orthancteam/orthanc:\d+\.\d+\.\d+(-full)?(@sha256:[0-9a-f]{64})?")
+ECR_IMAGE = re.compile(r"(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(\.cn)?/"
+                       r"(?P<repository>[a-z0-9][a-z0-9._/-]*)(:[\w.-]+)?@sha256:[0-9a-f]{64}")
 
-# RDS PostgreSQL memory per class (GiB), for the default max_connections
-# LEAST(DBInstanceClassMemory / 9531392, 5000) — AWS RDS "Maximum number of database connections".
+# Values shipped as examples that a real deployment must replace: AWS's documentation account
+# and an all-zero id, and the DNS names reserved for examples (RFC 2606 / RFC 6761).
+PLACEHOLDER_ACCOUNTS = ("123456789012", "000000000000")
+PLACEHOLDER_DOMAIN = re.compile(r"(^|.*\.)(example(\.com|\.net|\.org)?|test|invalid|localhost)$")
+# Stack names become part of bucket and repository names, which take lower-case only.
+STACK_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+# RDS PostgreSQL memory per class (GiB). AWS documents max_connections for RDS for PostgreSQL as
+# LEAST({DBInstanceClassMemory/9531392}, 5000) ("Maximum number of database connections",
+# https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/CHAP_Limits.html#RDS_Limits.MaxConnections),
+# where DBInstanceClassMemory is the class's memory less what the OS and RDS processes keep
+# (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_ParamValuesRef.html) - a figure AWS
+# does not publish. So the stack does not guess the default: the parameter group sets
+# max_connections to the formula over a conservative estimate (components/orthanc.py), and every
+# budget (Orthanc's IndexConnectionsCount, the portal's pool) is taken from that same number.
 RDS_CLASS_MEMORY_GIB = {
     "db.t4g.micro": 1, "db.t4g.small": 2, "db.t4g.medium": 4, "db.t4g.large": 8,
     "db.t3.micro": 1, "db.t3.small": 2, "db.t3.medium": 4, "db.t3.large": 8,
@@ -29,6 +48,11 @@ RDS_CLASS_MEMORY_GIB = {
     "db.m6g.large": 8, "db.m6g.xlarge": 16, "db.r7g.large": 16, "db.r7g.xlarge": 32,
     "db.r6g.large": 16, "db.r6g.xlarge": 32,
 }
+RDS_BYTES_PER_CONNECTION = 9531392
+# Observed defaults (2 GiB: 198, 4 GiB: 413, 8 GiB: 856) put RDS's own share at 260-430 MiB; the
+# estimate keeps max(256 MiB, 9 %) back: at or below every observed default, within 10 % of it.
+RDS_RESERVED_MIB_MIN = 256
+RDS_RESERVED_FRACTION = 0.09
 
 # Fargate task sizes AWS accepts: cpu units → allowed memory MiB.
 FARGATE_SIZES = {
@@ -60,15 +84,16 @@ def _camel(name: str) -> str:
 
 
 def rds_max_connections(instance_class: str) -> int:
-    """RDS PostgreSQL's default ``max_connections`` for a class (AWS formula, capped at 5000)."""
+    """``max_connections`` the stack sets for a class: AWS's formula over DBInstanceClassMemory,
+    estimated conservatively (see RDS_RESERVED_*), capped at 5000 as AWS caps it."""
     gib = RDS_CLASS_MEMORY_GIB.get(instance_class)
     if gib is None:
         raise ConfigError(
             f"{_key('dbInstanceClass')}: {instance_class!r} is not in the known class table "
             f"({', '.join(sorted(RDS_CLASS_MEMORY_GIB))})")
-    # DBInstanceClassMemory is somewhat below nominal memory; RDS reserves part for the OS.
-    usable = gib * 1024 ** 3 * 0.9
-    return int(min(usable // 9531392, 5000))
+    nominal_mib = gib * 1024
+    usable_mib = nominal_mib - max(RDS_RESERVED_MIB_MIN, nominal_mib * RDS_RESERVED_FRACTION)
+    return int(min(usable_mib * 1024 * 1024 // RDS_BYTES_PER_CONNECTION, 5000))
 
 
 @dataclass(frozen=True)
@@ -85,10 +110,16 @@ class StackConfig:
     nat_gateways: Optional[str] = None            # single (dev default) / one-per-az (prod default)
     interface_endpoints: Optional[bool] = None    # default: off (dev) / on (prod)
     flow_logs: bool = True
+    # Bring-your-own VPC that already has them: skip our S3 gateway endpoint ("route already
+    # exists"), or create our interface endpoints without private DNS ("conflicting DNS domain").
+    s3_gateway_endpoint: bool = True
+    interface_endpoint_private_dns: bool = True
     # Edge
     certificate_arn: Optional[str] = None
     allow_http: bool = False
-    alb_ingress_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    # Who may reach the ALB. Default: everyone on HTTPS; nobody on a plain-HTTP (allowHttp) stack
+    # until set, since Orthanc's admin basic-auth would cross the internet in clear text.
+    alb_ingress_cidrs: Optional[tuple[str, ...]] = None
     dicom_nlb: bool = False
     dicom_allowed_cidrs: tuple[str, ...] = ()
     # Orthanc service
@@ -98,6 +129,9 @@ class StackConfig:
     min_tasks: Optional[int] = None               # default: 1 (dev) / 2 (prod)
     max_tasks: Optional[int] = None               # default: 2 (dev) / 6 (prod)
     cpu_target_percent: int = 60
+    # `pulumi up` waits for each ECS service to reach a steady state, so a crash-looping task fails
+    # the deployment (the circuit breaker rolls it back) instead of reporting success. Prod: always.
+    wait_for_steady_state: bool = True
     # Database
     db_instance_class: Optional[str] = None       # default: db.t4g.micro (dev) / db.m7g.large (prod)
     db_engine_version: str = "17"
@@ -151,8 +185,9 @@ class StackConfig:
         kwargs.setdefault("environment", "prod" if stack.startswith("prod") else "dev")
         if region:
             kwargs.setdefault("region", region)
-        config = cls(**kwargs)
-        return config.with_defaults().validated()
+        config = cls(**kwargs).with_defaults().validated()
+        config.check_stack_name(stack)
+        return config
 
     def with_defaults(self) -> "StackConfig":
         """Fill the per-environment defaults (None means 'the environment decides')."""
@@ -178,6 +213,7 @@ class StackConfig:
             "portal_max_tasks": 4 if prod else 2,
             "portal_mfa": "required" if prod else "optional",
         }
+        defaults["alb_ingress_cidrs"] = () if self.allow_http else ("0.0.0.0/0",)
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         if not self.gt_worker_origins:
             filled["gt_worker_origins"] = (f"https://*.labeling.{self.region}.sagemaker.aws",)
@@ -214,6 +250,14 @@ class StackConfig:
             else:
                 if not 16 <= net.prefixlen <= 22 or not net.is_private:
                     fail("vpcCidr", f"{self.vpc_cidr} must be a private block between /16 and /22")
+        if not self.byo_vpc:
+            for name, on in (("s3GatewayEndpoint", self.s3_gateway_endpoint),
+                             ("interfaceEndpointPrivateDns", self.interface_endpoint_private_dns)):
+                if not on:
+                    fail(name, "may only be false with a brought VPC (vpcId) that already has its own; "
+                               "the VPC this stack creates needs it")
+        if not self.interface_endpoint_private_dns and not self.interface_endpoints:
+            fail("interfaceEndpointPrivateDns", "applies to interfaceEndpoints: true only")
         if self.nat_gateways not in NAT_MODES:
             fail("natGateways", f"{self.nat_gateways!r} is not one of {', '.join(NAT_MODES)}")
         if self.certificate_arn:
@@ -238,15 +282,24 @@ class StackConfig:
                     ipaddress.ip_network(cidr)
                 except ValueError:
                     fail(name, f"{cidr!r} is not a CIDR block")
-        if not self.alb_ingress_cidrs:
+        if self.https and not self.alb_ingress_cidrs:
             fail("albIngressCidrs", "needs at least one CIDR block")
+        if self.allow_http and any(ipaddress.ip_network(c).prefixlen == 0 for c in self.alb_ingress_cidrs):
+            fail("albIngressCidrs", "plain HTTP (allowHttp) to the whole internet would send Orthanc's admin "
+                                    "credentials in clear text: list your own CIDR blocks, or set certificateArn")
         if self.dicom_nlb:
             if not self.dicom_allowed_cidrs:
                 fail("dicomAllowedCidrs", "dicomNlb: true needs the modality CIDR blocks allowed on 4242")
             if any(ipaddress.ip_network(c).prefixlen == 0 for c in self.dicom_allowed_cidrs):
                 fail("dicomAllowedCidrs", "0.0.0.0/0 would expose DICOM 4242 to the internet")
-        if not re.fullmatch(r"orthancteam/orthanc:\d+\.\d+\.\d+(-full)?", self.orthanc_image):
-            fail("orthancImage", f"{self.orthanc_image!r} must be orthancteam/orthanc:<pinned x.y.z tag>")
+        mirror = ECR_IMAGE.fullmatch(self.orthanc_image)
+        if not DOCKER_HUB_IMAGE.fullmatch(self.orthanc_image) and not mirror:
+            fail("orthancImage", f"{self.orthanc_image!r} must be orthancteam/orthanc:<x.y.z> (Docker Hub), or an "
+                                 "ECR image of this region pinned by digest (<account>.dkr.ecr.<region>.amazonaws.com/"
+                                 "<repository>[:tag]@sha256:<64 hex>)")
+        if mirror and mirror["region"] != self.region:
+            fail("orthancImage", f"the ECR image is in {mirror['region']}, the stack in {self.region}: the tasks "
+                                 "pull from their own region's registry (a pull-through cache is regional)")
         if self.orthanc_cpu not in FARGATE_SIZES:
             fail("orthancCpu", f"{self.orthanc_cpu} is not a Fargate CPU size ({sorted(FARGATE_SIZES)})")
         if self.orthanc_memory not in FARGATE_SIZES[self.orthanc_cpu]:
@@ -273,6 +326,9 @@ class StackConfig:
                 fail("deletionProtection", "must be true in prod")
             if not self.db_multi_az:
                 fail("dbMultiAz", "must be true in prod")
+            if not self.wait_for_steady_state:
+                fail("waitForSteadyState", "must be true in prod (otherwise `pulumi up` reports success "
+                                           "while the tasks crash-loop)")
         valid_retention = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
                            1827, 2192, 2557, 2922, 3288, 3653)
         if self.log_retention_days not in valid_retention:
@@ -331,6 +387,36 @@ class StackConfig:
             fail("portalEnabled", "the portal signs users in through the ALB's authenticate-cognito action, "
                                   "which AWS offers only on HTTPS listeners: set certificateArn (a plain-HTTP "
                                   "allowHttp stack runs without the portal)")
+        if self.portal_enabled and not self.portal_domain:
+            fail("portalDomain", "is required with the portal: users and Cognito's sign-in callback use this "
+                                 "host, and the ALB's own *.elb.amazonaws.com name is not on your certificate; "
+                                 "set the name certificateArn covers (and point it at the ALB), or portalEnabled: false")
+
+    def placeholders(self) -> list[str]:
+        """Example values a real deployment must replace (the offline plan lists them as notes)."""
+        found = []
+        for name, arn in (("certificateArn", self.certificate_arn),
+                          ("viewerAssetsCertificateArn", self.viewer_assets_certificate_arn)):
+            if arn and (arn.split(":")[4] in PLACEHOLDER_ACCOUNTS or "/00000000-0000-" in arn):
+                found.append(f"{_key(name)}: {arn} is a placeholder (example account or id): set your ACM "
+                             f"certificate with `pulumi config set {name} arn:aws:acm:…`")
+        for name, domain in (("portalDomain", self.portal_domain), ("viewerAssetsDomain", self.viewer_assets_domain)):
+            if domain and PLACEHOLDER_DOMAIN.fullmatch(domain):
+                found.append(f"{_key(name)}: {domain} is a name reserved for examples: set the host name your "
+                             f"certificate covers with `pulumi config set {name} <host>`")
+        return found
+
+    def check_stack_name(self, stack: str) -> None:
+        """Names derived from the stack name must be valid for AWS (resource names: NAME_LIMITS)."""
+        if not STACK_NAME.fullmatch(stack):
+            raise ConfigError(f"stack name {stack!r}: use lower-case letters, digits and hyphens (it becomes part "
+                              "of S3 bucket and ECR repository names, which allow nothing else)")
+        if self.portal_enabled and self.cognito_domain_prefix is None:
+            prefix = f"da-{stack}-portal-{'0' * 12}"  # "<stack prefix>-portal-<account id>"
+            if len(prefix) > 63:
+                raise ConfigError(f"{_key('cognitoDomainPrefix')}: the default sign-in domain prefix for stack "
+                                  f"{stack!r} is {len(prefix)} characters, Cognito allows 63: set "
+                                  "cognitoDomainPrefix or use a shorter stack name")
 
     # ------------------------------------------------------------------ derived facts
     @property
@@ -352,6 +438,10 @@ class StackConfig:
             notes.append(f"{_key('allowHttp')}: the ALB serves plain HTTP; do not load real patient data")
         if "0.0.0.0/0" in self.alb_ingress_cidrs:
             notes.append(f"{_key('albIngressCidrs')}: the ALB accepts the whole internet on 443/80")
+        notes.extend(f"{problem} (pulumi preview/up refuse it)" for problem in self.placeholders())
+        if not self.alb_ingress_cidrs:
+            notes.append(f"{_key('albIngressCidrs')}: none set, so the plain-HTTP ALB admits nobody; list your "
+                         "own CIDR blocks to reach Orthanc")
         if not self.portal_enabled:
             notes.append(f"{_key('portalEnabled')}: no labeling portal in this stack"
                          + ("" if self.https else " (it needs certificateArn: ALB sign-in is HTTPS-only)"))
@@ -417,4 +507,99 @@ def load_stack_config() -> StackConfig:
         else:
             values[key] = raw
     region = pulumi.Config("aws").get("region")
-    return StackConfig.from_mapping(values, stack=pulumi.get_stack(), region=region)
+    stack_config = StackConfig.from_mapping(values, stack=pulumi.get_stack(), region=region)
+    placeholders = stack_config.placeholders()
+    if placeholders and not is_offline_run():
+        raise ConfigError(placeholders[0])
+    return stack_config
+
+
+# ---------------------------------------------------------------------- offline runs
+_offline_run = False
+
+
+@contextlib.contextmanager
+def offline_run():
+    """While components/offline.py runs the program under mocks (offline plan, tests).
+
+    Settings only a real account can supply (certificates, domains, the built Lambda layer) may then
+    be placeholders, reported as notes; ``pulumi preview`` and ``pulumi up`` refuse them.
+    """
+    global _offline_run
+    previous, _offline_run = _offline_run, True
+    try:
+        yield
+    finally:
+        _offline_run = previous
+
+
+def is_offline_run() -> bool:
+    return _offline_run
+
+
+# ---------------------------------------------------------------------- generated names
+# AWS name limits of the resource types this program names, by (type token: name property, limit).
+# A name left to Pulumi gets "<logical name>-<7 hex>" (8 characters added). Sources: ELB
+# CreateLoadBalancer/CreateTargetGroup (32), IAM quotas (role 64, inline policy 128), S3 bucket
+# naming (63), Lambda CreateFunction (64) / PublishLayerVersion (140), RDS DBInstanceIdentifier
+# (63), SageMaker CreateNotebookInstance / lifecycle configuration (63), Cognito (pool 128,
+# domain prefix 63), ECR (256), ECS (255), CloudWatch alarm (255), CloudFront OAC (64).
+NAME_LIMITS: dict[str, tuple[str, int]] = {
+    "aws:lb/loadBalancer:LoadBalancer": ("name", 32),
+    "aws:lb/targetGroup:TargetGroup": ("name", 32),
+    "aws:iam/role:Role": ("name", 64),
+    "aws:iam/rolePolicy:RolePolicy": ("name", 128),
+    "aws:s3/bucket:Bucket": ("bucket", 63),
+    "aws:lambda/function:Function": ("name", 64),
+    "aws:lambda/layerVersion:LayerVersion": ("layer_name", 140),
+    "aws:rds/instance:Instance": ("identifier", 63),
+    "aws:rds/parameterGroup:ParameterGroup": ("name", 255),
+    "aws:rds/subnetGroup:SubnetGroup": ("name", 255),
+    "aws:sagemaker/notebookInstance:NotebookInstance": ("name", 63),
+    "aws:sagemaker/notebookInstanceLifecycleConfiguration:NotebookInstanceLifecycleConfiguration": ("name", 63),
+    "aws:cognito/userPool:UserPool": ("name", 128),
+    "aws:cognito/userPoolClient:UserPoolClient": ("name", 128),
+    "aws:cognito/userPoolDomain:UserPoolDomain": ("domain", 63),
+    "aws:ecr/repository:Repository": ("name", 256),
+    "aws:ecs/cluster:Cluster": ("name", 255),
+    "aws:ecs/service:Service": ("name", 255),
+    "aws:ecs/taskDefinition:TaskDefinition": ("family", 255),
+    "aws:cloudwatch/metricAlarm:MetricAlarm": ("name", 255),
+    "aws:cloudfront/originAccessControl:OriginAccessControl": ("name", 64),
+    "aws:cloudfront/cachePolicy:CachePolicy": ("name", 128),
+    "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy": ("name", 128),
+    "aws:secretsmanager/secret:Secret": ("name", 512),
+    "aws:cloudwatch/logGroup:LogGroup": ("name", 512),
+}
+AUTONAME_SUFFIX = 8
+
+
+def name_length_problem(type_: str, logical_name: str, props: Mapping[str, Any], stack: str) -> Optional[str]:
+    """The message for a name AWS would refuse as too long, or None (values known only later pass)."""
+    if type_ not in NAME_LIMITS:
+        return None
+    prop, limit = NAME_LIMITS[type_]
+    camel = _camel(prop)
+    explicit = props.get(prop)
+    if explicit is None:
+        explicit = props.get(camel)
+    if explicit is None:  # left to Pulumi's auto-naming
+        length, shown = len(logical_name) + AUTONAME_SUFFIX, f"{logical_name}-xxxxxxx"
+    elif isinstance(explicit, str):
+        length, shown = len(explicit), explicit
+    else:
+        return None  # an Output: known only at deploy time (the Cognito default is checked above)
+    if length <= limit:
+        return None
+    return (f"stack name {stack!r}: {type_.rsplit(':', 1)[-1]} {shown!r} is {length} characters, AWS allows "
+            f"{limit}: use a stack name shorter by at least {length - limit}")
+
+
+def check_generated_names(args: Any) -> None:
+    """Pulumi stack transformation: stop at preview on the first name AWS would refuse as too long."""
+    import pulumi
+
+    problem = name_length_problem(args.type_, args.name, args.props or {}, pulumi.get_stack())
+    if problem:
+        raise ConfigError(problem)
+    return None

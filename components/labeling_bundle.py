@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -25,20 +26,32 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.config import StackConfig
-from components.packaging import LAMBDA_RUNTIME, ROOT
+from components.packaging import LAMBDA_RUNTIME, ROOT, package_archive
 from components.storage import SecureBucket, SecureBucketArgs, encrypted_log_group
 from components.viewer_cdn import ViewerAssetsCdn, ViewerAssetsCdnArgs
 from labeling import viewer_assets
+from training.dlc import registry_account
 
 TEMPLATE_KEY = "templates/worker_template.liquid.html"
 LAMBDA_HANDLER = "handler.lambda_handler"
 LAMBDA_ARCHITECTURE = "x86_64"  # the dependency layer is built from manylinux2014/manylinux_2_28 x86_64 wheels
 NOTEBOOK_PLATFORM = "notebook-al2023-v1"
-# AWS Deep Learning Containers (training/inference images) are published from this account.
-DLC_ACCOUNT = "763104351884"
+# Interpreters that carry boto3 on each notebook platform, in the order the idle check tries them:
+# the JupyterSystemEnv conda environment SageMaker installs on every notebook platform, then the
+# OS Python (AWS's auto-stop sample does the same and also exits when neither has boto3:
+# github.com/aws-samples/amazon-sagemaker-notebook-instance-lifecycle-config-samples,
+# scripts/auto-stop-idle/on-start.sh). Platforms: https://docs.aws.amazon.com/sagemaker/latest/dg/nbi-al2023.html
+NOTEBOOK_PLATFORM_PYTHONS = {
+    "notebook-al2023-v1": ("/home/ec2-user/anaconda3/envs/JupyterSystemEnv/bin/python", "/usr/bin/python3"),
+    "notebook-al2-v3": ("/home/ec2-user/anaconda3/envs/JupyterSystemEnv/bin/python", "/usr/bin/python3"),
+}
+# The project copy the notebook's on-start script unpacks (training/, labeling/, the walkthrough).
+NOTEBOOK_CODE_KEY = "notebook/dicom-annotate.zip"
 # SageMaker caps each lifecycle script at 16,384 characters of base64.
 MAX_LIFECYCLE_SCRIPT_B64 = 16_384
 LAMBDA_ROLE_NAMES = ("prelabel", "postlabel")
+# The notebook's idle-stop check reports here (training/notebook_lifecycle_on_start.sh).
+METRIC_NAMESPACE = "dicom-annotate/Notebook"
 
 
 @dataclass
@@ -56,7 +69,7 @@ class LabelingBundleArgs:
     tags: dict[str, str] = field(default_factory=dict)
     # None leaves the functions on the account's unreserved pool.
     reserved_concurrency: Optional[int] = None
-    training_requirements_path: Path = ROOT / "training" / "requirements.txt"
+    training_requirements_path: Path = ROOT / "training" / "requirements-notebook.txt"
     lifecycle_on_create_path: Path = ROOT / "training" / "notebook_lifecycle_on_create.sh"
     lifecycle_on_start_path: Path = ROOT / "training" / "notebook_lifecycle_on_start.sh"
 
@@ -125,7 +138,7 @@ class LabelingBundle(pulumi.ComponentResource):
         self.ground_truth_role = aws.iam.Role(
             f"{name}-gt-role",
             description="SageMaker Ground Truth labeling jobs of dicom-annotate",
-            assume_role_policy=account.apply(lambda acct: json.dumps(_assume_role("sagemaker.amazonaws.com", acct))),
+            assume_role_policy=json.dumps(service_role_trust("sagemaker.amazonaws.com")),
             tags=args.tags,
             opts=child,
         )
@@ -173,7 +186,7 @@ class LabelingBundle(pulumi.ComponentResource):
         self.sagemaker_execution_role = aws.iam.Role(
             f"{name}-sagemaker-role",
             description="SageMaker training jobs and the notebook instance of dicom-annotate",
-            assume_role_policy=account.apply(lambda acct: json.dumps(_assume_role("sagemaker.amazonaws.com", acct))),
+            assume_role_policy=json.dumps(service_role_trust("sagemaker.amazonaws.com")),
             tags=args.tags,
             opts=child,
         )
@@ -191,13 +204,31 @@ class LabelingBundle(pulumi.ComponentResource):
             f"{name}-notebook", args, "Training notebook: no ingress (opened through the SageMaker console); HTTPS out",
             "PyPI and AWS APIs via NAT or VPC endpoints", child)
         requirements = _training_requirements(args.training_requirements_path)
+        # The project's code and walkthrough notebook, copied onto the instance at every start.
+        self.notebook_code = aws.s3.BucketObjectv2(
+            f"{name}-notebook-code",
+            bucket=self.bucket.id,
+            key=NOTEBOOK_CODE_KEY,
+            source=package_archive("training", "labeling"),
+            content_type="application/zip",
+            server_side_encryption="aws:kms",
+            kms_key_id=args.kms_key_arn,
+            tags=args.tags,
+            opts=child,
+        )
+        script_values = {
+            "__IDLE_MINUTES__": str(int(config.notebook_idle_minutes)),
+            "__TRAINING_REQUIREMENTS__": requirements,
+            "__IDLE_PYTHONS__": " ".join(notebook_pythons(NOTEBOOK_PLATFORM)),
+            "__METRIC_NAMESPACE__": METRIC_NAMESPACE,
+        }
         self.lifecycle_config = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
             f"{name}-notebook-lifecycle",
             name=_sagemaker_name(f"{name}-lifecycle"),
-            on_create=lifecycle_script_b64(args.lifecycle_on_create_path, config.notebook_idle_minutes,
-                                           requirements),
-            on_start=lifecycle_script_b64(args.lifecycle_on_start_path, config.notebook_idle_minutes,
-                                          requirements),
+            on_create=lifecycle_script_b64(args.lifecycle_on_create_path, script_values),
+            on_start=pulumi.Output.concat("s3://", self.bucket.name, "/", NOTEBOOK_CODE_KEY).apply(
+                lambda uri: lifecycle_script_b64(args.lifecycle_on_start_path,
+                                                 {**script_values, "__CODE_S3_URI__": uri})),
             tags=args.tags,
             opts=child,
         )
@@ -223,6 +254,19 @@ class LabelingBundle(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[sagemaker_policy], delete_before_replace=True),
         )
 
+        # The idle check reports its failures (components: lifecycle on-start, section 2): a notebook
+        # that cannot stop itself costs ~5x its planned hours.
+        self.idle_stop_alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-notebook-idle-stop-alarm",
+            name=f"{name}-notebook-idle-stop-broken",
+            alarm_description="The notebook's idle auto-stop failed: it keeps running (and billing) until stopped",
+            namespace=METRIC_NAMESPACE, metric_name="IdleStopBroken",
+            dimensions={"NotebookInstanceName": notebook_name},
+            statistic="Maximum", period=300, evaluation_periods=1, threshold=1,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            treat_missing_data="notBreaching",  # no report while the instance is stopped is normal
+            tags=args.tags, opts=child)
+
         # ---- outputs (no secret values)
         self.annotation_bucket_name = self.bucket.name
         self.annotation_bucket_arn = self.bucket.arn
@@ -236,6 +280,7 @@ class LabelingBundle(pulumi.ComponentResource):
         self.notebook_instance_name = self.notebook.name
         self.viewer_assets_url = self.viewer.base_url
         self.salt_secret_arn = self.salt_secret.arn
+        self.dependency_layer_arn = self.layer.arn
         self.register_outputs({
             "viewer_assets_url": self.viewer_assets_url,
             "annotation_bucket_name": self.annotation_bucket_name,
@@ -263,7 +308,7 @@ class LabelingBundle(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-{function}-role",
             description=f"dicom-annotate GT {function} Lambda",
-            assume_role_policy=account.apply(lambda acct: json.dumps(_assume_role("lambda.amazonaws.com", acct))),
+            assume_role_policy=json.dumps(service_role_trust("lambda.amazonaws.com")),
             tags=args.tags,
             opts=child,
         )
@@ -346,36 +391,63 @@ def _https_egress(description: str) -> aws.ec2.SecurityGroupEgressArgs:
                                            cidr_blocks=["0.0.0.0/0"], description=description)
 
 
+def notebook_pythons(platform: str) -> tuple[str, ...]:
+    """The idle check's interpreter candidates for a notebook platform identifier."""
+    if platform not in NOTEBOOK_PLATFORM_PYTHONS:
+        raise ValueError(f"notebook platform {platform!r}: no known Python with boto3 for the idle check "
+                         f"(known: {', '.join(NOTEBOOK_PLATFORM_PYTHONS)}); add it to NOTEBOOK_PLATFORM_PYTHONS")
+    return NOTEBOOK_PLATFORM_PYTHONS[platform]
+
+
 def _training_requirements(path: Path) -> str:
-    if path.is_file():
-        return path.read_text(encoding="utf-8").strip()
-    pulumi.log.warn(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} is missing: "
-                    "the notebook's environment gets no training packages")
-    return "# training/requirements.txt was missing at deploy time"
+    """The notebook's requirements file with ``-r other.txt`` lines replaced by that file's lines."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the notebook's requirements file is missing")
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("-r "):
+            lines.append(_training_requirements(path.parent / line[3:].strip()))
+        elif line.strip() and not line.lstrip().startswith("#"):
+            lines.append(line)
+    return "\n".join(lines)
 
 
-def render_lifecycle_script(path: Path, idle_minutes: int, requirements: str) -> str:
-    """The lifecycle script with the idle limit and the training requirements filled in."""
-    return (path.read_text(encoding="utf-8")
-            .replace("__IDLE_MINUTES__", str(int(idle_minutes)))
-            .replace("__TRAINING_REQUIREMENTS__", requirements))
+def render_lifecycle_script(path: Path, values: dict[str, str]) -> str:
+    """The lifecycle script with its ``__PLACEHOLDERS__`` filled in; every one must be given."""
+    text = path.read_text(encoding="utf-8")
+    for placeholder, value in values.items():
+        text = text.replace(placeholder, value)
+    left = sorted(set(re.findall(r"__[A-Z_]+__", text)))
+    if left:
+        raise ValueError(f"{path}: placeholders without a value: {', '.join(left)}")
+    return text
 
 
-def lifecycle_script_b64(path: Path, idle_minutes: int, requirements: str) -> str:
-    encoded = base64.b64encode(render_lifecycle_script(path, idle_minutes, requirements).encode()).decode()
+def lifecycle_script_b64(path: Path, values: dict[str, str]) -> str:
+    encoded = base64.b64encode(render_lifecycle_script(path, values).encode()).decode()
     if len(encoded) > MAX_LIFECYCLE_SCRIPT_B64:
         raise ValueError(f"{path}: {len(encoded)} base64 characters once rendered; SageMaker accepts at "
                          f"most {MAX_LIFECYCLE_SCRIPT_B64} (shorten the script or the requirements)")
     return encoded
 
 
-def _assume_role(service: str, account: str) -> dict[str, Any]:
-    # aws:SourceAccount keeps another account's jobs from using this role (confused deputy).
+def service_role_trust(service: str) -> dict[str, Any]:
+    """Trust for a service-assumed role, exactly as the service documents it.
+
+    No ``aws:SourceAccount``/``aws:SourceArn`` condition: SageMaker documents those only for
+    training, processing, inference and Studio, not for notebook instances or Ground Truth labeling
+    jobs (https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html,
+    execution-role trust in https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html);
+    Lambda's execution-role trust has none
+    (https://docs.aws.amazon.com/lambda/latest/dg/lambda-intro-execution-role.html). A condition
+    the service does not send makes AssumeRole fail. What limits use instead: iam:PassRole (only
+    this account's principals may hand these roles to the service) and, for invoking the Lambdas,
+    the resource policy's source account.
+    """
     return {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow",
         "Principal": {"Service": service},
         "Action": "sts:AssumeRole",
-        "Condition": {"StringEquals": {"aws:SourceAccount": account}},
     }]}
 
 
@@ -388,21 +460,28 @@ def _bucket_statements(bucket_arn: str, object_actions: Sequence[str]) -> list[d
     ]
 
 
-def lambda_policy(log_group_arn: str, bucket_arn: str, key_arn: str, secret_arns: Sequence[str]) -> dict[str, Any]:
-    """A GT Lambda: VPC networking and its own logs (AWSLambdaVPCAccessExecutionRole, narrowed),
-    X-Ray, the Orthanc and de-identification salt secrets, the annotation bucket and the key."""
-    log_group_arn = log_group_arn.removesuffix(":*")
-    return {"Version": "2012-10-17", "Statement": [
+def vpc_lambda_statements(log_group_arn: str, secret_arns: Sequence[str]) -> list[dict[str, Any]]:
+    """What every Lambda of the project in the VPC needs: ENIs, its own logs, X-Ray, its secrets
+    (AWSLambdaVPCAccessExecutionRole, narrowed)."""
+    return [
         # ENI actions do not support resource-level scoping; Lambda needs them for VPC attachment.
         {"Sid": "VpcNetworkInterfaces", "Effect": "Allow", "Resource": "*", "Action": [
             "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
             "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]},
         {"Sid": "OwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": f"{log_group_arn}:*"},
+         "Resource": f"{log_group_arn.removesuffix(':*')}:*"},
         {"Sid": "Tracing", "Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
          "Resource": "*"},
         {"Sid": "Secrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
          "Resource": list(secret_arns)},
+    ]
+
+
+def lambda_policy(log_group_arn: str, bucket_arn: str, key_arn: str, secret_arns: Sequence[str]) -> dict[str, Any]:
+    """A GT Lambda: VPC networking, its own logs, X-Ray, the Orthanc and de-identification salt
+    secrets, the annotation bucket and the key."""
+    return {"Version": "2012-10-17", "Statement": [
+        *vpc_lambda_statements(log_group_arn, secret_arns),
         *_bucket_statements(bucket_arn, ["s3:GetObject", "s3:PutObject"]),
         {"Sid": "Key", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": key_arn},
     ]}
@@ -442,7 +521,8 @@ def sagemaker_execution_policy(bucket_arn: str, key_arn: str, role_arn: str, not
         {"Sid": "EcrToken", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
         {"Sid": "PullDeepLearningContainers", "Effect": "Allow",
          "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
-         "Resource": f"arn:{partition}:ecr:{region}:{DLC_ACCOUNT}:repository/*"},
+         # The DLC registry account of this region, from the SageMaker SDK's table (training/dlc.py).
+         "Resource": f"arn:{partition}:ecr:{region}:{registry_account(region)}:repository/*"},
         {"Sid": "SageMakerLogs", "Effect": "Allow", "Resource": [log_group, f"{log_group}:*"],
          "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
                     "logs:DescribeLogStreams"]},
@@ -451,7 +531,18 @@ def sagemaker_execution_policy(bucket_arn: str, key_arn: str, role_arn: str, not
          "Action": ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
                     "sagemaker:CreateProcessingJob", "sagemaker:DescribeProcessingJob",
                     "sagemaker:StopProcessingJob", "sagemaker:CreateModel", "sagemaker:DescribeModel",
-                    "sagemaker:AddTags"]},
+                    "sagemaker:DeleteModel", "sagemaker:AddTags"]},
+        # `python -m training sagemaker deploy|delete|status` from the notebook: the endpoint, its
+        # configuration (resource types per the SageMaker service authorization reference).
+        {"Sid": "Endpoints", "Effect": "Allow",
+         "Resource": [f"{arn}:endpoint/*", f"{arn}:endpoint-config/*"],
+         "Action": ["sagemaker:CreateEndpoint", "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpoint",
+                    "sagemaker:DescribeEndpointConfig", "sagemaker:UpdateEndpoint", "sagemaker:DeleteEndpoint",
+                    "sagemaker:DeleteEndpointConfig", "sagemaker:AddTags"]},
+        # Training metrics and the notebook's idle-stop health metric; PutMetricData takes no
+        # resource scoping, so the namespaces are limited instead.
+        {"Sid": "Metrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+         "Condition": {"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", METRIC_NAMESPACE]}}},
         # Jobs started from the notebook run under this same role, and only SageMaker may receive it.
         {"Sid": "PassOwnRoleToSageMaker", "Effect": "Allow", "Action": "iam:PassRole", "Resource": role_arn,
          "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}},

@@ -28,6 +28,9 @@ class NetworkArgs:
     log_retention_days: int
     kms_key_arn: pulumi.Input[str]
     vpc_id: Optional[str] = None           # bring-your-own VPC when set
+    # A brought VPC may already have these: no second S3 gateway route, no second private DNS zone.
+    s3_gateway_endpoint: bool = True
+    interface_endpoint_private_dns: bool = True
     public_subnet_ids: Sequence[str] = ()
     private_subnet_ids: Sequence[str] = ()
     tags: dict[str, str] = field(default_factory=dict)
@@ -81,17 +84,21 @@ class Network(pulumi.ComponentResource):
 
         # S3 traffic (DICOM storage, buckets) stays off the NAT: gateway endpoint on every route
         # table of the VPC. awsx keeps its route tables opaque, so they are looked up by VPC id —
-        # the same lookup serves a brought VPC.
-        route_table_ids = aws.ec2.get_route_tables_output(vpc_id=self.vpc_id).ids
-        self.s3_endpoint = aws.ec2.VpcEndpoint(
-            f"{name}-s3",
-            vpc_id=self.vpc_id,
-            service_name=pulumi.Output.concat("com.amazonaws.", region, ".s3"),
-            vpc_endpoint_type="Gateway",
-            route_table_ids=route_table_ids,
-            tags=args.tags,
-            opts=child,
-        )
+        # the same lookup serves a brought VPC. A brought VPC that has its own S3 gateway endpoint
+        # keeps it (s3GatewayEndpoint: false): a route table takes one route per prefix list, so a
+        # second endpoint fails with "route already exists".
+        self.s3_endpoint: Optional[aws.ec2.VpcEndpoint] = None
+        if args.s3_gateway_endpoint:
+            route_table_ids = aws.ec2.get_route_tables_output(vpc_id=self.vpc_id).ids
+            self.s3_endpoint = aws.ec2.VpcEndpoint(
+                f"{name}-s3",
+                vpc_id=self.vpc_id,
+                service_name=pulumi.Output.concat("com.amazonaws.", region, ".s3"),
+                vpc_endpoint_type="Gateway",
+                route_table_ids=route_table_ids,
+                tags=args.tags,
+                opts=child,
+            )
 
         self.endpoint_security_group_id: Optional[pulumi.Output[str]] = None
         self.interface_endpoints: list[aws.ec2.VpcEndpoint] = []
@@ -119,7 +126,10 @@ class Network(pulumi.ComponentResource):
                     vpc_id=self.vpc_id,
                     service_name=pulumi.Output.concat("com.amazonaws.", region, f".{service}"),
                     vpc_endpoint_type="Interface",
-                    private_dns_enabled=True,
+                    # Off only for a brought VPC whose own endpoints already hold the private
+                    # hosted zone (interfaceEndpointPrivateDns: false): a second one is refused
+                    # ("conflicting DNS domain"). https://docs.aws.amazon.com/vpc/latest/privatelink/privatelink-access-aws-services.html
+                    private_dns_enabled=args.interface_endpoint_private_dns,
                     subnet_ids=self.private_subnet_ids,
                     security_group_ids=[endpoint_sg.id],
                     tags=args.tags,
@@ -133,6 +143,7 @@ class Network(pulumi.ComponentResource):
             log_group = encrypted_log_group(
                 f"{name}-flow-logs", f"/vpc/{name}/flow-logs", retention_days=args.log_retention_days,
                 kms_key_arn=args.kms_key_arn, tags=args.tags, opts=child)
+            partition = aws.get_partition_output().partition
             trust = pulumi.Output.all(identity.account_id, region).apply(
                 lambda vals: json.dumps(_flow_logs_trust(vals[0], vals[1])))
             role = aws.iam.Role(
@@ -145,7 +156,8 @@ class Network(pulumi.ComponentResource):
             aws.iam.RolePolicy(
                 f"{name}-flow-logs-policy",
                 role=role.id,
-                policy=log_group.arn.apply(lambda arn: json.dumps(_flow_logs_policy(arn))),
+                policy=pulumi.Output.all(log_group.arn, partition, region, identity.account_id).apply(
+                    lambda v: json.dumps(_flow_logs_policy(*v))),
                 opts=pulumi.ResourceOptions(parent=role),
             )
             aws.ec2.FlowLog(
@@ -185,13 +197,23 @@ def _flow_logs_trust(account_id: str, region: str) -> dict:
     }
 
 
-def _flow_logs_policy(log_group_arn: str) -> dict:
-    # Scoped to the flow-log group and its streams; the group exists, so no CreateLogGroup.
+def _flow_logs_policy(log_group_arn: str, partition: str, region: str, account_id: str) -> dict:
+    """The actions the flow-logs IAM page lists; no CreateLogGroup (the group is ours, encrypted).
+
+    https://docs.aws.amazon.com/vpc/latest/userguide/flow-logs-iam-role.html lists
+    logs:DescribeLogGroups too; it has no log-group resource scoping beyond the account's groups.
+    """
     return {
         "Version": "2012-10-17",
         "Statement": [{
+            "Sid": "OwnLogGroup",
             "Effect": "Allow",
             "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
             "Resource": [log_group_arn, f"{log_group_arn}:*"],
+        }, {
+            "Sid": "DescribeLogGroups",
+            "Effect": "Allow",
+            "Action": "logs:DescribeLogGroups",
+            "Resource": f"arn:{partition}:logs:{region}:{account_id}:log-group:*",
         }],
     }

@@ -27,6 +27,8 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
+from components.config import offline_run
+
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT_ID = "123456789012"
 PLACEHOLDER_SECRET = "placeholder-secret-value"
@@ -174,6 +176,8 @@ def _mock_state(typ: str, name: str, inputs: dict[str, Any], region: str) -> dic
         state["url"] = f"{physical}.notebook.{region}.sagemaker.aws"
     elif typ == "aws:secretsmanager/secret:Secret":
         state["arn"] = _arn("secretsmanager", f"{physical}-AbCdEf", region, "secret:")
+    elif typ == "aws:secretsmanager/secretVersion:SecretVersion":
+        state["versionId"] = f"{_stable_hash(name):08x}-0000-4000-8000-000000000000"
     elif typ == "random:index/randomPassword:RandomPassword":
         state["result"] = mock_password(name)
     return state
@@ -266,11 +270,15 @@ def viewer_build(build_dir: Optional[Path], recording: "Recording"):
 
 
 def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path = ROOT,
-                viewer_build_dir: Optional[Path] = None) -> Recording:
+                viewer_build_dir: Optional[Path] = None, *, strict: bool = False,
+                preview: bool = False) -> Recording:
     """Run ``__main__.py`` under mocks for ``stack`` and return what it declared.
 
     ``config`` defaults to the stack's YAML; pass a mapping to exercise other settings.
     ``viewer_build_dir`` overrides the viewer build the program publishes (see :func:`viewer_build`).
+    ``strict`` runs the program as ``pulumi preview``/``up`` do, without the offline allowances
+    (:func:`components.config.offline_run`: placeholder certificates and domains, a missing Lambda
+    layer); ``preview`` tells the program it runs as a preview (``pulumi.runtime.is_dry_run``).
     Raises whatever the program raises (for example ``ConfigError``).
     """
     import pulumi
@@ -292,7 +300,7 @@ def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path 
             return _mock_call(args.token, dict(args.args), region)
 
     pulumi_settings.reset_options()
-    pulumi.runtime.set_mocks(RecordingMocks(), project="dicom-annotate", stack=stack, preview=False)
+    pulumi.runtime.set_mocks(RecordingMocks(), project="dicom-annotate", stack=stack, preview=preview)
     pulumi.runtime.set_all_config({k if ":" in k else f"dicom-annotate:{k}": _config_text(v)
                                    for k, v in values.items()})
 
@@ -304,7 +312,12 @@ def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path 
         finally:
             sys.path[:] = old_path
 
-    with viewer_build(viewer_build_dir, recording):
+    from components.packaging import layer_built
+
+    if not strict and not layer_built():
+        recording.notes.append("build/lambda-layer is not built: the plan uses a marker layer "
+                               "(`make lambda-layer` before `pulumi up`, which refuses to deploy without it)")
+    with viewer_build(viewer_build_dir, recording), (contextlib.nullcontext() if strict else offline_run()):
         pulumi_mocks._sync_await(run_pulumi_func(program))
     stack_resource = pulumi_settings.get_root_resource()
     for name, value in getattr(stack_resource, "outputs", {}).items():

@@ -19,7 +19,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from components.config import StackConfig
+from components.config import ECR_IMAGE, StackConfig
 from components.fargate import ecs_cpu_autoscaling, fargate_task_definition
 from components.storage import SecureBucket, SecureBucketArgs, encrypted_log_group
 from labeling.orthanc_config import (
@@ -141,8 +141,9 @@ class OrthancService(pulumi.ComponentResource):
         self._ingress("service-from-client", self.service_sg, HTTP_PORT,
                       "Orthanc HTTP from Lambdas/portal (client SG)", source=self.client_sg)
         self._egress("service-to-db", self.service_sg, DB_PORT, "to the index database", target=self.db_sg)
-        # Image pulls (Docker Hub via NAT), Secrets Manager, ECR, CloudWatch Logs and S3 are HTTPS
-        # endpoints whose addresses are not fixed; egress is 443 only.
+        # Image pulls (Docker Hub via NAT, or an ECR pull-through cache/mirror: orthancImage),
+        # Secrets Manager, CloudWatch Logs and S3 are HTTPS endpoints whose addresses are not fixed;
+        # egress is 443 only.
         self._egress("service-https", self.service_sg, 443, "HTTPS to AWS APIs and the image registry",
                      cidr="0.0.0.0/0")
 
@@ -207,8 +208,14 @@ class OrthancService(pulumi.ComponentResource):
         parameter_group = aws.rds.ParameterGroup(
             f"{name}-db-params",
             family=f"postgres{major}",
-            description="Orthanc index: TLS required",
-            parameters=[aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1")],
+            description="Orthanc index: TLS required, max_connections pinned to the stack's budget",
+            parameters=[
+                aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1"),
+                # Static parameter: the number every connection budget is computed from
+                # (components/config.py rds_max_connections), not RDS's memory-dependent default.
+                aws.rds.ParameterGroupParameterArgs(name="max_connections", value=str(config.db_max_connections),
+                                                    apply_method="pending-reboot"),
+            ],
             tags=tags, opts=self._child)
         log_groups = [encrypted_log_group(
             f"{name}-db-{export}", f"/aws/rds/instance/{identifier}/{export}",
@@ -282,7 +289,8 @@ class OrthancService(pulumi.ComponentResource):
             monitoring_role_arn=monitoring_role_arn,
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=log_groups))
-        aws.secretsmanager.SecretVersion(
+        # Exposed so that a deploy-time reader (the portal's DB role function) waits for the value.
+        self.db_secret_version = aws.secretsmanager.SecretVersion(
             f"{name}-db-secret-value",
             secret_id=db_secret.id,
             secret_string=pulumi.Output.all(db_password.result, self.db.address).apply(
@@ -341,7 +349,7 @@ class OrthancService(pulumi.ComponentResource):
             policy=pulumi.Output.all(aws.get_partition_output().partition, self._identity.account_id,
                                      self.log_group.arn, self.db_secret_arn, self.admin_secret_arn,
                                      args.kms_key_arn).apply(
-                lambda v: json.dumps(execution_policy(config.region, *v))),
+                lambda v: json.dumps(execution_policy(config.region, *v, image=config.orthanc_image))),
             opts=pulumi.ResourceOptions(parent=self.execution_role))
 
         self.task_role = aws.iam.Role(
@@ -510,7 +518,7 @@ class OrthancService(pulumi.ComponentResource):
             enable_execute_command=False,
             enable_ecs_managed_tags=True,
             propagate_tags="SERVICE",
-            wait_for_steady_state=False,
+            wait_for_steady_state=config.wait_for_steady_state,
             tags=tags,
             # Autoscaling owns the task count after creation; the target group needs its listener.
             opts=pulumi.ResourceOptions(parent=self, depends_on=self._listeners,
@@ -588,14 +596,25 @@ def _service_trust(service: str, account_id: str) -> dict[str, Any]:
 
 
 def execution_policy(region: str, partition: str, account_id: str, log_group_arn: str, db_secret_arn: str,
-                     admin_secret_arn: str, kms_key_arn: str) -> dict[str, Any]:
-    """ECS agent: image pull (ECR mirrors of the image too), its log group, its two secrets."""
-    return {"Version": "2012-10-17", "Statement": [
-        # GetAuthorizationToken has no resource-level permission.
-        {"Sid": "EcrAuth", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-        {"Sid": "EcrPull", "Effect": "Allow",
-         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
-         "Resource": f"arn:{partition}:ecr:{region}:{account_id}:repository/*"},
+                     admin_secret_arn: str, kms_key_arn: str, image: str = "") -> dict[str, Any]:
+    """ECS agent: its log group, its two secrets, and - for an ECR image - that repository only.
+
+    A Docker Hub image needs no ECR grant. An ECR pull-through cache creates the repository and
+    imports the upstream image on the first pull, under the puller's role
+    (https://docs.aws.amazon.com/AmazonECR/latest/userguide/pull-through-cache-iam.html).
+    """
+    statements: list[dict[str, Any]] = []
+    mirror = ECR_IMAGE.fullmatch(image)
+    if mirror:
+        repository = f"arn:{partition}:ecr:{region}:{mirror['account']}:repository/{mirror['repository']}"
+        statements += [
+            # GetAuthorizationToken has no resource-level permission.
+            {"Sid": "EcrAuth", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {"Sid": "EcrPull", "Effect": "Allow", "Resource": repository,
+             "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage",
+                        "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]},
+        ]
+    return {"Version": "2012-10-17", "Statement": statements + [
         {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
          "Resource": f"{log_group_arn}:*"},
         {"Sid": "Secrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",

@@ -2,8 +2,9 @@
 
 Third-party dependencies (pydicom, requests, powertools) go into a Lambda layer built from
 ``build/lambda-layer/python`` by ``make lambda-layer`` (manylinux wheels for the Lambda runtime).
-Without it the layer holds only a marker file and a warning is logged: enough for the offline plan
-and the mocks tests, not for a working deployment (``make up`` builds it first).
+Without it ``pulumi up`` stops (both Lambdas would fail to import their dependencies);
+``pulumi preview``, the offline plan and the mocks tests get a layer holding only a marker file
+and a warning (``make up`` and the deploy workflow build the layer first).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pulumi
+
+from components.config import is_offline_run
 
 ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_RUNTIME = "python3.12"
@@ -26,20 +29,42 @@ def _tree(base: Path, prefix: str) -> dict[str, pulumi.Asset]:
     return assets
 
 
-def lambda_archive(function: str) -> pulumi.AssetArchive:
-    """Archive for ``lambda_src/<function>/``: handler files at the root, ``labeling/`` beside them."""
+def package_archive(*packages: str) -> pulumi.AssetArchive:
+    """The named top-level packages (``training``, ``labeling``) as one archive, paths kept."""
+    assets: dict[str, pulumi.Asset | pulumi.Archive] = {}
+    for package in packages:
+        assets.update(_tree(ROOT / package, f"{package}/"))
+    return pulumi.AssetArchive(assets)
+
+
+def lambda_archive(function: str, with_labeling: bool = True) -> pulumi.AssetArchive:
+    """Archive for ``lambda_src/<function>/``: handler files at the root, ``labeling/`` beside them
+    (``with_labeling``; a function that does not import it goes without)."""
     source = ROOT / "lambda_src" / function
     if not (source / "handler.py").is_file():
         raise FileNotFoundError(f"lambda_src/{function}/handler.py: the Lambda handler is missing")
     assets: dict[str, pulumi.Asset | pulumi.Archive] = dict(_tree(source, ""))
-    assets.update(_tree(ROOT / "labeling", "labeling/"))
+    if with_labeling:
+        assets.update(_tree(ROOT / "labeling", "labeling/"))
     return pulumi.AssetArchive(assets)
+
+
+class LambdaLayerMissing(RuntimeError):
+    """``pulumi up`` without ``make lambda-layer``: the Lambdas could not import their packages."""
+
+
+def layer_built() -> bool:
+    return (LAYER_DIR / "python").is_dir() and any((LAYER_DIR / "python").iterdir())
 
 
 def dependency_layer_archive() -> pulumi.Archive:
     """The Lambda layer with third-party packages (``python/`` inside, as Lambda expects)."""
-    if (LAYER_DIR / "python").is_dir():
+    if layer_built():
         return pulumi.FileArchive(str(LAYER_DIR))
+    if not (is_offline_run() or pulumi.runtime.is_dry_run()):
+        raise LambdaLayerMissing(f"{LAYER_DIR}/python is missing or empty: run `make "
+                                 "lambda-layer` before `pulumi up` (the GT Lambdas import pydicom, requests and "
+                                 "numpy from it)")
     pulumi.log.warn("build/lambda-layer is missing: run `make lambda-layer` before `pulumi up`, "
                     "or the Lambdas will fail to import their dependencies")
     return pulumi.AssetArchive({"python/LAYER_NOT_BUILT": pulumi.StringAsset("run make lambda-layer\n")})

@@ -20,11 +20,13 @@ Declares, next to the OrthancService it shares a cluster, ALB and database serve
   reads those two secrets; the task role reads the Orthanc and de-identification salt secrets,
   writes exports under ``portal-exports/`` of the annotation bucket (KMS) and lists a user's Cognito groups.
 
-Database credentials: the portal connects with the Orthanc database server's master user and reads
-the password from the *same* Orthanc database secret (key ``password``), creating its own database
-``portal`` on first start (``PORTAL_DB_CREATE=true``). A copy of the same password in a second secret
-would add a place to rotate and nothing else; a separate least-privilege PostgreSQL role cannot be
-created by Pulumi here without a SQL provider that reaches the private RDS instance (see README).
+Database credentials: the portal has its own PostgreSQL role (``portal_app``) and database
+(``portal``) on the Orthanc database server, with rights on that database only and none on the
+Orthanc index. Pulumi cannot reach the private RDS instance, so a small Lambda inside the VPC
+(``lambda_src/portal_db_role``) makes them at deploy time: an ``aws.lambda_.Invocation`` runs it
+on create and again whenever the role's password changes. It connects as the master user (the
+Orthanc database secret, which only it reads); the role's password is generated into the portal's
+own secret, the only database secret the portal's tasks receive.
 
 The container's environment names follow the portal's settings contract (``PORTAL_*``, ORTHANC_*,
 ``DEIDENTIFY_SALT_SECRET_ARN``); :func:`portal_container_definitions` is the one place they are set.
@@ -32,6 +34,7 @@ The container's environment names follow the portal's settings contract (``PORTA
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,15 +46,21 @@ import pulumi_awsx as awsx
 import pulumi_random as random
 
 from components.config import ConfigError, StackConfig
+from components.costs import DEPLOY_TIME_TAG
 from components.fargate import ecs_cpu_autoscaling, fargate_task_definition
+from components.labeling_bundle import service_role_trust, vpc_lambda_statements
 from components.orthanc import DEPLOYMENT_MAX_PERCENT
-from components.packaging import ROOT
+from components.packaging import LAMBDA_RUNTIME, ROOT, lambda_archive
 from components.storage import encrypted_log_group
 from labeling.orthanc_config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
 
 PORTAL_PORT = 8000
 DB_PORT = 5432
 DB_NAME = "portal"
+DB_ROLE = "portal_app"
+# Databases the portal role must not open (the Orthanc index; components/orthanc.py DB_NAME).
+PROTECTED_DATABASES = ("orthanc",)
+DB_ROLE_FUNCTION = ROOT / "lambda_src" / "portal_db_role" / "handler.py"
 CONTAINER_NAME = "portal"
 ROOT_PATH = "/portal"
 HEALTH_PATH = f"{ROOT_PATH}/healthz"
@@ -86,13 +95,17 @@ class PortalArgs:
     orthanc_secret_arn: pulumi.Input[str]
     orthanc_client_security_group_id: pulumi.Input[str]
     db_address: pulumi.Input[str]
-    db_username: str
+    # The server's master secret: read only by the deploy-time role function, never by the tasks.
     db_secret_arn: pulumi.Input[str]
+    # The master secret's value (written once the database exists): the role function waits for it.
+    db_secret_version: pulumi.Resource
     db_security_group_id: pulumi.Input[str]
     salt_secret_arn: pulumi.Input[str]
     annotation_bucket_name: pulumi.Input[str]
     annotation_bucket_arn: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
+    # The Lambda layer with psycopg (labeling bundle's dependency layer, make lambda-layer).
+    dependency_layer_arn: pulumi.Input[str]
     tags: dict[str, str] = field(default_factory=dict)
     dockerfile: Path = ROOT / "portal.Dockerfile"
     context: Path = ROOT
@@ -119,6 +132,7 @@ class Portal(pulumi.ComponentResource):
         self._security_group()
         self._image()
         self._sign_in(host)
+        self._database_role()
         self._secrets_logs_roles()
         self._service()
 
@@ -130,6 +144,7 @@ class Portal(pulumi.ComponentResource):
         self.service_name = self.service.name
         self.repository_url = self.repository.repository_url
         self.security_group_id = self.sg.id
+        self.db_secret_arn = self.db_secret.arn
         self.register_outputs({
             "url": self.url, "user_pool_id": self.user_pool_id, "user_pool_client_id": self.user_pool_client_id,
             "sign_in_domain": self.sign_in_domain, "service_name": self.service_name,
@@ -274,6 +289,81 @@ class Portal(pulumi.ComponentResource):
                 path_pattern=aws.lb.ListenerRuleConditionPathPatternArgs(values=list(PATH_PATTERNS)))],
             tags=args.tags, opts=self._child)
 
+    # ------------------------------------------------------------------ database role
+    def _database_role(self) -> None:
+        """The portal's PostgreSQL role and database, made from inside the VPC at deploy time."""
+        name, args, config = self._name, self._args, self._args.config
+        tags = args.tags
+        password = random.RandomPassword(
+            f"{name}-db-password", length=32, special=False, min_upper=2, min_lower=2, min_numeric=2,
+            opts=self._child)
+        self.db_secret = aws.secretsmanager.Secret(
+            f"{name}-db-secret", description="Portal database role: username, password (ECS injects password)",
+            kms_key_id=args.kms_key_arn, recovery_window_in_days=30 if self._prod else 7,
+            tags=tags, opts=self._child)
+        secret_value = aws.secretsmanager.SecretVersion(
+            f"{name}-db-secret-value", secret_id=self.db_secret.id,
+            secret_string=pulumi.Output.all(password.result, args.db_address).apply(
+                lambda v: json.dumps({"username": DB_ROLE, "password": v[0], "host": v[1], "port": DB_PORT,
+                                      "dbname": DB_NAME})),
+            opts=pulumi.ResourceOptions(parent=self.db_secret))
+
+        function_name = f"{name}-db-role"
+        deploy_time = {**tags, DEPLOY_TIME_TAG[0]: DEPLOY_TIME_TAG[1]}  # priced as such (components/costs.py)
+        log_group = encrypted_log_group(
+            f"{name}-db-role-logs", f"/aws/lambda/{function_name}", retention_days=config.log_retention_days,
+            kms_key_arn=args.kms_key_arn, tags=deploy_time, opts=self._child)
+        sg = aws.ec2.SecurityGroup(
+            f"{name}-db-role-sg", vpc_id=args.vpc_id, tags=tags, opts=self._child,
+            description="Portal DB role function: no ingress; out to the database and HTTPS (Secrets Manager)")
+        sg_child = pulumi.ResourceOptions(parent=sg)
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-db-role-to-db", security_group_id=sg.id, description="to the database server",
+            ip_protocol="tcp", from_port=DB_PORT, to_port=DB_PORT, referenced_security_group_id=args.db_security_group_id,
+            tags=tags, opts=sg_child)
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-db-from-db-role", security_group_id=args.db_security_group_id,
+            description="PostgreSQL from the portal DB role function (deploy time)", ip_protocol="tcp",
+            from_port=DB_PORT, to_port=DB_PORT, referenced_security_group_id=sg.id, tags=tags, opts=sg_child)
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-db-role-https", security_group_id=sg.id, description="HTTPS to Secrets Manager",
+            ip_protocol="tcp", from_port=443, to_port=443, cidr_ipv4="0.0.0.0/0", tags=tags, opts=sg_child)
+
+        role = aws.iam.Role(
+            f"{name}-db-role-role", description="Portal DB role function: VPC, its logs, the two database secrets",
+            assume_role_policy=json.dumps(service_role_trust("lambda.amazonaws.com")), tags=tags, opts=self._child)
+        policy = aws.iam.RolePolicy(
+            f"{name}-db-role-policy", role=role.id,
+            policy=pulumi.Output.all(log_group.arn, args.db_secret_arn, self.db_secret.arn, args.kms_key_arn).apply(
+                lambda v: json.dumps(db_role_function_policy(log_group_arn=v[0], secret_arns=[v[1], v[2]],
+                                                             kms_key_arn=v[3]))),
+            opts=pulumi.ResourceOptions(parent=role))
+        function = aws.lambda_.Function(
+            f"{name}-db-role",
+            name=function_name,
+            description="Creates/updates the portal's PostgreSQL role and database (run by pulumi up)",
+            role=role.arn, runtime=LAMBDA_RUNTIME, handler="handler.lambda_handler",
+            code=lambda_archive("portal_db_role", with_labeling=False),
+            layers=[args.dependency_layer_arn], architectures=["x86_64"],
+            memory_size=256, timeout=60,
+            vpc_config=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=args.private_subnet_ids, security_group_ids=[sg.id]),
+            kms_key_arn=args.kms_key_arn,
+            tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=log_group.name),
+            tags=deploy_time,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, policy]))
+        # Runs on create, and again when the password or the function's code changes; a failure
+        # (database unreachable, SQL error) fails `pulumi up`.
+        self.db_role_setup = aws.lambda_.Invocation(
+            f"{name}-db-role-setup",
+            function_name=function.name,
+            input=pulumi.Output.all(args.db_secret_arn, self.db_secret.arn).apply(
+                lambda v: json.dumps({"master_secret_arn": v[0], "role_secret_arn": v[1], "database": DB_NAME,
+                                      "protected_databases": list(PROTECTED_DATABASES)})),
+            triggers={"secret_version": secret_value.version_id,
+                      "code": hashlib.sha256(DB_ROLE_FUNCTION.read_bytes()).hexdigest()},
+            opts=pulumi.ResourceOptions(parent=function, depends_on=[secret_value, args.db_secret_version]))
+
     # ------------------------------------------------------------------ secrets, logs, roles
     def _secrets_logs_roles(self) -> None:
         name, args, config = self._name, self._args, self._args.config
@@ -298,7 +388,7 @@ class Portal(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-execution-policy",
             role=self.execution_role.id,
-            policy=pulumi.Output.all(self.repository.arn, self.log_group.arn, args.db_secret_arn,
+            policy=pulumi.Output.all(self.repository.arn, self.log_group.arn, self.db_secret.arn,
                                      self.session_secret.arn, args.kms_key_arn).apply(
                 lambda v: json.dumps(portal_execution_policy(
                     repository_arn=v[0], log_group_arn=v[1], secret_arns=[v[2], v[3]], kms_key_arn=v[4]))),
@@ -320,10 +410,10 @@ class Portal(pulumi.ComponentResource):
     def _service(self) -> None:
         name, args, config = self._name, self._args, self._args.config
         tags = args.tags
-        region, deidentify, db_user = config.region, config.deidentify, args.db_username
+        region, deidentify, db_user = config.region, config.deidentify, DB_ROLE
         pool_size = portal_db_pool_size(config)
         container_definitions = pulumi.Output.all(
-            self.image.image_uri, self.log_group.name, args.db_address, args.db_secret_arn,
+            self.image.image_uri, self.log_group.name, args.db_address, self.db_secret.arn,
             self.session_secret.arn, self.user_pool.id, self.client.id, args.alb_arn, args.orthanc_url,
             args.orthanc_secret_arn, args.salt_secret_arn, args.annotation_bucket_name, args.kms_key_arn).apply(
             lambda v: json.dumps(portal_container_definitions(
@@ -359,10 +449,11 @@ class Portal(pulumi.ComponentResource):
             enable_execute_command=False,
             enable_ecs_managed_tags=True,
             propagate_tags="SERVICE",
-            wait_for_steady_state=False,
+            wait_for_steady_state=config.wait_for_steady_state,
             tags=tags,
             # Autoscaling owns the count after creation; the target group needs its listener rule.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.listener_rule],
+            # The role and database must exist before the first task runs `migrate`.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.listener_rule, self.db_role_setup],
                                         ignore_changes=["desired_count"]))
 
         ecs_cpu_autoscaling(name, cluster_name=args.cluster_name, service=self.service, min_tasks=config.portal_min_tasks,
@@ -411,7 +502,7 @@ def portal_environment(*, region: str, db_host: str, db_user: str, user_pool_id:
         "PORTAL_DB_NAME": DB_NAME,
         "PORTAL_DB_USER": db_user,
         "PORTAL_DB_SSLMODE": "require",  # the parameter group sets rds.force_ssl
-        "PORTAL_DB_CREATE": "true",
+        "PORTAL_DB_CREATE": "false",  # made at deploy time with its owner (lambda_src/portal_db_role)
         "ORTHANC_URL": orthanc_url,
         "ORTHANC_SECRET_ARN": orthanc_secret_arn,
         "PORTAL_DEIDENTIFY": "true" if deidentify else "false",
@@ -454,6 +545,14 @@ def portal_container_definitions(*, image: str, region: str, log_group: str, db_
         "user": "10001:10001",
         "stopTimeout": 30,
     }]
+
+
+def db_role_function_policy(*, log_group_arn: str, secret_arns: list[str], kms_key_arn: str) -> dict[str, Any]:
+    """The deploy-time role function: VPC ENIs, its own logs, the master and portal secrets."""
+    return {"Version": "2012-10-17", "Statement": [
+        *vpc_lambda_statements(log_group_arn, secret_arns),
+        {"Sid": "Key", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": kms_key_arn},
+    ]}
 
 
 def _ecs_trust(account_id: str) -> dict[str, Any]:

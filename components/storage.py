@@ -19,8 +19,8 @@ import pulumi_aws as aws
 @dataclass
 class KmsKeyArgs:
     description: str
-    # Services allowed to use the key through their service principal (e.g. logs.<region>.amazonaws.com).
-    service_principals: Sequence[str] = ()
+    # CloudWatch Logs of this account and region may encrypt its log groups with the key.
+    cloudwatch_logs: bool = False
     deletion_window_days: int = 30
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -33,8 +33,9 @@ class KmsKey(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         identity = aws.get_caller_identity_output()
         region = aws.get_region_output()
-        policy = pulumi.Output.all(identity.account_id, region.region).apply(
-            lambda vals: json.dumps(_key_policy(vals[0], vals[1], list(args.service_principals))))
+        partition = aws.get_partition_output().partition
+        policy = pulumi.Output.all(identity.account_id, region.region, partition).apply(
+            lambda vals: json.dumps(_key_policy(vals[0], vals[1], vals[2], args.cloudwatch_logs)))
         self.key = aws.kms.Key(
             f"{name}-key",
             description=args.description,
@@ -51,24 +52,28 @@ class KmsKey(pulumi.ComponentResource):
         self.register_outputs({"arn": self.arn})
 
 
-def _key_policy(account_id: str, region: str, service_principals: list[str]) -> dict[str, Any]:
+def _key_policy(account_id: str, region: str, partition: str, cloudwatch_logs: bool) -> dict[str, Any]:
     statements: list[dict[str, Any]] = [{
         # Key administration stays with the account's IAM policies (AWS default key policy).
         "Sid": "AccountAdministers",
         "Effect": "Allow",
-        "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+        "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
         "Action": "kms:*",
         "Resource": "*",
     }]
-    if service_principals:
+    if cloudwatch_logs:
+        # As AWS documents for CloudWatch Logs: the condition is the log group ARN Logs puts in the
+        # encryption context (Logs does not send aws:SourceAccount to KMS), limited to this
+        # account and region. https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/encrypt-log-data-kms.html
         statements.append({
-            "Sid": "ServicesEncrypt",
+            "Sid": "CloudWatchLogsEncrypt",
             "Effect": "Allow",
-            "Principal": {"Service": [p.replace("{region}", region) for p in service_principals]},
+            "Principal": {"Service": f"logs.{region}.amazonaws.com"},
             "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*",
                        "kms:Describe*"],
             "Resource": "*",
-            "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+            "Condition": {"ArnLike": {
+                "kms:EncryptionContext:aws:logs:arn": f"arn:{partition}:logs:{region}:{account_id}:log-group:*"}},
         })
     return {"Version": "2012-10-17", "Statement": statements}
 

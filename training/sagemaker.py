@@ -45,10 +45,10 @@ nothing is uploaded) and ``--region`` (default: the region of the stack's ``kmsK
 outputs come from ``pulumi stack output --json --stack NAME`` or from ``--stack-outputs FILE`` (that
 command's output saved), as for ``python -m labeling gt create-job``.
 
-Container versions (pinned here; ``--training-image`` / ``--inference-image`` take any other URI):
-PyTorch training 2.8.0 (Python 3.12, CUDA 12.9 for GPU, Ubuntu 22.04) and PyTorch inference 2.6.0
-(Python 3.12, CUDA 12.4, Ubuntu 22.04), the SageMaker variants (``-sagemaker`` tags) of the AWS Deep
-Learning Containers, registry account per region from the SageMaker Python SDK's image table.
+Container versions (``--training-image`` / ``--inference-image`` take any other URI): PyTorch
+training and inference Deep Learning Containers as the SageMaker Python SDK names them — version,
+Python, tag format and registry account per region come from the SDK's ``pytorch.json`` entries in
+``training/dlc_images.json`` (:mod:`training.dlc`), not from literals here.
 
 Exit codes (README): 0 done; 2 bad input (one line naming the flag, file or stack output); 3 AWS error.
 """
@@ -65,7 +65,6 @@ import re
 import sys
 import tarfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -73,6 +72,7 @@ from typing import Any, Optional
 from labeling.aws import AwsError, aws_call
 from labeling.cli import bad_input_errors, one_line_errors, positive_int
 from labeling.stack_outputs import StackOutputsError, load_stack_outputs as read_stack_outputs
+from training.dlc import INFERENCE_IMAGE, TRAINING_IMAGE  # noqa: F401 - re-exported for callers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_OUTPUTS = ("annotationBucket", "sagemakerExecutionRoleArn", "kmsKeyArn")
@@ -92,34 +92,6 @@ DEFAULT_ENDPOINT_INSTANCE = "ml.m5.large"
 DEFAULT_MAX_RUNTIME_S = 4 * 3600
 DEFAULT_VOLUME_GB = 30
 _NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # training job / model / endpoint names
-
-
-@dataclass(frozen=True)
-class DlcImage:
-    """One AWS Deep Learning Container image: repository and the CPU/GPU tags."""
-
-    repository: str
-    version: str
-    cpu_tag: str
-    gpu_tag: str
-
-    def uri(self, region: str, gpu: bool) -> str:
-        account = DLC_REGISTRIES.get(region, DLC_DEFAULT_REGISTRY)
-        domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-        return f"{account}.dkr.ecr.{region}.{domain}/{self.repository}:{self.gpu_tag if gpu else self.cpu_tag}"
-
-
-TRAINING_IMAGE = DlcImage("pytorch-training", "2.8.0", "2.8.0-cpu-py312-ubuntu22.04-sagemaker",
-                          "2.8.0-gpu-py312-cu129-ubuntu22.04-sagemaker")
-INFERENCE_IMAGE = DlcImage("pytorch-inference", "2.6.0", "2.6.0-cpu-py312-ubuntu22.04-sagemaker",
-                           "2.6.0-gpu-py312-cu124-ubuntu22.04-sagemaker")
-DLC_DEFAULT_REGISTRY = "763104351884"
-DLC_REGISTRIES = {  # regions whose DLCs live in another account (SageMaker Python SDK image table)
-    "af-south-1": "626614931356", "ap-east-1": "871362719292", "ap-northeast-3": "364406365360",
-    "ap-southeast-3": "907027046896", "ca-west-1": "204538143572", "cn-north-1": "727897471807",
-    "cn-northwest-1": "727897471807", "eu-south-1": "692866216735", "il-central-1": "780543022126",
-    "me-central-1": "914824155844", "me-south-1": "217643126080", "us-gov-west-1": "442386744353",
-}
 
 
 class SageMakerCliError(Exception):

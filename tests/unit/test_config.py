@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import ConfigError, StackConfig, rds_max_connections
-from components.offline import run_program, stack_config_values
+from components.config import ConfigError, StackConfig, name_length_problem, rds_max_connections
+from components.offline import stack_config_values
+from tests.unit.programs import prod_variant_values, program
 
-CERT = "arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-4000-8000-000000000000"
+CERT = "arn:aws:acm:us-east-1:210987654321:certificate/3f1c2a9e-5b7d-4e8f-9a0b-1c2d3e4f5a6b"
 
 
 def dev(**values):
@@ -17,7 +18,7 @@ def dev(**values):
 
 
 def prod(**values):
-    base = {"dicom-annotate:certificateArn": CERT}
+    base = {"dicom-annotate:certificateArn": CERT, "dicom-annotate:portalDomain": "labeling.hospital.org"}
     base.update({f"dicom-annotate:{k}": v for k, v in values.items()})
     return StackConfig.from_mapping(base, stack="prod")
 
@@ -94,6 +95,13 @@ def test_prod_refuses_weakening_the_database():
         prod(dbMultiAz=False)
 
 
+def test_prod_always_waits_for_steady_services_and_dev_may_opt_out():
+    with pytest.raises(ConfigError, match="^dicom-annotate:waitForSteadyState: must be true in prod"):
+        prod(waitForSteadyState=False)
+    assert dev().wait_for_steady_state is True
+    assert dev(waitForSteadyState="false").wait_for_steady_state is False
+
+
 def test_secure_value_for_a_plain_setting_is_refused():
     with pytest.raises(ConfigError, match="dbInstanceClass: is a secret"):
         dev(dbInstanceClass={"secure": "v1:abc"})
@@ -111,25 +119,35 @@ def test_string_values_from_pulumi_config_are_coerced():
     assert (cfg.min_tasks, cfg.max_tasks, cfg.flow_logs) == (2, 4, False)
 
 
-def test_rds_max_connections_follows_the_aws_formula():
-    # LEAST(DBInstanceClassMemory/9531392, 5000): bigger classes allow more, capped at 5000.
-    micro, large = rds_max_connections("db.t4g.micro"), rds_max_connections("db.m7g.large")
-    assert 80 <= micro <= 120 and 700 <= large <= 900
+@pytest.mark.parametrize("instance_class, observed_default", [
+    ("db.t4g.small", 198), ("db.t4g.medium", 413), ("db.m7g.large", 856)])
+def test_rds_max_connections_follows_the_aws_formula_at_or_below_observed_defaults(instance_class,
+                                                                                   observed_default):
+    # LEAST(DBInstanceClassMemory/9531392, 5000), DBInstanceClassMemory estimated conservatively:
+    # never above what RDS itself allows for the class (published observations), within 10 %.
+    value = rds_max_connections(instance_class)
+    assert observed_default * 0.9 <= value <= observed_default
+
+
+def test_rds_max_connections_is_capped_and_known_classes_only():
+    assert rds_max_connections("db.t4g.micro") < rds_max_connections("db.t4g.small")
     assert rds_max_connections("db.r7g.xlarge") <= 5000
+    with pytest.raises(ConfigError, match="dicom-annotate:dbInstanceClass: 'db.x9.huge' is not in the known"):
+        rds_max_connections("db.x9.huge")
 
 
 def test_program_stops_at_start_with_the_config_error():
     values = stack_config_values("dev")
     values["dicom-annotate:maxTasks"] = 0
     with pytest.raises(ConfigError, match="dicom-annotate:minTasks|dicom-annotate:maxTasks"):
-        run_program("dev", config=values)
+        program("dev", config=values)
 
 
 def test_portal_and_viewer_defaults_per_environment():
     d, p = dev(), prod()
     # dev without a certificate cannot sign users in at the ALB (HTTPS-only action): no portal.
     assert d.portal_enabled is False and p.portal_enabled is True
-    assert dev(allowHttp=False, certificateArn=CERT).portal_enabled is True
+    assert dev(allowHttp=False, certificateArn=CERT, portalDomain="labeling.hospital.org").portal_enabled is True
     assert (d.portal_cpu, d.portal_memory, d.portal_min_tasks, d.portal_max_tasks) == (256, 512, 1, 2)
     assert (p.portal_cpu, p.portal_memory, p.portal_min_tasks, p.portal_max_tasks) == (512, 1024, 2, 4)
     assert (d.portal_mfa, p.portal_mfa) == ("optional", "required")
@@ -140,3 +158,113 @@ def test_portal_settings_can_be_overridden_within_fargate_sizes():
     cfg = prod(portalCpu=1024, portalMemory=3072, portalMinTasks="3", portalMaxTasks=5, portalEnabled="false")
     assert (cfg.portal_cpu, cfg.portal_memory, cfg.portal_min_tasks, cfg.portal_max_tasks) == (1024, 3072, 3, 5)
     assert cfg.portal_enabled is False
+
+
+# ------------------------------------------------------------------ deploy readiness (issue 13)
+def test_placeholders_shipped_in_prod_yaml_are_listed_and_the_program_refuses_them_outside_the_harness():
+    cfg = StackConfig.from_mapping(stack_config_values("prod"), stack="prod")
+    found = cfg.placeholders()
+    assert [line.split(":")[1] for line in found] == ["certificateArn", "portalDomain"]
+    assert "123456789012" in found[0] and "labeling.example.org" in found[1]
+    assert all(f"{line} (pulumi preview/up refuse it)" in cfg.warnings() for line in found)
+    # A real `pulumi preview` (no offline harness) stops with the first one, naming the key.
+    with pytest.raises(ConfigError, match=r"^dicom-annotate:certificateArn: arn:aws:acm:us-east-1:123456789012:"
+                                          r".* is a placeholder"):
+        program("prod", strict=True, preview=True)
+
+
+def test_real_certificate_and_domain_are_not_placeholders():
+    assert prod().placeholders() == []
+    assert prod(portalDomain="labels.test").placeholders()[0].startswith(
+        "dicom-annotate:portalDomain: labels.test is a name reserved for examples")
+
+
+def test_portal_needs_the_domain_its_certificate_covers():
+    with pytest.raises(ConfigError, match=r"^dicom-annotate:portalDomain: is required with the portal"):
+        prod(portalDomain=None)
+    assert prod(portalDomain=None, portalEnabled=False).portal_enabled is False
+
+
+@pytest.mark.parametrize("values, key, words", [
+    ({"s3GatewayEndpoint": False}, "s3GatewayEndpoint", "only be false with a brought VPC"),
+    ({"interfaceEndpointPrivateDns": False, "interfaceEndpoints": True}, "interfaceEndpointPrivateDns",
+     "only be false with a brought VPC"),
+])
+def test_byo_only_endpoint_flags_are_refused_on_a_created_vpc(values, key, words):
+    with pytest.raises(ConfigError, match=rf"^dicom-annotate:{key}: may {words}"):
+        dev(**values)
+
+
+def test_byo_vpc_may_skip_the_endpoints_it_already_has():
+    byo = dict(vpcId="vpc-0a1b2c3d4e5f60718", publicSubnetIds="subnet-0aaaaaaaaaaaaaaaa,subnet-0bbbbbbbbbbbbbbbb",
+               privateSubnetIds="subnet-0cccccccccccccccc,subnet-0dddddddddddddddd")
+    cfg = dev(**byo, s3GatewayEndpoint=False, interfaceEndpoints=True, interfaceEndpointPrivateDns=False)
+    assert (cfg.s3_gateway_endpoint, cfg.interface_endpoints, cfg.interface_endpoint_private_dns) == (False, True, False)
+    with pytest.raises(ConfigError, match="^dicom-annotate:interfaceEndpointPrivateDns: applies to interfaceEndpoints"):
+        dev(**byo, interfaceEndpointPrivateDns=False)
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize("image", [
+    "orthancteam/orthanc:25.1.1",
+    f"orthancteam/orthanc:25.1.1@{DIGEST}",
+    f"210987654321.dkr.ecr.us-east-1.amazonaws.com/docker-hub/orthancteam/orthanc:25.1.1@{DIGEST}",
+    f"210987654321.dkr.ecr.us-east-1.amazonaws.com/mirror/orthanc@{DIGEST}",
+])
+def test_orthanc_image_from_docker_hub_or_an_ecr_mirror_pinned_by_digest(image):
+    assert dev(orthancImage=image).orthanc_image == image
+
+
+@pytest.mark.parametrize("image, words", [
+    ("orthancteam/orthanc:latest", "must be orthancteam/orthanc:<x.y.z>"),
+    ("210987654321.dkr.ecr.us-east-1.amazonaws.com/docker-hub/orthancteam/orthanc:25.1.1", "pinned by digest"),
+    (f"210987654321.dkr.ecr.eu-west-1.amazonaws.com/mirror/orthanc@{DIGEST}", "in eu-west-1, the stack in us-east-1"),
+])
+def test_unpinned_or_foreign_orthanc_images_are_refused(image, words):
+    with pytest.raises(ConfigError, match=r"^dicom-annotate:orthancImage: ") as err:
+        dev(orthancImage=image)
+    assert words in str(err.value)
+
+
+def test_plain_http_admits_nobody_until_cidrs_are_set_and_never_the_internet():
+    assert dev().alb_ingress_cidrs == ()
+    assert any("admits nobody" in note for note in dev().warnings())
+    assert dev(albIngressCidrs=["203.0.113.0/24"]).alb_ingress_cidrs == ("203.0.113.0/24",)
+    with pytest.raises(ConfigError, match=r"^dicom-annotate:albIngressCidrs: plain HTTP .* clear text"):
+        dev(albIngressCidrs=["0.0.0.0/0"])
+    assert prod().alb_ingress_cidrs == ("0.0.0.0/0",)  # HTTPS: the internet by default
+
+
+def test_stack_names_must_fit_bucket_and_repository_names():
+    with pytest.raises(ConfigError, match=r"^stack name 'Dev_1': use lower-case letters"):
+        StackConfig.from_mapping({"dicom-annotate:allowHttp": True}, stack="Dev_1")
+    long_stack = "prod-" + "x" * 40
+    with pytest.raises(ConfigError, match=r"^dicom-annotate:cognitoDomainPrefix: the default sign-in domain prefix"):
+        StackConfig.from_mapping({"dicom-annotate:certificateArn": CERT,
+                                  "dicom-annotate:portalDomain": "labeling.hospital.org"}, stack=long_stack)
+
+
+def test_generated_names_are_checked_against_their_aws_limit_for_the_actual_stack_name():
+    # With the DICOM NLB, "da-<stack>-orthanc-dicom-tg" + Pulumi's 8-character suffix must fit in
+    # 32: "prod" leaves no room, so any longer stack name stops at preview with the name and limit.
+    values = prod_variant_values()  # dicomNlb: true
+    with pytest.raises(ConfigError) as err:
+        program("prod2", config=values)
+    assert str(err.value) == ("stack name 'prod2': TargetGroup 'da-prod2-orthanc-dicom-tg-xxxxxxx' is 33 characters, "
+                              "AWS allows 32: use a stack name shorter by at least 1")
+    assert program("prod", config=values).named("da-prod-orthanc-dicom-tg")
+
+
+@pytest.mark.parametrize("type_, name, props, problem", [
+    ("aws:lb/loadBalancer:LoadBalancer", "da-staging-orthanc-alb", {"name": None}, None),
+    ("aws:lb/loadBalancer:LoadBalancer", "da-staging-eu-orthanc-alb", {"name": None}, "is 33 characters, AWS allows 32"),
+    ("aws:rds/instance:Instance", "x", {"identifier": "d" * 64}, "is 64 characters, AWS allows 63"),
+    ("aws:iam/role:Role", "r" * 56, {}, None),
+    ("aws:iam/role:Role", "r" * 57, {}, "is 65 characters, AWS allows 64"),
+    ("aws:ec2/vpc:Vpc", "v" * 300, {}, None),
+])
+def test_name_limits_count_pulumis_suffix_for_auto_names(type_, name, props, problem):
+    found = name_length_problem(type_, name, props, "s")
+    assert (found is None) if problem is None else (problem in found), found

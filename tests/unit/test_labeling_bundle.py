@@ -9,12 +9,15 @@ import subprocess
 import pytest
 
 from components.config import ConfigError
-from components.labeling_bundle import MAX_LIFECYCLE_SCRIPT_B64, lifecycle_script_b64
+from components.labeling_bundle import (
+    MAX_LIFECYCLE_SCRIPT_B64, NOTEBOOK_PLATFORM_PYTHONS, lifecycle_script_b64, notebook_pythons,
+)
+from components.packaging import ROOT
 from components.offline import ACCOUNT_ID, PLACEHOLDER_SECRET, _mock_state, Recording, run_program, stack_config_values
+from tests.unit.programs import BYO_PRIVATE, byo_variant_values, program
 from labeling.gt_contracts import MAX_TEMPLATE_CHARS
 
 GT_NAME_MARKERS = ("SageMaker", "sagemaker", "Sagemaker", "GtRecipe", "LabelingFunction")
-BYO_PRIVATE = ["subnet-0c1c1c1c1c1c1c1c1", "subnet-0d2d2d2d2d2d2d2d2"]
 
 
 def _prefix(rec: Recording) -> str:
@@ -44,24 +47,20 @@ def _functions(rec: Recording) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def variant() -> Recording:
     """dev with a bring-your-own VPC (known subnet ids) and non-default labeling settings."""
-    values = stack_config_values("dev")
-    values.update({
-        "dicom-annotate:vpcId": "vpc-0a1b2c3d4e5f60718",
-        "dicom-annotate:publicSubnetIds": ["subnet-0a0a0a0a0a0a0a0a0", "subnet-0b0b0b0b0b0b0b0b0"],
-        "dicom-annotate:privateSubnetIds": BYO_PRIVATE,
-        "dicom-annotate:deidentify": False,
-        "dicom-annotate:notebookIdleMinutes": 45,
-        "dicom-annotate:gtWorkerOrigins": ["https://abc123.labeling.us-east-1.sagemaker.aws"],
-    })
-    return run_program("dev", config=values)
+    return program("dev", config=byo_variant_values())
 
 
 # ------------------------------------------------------------------------------------ IAM
-def test_ground_truth_role_is_assumed_by_sagemaker_of_this_account(recording):
-    trust = json.loads(_one(recording, "gt-role").inputs["assumeRolePolicy"])
+@pytest.mark.parametrize("suffix, service", [("gt-role", "sagemaker.amazonaws.com"),
+                                              ("sagemaker-role", "sagemaker.amazonaws.com"),
+                                              ("prelabel-role", "lambda.amazonaws.com"),
+                                              ("postlabel-role", "lambda.amazonaws.com")])
+def test_service_roles_trust_exactly_as_the_service_documents(recording, suffix, service):
+    # SageMaker documents confused-deputy conditions for training/processing/inference/Studio only,
+    # Lambda none for execution roles: a condition the service does not send breaks AssumeRole.
+    trust = json.loads(_one(recording, suffix).inputs["assumeRolePolicy"])
     (statement,) = trust["Statement"]
-    assert statement["Principal"] == {"Service": "sagemaker.amazonaws.com"}
-    assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == ACCOUNT_ID
+    assert statement == {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
 
 
 def test_ground_truth_role_invokes_exactly_the_two_lambdas(recording):
@@ -140,8 +139,20 @@ def test_sagemaker_execution_role_pulls_only_dlc_images_and_passes_only_itself(r
     (passrole,) = [s for s in statements if "iam:PassRole" in _as_list(s["Action"])]
     assert passrole["Resource"] == recording.outputs["sagemakerExecutionRoleArn"]
     assert passrole["Condition"]["StringEquals"]["iam:PassedToService"] == "sagemaker.amazonaws.com"
-    trust = json.loads(_one(recording, "sagemaker-role").inputs["assumeRolePolicy"])
-    assert trust["Statement"][0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+
+
+def test_sagemaker_execution_role_may_deploy_endpoints_and_put_its_metrics(recording):
+    # `python -m training sagemaker deploy|delete|status` and the notebook's idle-stop metric.
+    statements = _statements(_policy(recording, "sagemaker-policy"))
+    arn = f"arn:aws:sagemaker:us-east-1:{ACCOUNT_ID}"
+    (endpoints,) = [s for s in statements if s.get("Sid") == "Endpoints"]
+    assert set(endpoints["Resource"]) == {f"{arn}:endpoint/*", f"{arn}:endpoint-config/*"}
+    assert {"sagemaker:CreateEndpoint", "sagemaker:CreateEndpointConfig", "sagemaker:DescribeEndpoint",
+            "sagemaker:DescribeEndpointConfig", "sagemaker:UpdateEndpoint",
+            "sagemaker:DeleteEndpoint"} <= set(endpoints["Action"])
+    (metrics,) = [s for s in statements if "cloudwatch:PutMetricData" in _as_list(s["Action"])]
+    namespaces = metrics["Condition"]["StringLike"]["cloudwatch:namespace"]
+    assert "dicom-annotate/Notebook" in namespaces and "*" not in namespaces
 
 
 # -------------------------------------------------------------------------------- Lambdas
@@ -281,24 +292,86 @@ def test_lifecycle_installs_requirements_and_stops_when_idle(recording, variant)
         assert PLACEHOLDER_SECRET not in script
         assert len(_one(recording, "notebook-lifecycle").inputs[hook]) <= MAX_LIFECYCLE_SCRIPT_B64
         subprocess.run(["bash", "-n"], input=script, text=True, check=True)  # valid shell once rendered
-    # The idle check is Python inside a heredoc: it must at least compile.
+    # The idle check and the project copy are Python inside heredocs: they must at least compile.
     idle_check = on_start.split("<<'IDLE_EOF'\n", 1)[1].split("\nIDLE_EOF\n", 1)[0]
     compile(idle_check, "dicom-annotate-idle-stop", "exec")
     assert "stop_notebook_instance" in idle_check
+    assert "put_metric_data" in idle_check and '"dicom-annotate/Notebook"' in idle_check
+    copy = on_start.split("<<'CODE_EOF'", 1)[1].split("\nCODE_EOF\n", 1)[0].split("\n", 1)[1]
+    compile(copy, "project-copy", "exec")
+
+
+def test_notebook_gets_the_cpu_torch_build_before_the_training_requirements(recording):
+    on_start = _lifecycle(recording, "onStart")
+    requirements = on_start.split("<<'REQUIREMENTS_EOF'\n", 1)[1].split("\nREQUIREMENTS_EOF\n", 1)[0].splitlines()
+    assert requirements[:2] == ["--extra-index-url https://download.pytorch.org/whl/cpu", "torch==2.13.0+cpu"]
+    training = [line for line in (ROOT / "training" / "requirements.txt").read_text().splitlines()
+                if line and not line.startswith("#")]
+    assert requirements[2:] == training and not any(line.startswith("torch") for line in training)
+    # The same build the CI venv installs.
+    assert "torch==2.13.0+cpu" in (ROOT / "constraints.txt").read_text().splitlines()
+
+
+def test_idle_check_interpreters_match_the_platform_the_stack_sets(recording):
+    platform = _one(recording, "notebook").inputs["platformIdentifier"]
+    candidates = NOTEBOOK_PLATFORM_PYTHONS[platform]
+    on_start = _lifecycle(recording, "onStart")
+    assert f"for candidate in {' '.join(candidates)}; do" in on_start
+    with pytest.raises(ValueError, match="notebook platform 'notebook-al1-v1': no known Python"):
+        notebook_pythons("notebook-al1-v1")
+
+
+def test_on_start_fails_the_start_when_no_interpreter_has_boto3(recording, tmp_path):
+    # Run the script's interpreter choice with candidates that lack boto3: it must exit non-zero
+    # with the reason on stderr (CloudWatch Logs: /aws/sagemaker/NotebookInstances).
+    on_start = _lifecycle(recording, "onStart")
+    choice = on_start.split("IDLE_PYTHON=\"\"\n", 1)[1].split("\nif command -v crond", 1)[0]
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nexit 1\n")  # an interpreter whose `import boto3` fails
+    fake.chmod(0o755)
+    platform = _one(recording, "notebook").inputs["platformIdentifier"]
+    script = "IDLE_PYTHON=\"\"\n" + choice.replace(" ".join(NOTEBOOK_PLATFORM_PYTHONS[platform]), str(fake))
+    result = subprocess.run(["bash", "-c", script + "\necho reached"], capture_output=True, text=True)
+    assert result.returncode == 1 and "reached" not in result.stdout
+    assert "no Python with boto3" in result.stderr
+
+
+def test_idle_stop_failures_raise_an_alarm(recording):
+    alarm = _one(recording, "notebook-idle-stop-alarm").inputs
+    assert (alarm["namespace"], alarm["metricName"]) == ("dicom-annotate/Notebook", "IdleStopBroken")
+    assert alarm["dimensions"] == {"NotebookInstanceName": recording.outputs["notebookInstanceName"]}
+    assert alarm["treatMissingData"] == "notBreaching" and alarm["threshold"] == 1
+
+
+def test_project_code_and_notebook_are_copied_onto_the_instance(recording):
+    code = _one(recording, "notebook-code").inputs
+    assert code["key"] == "notebook/dicom-annotate.zip" and code["serverSideEncryption"] == "aws:kms"
+    assets = code["source"].assets
+    assert "training/notebooks/walkthrough.ipynb" in assets and "labeling/__init__.py" in assets
+    assert not [a for a in assets if "__pycache__" in a]
+    bucket = recording.outputs["annotationBucket"]
+    assert f'"s3://{bucket}/notebook/dicom-annotate.zip"' in _lifecycle(recording, "onStart")
 
 
 def test_oversized_lifecycle_script_is_refused(tmp_path):
     script = tmp_path / "big.sh"
     script.write_text("#!/bin/bash\n__TRAINING_REQUIREMENTS__\n")
     with pytest.raises(ValueError, match="base64"):
-        lifecycle_script_b64(script, 60, "x" * 20_000)
+        lifecycle_script_b64(script, {"__TRAINING_REQUIREMENTS__": "x" * 20_000})
+
+
+def test_lifecycle_placeholder_without_a_value_is_refused(tmp_path):
+    script = tmp_path / "on-start.sh"
+    script.write_text("#!/bin/bash\nX=__IDLE_MINUTES__ Y=__NEW_SETTING__\n")
+    with pytest.raises(ValueError, match="placeholders without a value: __NEW_SETTING__"):
+        lifecycle_script_b64(script, {"__IDLE_MINUTES__": "60"})
 
 
 def test_invalid_idle_minutes_is_a_config_error():
     values = stack_config_values("dev")
     values["dicom-annotate:notebookIdleMinutes"] = 2
     with pytest.raises(ConfigError, match="notebookIdleMinutes"):
-        run_program("dev", config=values)
+        program("dev", config=values)
 
 
 # ------------------------------------------------------------------------------------ outputs
@@ -309,3 +382,34 @@ def test_labeling_outputs_present_and_not_secret(recording):
         assert key not in recording.secret_outputs
         assert PLACEHOLDER_SECRET not in str(recording.outputs[key])
     assert recording.outputs["workerTemplateS3Uri"].startswith("s3://")
+
+
+# ---------------------------------------------------------------------------- Lambda layer
+def test_up_without_the_lambda_layer_stops_but_preview_and_the_offline_plan_warn(tmp_path, monkeypatch):
+    import pulumi
+
+    from components import config as stack_config, packaging
+
+    monkeypatch.setattr(packaging, "LAYER_DIR", tmp_path / "lambda-layer")
+    # The program itself, as `pulumi up` runs it (no offline allowances, not a preview): stops.
+    with pytest.raises(packaging.LambdaLayerMissing, match=r"run `make lambda-layer` before `pulumi up`"):
+        run_program("dev", strict=True)
+    # A preview, or the offline harness: a marker layer and a warning (and a plan note).
+    monkeypatch.setattr(pulumi.runtime, "is_dry_run", lambda: True)
+    assert "python/LAYER_NOT_BUILT" in packaging.dependency_layer_archive().assets
+    monkeypatch.setattr(pulumi.runtime, "is_dry_run", lambda: False)
+    with pytest.raises(packaging.LambdaLayerMissing):
+        packaging.dependency_layer_archive()
+    with stack_config.offline_run():
+        assert "python/LAYER_NOT_BUILT" in packaging.dependency_layer_archive().assets
+    # Built: the real directory, whatever the mode.
+    (tmp_path / "lambda-layer" / "python" / "pydicom").mkdir(parents=True)
+    (tmp_path / "lambda-layer" / "python" / "pydicom" / "__init__.py").write_text("")
+    assert packaging.dependency_layer_archive().path == str(tmp_path / "lambda-layer")
+
+
+def test_offline_plan_notes_whether_the_layer_is_built(recording):
+    from components import packaging
+
+    noted = any("lambda-layer is not built" in note for note in recording.notes)
+    assert noted == (not packaging.layer_built())

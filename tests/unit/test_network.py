@@ -7,18 +7,18 @@ import json
 import pytest
 
 from components.config import StackConfig
+from tests.unit.programs import (
+    BYO_PRIVATE, BYO_PUBLIC, BYO_VPC, byo_variant_values, dev_variant_values, program,
+)
 from components.offline import (
     ACCOUNT_ID,
     BYO_VPC_CIDR,
     Recording,
     _mock_state,
-    run_program,
+   
     stack_config_values,
 )
 
-BYO_VPC = "vpc-0a1b2c3d4e5f60718"
-BYO_PUBLIC = ["subnet-0a0a0a0a0a0a0a0a0", "subnet-0b0b0b0b0b0b0b0b0"]
-BYO_PRIVATE = ["subnet-0c1c1c1c1c1c1c1c1", "subnet-0d2d2d2d2d2d2d2d2"]
 INTERFACE_SERVICES = {"secretsmanager", "ecr.api", "ecr.dkr", "logs", "sts"}
 MOCK_PRIVATE = ["subnet-0b000000000000", "subnet-0b100000000000"]  # offline.py's awsx VPC outputs
 
@@ -38,7 +38,7 @@ def _mock_id(resource) -> str:
 def _variant(stack: str, **settings) -> Recording:
     values = stack_config_values(stack)
     values.update({f"dicom-annotate:{k}": v for k, v in settings.items()})
-    return run_program(stack, config=values)
+    return program(stack, config=values)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_nat_strategy_follows_the_environment(recordings, stack, strategy):
 
 @pytest.fixture(scope="module")
 def one_per_az_no_flow_logs() -> Recording:
-    return _variant("dev", natGateways="one-per-az", flowLogs=False)
+    return program("dev", config=dev_variant_values())
 
 
 def test_nat_modes_are_configurable(one_per_az_no_flow_logs):
@@ -128,9 +128,24 @@ def test_flow_log_role_is_scoped_to_its_log_group(recording):
     assert trust["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
     assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == ACCOUNT_ID
     policy = recording.named(f"{_net(recording)}-flow-logs-policy")
-    for statement in json.loads(policy.inputs["policy"])["Statement"]:
-        assert set(statement["Resource"]) == {group_arn, f"{group_arn}:*"}
-        assert all(action.startswith("logs:") and "*" not in action for action in statement["Action"])
+    own, describe = json.loads(policy.inputs["policy"])["Statement"]
+    assert set(own["Resource"]) == {group_arn, f"{group_arn}:*"}
+    assert set(own["Action"]) == {"logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
+    # The flow-logs IAM page lists DescribeLogGroups too; scoped to this account's groups.
+    assert describe["Action"] == "logs:DescribeLogGroups"
+    assert describe["Resource"] == f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:*"
+
+
+def test_data_key_lets_cloudwatch_logs_use_it_only_for_this_accounts_log_groups(recording):
+    # https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/encrypt-log-data-kms.html: the
+    # condition is the log group ARN in the encryption context, not aws:SourceAccount.
+    (key,) = [k for k in recording.of_type("aws:kms/key:Key") if k.name.endswith("-data-key")]
+    statements = {s["Sid"]: s for s in json.loads(key.inputs["policy"])["Statement"]}
+    logs = statements["CloudWatchLogsEncrypt"]
+    assert logs["Principal"] == {"Service": "logs.us-east-1.amazonaws.com"}
+    assert logs["Condition"] == {"ArnLike": {
+        "kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:*"}}
+    assert statements["AccountAdministers"]["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT_ID}:root"}
 
 
 def test_flow_logs_can_be_switched_off(one_per_az_no_flow_logs):
@@ -155,8 +170,16 @@ def test_byo_vpc_keeps_flow_logs_and_endpoints(byo):
     endpoints = byo.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
     assert {e.inputs["vpcId"] for e in endpoints} == {BYO_VPC}
     assert len(endpoints) == 1 + len(INTERFACE_SERVICES)
-    assert all(e.inputs["subnetIds"] == BYO_PRIVATE for e in endpoints
+    assert all(e.inputs["subnetIds"] == BYO_PRIVATE and e.inputs["privateDnsEnabled"] is True for e in endpoints
                if e.inputs["vpcEndpointType"] == "Interface")
+
+
+def test_byo_vpc_that_has_its_own_endpoints_gets_no_s3_route_and_no_second_dns_zone():
+    # "route already exists" / "conflicting DNS domain" on a VPC that already has them.
+    rec = program("dev", config=byo_variant_values())
+    endpoints = rec.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert [e.inputs["vpcEndpointType"] for e in endpoints] == ["Interface"] * len(INTERFACE_SERVICES)
+    assert all(e.inputs["privateDnsEnabled"] is False for e in endpoints)
 
 
 def test_byo_vpc_cidr_is_looked_up_for_the_endpoint_rule(byo):

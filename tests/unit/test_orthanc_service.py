@@ -8,6 +8,9 @@ import json
 import pytest
 
 from components.config import StackConfig, rds_max_connections
+from tests.unit.programs import (
+    MIRROR_IMAGE, MODALITIES, dev_https_values, dev_variant_values, prod_variant_values, program,
+)
 from components.offline import (
     ACCOUNT_ID,
     PLACEHOLDER_SECRET,
@@ -15,7 +18,7 @@ from components.offline import (
     Recording,
     RecordedResource,
     _mock_state,
-    run_program,
+   
     stack_config_values,
 )
 from components.orthanc import DEPLOYMENT_MAX_PERCENT, TLS_POLICY, admin_secret_document
@@ -23,7 +26,6 @@ from labeling.orthanc_config import OrthancConfigError
 
 MOCK_PUBLIC = ["subnet-0a000000000000", "subnet-0a100000000000"]
 MOCK_PRIVATE = ["subnet-0b000000000000", "subnet-0b100000000000"]
-MODALITIES = ["203.0.113.0/24", "198.51.100.7/32"]
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker of a secret value
 SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 SG_EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
@@ -73,19 +75,15 @@ def _as_list(value) -> list:
 
 @pytest.fixture(scope="module")
 def nlb_variant() -> tuple[Recording, dict]:
-    """prod with the DICOM NLB for two modality CIDRs."""
-    values = stack_config_values("prod")
-    values.update({"dicom-annotate:dicomNlb": True, "dicom-annotate:dicomAllowedCidrs": MODALITIES})
-    return run_program("prod", config=values), values
+    """prod with the DICOM NLB for two modality CIDRs (and no portal)."""
+    values = prod_variant_values()
+    return program("prod", config=values), values
 
 
 @pytest.fixture(scope="module")
 def dev_https() -> Recording:
     """dev with a certificate (allowHttp off): the same edge as prod."""
-    values = stack_config_values("dev")
-    values.pop("dicom-annotate:allowHttp")
-    values["dicom-annotate:certificateArn"] = stack_config_values("prod")["dicom-annotate:certificateArn"]
-    return run_program("dev", config=values)
+    return program("dev", config=dev_https_values())
 
 
 # ------------------------------------------------------------------------------------ buckets
@@ -164,8 +162,7 @@ def test_database_is_encrypted_private_and_its_password_is_in_our_secret(recordi
     assert password.type == "random:index/randomPassword:RandomPassword" and password.inputs["special"] is False
     secret = _o(recording, "db-secret")
     assert secret.inputs["kmsKeyId"] == recording.outputs["kmsKeyArn"]
-    (version,) = [r for r in recording.of_type("aws:secretsmanager/secretVersion:SecretVersion")
-                  if r.name.endswith("db-secret-value")]
+    version = _o(recording, "db-secret-value")
     assert SECRET_SIG in version.inputs["secretString"], "the secret string must stay a Pulumi secret"
     document = json.loads(version.inputs["secretString"]["value"])
     assert document["password"] == mock_password(password.name) and document["username"] == db.inputs["username"]
@@ -184,6 +181,13 @@ def test_database_parameter_group_forces_tls(recording):
     assert params.inputs["family"] == f"postgres{_config(recording).db_engine_version.split('.')[0]}"
     assert {(p["name"], p["value"]) for p in params.inputs["parameters"]} >= {("rds.force_ssl", "1")}
     assert _o(recording, "db").inputs["parameterGroupName"] == params.name
+
+
+def test_database_max_connections_is_pinned_to_the_number_the_budgets_use(recording):
+    # Every connection budget comes from this number, so RDS must not compute another default.
+    (param,) = [p for p in _o(recording, "db-params").inputs["parameters"] if p["name"] == "max_connections"]
+    assert int(param["value"]) == _config(recording).db_max_connections
+    assert param["applyMethod"] == "pending-reboot"  # a static parameter
 
 
 @pytest.mark.parametrize("stack, retention, prod", [("dev", 7, False), ("prod", 35, True)])
@@ -209,8 +213,9 @@ def test_database_log_exports_land_in_log_groups_we_own(recording):
 def test_database_accepts_only_the_orthanc_and_portal_tasks(recording):
     rules = _ingress_into(recording, _o(recording, "db-sg"))
     expected = [(5432, _mock_id(_o(recording, "service-sg")))]
-    if "portalUrl" in recording.outputs:  # prod: the portal shares the database server
-        expected.append((5432, _mock_id(recording.named(f"da-{recording.stack}-portal-sg"))))
+    if "portalUrl" in recording.outputs:  # prod: the portal (and its deploy-time role function) share it
+        expected += [(5432, _mock_id(recording.named(f"da-{recording.stack}-portal-{sg}")))
+                     for sg in ("sg", "db-role-sg")]
     assert sorted((r.inputs["fromPort"], r.inputs.get("referencedSecurityGroupId")) for r in rules) == \
         sorted(expected)
     assert _o(recording, "db").inputs["vpcSecurityGroupIds"] == [_mock_id(_o(recording, "db-sg"))]
@@ -242,13 +247,21 @@ def test_orthanc_port_is_open_only_to_the_alb_and_the_client_group(recording):
         [(8042, _mock_id(_o(recording, "service-sg")))]
 
 
-@pytest.mark.parametrize("stack, ports", [("dev", {80}), ("prod", {80, 443})])
-def test_alb_ports_follow_https(recordings, stack, ports):
-    rec = recordings[stack]
+def test_alb_ports_follow_https(recordings):
+    rec = recordings["prod"]
     rules = _ingress_into(rec, _o(rec, "alb-sg"))
-    config = _config(rec)
-    assert {r.inputs["fromPort"] for r in rules} == ports
-    assert {r.inputs["cidrIpv4"] for r in rules} == set(config.alb_ingress_cidrs)
+    assert {r.inputs["fromPort"] for r in rules} == {80, 443}
+    assert {r.inputs["cidrIpv4"] for r in rules} == set(_config(rec).alb_ingress_cidrs) == {"0.0.0.0/0"}
+
+
+def test_plain_http_alb_admits_only_the_configured_cidrs_and_nobody_by_default(recordings):
+    # Orthanc's admin basic-auth crosses plain HTTP in dev: no internet-wide listener.
+    dev = recordings["dev"]
+    assert _ingress_into(dev, _o(dev, "alb-sg")) == []
+    rec = program("dev", config=dev_variant_values())  # albIngressCidrs: OFFICE_CIDRS
+    rules = _ingress_into(rec, _o(rec, "alb-sg"))
+    assert sorted((r.inputs["fromPort"], r.inputs["cidrIpv4"]) for r in rules) == \
+        [(80, "198.51.100.7/32"), (80, "203.0.113.0/24")]
 
 
 def test_alb_is_public_and_drops_invalid_headers(recording):
@@ -409,6 +422,8 @@ def test_service_runs_privately_with_rollback_and_no_exec(recording):
     assert service.inputs["enableExecuteCommand"] is False
     assert service.inputs["launchType"] == "FARGATE"
     assert service.inputs["serviceRegistries"]["registryArn"].endswith("servicediscovery/orthanc")
+    # `pulumi up` fails on a crash-looping service instead of reporting success.
+    assert service.inputs["waitForSteadyState"] is True
 
 
 def test_service_scales_on_cpu_between_the_configured_bounds(recording):
@@ -453,6 +468,24 @@ def test_execution_role_reads_only_its_two_secrets(recording):
     logs = [s for s in statements if "logs:PutLogEvents" in _as_list(s["Action"])]
     assert [s["Resource"] for s in logs] == [
         f"arn:aws:logs:us-east-1:{ACCOUNT_ID}:log-group:/ecs/da-{recording.stack}-orthanc:*"]
+
+
+def test_docker_hub_image_gets_no_ecr_grant(recording):
+    statements = _statements(_o(recording, "execution-policy"))
+    assert not [a for s in statements for a in _as_list(s["Action"]) if a.startswith("ecr:")]
+
+
+def test_ecr_mirror_image_is_pulled_by_digest_with_grants_on_that_repository_only():
+    image = MIRROR_IMAGE
+    rec = program("dev", config=dev_variant_values())
+    (container,) = json.loads(_o(rec, "taskdef").inputs["containerDefinitions"])
+    assert container["image"] == image
+    statements = {s["Sid"]: s for s in _statements(_o(rec, "execution-policy"))}
+    assert statements["EcrPull"]["Resource"] == \
+        f"arn:aws:ecr:us-east-1:{ACCOUNT_ID}:repository/docker-hub/orthancteam/orthanc"
+    # A pull-through cache creates the repository and imports the image on the first pull.
+    assert {"ecr:BatchGetImage", "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"} <= \
+        set(statements["EcrPull"]["Action"])
 
 
 def test_task_role_reaches_only_the_storage_bucket_and_key(recording):

@@ -10,6 +10,7 @@ import pytest
 
 from components import costs
 from components.offline import Recording, RecordedResource
+from tests.unit.programs import dev_https_values, program
 from components.plan import build_plan, main, stack_config
 
 STACKS = ("dev", "prod")
@@ -48,13 +49,10 @@ def test_dev_fits_the_budget(plans):
 def test_dev_with_the_portal_fits_its_own_budget(plans):
     """A dev stack with a certificate runs the portal at its smallest size; the table's dev-portal goal."""
     from components.config import StackConfig
-    from components.offline import run_program, stack_config_values
 
-    values = stack_config_values("dev")
-    values.pop("dicom-annotate:allowHttp")
-    values["dicom-annotate:certificateArn"] = stack_config_values("prod")["dicom-annotate:certificateArn"]
+    values = dev_https_values()
     config = StackConfig.from_mapping(values, stack="dev")
-    plan = build_plan(run_program("dev", config=values), config)
+    plan = build_plan(program("dev", config=values), config)
     estimate = plan.cost
     assert estimate.budget == costs.load_prices()["monthly_budget_usd"]["dev-portal"]
     portal = {line.resource: line for line in estimate.lines if line.resource.startswith("da-dev-portal")}

@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from components.config import ConfigError, StackConfig, rds_max_connections
+from tests.unit.programs import (
+    CERT, PORTAL_DOMAIN, PORTAL_PROBE_KEY, dev_https_values, prod_variant_values, program,
+)
 from components.offline import (
     ACCOUNT_ID, PLACEHOLDER_SECRET, Recording, RecordedResource, _mock_state, mock_password, run_program,
     stack_config_values,
@@ -26,7 +29,6 @@ from components.portal import (
 from labeling.orthanc_config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
 
 ROOT = Path(__file__).resolve().parents[2]
-CERT = stack_config_values("prod")["dicom-annotate:certificateArn"]
 PRIVATE = ["subnet-0b000000000000", "subnet-0b100000000000"]  # the mocked awsx VPC's private subnets
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 SG_INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -40,17 +42,9 @@ ENV_NAMES = {
 }
 
 
-def dev_https_values(**extra) -> dict:
-    values = stack_config_values("dev")
-    values.pop("dicom-annotate:allowHttp")
-    values["dicom-annotate:certificateArn"] = CERT
-    values.update({f"dicom-annotate:{k}": v for k, v in extra.items()})
-    return values
-
-
 @pytest.fixture(scope="module")
 def dev_portal() -> Recording:
-    return run_program("dev", config=dev_https_values())
+    return program("dev", config=dev_https_values())
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
@@ -97,8 +91,7 @@ def test_stock_dev_has_no_portal_and_says_why(recordings):
 
 
 def test_portal_outputs_are_exported_and_not_secret(rec):
-    alb = _state(_o(rec, "alb"))["dnsName"]
-    assert rec.outputs["portalUrl"] == f"https://{alb}/portal/"
+    assert rec.outputs["portalUrl"] == f"https://{PORTAL_DOMAIN}/portal/"
     pool = _state(_p(rec, "users"))
     assert rec.outputs["portalUserPoolId"] == pool["id"]
     assert rec.outputs["portalSignInDomain"] == f"da-{rec.stack}-portal-{ACCOUNT_ID}.auth.us-east-1.amazoncognito.com"
@@ -142,12 +135,7 @@ def _pip_line(dockerfile: str) -> str:
     return match.group(1)
 
 
-def test_dockerfile_installs_every_distribution_the_portal_imports():
-    """The image installs a short list; everything `python -m labeling portal …` imports must be in
-    its dependency closure (resolved from the installed metadata of this venv)."""
-    wanted = [w.strip('"\\ ') for w in _pip_line((ROOT / "portal.Dockerfile").read_text()).split()]
-    wanted = [w for w in wanted if w]
-    probe = r'''
+PORTAL_IMPORT_PROBE = r'''
 import importlib, json, pkgutil, sys
 from importlib import metadata
 
@@ -217,14 +205,31 @@ while todo:
 names = {n for n, _ in closure}
 print(json.dumps(sorted(norm(d) for d in used if norm(d) not in names)))
 '''
+
+
+def start_portal_import_probe() -> subprocess.Popen:
+    """The probe of the test below, in its own interpreter (a fresh import of the whole portal).
+
+    tests/unit/conftest.py starts it as soon as collection selects that test, so its ~1-4 s of
+    imports overlap the Pulumi mocks tests instead of adding to them.
+    """
+    wanted = [w.strip('"\\ ') for w in _pip_line((ROOT / "portal.Dockerfile").read_text()).split()]
+    wanted = [w for w in wanted if w]
     # pydicom probes these only when installed (pixel decoder plugins, test-data download
     # progress); the portal never decodes pixels, so the image leaves them out — and the probe
     # proves the portal imports without them.
     optional = ["pylibjpeg", "libjpeg", "openjpeg", "rle", "tqdm", "setuptools", "pkg_resources", "_distutils_hack"]
-    result = subprocess.run([sys.executable, "-c", probe, json.dumps(wanted), json.dumps(optional)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [], "portal imports distributions the image does not install"
+    return subprocess.Popen([sys.executable, "-c", PORTAL_IMPORT_PROBE, json.dumps(wanted), json.dumps(optional)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_dockerfile_installs_every_distribution_the_portal_imports(request):
+    """The image installs a short list; everything `python -m labeling portal …` imports must be in
+    its dependency closure (resolved from the installed metadata of this venv)."""
+    probe = request.config.stash.get(PORTAL_PROBE_KEY, None) or start_portal_import_probe()
+    stdout, stderr = probe.communicate(timeout=120)
+    assert probe.returncode == 0, stderr
+    assert json.loads(stdout) == [], "portal imports distributions the image does not install"
 
 
 # ------------------------------------------------------------------------------------ task + service
@@ -232,14 +237,16 @@ def test_container_settings_follow_the_portal_contract(rec):
     env = _env(rec)
     assert set(env) == ENV_NAMES
     assert env["PORTAL_AUTH_MODE"] == "alb-oidc" and env["PORTAL_ROOT_PATH"] == "/portal"
-    assert env["PORTAL_DB_SSLMODE"] == "require" and env["PORTAL_DB_CREATE"] == "true"
+    # The database and its owner are made at deploy time (portal DB role function), not by the app.
+    assert env["PORTAL_DB_SSLMODE"] == "require" and env["PORTAL_DB_CREATE"] == "false"
     assert env["PORTAL_HOST"] == "0.0.0.0" and env["PORTAL_PORT"] == str(PORTAL_PORT)
     assert env["PORTAL_OIDC_ALB_ARN"] == _state(_o(rec, "alb"))["arn"]
     assert env["PORTAL_OIDC_REGION"] == "us-east-1"
     assert env["PORTAL_COGNITO_USER_POOL_ID"] == rec.outputs["portalUserPoolId"]
     assert env["PORTAL_COGNITO_CLIENT_ID"] == _state(_p(rec, "client"))["id"]
     assert env["PORTAL_DB_HOST"] == rec.outputs["databaseEndpoint"]
-    assert env["PORTAL_DB_NAME"] == "portal" and env["PORTAL_DB_USER"] == _o(rec, "db").inputs["username"]
+    assert env["PORTAL_DB_NAME"] == "portal" and env["PORTAL_DB_USER"] == "portal_app"
+    assert env["PORTAL_DB_USER"] != _o(rec, "db").inputs["username"]  # never the master user
     assert env["ORTHANC_URL"] == rec.outputs["orthancInternalUrl"]
     assert env["ORTHANC_SECRET_ARN"] == rec.outputs["orthancAdminSecretArn"]
     salt = rec.named(f"da-{rec.stack}-labeling-deid-salt-secret")
@@ -253,7 +260,7 @@ def test_container_settings_follow_the_portal_contract(rec):
 def test_secrets_reach_the_container_only_through_ecs_secrets(rec):
     container = _container(rec)
     secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
-    db_secret = _state(_o(rec, "db-secret"))["arn"]
+    db_secret = _state(_p(rec, "db-secret"))["arn"]  # the portal role's own secret, not the master's
     session = _state(_p(rec, "session-secret"))["arn"]
     assert secrets == {"PORTAL_DB_PASSWORD": f"{db_secret}:password::", "PORTAL_SESSION_SECRET": session}
     plain = json.dumps(container["environment"])
@@ -298,6 +305,7 @@ def test_service_runs_in_private_subnets_of_the_orthanc_cluster_behind_its_targe
     service = _p(rec, "service").inputs
     assert service["cluster"] == _state(_o(rec, "cluster"))["arn"]
     assert service["launchType"] == "FARGATE" and service["platformVersion"] == "LATEST"
+    assert service["waitForSteadyState"] is True  # `pulumi up` fails while tasks crash-loop
     network = service["networkConfiguration"]
     assert network["subnets"] == PRIVATE and network["assignPublicIp"] is False
     assert network["securityGroups"] == [_state(_p(rec, "sg"))["id"], _state(_o(rec, "client-sg"))["id"]]
@@ -358,20 +366,21 @@ def test_user_pool_is_invite_only_with_strong_passwords_and_mfa(rec):
 
 def test_app_client_is_the_albs_code_flow_client_with_a_secret(rec):
     client = _p(rec, "client").inputs
-    alb = _state(_o(rec, "alb"))["dnsName"]
     assert client["generateSecret"] is True
     assert client["allowedOauthFlows"] == ["code"] and client["allowedOauthFlowsUserPoolClient"] is True
     assert "openid" in client["allowedOauthScopes"]
-    assert client["callbackUrls"] == [f"https://{alb}/oauth2/idpresponse"]
+    # The host the certificate covers, never the ALB's *.elb.amazonaws.com name.
+    assert client["callbackUrls"] == [f"https://{PORTAL_DOMAIN}/oauth2/idpresponse"]
+    assert rec.outputs["portalUrl"] == f"https://{PORTAL_DOMAIN}/portal/"
     assert client["supportedIdentityProviders"] == ["COGNITO"]
     assert client["preventUserExistenceErrors"] == "ENABLED"
 
 
 def test_custom_portal_domain_is_the_callback_and_the_url():
-    rec = run_program("dev", config=dev_https_values(portalDomain="labeling.example.org",
-                                                     cognitoDomainPrefix="example-labeling"))
-    assert _p(rec, "client").inputs["callbackUrls"] == ["https://labeling.example.org/oauth2/idpresponse"]
-    assert rec.outputs["portalUrl"] == "https://labeling.example.org/portal/"
+    rec = program("dev", config=dev_https_values(portalDomain="labels.radiology.example.net",
+                                                 cognitoDomainPrefix="example-labeling"))
+    assert _p(rec, "client").inputs["callbackUrls"] == ["https://labels.radiology.example.net/oauth2/idpresponse"]
+    assert rec.outputs["portalUrl"] == "https://labels.radiology.example.net/portal/"
     assert _p(rec, "domain").inputs["domain"] == "example-labeling"
 
 
@@ -381,7 +390,7 @@ def test_execution_role_pulls_its_image_and_reads_only_its_two_secrets(rec):
     (pull,) = [s for s in statements if "ecr:BatchGetImage" in _as_list(s["Action"])]
     assert pull["Resource"] == _state(_p(rec, "repo"))["arn"]
     (secrets,) = [s for s in statements if "secretsmanager:GetSecretValue" in _as_list(s["Action"])]
-    assert secrets["Resource"] == [_state(_o(rec, "db-secret"))["arn"], _state(_p(rec, "session-secret"))["arn"]]
+    assert secrets["Resource"] == [_state(_p(rec, "db-secret"))["arn"], _state(_p(rec, "session-secret"))["arn"]]
 
 
 def test_task_role_reads_orthanc_and_salt_and_writes_only_the_export_prefix(rec):
@@ -421,7 +430,7 @@ def test_portal_env_carries_the_pool_size(rec):
 
 def test_too_many_portal_tasks_for_the_database_is_a_config_error():
     with pytest.raises(ConfigError, match=r"^dicom-annotate:portalMaxTasks: .*larger dbInstanceClass"):
-        run_program("dev", config=dev_https_values(portalMaxTasks=8))
+        program("dev", config=dev_https_values(portalMaxTasks=8))
 
 
 # ------------------------------------------------------------------------------------ config
@@ -434,12 +443,14 @@ def test_too_many_portal_tasks_for_the_database_is_a_config_error():
     ({"portalMfa": "sometimes"}, "portalMfa", "not one of"),
     ({"portalDomain": "https://labeling.example.org/portal"}, "portalDomain", "not a DNS host name"),
     ({"cognitoDomainPrefix": "my-aws-portal"}, "cognitoDomainPrefix", "without 'aws'"),
+    ({"portalDomain": None}, "portalDomain", "the ALB's own *.elb.amazonaws.com name is not on your certificate"),
 ])
 def test_bad_portal_settings_name_the_key(values, key, words):
     base = {"dicom-annotate:allowHttp": True}
     if key != "portalEnabled":
-        base = {"dicom-annotate:certificateArn": CERT}
+        base = {"dicom-annotate:certificateArn": CERT, "dicom-annotate:portalDomain": PORTAL_DOMAIN}
     base.update({f"dicom-annotate:{k}": v for k, v in values.items()})
+    base = {k: v for k, v in base.items() if v is not None}
     with pytest.raises(ConfigError) as err:
         StackConfig.from_mapping(base, stack="dev")
     assert str(err.value).startswith(f"dicom-annotate:{key}:") and words in str(err.value), str(err.value)
@@ -449,12 +460,61 @@ def test_prod_refuses_optional_mfa_and_the_program_stops_at_start():
     values = stack_config_values("prod")
     values["dicom-annotate:portalMfa"] = "optional"
     with pytest.raises(ConfigError, match=r"^dicom-annotate:portalMfa: must be required in prod"):
-        run_program("prod", config=values)
+        program("prod", config=values)
 
 
 def test_portal_can_be_switched_off_in_prod():
-    values = stack_config_values("prod")
-    values["dicom-annotate:portalEnabled"] = False
-    rec = run_program("prod", config=values)
+    rec = program("prod", config=prod_variant_values())  # portalEnabled: false
     assert not [r for r in rec.resources if r.name.startswith("da-prod-portal")]
     assert "portalUrl" not in rec.outputs
+
+
+# ------------------------------------------------------------------------------------ database role
+def test_portal_db_role_is_made_at_deploy_time_inside_the_vpc_with_its_own_secret(rec):
+    function = _p(rec, "db-role").inputs
+    assert function["handler"] == "handler.lambda_handler" and "handler.py" in function["code"].assets
+    assert not [a for a in function["code"].assets if a.startswith("labeling/")]
+    assert function["vpcConfig"]["subnetIds"] == PRIVATE
+    assert function["vpcConfig"]["securityGroupIds"] == [_state(_p(rec, "db-role-sg"))["id"]]
+    assert function["layers"] == [_state(rec.named(f"da-{rec.stack}-labeling-deps"))["arn"]]
+    assert function["tags"]["dicom-annotate:invoked"] == "deploy-time"
+    master, own = _state(_o(rec, "db-secret"))["arn"], _state(_p(rec, "db-secret"))["arn"]
+    setup = _p(rec, "db-role-setup").inputs
+    assert json.loads(setup["input"]) == {"master_secret_arn": master, "role_secret_arn": own,
+                                          "database": "portal", "protected_databases": ["orthanc"]}
+    assert set(setup["triggers"]) == {"secret_version", "code"}  # re-run on a new password or new code
+    # Only this function reads the master secret; the portal's tasks get the role's own secret.
+    (secrets,) = [s for s in _statements(_p(rec, "db-role-policy")) if s["Sid"] == "Secrets"]
+    assert secrets["Resource"] == [master, own]
+    readers = {r.name for r in rec.of_type("aws:iam/rolePolicy:RolePolicy") if master in r.inputs["policy"]}
+    assert readers == {f"da-{rec.stack}-portal-db-role-policy", f"da-{rec.stack}-orthanc-execution-policy"}
+    own_value = json.loads(_p(rec, "db-secret-value").inputs["secretString"]["value"])
+    assert own_value["username"] == "portal_app" and own_value["dbname"] == "portal"
+    assert _p(rec, "db-secret").inputs["kmsKeyId"] == rec.outputs["kmsKeyArn"]
+    # The service starts only once the role exists.
+    assert rec.outputs["portalDatabaseSecretArn"] == own
+
+
+def test_portal_db_role_function_reaches_only_the_database_and_https(rec):
+    sg = _state(_p(rec, "db-role-sg"))["id"]
+    assert not [r for r in rec.of_type(SG_INGRESS) if r.inputs["securityGroupId"] == sg]
+    egress = {(r.inputs["fromPort"], r.inputs.get("referencedSecurityGroupId") or r.inputs.get("cidrIpv4"))
+              for r in rec.of_type(SG_EGRESS) if r.inputs["securityGroupId"] == sg}
+    assert egress == {(5432, _state(_o(rec, "db-sg"))["id"]), (443, "0.0.0.0/0")}
+
+
+def test_db_role_setup_runs_only_once_both_secret_values_are_written(monkeypatch):
+    # The function reads the master secret's value (host, password), written after the database
+    # exists: the invocation must wait for that version, not only for the secret's ARN.
+    import pulumi_aws as aws
+
+    waits: dict[str, list[str]] = {}
+
+    class Spy(aws.lambda_.Invocation):
+        def __init__(self, name, *args, opts=None, **kwargs):
+            waits[name] = [dep._name for dep in (opts.depends_on or [])]
+            super().__init__(name, *args, opts=opts, **kwargs)
+
+    monkeypatch.setattr(aws.lambda_, "Invocation", Spy)
+    run_program("dev", config=dev_https_values())
+    assert set(waits["da-dev-portal-db-role-setup"]) == {"da-dev-orthanc-db-secret-value", "da-dev-portal-db-secret-value"}

@@ -174,10 +174,11 @@ def test_an_archive_without_the_entry_point_is_refused(tmp_path):
 # ---------------------------------------------------------------------------------- images
 
 def test_image_uris_follow_the_region_and_instance_family():
+    # Tags as the SageMaker SDK builds them from its pytorch.json (training/dlc_images.json).
     assert sm.TRAINING_IMAGE.uri("eu-west-1", gpu=False) == \
-        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.8.0-cpu-py312-ubuntu22.04-sagemaker"
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.8.0-cpu-py312"
     assert sm.INFERENCE_IMAGE.uri("af-south-1", gpu=True) == \
-        "626614931356.dkr.ecr.af-south-1.amazonaws.com/pytorch-inference:2.6.0-gpu-py312-cu124-ubuntu22.04-sagemaker"
+        "626614931356.dkr.ecr.af-south-1.amazonaws.com/pytorch-inference:2.6.0-gpu-py312"
     assert sm.TRAINING_IMAGE.uri("cn-north-1", gpu=False).startswith("727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/")
     assert [sm.is_gpu_instance(t) for t in ("ml.g5.xlarge", "ml.p4d.24xlarge", "ml.m5.xlarge", "ml.c5.2xlarge")] == \
         [True, True, False, False]
@@ -272,7 +273,7 @@ def test_train_dry_run_prints_the_request_and_creates_no_client(tmp_path, monkey
     request = printed["create_training_job"]
     assert request["TrainingJobName"] == "dry" and request["RoleArn"] == ROLE
     assert request["InputDataConfig"][1]["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/chest-batch-1/"
-    assert request["AlgorithmSpecification"]["TrainingImage"].endswith("-gpu-py312-cu129-ubuntu22.04-sagemaker")
+    assert request["AlgorithmSpecification"]["TrainingImage"].endswith(sm.TRAINING_IMAGE.gpu_tag)
     assert printed["upload"][0]["uri"] == f"s3://{BUCKET}/{sm.source_key(sm.build_source_archive())}"
 
 
@@ -354,7 +355,7 @@ def test_deploy_creates_model_config_and_endpoint(tmp_path, sagemaker_stub, caps
                                   instance_type="ml.m5.large", count=1, image=None)
     container = expected["create_model"]["PrimaryContainer"]
     assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
-    assert container["Image"].endswith("pytorch-inference:2.6.0-cpu-py312-ubuntu22.04-sagemaker")
+    assert container["Image"].endswith("pytorch-inference:2.6.0-cpu-py312")
     assert expected["create_endpoint_config"]["KmsKeyId"] == KMS
     stubber.add_response("create_model", {"ModelArn": _arn("model", "m")}, expected["create_model"])
     stubber.add_response("create_endpoint_config", {"EndpointConfigArn": _arn("endpoint-config", "c")},

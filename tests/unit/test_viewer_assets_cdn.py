@@ -15,6 +15,7 @@ import pytest
 
 from components.config import ConfigError
 from components.offline import Recording, RecordedResource, _mock_state, run_program, stack_config_values
+from tests.unit.programs import program
 from components.viewer_cdn import CACHING_OPTIMIZED_POLICY_ID, IMMUTABLE_CACHE_CONTROL, assets_version
 from labeling import viewer_assets
 from labeling.gt_contracts import MAX_TEMPLATE_CHARS
@@ -43,7 +44,7 @@ def fake_build(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
 def rec(request, fake_build) -> Recording:
-    return run_program(request.param, viewer_build_dir=fake_build)
+    return program(request.param, viewer_build_dir=fake_build)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def custom_domain(fake_build) -> Recording:
     values = stack_config_values("dev")
     values.update({"dicom-annotate:viewerAssetsDomain": "viewer.example.org",
                    "dicom-annotate:viewerAssetsCertificateArn": CERT_US_EAST_1})
-    return run_program("dev", config=values, viewer_build_dir=fake_build)
+    return program("dev", config=values, viewer_build_dir=fake_build)
 
 
 def _v(rec: Recording, suffix: str) -> RecordedResource:

@@ -92,6 +92,9 @@ def test_preview_runs_tests_first_then_previews_both_stacks_with_policy_pack():
     assert pulumi["with"]["command"] == "preview"
     assert pulumi["with"]["comment-on-pr"] is True
     assert pulumi["with"]["policyPacks"] == "policy"
+    # Stacks need not pre-exist; fork PRs (no OIDC token, no secrets) skip instead of failing.
+    assert pulumi["with"]["upsert"] is True
+    assert preview["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
 
 
 def test_up_deploys_dev_then_prod_behind_the_production_environment():
@@ -106,6 +109,19 @@ def test_up_deploys_dev_then_prod_behind_the_production_environment():
         (pulumi,) = _steps_using(jobs[name], "pulumi/actions@v6")
         assert pulumi["with"] == {"command": "up", "stack-name": stack, "policyPacks": "policy"}
         assert jobs[name]["permissions"]["id-token"] == "write"
+
+
+def test_each_deploy_job_assumes_the_role_of_its_own_environment():
+    # A job with `environment: X` gets the OIDC subject repo:<owner>/<repo>:environment:X; the header
+    # tells the user to trust exactly that subject in each environment's own role.
+    workflow = load("up.yml")
+    header = (ROOT / ".github" / "workflows" / "up.yml").read_text().split("\nname:")[0]
+    for job, environment in (("up-dev", "dev"), ("up-prod", "production")):
+        assert workflow["jobs"][job]["environment"] == environment
+        assert f"repo:<owner>/<repo>:environment:{environment}" in header
+        (creds,) = _steps_using(workflow["jobs"][job], "aws-actions/configure-aws-credentials@v4")
+        assert creds["with"]["role-to-assume"] == "${{ vars.AWS_DEPLOY_ROLE_ARN }}"
+    assert "refs/heads/main" not in header  # a ref subject never matches an environment job
 
 
 def test_actions_are_pinned_by_tag_and_local_actions_exist():
