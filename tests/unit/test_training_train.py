@@ -133,9 +133,17 @@ def test_evaluate_reruns_the_report_on_the_validation_split(trained, data, tmp_p
     assert again["macro_auroc"] == pytest.approx(trained["metrics"]["macro_auroc"], abs=1e-6)
 
 
-def test_handler_round_trip_with_dicom_bytes(trained, data):
+def test_handler_round_trip_with_dicom_bytes(trained, data, tmp_path):
+    # The reference is `predict` (files on disk → the same model): the handler, fed the DICOM bytes,
+    # must give the same probabilities. Presence at a fixed threshold after 5 epochs depends on
+    # calibration (not what the handler is responsible for), so truth is checked as a ranking.
+    preds = tmp_path / "predictions.jsonl"
+    assert main(["predict", "--model", str(trained["out"]), "--manifest", str(data["manifest"]), "--out", str(preds),
+                 "--images", str(data["images"])]) == 0
+    reference = {r["source"]: {e["name"]: e["probability"] for e in r["labels"]}
+                 for r in inference.read_predictions(preds)}
     model = inference.model_fn(str(trained["out"]))
-    hits = 0
+    by_label: dict[str, dict[bool, list[float]]] = {n: {True: [], False: []} for n in NAMES}
     for iid, (square, bar) in list(data["truth"].items())[:12]:
         body = (data["images"] / f"{iid}.dcm").read_bytes()
         answer = json.loads(inference.output_fn(inference.predict_fn(inference.input_fn(body, "application/dicom"),
@@ -145,10 +153,14 @@ def test_handler_round_trip_with_dicom_bytes(trained, data):
         assert set(labels) == set(NAMES)
         for e in labels.values():
             assert 0 <= e["probability"] <= 1
+            assert e["probability"] == pytest.approx(reference[iid][e["name"]], abs=1e-5)
             assert e["confidence"] == pytest.approx(e["probability"] if e["present"] else 1 - e["probability"], abs=1e-5)
-        hits += (labels["Square"]["present"] == square) + (labels["Bar"]["present"] == bar)
+        by_label["Square"][square].append(labels["Square"]["probability"])
+        by_label["Bar"][bar].append(labels["Bar"]["probability"])
         assert answer[0]["model"]["name"] and answer[0]["image"] == {"rows": SIZE, "columns": SIZE, "frame": 0}
-    assert hits >= 20  # of 24 label answers (these images include training ones)
+    for name, groups in by_label.items():  # the separable set: positives score above negatives on average
+        assert groups[True] and groups[False], name
+        assert np.mean(groups[True]) > np.mean(groups[False]), (name, groups)
     with pytest.raises(ValueError, match="content type"):
         inference.input_fn(b"x", "image/png")
     with pytest.raises(ValueError, match="not a readable DICOM"):
