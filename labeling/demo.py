@@ -71,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
     data = workdir / "data"
     synth_dir, samples_dir = data / "synth", data / "samples"
-    data.mkdir(parents=True, exist_ok=True)  # the commands below refuse a missing --out parent
     manifest = workdir / "manifest.jsonl"
 
     print(f"== local stack in {workdir}", flush=True)
@@ -84,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Orthanc {info.url} ({'already running' if info.already_running else 'started'}), "
           f"PostgreSQL on 127.0.0.1:{info.postgres_port}")
     conn = stack.connection()
+    data.mkdir(parents=True, exist_ok=True)  # after `up`: a fresh work dir is `up`'s to set up
     # The sub-commands read the connection the documented way: ORTHANC_* variables.
     os.environ.update(ORTHANC_URL=conn.url, ORTHANC_USERNAME=conn.username, ORTHANC_PASSWORD=conn.password)
 
