@@ -1,4 +1,4 @@
-# dicom-annotate — the two commands a new machine needs: `make demo` and `make test`.
+# dicom-annotate — the commands a new machine needs: `make portal`, `make demo` and `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +7,7 @@ STACK ?= dev
 WORKDIR ?= .local/stack
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps viewer notebook test test-unit test-integration plan demo demo-down lambda-layer up preview clean
+.PHONY: help venv system-deps viewer notebook test test-unit test-integration plan portal portal-down demo demo-down lambda-layer up preview clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -48,6 +48,12 @@ test-integration: venv system-deps viewer  ## tier 2 only: real local Orthanc + 
 
 plan: venv  ## offline plan: resources, policy results, monthly cost (STACK=dev|prod)
 	$(PY) -m components.plan --stack $(STACK)
+
+portal: venv system-deps viewer  ## the labeling portal on loopback: stack, settings, first admin (password shown once), URL
+	$(PY) -m labeling portal up --workdir $(WORKDIR)
+
+portal-down:  ## stop the portal and the local stack started by `make portal`
+	$(PY) -m labeling portal down --workdir $(WORKDIR)
 
 demo: venv system-deps viewer  ## the local loop: Orthanc + PostgreSQL, data, portal job + simulated annotators, training, write-back
 	$(PY) -m labeling demo --workdir $(WORKDIR)

@@ -1,15 +1,19 @@
-"""Ingest benchmark: our `upload` against a naive and a parallel per-file uploader, same Orthanc, same files.
+"""Ingest benchmark: our `upload` against simple per-file and ZIP-batch uploaders, whole processes.
 
-    .venv/bin/python bench/ingest.py [--instances 2000] [--rounds 2] [--clients 2,4,8]
+    .venv/bin/python bench/ingest.py [--instances 1000] [--rounds 3] [--clients 2,4,8]
 
 Variants, each run on an EMPTY Orthanc with the same files (≈128 KiB synthetic DX instances,
-256×256 16-bit, from ``labeling.synth``):
+256×256 16-bit, from ``labeling.synth``), each as its own process (``python bench/ingest.py
+--client NAME``, or ``python -m labeling upload`` for ours), timed from start to exit — start-up
+and imports included, since that is what a user waits for:
 
 * ``naive``        — one request per file, sequential, a NEW HTTP connection each time: what
                      Orthanc's own ``ImportDicomFiles.py`` sample does;
 * ``parallel-N``   — N threads, one keep-alive session each, one request per file (best N shown);
-* ``ours``         — ``python -m labeling upload DIR`` run in this process (``labeling.cli.main``,
-                     the CLI's code path: validation, ZIP bodies, per-file outcomes, report).
+* ``zip-batch``    — the simplest batching client: ZIP archives of 50 files (stored, not
+                     compressed), 2 threads, one ``POST /instances`` each (Orthanc >= 1.8.2);
+* ``ours``         — ``python -m labeling upload DIR --report FILE`` (validation, ZIP bodies,
+                     per-file outcomes checked in the report).
 
 Emptying Orthanc between variants: with the benchmark's own stack (the default) the database is
 recreated (``LocalStack.reset_database``: stop Orthanc, drop + create the database, wipe the
@@ -17,30 +21,32 @@ storage, start) — a few seconds, and unlike ``DELETE /patients/{id}`` it leave
 that would slow the next variant. With ``ORTHANC_URL`` set, that Orthanc is used and emptied by
 deleting its patients (it must hold nothing you want to keep: the benchmark asks for ``--yes``).
 
-The machine is shared and noisy, so every variant runs ``--rounds`` times (alternating order) and
-the best rate of each is compared. Orthanc's own processing is the ceiling: on 2 cores it takes
-most of the CPU whatever the client does.
+The machine is shared and noisy: the variants run ``--rounds`` times, interleaved (the order
+rotates each round); medians and min–max are reported, with Orthanc + PostgreSQL CPU per instance
+(the server's share is the ceiling: on 2 cores it takes most of the CPU whatever the client does),
+the CPU other programs used meanwhile, and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import http.client
 import io
 import json
 import os
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import urlparse
 
 import requests
@@ -49,12 +55,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from labeling.connection import OrthancConnection  # noqa: E402
-from labeling.local_stack import LocalStack  # noqa: E402
-from labeling.orthanc_client import OrthancClient  # noqa: E402
 
-GOAL_VS_NAIVE = 1.8
+if TYPE_CHECKING:
+    from labeling.local_stack import LocalStack
+# labeling.local_stack and labeling.orthanc_client are imported where used: a baseline client's
+# process (--client) loads no more than a plain script would (requests, http.client).
+
 GOAL_VS_PARALLEL = 1.1
-NOISY_CPUS = 0.3  # a run during which other programs used more CPU than this is not counted
+GOAL_VS_ZIP = 0.95
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,12 +134,16 @@ class Target:
         if self.stack is not None:
             self.stack.reset_database()
             return
+        from labeling.orthanc_client import OrthancClient
+
         with OrthancClient.from_connection(self.conn) as client:
             for patient in client._json("GET", "/patients"):
                 client.delete("patients", patient, missing_ok=True)
         time.sleep(2)  # let Orthanc's deferred file removal settle before timing again
 
     def count(self) -> int:
+        from labeling.orthanc_client import OrthancClient
+
         with OrthancClient.from_connection(self.conn) as client:
             return int(client.statistics()["CountInstances"])
 
@@ -158,19 +170,27 @@ def naive(conn: OrthancConnection, files: list[Path]) -> None:
             connection.close()
 
 
+def _sessions(conn: OrthancConnection) -> Callable[[], requests.Session]:
+    local = threading.local()
+
+    def session() -> requests.Session:
+        if getattr(local, "session", None) is None:
+            local.session = requests.Session()
+            local.session.auth = (conn.username, conn.password)
+        return local.session
+
+    return session
+
+
 def parallel(clients: int) -> Callable[[OrthancConnection, list[Path]], None]:
     """N threads, each with its own keep-alive session, one request per file."""
 
     def run(conn: OrthancConnection, files: list[Path]) -> None:
-        local = threading.local()
+        session = _sessions(conn)
 
         def send(path: Path) -> None:
-            session = getattr(local, "session", None)
-            if session is None:
-                session = local.session = requests.Session()
-                session.auth = (conn.username, conn.password)
-            answer = session.post(f"{conn.url}/instances", data=path.read_bytes(),
-                                  headers={"Content-Type": "application/dicom"}, timeout=60)
+            answer = session().post(f"{conn.url}/instances", data=path.read_bytes(),
+                                    headers={"Content-Type": "application/dicom"}, timeout=60)
             if answer.status_code != 200:
                 raise RuntimeError(f"parallel: {path}: HTTP {answer.status_code}")
 
@@ -180,30 +200,44 @@ def parallel(clients: int) -> Callable[[OrthancConnection, list[Path]], None]:
     return run
 
 
-def ours(folder: Path, extra: list[str]) -> Callable[[OrthancConnection, list[Path]], None]:
-    """`python -m labeling upload FOLDER --report FILE [extra]` in this process (default settings)."""
+def zip_batch(conn: OrthancConnection, files: list[Path], batch: int = 50, threads: int = 2) -> None:
+    """ZIP archives of ``batch`` files (stored), ``threads`` in flight, one POST each."""
+    import zipfile
 
-    def run(conn: OrthancConnection, files: list[Path]) -> None:
-        from labeling.cli import main
+    session = _sessions(conn)
 
-        report = Path(tempfile.mkdtemp(prefix="bench-ingest-")) / "report.json"
-        saved = {k: os.environ.get(k) for k in ("ORTHANC_URL", "ORTHANC_USERNAME", "ORTHANC_PASSWORD")}
-        os.environ.update(ORTHANC_URL=conn.url, ORTHANC_USERNAME=conn.username, ORTHANC_PASSWORD=conn.password)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                code = main(["upload", str(folder), "--report", str(report), *extra])
-            totals = json.loads(report.read_text())["totals"]
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            shutil.rmtree(report.parent, ignore_errors=True)
-        if code != 0 or totals["stored"] != len(files):
-            raise RuntimeError(f"ours: exit {code}, totals {totals}")
+    def send(chunk: list[Path]) -> None:
+        body = io.BytesIO()
+        with zipfile.ZipFile(body, "w", compression=zipfile.ZIP_STORED) as archive:
+            for path in chunk:
+                archive.write(path, path.name)
+        answer = session().post(f"{conn.url}/instances", data=body.getvalue(),
+                                headers={"Content-Type": "application/zip"}, timeout=120)
+        if answer.status_code != 200 or len(answer.json()) != len(chunk):
+            raise RuntimeError(f"zip-batch: HTTP {answer.status_code}, {len(answer.json())} answers for {len(chunk)}")
 
-    return run
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(send, [files[i:i + batch] for i in range(0, len(files), batch)]))
+
+
+CLIENTS: dict[str, Callable[[OrthancConnection, list[Path]], None]] = {
+    "naive": naive, "zip-batch": zip_batch, **{f"parallel-{n}": parallel(n) for n in range(1, 17)},
+}
+
+
+def command(name: str, folder: Path, report: Path) -> list[str]:
+    """The process a variant runs (connection from ORTHANC_* in its environment)."""
+    if name == "ours":
+        return [sys.executable, "-m", "labeling", "upload", str(folder), "--report", str(report)]
+    return [sys.executable, str(Path(__file__).resolve()), "--client", name, "--folder", str(folder)]
+
+
+def check_ours(report: Path, files: list[Path]) -> None:
+    """Per-file outcomes intact: every file stored, each one reported."""
+    data = json.loads(report.read_text())
+    totals = data["totals"]
+    if totals["stored"] != len(files) or totals["files"] != len(files):
+        raise SystemExit(f"ours: report totals {totals}, expected {len(files)} stored")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,77 +302,85 @@ def wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float:
 
 @dataclass
 class Run:
-    rate: float
+    seconds: float
     server_ms: Optional[float]   # Orthanc + PostgreSQL CPU per instance
-    client_ms: float             # this process's CPU per instance (the uploader under test)
     others: float                # CPUs used by other programs during the run (noise)
 
 
-@dataclass
-class Result:
-    name: str
-    runs: list[Run] = field(default_factory=list)
-
-    @property
-    def counted(self) -> list[Run]:
-        """The quiet runs (other programs under NOISY_CPUS), or every run if none was quiet."""
-        quiet = [run for run in self.runs if run.others < NOISY_CPUS]
-        return quiet or self.runs
-
-    @property
-    def best(self) -> Run:
-        return max(self.counted, key=lambda run: run.rate)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(run.rate for run in self.counted)
-
-
-def measure(target: Target, name: str, upload: Callable, files: list[Path], quiet_wait: float) -> Run:
+def measure(target: Target, name: str, folder: Path, files: list[Path], quiet_wait: float) -> Run:
     target.reset()
     if quiet_wait > 0:
         wait_for_quiet(quiet_wait)
-    busy0, server0, own0 = machine_busy_s(), server_cpu_s(target.stack), time.process_time()
+    report = Path(tempfile.mkdtemp(prefix="bench-ingest-")) / "report.json"
+    env = dict(os.environ, ORTHANC_URL=target.conn.url, ORTHANC_USERNAME=target.conn.username,
+               ORTHANC_PASSWORD=target.conn.password, PYTHONPATH=str(REPO_ROOT))
+    busy0, server0 = machine_busy_s(), server_cpu_s(target.stack)
     started = time.perf_counter()
-    upload(target.conn, files)
+    done = subprocess.run(command(name, folder, report), env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
-    busy1, server1, own1 = machine_busy_s(), server_cpu_s(target.stack), time.process_time()
+    busy1, server1 = machine_busy_s(), server_cpu_s(target.stack)
+    try:
+        if done.returncode != 0:
+            raise SystemExit(f"{name}: exit {done.returncode}: {done.stderr.strip()[-400:]}")
+        if name == "ours":
+            check_ours(report, files)
+    finally:
+        shutil.rmtree(report.parent, ignore_errors=True)
     stored = target.count()
     if stored != len(files):
         raise SystemExit(f"{name}: Orthanc holds {stored} instances after the run, expected {len(files)}")
     server = None if server0 is None or server1 is None else server1 - server0
-    client = own1 - own0
-    others = max(0.0, (busy1 - busy0) - client - (server or 0.0)) / elapsed
-    run = Run(len(files) / elapsed, None if server is None else 1000 * server / len(files),
-              1000 * client / len(files), others)
+    others = max(0.0, (busy1 - busy0) - (server or 0.0) - client_cpu_s(done)) / elapsed
+    run = Run(elapsed, None if server is None else 1000 * server / len(files), others)
     server_text = "" if run.server_ms is None else f"server {run.server_ms:4.1f} ms/inst  "
-    print(f"  {name:<12} {run.rate:7.1f} inst/s  ({elapsed:5.1f} s)  {server_text}"
-          f"client {run.client_ms:4.2f} ms/inst  other programs {run.others:4.2f} CPUs", flush=True)
+    print(f"  {name:<12} {len(files) / elapsed:7.1f} inst/s  ({elapsed:5.1f} s)  {server_text}"
+          f"other programs {run.others:4.2f} CPUs  load {os.getloadavg()[0]:.1f}", flush=True)
     return run
+
+
+def client_cpu_s(done: subprocess.CompletedProcess) -> float:
+    """CPU seconds of the finished child (this process's reaped-children counters)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = usage.ru_utime + usage.ru_stime
+    previous, client_cpu_s.last = getattr(client_cpu_s, "last", 0.0), total  # type: ignore[attr-defined]
+    return total - previous
+
+
+def spread(runs: list[Run], instances: int) -> str:
+    rates = [instances / run.seconds for run in runs]
+    return f"{statistics.median(rates):7.1f} {min(rates):7.1f}-{max(rates):<7.1f}"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instances", type=int, default=2000, help="number of instances (default 2000)")
-    parser.add_argument("--rounds", type=int, default=2, help="runs per variant; the best counts (default 2)")
+    parser.add_argument("--instances", type=int, default=1000, help="number of instances (default 1000)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per variant (default 3)")
     parser.add_argument("--clients", default="2,4,8", help="N for the parallel per-file variant (default 2,4,8)")
     parser.add_argument("--cache", type=Path, default=REPO_ROOT / ".local" / "bench",
                         help="where the generated files are kept between runs")
-    parser.add_argument("--ours-args", default="", metavar="ARGS",
-                        help="extra `upload` options for our variant, e.g. '--workers 3' (default: none)")
-    parser.add_argument("--quiet-wait", type=float, default=20.0, metavar="S",
-                        help="before each run wait up to S s for other programs to go idle (default 20)")
+    parser.add_argument("--quiet-wait", type=float, default=10.0, metavar="S",
+                        help="before each run wait up to S s for other programs to go idle (default 10)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--yes", action="store_true", help="with ORTHANC_URL: allow deleting every patient")
+    parser.add_argument("--client", choices=sorted(CLIENTS), help=argparse.SUPPRESS)  # one variant's process
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.client:
+        from labeling.connection import connection_from_args
+
+        CLIENTS[args.client](connection_from_args(argparse.Namespace()), sorted(args.folder.rglob("*.dcm")))
+        return 0
     if args.instances < 1 or args.rounds < 1:
         parser.error("--instances and --rounds must be at least 1")
     clients = [int(n) for n in args.clients.split(",") if n.strip()]
 
     folder, files = dataset(args.instances, args.cache)
     size_kib = sum(p.stat().st_size for p in files) / len(files) / 1024
-    print(f"{len(files)} instances, {size_kib:.0f} KiB each, in {folder}; {os.cpu_count()} CPUs", flush=True)
+    print(f"{len(files)} instances, {size_kib:.0f} KiB each, in {folder}; {os.cpu_count()} CPUs; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (shared machine)", flush=True)
+
+    from labeling.local_stack import LocalStack
 
     workdir: Optional[Path] = None
     if os.environ.get("ORTHANC_URL"):
@@ -354,48 +396,46 @@ def main(argv: Optional[list[str]] = None) -> int:
         target = Target(stack.connection(), stack)
         print(f"private Orthanc {target.conn.url} (work dir {workdir})", flush=True)
 
-    variants: list[tuple[str, Callable]] = [("naive", naive)]
-    variants += [(f"parallel-{n}", parallel(n)) for n in clients]
-    variants += [("ours", ours(folder, args.ours_args.split()))]
-    results = {name: Result(name) for name, _ in variants}
+    names = ["naive", *(f"parallel-{n}" for n in clients), "zip-batch", "ours"]
+    runs: dict[str, list[Run]] = {name: [] for name in names}
     try:
         for round_number in range(args.rounds):
-            order = variants if round_number % 2 == 0 else list(reversed(variants))
+            shift = round_number % len(names)
             print(f"round {round_number + 1}/{args.rounds}", flush=True)
-            for name, upload in order:
-                results[name].runs.append(measure(target, name, upload, files, args.quiet_wait))
+            for name in names[shift:] + names[:shift]:
+                runs[name].append(measure(target, name, folder, files, args.quiet_wait))
     finally:
         if workdir is not None:
             LocalStack(workdir).down()
             shutil.rmtree(workdir, ignore_errors=True)
 
-    best_parallel = max((results[f"parallel-{n}"] for n in clients), key=lambda r: r.best.rate)
-    ours_result, naive_result = results["ours"], results["naive"]
-    vs_naive = ours_result.best.rate / naive_result.best.rate
-    vs_parallel = ours_result.best.rate / best_parallel.best.rate
-    median_parallel = max((results[f"parallel-{n}"] for n in clients), key=lambda r: r.median)
-    print(f"\nper variant, over the runs during which other programs used < {NOISY_CPUS} CPUs "
-          "(all runs if none):")
-    print(f"  {'variant':<12} {'best':>7} {'median':>7}   server/client CPU of the best run   all rounds")
-    for result in results.values():
-        best = result.best
-        server_text = "      -      " if best.server_ms is None else f"{best.server_ms:4.1f} ms/inst"
-        print(f"  {result.name:<12} {best.rate:7.1f} {result.median:7.1f}   {server_text} / "
-              f"{best.client_ms:4.2f} ms/inst   {', '.join(f'{r.rate:.0f}' for r in result.runs)}")
-    print(f"\nours / naive          = {vs_naive:.2f} best, "
-          f"{ours_result.median / naive_result.median:.2f} median  (goal >= {GOAL_VS_NAIVE}: "
-          f"{'met' if vs_naive >= GOAL_VS_NAIVE else 'NOT met'})")
-    print(f"ours / {best_parallel.name:<14} = {vs_parallel:.2f} best, "
-          f"{ours_result.median / median_parallel.median:.2f} median vs {median_parallel.name}  "
-          f"(goal >= {GOAL_VS_PARALLEL}: {'met' if vs_parallel >= GOAL_VS_PARALLEL else 'NOT met'})")
+    n = len(files)
+    median = {name: statistics.median(n / run.seconds for run in result) for name, result in runs.items()}
+    best_parallel = max((f"parallel-{c}" for c in clients), key=median.get)
+    print(f"\n{'variant':<12} {'median':>7} {'min-max':^15}  inst/s, whole process   server CPU   other CPUs")
+    for name, result in runs.items():
+        server = [r.server_ms for r in result if r.server_ms is not None]
+        server_text = f"{statistics.median(server):5.1f} ms/inst" if server else "      -      "
+        print(f"{name:<12} {spread(result, n)}                  {server_text}   "
+              f"{statistics.median(r.others for r in result):4.2f}")
+    vs_parallel = median["ours"] / median[best_parallel]
+    vs_zip = median["ours"] / median["zip-batch"]
+    vs_naive = median["ours"] / median["naive"]
+    server_ms = statistics.median(r.server_ms for r in runs["ours"] if r.server_ms is not None) if target.stack else None
+    print(f"\nours / {best_parallel} = {vs_parallel:.2f} (goal >= {GOAL_VS_PARALLEL}); ours / zip-batch = "
+          f"{vs_zip:.2f} (goal >= {GOAL_VS_ZIP}); ours / naive = {vs_naive:.2f}; medians of {args.rounds} "
+          f"interleaved rounds; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (shared machine)")
+    if server_ms:
+        print(f"server ceiling: Orthanc + PostgreSQL use {server_ms:.1f} ms CPU per instance; on "
+              f"{os.cpu_count()} CPUs no client can exceed {1000 * (os.cpu_count() or 1) / server_ms:.0f} inst/s")
     if args.json:
         args.json.write_text(json.dumps({
-            "instances": len(files), "kib_per_instance": round(size_kib, 1), "cpus": os.cpu_count(),
-            "runs": {r.name: [vars(run) for run in r.runs] for r in results.values()},
-            "best": {r.name: round(r.best.rate, 1) for r in results.values()},
-            "median": {r.name: round(r.median, 1) for r in results.values()},
-            "best_parallel": best_parallel.name,
-            "ratio_vs_naive": round(vs_naive, 3), "ratio_vs_best_parallel": round(vs_parallel, 3),
+            "instances": n, "kib_per_instance": round(size_kib, 1), "cpus": os.cpu_count(),
+            "runs": {name: [vars(run) for run in result] for name, result in runs.items()},
+            "median_rate": {name: round(rate, 1) for name, rate in median.items()},
+            "best_parallel": best_parallel, "ratio_vs_best_parallel": round(vs_parallel, 3),
+            "ratio_vs_zip_batch": round(vs_zip, 3), "ratio_vs_naive": round(vs_naive, 3),
+            "load_average": os.getloadavg(),
         }, indent=2) + "\n")
     return 0
 

@@ -1,17 +1,24 @@
-"""Manifest benchmark: our builder against a naive one-GET-per-instance builder, same Orthanc.
+"""Manifest benchmark: our builder against simple one-GET-per-instance builders, same Orthanc.
 
-Both builders must write the identical manifest (checked), so only the way they read Orthanc
+Every builder must write the identical manifest (checked), so only the way they read Orthanc
 differs:
 
-* ours — :func:`labeling.manifest.build_manifest`: one Series-level ``POST /tools/find`` with
-  ``Expand`` (the query), then the studies and instances of the matched series read by ID with
-  ``POST /tools/bulk-content`` (instances with their metadata, for the SOP class check), four
-  requests in flight;
+* ours — :func:`labeling.manifest.build_manifest` with the manifest index
+  (:mod:`labeling.manifest_index`), a full build: ``GET /studies``, ``/series``, ``/instances``
+  with ``expand`` (paged, concurrent), filters matched client-side, then the changes log replayed
+  and the ID lists compared;
+* ours, find — the path used for queries that name a few studies/series/patients: one
+  Series-level ``POST /tools/find`` with ``Expand`` then ``POST /tools/bulk-content`` reads;
 * naive N+1 — what a first script does (the AWS sample lists instances, then reads each one):
   ``GET /instances``, then per instance ``GET /instances/{id}`` and ``GET /instances/{id}/
-  simplified-tags`` to learn its Modality, SOP class, study date and UIDs, filtering client-side;
-* naive lean — the same with only the tags ``GET`` per instance (the cheapest N+1 there is),
-  shown so the ratio is not flattered by the baseline's second request.
+  simplified-tags`` on one keep-alive session, filtering client-side;
+* naive lean — the same with only the tags ``GET`` per instance (the cheapest N+1 there is);
+* simple concurrent — naive lean with ``--threads`` (default 4) requests in flight: the best
+  simple client, so "never slower than a simple client" is checked against it too.
+
+Then the **incremental** build: the index is saved, ``--new-percent`` (default 1 %) more
+instances are stored, and the rebuild from the saved index is timed against a full build,
+interleaved (goal: >= 10x cheaper); the added instances are deleted again at the end.
 
 Two data shapes, because Orthanc's cost is per resource and ours reads three levels:
 
@@ -24,7 +31,8 @@ Two data shapes, because Orthanc's cost is per resource and ours reads three lev
   series per study, plus the pydicom samples; query ``--modality CT``.
 
 Each builder runs ``--repeats`` times (default 3), interleaved, after one warm-up run of ours; the
-median is reported with lines/s and the ratio naive / ours (goal ≥ 3×).
+median and min–max are reported with lines/s and the ratio naive / ours (goal ≥ 3×), with the load
+average before and after (these machines are shared: a busy one is said so).
 
 Orthanc: by default a private Orthanc 1.10 + PostgreSQL (:class:`labeling.local_stack.LocalStack`)
 in a temporary work directory, emptied between the two scenarios (so each naive run lists only its
@@ -34,7 +42,7 @@ own scenario's instances) and stopped at the end (``--keep-stack`` leaves it). W
 cached under ``.local/bench-manifest``.
 
 Run: ``.venv/bin/python bench/manifest.py [--scenario xray|ct|both] [--instances 5000]
-[--size 64] [--series-size 100] [--repeats 3] [--json FILE]``.
+[--size 64] [--series-size 100] [--repeats 3] [--new-percent 1] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -95,6 +104,17 @@ def xray_dir(instances: int, size: int) -> Path:
     return synth
 
 
+def extra_dir(instances: int, size: int) -> Path:
+    """Generate (once) the extra DX images stored for the incremental build (another seed)."""
+    from labeling.synth import generate_dataset
+
+    synth = CACHE / f"extra-{instances}-{size}px-seed{SEED + 1}"
+    if not (synth / "ground_truth.jsonl").exists():
+        generate_dataset(synth, patients=max(1, (instances + 1) // 2), studies_per_patient=2, size=size,
+                         seed=SEED + 1, modality="DX", progress=False, force=True)
+    return synth
+
+
 def ct_dir(xray: Path, series_size: int) -> Path:
     """The synthetic images re-filed (once) as CT-like series of ``series_size`` images each.
 
@@ -122,9 +142,9 @@ def ct_dir(xray: Path, series_size: int) -> Path:
             setattr(ds, keyword, value)
 
         def uid(kind: str, number: int) -> str:
-            return str(generate_uid(entropy_srcs=[f"bench-manifest ct {series_size} {kind} {number}"]))
+            return str(generate_uid(entropy_srcs=[f"bench-manifest {xray.name} ct {series_size} {kind} {number}"]))
 
-        ds.PatientID = f"BENCHCT-{group:05d}"
+        ds.PatientID = f"BENCHCT-{xray.name}-{group:05d}"
         ds.StudyInstanceUID = uid("study", group)
         ds.SeriesInstanceUID = uid("series", group)
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid("sop", index)
@@ -196,21 +216,29 @@ def _poll_changes(client: Any, stable_age_s: float, quiet_s: float, started: flo
 # ------------------------------------------------------------------------ the builders
 
 
-def ours(conn: OrthancConnection, modality: str) -> tuple[list[ManifestLine], dict[str, int]]:
+def ours(conn: OrthancConnection, modality: str, *, use_index: bool = True,
+         index_file: Optional[Path] = None, expect: Optional[str] = None) -> tuple[list[ManifestLine], dict[str, int]]:
     from labeling.orthanc_client import OrthancClient
 
     schema = load_schema(SCHEMA)
     with OrthancClient.from_connection(conn) as client:
         result = build_manifest(client, schema_name=schema.name, labels=schema.label_names,
-                                task_type=schema.task_type, filters=parse_filters(modalities=[modality]))
+                                task_type=schema.task_type, filters=parse_filters(modalities=[modality]),
+                                use_index=use_index, index_file=index_file)
+    if expect and result.index != expect:
+        raise SystemExit(f"expected a {expect} index build, got {result.index}")
     return result.lines, dict(result.requests)
 
 
-def naive(conn: OrthancConnection, modality: str, *, lean: bool = False) -> tuple[list[ManifestLine], dict[str, int]]:
+def naive(conn: OrthancConnection, modality: str, *, lean: bool = False,
+          threads: int = 1) -> tuple[list[ManifestLine], dict[str, int]]:
     """List every instance, read each one (and its tags), filter and sort client-side."""
+    from concurrent.futures import ThreadPoolExecutor
+
     schema = load_schema(SCHEMA)
     session = requests.Session()  # keep-alive: the naive builder is not handicapped by TCP setup
     session.auth = (conn.username, conn.password)
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=threads))
     count = 0
 
     def get(path: str) -> Any:
@@ -220,11 +248,15 @@ def naive(conn: OrthancConnection, modality: str, *, lean: bool = False) -> tupl
         response.raise_for_status()
         return response.json()
 
-    candidates = []
-    for instance_id in get("/instances"):
+    def read(instance_id: str) -> tuple[str, Any]:
         if not lean:
             get(f"/instances/{instance_id}")  # what the sample's script reads first
-        tags = get(f"/instances/{instance_id}/simplified-tags")
+        return instance_id, get(f"/instances/{instance_id}/simplified-tags")
+
+    candidates = []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        answers = list(pool.map(read, get("/instances")))
+    for instance_id, tags in answers:
         found = str(tags.get("Modality", "")).upper()
         if found != modality or modality_exclusion(found) or sop_class_exclusion(tags.get("SOPClassUID")):
             continue
@@ -259,46 +291,105 @@ def orthanc_facts(conn: OrthancConnection) -> tuple[str, int]:
     return f"Orthanc {system.get('Version')} + {index} index", int(stats.get("CountInstances", 0))
 
 
-def run_scenario(conn: OrthancConnection, name: str, folders: list[Path], modality: str,
-                 repeats: int, shape: str, stable_age: float) -> dict[str, Any]:
-    if upload_all(conn, folders):
-        wait_until_settled(conn, stable_age)
-    server, total = orthanc_facts(conn)
-    print(f"\n== {name}: {server}, {total} instances stored ({shape}); query --modality {modality}; "
-          f"{repeats} interleaved runs each, median", flush=True)
-    builders: dict[str, Builder] = {
-        "ours": lambda: ours(conn, modality),
-        "naive": lambda: naive(conn, modality),
-        "naive-lean": lambda: naive(conn, modality, lean=True),
-    }
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def timed_rounds(builders: dict[str, Builder], repeats: int) -> tuple[dict[str, list[float]], dict, dict]:
+    """Run every builder ``repeats`` times, interleaved; (times, first outputs, request counts)."""
     runs: dict[str, list[float]] = {key: [] for key in builders}
     outputs: dict[str, list[ManifestLine]] = {}
     made: dict[str, dict[str, int]] = {}
-    builders["ours"]()  # warm-up: Orthanc's and PostgreSQL's caches, the same for every later run
     for repeat in range(repeats):
         for key, build in builders.items():
             started = time.perf_counter()
             lines, made[key] = build()
             runs[key].append(time.perf_counter() - started)
             outputs.setdefault(key, lines)
-            print(f"  run {repeat + 1}: {key:<10} {runs[key][-1]:7.2f} s  {len(lines)} lines", flush=True)
+            print(f"  run {repeat + 1}: {key:<12} {runs[key][-1]:7.2f} s  {len(lines)} lines", flush=True)
+    return runs, outputs, made
+
+
+def spread(times: list[float]) -> str:
+    return f"{statistics.median(times):8.2f} {min(times):6.2f}-{max(times):<6.2f}"
+
+
+def run_scenario(conn: OrthancConnection, name: str, folders: list[Path], modality: str, args: argparse.Namespace,
+                 shape: str, extra: Path) -> dict[str, Any]:
+    if upload_all(conn, folders):
+        wait_until_settled(conn, args.stable_age)
+    server, total = orthanc_facts(conn)
+    before = load()
+    print(f"\n== {name}: {server}, {total} instances stored ({shape}); query --modality {modality}; "
+          f"{args.repeats} interleaved runs each; load average {before} (shared machine)", flush=True)
+    builders: dict[str, Builder] = {
+        "ours": lambda: ours(conn, modality, expect="full"),
+        "ours-find": lambda: ours(conn, modality, use_index=False),
+        "naive": lambda: naive(conn, modality),
+        "naive-lean": lambda: naive(conn, modality, lean=True),
+        "concurrent": lambda: naive(conn, modality, lean=True, threads=args.threads),
+    }
+    builders["ours"]()  # warm-up: Orthanc's and PostgreSQL's caches, the same for every later run
+    runs, outputs, made = timed_rounds(builders, args.repeats)
     same = all(outputs[key] == outputs["ours"] for key in outputs)
     lines = len(outputs["ours"])
     median = {key: statistics.median(times) for key, times in runs.items()}
-    print(f"\n{'builder':<36}{'requests':>10}{'median s':>10}{'lines/s':>10}{'vs ours':>9}")
-    rows = [("ours: 1 find + bulk-content reads", "ours"), ("naive N+1: 2 GET per instance", "naive"),
-            ("naive lean: 1 GET per instance", "naive-lean")]
+    print(f"\n{'builder':<44}{'requests':>9}{'median s':>9} {'min-max':<13}{'lines/s':>8}{'vs ours':>9}")
+    rows = [("ours: index, full build (3 listings)", "ours"),
+            ("ours: 1 find + bulk-content reads", "ours-find"),
+            ("naive N+1: 2 GET per instance", "naive"),
+            ("naive lean: 1 GET per instance", "naive-lean"),
+            (f"simple concurrent: 1 GET/instance, {args.threads} threads", "concurrent")]
     for label, key in rows:
-        print(f"{label:<36}{sum(made[key].values()):>10}{median[key]:>10.2f}{lines / median[key]:>10.0f}"
+        print(f"{label:<44}{sum(made[key].values()):>9}{spread(runs[key])}{lines / median[key]:>8.0f}"
               f"{median[key] / median['ours']:>8.1f}x")
     ratio = median["naive"] / median["ours"]
-    print(f"{name}: ratio naive / ours = {ratio:.1f}x (goal >= 3x), naive lean / ours = "
-          f"{median['naive-lean'] / median['ours']:.1f}x; identical manifests: {'yes' if same else 'NO'}; "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    best_simple = min(median[k] for k in ("naive", "naive-lean", "concurrent"))
+    print(f"{name}: naive N+1 / ours = {ratio:.1f}x (goal >= 3x); best simple client / ours = "
+          f"{best_simple / median['ours']:.1f}x (goal >= 1x); identical manifests: {'yes' if same else 'NO'}; "
+          f"load average before {before}, after {load()}", flush=True)
+    incremental = run_incremental(conn, modality, args, extra)
     return {"server": server, "instances_in_orthanc": total, "lines": lines, "median_s": median,
             "runs_s": runs, "requests": made, "ratio_naive_over_ours": ratio,
-            "ratio_lean_over_ours": median["naive-lean"] / median["ours"], "identical": same,
-            "load_average": os.getloadavg()}
+            "ratio_best_simple_over_ours": best_simple / median["ours"], "identical": same and incremental["identical"],
+            "incremental": incremental, "load_average": os.getloadavg()}
+
+
+def run_incremental(conn: OrthancConnection, modality: str, args: argparse.Namespace, extra: Path) -> dict[str, Any]:
+    """Save the index, store ``--new-percent`` more instances, time rebuild-from-index vs full."""
+    from labeling.orthanc_client import OrthancClient
+
+    with tempfile.TemporaryDirectory(prefix="bench-manifest-index-") as tmp:
+        base = Path(tmp) / "base.json"
+        ours(conn, modality, index_file=base)
+        files = sorted(extra.rglob("*.dcm"))
+        with OrthancClient.from_connection(conn) as client:
+            added = [client.upload(path.read_bytes()).instance_id for path in files]
+        wait_until_settled(conn, args.stable_age)
+        before = load()
+        print(f"\n== incremental: {len(added)} new instances stored; rebuild from the saved index vs a full "
+              f"build, {args.repeats} interleaved runs; load average {before}", flush=True)
+        work = Path(tmp) / "index.json"
+
+        def incremental() -> tuple[list[ManifestLine], dict[str, int]]:
+            shutil.copyfile(base, work)  # each run starts from the index saved before the new instances
+            return ours(conn, modality, index_file=work, expect="incremental")
+
+        try:
+            runs, outputs, made = timed_rounds({"full": lambda: ours(conn, modality, expect="full"),
+                                                "incremental": incremental}, args.repeats)
+        finally:
+            with OrthancClient.from_connection(conn) as client:
+                for instance_id in added:
+                    client.delete("instances", instance_id, missing_ok=True)
+    ratio = statistics.median(runs["full"]) / statistics.median(runs["incremental"])
+    same = outputs["full"] == outputs["incremental"]
+    for key in ("full", "incremental"):
+        print(f"  {key:<12}{sum(made[key].values()):>9} requests{spread(runs[key])}")
+    print(f"incremental: full / incremental = {ratio:.1f}x (goal >= 10x); identical manifests: "
+          f"{'yes' if same else 'NO'}; load average before {before}, after {load()}", flush=True)
+    return {"new_instances": len(added), "runs_s": runs, "requests": made, "ratio_full_over_incremental": ratio,
+            "identical": same}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -310,6 +401,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each builder (median reported)")
     ap.add_argument("--stable-age", type=float, default=60.0,
                     help="Orthanc's StableAge in seconds (ours: 60): how long to let it settle after an upload")
+    ap.add_argument("--threads", type=int, default=4, help="requests in flight for the simple concurrent client")
+    ap.add_argument("--new-percent", type=float, default=1.0,
+                    help="instances added before the incremental rebuild, in %% of --instances (default 1)")
     ap.add_argument("--keep-stack", action="store_true", help="leave the private Orthanc running")
     ap.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers as JSON")
     args = ap.parse_args(argv)
@@ -332,25 +426,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         xray = xray_dir(args.instances, args.size)
         samples = samples_dir()
+        extra = extra_dir(max(1, round(args.instances * args.new_percent / 100)), args.size)
         if args.scenario in ("xray", "both"):
-            results["xray"] = run_scenario(conn, "xray", [xray, samples], "DX", args.repeats,
-                                           "1 DX image per series and per study, + pydicom samples",
-                                           args.stable_age)
+            results["xray"] = run_scenario(conn, "xray", [xray, samples], "DX", args,
+                                           "1 DX image per series and per study, + pydicom samples", extra)
         if args.scenario in ("ct", "both"):
             ct = ct_dir(xray, args.series_size)
             if stack is not None and results:
                 stack.reset_database()  # each naive run lists only its own scenario's instances
-            results["ct"] = run_scenario(conn, "ct", [ct, samples], "CT", args.repeats,
+            results["ct"] = run_scenario(conn, "ct", [ct, samples], "CT", args,
                                          f"{args.series_size} CT images per series, + pydicom samples",
-                                         args.stable_age)
+                                         ct_dir(extra, args.series_size))
         if args.json:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
         return 0 if all(r["identical"] for r in results.values()) else 1
     finally:
         if stack is not None and not args.keep_stack:
             stack.down()
-            import shutil
-
             shutil.rmtree(stack.workdir, ignore_errors=True)
 
 

@@ -24,7 +24,15 @@ study/series/SOP UIDs are what write-back (DICOM SR) and a train/test split by s
 Building a manifest from Orthanc
 ================================
 ``python -m labeling manifest --schema FILE [filters] --out FILE`` reads Orthanc in a fixed number
-of requests, never one per instance:
+of requests, never one per instance, in one of two ways:
+
+* **the manifest index** (:mod:`labeling.manifest_index`, the default): every study, series and
+  instance of the server listed once, kept up to date from Orthanc's ``/changes`` and ID lists in a
+  cache file, the filters matched here (:meth:`ManifestFilters.matches`); measured 11x an N+1
+  client on X-ray-shaped data and a rebuild after 1 % new instances ~7x cheaper than a full one;
+* **one find + bulk reads**, described next: for a query naming studies, series or patients
+  (:attr:`ManifestFilters.selective`) while no index is saved (always with ``--no-index-cache``,
+  which lists any other query without saving the index):
 
 1. **the query** — one ``POST /tools/find`` at Series level with ``"Expand": true`` (Orthanc
    Book, "REST API of Orthanc" → "Performing finds within Orthanc"). Modality is a series tag, and
@@ -242,6 +250,35 @@ class ManifestFilters:
         return query
 
     @property
+    def selective(self) -> bool:
+        """True when a filter names studies, series or patients: a find reads only those, where
+        a full listing of the server would read everything."""
+        return bool(self.study_uids or self.series_uids or self.patient_id is not None)
+
+    def matches(self, study: Optional[_Study], series: _Series) -> bool:
+        """The query, matched here as Orthanc's find matches it (case-sensitive; ``*``/``?`` in
+        PatientID; an inclusive date range that an undated study never matches), for the
+        manifest index (:mod:`labeling.manifest_index`), which holds every series of the server."""
+        if self.modalities and series.modality not in self.modalities:
+            return False
+        if self.series_uids and series.uid not in self.series_uids:
+            return False
+        if study is None:
+            return False
+        if self.study_uids and study.uid not in self.study_uids:
+            return False
+        if self.patient_id is not None and not _wildcard(self.patient_id).fullmatch(study.patient_id or ""):
+            return False
+        if self.study_date_from or self.study_date_to:
+            if not study.date:
+                return False
+            if self.study_date_from and study.date < self.study_date_from.strftime("%Y%m%d"):
+                return False
+            if self.study_date_to and study.date > self.study_date_to.strftime("%Y%m%d"):
+                return False
+        return True
+
+    @property
     def only_series_uids_narrow(self) -> bool:
         """True when the series UIDs are the only filter that narrows the studies to read."""
         return bool(self.series_uids) and not self.study_query()
@@ -257,6 +294,12 @@ class ManifestFilters:
             "study_date_to": self.study_date_to.isoformat() if self.study_date_to else None,
             "metadata": {key: value for key, value in self.metadata},
         }
+
+
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    """An Orthanc/C-FIND wildcard (``*`` any run, ``?`` one character) as a regular expression."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern),
+                      re.DOTALL)
 
 
 def parse_modalities(values: Sequence[str], flag: str = "--modality") -> tuple[str, ...]:
@@ -614,6 +657,7 @@ class BuildResult:
     requests: Counter = field(default_factory=Counter)  # kind -> requests sent
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    index: Optional[str] = None  # how the manifest index was had: full | incremental; None: a find
 
     @property
     def images(self) -> int:
@@ -774,6 +818,19 @@ def find_candidates(orthanc: _Counted, filters: ManifestFilters, result: BuildRe
     """
     reporter.phase("querying Orthanc (/tools/find, Series level)")
     series = [_parse_series(raw) for raw in orthanc.find("Series", filters.series_query())]
+    kept_series = split_by_modality(series, result)
+    study_ids = sorted({s.study_id for s in kept_series})
+    instance_ids = [iid for s in kept_series for iid in s.instance_ids]
+    checked = instances_to_check(kept_series, filters, check_all_sop_classes)
+    studies, instances = _read_in_bulk(
+        orthanc, study_ids, [iid for iid in instance_ids if iid in checked],
+        [iid for iid in instance_ids if iid not in checked], reporter)
+    return judge_instances(result, filters, kept_series, studies, instances, checked)
+
+
+def split_by_modality(series: Sequence[_Series], result: BuildResult) -> list[_Series]:
+    """Count what the query matched, exclude the series whose Modality is never an image and
+    return the others."""
     result.matched = sum(len(s.instance_ids) for s in series)
     kept_series: list[_Series] = []
     for one in series:
@@ -782,15 +839,25 @@ def find_candidates(orthanc: _Counted, filters: ManifestFilters, result: BuildRe
             _exclude(result, reason, one.instance_ids)
         else:
             kept_series.append(one)
-    study_ids = sorted({s.study_id for s in kept_series})
-    instance_ids = [iid for s in kept_series for iid in s.instance_ids]
-    read_metadata = bool(filters.metadata) or check_all_sop_classes
-    checked = {iid for s in kept_series if read_metadata or needs_sop_class_check(s.modality)
-               for iid in s.instance_ids}
-    studies, instances = _read_in_bulk(
-        orthanc, study_ids, [iid for iid in instance_ids if iid in checked],
-        [iid for iid in instance_ids if iid not in checked], reporter)
+    return kept_series
 
+
+def instances_to_check(kept_series: Sequence[_Series], filters: ManifestFilters,
+                       check_all_sop_classes: bool) -> set[str]:
+    """The instances whose metadata must be read: SOP class where the Modality does not tell,
+    all of them with ``--metadata`` or ``--check-sop-class``."""
+    read_metadata = bool(filters.metadata) or check_all_sop_classes
+    return {iid for s in kept_series if read_metadata or needs_sop_class_check(s.modality)
+            for iid in s.instance_ids}
+
+
+def judge_instances(result: BuildResult, filters: ManifestFilters, kept_series: Sequence[_Series],
+                    studies: Mapping[str, _Study], instances: Mapping[str, _Instance],
+                    checked: set[str]) -> list[Candidate]:
+    """The candidates of ``kept_series``: SOP class exclusions (for ``checked`` instances, from
+    their metadata), ``--metadata`` matched; what is missing from ``studies``/``instances`` was
+    deleted meanwhile and is counted as vanished."""
+    instance_ids = [iid for s in kept_series for iid in s.instance_ids]
     by_id = {s.id: s for s in kept_series}
     candidates: list[Candidate] = []
     for instance_id in instance_ids:
@@ -858,11 +925,15 @@ def build_manifest(
     include_phi: bool = False,
     check_all_sop_classes: bool = False,
     reporter: Optional[Reporter] = None,
+    use_index: bool = False,
+    index_file: Optional[Path] = None,
 ) -> BuildResult:
     """Query Orthanc and return the manifest lines (non-images excluded, sorted, limited).
 
     ``client`` is an :class:`labeling.orthanc_client.OrthancClient` (or anything with its ``find``
     and ``request``, see :class:`OrthancLike`). Nothing is written: see :func:`write_manifest`.
+    ``use_index``: list the whole server and match here, or replay the changes since the index
+    saved in ``index_file`` (:mod:`labeling.manifest_index`); otherwise one find + bulk reads.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
@@ -871,7 +942,15 @@ def build_manifest(
     result = BuildResult(lines=[])
     orthanc = _Counted(client, result.requests)
 
-    images = find_candidates(orthanc, filters, result, reporter, check_all_sop_classes=check_all_sop_classes)
+    if use_index:
+        from labeling.manifest_index import find_candidates_indexed
+
+        images, index = find_candidates_indexed(
+            orthanc, str(getattr(client, "url", "")), filters, result, reporter,
+            check_all_sop_classes=check_all_sop_classes, index_file=index_file)
+        result.index = index.how
+    else:
+        images = find_candidates(orthanc, filters, result, reporter, check_all_sop_classes=check_all_sop_classes)
     images.sort(key=Candidate.sort_key)
     if limit is not None and len(images) > limit:
         result.limited_out = len(images) - limit
@@ -922,6 +1001,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--check-sop-class", action="store_true",
                         help="read every instance's SOP class, also in series whose Modality says "
                              "image (DX, CT, MR...); costs Orthanc ~40%% more per instance read")
+    parser.add_argument("--index-cache", type=Path, metavar="FILE",
+                        help="the manifest index of this Orthanc (default: ~/.cache/dicom-annotate/"
+                             "manifest-index/<hash of the URL>.json): the next build replays only "
+                             "Orthanc's changes since")
+    parser.add_argument("--no-index-cache", action="store_true",
+                        help="neither read nor write the manifest index: a full build")
     parser.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report (counts, exclusions, timings)")
     add_progress_argument(parser, old_flag="--quiet")
     add_connection_arguments(parser)
@@ -962,6 +1047,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = _stderr_console()
     client = OrthancClient.from_connection(connection)
+    use_index, index_file = choose_index(filters, connection.url, args.index_cache, args.no_index_cache)
     try:
         client.system(retries=0)  # unreachable: fail now, with the CLI's hint and exit 3
         with _RichReporter(console, enabled=args.progress) as reporter:
@@ -969,6 +1055,7 @@ def run(args: argparse.Namespace) -> int:
                 client, schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,
                 filters=filters, limit=args.limit, include_phi=args.include_phi,
                 check_all_sop_classes=args.check_sop_class, reporter=reporter,
+                use_index=use_index, index_file=index_file,
             )
     except OrthancError as exc:
         if exc.status is None or exc.status in (401, 403):
@@ -1004,6 +1091,18 @@ def run(args: argparse.Namespace) -> int:
     if _write_report(args, report, console):
         return 1
     return 0
+
+
+def choose_index(filters: ManifestFilters, url: str, index_cache: Optional[Path],
+                 no_index_cache: bool) -> tuple[bool, Optional[Path]]:
+    """(use the index, its file): the index when one is saved, or when the query would read most of
+    the server anyway; a find when it names a few studies, series or patients and none is saved."""
+    from labeling.manifest_index import default_index_file
+
+    if no_index_cache:
+        return not filters.selective, None
+    index_file = index_cache or default_index_file(url)
+    return (not filters.selective or index_file.exists()), index_file
 
 
 def _describe_filters(filters: ManifestFilters) -> str:
@@ -1060,6 +1159,7 @@ def _report(args: argparse.Namespace, schema_name: str, filters: ManifestFilters
         "limited_out": result.limited_out,
         "written": 0,
         "requests": dict(result.requests),
+        "index": result.index,
         "warnings": result.warnings,
         "seconds": round(result.seconds, 3),
     }

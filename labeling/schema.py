@@ -342,3 +342,8 @@ class _Context:
 def _or(options: tuple[str, ...]) -> str:
     return ", ".join(repr(o) for o in options)
 
+
+
+def load_schema_text(text: str, source: str) -> LabelSchema:
+    """Parse and validate schema text (YAML, hence also JSON) — an upload; ``source`` names it in errors."""
+    return _parse_schema(_parse_text(text, source, as_json=False), source)

@@ -14,8 +14,12 @@
 * Seeds: Python, NumPy, PyTorch and MONAI's transforms (``monai.utils.set_determinism``), with
   deterministic algorithms where PyTorch has them (``warn_only``: a few CPU kernels have none).
 * CPU here, CUDA when available (``--device``); on CPU PyTorch uses the cores this process may
-  use, and loader workers (default: none on two cores, where the in-memory augmentation is far
-  faster than a DenseNet step — see ``bench/train_input.py``) run one thread each.
+  use. Augmentation always runs single-threaded (torch's intra-op threads make these small
+  transforms ~4x slower, ``bench/train_input.py``): in this process on CPU, where the DenseNet
+  step is ~50x slower than augmenting (:func:`default_workers`: none); on CUDA, where the GPU
+  outruns a core, in every core but one as loader worker processes (at most
+  :data:`MAX_LOADER_WORKERS`, one thread each), or with ``--augment-on device`` on the GPU itself (the same MONAI transforms, on tensors
+  already there; ``auto`` picks it on CUDA when fewer than 6 CPUs could feed the GPU).
 
 ``train_from_manifest(...)`` is the one function behind ``python -m training train``, the
 SageMaker entry point and the demo; ``python -m training evaluate`` re-runs the report for a
@@ -25,6 +29,7 @@ saved model on any labeled manifest.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as dt
 import hashlib
@@ -83,7 +88,8 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     confidence_weighting: bool = False
-    num_workers: Optional[int] = None   # None: 0 on <= 2 CPUs, else min(4, CPUs // 2)
+    num_workers: Optional[int] = None   # None: default_workers(device)
+    augment_on: str = "auto"            # auto | loader | device (see the module docstring)
     threads: Optional[int] = None       # None: the CPUs this process may use
     device: str = "auto"                # auto | cpu | cuda
 
@@ -95,6 +101,8 @@ class TrainConfig:
             raise ValueError(f"learning rate: must be positive, got {self.learning_rate}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device: must be auto, cpu or cuda, got {self.device!r}")
+        if self.augment_on not in ("auto", "loader", "device"):
+            raise ValueError(f"augment on: must be auto, loader or device, got {self.augment_on!r}")
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -116,9 +124,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def default_workers() -> int:
-    cpus = available_cpus()
-    return 0 if cpus <= 2 else min(4, cpus // 2)
+MAX_LOADER_WORKERS = 16
+# auto: below this many CPUs the workers cannot feed a GPU at twice its step rate (measured ~480
+# augmented samples/s per worker, bench/train_input.py; DenseNet121 ~1,000 samples/s at batch 64)
+GPU_AUGMENT_BELOW_CPUS = 6
+
+
+def default_workers(device_type: str = "cpu") -> int:
+    """Loader worker processes (module docstring): none on CPU (augmenting in this process, one
+    thread, outruns the model ~50x); on CUDA every core but the main process's, at most
+    MAX_LOADER_WORKERS."""
+    if device_type != "cuda":
+        return 0
+    return max(0, min(available_cpus() - 1, MAX_LOADER_WORKERS))
+
+
+def augments_on_device(config: "TrainConfig", device: torch.device) -> bool:
+    """True when the augmentation runs on the GPU, on batches, instead of in the loader."""
+    if not config.augment or device.type != "cuda":
+        return False
+    return config.augment_on == "device" or (config.augment_on == "auto"
+                                             and available_cpus() < GPU_AUGMENT_BELOW_CPUS)
+
+
+def augment_batch(transform: Callable[[Any], Any], x: torch.Tensor) -> torch.Tensor:
+    """The training augmentation applied per sample to a batch already on its device: MONAI's
+    transforms take tensors and keep them where they are (flip, rotate and zoom run as torch ops)."""
+    return torch.stack([torch.as_tensor(transform(sample), device=x.device) for sample in x])
 
 
 def seed_everything(seed: int) -> None:
@@ -172,9 +204,25 @@ class ArrayDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         x = self.images[i]
         if self.transform is not None:
-            x = self.transform(x)
+            with _one_thread():
+                x = self.transform(x)
         x = torch.as_tensor(np.asarray(x, dtype=np.float32))
         return x, torch.from_numpy(self.target[i]), torch.from_numpy(self.weight[i])
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Augment with one torch thread: in the main process (0 workers) torch's pool of intra-op
+    threads, sized for the model, makes these small transforms ~4x slower; workers already have one."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -187,7 +235,8 @@ def _worker_init(worker_id: int) -> None:
 
 
 def make_loader(images: np.ndarray, target: np.ndarray, weight: np.ndarray, *, batch_size: int,
-                augment: bool, shuffle: bool, num_workers: int, seed: int) -> torch.utils.data.DataLoader:
+                augment: bool, shuffle: bool, num_workers: int, seed: int,
+                pin_memory: bool = False) -> torch.utils.data.DataLoader:
     from monai.data import set_track_meta
 
     set_track_meta(False)  # plain tensors out of the transforms: no metadata bookkeeping per sample
@@ -199,7 +248,7 @@ def make_loader(images: np.ndarray, target: np.ndarray, weight: np.ndarray, *, b
     return torch.utils.data.DataLoader(
         ArrayDataset(images, target, weight, transform), batch_size=batch_size, shuffle=shuffle,
         num_workers=num_workers, worker_init_fn=_worker_init if num_workers else None,
-        persistent_workers=bool(num_workers), generator=generator, drop_last=False)
+        persistent_workers=bool(num_workers), generator=generator, drop_last=False, pin_memory=pin_memory)
 
 
 def weighted_bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -237,9 +286,13 @@ def fit(train: tuple[np.ndarray, np.ndarray, np.ndarray], val: tuple[np.ndarray,
     seed_everything(config.seed)
     device = resolve_device(config.device)
     torch.set_num_threads(max(1, config.threads or available_cpus()))
-    workers = default_workers() if config.num_workers is None else int(config.num_workers)
-    loader = make_loader(*train, batch_size=config.batch_size, augment=config.augment, shuffle=True,
-                         num_workers=workers, seed=config.seed)
+    workers = default_workers(device.type) if config.num_workers is None else int(config.num_workers)
+    on_device = augments_on_device(config, device)
+    loader = make_loader(*train, batch_size=config.batch_size, augment=config.augment and not on_device,
+                         shuffle=True, num_workers=workers, seed=config.seed, pin_memory=device.type == "cuda")
+    device_transform = augmentation() if on_device else None
+    if device_transform is not None:
+        device_transform.set_random_state(seed=config.seed)
     model = build_model(n_labels).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs,
@@ -254,7 +307,9 @@ def fit(train: tuple[np.ndarray, np.ndarray, np.ndarray], val: tuple[np.ndarray,
         model.train()
         total, count = 0.0, 0
         for x, y, w in loader:
-            x, y, w = x.to(device), y.to(device), w.to(device)
+            x, y, w = x.to(device, non_blocking=True), y.to(device), w.to(device)
+            if device_transform is not None:
+                x = augment_batch(device_transform, x)
             loss = weighted_bce(model(x), y, w)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -522,7 +577,11 @@ def add_hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--confidence-weighting", action="store_true",
                    help="weight each label's loss by its consolidated confidence")
     g.add_argument("--num-workers", type=non_negative_int, default=None,
-                   help="data-loader worker processes (default: 0 on <= 2 CPUs)")
+                   help="data-loader worker processes (default: none on CPU; on CUDA all CPUs but one, at most "
+                        f"{MAX_LOADER_WORKERS})")
+    g.add_argument("--augment-on", choices=("auto", "loader", "device"), default=d.augment_on,
+                   help="where augmentation runs: loader workers, or the GPU on batches (default auto: the "
+                        f"GPU when CUDA is used and fewer than {GPU_AUGMENT_BELOW_CPUS} CPUs are available)")
     g.add_argument("--threads", type=positive_int, default=None, help="PyTorch CPU threads (default: all CPUs)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default auto)")
 
@@ -532,7 +591,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        weight_decay=args.weight_decay, patience=args.patience, image_size=args.image_size,
                        window=args.window, val_fraction=args.val_fraction, seed=args.seed,
                        augment=args.augment, confidence_weighting=args.confidence_weighting,
-                       num_workers=args.num_workers, threads=args.threads, device=args.device)
+                       num_workers=args.num_workers, threads=args.threads, device=args.device,
+                       augment_on=args.augment_on)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -49,6 +49,9 @@ Method, in brief (details and reasons in each module's docstring):
   rasterised for ellipses and polygons, distance for points — with the Hungarian method, fuse
   (coordinate mean; polygon medoid), confidence = cluster size / K, keep clusters drawn by at least
   ceil(K/2) workers.
+* **Consistency** (:mod:`.consistency`, the one place): a label's ROIs follow its consolidated
+  present/absent (ROIs of an absent label are dropped); a label nobody answered is present exactly
+  when an ROI of it survives.
 * **Agreement** (:mod:`.agreement`): Fleiss' kappa (Fleiss 1971) and Krippendorff's nominal alpha
   (Krippendorff 2011) per label and pooled over all labels for the job; per object, its
   contribution to the job's Fleiss kappa; ROIs: mean IoU of matched shape pairs.

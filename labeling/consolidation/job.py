@@ -14,6 +14,7 @@ import numpy as np
 from . import agreement as agr
 from .classification import PRIOR_MODEL, BinaryResult, dawid_skene_binary, posterior_fixed
 from .inputs import ConsolidationError, ItemAnswers, ParsedItem, parse_item
+from .consistency import reconcile
 from .rois import consolidate_rois, worker_order_for
 
 
@@ -269,7 +270,8 @@ def _agreements(ones: np.ndarray, n: np.ndarray, p_e: float | None) -> np.ndarra
 
 def _item_content(names: Sequence[str], present: list[bool], conf: list[float], rois: list[dict],
                   image: dict | None, annotators: int, label_agreement: float | None,
-                  roi_ious: list[float]) -> dict[str, Any]:
+                  roi_ious: list[float], answered: Sequence[bool]) -> dict[str, Any]:
+    present, conf, rois = reconcile(names, present, conf, rois, answered)  # the one consistency rule
     return {
         "labels": [{"name": n, "present": p, "confidence": round(c, 4)}
                    for n, p, c in zip(names, present, conf)],
@@ -431,7 +433,7 @@ def _consolidate_job(items: Iterable[ItemAnswers], label_names: Sequence[str], *
             all_ious.extend(ious)
         a = agree_l[i]
         out[item.item_id] = _item_content(names, present_l[i], conf_l[i], rois, item.image, k,
-                                          None if a != a else a, ious)
+                                          None if a != a else a, ious, (n[i] > 0).tolist())
 
     report = JobReport(
         label_names=names, items=n_obj, errors=len(errors),
@@ -514,7 +516,7 @@ def consolidate_item(
         rois, ious = consolidate_rois(p, names, worker_order_for(p, acc), annotators=k,
                                       single_worker_confidence=single_conf, **_roi_kwargs(s))
     return _item_content(names, present[0].tolist(), conf[0].tolist(), rois, p.image, k,
-                         None if a != a else a, ious)
+                         None if a != a else a, ious, (n[0] > 0).tolist())
 
 
 __all__ = [

@@ -11,6 +11,11 @@ Authentication (``PORTAL_AUTH_MODE``): ``local`` — signed session cookie from 
 users are created/updated from the verified claims and Cognito groups. State-changing requests
 need the CSRF token (``X-CSRF-Token`` header or ``csrf_token`` form field) in both modes.
 
+Layout: this module builds the app (settings, middleware, error handlers, login, pages, jobs and
+export routes); the routers per area live in :mod:`labeling.portal.api` (tasks, images, review,
+users, admin pages), with the shared dependencies in :mod:`labeling.portal.deps` and the logic in
+the services (:mod:`.jobs`, :mod:`.admin`, :mod:`.export`, :mod:`.geometry`).
+
 Errors: domain refusals (:class:`jobs.PortalError`) answer their status with ``{"detail": msg}``;
 an unexpected exception is logged and answered 500 without internals.
 """
@@ -26,32 +31,32 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from fastapi import Body, FastAPI, Form, Path as PathParam, Request
+from fastapi import Body, FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from labeling import viewer_assets
 from labeling.manifest import ManifestError, ManifestLine
+from labeling.portal import admin as A
 from labeling.portal import jobs as J
 from labeling.portal import security as S
+from labeling.portal.deps import ID
 from labeling.portal.db import make_engine, ping, session_factory, transaction
+from labeling.portal.geometry import checked_geometry
+from labeling.portal.guard import RequestGuard
 from labeling.portal.export import export_manifest, export_sr, manifest_lines
 from labeling.portal.images import ImageError, ImageStore, orthanc_client_for, salt_for
-from labeling.portal.models import Item, Job, LoginFailure, Session as DbSession, User, utcnow
+from labeling.portal.models import FLAG_REASONS, Job, LoginFailure, Session as DbSession, User, utcnow
 from labeling.portal.oidc import OidcError, OidcVerifier
 from labeling.portal.settings import PortalSettings
-from labeling.schema import LabelSchema, SchemaError
 
 _log = logging.getLogger("labeling.portal")
 HERE = Path(__file__).resolve().parent
-def ID() -> Any:
-    """A fresh path-parameter spec per route (FastAPI binds a spec object to its first parameter)."""
-    return PathParam(ge=1, le=2**31 - 1)
 _ASSET_NAME = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)+")
 
 CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; "
@@ -59,9 +64,35 @@ CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'se
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
 
-def _retryable(exc: Exception) -> bool:
-    """Deadlock (40P01), serialization failure (40001) or unique violation (23505): safe to retry."""
-    return getattr(getattr(exc, "orig", None), "sqlstate", None) in ("40P01", "40001", "23505")
+class SecurityHeaders:
+    """Pure ASGI middleware (no per-request task and body streaming, unlike ``@app.middleware``):
+    CSP, nosniff, no referrer, no framing, and ``no-store`` unless the route chose a Cache-Control."""
+
+    FIXED = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+             (b"x-frame-options", b"DENY")]
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                fixed = {name for name, _ in self.FIXED}
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in fixed]
+                present = {k.lower() for k, _ in headers}
+                headers += self.FIXED
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", CSP.encode()))
+                if b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class AuthError(Exception):
@@ -80,23 +111,32 @@ class Principal:
 
 # ----------------------------------------------------------------------------- request bodies
 
-class AnswerIn(BaseModel):
-    annotation: Any = Field(description="one annotator's answer in the label shape (object or its JSON text)")
-
-
-class ReviewIn(BaseModel):
-    action: str = Field(pattern="^(accept|edit)$")
-    answer: Any = None
-
-
 class StateIn(BaseModel):
     state: str = Field(pattern="^(active|paused)$")
 
 
+class QueryIn(BaseModel):
+    """The manifest builder's filters (``python -m labeling manifest --modality … --study-date-from …``)."""
+
+    modality: list[str] = Field(default_factory=list, max_length=20, description="e.g. [\"DX\", \"CR\"]")
+    study_date_from: Optional[str] = Field(default=None, max_length=10, description="YYYYMMDD or YYYY-MM-DD")
+    study_date_to: Optional[str] = Field(default=None, max_length=10)
+    patient_id: Optional[str] = Field(default=None, max_length=64, description="Orthanc wildcards * and ? allowed")
+    study_uid: list[str] = Field(default_factory=list, max_length=1000)
+    series_uid: list[str] = Field(default_factory=list, max_length=1000)
+    limit: Optional[int] = Field(default=None, ge=1, le=100_000, description="the first N images in manifest order")
+
+
 class JobIn(BaseModel):
+    """A job: exactly one schema source (object, file in schemas/, uploaded text) and exactly one of a
+    manifest (uploaded, JSON Lines parsed into objects) or an Orthanc query."""
+
     name: str = Field(min_length=1, max_length=63)
-    schema_: dict[str, Any] = Field(alias="schema")
-    manifest: list[dict[str, Any]] = Field(min_length=1, max_length=100_000)
+    schema_: Optional[dict[str, Any]] = Field(default=None, alias="schema")
+    schema_file: Optional[str] = Field(default=None, max_length=128, description="a file name from GET /api/schemas")
+    schema_text: Optional[str] = Field(default=None, max_length=1_000_000, description="uploaded YAML or JSON")
+    manifest: Optional[list[dict[str, Any]]] = Field(default=None, min_length=1, max_length=100_000)
+    query: Optional[QueryIn] = None
     label_attribute: Optional[str] = Field(default=None, max_length=127)
     annotators_per_item: Optional[int] = Field(default=None, ge=1, le=100)
     lease_seconds: Optional[int] = Field(default=None, ge=1, le=7 * 86400)
@@ -117,6 +157,8 @@ class Portal:
         self.settings = settings
         self.engine = engine
         self.factory = session_factory(engine)
+        # Reads outside a transaction (no BEGIN/COMMIT round trips): the guard's session lookup.
+        self.read_factory = session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
         self.images = images
         self.verifier = verifier
         self.secret = settings.require_session_secret()
@@ -167,6 +209,15 @@ class Portal:
         if not user.active:
             raise AuthError("account disabled", 403)
         return Principal(user, "session|" + session_id)
+
+    def authenticate_alone(self, request: Request) -> Principal:
+        """:meth:`authenticate` outside the route's transaction: locally one SELECT without BEGIN/COMMIT;
+        with alb-oidc in a transaction (users are created and updated from the verified claims)."""
+        if self.settings.auth_mode == "local":
+            with self.read_factory() as session:
+                return self.authenticate(request, session)
+        with self.tx() as session:
+            return self.authenticate(request, session)
 
     def check_csrf(self, request: Request, principal: Principal, form_token: Optional[str] = None) -> None:
         token = request.headers.get(S.CSRF_HEADER) or form_token
@@ -230,17 +281,19 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
                   lifespan=lifespan)
     app.state.portal = portal
 
+    def authenticate_first(request: Request) -> Principal:
+        principal = portal.authenticate_alone(request)
+        portal.check_csrf(request, principal)
+        return principal
+
+    # Added before the headers middleware below, so it runs inside it (its answers get the headers too).
+    app.add_middleware(RequestGuard, api_prefix=f"{root}/api/", limit=settings.max_body_bytes,
+                       job_path=f"{root}/api/jobs", authenticate=authenticate_first)
+
     # -- middleware and errors ----------------------------------------------------------------
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    # Outermost (added last): the security headers on every answer, the guard's refusals included.
+    app.add_middleware(SecurityHeaders)
 
     def wants_html(request: Request) -> bool:
         return not request.url.path.startswith(f"{root}/api/") and "text/html" in request.headers.get("accept", "")
@@ -263,6 +316,12 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
     async def image_error(request: Request, exc: ImageError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
+    @app.exception_handler(OperationalError)
+    async def database_down(request: Request, exc: OperationalError):
+        # E.g. the first request on a connection a database restart broke (the pool is then renewed).
+        _log.warning("database error on %s %s: %s", request.method, request.url.path, str(exc.orig)[:200])
+        return JSONResponse({"detail": "database unavailable; retry"}, status_code=503)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         _log.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -271,7 +330,8 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
     # -- helpers -----------------------------------------------------------------------------
 
     def auth(request: Request, session: Session, *roles: str) -> Principal:
-        principal = portal.authenticate(request, session)
+        # State-changing API calls were authenticated by RequestGuard before their body was read.
+        principal = getattr(request.state, "principal", None) or portal.authenticate(request, session)
         if roles and principal.user.role not in roles:
             raise J.Forbidden(f"this needs the role {' or '.join(roles)}")
         return principal
@@ -281,14 +341,12 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
         portal.check_csrf(request, principal)
         return principal
 
-    def task_json(session: Session, assignment: Any, job: Job) -> dict[str, Any]:
-        item = session.get(Item, assignment.item_id)
-        assert item is not None
-        return {"assignment_id": assignment.id, "item_id": item.id, "job_id": job.id, "job": job.name,
-                "image_url": portal.url(f"/api/items/{item.id}/image"), "schema": job.schema,
-                "initialAnswer": J.prelabel_for(item),
-                "lease_expires_at": assignment.lease_expires_at.isoformat(),
-                "submitted": assignment.submitted_at is not None}
+    # -- routers per area (labeling/portal/api/) --------------------------------------------
+    from labeling.portal.api import images as images_api, pages as pages_api, review as review_api
+    from labeling.portal.api import tasks as tasks_api, users as users_api
+
+    for module in (tasks_api, images_api, review_api, users_api, pages_api):
+        app.include_router(module.router, prefix=root)
 
     # -- health, static ----------------------------------------------------------------------
 
@@ -404,7 +462,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
         with portal.tx() as session:
             principal = auth(request, session, "annotator")
             job = J.get_job(session, job_id)
-            return portal.page("task.html", principal, job=job, viewer_sri=portal.viewer_sri(),
+            return portal.page("task.html", principal, job=job, viewer_sri=portal.viewer_sri(), flag_reasons=FLAG_REASONS,
                                data={"root": root, "job_id": job.id, "csrf": portal.csrf(principal),
                                      "mode": "label"})
 
@@ -414,6 +472,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
             principal = auth(request, session, "admin", "reviewer")
             job = J.get_job(session, job_id)
             return portal.page("job.html", principal, job=job, progress=J.job_progress(session, job),
+                               figures=A.job_figures(session, job), export_bucket=settings.export_bucket,
                                data={"root": root, "job_id": job.id, "csrf": portal.csrf(principal),
                                      "mode": "job"})
 
@@ -423,7 +482,9 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
             principal = auth(request, session, "admin", "reviewer")
             items = J.review_queue(session)
             names = {j.id: j.name for j in session.scalars(select(Job))}
-            return portal.page("review_list.html", principal, items=items, job_names=names)
+            flags = {item.id: ", ".join(sorted({f["text"] for f in J.item_flags(session, item)}))
+                     for item in items if item.consolidated is None}
+            return portal.page("review_list.html", principal, items=items, job_names=names, flags=flags)
 
     @app.get(f"{root}/review/{{item_id}}", response_class=HTMLResponse, include_in_schema=False)
     def review_page(request: Request, item_id: int = ID()):
@@ -434,8 +495,9 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
             detail = J.review_detail(session, item, principal.user)
             return portal.page("review.html", principal, job=job, item=item, detail=detail,
                                viewer_sri=portal.viewer_sri(),
-                               data={"root": root, "item_id": item.id, "csrf": portal.csrf(principal),
-                                     "mode": "review", "schema": job.schema,
+                               data={"root": root, "item_id": item.id, "position": item.position,
+                                     "csrf": portal.csrf(principal), "mode": "review", "schema": job.schema,
+                                     "pixel_spacing": (item.geometry or {}).get("pixel_spacing"),
                                      "image_url": portal.url(f"/api/items/{item.id}/image"),
                                      "initialAnswer": J.as_single_answer(item.final or item.consolidated),
                                      "overlays": [{"name": a["annotator"], "answer": a["answer"]}
@@ -468,14 +530,21 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
 
     @app.post(f"{root}/api/jobs", tags=["jobs"], status_code=201)
     def api_create_job(request: Request, body: JobIn) -> dict[str, Any]:
-        try:
-            schema = LabelSchema.from_dict(body.schema_, source="schema")
-            lines = [ManifestLine.from_dict(line) for line in body.manifest]
-        except (SchemaError, ManifestError) as exc:
-            raise J.Invalid(str(exc)) from None
         with portal.tx() as session:
-            mutate(request, session, "admin")
-            job = J.create_job(session, name=body.name, schema=schema, lines=lines,
+            mutate(request, session, "admin")  # before Orthanc is asked about anything
+        schema = A.resolve_schema(schema=body.schema_, schema_file=body.schema_file, schema_text=body.schema_text)
+        if (body.manifest is None) == (body.query is None):
+            raise J.Invalid("give exactly one of manifest (uploaded lines) or query (Orthanc filters)")
+        if body.query is not None:
+            lines = A.manifest_from_query(images.orthanc(), schema, body.query.model_dump())
+        else:
+            try:
+                lines = [ManifestLine.from_dict(line) for line in body.manifest or []]
+            except ManifestError as exc:
+                raise J.Invalid(str(exc)) from None
+        geometry = checked_geometry(images.orthanc(), [line.source for line in lines])
+        with portal.tx() as session:
+            job = J.create_job(session, name=body.name, schema=schema, lines=lines, geometry=geometry,
                                label_attribute=body.label_attribute, annotators_per_item=body.annotators_per_item,
                                lease_seconds=body.lease_seconds or settings.lease_seconds,
                                agreement_threshold=(settings.agreement_threshold if body.agreement_threshold is None
@@ -490,31 +559,6 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
             if principal.user.role == "annotator":
                 return J.annotator_progress(session, job, principal.user)
             return J.job_progress(session, job)
-
-    @app.post(f"{root}/api/jobs/{{job_id}}/next", tags=["tasks"])
-    def api_next(request: Request, job_id: int = ID()) -> Response:
-        for attempt in range(3):
-            try:
-                with portal.tx() as session:
-                    principal = mutate(request, session, "annotator")
-                    job = J.get_job(session, job_id)
-                    lease = J.next_task(session, job, principal.user)
-                    if lease is None:
-                        return JSONResponse({"done": True, "detail": "no more items for you in this job"})
-                    task = task_json(session, lease, job)
-                    upcoming = J.next_candidate(session, job, principal.user)
-                    source = session.get(Item, lease.item_id).source  # type: ignore[union-attr]
-                break
-            except (OperationalError, IntegrityError) as exc:
-                # A deadlock between two assigners expiring leases, or the same annotator asking from
-                # two tabs (UNIQUE(item, user)): the transaction rolled back whole; try again.
-                if attempt == 2 or not _retryable(exc):
-                    raise
-        # Prefetch: the leased image (the viewer asks for it next) and the likely next one.
-        images.prefetch(source)
-        if upcoming is not None:
-            images.prefetch(upcoming.source)
-        return JSONResponse(task)
 
     @app.post(f"{root}/api/jobs/{{job_id}}/state", tags=["jobs"])
     def api_state(request: Request, body: StateIn, job_id: int = ID()) -> dict[str, Any]:
@@ -545,6 +589,7 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
                                      s3_client=portal.s3_client, kms_key_id=settings.export_kms_key_id)
             return {"destination": result.destination, "written": result.written,
                     "left_out_review": result.left_out_review, "left_out_open": result.left_out_open,
+                    "left_out_excluded": result.left_out_excluded,
                     "download": portal.url(f"/api/jobs/{job.id}/output.manifest")}
 
     @app.get(f"{root}/api/jobs/{{job_id}}/output.manifest", tags=["export"])
@@ -564,55 +609,6 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
             job = J.get_job(session, job_id)
             result = export_sr(session, job, images.orthanc())
             return {"stored": {str(k): v for k, v in result.stored.items()}, "errors": result.errors}
-
-    @app.get(f"{root}/api/assignments/{{assignment_id}}", tags=["tasks"])
-    def api_assignment(request: Request, assignment_id: int = ID()) -> dict[str, Any]:
-        with portal.tx() as session:
-            principal = auth(request, session, "annotator")
-            assignment = J.get_assignment(session, assignment_id, principal.user)
-            task = task_json(session, assignment, J.get_job(session, assignment.job_id))
-            task["answer"] = assignment.answer  # the annotator's own answer only
-            return task
-
-    @app.post(f"{root}/api/assignments/{{assignment_id}}/answer", tags=["tasks"])
-    def api_answer(request: Request, body: AnswerIn, assignment_id: int = ID()) -> dict[str, Any]:
-        with portal.tx() as session:
-            principal = mutate(request, session, "annotator")
-            result = J.submit_answer(session, assignment_id, principal.user, body.annotation)
-            # Blind: the annotator learns that the answer was stored, not what others said.
-            return {"assignment_id": result.assignment_id, "item_id": result.item_id, "stored": True}
-
-    @app.get(f"{root}/api/items/{{item_id}}/image", tags=["images"],
-             responses={200: {"content": {"application/dicom": {}}}})
-    def api_image(request: Request, item_id: int = ID()) -> Response:
-        with portal.tx() as session:
-            principal = auth(request, session)
-            source = J.get_item_for(session, item_id, principal.user).source
-        # Read here, in the endpoint's worker thread: one image (~0.1–10 MB) in memory is cheaper than
-        # FileResponse's chunked reads, each another hop to the thread pool.
-        return Response(images.get(source).read_bytes(), media_type="application/dicom",
-                        headers={"Cache-Control": "private, max-age=3600"})
-
-    @app.get(f"{root}/api/review", tags=["review"])
-    def api_review_queue(request: Request) -> list[dict[str, Any]]:
-        with portal.tx() as session:
-            auth(request, session, "admin", "reviewer")
-            return [{"item_id": i.id, "job_id": i.job_id, "agreement": i.agreement,
-                     "page": portal.url(f"/review/{i.id}")} for i in J.review_queue(session)]
-
-    @app.get(f"{root}/api/review/{{item_id}}", tags=["review"])
-    def api_review_item(request: Request, item_id: int = ID()) -> dict[str, Any]:
-        with portal.tx() as session:
-            principal = auth(request, session, "admin", "reviewer")
-            return J.review_detail(session, J.get_item_for(session, item_id, principal.user), principal.user)
-
-    @app.post(f"{root}/api/review/{{item_id}}", tags=["review"])
-    def api_review_decide(request: Request, body: ReviewIn, item_id: int = ID()) -> dict[str, Any]:
-        with portal.tx() as session:
-            principal = mutate(request, session, "admin", "reviewer")
-            item = J.review_decide(session, J.get_item_for(session, item_id, principal.user), principal.user,
-                                   body.action, body.answer)
-            return {"item_id": item.id, "state": item.state, "final": item.final}
 
     return app
 

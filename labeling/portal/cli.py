@@ -1,6 +1,7 @@
-"""``python -m labeling portal serve|migrate|user add|job create|job status|job close|export|sr``.
+"""``python -m labeling portal up|down|serve|migrate|user add|job create|job status|job close|export|sr``.
 
-Every command reads the portal settings from the environment (``PORTAL_*``, ``ORTHANC_*``; see
+``portal up [--workdir DIR]`` is the one command to a running local portal (stack, ``portal.env``,
+migration, first admin, server on loopback); ``portal down`` stops it. Every other command reads the portal settings from the environment (``PORTAL_*``, ``ORTHANC_*``; see
 :mod:`labeling.portal.settings`). Next to the local stack, ``source <stack workdir>/portal.env``
 (written by :func:`labeling.portal.local.write_portal_env`) sets them. Passwords come from a file
 (``--password-file``) or an interactive prompt, never from the command line.
@@ -26,6 +27,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "PORTAL_* and ORTHANC_* environment variables.")
     one_line_errors(parser)
     sub = parser.add_subparsers(dest="portal_command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser("up", help="one command to a running local portal (stack, settings, admin, server)",
+                        description="Reuse or start the local stack in WORKDIR, write WORKDIR/portal.env (0600), "
+                                    "migrate the database, create the first admin (a generated password is shown "
+                                    "once, or --admin-password-file) and serve on 127.0.0.1; prints the URL. "
+                                    "A portal already running there is reused. `portal down` stops it.")
+    _workdir(up)
+    up.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: 8000, else a free one)")
+    up.add_argument("--admin", default="admin", help="the first admin's user name (default: admin)")
+    up.add_argument("--admin-password-file", type=Path,
+                    help="file holding the first admin's password (default: generate one and show it once)")
+    up.add_argument("--timeout", type=positive_int, default=60, help="seconds to wait for each service (default 60)")
+    up.set_defaults(func=_up)
+
+    down = sub.add_parser("down", help="stop the local portal and its local stack",
+                          description="Stop the portal `portal up` started in WORKDIR (only its recorded pid) "
+                                      "and the local stack there, unless --keep-stack.")
+    _workdir(down)
+    down.add_argument("--keep-stack", action="store_true", help="leave Orthanc and PostgreSQL running")
+    down.set_defaults(func=_down)
 
     serve = sub.add_parser("serve", help="run the web service (uvicorn)",
                            description="Serve the portal on PORTAL_HOST:PORTAL_PORT (default 127.0.0.1:8000).")
@@ -53,7 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="job_command", metavar="COMMAND", required=True)
     create = job.add_parser("create", help="create a job from a manifest and a label schema",
                             description="Create a job: one item per manifest line (labeling/manifest.py "
-                                        "format), labels from the schema (labeling/schema.py format).")
+                                        "format), labels from the schema (labeling/schema.py format). Every "
+                                        "instance is checked in Orthanc and its geometry recorded; a manifest "
+                                        "naming instances Orthanc lacks is refused, listing the first IDs.")
     create.add_argument("--name", required=True, help="job name (letters, digits, '-'; at most 63)")
     create.add_argument("--manifest", type=Path, required=True, help="manifest (JSON Lines)")
     create.add_argument("--schema", type=Path, required=True, help="label schema (YAML or JSON)")
@@ -90,12 +113,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stop = sub.add_parser("stop", help="stop the local portal that `make demo` left running",
                           description="Stop the portal started beside the local stack in WORKDIR (its recorded "
                                       "pid, only while it is still that portal). `make demo-down` runs this.")
-    stop.add_argument("--workdir", type=Path, default=Path(".local/stack"),
-                      help="the local stack's work directory (default: .local/stack)")
+    _workdir(stop)
     stop.set_defaults(func=_stop)
 
 
 # ----------------------------------------------------------------------------------- helpers
+
+def _workdir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", type=Path, default=Path(".local/stack"),
+                        help="the local stack's work directory (default: .local/stack, shared with `make demo`)")
+
 
 def _fail(message: str, code: int = 1) -> int:
     print(f"error: {message}", file=sys.stderr)
@@ -188,16 +215,15 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _read_password(path: Optional[Path]) -> str:
+    from labeling.local_stack import LocalStackError
     from labeling.portal.jobs import Invalid
+    from labeling.portal.local import read_password_file
 
     if path is not None:
         try:
-            password = path.read_text().strip()
-        except OSError as exc:
-            raise Invalid(f"--password-file {path}: cannot read ({exc.strerror})") from None
-        if not password:
-            raise Invalid(f"--password-file {path}: the file is empty")
-        return password
+            return read_password_file(path)
+        except LocalStackError as exc:
+            raise Invalid(str(exc)) from None
     if not sys.stdin.isatty():
         raise Invalid("no --password-file and no terminal to prompt on")
     first = getpass.getpass("password: ")
@@ -242,11 +268,25 @@ def _job_create(args: argparse.Namespace) -> int:
             lines = read_manifest(args.manifest)
         except (SchemaError, ManifestError) as exc:
             raise jobs.Invalid(str(exc)) from None
+        from rich.progress import Progress
+
+        from labeling.portal.geometry import checked_geometry
+        from labeling.portal.images import orthanc_client_for
+
+        orthanc = orthanc_client_for(settings)
+        try:
+            with Progress(transient=True) as bar:
+                task = bar.add_task("checking the instances in Orthanc", total=len(lines))
+                geometry = checked_geometry(orthanc, [line.source for line in lines],
+                                            lambda done, total: bar.update(task, completed=done))
+        finally:
+            orthanc.close()
         engine, factory = _factory(settings)
         try:
             with transaction(factory) as session:
                 job = jobs.create_job(
-                    session, name=args.name, schema=schema, lines=lines, label_attribute=args.label_attribute,
+                    session, name=args.name, schema=schema, lines=lines, geometry=geometry,
+                    label_attribute=args.label_attribute,
                     annotators_per_item=args.annotators_per_item,
                     lease_seconds=args.lease_seconds or settings.lease_seconds,
                     agreement_threshold=(settings.agreement_threshold if args.agreement_threshold is None
@@ -329,7 +369,7 @@ def _export(args: argparse.Namespace) -> int:
         finally:
             engine.dispose()
         print(f"wrote {result.written} lines to {result.destination} ({result.left_out_review} waiting for "
-              f"review and {result.left_out_open} unfinished items left out)")
+              f"review, {result.left_out_open} unfinished and {result.left_out_excluded} excluded items left out)")
         return 0
 
     return _run(run)
@@ -360,6 +400,43 @@ def _sr(args: argparse.Namespace) -> int:
         return 1 if result.errors else 0
 
     return _run(run)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from labeling.local_stack import LocalStackError
+    from labeling.portal.local import portal_up
+
+    def run() -> int:
+        try:
+            up = portal_up(args.workdir, port=args.port, admin_name=args.admin,
+                           admin_password_file=args.admin_password_file, timeout=args.timeout)
+        except LocalStackError as exc:
+            return _fail(f"portal up: {exc}")
+        print(f"local stack  {'reused' if up.stack_already_running else 'started'} in {args.workdir}")
+        print(f"settings     {up.env_file}  (0600; `source` it for the other portal commands)")
+        if up.admin_password:
+            print(f"admin        {up.admin_name}  password {up.admin_password}  (shown once: keep it now)")
+        elif up.admin_created:
+            print(f"admin        {up.admin_name}  (password from {args.admin_password_file})")
+        else:
+            print(f"admin        {up.admin_name}  exists already; its password is unchanged")
+        print(f"portal       {up.url}/  ({'already running' if up.already_running else 'started'}; "
+              f"stop with `python -m labeling portal down --workdir {args.workdir}`)")
+        return 0
+
+    return _run(run)
+
+
+def _down(args: argparse.Namespace) -> int:
+    from labeling.local_stack import LocalStackError
+    from labeling.portal.local import portal_down
+
+    try:
+        for line in portal_down(args.workdir, keep_stack=args.keep_stack):
+            print(line)
+    except (LocalStackError, OSError) as exc:
+        return _fail(f"portal down: {exc}")
+    return 0
 
 
 def _stop(args: argparse.Namespace) -> int:

@@ -33,8 +33,12 @@ def database_url(settings: PortalSettings, database: str | None = None) -> URL:
 
 
 def make_engine(settings: PortalSettings, database: str | None = None, **kwargs: object) -> Engine:
-    options: dict[str, object] = dict(pool_pre_ping=True, pool_size=settings.db_pool_size, max_overflow=10,
-                                      connect_args={"connect_timeout": 10})
+    """The pool pings nothing on checkout (a round trip per request, issue 12): a connection broken by a
+    database restart fails its one request (503), and SQLAlchemy then replaces every pooled connection
+    (it invalidates the pool on a disconnect error); ``pool_recycle`` retires connections before
+    server or proxy idle timeouts do."""
+    options: dict[str, object] = dict(pool_pre_ping=False, pool_recycle=1800, pool_size=settings.db_pool_size,
+                                      max_overflow=10, connect_args={"connect_timeout": 10})
     options.update(kwargs)
     return create_engine(database_url(settings, database), **options)  # type: ignore[arg-type]
 

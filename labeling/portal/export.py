@@ -40,6 +40,7 @@ class ExportResult:
     written: int
     left_out_review: int
     left_out_open: int
+    left_out_excluded: int = 0
     lines: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
@@ -53,6 +54,8 @@ def manifest_lines(session: Session, job: Job, *, include_review: bool = False) 
             content = item.consolidated if include_review else None
         elif item.state == "open":
             result.left_out_open += 1
+        elif content is None:
+            result.left_out_excluded += 1  # a reviewer excluded it (e.g. flagged unreadable)
         if content is None:
             continue
         created = item.reviewed_at or None
@@ -96,8 +99,8 @@ def export_sr(session: Session, job: Job, orthanc: Any, *,
               progress: Optional[Callable[[int, int], None]] = None) -> SrResult:
     from labeling.sr import Observer, build_annotation_sr, store_sr
 
-    items = session.scalars(select(Item).where(Item.job_id == job.id, Item.state == "done")
-                            .order_by(Item.position)).all()
+    items = [item for item in session.scalars(select(Item).where(Item.job_id == job.id, Item.state == "done")
+                                              .order_by(Item.position)) if item.final is not None]  # not excluded
     result = SrResult()
     for index, item in enumerate(items, start=1):
         try:

@@ -30,6 +30,10 @@ Rules, documented once:
   job), keeps the job report, and consolidates items left with fewer than K answers.
 * **Review** (:func:`review_decide`): accept the consolidated label, or replace it with an edited
   answer (validated like any answer; confidences 1.0, the reviewer's decision).
+* **Consistency**: a label's ROIs follow its present/absent, by the consolidation library's one rule
+  (:mod:`labeling.consolidation.consistency`): consolidated content (hence "accept") is reconciled
+  there, and a single answer (annotator or reviewer edit) marking a label absent while drawing an ROI
+  of it is refused.
 """
 
 from __future__ import annotations
@@ -40,22 +44,28 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from labeling.consolidation import ItemAnswers, JobReport, WorkerAnswer, consolidate_item, consolidate_job
+from labeling.consolidation.consistency import contradictions
 from labeling.contracts.answer import parse_answer
 from labeling.contracts.errors import ContractError
 from labeling.contracts.geometry import ImageGeometry
 from labeling.contracts.ids import validate_instance_id
 from labeling.contracts.manifest_line import GEOMETRY_KEYS
 from labeling.manifest import KNOWN_KEYS, ManifestLine
-from labeling.portal.models import Assignment, Item, Job, User, utcnow
+from labeling.portal.models import FLAG_REASONS, SKIPPED, Assignment, Item, Job, User, utcnow
 from labeling.schema import LabelSchema
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]{0,62}")
 LABEL_ATTRIBUTE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_]{0,126}")
+
+
+def answered():
+    """The SQL condition of an assignment that carries an answer (not open, skipped or flagged)."""
+    return (Assignment.submitted_at.is_not(None)) & Assignment.flag.is_(None)
 
 
 class PortalError(Exception):
@@ -97,21 +107,35 @@ def validate_label_attribute(name: str) -> str:
     return name
 
 
-def _prelabel_answer(schema: LabelSchema, raw: Any, where: str) -> dict[str, Any]:
+def check_source(number: int, source: str) -> str:
+    """A manifest line's ``source`` must be an Orthanc instance ID (before it goes near a URL or path)."""
+    try:
+        return validate_instance_id(source)
+    except ValueError:
+        raise Invalid(f"manifest line {number}: 'source' {source!r} is not an Orthanc instance ID") from None
+
+
+def _prelabel_answer(schema: LabelSchema, raw: Any, where: str,
+                     geometry: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """A manifest line's ``prelabel`` (label shape + model/confidence keys) → one answer for the viewer."""
     if not isinstance(raw, Mapping):
         raise Invalid(f"{where}: 'prelabel' must be an object in the label shape")
     answer = {key: raw[key] for key in ("labels", "rois", "image") if key in raw}
     try:
-        return validate_answer(schema, answer, require_all=False)
+        return validate_answer(schema, answer, image=geometry, require_all=False)
     except Invalid as exc:
         raise Invalid(f"{where}: 'prelabel': {exc.message}") from None
 
 
 def create_job(session: Session, *, name: str, schema: LabelSchema, lines: Sequence[ManifestLine],
-               label_attribute: Optional[str] = None, annotators_per_item: Optional[int] = None,
-               lease_seconds: int = 900, agreement_threshold: float = 0.6) -> Job:
-    """A job over ``lines`` (a manifest built for ``schema``); nothing is written when a line is bad."""
+               geometry: Mapping[str, Mapping[str, Any]], label_attribute: Optional[str] = None,
+               annotators_per_item: Optional[int] = None, lease_seconds: int = 900,
+               agreement_threshold: float = 0.6) -> Job:
+    """A job over ``lines`` (a manifest built for ``schema``); nothing is written when a line is bad.
+
+    ``geometry`` maps every line's source to its image geometry as read from Orthanc
+    (:func:`labeling.portal.geometry.read_geometry` + ``require_all``): a job is only created over
+    instances Orthanc has, and answers are later checked against that geometry."""
     if not JOB_NAME.fullmatch(name or ""):
         raise Invalid(f"job name {name!r}: 1-63 letters, digits or '-', starting with a letter or digit")
     if session.scalar(select(Job.id).where(Job.name == name)) is not None:
@@ -127,6 +151,10 @@ def create_job(session: Session, *, name: str, schema: LabelSchema, lines: Seque
     if not -1.0 <= agreement_threshold <= 1.0:
         raise Invalid(f"agreement threshold: {agreement_threshold} is outside -1..1")
     names = list(schema.label_names)
+    unknown = [line.source for line in lines if line.source not in geometry]
+    if unknown:
+        raise Invalid(f"manifest: {len(unknown)} instance(s) without a recorded geometry (not read from Orthanc): "
+                      f"{', '.join(unknown[:5])}")
     job = Job(name=name, label_attribute=attr, schema=schema.to_dict(), annotators_per_item=k,
               lease_seconds=lease_seconds, agreement_threshold=agreement_threshold, state="active")
     session.add(job)
@@ -134,10 +162,7 @@ def create_job(session: Session, *, name: str, schema: LabelSchema, lines: Seque
     seen: set[str] = set()
     for number, line in enumerate(lines, start=1):
         where = f"manifest line {number}"
-        try:
-            validate_instance_id(line.source)
-        except ValueError:
-            raise Invalid(f"{where}: 'source' {line.source!r} is not an Orthanc instance ID") from None
+        check_source(number, line.source)
         if line.source in seen:
             raise Invalid(f"{where}: duplicate source {line.source!r}")
         seen.add(line.source)
@@ -146,10 +171,13 @@ def create_job(session: Session, *, name: str, schema: LabelSchema, lines: Seque
         data = line.to_dict()
         if attr in data or f"{attr}-metadata" in data:
             raise Invalid(f"{where}: already carries {attr!r}; choose another label attribute")
+        for key in GEOMETRY_KEYS:  # a line's own geometry must be what Orthanc has
+            if key in data and data[key] != geometry[line.source].get(key):
+                raise Invalid(f"{where}: {key} {data[key]} but Orthanc's instance has {geometry[line.source].get(key)}")
         if "prelabel" in data:
-            _prelabel_answer(schema, data["prelabel"], where)
+            _prelabel_answer(schema, data["prelabel"], where, geometry[line.source])
         session.add(Item(job_id=job.id, position=number, source=line.source, line=data, open_slots=k,
-                         state="open"))
+                         state="open", geometry=dict(geometry[line.source])))
     session.flush()
     return job
 
@@ -196,8 +224,89 @@ def current_lease(session: Session, job_id: int, user: User, now: dt.datetime) -
         .order_by(Assignment.id).limit(1)).first()
 
 
+# The common case of ``next`` in one statement: the annotator's live lease, else the first free item
+# (locked SKIP LOCKED, its slot taken, a lease inserted), with what the task needs — the item, "n of
+# N" and the likely next item to prefetch. The final SELECT sees the snapshot before the CTE's writes,
+# hence ``i.id <> lease.item_id``. No row: nothing free without waiting or sweeping → next_task.
+_LEASE_AND_FETCH = text("""
+WITH cur AS (
+  SELECT id, item_id, lease_expires_at FROM assignments
+  WHERE job_id = :job AND user_id = :user AND submitted_at IS NULL AND lease_expires_at >= :now
+  ORDER BY id LIMIT 1),
+pick AS (
+  SELECT i.id FROM items i
+  WHERE NOT EXISTS (SELECT 1 FROM cur) AND i.job_id = :job AND i.state = 'open' AND i.open_slots > 0
+    AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)
+  ORDER BY i.position LIMIT 1 FOR UPDATE OF i SKIP LOCKED),
+taken AS (
+  UPDATE items SET open_slots = items.open_slots - 1 FROM pick WHERE items.id = pick.id RETURNING items.id),
+ins AS (
+  INSERT INTO assignments (job_id, item_id, user_id, leased_at, lease_expires_at)
+  SELECT :job, id, :user, :now, :expires FROM taken RETURNING id, item_id, lease_expires_at),
+lease AS (SELECT id, item_id, lease_expires_at FROM cur UNION ALL SELECT id, item_id, lease_expires_at FROM ins)
+SELECT lease.id, lease.item_id, lease.lease_expires_at, it.source, it.line, it.geometry,
+  (SELECT count(*) FROM assignments a
+   WHERE a.job_id = :job AND a.user_id = :user AND a.submitted_at IS NOT NULL) AS finished,
+  (SELECT count(*) FROM items i
+   WHERE i.job_id = :job AND i.state = 'open' AND i.open_slots > 0 AND i.id <> lease.item_id
+     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)) AS available,
+  (SELECT i.source FROM items i
+   WHERE i.job_id = :job AND i.state = 'open' AND i.open_slots > 0 AND i.id <> lease.item_id
+     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)
+   ORDER BY i.position LIMIT 1) AS upcoming
+FROM lease JOIN items it ON it.id = lease.item_id
+""")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A leased item and what the annotator's page needs about it."""
+
+    assignment_id: int
+    item_id: int
+    lease_expires_at: dt.datetime
+    source: str
+    line: dict[str, Any]
+    geometry: Optional[dict[str, Any]]
+    position: int
+    total: int
+    upcoming: Optional[str]
+    submitted: bool = False
+
+
+def lease_and_fetch(session: Session, job: Job, user: User, now: Optional[dt.datetime] = None) -> Optional[Task]:
+    """:func:`next_task` + the task's data: one statement in the common case, else the general path."""
+    now = now or utcnow()
+    if user.role != "annotator":
+        raise Forbidden("only annotators take labeling tasks")
+    if job.state != "active":
+        raise Conflict(f"job {job.name!r} is {job.state}")
+    row = session.execute(_LEASE_AND_FETCH, {"job": job.id, "user": user.id, "now": now,
+                                             "expires": now + dt.timedelta(seconds=job.lease_seconds)}).first()
+    if row is not None:
+        return Task(row.id, row.item_id, row.lease_expires_at, row.source, row.line, row.geometry,
+                    int(row.finished) + 1, int(row.finished) + 1 + int(row.available), row.upcoming)
+    lease = next_task(session, job, user, now)
+    return None if lease is None else task_of(session, job, user, lease)
+
+
+def task_of(session: Session, job: Job, user: User, assignment: Assignment) -> Task:
+    item = session.get(Item, assignment.item_id)
+    assert item is not None
+    position, upcoming = queue_position(session, job, user)
+    return Task(assignment.id, item.id, assignment.lease_expires_at, item.source, item.line, item.geometry,
+                position["position"], position["total"], upcoming, assignment.submitted_at is not None)
+
+
+SWEEP_INTERVAL_S = 15.0
+_last_sweep: dict[int, dt.datetime] = {}  # job id → last expiry sweep in this process
+
+
 def next_task(session: Session, job: Job, user: User, now: Optional[dt.datetime] = None) -> Optional[Assignment]:
-    """The annotator's live lease, or a newly leased item; None when nothing is left for them."""
+    """The annotator's live lease, or a newly leased item; None when nothing is left for them.
+
+    Expired leases are swept at most every SWEEP_INTERVAL_S per job and process, and always before
+    answering "nothing left" (a DELETE per request was most of the cost of ``next`` under load)."""
     now = now or utcnow()
     if user.role != "annotator":
         raise Forbidden("only annotators take labeling tasks")
@@ -206,11 +315,19 @@ def next_task(session: Session, job: Job, user: User, now: Optional[dt.datetime]
     lease = current_lease(session, job.id, user, now)
     if lease is not None:
         return lease
-    expire_leases(session, job.id, now)
+    last = _last_sweep.get(job.id)
+    swept = last is None or abs((now - last).total_seconds()) >= SWEEP_INTERVAL_S
+    if swept:
+        expire_leases(session, job.id, now)
+        _last_sweep[job.id] = now
     mine = exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
     query = (select(Item).where(Item.job_id == job.id, Item.state == "open", Item.open_slots > 0, ~mine)
              .order_by(Item.position).limit(1))
     item = session.scalars(query.with_for_update(skip_locked=True)).first()
+    if item is None and not swept:
+        expire_leases(session, job.id, now)
+        _last_sweep[job.id] = now
+        item = session.scalars(query.with_for_update(skip_locked=True)).first()
     if item is None:
         # Every candidate may just be locked by other annotators' assignments in flight: wait for
         # them (milliseconds) and re-check their free slots, rather than answer "nothing left".
@@ -223,14 +340,6 @@ def next_task(session: Session, job: Job, user: User, now: Optional[dt.datetime]
     session.add(lease)
     session.flush()
     return lease
-
-
-def next_candidate(session: Session, job: Job, user: User) -> Optional[Item]:
-    """The item this annotator would most likely get next (for prefetching its image); not leased."""
-    mine = exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
-    return session.scalars(
-        select(Item).where(Item.job_id == job.id, Item.state == "open", Item.open_slots > 0, ~mine)
-        .order_by(Item.position).limit(1)).first()
 
 
 def get_assignment(session: Session, assignment_id: int, user: User, *, lock: bool = False) -> Assignment:
@@ -252,6 +361,17 @@ def can_view_item(session: Session, item: Item, user: User) -> bool:
                                                       Assignment.user_id == user.id).limit(1)) is not None
 
 
+def item_source_for(session: Session, item_id: int, user: User) -> str:
+    """The Orthanc ID of an item the user may see (the image route): one statement."""
+    query = select(Item.source).where(Item.id == item_id)
+    if user.role not in ("admin", "reviewer"):
+        query = query.where(exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id))
+    source = session.scalar(query)
+    if source is None:
+        raise NotFound(f"item {item_id}: not found")
+    return source
+
+
 def get_item_for(session: Session, item_id: int, user: User) -> Item:
     item = session.get(Item, item_id)
     if item is None or not can_view_item(session, item, user):
@@ -264,11 +384,14 @@ def get_item_for(session: Session, item_id: int, user: User) -> Item:
 # answers
 
 
-def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[str, int]] = None,
+def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[str, Any]] = None,
                     require_all: bool = True) -> dict[str, Any]:
     """One annotator's answer checked against the schema and, when ``image`` gives ``rows`` and
-    ``columns`` (a manifest line's recorded geometry, or a consolidated answer's image), against the
-    image (:func:`labeling.contracts.answer.parse_answer`); returns it in canonical label-shape form."""
+    ``columns`` (the item's geometry recorded from Orthanc at job creation, :func:`item_geometry`),
+    against the image by the label contract (:func:`labeling.contracts.answer.parse_answer`: image
+    size, frame in range, ROI points inside, bounded ROIs and points); an ROI of a label the answer
+    marks absent is refused (:mod:`labeling.consolidation.consistency`). Returns the canonical label
+    shape, with ``image`` filled in from the geometry when the answer left it out."""
     names = list(schema.label_names)
     geometry = None
     if image and image.get("rows") and image.get("columns"):
@@ -286,6 +409,10 @@ def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[st
         if roi.shape not in allowed:
             raise Invalid(f"answer: rois[{index}].shape: {roi.shape!r} is not allowed for label "
                           f"{roi.label!r} (allowed: {', '.join(allowed)})")
+    for index in contradictions(parsed.labels, [roi.label for roi in parsed.rois]):
+        label = parsed.rois[index].label
+        raise Invalid(f"answer: rois[{index}]: an ROI of {label!r}, which this answer marks absent "
+                      f"(mark {label!r} present or remove the ROI)")
     if require_all and schema.has_classification and schema.required.labels:
         missing = [name for name in names if name not in parsed.labels]
         if missing:
@@ -297,7 +424,15 @@ def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[st
     }
     if parsed.image is not None:
         out["image"] = parsed.image.to_dict()
+    elif geometry is not None:
+        out["image"] = {"rows": geometry.rows, "columns": geometry.columns, "frame": 0}
     return out
+
+
+def item_geometry(item: Item) -> Optional[dict[str, Any]]:
+    """The geometry answers are checked against: recorded from Orthanc at job creation, else (jobs
+    created before revision 0002) the manifest line's own geometry keys, if any."""
+    return item.geometry or ({k: item.line[k] for k in GEOMETRY_KEYS if k in item.line} or None)
 
 
 @dataclass(frozen=True)
@@ -324,16 +459,63 @@ def submit_answer(session: Session, assignment_id: int, user: User, raw: Any,
                        f"{assignment.lease_expires_at.isoformat()}; take the next task")
     schema = job_schema(job)
     item = session.scalars(select(Item).where(Item.id == assignment.item_id).with_for_update()).one()
-    assignment.answer = validate_answer(schema, raw, image={k: item.line[k] for k in GEOMETRY_KEYS if k in item.line})
+    assignment.answer = validate_answer(schema, raw, image=item_geometry(item))
     assignment.submitted_at = now
     session.flush()
-    answered = session.scalar(select(func.count(Assignment.id)).where(
-        Assignment.item_id == item.id, Assignment.submitted_at.is_not(None))) or 0
+    count = session.scalar(select(func.count(Assignment.id)).where(Assignment.item_id == item.id, answered())) or 0
     consolidated = False
-    if answered >= job.annotators_per_item and item.state == "open":
+    if count >= job.annotators_per_item and item.state == "open":
         consolidate_now(session, job, item)
         consolidated = True
     return SubmitResult(assignment.id, item.id, item.state, consolidated)
+
+
+def _open_assignment(session: Session, assignment_id: int, user: User) -> Assignment:
+    assignment = get_assignment(session, assignment_id, user, lock=True)
+    if assignment.submitted_at is not None:
+        raise Conflict(f"assignment {assignment_id}: already answered, skipped or flagged")
+    if get_job(session, assignment.job_id).state == "closed":
+        raise Conflict("the job is closed")
+    return assignment
+
+
+def skip_task(session: Session, assignment_id: int, user: User, now: Optional[dt.datetime] = None) -> Assignment:
+    """Give the item back: its slot returns to other annotators, and this one never gets it again."""
+    assignment = _open_assignment(session, assignment_id, user)
+    assignment.submitted_at, assignment.flag = now or utcnow(), SKIPPED
+    session.execute(update(Item).where(Item.id == assignment.item_id).values(open_slots=Item.open_slots + 1))
+    return assignment
+
+
+MAX_COMMENT = 1000
+
+
+def flag_task(session: Session, assignment_id: int, user: User, reason: str, comment: str = "",
+              now: Optional[dt.datetime] = None) -> Item:
+    """Flag the image (FLAG_REASONS): it leaves every annotator's queue and waits for review with the reason."""
+    if reason not in FLAG_REASONS:
+        raise Invalid(f"flag reason {reason!r}: expected one of {', '.join(FLAG_REASONS)}")
+    comment = (comment or "").strip()
+    if len(comment) > MAX_COMMENT:
+        raise Invalid(f"flag comment: at most {MAX_COMMENT} characters, got {len(comment)}")
+    if reason == "other" and not comment:
+        raise Invalid("flag comment: say what is wrong when the reason is 'other'")
+    assignment = _open_assignment(session, assignment_id, user)
+    assignment.submitted_at, assignment.flag, assignment.comment = now or utcnow(), reason, comment or None
+    item = session.scalars(select(Item).where(Item.id == assignment.item_id).with_for_update()).one()
+    if item.state == "open":
+        item.state = "review"
+    return item
+
+
+def item_flags(session: Session, item: Item) -> list[dict[str, Any]]:
+    """Flags raised on an item: annotator, reason key and text, comment (for reviewers)."""
+    rows = session.execute(
+        select(User.name, Assignment.flag, Assignment.comment).join(User, User.id == Assignment.user_id)
+        .where(Assignment.item_id == item.id, Assignment.flag.is_not(None), Assignment.flag != SKIPPED)
+        .order_by(Assignment.submitted_at)).all()
+    return [{"annotator": name, "reason": flag, "text": FLAG_REASONS.get(flag, flag), "comment": comment}
+            for name, flag, comment in rows]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +525,7 @@ def submit_answer(session: Session, assignment_id: int, user: User, raw: Any,
 def item_answers(session: Session, item: Item) -> list[tuple[str, dict[str, Any], Assignment]]:
     rows = session.execute(
         select(User.name, Assignment).join(User, User.id == Assignment.user_id)
-        .where(Assignment.item_id == item.id, Assignment.submitted_at.is_not(None))
+        .where(Assignment.item_id == item.id, answered())
         .order_by(Assignment.submitted_at, Assignment.id)).all()
     return [(name, a.answer, a) for name, a in rows]
 
@@ -414,8 +596,9 @@ def review_queue(session: Session, job_id: Optional[int] = None) -> list[Item]:
 def review_detail(session: Session, item: Item, user: User) -> dict[str, Any]:
     if user.role not in ("admin", "reviewer"):
         raise Forbidden("only reviewers and admins see the answers of annotators")
-    return {"item_id": item.id, "job_id": item.job_id, "state": item.state, "agreement": item.agreement,
-            "consolidated": item.consolidated, "final": item.final,
+    return {"item_id": item.id, "job_id": item.job_id, "position": item.position, "state": item.state,
+            "agreement": item.agreement, "consolidated": item.consolidated, "final": item.final,
+            "flags": item_flags(session, item),
             "answers": [{"annotator": name, "answer": answer} for name, answer, _ in item_answers(session, item)]}
 
 
@@ -424,21 +607,37 @@ def review_decide(session: Session, item: Item, reviewer: User, action: str,
     if reviewer.role not in ("admin", "reviewer"):
         raise Forbidden("only reviewers and admins decide reviews")
     item = session.scalars(select(Item).where(Item.id == item.id).with_for_update()).one()
-    if item.state != "review" or item.consolidated is None:
+    if item.state != "review":
         raise Conflict(f"item {item.id}: not waiting for review (state {item.state})")
     job = get_job(session, item.job_id)
     if action == "accept":
+        if item.consolidated is None:
+            raise Conflict(f"item {item.id}: nothing consolidated to accept (it was flagged); edit or exclude it")
         final = dict(item.consolidated)
     elif action == "edit":
-        edited = validate_answer(job_schema(job), answer, image=(item.consolidated or {}).get("image"))
+        edited = validate_answer(job_schema(job), answer, image=item_geometry(item))
+        consolidated = item.consolidated or {}
         final = {"labels": [dict(e, confidence=1.0) for e in edited["labels"]],
                  "rois": [dict(r, confidence=1.0) for r in edited["rois"]],
-                 "image": edited.get("image") or item.consolidated.get("image"),
-                 "annotators": item.consolidated.get("annotators"),
-                 "agreement": item.consolidated.get("agreement")}
+                 "image": edited.get("image") or consolidated.get("image"),
+                 "annotators": consolidated.get("annotators"),
+                 "agreement": consolidated.get("agreement")}
         final = {k: v for k, v in final.items() if v is not None}
+    elif action == "exclude":
+        final = None  # not exported: the export counts it as excluded
+    elif action == "reopen":
+        # The flag was wrong: the item goes back to the annotators' queue; the flags become skips, so
+        # their slots return to others (the flagging annotators are not offered it again).
+        returned = session.execute(
+            update(Assignment).where(Assignment.item_id == item.id, Assignment.flag.is_not(None),
+                                     Assignment.flag != SKIPPED).values(flag=SKIPPED).returning(Assignment.id)
+        ).scalars().all()
+        item.open_slots += len(returned)
+        item.state = "open"
+        item.reviewed_by, item.reviewed_at = reviewer.id, now or utcnow()
+        return item
     else:
-        raise Invalid(f"review action {action!r}: expected accept or edit")
+        raise Invalid(f"review action {action!r}: expected accept, edit, exclude or reopen")
     item.final = final
     item.state = "done"
     item.reviewed_by = reviewer.id
@@ -458,16 +657,32 @@ def _rate(durations: list[float], first: Optional[dt.datetime], last: Optional[d
             "median_seconds": round(statistics.median(durations), 1) if durations else None}
 
 
+def queue_position(session: Session, job: Job, user: User) -> tuple[dict[str, int], Optional[str]]:
+    """"n of N" for an annotator holding a lease — n = items they finished + 1, N = n + items still
+    open to them — and the source of the item they would most likely get next (to prefetch its
+    image): one statement."""
+    not_mine = ~exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
+    open_to_me = (Item.job_id == job.id, Item.state == "open", Item.open_slots > 0, not_mine)
+    finished = (select(func.count(Assignment.id)).where(
+        Assignment.job_id == job.id, Assignment.user_id == user.id, Assignment.submitted_at.is_not(None))
+        .scalar_subquery())
+    available = select(func.count(Item.id)).where(*open_to_me).scalar_subquery()
+    upcoming = select(Item.source).where(*open_to_me).order_by(Item.position).limit(1).scalar_subquery()
+    done, left, source = session.execute(select(finished, available, upcoming)).one()
+    return {"position": int(done) + 1, "total": int(done) + 1 + int(left)}, source
+
+
 def annotator_progress(session: Session, job: Job, user: User) -> dict[str, Any]:
     rows = session.execute(select(Assignment.leased_at, Assignment.submitted_at).where(
-        Assignment.job_id == job.id, Assignment.user_id == user.id, Assignment.submitted_at.is_not(None))).all()
+        Assignment.job_id == job.id, Assignment.user_id == user.id, answered())).all()
     durations = [(s - l).total_seconds() for l, s in rows]
     first = min((l for l, _ in rows), default=None)
     last = max((s for _, s in rows), default=None)
     remaining = session.scalar(select(func.count(Item.id)).where(
         Item.job_id == job.id, Item.state == "open", Item.open_slots > 0,
         ~exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id))) or 0
-    return {"annotator": user.name, **_rate(durations, first, last), "available": remaining}
+    return {"annotator": user.name, **_rate(durations, first, last), "available": remaining,
+            "finished": len(rows)}
 
 
 def job_progress(session: Session, job: Job) -> dict[str, Any]:
@@ -476,7 +691,7 @@ def job_progress(session: Session, job: Job) -> dict[str, Any]:
     total = sum(states.values())
     rows = session.execute(
         select(User.name, Assignment.leased_at, Assignment.submitted_at).join(User, User.id == Assignment.user_id)
-        .where(Assignment.job_id == job.id, Assignment.submitted_at.is_not(None))).all()
+        .where(Assignment.job_id == job.id, answered())).all()
     per: dict[str, list[tuple[dt.datetime, dt.datetime]]] = {}
     for name, leased, submitted in rows:
         per.setdefault(name, []).append((leased, submitted))
@@ -522,8 +737,9 @@ def as_single_answer(content: Optional[Mapping[str, Any]]) -> Optional[dict[str,
     return out
 
 
-def prelabel_for(item: Item) -> Optional[dict[str, Any]]:
-    raw = item.line.get("prelabel")
+def prelabel_for(line: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    """A manifest line's ``prelabel`` as the viewer's initial answer."""
+    raw = line.get("prelabel")
     if not isinstance(raw, Mapping):
         return None
     return as_single_answer({"labels": [e for e in raw.get("labels", []) if isinstance(e, Mapping)],

@@ -16,15 +16,23 @@ import secrets
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import requests
 
-from labeling.local_stack import REPO_ROOT, LocalStack, LocalStackError, free_port, read_cmdline, write_private
+from labeling.local_stack import (REPO_ROOT, LocalStack, LocalStackError, free_port, port_is_free, read_cmdline,
+                                  write_private)
 
 PID_FILE = "portal.pid"
 USERS_FILE = "portal-users.json"
+
+
+def local_workers() -> int:
+    """uvicorn workers for a portal on this machine: one per CPU it may use, at most 4 (each has its
+    own database pool; the cloud task's count is set by components/portal.py's connection budget)."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def portal_env(stack_workdir: Path | str, port: int = 8000) -> dict[str, str]:
@@ -45,6 +53,7 @@ def portal_env(stack_workdir: Path | str, port: int = 8000) -> dict[str, str]:
         "PORTAL_SESSION_SECRET": secret_file.read_text().strip(), "PORTAL_COOKIE_SECURE": "false",
         "PORTAL_HOST": "127.0.0.1", "PORTAL_PORT": str(port),
         "PORTAL_CACHE_DIR": str(Path(stack_workdir) / "portal-cache"),
+        "PORTAL_WORKERS": str(local_workers()),
         "ORTHANC_URL": conn.url, "ORTHANC_USERNAME": conn.username, "ORTHANC_PASSWORD": conn.password,
     }
 
@@ -77,17 +86,26 @@ def start_local_portal(stack_workdir: Path | str, port: int = 0, *, timeout: flo
     log.close()
     write_private(Path(stack_workdir) / PID_FILE, f"{process.pid}\n")
     url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process, timeout, log_path or "portal.log")
+    except LocalStackError:
+        stop_local_portal(process)
+        raise
+    return url, process
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float, log: object) -> None:
+    """Return once ``url``/healthz answers 200; LocalStackError when the process exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise LocalStackError(f"portal exited with {process.returncode}; see {log_path or 'portal.log'}")
+            raise LocalStackError(f"portal exited with {process.returncode}; see {log}")
         try:
             if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return url, process
+                return
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    stop_local_portal(process)
     raise LocalStackError(f"portal did not answer on {url}/healthz within {timeout:.0f} s")
 
 
@@ -179,3 +197,99 @@ def prepare_demo(stack_workdir: Path | str, manifest: Path, schema: Path, *, job
     if created.returncode != 0 and "already exists" not in created.stderr:
         raise LocalStackError(f"portal job create: {created.stderr.strip()}")
     return {"users_file": str(users_file), "users": {n: e["role"] for n, e in users.items()}, "job": job_name}
+
+
+# ------------------------------------------------------------------------- `portal up` / `down`
+
+DEFAULT_PORT = 8000
+
+
+@dataclass(frozen=True)
+class PortalUp:
+    """What ``portal up`` did: the URL, whether it (re)started anything, and the first admin."""
+
+    url: str
+    env_file: Path
+    already_running: bool
+    stack_already_running: bool
+    admin_name: str
+    admin_created: bool
+    admin_password: Optional[str] = field(default=None, repr=False)  # only when generated here
+
+
+def running_portal_url(stack_workdir: Path | str) -> Optional[str]:
+    """The URL of the portal ``portal up`` left running for ``stack_workdir``, if it still runs."""
+    workdir = Path(stack_workdir)
+    try:
+        pid = int((workdir / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not _is_our_portal(pid, workdir):
+        return None
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    port = next((entry.split(b"=", 1)[1].decode() for entry in environ if entry.startswith(b"PORTAL_PORT=")), "")
+    return f"http://127.0.0.1:{port}" if port.isdigit() else None
+
+
+def read_password_file(path: Path, option: str = "--password-file") -> str:
+    """A password from a file (stripped); one error naming the option and the file otherwise."""
+    from labeling.portal.security import MIN_PASSWORD_LENGTH
+
+    try:
+        password = path.read_text().strip()
+    except OSError as exc:
+        raise LocalStackError(f"{option} {path}: cannot read ({exc.strerror})") from None
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise LocalStackError(f"{option} {path}: the password needs at least {MIN_PASSWORD_LENGTH} characters")
+    return password
+
+
+def ensure_admin(stack_workdir: Path | str, name: str, password: Optional[str]) -> tuple[bool, Optional[str]]:
+    """Create the admin ``name`` unless that user exists: (created, generated password or None)."""
+    from labeling.local_stack import generate_password
+    from labeling.portal import jobs
+    from labeling.portal.db import make_engine, session_factory, transaction
+    from labeling.portal.security import hash_password
+    from labeling.portal.settings import PortalSettings
+
+    settings = PortalSettings.from_env(portal_env(stack_workdir))
+    engine = make_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        with transaction(session_factory(engine)) as session:
+            if jobs.find_user(session, name) is not None:
+                return False, None
+            generated = None if password else generate_password(20)
+            jobs.add_user(session, name, "admin", hash_password(password or generated or ""))
+            return True, generated
+    finally:
+        engine.dispose()
+
+
+def portal_up(stack_workdir: Path | str, *, port: int = 0, admin_name: str = "admin",
+              admin_password_file: Optional[Path] = None, timeout: float = 60.0) -> PortalUp:
+    """The one command to a running portal: local stack (reused or started), ``portal.env`` (0600),
+    migration, the first admin, ``portal serve`` on loopback. A portal already running there is reused."""
+    password = read_password_file(admin_password_file, "--admin-password-file") if admin_password_file else None
+    workdir = Path(stack_workdir)
+    info = LocalStack(workdir).up(timeout=timeout)
+    url = running_portal_url(workdir)
+    already = url is not None
+    if url is None:
+        port = port or (DEFAULT_PORT if port_is_free(DEFAULT_PORT) else free_port())
+        url, _ = start_local_portal(workdir, port, timeout=timeout)  # writes portal.env, migrates
+    created, generated = ensure_admin(workdir, admin_name, password)
+    return PortalUp(url=url, env_file=workdir / "portal.env", already_running=already,
+                    stack_already_running=info.already_running, admin_name=admin_name,
+                    admin_created=created, admin_password=generated)
+
+
+def portal_down(stack_workdir: Path | str, *, keep_stack: bool = False) -> list[str]:
+    """Stop the portal of ``stack_workdir`` and (unless ``keep_stack``) its local stack; one line per action."""
+    stopped = stop_portal_in(stack_workdir)
+    actions = [f"portal: {'stopped' if stopped else 'not running'}"]
+    if not keep_stack:
+        actions += LocalStack(Path(stack_workdir)).down()
+    return actions

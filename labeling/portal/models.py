@@ -28,6 +28,10 @@ JOB_STATES = ("active", "paused", "closed")
 # open: still collecting answers; review: consolidated below the agreement threshold;
 # done: consolidated (or reviewed) and final.
 ITEM_STATES = ("open", "review", "done")
+# Why an annotator flagged an image (the review page shows the text); "skipped" is not a flag for review.
+FLAG_REASONS = {"unreadable": "not readable", "wrong-body-part": "wrong body part",
+                "burned-in-phi": "burned-in text / PHI", "other": "other"}
+SKIPPED = "skipped"
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -94,6 +98,9 @@ class Item(Base):
     position: Mapped[int] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(64))
     line: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    # {rows, columns, frames[, pixel_spacing]} read from Orthanc at job creation (labeling/portal/geometry.py);
+    # NULL only for items of jobs created before revision 0002.
+    geometry: Mapped[Optional[dict[str, Any]]] = mapped_column(JsonType, nullable=True)
     open_slots: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default="open")
     consolidated: Mapped[Optional[dict[str, Any]]] = mapped_column(JsonType, nullable=True)
@@ -119,6 +126,10 @@ class Assignment(Base):
     lease_expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     submitted_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True), nullable=True)
     answer: Mapped[Optional[dict[str, Any]]] = mapped_column(JsonType, nullable=True)
+    # Set instead of an answer: "skipped" (the slot goes back to others) or a FLAG_REASONS key (the
+    # item goes to review with the reason and the optional comment).
+    flag: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)
+    comment: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     __table_args__ = (
         UniqueConstraint("item_id", "user_id", name="uq_assignments_item_user"),
         Index("ix_assignments_job_user", "job_id", "user_id"),

@@ -108,6 +108,7 @@ class PortalSettings:
     login_max_failures: int = 5
     login_window_s: int = 300
     db_pool_size: int = 10
+    max_body_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.auth_mode not in AUTH_MODES:
@@ -175,6 +176,7 @@ class PortalSettings:
             login_max_failures=_int(env, "PORTAL_LOGIN_MAX_FAILURES", 5, 1),
             login_window_s=_int(env, "PORTAL_LOGIN_WINDOW_S", 300, 1),
             db_pool_size=_int(env, "PORTAL_DB_POOL_SIZE", 10, 1),
+            max_body_bytes=_int(env, "PORTAL_MAX_BODY_BYTES", 1024 * 1024, 1024),
         )
 
     def with_(self, **changes: object) -> "PortalSettings":

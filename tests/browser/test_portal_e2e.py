@@ -27,9 +27,10 @@ import pytest
 from labeling import synth
 from labeling.local_stack import REPO_ROOT
 from labeling.output_manifest import read_output_manifest
-from labeling.portal.local import add_user, portal_env, start_local_portal, stop_local_portal
+from labeling.portal.local import add_user, portal_env
 from labeling.sr import read_annotation_sr
 from tests.browser.conftest import SCREENSHOTS
+from tests.browser.portal_pages import login, portal  # noqa: F401 - the fixture
 from tests.browser.viewer_driver import ViewerDriver
 
 pytestmark = pytest.mark.browser
@@ -43,24 +44,8 @@ PASSWORD = "e2e password 123"
 SIZE = 256
 
 
-@pytest.fixture(scope="module")
-def portal(local_stack) -> Any:  # noqa: F811
-    url, process = start_local_portal(local_stack.workdir)
-    yield url
-    stop_local_portal(process)
-
-
 def _login(browser: Any, url: str, name: str) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.goto(f"{url}/login")
-    page.fill("input[name=username]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("#login-submit")
-    page.wait_for_url(f"{url}/")
-    return page
+    return login(browser, url, name, PASSWORD)
 
 
 def _label_item(page: Any, answers: dict[str, bool], box: tuple | None, screenshot: Path | None = None,
@@ -154,11 +139,13 @@ def test_two_annotators_review_export_sr(browser, portal, local_stack, client, t
     assert "answers 4 / 4" in admin.content() and "done 2" in admin.content()
     admin.click("#export")
     admin.wait_for_function("() => document.body.dataset.lastAction === 'export'")
-    exported = json.loads(admin.inner_text("#result"))
+    assert "Wrote 2 line(s)" in admin.inner_text("#result")  # said in words
+    exported = json.loads(admin.get_attribute("#result", "data-result"))
     assert exported["written"] == 2 and exported["left_out_review"] == 0
     admin.click("#sr")
     admin.wait_for_function("() => document.body.dataset.lastAction === 'sr'", timeout=60_000)
-    stored = json.loads(admin.inner_text("#result"))
+    assert "No errors" in admin.inner_text("#result")
+    stored = json.loads(admin.get_attribute("#result", "data-result"))
     assert not stored["errors"] and len(stored["stored"]) == 2
 
     records = read_output_manifest(Path(exported["destination"]))

@@ -135,15 +135,25 @@ def manifest_lines(ids: list[str], schema: dict[str, Any] = SCHEMA, **extra: Any
 
 
 @pytest.fixture()
-def make_job(portal_db, upload_instances) -> Callable[..., tuple[int, list[str]]]:
+def geometry_of(client: OrthancClient) -> Callable[[list[str]], dict]:
+    """``geometry_of(ids)``: what job creation records, read from the session's Orthanc."""
+    from labeling.portal.geometry import checked_geometry
+
+    return lambda ids: checked_geometry(client, ids)
+
+
+@pytest.fixture()
+def make_job(portal_db, upload_instances, geometry_of) -> Callable[..., tuple[int, list[str]]]:
     """``make_job(n_items, k=2, **job options)`` → (job id, Orthanc ids in item order)."""
 
     def make(count: int = 3, k: int = 2, schema: dict[str, Any] = SCHEMA, ids: Optional[list[str]] = None,
              **options: Any) -> tuple[int, list[str]]:
         ids = ids or upload_instances(count)
+        geometry = geometry_of(ids)
         with transaction(portal_db) as session:
             job = J.create_job(session, name=f"it-{secrets.token_hex(5)}", schema=LabelSchema.from_dict(schema),
-                               lines=manifest_lines(ids, schema), annotators_per_item=k, **options)
+                               lines=manifest_lines(ids, schema), geometry=geometry, annotators_per_item=k,
+                               **options)
             return job.id, ids
 
     return make
@@ -157,5 +167,5 @@ def answer(opacity: bool, device: bool = False, effusion: bool = False, rois: Op
 
 
 __all__ = ["SCHEMA", "PASSWORD", "PortalUser", "Browserish", "answer", "manifest_lines", "portal_settings",
-           "portal_engine", "portal_db", "portal_app", "make_user", "as_user", "upload_instances", "make_job"]
+           "portal_engine", "portal_db", "portal_app", "make_user", "as_user", "upload_instances", "geometry_of", "make_job"]
 

@@ -294,11 +294,119 @@ def test_pydicom_samples_keep_images_and_drop_non_images(client, schema, loaded)
     assert result.requests["find"] == 1 and set(result.requests) == {"find", "bulk"}
 
 
+# ----------------------------------------------------------------------------- manifest index
+
+
+@pytest.mark.parametrize("filters, check_all", [
+    (dict(modalities=["DX"], patient_id=f"SYN{SEED_DX}-*"), False),
+    (dict(modalities=["DX,CR"], patient_id="SYN424?-*"), False),
+    (dict(patient_id=MIXED_PATIENT), False),
+    (dict(patient_id=MIXED_PATIENT), True),
+    (dict(patient_id=f"SYN{SEED_DX}-*", study_date_from="2000-01-01", study_date_to="2030-12-31"), False),
+    (dict(patient_id=f"SYN{SEED_DX}-*", metadata=["Origin=RestApi"]), False),
+    (dict(modalities=["MR"]), False),
+    ({}, False),
+])
+def test_index_builds_the_manifest_the_find_builds(client, schema, loaded, filters, check_all):
+    wanted = build(client, schema, include_phi=True, check_all_sop_classes=check_all, filters=parse_filters(**filters))
+    got = build(client, schema, include_phi=True, check_all_sop_classes=check_all, filters=parse_filters(**filters),
+                use_index=True)
+    assert got.lines == wanted.lines and got.lines or not filters
+    assert (got.matched, got.excluded, got.metadata_mismatch) == (wanted.matched, wanted.excluded, wanted.metadata_mismatch)
+    assert got.index == "full" and "find" not in got.requests and "list" in got.requests
+
+
+def test_index_uids_filters_match_like_the_find(client, schema, loaded):
+    for filters in (dict(study_uids=[loaded.dx_truth[1]["study_instance_uid"]]),
+                    dict(series_uids=[loaded.dx_truth[2]["series_instance_uid"], loaded.cr_truth[0]["series_instance_uid"]]),
+                    dict(patient_id=loaded.dx_truth[0]["patient_id"])):
+        wanted = build(client, schema, filters=parse_filters(**filters))
+        assert wanted.lines and build(client, schema, filters=parse_filters(**filters), use_index=True).lines == wanted.lines
+
+
+INDEX_PATIENT = "MANIFEST-TEST-INDEX"
+
+
+def _index_image(name: str, modality: str = "DX") -> bytes:
+    ds = _image(_base(DX_CLASS, f"index-{name}", modality=modality, series=f"index-{name}", series_number=1,
+                      instance_number=1))
+    ds.PatientID = INDEX_PATIENT
+    ds.StudyInstanceUID = _uid(f"index-{name}/study")
+    from io import BytesIO
+
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_incremental_index_serves_nothing_stale(client, schema, loaded, tmp_path):
+    index_file = tmp_path / "index.json"
+    only = parse_filters(patient_id=INDEX_PATIENT)
+    first = client.upload(_index_image("a")).instance_id
+    kept = client.upload(_index_image("b")).instance_id
+    added = ""
+    try:
+        full = build(client, schema, filters=only, use_index=True, index_file=index_file)
+        assert full.index == "full" and {ln.source for ln in full.lines} == {first, kept}
+        assert full.lines == build(client, schema, filters=only).lines
+        assert oct(index_file.stat().st_mode & 0o777) == "0o600"
+
+        added = client.upload(_index_image("c")).instance_id
+        grown = build(client, schema, filters=only, use_index=True, index_file=index_file)
+        assert grown.index == "incremental" and "list" not in grown.requests
+        assert added in {ln.source for ln in grown.lines}
+        assert grown.lines == build(client, schema, filters=only).lines
+
+        # deleted: never served again (Orthanc 1.10 logs no change for it; the ID lists show it)
+        client.delete("instances", kept)
+        shrunk = build(client, schema, filters=only, use_index=True, index_file=index_file)
+        assert shrunk.index == "incremental" and {ln.source for ln in shrunk.lines} == {first, added}
+        kept = client.upload(_index_image("b")).instance_id
+
+        # modified: stored again under the same Orthanc ID (same UIDs) with another Modality
+        client.delete("instances", first)
+        assert client.upload(_index_image("a", modality="CR")).instance_id == first
+        modified = build(client, schema, filters=only, use_index=True, index_file=index_file)
+        assert modified.index == "incremental"
+        assert {ln.source: ln.modality for ln in modified.lines} == {first: "CR", kept: "DX", added: "DX"}
+        assert modified.lines == build(client, schema, filters=only).lines
+
+        # an index that disagrees with Orthanc's ID lists (changes it never saw) is corrected
+        data = json.loads(index_file.read_text())
+        series_id = data["instances"].pop(kept)[0]
+        data["instances"]["0000-gone"] = [series_id, "1.2.3", 1, None]
+        index_file.write_text(json.dumps(data))
+        again = build(client, schema, filters=only, use_index=True, index_file=index_file)
+        assert again.index == "incremental" and again.lines == modified.lines
+
+        # a server whose changes log went backwards (a database reset) is listed again
+        data = json.loads(index_file.read_text())
+        data["last_change"] += 10**9
+        index_file.write_text(json.dumps(data))
+        assert build(client, schema, filters=only, use_index=True, index_file=index_file).index == "full"
+    finally:
+        for instance_id in (first, kept, added):
+            client.delete("instances", instance_id, missing_ok=True)
+
+
+def test_cli_saves_the_index_where_asked_and_not_with_no_index_cache(cli, loaded, tmp_path):
+    index_file = tmp_path / "idx" / "orthanc.json"
+    out = tmp_path / "m.jsonl"
+    assert cli("--modality", "CR", "--no-index-cache", "--out", str(out)) == 0
+    assert not (tmp_path / "cache").exists() and not index_file.exists()
+    assert cli("--modality", "CR", "--index-cache", str(index_file), "--out", str(out)) == 0
+    assert index_file.exists() and oct(index_file.parent.stat().st_mode & 0o777) == "0o700"
+    report = tmp_path / "r.json"
+    assert cli("--modality", "CR", "--index-cache", str(index_file), "--out", str(out), "--report", str(report)) == 0
+    assert json.loads(report.read_text())["index"] == "incremental"
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 
 @pytest.fixture
-def cli(connection, tmp_path):
+def cli(connection, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the manifest index goes there
     password = tmp_path / "password"
     password.write_text(connection.password)
     password.chmod(0o600)

@@ -172,8 +172,10 @@ def test_assignment_flow_k_answers_consolidate_and_review(as_user, make_user, ma
     assert records[0].job_name == name and records[0].human_annotated is True
 
 
+@pytest.mark.parametrize("path", ["next_task", "lease_and_fetch"])
 @pytest.mark.parametrize("round_", range(3))
-def test_concurrent_assignment_never_over_assigns(make_user, make_job, portal_db, round_):
+def test_concurrent_assignment_never_over_assigns(make_user, make_job, portal_db, round_, path):
+    """Both the general path and the API's one-statement path (which falls back to it)."""
     job_id, _ = make_job(3, k=2)
     users = [make_user("annotator") for _ in range(8)]
     got: list[tuple[str, int | None]] = []
@@ -185,7 +187,7 @@ def test_concurrent_assignment_never_over_assigns(make_user, make_job, portal_db
             barrier.wait()
             with transaction(portal_db) as session:
                 job = session.get(Job, job_id)
-                lease = J.next_task(session, job, _user(session, name))
+                lease = getattr(J, path)(session, job, _user(session, name))
                 got.append((name, lease.item_id if lease else None))
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
@@ -262,7 +264,7 @@ def test_pause_close_consolidates_partial_items(as_user, make_user, make_job, po
     assert admin.post(f"/api/jobs/{job_id}/close").status_code == 409
 
 
-def test_prelabel_becomes_initial_answer(as_user, make_user, make_job, upload_instances, portal_db):
+def test_prelabel_becomes_initial_answer(as_user, make_user, make_job, upload_instances, portal_db, geometry_of):
     ids = upload_instances(1)
     prelabel = {"labels": [{"name": "Opacity", "present": True, "confidence": 0.9},
                            {"name": "Device", "present": False, "confidence": 0.8},
@@ -272,7 +274,8 @@ def test_prelabel_becomes_initial_answer(as_user, make_user, make_job, upload_in
 
     with transaction(portal_db) as session:
         job = J.create_job(session, name=f"it-pre-{ids[0][:8]}", schema=LabelSchema.from_dict(SCHEMA),
-                           lines=manifest_lines(ids, prelabel=prelabel), annotators_per_item=1)
+                           lines=manifest_lines(ids, prelabel=prelabel), geometry=geometry_of(ids),
+                           annotators_per_item=1)
         job_id = job.id
     a = as_user(make_user("annotator"))
     task = a.post(f"/api/jobs/{job_id}/next").json()
@@ -284,7 +287,7 @@ def test_prelabel_becomes_initial_answer(as_user, make_user, make_job, upload_in
     with pytest.raises(J.Invalid, match="manifest line 1: 'prelabel'"):
         with transaction(portal_db) as session:
             J.create_job(session, name=f"it-bad-{ids[0][:8]}", schema=LabelSchema.from_dict(SCHEMA),
-                         lines=manifest_lines(ids, prelabel=bad))
+                         lines=manifest_lines(ids, prelabel=bad), geometry=geometry_of(ids))
 
 
 def _finished_job(make_user, make_job, portal_db, k=1):
@@ -436,3 +439,43 @@ def test_next_task_prefetches_images(as_user, make_user, make_job, portal_settin
     cached = pydicom.dcmread(cache / f"{ids[1]}.dcm")
     assert cached.PatientIdentityRemoved == "YES"  # the cache only ever holds de-identified files
     assert a.get(task["image_url"]).content == (cache / f"{ids[0]}.dcm").read_bytes()
+
+
+def test_portal_up_one_command_and_down(local_stack, tmp_path):
+    """`portal up`: stack reused, portal.env 0600, migrated, first admin with a password shown once,
+    served on loopback; a rerun reuses it; `portal down --keep-stack` stops only the portal."""
+    import re
+
+    import requests
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "labeling", "portal", *argv], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=180,
+                              env={k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")})
+
+    workdir = str(local_stack.workdir)
+    admin = f"admin-{os.urandom(3).hex()}"
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    refused = cli("up", "--workdir", workdir, "--admin", admin, "--admin-password-file", str(short))
+    assert refused.returncode == 1 and "--admin-password-file" in refused.stderr and "8 characters" in refused.stderr
+    up = cli("up", "--workdir", workdir, "--admin", admin)
+    try:
+        assert up.returncode == 0, up.stderr
+        url = re.search(r"portal\s+(http://127\.0\.0\.1:\d+)/", up.stdout).group(1)
+        password = re.search(rf"admin\s+{admin}\s+password (\S+)", up.stdout).group(1)
+        assert (Path(workdir) / "portal.env").stat().st_mode & 0o077 == 0
+        with requests.Session() as http:
+            page = http.get(f"{url}/login", timeout=5)
+            token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+            http.post(f"{url}/login", data={"username": admin, "password": password, "csrf_token": token}, timeout=10)
+            assert http.get(f"{url}/api/me", timeout=5).json()["role"] == "admin"
+        again = cli("up", "--workdir", workdir, "--admin", admin)
+        assert again.returncode == 0 and "already running" in again.stdout and "exists already" in again.stdout
+        assert password not in again.stdout  # shown once
+    finally:
+        down = cli("down", "--workdir", workdir, "--keep-stack")
+    assert down.returncode == 0 and "portal: stopped" in down.stdout, down.stderr
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/healthz", timeout=2)
+    assert local_stack.status().running

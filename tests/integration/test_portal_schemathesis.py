@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 
 from labeling.portal.app import create_app
 from labeling.portal.db import make_engine, migrate
+from labeling.portal.geometry import checked_geometry
 from tests.integration.portal_fixtures import *  # noqa: F401,F403 - fixtures
 from tests.integration.portal_fixtures import Browserish, PortalUser
 
@@ -54,7 +55,7 @@ def fuzz_auths(fuzz_app, client):
     with transaction(factory) as session:
         if session.scalar(select(Job.id).where(Job.name == "fuzz")) is None:
             J.create_job(session, name="fuzz", schema=LabelSchema.from_dict(SCHEMA), lines=manifest_lines(ids),
-                         annotators_per_item=2)
+                         geometry=checked_geometry(client, ids), annotators_per_item=2)
         for role in ("admin", "annotator", "reviewer"):
             if J.find_user(session, f"fuzz-{role}") is None:
                 J.add_user(session, f"fuzz-{role}", role, hash_password("fuzz password 123"))

@@ -663,3 +663,39 @@ def test_cli_limit_must_be_positive(capsys, tmp_path):
     with pytest.raises(SystemExit) as info:
         _cli(capsys, "--schema", SCHEMA, "--out", str(tmp_path / "m"), "--limit", "0")
     assert info.value.code == 2
+
+
+def test_the_index_is_used_unless_a_narrow_query_has_none_saved(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from labeling.manifest_index import default_index_file
+
+    url = "http://127.0.0.1:8042"
+    saved = default_index_file(url)
+    assert saved.parent == tmp_path / "dicom-annotate" / "manifest-index"
+    assert default_index_file(url + "/") == saved and default_index_file("http://other:8042") != saved
+    broad, narrow = parse_filters(modalities=["DX"]), parse_filters(patient_id="P1")
+    assert m.choose_index(broad, url, None, False) == (True, saved)
+    assert m.choose_index(narrow, url, None, False) == (False, saved)  # one find reads less
+    saved.parent.mkdir(parents=True)
+    saved.write_text("{}")
+    assert m.choose_index(narrow, url, None, False) == (True, saved)   # replaying changes is cheaper
+    assert m.choose_index(narrow, url, tmp_path / "x.json", False) == (False, tmp_path / "x.json")
+    assert m.choose_index(broad, url, None, True) == (True, None)
+    assert m.choose_index(narrow, url, None, True) == (False, None)
+
+
+def test_client_side_matching_follows_orthanc_find_rules():
+    study = m._Study("st", "1.2", "20240301", "SYN.7-01")
+    series = m._Series("se", "st", "1.2.3", "DX", 1, ("i",))
+    assert parse_filters().matches(study, series)
+    assert parse_filters(modalities=["DX", "CR"], patient_id="SYN.7-*").matches(study, series)
+    assert not parse_filters(patient_id="SYNx7-*").matches(study, series)      # '.' is literal
+    assert not parse_filters(patient_id="syn.7-*").matches(study, series)      # case-sensitive
+    assert parse_filters(patient_id="SYN.7-0?").matches(study, series)
+    assert parse_filters(study_date_from="2024-03-01", study_date_to="20240301").matches(study, series)
+    assert not parse_filters(study_date_to="20240229").matches(study, series)
+    undated = m._Study("st", "1.2", None, "P")
+    assert not parse_filters(study_date_from="19000101").matches(undated, series)
+    assert not parse_filters(series_uids=["1.2.4"]).matches(study, series)
+    assert not parse_filters(study_uids=["1.3"]).matches(study, series)
+    assert not parse_filters().matches(None, series)  # a series whose study is unknown

@@ -108,6 +108,7 @@ def test_index_is_shared_safely_between_tasks():
     pg = document["PostgreSQL"]
     assert pg["Lock"] is False and pg["EnableIndex"] is True and pg["EnableStorage"] is False
     assert pg["IndexConnectionsCount"] == 4 and pg["EnableSsl"] is True
+    assert pg["TransactionMode"] == "ReadCommitted"  # concurrent writers on the image's plugin (>= 6.0)
     assert document["CheckRevisions"] is True and document["SaveJobs"] is False
 
 
@@ -189,6 +190,8 @@ def test_index_lock_and_connection_range_are_refused():
     s3 = S3Storage(bucket="b", region="us-east-1")
     with pytest.raises(OrthancConfigError, match="lock"):
         build_config(OrthancSettings(index=PostgresIndex(host="h", lock=True), storage=s3))
+    with pytest.raises(OrthancConfigError, match="transaction_mode: 'READ COMMITTED'"):
+        build_config(OrthancSettings(index=PostgresIndex(host="h", transaction_mode="READ COMMITTED"), storage=s3))
     with pytest.raises(OrthancConfigError, match="index_connections"):
         build_config(OrthancSettings(index=PostgresIndex(host="h", index_connections=0), storage=s3))
     with pytest.raises(OrthancConfigError, match="storage_structure"):

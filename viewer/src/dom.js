@@ -59,6 +59,16 @@ const CSS = `
 .da-viewer .da-status{color:#59636e;font-size:12px;min-height:1.2em}
 .da-viewer .da-error{color:#b00020;font-weight:600}
 .da-viewer .da-keys{color:#59636e;font-size:12px}
+.da-viewer .da-label-row.da-current{outline:2px solid #4363d8;outline-offset:1px}
+.da-viewer .da-size{color:#59636e;font-size:12px}
+.da-viewer.da-dark{color:#e3e7ec}
+.da-viewer.da-dark .da-instructions{background:#1c2430;border-left-color:#7aa2ff}
+.da-viewer.da-dark button,.da-viewer.da-dark select{background:#1c2430;color:#e3e7ec;border-color:#4a5563}
+.da-viewer.da-dark button[aria-pressed=true]{background:#7aa2ff;color:#0b0f14}
+.da-viewer.da-dark fieldset{border-color:#3a4450}
+.da-viewer.da-dark .da-label-row{border-bottom-color:#27303b}
+.da-viewer.da-dark .da-label-desc,.da-viewer.da-dark .da-conf,.da-viewer.da-dark .da-status,.da-viewer.da-dark .da-keys,.da-viewer.da-dark .da-size{color:#a7b1bd}
+.da-viewer.da-dark .da-error{color:#ff8a80}
 `;
 
 let styled = false;

@@ -4,7 +4,12 @@
  * point ROIs, each with its own schema label. The mount API (one home: here; docs/architecture.md
  * lists it among the contracts), shared by the GT worker template and the portal:
  *
- *   mount(element, {imageUrl, schema, initialAnswer?, overlays?, readOnly?, onChange?})
+ *   mount(element, {imageUrl, schema, initialAnswer?, overlays?, readOnly?, onChange?, theme?, pixelSpacing?})
+ *
+ * `theme: 'dark'` gives a reading-room palette; `pixelSpacing: [row mm, column mm]` (else the file's
+ * PixelSpacing / ImagerPixelSpacing) shows each region's size in millimetres. Findings are one
+ * present/absent choice per label (radio buttons); keys: ↑/↓ choose the finding, Y present, N absent
+ * (then the next finding); A applies the automatic (1st–99th percentile) window.
  *     → Promise<{getAnswer(), validate(), destroy(), getViewState(), undo(), imageToClient([x, y]),
  *                pixelStats(), element}>   (the last four for drivers and tests; also on root.daViewer)
  *
@@ -49,9 +54,12 @@ const ACTION_BUTTONS = [
   ['reset', 'Reset', '0'], ['undo', 'Undo', 'Ctrl+Z'], ['delete', 'Delete region', 'Del'],
 ];
 const OVERLAY_STYLES = ['#00e5ff', '#ff9f1c', '#b388ff', '#76ff03', '#ff4081'];
-const KEY_HELP = 'Keys: W window/level · P pan · Z zoom · R rectangle · E ellipse · F polygon · O point · '
-  + '1–9 region label · I invert · H/V flip · T rotate · 0 reset · Ctrl+Z undo · Del delete selected region. '
-  + 'Right button zooms, middle button pans.';
+const KEY_HELP = 'Keys: ↑/↓ finding · Y present · N absent · W window/level · A auto window · P pan · Z zoom · '
+  + 'R rectangle · E ellipse · F polygon · O point · 1–9 region label · I invert · H/V flip · T rotate · 0 reset · '
+  + 'Ctrl+Z undo · Del delete selected region. Right button zooms, middle button pans.';
+/** Projection radiography: no fixed windows fit, the automatic percentile window does. */
+const PROJECTION = new Set(['DX', 'CR', 'MG', 'RG', 'PX', 'RF', 'XA']);
+const AUTO_PERCENTILES = [[1, 99], [5, 95]];
 
 const LOAD_TIMEOUT_S = 180;
 let mounts = 0;      // ids
@@ -60,6 +68,7 @@ let lastPointerViewer = null;
 
 /** Window presets for a modality: [name, center, width] (CT: Hounsfield units). */
 function presetsFor(modality) {
+  if (PROJECTION.has(modality)) return [];  // the automatic windows below serve DX/CR
   if (modality === 'CT') {
     return [['Lung', -600, 1500], ['Mediastinum', 40, 400], ['Bone', 400, 1800], ['Brain', 40, 80],
       ['Abdomen', 40, 350]];
@@ -103,7 +112,8 @@ class Viewer {
   buildDom() {
     ensureStyle();
     const s = this.schema;
-    this.root = el('div', { class: 'da-viewer', tabindex: '0', dataset: { daStatus: 'loading' } });
+    this.root = el('div', { class: this.options.theme === 'dark' ? 'da-viewer da-dark' : 'da-viewer', tabindex: '0',
+      dataset: { daStatus: 'loading' } });
     if (s.instructions) {
       this.root.appendChild(el('p', { class: 'da-instructions', dataset: { daInstructions: '' } }, s.instructions));
     }
@@ -174,13 +184,16 @@ class Viewer {
   buildLabels() {
     this.labelInputs = new Map();
     const box = el('fieldset', { dataset: { daLabels: '' } }, el('legend', {}, 'Findings in this image'));
+    this.currentLabel = 0;
     this.schema.labels.forEach((label, index) => {
-      const present = el('input', { type: 'checkbox', disabled: this.readOnly,
+      // One choice per label: a radio group (present | absent), answered by click or Y/N.
+      const group = `${this.id}-label-${index}`;
+      const present = el('input', { type: 'radio', name: group, disabled: this.readOnly,
         dataset: { daLabelIndex: String(index), daValue: 'present' } });
-      const absent = el('input', { type: 'checkbox', disabled: this.readOnly,
+      const absent = el('input', { type: 'radio', name: group, disabled: this.readOnly,
         dataset: { daLabelIndex: String(index), daValue: 'absent' } });
-      present.addEventListener('change', () => this.answerLabel(label.name, present.checked ? true : null));
-      absent.addEventListener('change', () => this.answerLabel(label.name, absent.checked ? false : null));
+      present.addEventListener('change', () => { this.focusLabel(index); this.answerLabel(label.name, true); });
+      absent.addEventListener('change', () => { this.focusLabel(index); this.answerLabel(label.name, false); });
       const conf = el('span', { class: 'da-conf' });
       const required = this.schema.required.includes(label.name);
       box.appendChild(el('div', { class: 'da-label-row', dataset: { daLabel: label.name } },
@@ -191,7 +204,18 @@ class Viewer {
           conf)));
       this.labelInputs.set(label.name, { present, absent, conf });
     });
+    this.focusLabel(0);
     return box;
+  }
+
+  /** The finding Y/N answer (highlighted row). */
+  focusLabel(index) {
+    const count = this.schema.labels.length;
+    this.currentLabel = ((index % count) + count) % count;
+    this.schema.labels.forEach((label, i) => {
+      const row = this.labelInputs?.get(label.name)?.present.closest('.da-label-row');
+      row?.classList.toggle('da-current', i === this.currentLabel);
+    });
   }
 
   // ---------------------------------------------------------------------- Cornerstone
@@ -304,6 +328,16 @@ class Viewer {
     });
     const stats = this.pixelStats();
     if (stats && !stats.color && stats.max > stats.min) {
+      // Automatic windows: the 1st–99th (and a tighter 5th–95th) percentile of the decoded values,
+      // robust to collimation borders and burned-in markers that stretch the full range.
+      const cuts = this.percentiles(AUTO_PERCENTILES.flat());
+      AUTO_PERCENTILES.forEach(([lo, hi], i) => {
+        const lower = cuts[2 * i]; const upper = cuts[2 * i + 1];
+        if (upper > lower) {
+          if (this.autoPreset === undefined) this.autoPreset = presets.length;
+          presets.push([`Auto ${lo}–${hi} %`, { lower, upper }]);
+        }
+      });
       presets.push(['Full range', { lower: stats.min, upper: stats.max }]);
     }
     for (const [name, c, w] of presetsFor(series.modality)) presets.push([name, range(c, w)]);
@@ -318,6 +352,12 @@ class Viewer {
     this.listen(eventTarget, ToolEnums.Events.ANNOTATION_MODIFIED, () => this.changed());
     this.loadInitial();
     this.showVoi();
+    const plane = metaData.get('imagePlaneModule', this.imageId) || {};
+    const given = this.options.pixelSpacing;
+    const spacing = Array.isArray(given) && given.length === 2 && given.every((v) => Number.isFinite(v) && v > 0)
+      ? given : [plane.rowPixelSpacing, plane.columnPixelSpacing];
+    this.spacing = spacing.every((v) => Number.isFinite(v) && v > 0) ? { row: spacing[0], col: spacing[1] } : null;
+    this.renderRoiList();
     this.root.dataset.daStatus = 'rendered';
     this.root.dataset.daRows = String(this.image.rows);
     this.root.dataset.daColumns = String(this.image.columns);
@@ -427,6 +467,17 @@ class Viewer {
     }
     return { count: data.length, min, max, mean: sum / data.length, color: !!image.color,
       rows: image.rows, columns: image.columns };
+  }
+
+  /** Values at the given percentiles (0–100) of the decoded pixels (a strided sample of ≤ 262,144). */
+  percentiles(ps) {
+    const data = this.viewport?.csImage?.getPixelData?.();
+    if (!data || !data.length) return ps.map(() => NaN);
+    const step = Math.max(1, Math.floor(data.length / 262144));
+    const sample = new Float64Array(Math.ceil(data.length / step));
+    for (let i = 0, j = 0; i < data.length; i += step, j += 1) sample[j] = data[i];
+    sample.sort();
+    return ps.map((p) => sample[Math.min(sample.length - 1, Math.max(0, Math.round((p / 100) * (sample.length - 1))))]);
   }
 
   /** Page (client) coordinates of an image point: what a test driver needs to draw at image pixels. */
@@ -698,8 +749,26 @@ class Viewer {
         dataset: { daRoiDelete: String(i) }, onclick: () => this.removeRoi(roi.uid) }, '✕');
       this.roiList.appendChild(el('li', { dataset: { daRoi: roi.shape } },
         el('span', { class: 'da-swatch', style: { background: this.labelColor(roi.label), display: 'inline-block' } }),
-        ` ${roi.shape} `, select, ' ', remove));
+        ` ${roi.shape} `, select, ' ', el('span', { class: 'da-size', dataset: { daSize: roi.uid } }), ' ', remove));
     });
+    this.updateSizes();
+  }
+
+  /** Each region's size: width × height of its box in mm (pixels without a pixel spacing). */
+  updateSizes() {
+    if (!this.roiList || !this.plane) return;
+    for (const roi of this.rois) {
+      const span = this.roiList.querySelector(`[data-da-size="${roi.uid}"]`);
+      const annotation = csAnnotation.state.getAnnotation(roi.uid);
+      if (!span || !annotation) continue;
+      const points = this.roiOf(roi, annotation).points;
+      if (roi.shape === 'point' || !points.length) { setText(span, ''); continue; }
+      const xs = points.map((p) => p[0]); const ys = points.map((p) => p[1]);
+      const w = Math.max(...xs) - Math.min(...xs); const h = Math.max(...ys) - Math.min(...ys);
+      setText(span, this.spacing
+        ? `${(w * this.spacing.col).toFixed(1)} × ${(h * this.spacing.row).toFixed(1)} mm`
+        : `${Math.round(w)} × ${Math.round(h)} px`);
+    }
   }
 
   // ------------------------------------------------------------------------- answer
@@ -733,6 +802,7 @@ class Viewer {
   }
 
   changed() {
+    this.updateSizes();
     if (typeof this.options.onChange === 'function') {
       try {
         this.options.onChange(this.getAnswer());
@@ -763,7 +833,15 @@ class Viewer {
     const actions = { i: 'invert', h: 'flipH', v: 'flipV', t: 'rotate', 0: 'reset', u: 'undo',
       Delete: 'delete', Backspace: 'delete' };
     const lower = key.length === 1 ? key.toLowerCase() : key;
-    if (tools[lower]) {
+    const findings = !this.readOnly && this.labelInputs;
+    if (findings && (lower === 'y' || lower === 'n')) {
+      this.answerLabel(this.schema.labels[this.currentLabel].name, lower === 'y');
+      this.focusLabel(this.currentLabel + 1);
+    } else if (findings && (key === 'ArrowDown' || key === 'ArrowUp')) {
+      this.focusLabel(this.currentLabel + (key === 'ArrowDown' ? 1 : -1));
+    } else if (lower === 'a') {
+      this.applyPreset(String(this.autoPreset ?? ''));
+    } else if (tools[lower]) {
       this.setPrimary(tools[lower]);
     } else if (actions[lower]) {
       this.action(actions[lower]);

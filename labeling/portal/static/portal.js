@@ -29,74 +29,178 @@ function viewerApi() {
   });
 }
 
-function say(text) { $('status').textContent = text; }
-function problems(list) { $('problems').textContent = list.join('; '); }
+function say(text) { if ($('status')) $('status').textContent = text; }
+function problems(list) { if ($('problems')) $('problems').textContent = list.join(' '); }
+
+/** What the server says about an image the viewer could not show (404 missing, 502 Orthanc, …). */
+async function imageProblem(url, fallback) {
+  try {
+    const response = await fetch(url, { credentials: 'same-origin' });
+    if (!response.ok) {
+      const payload = await response.json().catch(() => ({}));
+      const what = response.status === 404 ? 'The image is missing' : `The image could not be fetched (HTTP ${response.status})`;
+      return `${what}${payload.detail ? `: ${payload.detail}` : ''}.`;
+    }
+  } catch (error) { return `The image could not be fetched: ${error.message}.`; }
+  return fallback;
+}
 
 async function labelLoop() {
   const viewer = await viewerApi();
   let handle = null;
   let task = null;
+  let busy = false;
   const submit = $('submit');
+  const skip = $('skip');
+  const flag = $('flag');
+  const form = $('flag-form');
+
+  const enable = (canSubmit, canSkip) => {
+    submit.disabled = !canSubmit;
+    skip.disabled = !canSkip;
+    flag.disabled = !canSkip;
+  };
+  // The message follows every change: what is still missing, or that the answer is complete.
+  const check = () => {
+    if (!handle) return [];
+    const invalid = handle.validate();
+    problems(invalid);
+    $('status').textContent = invalid.length ? '' : 'Complete: Enter submits.';
+    return invalid;
+  };
 
   async function next() {
     document.body.dataset.state = 'loading';
-    submit.disabled = true;
+    enable(false, false);
     problems([]);
+    form.hidden = true;
     if (handle) { handle.destroy(); handle = null; }
+    $('viewer').replaceChildren();
     task = await api('POST', `/api/jobs/${data.job_id}/next`);
     if (task.done) {
-      say('All done: no more items for you in this job.');
+      $('position').textContent = 'All done: no more images for you in this job.';
+      say('');
+      $('progress-bar').value = $('progress-bar').max;
       document.body.dataset.state = 'done';
       return;
     }
-    say(`Item ${task.item_id} — lease until ${new Date(task.lease_expires_at).toLocaleTimeString()}`);
-    const options = { imageUrl: task.image_url, schema: task.schema };
-    if (task.initialAnswer) options.initialAnswer = task.initialAnswer;
-    handle = await viewer.mount($('viewer'), options);
-    document.body.dataset.state = 'labeling';
+    $('position').textContent = `Image ${task.position} of ${task.total}`;
+    $('progress-bar').max = task.total;
+    $('progress-bar').value = task.position - 1;
+    say('');
     document.body.dataset.item = String(task.item_id);
-    submit.disabled = false;
+    const options = { imageUrl: task.image_url, schema: task.schema, theme: 'dark', onChange: check };
+    if (task.pixel_spacing) options.pixelSpacing = task.pixel_spacing;
+    if (task.initialAnswer) options.initialAnswer = task.initialAnswer;
+    enable(false, true);
+    try {
+      handle = await viewer.mount($('viewer'), options);
+    } catch (error) {
+      // A missing or undecodable image: say what happened; the way on is Skip or Flag, not a wait.
+      document.body.dataset.state = 'image-error';
+      problems([await imageProblem(task.image_url, error.message), 'Skip it (K) or flag it (G).']);
+      return;
+    }
+    document.body.dataset.state = 'labeling';
+    enable(true, true);
+    check();
   }
 
-  submit.addEventListener('click', async () => {
-    const invalid = handle.validate();
-    if (invalid.length) { problems(invalid); return; }
-    submit.disabled = true;
+  async function act(kind, body) {
+    if (busy || !task || task.done) return;
+    busy = true;
+    enable(false, false);
     try {
-      await api('POST', `/api/assignments/${task.assignment_id}/answer`, { annotation: handle.getAnswer() });
-      document.body.dataset.state = 'loading';
-      document.body.dataset.submitted = String(Number(document.body.dataset.submitted || 0) + 1);
+      await api('POST', `/api/assignments/${task.assignment_id}/${kind}`, body);
+      document.body.dataset[kind === 'answer' ? 'submitted' : kind === 'skip' ? 'skipped' : 'flagged'] = String(
+        Number(document.body.dataset[kind === 'answer' ? 'submitted' : kind === 'skip' ? 'skipped' : 'flagged'] || 0) + 1);
       await next();
     } catch (error) {
       problems([error.message]);
-      submit.disabled = false;
+      enable(!!handle, true);
+    } finally { busy = false; }
+  }
+
+  submit.addEventListener('click', () => {
+    if (!handle || check().length) return;
+    act('answer', { annotation: handle.getAnswer() });
+  });
+  skip.addEventListener('click', () => act('skip'));
+  flag.addEventListener('click', () => {
+    form.hidden = false;
+    $('flag-reason').focus();
+  });
+  $('flag-cancel').addEventListener('click', () => { form.hidden = true; });
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    act('flag', { reason: $('flag-reason').value, comment: $('flag-comment').value });
+    $('flag-comment').value = '';
+  });
+  document.addEventListener('keydown', (event) => {
+    if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+    const tag = event.target?.tagName;
+    if (!form.hidden) {
+      if (event.key === 'Escape') { form.hidden = true; event.preventDefault(); }
+      // The flag form has the keyboard: Enter sends the flag (also from the reason list).
+      if (event.key === 'Enter' && tag === 'SELECT') { form.requestSubmit(); event.preventDefault(); }
+      return;
     }
+    if (tag === 'TEXTAREA' || tag === 'SELECT' || tag === 'BUTTON' || (tag === 'INPUT' && !['radio', 'checkbox'].includes(event.target.type))) return;
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    if (key === 'Enter' && !submit.disabled) submit.click();
+    else if (key === 'k' && !skip.disabled) skip.click();
+    else if (key === 'g' && !flag.disabled) flag.click();
+    else return;
+    event.preventDefault();
   });
   await next();
 }
 
 async function review() {
   const viewer = await viewerApi();
-  const options = { imageUrl: data.image_url, schema: data.schema, overlays: data.overlays };
+  const options = { imageUrl: data.image_url, schema: data.schema, overlays: data.overlays, theme: 'dark',
+    onChange: () => problems([]) };
+  if (data.pixel_spacing) options.pixelSpacing = data.pixel_spacing;
   if (data.initialAnswer) options.initialAnswer = data.initialAnswer;
-  const handle = await viewer.mount($('viewer'), options);
-  say(`Item ${data.item_id}: ${data.overlays.length} answers shown as overlays.`);
+  let handle = null;
+  try {
+    handle = await viewer.mount($('viewer'), options);
+    say(`Image ${data.position}: ${data.overlays.length} answer(s) shown as overlays.`);
+  } catch (error) {
+    say(await imageProblem(data.image_url, error.message));
+  }
   document.body.dataset.state = 'reviewing';
   const decide = async (body) => {
     try {
       const result = await api('POST', `/api/review/${data.item_id}`, body);
       say(`Saved: item is ${result.state}.`);
       document.body.dataset.state = 'decided';
-      $('accept').disabled = true;
-      $('save-edit').disabled = true;
+      document.querySelectorAll('.actions button').forEach((b) => { b.disabled = true; });
     } catch (error) { problems([error.message]); }
   };
   $('accept').addEventListener('click', () => decide({ action: 'accept' }));
+  $('exclude')?.addEventListener('click', () => decide({ action: 'exclude' }));
+  $('reopen')?.addEventListener('click', () => decide({ action: 'reopen' }));
   $('save-edit').addEventListener('click', () => {
+    if (!handle) { problems(['The image did not load: exclude or reopen instead.']); return; }
     const invalid = handle.validate();
     if (invalid.length) { problems(invalid); return; }
     decide({ action: 'edit', answer: handle.getAnswer() });
   });
+}
+
+/** A job action's result in words (not raw JSON). */
+function describe(action, r) {
+  if (action === 'export') {
+    return `Wrote ${r.written} line(s) to ${r.destination}; left out: ${r.left_out_review} waiting for review, `
+      + `${r.left_out_open} unfinished, ${r.left_out_excluded} excluded. Use “Download output manifest” for a copy.`;
+  }
+  if (action === 'sr') {
+    const stored = Object.keys(r.stored || {}).length;
+    return `Stored ${stored} DICOM SR instance(s) in Orthanc.${r.errors?.length ? ` Errors: ${r.errors.join('; ')}` : ' No errors.'}`;
+  }
+  if (action === 'close') return `Closed: ${r.answered} of ${r.items} images answered, ${r.consolidated_at_close} consolidated at close.`;
+  return `Job is ${r.state}.`;
 }
 
 function jobActions() {
@@ -111,7 +215,8 @@ function jobActions() {
       out.textContent = '…';
       try {
         const result = await api('POST', `/api/jobs/${data.job_id}/${path}`, body);
-        out.textContent = JSON.stringify(result, null, 2);
+        out.textContent = describe(button.dataset.action, result);
+        out.dataset.result = JSON.stringify(result);  // the raw answer, for scripts and tests
         document.body.dataset.lastAction = button.dataset.action;
         if (['pause', 'resume', 'close'].includes(button.dataset.action)) window.location.reload();
       } catch (error) { out.textContent = `Error: ${error.message}`; }
@@ -119,7 +224,93 @@ function jobActions() {
   });
 }
 
-const run = { label: labelLoop, review, job: async () => jobActions() }[data.mode];
+async function readFile(input, what) {
+  const file = input.files?.[0];
+  if (!file) throw new Error(`choose the ${what} file`);
+  return file.text();
+}
+
+function parseManifest(text) {
+  const lines = [];
+  text.split(/\r?\n/).forEach((line, index) => {
+    if (!line.trim()) return;
+    try { lines.push(JSON.parse(line)); } catch (error) {
+      throw new Error(`manifest line ${index + 1}: not JSON (${error.message})`);
+    }
+  });
+  if (!lines.length) throw new Error('the manifest has no lines');
+  return lines;
+}
+
+async function newJob() {
+  const form = $('new-job');
+  const value = (id) => $(id).value.trim();
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    problems([]);
+    const button = $('create-job');
+    button.disabled = true;
+    try {
+      const body = { name: value('job-name') };
+      if (value('job-k')) body.annotators_per_item = Number(value('job-k'));
+      if (value('job-threshold')) body.agreement_threshold = Number(value('job-threshold'));
+      if (form.querySelector('input[name=schema-source]:checked').value === 'file') body.schema_file = value('schema-file');
+      else body.schema_text = await readFile($('schema-upload'), 'schema');
+      if (form.querySelector('input[name=image-source]:checked').value === 'query') {
+        const list = (id) => value(id).split(/[\s,]+/).filter(Boolean);
+        body.query = { modality: list('q-modality'), study_uid: list('q-study'), series_uid: list('q-series') };
+        if (value('q-from')) body.query.study_date_from = value('q-from');
+        if (value('q-to')) body.query.study_date_to = value('q-to');
+        if (value('q-patient')) body.query.patient_id = value('q-patient');
+        if (value('q-limit')) body.query.limit = Number(value('q-limit'));
+      } else {
+        body.manifest = parseManifest(await readFile($('manifest-upload'), 'manifest'));
+      }
+      say('Creating the job: querying Orthanc and checking every image…');
+      const job = await api('POST', '/api/jobs', body);
+      say(`Job ${job.name} created with ${job.items} images.`);
+      document.body.dataset.created = String(job.id);
+      window.location.assign(`${data.root}/jobs/${job.id}`);
+    } catch (error) {
+      say('');
+      problems([error.message]);
+      button.disabled = false;
+    }
+  });
+}
+
+function users() {
+  const done = (text) => { problems([]); say(text); };
+  document.querySelectorAll('#users tbody tr').forEach((row) => {
+    const id = row.dataset.id;
+    const name = row.dataset.user;
+    const change = async (body, text) => {
+      try { await api('PATCH', `/api/users/${id}`, body); done(text); } catch (error) { problems([error.message]); }
+    };
+    row.querySelector('.user-role').addEventListener('change', (e) => change({ role: e.target.value }, `${name} is now ${e.target.value}.`));
+    row.querySelector('.user-active').addEventListener('change', (e) => change({ active: e.target.checked },
+      `${name} is ${e.target.checked ? 'enabled' : 'disabled (signed out everywhere)'}.`));
+    row.querySelector('.user-reset')?.addEventListener('click', async () => {
+      const input = row.querySelector('.user-password');
+      try {
+        await api('POST', `/api/users/${id}/password`, { password: input.value });
+        input.value = '';
+        done(`Password of ${name} reset; their sessions ended.`);
+      } catch (error) { problems([error.message]); }
+    });
+  });
+  $('add-user')?.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    try {
+      const user = await api('POST', '/api/users', { name: $('new-name').value.trim(), role: $('new-role').value,
+        password: $('new-password').value });
+      done(`User ${user.name} (${user.role}) added.`);
+      window.location.reload();
+    } catch (error) { problems([error.message]); }
+  });
+}
+
+const run = { label: labelLoop, review, job: async () => jobActions(), newjob: newJob, users: async () => users() }[data.mode];
 run().catch((error) => {
   document.body.dataset.state = 'error';
   const target = $('status') || $('result');

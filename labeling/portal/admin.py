@@ -1,0 +1,164 @@
+"""What the admin does in the browser: jobs from an Orthanc query or an uploaded manifest with a schema
+from ``schemas/`` or uploaded, users (local mode), and the job page's figures.
+
+Job creation runs the same code as the CLI: the manifest builder (:func:`labeling.manifest.build_manifest`,
+its filters validated by :func:`labeling.manifest.parse_filters`) for a query, then the instance check
+and geometry (:mod:`labeling.portal.geometry`), then :func:`labeling.portal.jobs.create_job`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from labeling.consolidation import ItemAnswers, WorkerAnswer, consolidate_job
+from labeling.local_stack import REPO_ROOT
+from labeling.manifest import FilterError, ManifestError, ManifestLine, build_manifest, parse_filters
+from labeling.portal.jobs import Conflict, Invalid, NotFound, answered
+from labeling.portal.models import ROLES, Assignment, Item, Job, Session as DbSession, User
+from labeling.schema import LabelSchema, SchemaError, load_schema, load_schema_text
+
+SCHEMA_DIR = REPO_ROOT / "schemas"
+_SCHEMA_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,100}\.(?:ya?ml|json)")
+QUERY_LIMIT = 100_000
+
+
+def schema_files(directory: Path = SCHEMA_DIR) -> dict[str, LabelSchema]:
+    """The label schemas shipped in ``schemas/`` (file name → schema); unreadable ones are left out."""
+    out: dict[str, LabelSchema] = {}
+    for path in sorted(directory.glob("*")):
+        if _SCHEMA_FILE.fullmatch(path.name):
+            try:
+                out[path.name] = load_schema(path)
+            except SchemaError:
+                continue
+    return out
+
+
+def resolve_schema(*, schema: Optional[Mapping[str, Any]] = None, schema_file: Optional[str] = None,
+                   schema_text: Optional[str] = None, directory: Path = SCHEMA_DIR) -> LabelSchema:
+    """Exactly one of: a schema object, a file name in ``schemas/``, or uploaded YAML/JSON text."""
+    given = [name for name, value in (("schema", schema), ("schema_file", schema_file),
+                                      ("schema_text", schema_text)) if value]
+    if len(given) != 1:
+        raise Invalid("schema: give exactly one of schema, schema_file (from schemas/) or schema_text (upload)"
+                      + (f"; got {', '.join(given)}" if given else ""))
+    try:
+        if schema is not None and given == ["schema"]:
+            return LabelSchema.from_dict(dict(schema), source="schema")
+        if schema_file:
+            if not _SCHEMA_FILE.fullmatch(schema_file) or not (directory / schema_file).is_file():
+                raise Invalid(f"schema_file {schema_file!r}: not one of {', '.join(schema_files(directory)) or 'none'}")
+            return load_schema(directory / schema_file)
+        return load_schema_text(schema_text or "", "uploaded schema")
+    except SchemaError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def manifest_from_query(orthanc: Any, schema: LabelSchema, query: Mapping[str, Any]) -> list[ManifestLine]:
+    """The manifest builder's lines for the query's filters (the CLI's ``--modality`` etc.)."""
+
+    def strings(key: str) -> list[str]:
+        value = query.get(key) or []
+        values = [value] if isinstance(value, str) else list(value)
+        return [str(v).strip() for v in values if str(v).strip()]
+
+    def one(key: str) -> Optional[str]:
+        value = query.get(key)
+        return str(value).strip() or None if value not in (None, "") else None
+
+    try:
+        filters = parse_filters(modalities=strings("modality"), study_uids=strings("study_uid"),
+                                series_uids=strings("series_uid"), patient_id=one("patient_id"),
+                                study_date_from=one("study_date_from"), study_date_to=one("study_date_to"))
+    except (FilterError, ManifestError, ValueError) as exc:
+        raise Invalid(f"query: {exc}") from None
+    limit = query.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= QUERY_LIMIT):
+        raise Invalid(f"query: limit: an integer 1..{QUERY_LIMIT}, got {limit!r}")
+    result = build_manifest(orthanc, schema_name=schema.name, labels=list(schema.label_names),
+                            task_type=schema.task_type, filters=filters, limit=limit or QUERY_LIMIT)
+    if not result.lines:
+        raise Invalid(f"query: no image in Orthanc matches {filters.to_dict()}")
+    return list(result.lines)
+
+
+# ------------------------------------------------------------------------------------ users
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.name)))
+
+
+def get_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id}: no such user")
+    return user
+
+
+def update_user(session: Session, actor: User, user: User, *, role: Optional[str] = None,
+                active: Optional[bool] = None) -> User:
+    """Set a role or (de)activate; a disabled user's sessions end at once. Nobody locks themselves out."""
+    if user.id == actor.id and (active is False or (role is not None and role != "admin")):
+        raise Conflict("you cannot disable yourself or drop your own admin role")
+    if role is not None:
+        if role not in ROLES:
+            raise Invalid(f"role {role!r}: expected one of {', '.join(ROLES)}")
+        user.role = role
+    if active is not None:
+        user.active = active
+        if not active:
+            session.execute(delete(DbSession).where(DbSession.user_id == user.id))
+    return user
+
+
+def set_password(session: Session, user: User, password_hash: str) -> User:
+    """Reset a local user's password; their open sessions end."""
+    user.password_hash = password_hash
+    session.execute(delete(DbSession).where(DbSession.user_id == user.id))
+    return user
+
+
+# ---------------------------------------------------------------------------- job figures
+
+HISTOGRAM_EDGES = [round(-1.0 + 0.2 * i, 1) for i in range(11)]  # agreement is in -1..1
+
+
+def agreement_histogram(values: Sequence[float]) -> list[dict[str, Any]]:
+    """Counts of per-item agreement in bins of 0.2 over -1..1 (the last bin includes 1)."""
+    counts = [0] * (len(HISTOGRAM_EDGES) - 1)
+    for value in values:
+        index = min(int((value + 1.0) / 0.2 + 1e-9), len(counts) - 1)
+        counts[max(index, 0)] += 1
+    return [{"from": HISTOGRAM_EDGES[i], "to": HISTOGRAM_EDGES[i + 1], "items": c} for i, c in enumerate(counts)]
+
+
+def annotator_quality(session: Session, job: Job) -> dict[str, Any]:
+    """Each annotator's sensitivity/specificity per label from a Dawid–Skene fit over the job's answers
+    so far (the consolidation library's ``consolidate_job``; one query for the answers)."""
+    rows = session.execute(
+        select(Assignment.item_id, User.name, Assignment.answer).join(User, User.id == Assignment.user_id)
+        .where(Assignment.job_id == job.id, answered()).order_by(Assignment.item_id, Assignment.id)).all()
+    per_item: dict[int, list[WorkerAnswer]] = {}
+    for item_id, name, answer in rows:
+        per_item.setdefault(item_id, []).append(WorkerAnswer(name, answer))
+    if not per_item:
+        return {"annotators": [], "labels": []}
+    names = list(LabelSchema.from_dict(job.schema, source=f"job {job.name}").label_names)
+    report = consolidate_job([ItemAnswers(str(i), tuple(a)) for i, a in per_item.items()], names).report
+    annotators = []
+    for name, quality in sorted(report.workers.items()):
+        annotators.append({"annotator": name, "accuracy": quality.accuracy, "answers": quality.answers,
+                           "labels": {label: {"sensitivity": q.sensitivity, "specificity": q.specificity}
+                                      for label, q in quality.labels.items()}})
+    return {"annotators": annotators, "labels": names}
+
+
+def job_figures(session: Session, job: Job) -> dict[str, Any]:
+    agreements = [a for a in session.scalars(select(Item.agreement).where(Item.job_id == job.id,
+                                                                          Item.agreement.is_not(None)))]
+    return {"histogram": agreement_histogram(agreements), "quality": annotator_quality(session, job)}

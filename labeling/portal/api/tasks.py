@@ -1,0 +1,97 @@
+"""Annotator tasks: take the next image (lease), read it back, answer, skip, flag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from labeling.portal import jobs as J
+from labeling.portal.deps import ID, get_portal, role, tx
+from labeling.portal.models import Job
+
+router = APIRouter(tags=["tasks"])
+annotator = role("annotator")
+
+
+class AnswerIn(BaseModel):
+    annotation: Any = Field(description="one annotator's answer in the label shape (object or its JSON text)")
+
+
+class FlagIn(BaseModel):
+    reason: str = Field(description="unreadable | wrong-body-part | burned-in-phi | other")
+    comment: str = Field(default="", max_length=1000, description="required when the reason is 'other'")
+
+
+def _retryable(exc: Exception) -> bool:
+    """Deadlock (40P01), serialization failure (40001) or unique violation (23505): safe to retry."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in ("40P01", "40001", "23505")
+
+
+def task_json(request: Request, task: J.Task, job: Job) -> dict[str, Any]:
+    return {"assignment_id": task.assignment_id, "item_id": task.item_id, "job_id": job.id, "job": job.name,
+            "position": task.position, "total": task.total,
+            "pixel_spacing": (task.geometry or {}).get("pixel_spacing"),
+            "image_url": get_portal(request).url(f"/api/items/{task.item_id}/image"), "schema": job.schema,
+            "initialAnswer": J.prelabel_for(task.line),
+            "lease_expires_at": task.lease_expires_at.isoformat(), "submitted": task.submitted}
+
+
+@router.post("/api/jobs/{job_id}/next")
+def next_task(request: Request, job_id: int = ID(), principal: Any = Depends(annotator)) -> Response:
+    for attempt in range(3):
+        try:
+            with tx(request) as session:
+                job = J.get_job(session, job_id)
+                task = J.lease_and_fetch(session, job, principal.user)
+                if task is None:
+                    return JSONResponse({"done": True, "detail": "no more items for you in this job"})
+            break
+        except (OperationalError, IntegrityError) as exc:
+            # A deadlock between two assigners expiring leases, or the same annotator asking from
+            # two tabs (UNIQUE(item, user)): the transaction rolled back whole; try again.
+            if attempt == 2 or not _retryable(exc):
+                raise
+    # Prefetch: the leased image (the viewer asks for it next) and the likely next one.
+    images = get_portal(request).images
+    images.prefetch(task.source)
+    if task.upcoming is not None:
+        images.prefetch(task.upcoming)
+    return JSONResponse(task_json(request, task, job))
+
+
+@router.get("/api/assignments/{assignment_id}")
+def assignment(request: Request, assignment_id: int = ID(), principal: Any = Depends(annotator)) -> dict[str, Any]:
+    with tx(request) as session:
+        found = J.get_assignment(session, assignment_id, principal.user)
+        job = J.get_job(session, found.job_id)
+        task = task_json(request, J.task_of(session, job, principal.user, found), job)
+        task["answer"] = found.answer  # the annotator's own answer only
+        return task
+
+
+@router.post("/api/assignments/{assignment_id}/answer")
+def answer(request: Request, body: AnswerIn, assignment_id: int = ID(),
+           principal: Any = Depends(annotator)) -> dict[str, Any]:
+    with tx(request) as session:
+        result = J.submit_answer(session, assignment_id, principal.user, body.annotation)
+        # Blind: the annotator learns that the answer was stored, not what others said.
+        return {"assignment_id": result.assignment_id, "item_id": result.item_id, "stored": True}
+
+
+@router.post("/api/assignments/{assignment_id}/skip")
+def skip(request: Request, assignment_id: int = ID(), principal: Any = Depends(annotator)) -> dict[str, Any]:
+    with tx(request) as session:
+        skipped = J.skip_task(session, assignment_id, principal.user)
+        return {"assignment_id": skipped.id, "skipped": True}
+
+
+@router.post("/api/assignments/{assignment_id}/flag")
+def flag(request: Request, body: FlagIn, assignment_id: int = ID(),
+         principal: Any = Depends(annotator)) -> dict[str, Any]:
+    with tx(request) as session:
+        J.flag_task(session, assignment_id, principal.user, body.reason, body.comment)
+        return {"assignment_id": assignment_id, "flagged": body.reason}
