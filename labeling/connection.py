@@ -42,7 +42,8 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--orthanc-url", help="Orthanc base URL (default: $ORTHANC_URL)")
     group.add_argument("--username", help="Orthanc user (default: $ORTHANC_USERNAME)")
     group.add_argument("--password-file", type=Path,
-                       help="file holding the password (default: $ORTHANC_PASSWORD)")
+                       help="file holding the Orthanc password (without it: the password in "
+                            "$ORTHANC_PASSWORD)")
 
 
 def connection_from_args(args: argparse.Namespace,

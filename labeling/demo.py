@@ -36,7 +36,7 @@ DEMO_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "chest-xray.y
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run the local end-to-end loop (what `make demo` runs)",
+        "demo",
         description="Start PostgreSQL + Orthanc on loopback, generate and load a dataset, build a labeling "
                     "manifest, label it in the portal (simulated annotators, or people with --interactive), "
                     "export + SR, train and evaluate a model, write predictions back, and print where to look.")
@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Orthanc {info.url} ({'already running' if info.already_running else 'started'}), "
           f"PostgreSQL on 127.0.0.1:{info.postgres_port}")
     conn = stack.connection()
+    data.mkdir(parents=True, exist_ok=True)  # after `up`: a fresh work dir is `up`'s to set up
     # The sub-commands read the connection the documented way: ORTHANC_* variables.
     os.environ.update(ORTHANC_URL=conn.url, ORTHANC_USERNAME=conn.username, ORTHANC_PASSWORD=conn.password)
 

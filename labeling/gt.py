@@ -60,8 +60,8 @@ Sub-commands
     ``failure-reason`` in its metadata, or with neither ``<attr>`` nor ``<attr>-metadata``, as failed
     (GT writes those for objects it could not label); any other line as invalid, with its problem.
 
-Exit codes: 0 done; 1 AWS error, or invalid output-manifest lines; 2 bad input (one line naming
-the file, the line or the key).
+Exit codes (README, "Errors and exit codes"): 0 done; 1 invalid output-manifest lines; 2 bad input (one
+line naming the file, the line or the key); 3 AWS refused or could not be reached.
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from labeling.aws import AwsError, aws_call, cli_errors
-from labeling.cli import one_line_errors, positive_int
+from labeling.aws import AwsError, aws_call
+from labeling.cli import bad_input_errors, one_line_errors, positive_int
 from labeling.contracts.output_line import FailedLine, OutputManifestError, parse_output_line
 from labeling.gt_contracts import MAX_TEMPLATE_CHARS, split_s3_uri
 from labeling.outdir import atomic_file
@@ -242,20 +242,112 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if not isinstance(task_input, Mapping):
         raise GtError(f"{args.task_input}: task input must be a JSON object (the taskInput), "
                       f"got {type(task_input).__name__}")
-    from labeling.viewer_assets import ViewerAssetsError, default_base_url, fill_template
+    from labeling.viewer_assets import VIEWER_BUILD_DIR, ViewerAssetsError, default_base_url, fill_template
 
+    if args.out is None and args.serve is None:
+        raise GtError("give --out HTML_FILE, --serve, or both")
+    server = _PreviewServer(args.viewer_dir or VIEWER_BUILD_DIR, args.asset_dir) if args.serve is not None else None
+    viewer_base = args.viewer_base_url or (server.url("/viewer/") if server else default_base_url(args.viewer_dir))
+    asset_base = args.asset_base or (server.url("/assets") if server and args.asset_dir else None)
     try:
-        template_text = fill_template(template_text, args.viewer_base_url or default_base_url(args.viewer_dir),
-                                      args.viewer_dir, source=args.template)
-    except ViewerAssetsError as exc:
+        template_text = fill_template(template_text, viewer_base, args.viewer_dir, source=args.template)
+        html = with_charset(render_template(template_text, task_input, asset_base=asset_base,
+                                            source=args.template))
+        if args.out is not None:
+            try:
+                Path(args.out).write_text(html, encoding="utf-8")
+            except OSError as exc:
+                raise GtError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
+            print(f"rendered {args.template} → {args.out} ({len(html):,} characters)")
+    except (ViewerAssetsError, GtError) as exc:
+        if server:
+            server.close()
         raise GtError(str(exc)) from None
-    html = render_template(template_text, task_input, asset_base=args.asset_base, source=args.template)
-    try:
-        Path(args.out).write_text(html, encoding="utf-8")
-    except OSError as exc:
-        raise GtError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
-    print(f"rendered {args.template} → {args.out} ({len(html):,} characters)")
+    if server:
+        server.serve(html, seconds=args.serve)
     return 0
+
+
+def with_charset(html: str) -> str:
+    """The preview page declares UTF-8 (GT's page does; without it "256 × 256" shows as "256 Ã— 256")."""
+    if re.search(r"<meta[^>]+charset", html[:4096], re.I):
+        return html
+    head = re.search(r"<head[^>]*>", html, re.I)
+    tag = '<meta charset="utf-8">'
+    return html[:head.end()] + tag + html[head.end():] if head else tag + "\n" + html
+
+
+class _PreviewServer:
+    """``gt render --serve``: the page at ``/``, the viewer build at ``/viewer/``, ``--asset-dir`` at
+    ``/assets/``; on 127.0.0.1 only, for a bounded time (or until Ctrl-C)."""
+
+    def __init__(self, viewer_dir: Path, asset_dir: Optional[Path]) -> None:
+        import http.server
+
+        roots = {"/viewer/": Path(viewer_dir).resolve()}
+        if asset_dir is not None:
+            if not Path(asset_dir).is_dir():
+                raise GtError(f"--asset-dir {asset_dir}: not a directory")
+            roots["/assets/"] = Path(asset_dir).resolve()
+        self.page = b""
+        preview = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def translate_path(self, path: str) -> str:
+                clean = urllib.parse.unquote(path.split("?", 1)[0])
+                for prefix, root in roots.items():
+                    if clean.startswith(prefix):
+                        target = (root / clean[len(prefix):]).resolve()
+                        if target == root or root in target.parents:  # never outside the root
+                            return str(target)
+                return ""
+
+            def do_GET(self) -> None:
+                if self.path.split("?", 1)[0] not in ("/", "/index.html") and not self.translate_path(self.path):
+                    self.send_error(404)
+                    return
+                if self.path.split("?", 1)[0] in ("/", "/index.html"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                    self.send_header("Content-Length", str(len(preview.page)))
+                    self.end_headers()
+                    self.wfile.write(preview.page)
+                    return
+                super().do_GET()
+
+            def log_message(self, *args: Any) -> None:  # keep the terminal for the one status line
+                pass
+
+        Handler.extensions_map = {**Handler.extensions_map, ".js": "text/javascript", ".mjs": "text/javascript",
+                                  ".wasm": "application/wasm", ".dcm": "application/dicom"}
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._serving = False
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def serve(self, html: str, seconds: float) -> None:
+        import threading
+
+        self.page = html.encode("utf-8")
+        thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        thread.start()
+        self._serving = True
+        print(f"preview: open {self.url('/')} (127.0.0.1 only; stops in {seconds:.0f} s or on Ctrl-C)",
+              flush=True)
+        try:
+            thread.join(timeout=seconds)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.close()
+        print("preview: stopped")
+
+    def close(self) -> None:
+        if self._serving:
+            self._server.shutdown()
+            self._serving = False
+        self._server.server_close()
 
 
 # =================================================================================== create-job
@@ -487,11 +579,11 @@ def _cmd_fetch_output(args: argparse.Namespace) -> int:
 
 # ========================================================================================= CLI
 
-_run = cli_errors(GtError, "gt", "gt_command")
+_run = bad_input_errors(GtError)
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("gt", help="SageMaker Ground Truth: render, create-job, status, fetch-output",
+    parser = subparsers.add_parser("gt",
                                    description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     one_line_errors(parser)
@@ -502,13 +594,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--template", required=True, help="Liquid worker template (≤ 128,000 characters)")
     p.add_argument("--task-input", required=True, metavar="JSON_FILE",
                    help="the taskInput object (or a whole pre-annotation response)")
-    p.add_argument("--out", required=True, metavar="HTML_FILE")
+    p.add_argument("--out", metavar="HTML_FILE", help="write the rendered page here")
+    p.add_argument("--serve", nargs="?", type=float, const=600.0, metavar="SECONDS",
+                   help="serve the page, the viewer build and --asset-dir on 127.0.0.1 and print the URL "
+                        "to open; stops after SECONDS (default 600) or on Ctrl-C")
+    p.add_argument("--asset-dir", type=Path, metavar="DIR",
+                   help="with --serve: grant_read_access maps s3://bucket/KEY to DIR/KEY (e.g. the "
+                        "staged DICOM file of the task input)")
     p.add_argument("--asset-base", metavar="URL",
                    help="grant_read_access maps s3://bucket/KEY to URL/KEY (default: "
                         "https://BUCKET.s3.amazonaws.com/KEY)")
     p.add_argument("--viewer-base-url", metavar="URL",
-                   help="where viewer.js, its worker and codecs are served (default: file:// URL of "
-                        "--viewer-dir; serve it over http to use the page)")
+                   help="where viewer.js, its worker and codecs are served (default: --serve's own URL, "
+                        "else the file:// URL of --viewer-dir, which browsers refuse for module scripts)")
     p.add_argument("--viewer-dir", type=Path, metavar="DIR",
                    help="the viewer build whose viewer.js the SRI is computed from (default: build/viewer)")
     p.set_defaults(func=_run(_cmd_render))
@@ -517,10 +615,12 @@ def register(subparsers: Any) -> None:
     one_line_errors(p)
     p.add_argument("--stack-outputs", required=True, metavar="JSON_FILE",
                    help="output of `pulumi stack output --json`")
-    p.add_argument("--manifest", required=True, metavar="FILE")
-    p.add_argument("--schema", required=True, metavar="FILE")
+    p.add_argument("--manifest", required=True, metavar="FILE",
+                   help="the labeling manifest (python -m labeling manifest), uploaded to the annotation bucket")
+    p.add_argument("--schema", required=True, metavar="FILE",
+                   help="label schema the manifest was built with (e.g. schemas/chest-xray.yaml)")
     p.add_argument("--job-name", required=True, help="also the label attribute name")
-    p.add_argument("--workteam-arn", required=True, metavar="ARN")
+    p.add_argument("--workteam-arn", required=True, metavar="ARN", help="the private work team that labels")
     p.add_argument("--workers-per-object", type=positive_int, metavar="K",
                    help="workers per image (default: the schema's annotators_per_item)")
     p.add_argument("--task-time-limit", type=positive_int, default=DEFAULT_TASK_TIME_LIMIT_S, metavar="S",
@@ -534,14 +634,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_run(_cmd_create_job))
 
     p = sub.add_parser("status", help="a labeling job's status and counters")
-    one_line_errors(p)
-    p.add_argument("--job-name", required=True)
-    p.add_argument("--region")
+    p.add_argument("--job-name", required=True, help="the labeling job (create-job's --job-name)")
+    p.add_argument("--region", help="AWS region (default: the AWS configuration's)")
     p.set_defaults(func=_run(_cmd_status))
 
     p = sub.add_parser("fetch-output", help="download and check a job's output manifest")
-    one_line_errors(p)
-    p.add_argument("--job-name", required=True)
-    p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--region")
+    p.add_argument("--job-name", required=True, help="the labeling job (create-job's --job-name)")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the output manifest")
+    p.add_argument("--region", help="AWS region (default: the AWS configuration's)")
     p.set_defaults(func=_run(_cmd_fetch_output))

@@ -13,8 +13,11 @@ answers with them.
   :func:`consolidation_response` per object.
 - Output manifest ``<attr>-metadata`` → :func:`parse_output_manifest_metadata`.
 
-Malformed input raises :class:`ValueError` with a message naming the offending key, except inside
-a payload, where one bad object or one bad worker answer is reported on that item (``error``) so
+Only what the handlers use is validated: ``version`` is "a version number used internally by
+Ground Truth" (AWS, "Processing data in a custom labeling workflow with AWS Lambda"), so another
+value, a missing one and keys this module does not know are accepted and listed in the parsed
+event's ``notes`` for the handler to log. Malformed input that is used raises :class:`ValueError`
+with a message naming the offending key, except inside a payload, where one bad object or one bad worker answer is reported on that item (``error``) so
 the caller can skip it without dropping the others.
 """
 
@@ -28,7 +31,11 @@ from datetime import datetime
 from typing import Any, Optional
 
 GT_EVENT_VERSION = "2018-10-16"
-"""The only event version GT sends to custom-workflow Lambdas."""
+"""The event version AWS documents for custom-workflow Lambdas (others are accepted and noted)."""
+
+PRELABEL_KEYS = frozenset({"version", "labelingJobArn", "dataObject"})
+POSTLABEL_KEYS = frozenset({"version", "labelingJobArn", "labelCategories", "labelAttributeName", "roleArn",
+                            "payload", "outputConfig", "kmsKeyId"})
 
 MAX_TEMPLATE_CHARS = 128_000
 """GT rejects a worker task template longer than this."""
@@ -50,11 +57,25 @@ def _require_mapping(value: Any, where: str) -> Mapping[str, Any]:
     return value
 
 
-def _require_version(event: Mapping[str, Any]) -> str:
+def _version_and_notes(event: Mapping[str, Any], known: frozenset[str]) -> tuple[str, tuple[str, ...]]:
+    """The event's ``version`` (any value accepted) and notes on what differs from AWS's samples."""
     version = event.get("version")
+    notes = []
     if version != GT_EVENT_VERSION:
-        raise ValueError(f"version: {version!r} is not the GT custom-workflow version {GT_EVENT_VERSION!r}")
-    return version
+        notes.append(f"version {version!r} is not the documented {GT_EVENT_VERSION!r}; parsed as it")
+    extra = sorted(str(key) for key in event if key not in known)
+    if extra:
+        notes.append(f"fields not used here: {', '.join(extra)}")
+    return str(version) if version is not None else "", tuple(notes)
+
+
+def _lenient_str(event: Mapping[str, Any], key: str, notes: list[str]) -> Optional[str]:
+    """A string the handler uses only for its report: a wrong type is noted and dropped, not fatal."""
+    value = event.get(key)
+    if value is not None and not isinstance(value, str):
+        notes.append(f"{key}: expected a string, got {type(value).__name__}; ignored")
+        return None
+    return value
 
 
 def _optional_str(event: Mapping[str, Any], key: str) -> Optional[str]:
@@ -72,6 +93,7 @@ class PrelabelEvent:
     version: str
     labeling_job_arn: Optional[str]
     data_object: Mapping[str, Any]
+    notes: tuple[str, ...] = ()
 
     @property
     def source(self) -> Optional[str]:
@@ -91,7 +113,7 @@ class PrelabelEvent:
 def parse_prelabel_event(event: Any) -> PrelabelEvent:
     """Validate a pre-annotation event; ValueError with the offending key otherwise."""
     event = _require_mapping(event, "event")
-    version = _require_version(event)
+    version, notes = _version_and_notes(event, PRELABEL_KEYS)
     data_object = _require_mapping(event.get("dataObject"), "dataObject")
     source, source_ref = data_object.get("source"), data_object.get("source-ref")
     if source is None and source_ref is None:
@@ -105,7 +127,7 @@ def parse_prelabel_event(event: Any) -> PrelabelEvent:
     if source_ref is not None:
         split_s3_uri(source_ref, "dataObject.source-ref")
     return PrelabelEvent(version=version, labeling_job_arn=_optional_str(event, "labelingJobArn"),
-                         data_object=dict(data_object))
+                         data_object=dict(data_object), notes=notes)
 
 
 def prelabel_response(task_input: Mapping[str, Any], human_required: bool = True) -> dict[str, Any]:
@@ -127,12 +149,14 @@ class PostlabelEvent:
     payload_s3_uri: str
     output_config: Optional[str] = None
     kms_key_id: Optional[str] = None
+    notes: tuple[str, ...] = ()
 
 
 def parse_postlabel_event(event: Any) -> PostlabelEvent:
     """Validate a post-annotation event; ``labelCategories`` may be null (custom workflows)."""
     event = _require_mapping(event, "event")
-    version = _require_version(event)
+    version, first_notes = _version_and_notes(event, POSTLABEL_KEYS)
+    notes = list(first_notes)
     attribute = event.get("labelAttributeName")
     if not isinstance(attribute, str) or not attribute.strip():
         raise ValueError(f"labelAttributeName: {attribute!r} is not a non-empty string")
@@ -149,13 +173,14 @@ def parse_postlabel_event(event: Any) -> PostlabelEvent:
     split_s3_uri(payload_uri, "payload.s3Uri")
     return PostlabelEvent(
         version=version,
-        labeling_job_arn=_optional_str(event, "labelingJobArn"),
+        labeling_job_arn=_lenient_str(event, "labelingJobArn", notes),
         label_categories=categories,
         label_attribute_name=attribute,
-        role_arn=_optional_str(event, "roleArn"),
+        role_arn=_lenient_str(event, "roleArn", notes),
         payload_s3_uri=payload_uri,
-        output_config=_optional_str(event, "outputConfig"),
-        kms_key_id=_optional_str(event, "kmsKeyId"),
+        output_config=_lenient_str(event, "outputConfig", notes),
+        kms_key_id=_lenient_str(event, "kmsKeyId", notes),
+        notes=tuple(notes),
     )
 
 

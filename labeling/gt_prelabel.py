@@ -167,6 +167,8 @@ class Prelabeler:
 
     def handle(self, event: Any) -> dict[str, Any]:
         request = gt_contracts.parse_prelabel_event(event)
+        for note in request.notes:
+            self.log.warning("pre-annotation event: %s", note)
         data_object = request.data_object
         if request.source_ref is not None:
             return gt_contracts.prelabel_response(

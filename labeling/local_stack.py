@@ -14,12 +14,18 @@ Work directory layout (default ``.local/stack`` under the repository)::
     orthanc.pid / postgres.pid   pids of what ``up`` started; ``down`` stops only those
     orthanc.log        Orthanc's log (stdout + stderr)
     orthanc-storage/   Orthanc's file storage (the DICOM files themselves)
-    postgres/          owned by the ``postgres`` user when run as root: data/, socket/, postgres.log
+    postgres/          data/, socket/, postgres.log (as root, when the postgres user cannot reach
+                       the work dir: ``<postgres home>/dicom-annotate/<key>/`` instead, see below)
 
 Why things are done this way:
 
 * PostgreSQL refuses to run as root (``initdb``/``postgres`` exit), so as root every PostgreSQL
   command runs as the ``postgres`` user through ``runuser`` on a directory that user owns.
+  When that user cannot reach the work directory (a clone under Debian's 0700 ``/root``, any
+  ``mktemp -d``), the cluster lives instead in ``<postgres home>/dicom-annotate/<key>``, a 0700
+  directory the ``postgres`` user owns, where ``<key>`` is a hash of the work directory's path, so
+  two work directories never share a cluster. ``local down --purge`` removes it with the rest.
+* Run as any other user, PostgreSQL runs as that user on the work directory itself: no sudo.
 * The cluster accepts TCP only on 127.0.0.1 with SCRAM passwords; its Unix socket lives in a
   0700 directory of the work dir, where ``trust`` authentication is safe (only its owner can reach it).
 * Orthanc 1.10 has no bind-address option: it listens on every interface but, with
@@ -34,15 +40,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
 import socket
 import string
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -259,6 +266,26 @@ def check_plugins(plugin_dir: str = DEBIAN_PLUGIN_DIR) -> None:
             raise LocalStackError(f"Orthanc plugin {plugin_dir}/{filename} is missing: apt-get install {package}")
 
 
+def runuser() -> str:
+    """util-linux's runuser, also when /usr/sbin is not on PATH (a plain user's PATH, cron)."""
+    return shutil.which("runuser") or "/usr/sbin/runuser"
+
+
+def postgres_can_reach(directory: Path) -> bool:
+    """Can the ``postgres`` user enter ``directory`` (every parent searchable by it)?"""
+    probe = subprocess.run([runuser(), "-u", "postgres", "--", "test", "-x", str(directory)],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+def external_pg_home(workdir: Path) -> Path:
+    """``<postgres user's home>/dicom-annotate/<hash of workdir>``: short (the socket path must stay
+    under 108 bytes, unix(7)) and one per work directory."""
+    home = Path(pwd.getpwnam("postgres").pw_dir)
+    key = hashlib.sha256(str(workdir).encode()).hexdigest()[:16]
+    return home / "dicom-annotate" / key
+
+
 # ---------------------------------------------------------------------------------------------
 # the stack
 
@@ -268,10 +295,8 @@ class LocalStack:
 
     def __init__(self, workdir: Path | str = DEFAULT_WORKDIR) -> None:
         self.workdir = Path(workdir).resolve()
-        self.pg_dir = self.workdir / "postgres"
-        self.pg_data = self.pg_dir / "data"
-        self.pg_socket = self.pg_dir / "socket"
-        self.pg_log = self.pg_dir / "postgres.log"
+        self._as_root = os.geteuid() == 0
+        self.pg_dir = self._pg_home()
         self.storage_dir = self.workdir / "orthanc-storage"
         self.config_file = self.workdir / "orthanc.json"
         self.env_file = self.workdir / "orthanc.env"
@@ -280,7 +305,33 @@ class LocalStack:
         self.orthanc_log = self.workdir / "orthanc.log"
         self.orthanc_pid_file = self.workdir / "orthanc.pid"
         self.postgres_pid_file = self.workdir / "postgres.pid"
-        self._as_root = os.geteuid() == 0
+
+    @property
+    def pg_data(self) -> Path:
+        return self.pg_dir / "data"
+
+    @property
+    def pg_socket(self) -> Path:
+        return self.pg_dir / "socket"
+
+    @property
+    def pg_log(self) -> Path:
+        return self.pg_dir / "postgres.log"
+
+    def _pg_home(self) -> Path:
+        """Where PostgreSQL's data, socket and log live: the work dir's ``postgres/`` when the server
+        user can reach it, else a directory keyed by the work dir in the ``postgres`` user's home.
+        Once made, the choice sticks (whichever of the two exists)."""
+        inside = self.workdir / "postgres"
+        if not self._as_root:
+            return inside
+        try:
+            outside = external_pg_home(self.workdir)
+        except KeyError:  # no postgres user: PostgreSQL is not installed; find_pg_bindir says so
+            return inside
+        if inside.exists() or (not outside.exists() and postgres_can_reach(self.workdir)):
+            return inside
+        return outside
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -419,16 +470,37 @@ class LocalStack:
             # user traverse to postgres/ while nobody else may list the files.
             os.chmod(self.workdir, 0o711)
         self.storage_dir.mkdir(mode=0o700, exist_ok=True)
+        self.pg_dir = self._pg_home()  # the chmod above may have made the work dir reachable
+        self.pg_dir.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         self.pg_dir.mkdir(mode=0o700, exist_ok=True)
         if self._as_root:
             shutil.chown(self.pg_dir, "postgres", "postgres")
-            probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-w", str(self.pg_dir)],
-                                   capture_output=True)
-            if probe.returncode != 0:
-                raise LocalStackError(
-                    f"--workdir {self.workdir}: PostgreSQL runs as the 'postgres' user, which cannot reach "
-                    f"{self.pg_dir}; make the parent directories searchable (chmod o+x) or choose a "
-                    "work directory under /tmp")
+            if self.pg_dir.parent != self.workdir:
+                shutil.chown(self.pg_dir.parent, "postgres", "postgres")
+                (self.pg_dir / "workdir").write_text(f"{self.workdir}\n")  # which work dir made it
+                shutil.chown(self.pg_dir / "workdir", "postgres", "postgres")
+
+    def purge(self) -> list[str]:
+        """Stop everything (as :meth:`down`) and delete all that ``up`` made: the work directory's
+        stack files and, when PostgreSQL lived outside it, that directory too."""
+        actions = self.down()
+        if not self.workdir.exists():
+            return actions
+        with self._lock():
+            removed = []
+            if self.pg_dir.parent != self.workdir and self.pg_dir.exists():
+                shutil.rmtree(self.pg_dir)
+                removed.append(str(self.pg_dir))
+            for path in (self.workdir / "postgres", self.storage_dir):
+                if path.exists():
+                    shutil.rmtree(path)
+                    removed.append(str(path))
+            for path in (self.config_file, self.env_file, self.credentials_file, self.state_file,
+                         self.orthanc_log, self.orthanc_pid_file, self.postgres_pid_file):
+                if path.exists():
+                    path.unlink()
+                    removed.append(str(path))
+        return actions + [f"removed {path}" for path in removed]
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -480,7 +552,7 @@ class LocalStack:
     # -- PostgreSQL ---------------------------------------------------------------------------
 
     def _pg_prefix(self) -> list[str]:
-        return ["runuser", "-u", "postgres", "--"] if self._as_root else []
+        return [runuser(), "-u", "postgres", "--"] if self._as_root else []
 
     def _run_pg(self, argv: Sequence[str], what: str, timeout: float = 60.0,
                 check: bool = True) -> subprocess.CompletedProcess:
@@ -674,7 +746,7 @@ def _replace(info: StackInfo, **changes) -> StackInfo:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "local", help="run a private Orthanc + PostgreSQL on loopback (up|down|status)",
+        "local",
         description="Run Debian's Orthanc 1.10 with a PostgreSQL index on 127.0.0.1 and free ports, "
                     "configured by the project's Orthanc config generator.")
     actions = parser.add_subparsers(dest="local_command", metavar="ACTION", required=True)
@@ -691,8 +763,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness (default 60)")
     up.set_defaults(func=_cmd_up)
 
-    down = actions.add_parser("down", help="stop what `up` started in this work dir")
+    down = actions.add_parser("down", help="stop what `up` started in this work dir (--purge: and delete it)")
     add_workdir(down)
+    down.add_argument("--purge", action="store_true",
+                      help="also delete everything `up` made: Orthanc's storage and index, the "
+                           "credentials, logs and state (and PostgreSQL's directory outside the work dir)")
     down.set_defaults(func=_cmd_down)
 
     status = actions.add_parser("status", help="show URL, ports, pids; exit 0 when running, 3 otherwise")
@@ -703,11 +778,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_up(args: argparse.Namespace) -> int:
     stack = LocalStack(args.workdir)
-    try:
-        info = stack.up(timeout=args.timeout)
-    except LocalStackError as exc:
-        print(f"local up: {exc}", file=sys.stderr)
-        return 1
+    info = stack.up(timeout=args.timeout)  # LocalStackError: the CLI's error line (exit 1), log tail included
     if info.already_running:
         print(f"already running: Orthanc {info.url} (pid {info.orthanc_pid}), "
               f"PostgreSQL 127.0.0.1:{info.postgres_port} (pid {info.postgres_pid})")
@@ -720,12 +791,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    try:
-        for line in LocalStack(args.workdir).down():
-            print(line)
-    except (LocalStackError, OSError) as exc:
-        print(f"local down: {exc}", file=sys.stderr)
-        return 1
+    stack = LocalStack(args.workdir)
+    for line in (stack.purge() if args.purge else stack.down()):
+        print(line)
     return 0
 
 

@@ -117,7 +117,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Optional, Protocol
 
-from labeling.cli import positive_int
+from labeling.cli import add_progress_argument, positive_int
 from labeling.contracts.errors import describe_value
 from labeling.contracts.manifest_line import (  # noqa: F401 - the line format, re-exported
     GEOMETRY_KEYS, KNOWN_KEYS, OPTIONAL_KEYS, PHI_KEYS, REQUIRED_KEYS, ManifestError, ManifestLine)
@@ -1001,7 +1001,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "manifest",
-        help="build a labeling manifest (GT input manifest) from an Orthanc query",
         description=(
             "Query Orthanc and write one JSON line per image instance: "
             '{"source": <Orthanc instance ID>, "labels": [...], "task_type": ..., "schema": ..., '
@@ -1009,7 +1008,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "series, slices ordered, or per multi-frame instance). Non-image objects (SR, KO, "
             "PR, RT, SEG, waveforms, documents…) are excluded and counted. Lines are sorted by study "
             "date, study UID, series number, instance number. Exit 0: written; 1: Orthanc or file "
-            "error; 2: bad arguments or no image matched."
+            "error; 2: bad arguments or no image matched; 3: Orthanc unreachable."
         ),
     )
     parser.add_argument("--schema", required=True, type=Path, metavar="FILE",
@@ -1045,7 +1044,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-index-cache", action="store_true",
                         help="neither read nor write the manifest index: a full build")
     parser.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report (counts, exclusions, timings)")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_progress_argument(parser, old_flag="--quiet")
     add_connection_arguments(parser)
     parser.set_defaults(func=run, _parser=parser)
 
@@ -1080,19 +1079,25 @@ def run(args: argparse.Namespace) -> int:
     except ConnectionError_ as exc:
         return _usage_error(args, str(exc))
 
-    from labeling.orthanc_client import OrthancClient
+    from labeling.orthanc_client import OrthancClient, OrthancError
 
     console = _stderr_console()
     client = OrthancClient.from_connection(connection)
     use_index, index_file = choose_index(filters, connection.url, args.index_cache, args.no_index_cache)
     try:
-        with _RichReporter(console, enabled=not args.quiet) as reporter:
+        client.system(retries=0)  # unreachable: fail now, with the CLI's hint and exit 3
+        with _RichReporter(console, enabled=args.progress) as reporter:
             result = build_manifest(
                 client, schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,
                 filters=filters, limit=args.limit, include_phi=args.include_phi,
                 check_all_sop_classes=args.check_sop_class, reporter=reporter,
                 use_index=use_index, index_file=index_file, level=getattr(args, "level", "instance"),
             )
+    except OrthancError as exc:
+        if exc.status is None or exc.status in (401, 403):
+            raise  # the CLI's one line for an unreachable or refusing service (exit 3)
+        _say(console, f"manifest: cannot query Orthanc at {connection.url}: {exc}", "red")
+        return 1
     except Exception as exc:  # noqa: BLE001 - one clear line for any Orthanc failure, not a traceback
         _say(console, f"manifest: cannot query Orthanc at {connection.url}: {exc}", "red")
         return 1

@@ -17,6 +17,7 @@ requires its revision in ``If-Match``; :meth:`OrthancClient.set_metadata` handle
 from __future__ import annotations
 
 import random
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping, Optional
@@ -182,9 +183,12 @@ class OrthancClient:
 
     # -- server -------------------------------------------------------------------------------
 
-    def system(self) -> dict:
-        """``GET /system``: version, name, ``DatabaseBackendPlugin``, ``CheckRevisions``..."""
-        return self._json("GET", "/system")
+    def system(self, *, retries: Optional[int] = None) -> dict:
+        """``GET /system``: version, name, ``DatabaseBackendPlugin``, ``CheckRevisions``...
+
+        A command's first call passes ``retries=0``: a server that is not there fails at once.
+        """
+        return self._json("GET", "/system", retries=retries)
 
     def statistics(self) -> dict:
         """``GET /statistics``: counts of patients/studies/series/instances and disk usage."""
@@ -349,5 +353,14 @@ class OrthancClient:
 
 
 def _short(exc: Exception) -> str:
+    """The cause in a few words where the exception chain names one (urllib3's retry story is long)."""
+    cause: Optional[BaseException] = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return f"unknown host ({cause.strerror})"
+        cause = cause.__cause__ or cause.__context__ or (cause.args[0] if cause.args and
+                                                         isinstance(cause.args[0], BaseException) else None)
     text = str(exc)
     return text if len(text) <= 200 else text[:197] + "..."

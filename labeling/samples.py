@@ -344,7 +344,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``samples`` to the ``python -m labeling`` command line (see labeling/cli.py)."""
     parser = subparsers.add_parser(
         "samples",
-        help="copy pydicom's real-world sample DICOM files (compressed, multi-frame, SR...) to a folder",
         description=(
             "Copy the DICOM files shipped with pydicom (JPEG, JPEG-LS, JPEG 2000, RLE, deflate, "
             "big endian, multi-frame, colour, SEG, SR) into DIR, byte for byte, for loading real-world "

@@ -63,7 +63,7 @@ from pydicom.uid import (
 )
 
 from labeling import __version__
-from labeling.cli import one_line_errors
+from labeling.cli import add_progress_argument, one_line_errors
 from labeling.outdir import OutputDirError, sigterm_as_interrupt, staged_output_dir
 
 FINDINGS: Final = ("Opacity", "Device", "Effusion")
@@ -1062,7 +1062,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "synth",
-        help="generate a synthetic chest X-ray DICOM dataset with ground truth",
         description=(
             "Generate synthetic frontal chest radiographs (DX or CR, 16-bit MONOCHROME2, Explicit "
             "VR Little Endian) for patients with one or more studies, with the findings "
@@ -1108,7 +1107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"processes rendering in parallel (default: CPUs, at most 8; here {default_workers()}); same output",
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
-    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    add_progress_argument(parser)
     ct = parser.add_argument_group("CT series instead of radiographs (labeling/synth_series.py; uses --out, "
                                    "--size, --seed, --force and one unnamed --prevalence P for nodules)")
     ct.add_argument("--series", type=_int_in(1, synth_series.MAX_SERIES), metavar="N",
@@ -1154,7 +1153,7 @@ def _run_chest(args: argparse.Namespace) -> int:
         modality=args.modality,
         bits_stored=args.bits_stored,
         force=args.force,
-        progress=not args.no_progress,
+        progress=args.progress,
         workers=args.workers,
     )
     _print_summary(summary)
@@ -1170,7 +1169,7 @@ def _run_series(args: argparse.Namespace) -> int:
         args.out, series=args.series, slices=args.slices,
         size=synth_series.DEFAULT_SERIES_SIZE if args.size is None else args.size, seed=args.seed,
         prevalence=args.prevalence[-1][1] if args.prevalence else synth_series.DEFAULT_NODULE_PREVALENCE,
-        force=args.force, progress=not args.no_progress)
+        force=args.force, progress=args.progress)
     print(f"{summary.series} series ({summary.images} images, {summary.multiframe} multi-frame) with "
           f"{summary.nodules} nodules in {summary.out_dir}; ground truth: {summary.out_dir / GROUND_TRUTH_FILE} "
           f"({summary.seconds:.1f} s)")

@@ -21,8 +21,10 @@ so a rejected or interrupted file leaves nothing partial behind. A file that Ort
 an attempt whose answer was lost is answered ``AlreadyStored`` on the retry and reported
 "already stored" with ``attempts`` > 1.
 
-Stricter than Orthanc on one point: a data set without the Part 10 header (no preamble/``DICM``),
-which DCMTK would still parse, is rejected as not a DICOM file (PS3.10 §7.1).
+Never stricter than Orthanc: the local checks refuse only what Orthanc certainly refuses (an empty
+file, an unreadable one, truncated data, bytes that are no DICOM data set at all, a data set without
+the UIDs Orthanc indexes by). A data set without the Part 10 header (no preamble/``DICM``), which
+DCMTK still reads, is sent like any other file and Orthanc judges it.
 """
 
 from __future__ import annotations
@@ -46,10 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence
 
-import pydicom
-
-from labeling.cli import positive_int
-from labeling.connection import ConnectionError_, add_connection_arguments, connection_from_args
+from labeling.cli import EXIT_FAILED, EXIT_OK, BadInput, add_progress_argument, positive_int
+from labeling.connection import add_connection_arguments, connection_from_args
 from labeling.orthanc_client import OrthancClient, OrthancError, UploadResult
 
 DEFAULT_WORKERS = 2
@@ -231,13 +231,27 @@ def validate_dicom(data: bytes) -> DicomIdentity:
     """
     if not data:
         raise InvalidDicom("empty file")
-    if len(data) < DICM_OFFSET + 4:
-        raise InvalidDicom(f"too short to be DICOM ({len(data)} bytes; PS3.10 needs a 128-byte "
-                           "preamble and 'DICM')")
-    if data[DICM_OFFSET:DICM_OFFSET + 4] != b"DICM":
-        raise InvalidDicom("not a DICOM file (no 'DICM' marker after the 128-byte preamble, PS3.10 §7.1)")
+    if len(data) < DICM_OFFSET + 4 or data[DICM_OFFSET:DICM_OFFSET + 4] != b"DICM":
+        return _headerless_identity(data)
     identity = _fast_identity(data)
     return identity if identity is not None else _pydicom_identity(data)
+
+
+def _headerless_identity(data: bytes) -> DicomIdentity:
+    """A data set without the PS3.10 header (preamble, ``DICM``, group 0002): DCMTK, hence Orthanc,
+    still reads one, guessing its encoding — so does pydicom (``force``). Refused only when no data
+    set with the UIDs Orthanc indexes by comes out; the encoding is a guess, so no length walk."""
+    import pydicom  # here, not at the top: numpy + pydicom cost every command's start-up ~0.5 s
+
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+        values = {name: str(dataset.get(name, "") or "").rstrip("\0 ") for name in CAPTURED_TAGS.values()}
+    except Exception:  # pydicom raises many types on garbage; any of them means "no data set"
+        values = {}
+    if not all(values.get(keyword) for keyword, _ in REQUIRED_UIDS):
+        raise InvalidDicom("not a DICOM file: no PS3.10 header ('DICM' after a 128-byte preamble) and "
+                           "no DICOM data set with the UIDs Orthanc indexes by")
+    return _identity(values)
 
 
 class _Unusual(Exception):
@@ -272,6 +286,8 @@ def _fast_identity(data: bytes) -> Optional[DicomIdentity]:
 
 
 def _pydicom_identity(data: bytes) -> DicomIdentity:
+    import pydicom
+
     try:
         dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         syntax = dataset.file_meta.get("TransferSyntaxUID")
@@ -794,12 +810,14 @@ def upload_paths(client: OrthancClient, paths: Sequence[str | os.PathLike], *,
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "upload", help="upload DICOM files, folders and ZIP archives into Orthanc",
+        "upload",
         description="Upload DICOM files, folders (recursively) and .zip archives into Orthanc. "
-                    "Every file is checked first (non-DICOM, empty and truncated files are rejected "
-                    "without being sent); small files travel in ZIP bodies of --batch-size files.",
-        epilog="Exit status: 0 when every file is stored or already stored, 2 when any file was "
-               "rejected or failed (all of them are listed). Folder walks skip hidden entries and "
+                    "Every file is checked first (empty, unreadable, truncated files and bytes that "
+                    "are no DICOM data set are rejected without being sent; Orthanc judges the rest); "
+                    "small files travel in ZIP bodies of --batch-size files.",
+        epilog="Exit status: 0 when every file is stored or already stored; 1 when some file was "
+               "rejected or failed (each is listed); 2 when there is nothing to upload (no file, or "
+               "none is DICOM); 3 when Orthanc cannot be reached. Folder walks skip hidden entries and "
                f"names matching --exclude (default: {' '.join(DEFAULT_EXCLUDES)}).")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="DICOM file, folder or .zip archive")
     parser.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
@@ -813,10 +831,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--exclude", action="append", metavar="GLOB",
                         help="skip file names matching GLOB in folders and archives (repeatable; "
                              "replaces the default)")
-    parser.add_argument("--list", action="store_true", help="list every file in the summary, not only problems")
+    parser.add_argument("--list", action="store_true", help="list every file, not only problems")
+    add_progress_argument(parser)
     add_connection_arguments(parser)
     parser.set_defaults(func=run)
-
 
 
 def run(args: argparse.Namespace) -> int:
@@ -826,76 +844,64 @@ def run(args: argparse.Namespace) -> int:
 
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-    try:
-        conn = connection_from_args(args)
-    except ConnectionError_ as exc:
-        err.print(f"upload: {exc}", markup=False)
-        return 2
+    conn = connection_from_args(args)
     # pydicom's warnings about odd values would break the progress display; what matters for a
     # file is its outcome line (and Orthanc's verdict), so they are silenced in this command.
+    import pydicom
+
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     client = OrthancClient.from_connection(conn, pool_size=args.workers + 1)
-    try:
-        client.system()
-    except OrthancError as exc:
-        err.print(f"upload: cannot use Orthanc at {conn.url}: {exc.message}", markup=False)
-        return 2
+    client.system(retries=0)  # unreachable: fail now with the hint, not after a deadline per file
 
     progress = Progress(TextColumn("upload"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=err, transient=False)
+                        console=err, transient=True, disable=not (args.progress and err.is_terminal))
     task = progress.add_task("upload", total=None, rate="")
     started = time.perf_counter()
     done = [0]
 
     def discovered(sources: list[Source]) -> None:
+        if not sources:
+            raise BadInput(f"nothing to upload: no file in {' '.join(map(str, args.paths))} "
+                           "(hidden entries and --exclude matches are skipped)")
         progress.update(task, total=len(sources))
 
     def settled(outcome: FileOutcome) -> None:
         done[0] += 1
         rate = done[0] / max(1e-6, time.perf_counter() - started)
         progress.update(task, advance=1, rate=f"{rate:.0f} files/s")
-        if not outcome.ok:
-            progress.console.print(f"{outcome.outcome} {outcome.path}: {outcome.reason}", markup=False,
-                                   soft_wrap=True)
+        if not outcome.ok or args.list:
+            progress.console.print(_outcome_line(outcome), markup=False, soft_wrap=True)
 
     excludes = DEFAULT_EXCLUDES if args.exclude is None else tuple(p for p in args.exclude if p)
-    with progress:
-        report = upload_paths(client, args.paths, workers=args.workers, deadline=args.deadline,
-                              batch_size=args.batch_size, excludes=excludes,
-                              on_outcome=settled, on_discovered=discovered)
-    client.close()
-    _print_summary(out, report, list_all=args.list)
+    try:
+        with progress:
+            report = upload_paths(client, args.paths, workers=args.workers, deadline=args.deadline,
+                                  batch_size=args.batch_size, excludes=excludes,
+                                  on_outcome=settled, on_discovered=discovered)
+    finally:
+        client.close()
+    out.print(_summary_line(report), markup=False, soft_wrap=True)
     if args.report:
         try:
-            args.report.parent.mkdir(parents=True, exist_ok=True)
             args.report.write_text(json.dumps(report.to_json(), indent=2) + "\n")
         except OSError as exc:
-            err.print(f"upload: --report {args.report}: cannot write ({exc.strerror})", markup=False)
-            return 2
-    return 0 if report.ok else 2
-
-
-def _print_summary(console, report: UploadReport, *, list_all: bool) -> None:
-    from rich.table import Table
-
-    shown = report.outcomes if list_all else report.problems()
-    if shown:
-        table = Table(title="files" if list_all else "files not stored", title_justify="left")
-        table.add_column("outcome")
-        table.add_column("path", overflow="fold")
-        table.add_column("reason / instance", overflow="fold")
-        for item in shown:
-            table.add_row(item.outcome.replace("_", " "), item.path,
-                          item.reason or item.instance_id or "")
-        console.print(table)
+            raise BadInput(f"--report {args.report}: cannot write ({exc.strerror})") from None
     totals = report.totals
-    summary = Table(title="upload summary", title_justify="left")
-    for name in ("stored", "already stored", "rejected", "failed", "files"):
-        summary.add_column(name, justify="right")
-    summary.add_row(*(str(totals[key]) for key in ("stored", "already_stored", "rejected", "failed", "files")))
-    console.print(summary)
+    if totals["rejected"] == totals["files"]:
+        raise BadInput(f"nothing uploaded: all {totals['files']} files were rejected (listed above)")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _outcome_line(item: FileOutcome) -> str:
+    return f"{item.outcome.replace('_', ' ')} {item.path}: {item.reason or item.instance_id or ''}"
+
+
+def _summary_line(report: UploadReport) -> str:
+    """One line: the counts that are not zero, the time and the rate."""
+    totals = report.totals
+    counts = ", ".join(f"{totals[key]} {key.replace('_', ' ')}" for key in OUTCOMES if totals[key])
     extra = f", {report.skipped} skipped by --exclude" if report.skipped else ""
-    console.print(f"{report.elapsed_s:.1f} s, {report.instances_per_s:.0f} instances/s into "
-                  f"{report.orthanc_url}{extra}", markup=False)
+    return (f"upload: {totals['files']} files: {counts or 'none'}{extra} in {report.elapsed_s:.1f} s "
+            f"({report.instances_per_s:.0f} instances/s) into {report.orthanc_url}")

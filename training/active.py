@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
+
+from labeling.cli import bad_input
 
 STRATEGIES = ("entropy", "margin")
 
@@ -111,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from labeling.cli import positive_int
 
     p = subparsers.add_parser(
-        "order", help="pre-label a manifest with predictions and sort it most-uncertain first",
+        "order",
         description="Add a 'prelabel' (the model's answer) to each manifest line and sort the lines by "
                     "the model's uncertainty, most uncertain first, for the next labeling job.")
     p.add_argument("--manifest", type=Path, required=True, help="manifest of the images to label next")
@@ -127,8 +128,7 @@ def run_order(args: argparse.Namespace) -> int:
         summary = order_manifest(args.manifest, args.predictions, args.out, strategy=args.strategy,
                                  limit=args.limit)
     except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise bad_input(exc) from exc
     print(f"{summary['lines']} lines → {args.out} ({summary['with_prelabel']} pre-labeled, "
           f"{summary['strategy']} order, top uncertainty {summary['top_uncertainty']})")
     return 0

@@ -42,6 +42,7 @@ import torch
 if __package__ in (None, ""):  # loaded as the top-level module "inference" by SageMaker serving
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from labeling.cli import bad_input
 from training.imaging import ImageError, Preprocessing, preprocess, read_dicom
 
 MAX_IDS_PER_REQUEST = 64
@@ -235,7 +236,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from training.train import add_image_source_arguments
 
     p = subparsers.add_parser(
-        "predict", help="predict images with a trained model (JSON Lines out)",
+        "predict",
         description="Predict every image of a manifest (or the given Orthanc instance ids) and write "
                     "one JSON prediction per line (label shape: name, present, confidence, probability).")
     p.add_argument("--model", type=Path, required=True, help="directory with model.pt + model.json")
@@ -259,8 +260,7 @@ def run_predict(args: argparse.Namespace) -> int:
         rows = predict_ids(predictor, ids, source)
         write_jsonl(args.out, rows)
     except (*_errors(), ImageError, DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise bad_input(exc) from exc
     positives = {n: sum(1 for r in rows for lab in r["labels"] if lab["name"] == n and lab["present"])
                  for n in predictor.labels}
     print(f"{len(rows)} predictions → {args.out}  (predicted present: {positives})")

@@ -50,7 +50,7 @@ training and inference Deep Learning Containers as the SageMaker Python SDK name
 Python, tag format and registry account per region come from the SDK's ``pytorch.json`` entries in
 ``training/dlc_images.json`` (:mod:`training.dlc`), not from literals here.
 
-Exit codes: 0 done; 1 AWS error; 2 bad input (one line naming the flag, file or stack output).
+Exit codes (README): 0 done; 2 bad input (one line naming the flag, file or stack output); 3 AWS error.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from labeling.aws import AwsError, aws_call, cli_errors
-from labeling.cli import one_line_errors, positive_int
+from labeling.aws import AwsError, aws_call
+from labeling.cli import bad_input_errors, one_line_errors, positive_int
 from labeling.stack_outputs import StackOutputsError, load_stack_outputs as read_stack_outputs
 from training.dlc import INFERENCE_IMAGE, TRAINING_IMAGE  # noqa: F401 - re-exported for callers
 
@@ -569,7 +569,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 # ======================================================================================= CLI
 
-_run = cli_errors(SageMakerCliError, "sagemaker", "sagemaker_command")
+_run = bad_input_errors(SageMakerCliError)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -583,7 +583,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "sagemaker", help="SageMaker: train on an output manifest, deploy/delete an endpoint, status",
+        "sagemaker",
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     one_line_errors(parser)
     sub = parser.add_subparsers(dest="sagemaker_command", metavar="SAGEMAKER_COMMAND", required=True)
@@ -595,13 +595,15 @@ def register(subparsers: Any) -> None:
                    help="staged <orthanc id>.dcm files (default: s3://<annotationBucket>/<labeling job>/)")
     t.add_argument("--label-attribute", help="label attribute (default: inferred from a local manifest)")
     t.add_argument("--job-name", help="training job name (default dicom-annotate-<UTC time>)")
-    t.add_argument("--epochs", type=positive_int)
+    t.add_argument("--epochs", type=positive_int, help="training epochs (default: the training script's)")
     t.add_argument("--hyperparameter", action="append", metavar="KEY=VALUE",
                    help="any other training flag, e.g. batch-size=16 (repeatable)")
     t.add_argument("--instance-type", default=DEFAULT_TRAIN_INSTANCE,
                    help=f"(default {DEFAULT_TRAIN_INSTANCE}; ml.g*/ml.p* take the GPU image)")
-    t.add_argument("--volume-gb", type=positive_int, default=DEFAULT_VOLUME_GB)
-    t.add_argument("--max-runtime", type=positive_int, default=DEFAULT_MAX_RUNTIME_S, metavar="SECONDS")
+    t.add_argument("--volume-gb", type=positive_int, default=DEFAULT_VOLUME_GB,
+                   help=f"storage attached to the training instance, in GB (default {DEFAULT_VOLUME_GB})")
+    t.add_argument("--max-runtime", type=positive_int, default=DEFAULT_MAX_RUNTIME_S, metavar="SECONDS",
+                   help=f"stop the job after SECONDS (default {DEFAULT_MAX_RUNTIME_S})")
     t.add_argument("--spot", action="store_true", help="managed spot training (checkpoints in S3)")
     t.add_argument("--max-wait", type=positive_int, metavar="SECONDS", help="spot: (default 2 x --max-runtime)")
     t.add_argument("--training-image", help=f"image URI (default: {TRAINING_IMAGE.repository} {TRAINING_IMAGE.version})")
@@ -609,23 +611,24 @@ def register(subparsers: Any) -> None:
 
     d = sub.add_parser("deploy", help="deploy a training job's model to a real-time endpoint")
     _common(d)
-    d.add_argument("--training-job", required=True)
+    d.add_argument("--training-job", required=True, help="the completed training job whose model to deploy")
     d.add_argument("--endpoint-name", help="(default: the training job name; also the model and config name)")
     d.add_argument("--model-data", metavar="S3_URI", help="model.tar.gz (default: the job's model artefacts)")
-    d.add_argument("--instance-type", default=DEFAULT_ENDPOINT_INSTANCE)
-    d.add_argument("--instance-count", type=positive_int, default=1)
+    d.add_argument("--instance-type", default=DEFAULT_ENDPOINT_INSTANCE,
+                   help=f"endpoint instance type (default {DEFAULT_ENDPOINT_INSTANCE})")
+    d.add_argument("--instance-count", type=positive_int, default=1, help="endpoint instances (default 1)")
     d.add_argument("--inference-image",
                    help=f"image URI (default: {INFERENCE_IMAGE.repository} {INFERENCE_IMAGE.version})")
     d.set_defaults(func=_run(_cmd_deploy))
 
     x = sub.add_parser("delete", help="delete an endpoint (and its config and model)")
     _common(x)
-    x.add_argument("--endpoint-name", required=True)
+    x.add_argument("--endpoint-name", required=True, help="the endpoint to delete")
     x.add_argument("--keep-model", action="store_true", help="delete only the endpoint")
     x.set_defaults(func=_run(_cmd_delete))
 
     s = sub.add_parser("status", help="describe a training job and/or an endpoint")
     _common(s)
-    s.add_argument("--training-job")
-    s.add_argument("--endpoint-name")
+    s.add_argument("--training-job", help="training job to describe")
+    s.add_argument("--endpoint-name", help="endpoint to describe")
     s.set_defaults(func=_run(_cmd_status))

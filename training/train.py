@@ -44,6 +44,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+
+from labeling.cli import bad_input
 import torch.nn.functional as F
 
 from training.dataset import (
@@ -415,6 +417,26 @@ def gather_images(items: Sequence[LabeledItem], source: ImageSource, prep: Prepr
     return load_arrays(cached), [c.patient for c in cached]
 
 
+MIN_PER_CLASS = 1
+"""The stated minimum: per label, this many known positives and negatives on each side of the split
+(validation: so its AUROC is defined; training: so there is something to learn)."""
+
+
+def check_enough_examples(target: np.ndarray, weight: np.ndarray, train: np.ndarray, val: np.ndarray,
+                          labels: Sequence[str]) -> None:
+    """Refuse (DatasetError) a labeled set below :data:`MIN_PER_CLASS`, naming the first short label."""
+    for side, rows in (("validation", val), ("training", train)):
+        for j, name in enumerate(labels):
+            known = target[rows, j][weight[rows, j] > 0]
+            positives, negatives = int((known > 0.5).sum()), int((known <= 0.5).sum())
+            if min(positives, negatives) < MIN_PER_CLASS:
+                raise DatasetError(
+                    f"too few labeled images to train: the {side} split ({len(rows)} images) holds "
+                    f"{positives} positive and {negatives} negative {name!r}; each label needs at least "
+                    f"{MIN_PER_CLASS} of each on both sides of the split by patient (so AUROC is defined); "
+                    "label more images or more patients")
+
+
 def train_arrays(images: np.ndarray, target: np.ndarray, weight: np.ndarray, patients: Sequence[str],
                  labels: Sequence[str], out_dir: str | Path, *, config: TrainConfig = TrainConfig(),
                  instance_ids: Optional[Sequence[str]] = None, report_dir: Optional[str | Path] = None,
@@ -426,10 +448,7 @@ def train_arrays(images: np.ndarray, target: np.ndarray, weight: np.ndarray, pat
     n_tp, n_vp = len({patients[i] for i in tr}), len({patients[i] for i in va})
     log(f"split by patient: {len(tr)} training images ({n_tp} patients), "
         f"{len(va)} validation images ({n_vp} patients)")
-    for j, name in enumerate(labels):
-        yv = target[va, j][weight[va, j] > 0]
-        if yv.size == 0 or yv.min() == yv.max():
-            log(f"warning: validation images hold only one class of {name!r}: its AUROC is undefined")
+    check_enough_examples(target, weight, tr, va, labels)
     fit_result = fit((images[tr], target[tr], weight[tr]), (images[va], target[va], weight[va]),
                      len(labels), config, log=log)
     prep = config.preprocessing
@@ -578,7 +597,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train a multi-label model on an output manifest",
+        "train",
         description="Train MONAI DenseNet121 (multi-label) on the consolidated labels of a GT-format "
                     "output manifest (portal or Ground Truth); writes model.pt, model.json, metrics.json, "
                     "report.html and plots into --out.")
@@ -591,7 +610,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
     e = subparsers.add_parser(
-        "evaluate", help="re-run the evaluation report of a model on a labeled manifest",
+        "evaluate",
         description="Predict the labeled images of an output manifest with a saved model and write "
                     "metrics.json, report.html and plots into --out.")
     e.add_argument("--model", type=Path, required=True, help="directory with model.pt + model.json")
@@ -631,8 +650,7 @@ def run_train(args: argparse.Namespace) -> int:
                                           images_dir=args.images, orthanc=client, config=config,
                                           cache_dir=args.cache_dir)
     except _errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise bad_input(exc) from exc
     print(f"macro AUROC on held-out patients: {metrics['macro_auroc']}  "
           f"({metrics['n_train']} training / {metrics['n_val']} validation images, "
           f"{metrics['training_seconds']} s on {metrics['device']})")
@@ -650,8 +668,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                      images_dir=args.images, orthanc=client, cache_dir=args.cache_dir,
                                      only_validation=args.only_validation)
     except _errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise bad_input(exc) from exc
     print(f"macro AUROC: {metrics['macro_auroc']} on {metrics['n_val']} images")
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0

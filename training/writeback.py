@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pydicom
 from pydicom.uid import generate_uid
+
+from labeling.cli import bad_input
 
 PREDICTION_METADATA = "1300"
 SR_SERIES_NUMBER = 9902
@@ -80,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from labeling.connection import add_connection_arguments
 
     p = subparsers.add_parser(
-        "writeback", help="store predictions in Orthanc (DICOM SR with the model as observer)",
+        "writeback",
         description="Write the predictions of `python -m training predict` into Orthanc: one DICOM SR "
                     "(TID 1500, the model as device observer) per image, or instance metadata.")
     p.add_argument("--predictions", type=Path, required=True, help="predictions file (JSON Lines)")
@@ -101,8 +102,7 @@ def run_writeback(args: argparse.Namespace) -> int:
         with OrthancClient.from_connection(connection_from_args(args)) as client:
             done = write_back(client, predictions, mode=args.mode)
     except (ConnectionError_, OrthancError, SRError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise bad_input(exc) from exc
     what = "SRs" if args.mode == "sr" else f"metadata {PREDICTION_METADATA} values"
     print(f"{len(done)} {what} written to Orthanc")
     return 0

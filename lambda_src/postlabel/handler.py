@@ -70,6 +70,8 @@ def lambda_handler(event: Any, context: Any) -> list[dict[str, Any]]:
     except ValueError as exc:
         logger.error("rejected post-annotation event: %s", exc)
         raise
+    for note in request.notes:
+        logger.warning("post-annotation event: %s", note)
     response, report = gt_postlabel.consolidate_payload(
         objects, request.label_attribute_name, request.label_categories, fetch=_read_s3)
     for error in report["errors"]:

@@ -452,6 +452,16 @@ def test_cli_exit_codes(cli, loaded, tmp_path, capsys):
     assert "no image instance matches the filters" in err and "--patient-id NOBODY-MANIFEST-*" in err
     assert not out.exists()
 
+    (tmp_path / "pw").write_text("x")
+    unreachable = cli_main(["manifest", "--schema", str(SCHEMA_PATH), "--orthanc-url", "http://127.0.0.1:1",
+                            "--username", "u", "--password-file", str(tmp_path / "pw"), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert unreachable == 3 and err.startswith("manifest: error: cannot reach Orthanc at http://127.0.0.1:1")
+    assert err.endswith("is the local stack up? python -m labeling local up, then source WORKDIR/orthanc.env")
+
+    assert cli("--out", str(tmp_path / "missing" / "m.jsonl")) == 2
+    assert capsys.readouterr().err.strip().endswith("does not exist; create it, or pass --parents")
+
     # only a non-image matches: exit 2, and the message says what was excluded
     assert cli("--series-uid", _uid("sr/series"), "--out", str(out)) == 2
     err = capsys.readouterr().err
@@ -466,6 +476,7 @@ def test_cli_exit_codes(cli, loaded, tmp_path, capsys):
 
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password")
-    assert cli("--out", str(out), password_file=wrong) == 1
-    assert "unauthorized" in capsys.readouterr().err
+    assert cli("--out", str(out), password_file=wrong) == 3  # a service refusing (README, exit codes)
+    err = capsys.readouterr().err
+    assert "refused the credentials (HTTP 401)" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()

@@ -225,7 +225,7 @@ def test_create_job_uploads_manifest_and_calls_the_api(tmp_path, monkeypatch, ca
         assert [c["label"] for c in categories["labels"]] == LABELS
 
 
-def test_create_job_api_error_exits_1(tmp_path, monkeypatch, capsys):
+def test_create_job_api_error_exits_3(tmp_path, monkeypatch, capsys):
     s3 = boto3.client("s3", region_name=REGION)
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     s3_stub, sm_stub = Stubber(s3), Stubber(sagemaker)
@@ -234,7 +234,7 @@ def test_create_job_api_error_exits_1(tmp_path, monkeypatch, capsys):
     sm_stub.add_client_error("create_labeling_job", "ResourceInUse", "job exists")
     monkeypatch.setattr(gt, "_client", lambda service, region: {"s3": s3, "sagemaker": sagemaker}[service])
     with s3_stub, sm_stub:
-        assert main(_create_args(tmp_path)) == 1
+        assert main(_create_args(tmp_path)) == 3
     assert "ResourceInUse: job exists" in capsys.readouterr().err
 
 
@@ -326,7 +326,7 @@ def test_status_unknown_job_exits_1(monkeypatch, capsys):
     stub.add_client_error("describe_labeling_job", "ResourceNotFound", "no such job")
     monkeypatch.setattr(gt, "_client", lambda service, region: sagemaker)
     with stub:
-        assert main(["gt", "status", "--job-name", "nope"]) == 1
+        assert main(["gt", "status", "--job-name", "nope"]) == 3
     assert "ResourceNotFound" in capsys.readouterr().err
 
 
@@ -355,7 +355,7 @@ def _fetch(monkeypatch, tmp_path, lines_text: str):
         monkeypatch.setattr(gt, "_client", lambda service, region: {"s3": s3, "sagemaker": sagemaker}[service])
         with stub:
             return main(["gt", "fetch-output", "--job-name", "chest-batch-1",
-                         "--out", str(tmp_path / "out" / "output.manifest")])
+                         "--out", str(tmp_path / "out" / "output.manifest"), "--parents"])
 
 
 def test_fetch_output_downloads_and_counts(tmp_path, monkeypatch, capsys):
@@ -383,7 +383,7 @@ def test_fetch_output_without_output_yet(monkeypatch, capsys, tmp_path):
                       {"LabelingJobName": "chest-batch-1"})
     monkeypatch.setattr(gt, "_client", lambda service, region: sagemaker)
     with stub:
-        assert main(["gt", "fetch-output", "--job-name", "chest-batch-1", "--out", str(tmp_path / "o")]) == 1
+        assert main(["gt", "fetch-output", "--job-name", "chest-batch-1", "--out", str(tmp_path / "o")]) == 3
     assert "no output manifest yet (status InProgress)" in capsys.readouterr().err
 
 
@@ -457,3 +457,47 @@ def test_render_without_a_viewer_build_says_make_viewer(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "make viewer" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.html").exists()
+
+
+def test_render_serve_previews_the_example_task_with_one_command(tmp_path):
+    """The README's example: page, viewer build and the staged DICOM file from one loopback server,
+    bounded in time; the page declares UTF-8."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    repo = Path(gt.__file__).resolve().parent.parent
+    build, _ = _fake_viewer_build(tmp_path)
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "CT_small.dcm").write_bytes(b"DICM-ish")
+    process = subprocess.Popen([sys.executable, "-m", "labeling", "gt", "render", "--template",
+                                str(repo / "labeling" / "worker_template.liquid.html"), "--task-input",
+                                str(repo / "examples" / "gt-task-input.json"), "--viewer-dir", str(build),
+                                "--asset-dir", str(assets), "--serve", "60"],
+                               cwd=repo, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("preview: open http://127.0.0.1:") and "stops in 60 s or on Ctrl-C" in line
+        url = line.split()[2]
+        page = urllib.request.urlopen(url, timeout=10).read().decode()
+        assert page.startswith('<meta charset="utf-8">') and "128 × 128 px" in page
+        assert f'src="{url}viewer/viewer.js"' in page and f'data-image-url="{url}assets/CT_small.dcm"' in page
+        assert urllib.request.urlopen(f"{url}viewer/viewer.js", timeout=10).read() == b"export const v = 1;\n"
+        assert urllib.request.urlopen(f"{url}assets/CT_small.dcm", timeout=10).read() == b"DICM-ish"
+        with pytest.raises(urllib.error.HTTPError) as outside:
+            urllib.request.urlopen(f"{url}assets/%2e%2e/%2e%2e/%2e%2e/etc/passwd", timeout=10)
+        assert outside.value.code == 404
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C stops it cleanly
+        rest, _ = process.communicate(timeout=20)
+    assert process.returncode == 0 and "preview: stopped" in rest
+
+
+def test_render_needs_out_or_serve(tmp_path, capsys):
+    task_file = _write(tmp_path / "task.json", json.dumps({"image": "s3://b/k.dcm", "labels": ["A"]}))
+    assert main(["gt", "render", "--template", str(Path(gt.__file__).with_name("worker_template.liquid.html")),
+                 "--task-input", str(task_file)]) == 2
+    assert capsys.readouterr().err.strip() == "gt render: error: give --out HTML_FILE, --serve, or both"

@@ -52,8 +52,6 @@ def test_prelabel_event_with_source_ref():
 
 
 @pytest.mark.parametrize("event, message", [
-    ({"version": "2020-01-01", "dataObject": {"source": "x"}}, "version"),
-    ({"dataObject": {"source": "x"}}, "version"),
     ({"version": "2018-10-16"}, "dataObject"),
     ({"version": "2018-10-16", "dataObject": {"labels": ["A"]}}, "needs 'source'"),
     ({"version": "2018-10-16", "dataObject": {"source": ""}}, "dataObject.source"),
@@ -77,6 +75,20 @@ def test_prelabel_response_uses_a_real_boolean():
         gt.prelabel_response("x")
 
 
+@pytest.mark.parametrize("version", ["2018-10-06", "2031-01-01", None, 7])
+def test_other_versions_and_extra_fields_are_accepted_and_noted(version):
+    """``version`` is internal to GT (AWS docs): another value must not lose a data object or a batch."""
+    pre = gt.parse_prelabel_event({"version": version, "dataObject": {"source": "x"}, "newField": 1})
+    post_event = postlabel_event(version=version, anotherNewField={"a": 1}, roleArn=["not", "used"])
+    del post_event["labelCategories"]
+    post = gt.parse_postlabel_event(post_event)
+    assert pre.source == "x" and post.label_categories is None and post.role_arn is None
+    for parsed, extra in ((pre, "newField"), (post, "anotherNewField")):
+        assert any("is not the documented '2018-10-16'" in note for note in parsed.notes)
+        assert any(extra in note for note in parsed.notes)
+    assert gt.parse_prelabel_event(prelabel_event(source="x")).notes == ()
+
+
 # ----------------------------------------------------------------------------- post-annotation
 def test_postlabel_event_with_null_label_categories():
     parsed = gt.parse_postlabel_event(postlabel_event())
@@ -92,7 +104,6 @@ def test_postlabel_event_with_categories():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"version": "1"}, "version"),
     ({"labelAttributeName": ""}, "labelAttributeName"),
     ({"labelAttributeName": "chest-metadata"}, "-metadata"),
     ({"labelCategories": "Opacity"}, "labelCategories"),

@@ -352,6 +352,23 @@ def test_postlabel_label_names_with_null_label_categories(s3):
     assert _report(s3)["labelNamesSource"] == "answers"
 
 
+def test_postlabel_consolidates_an_event_with_another_version_and_no_label_categories(s3, caplog):
+    """Shaped like AWS's sample but with another ``version``, no ``labelCategories`` and a field this
+    code does not know: consolidated, and the differences logged (issue 10)."""
+    payload = [{"datasetObjectId": "0", "dataObject": {"source": "a", "labels": LABELS}, "annotations": [
+        {"workerId": "w1", "annotationData": {"content": _answer(True)}},
+        {"workerId": "w2", "annotationData": {"content": _answer(True)}}]}]
+    _put_payload(s3, payload)
+    event = _event(version="2018-10-06", someFutureField={"x": 1})
+    del event["labelCategories"]
+    with caplog.at_level(logging.WARNING):
+        response = postlabel.lambda_handler(event, None)
+    assert [r["datasetObjectId"] for r in response] == ["0"]
+    assert _labels(response[0]["consolidatedAnnotation"]["content"]["chest"])["Opacity"]["present"] is True
+    assert "version '2018-10-06' is not the documented '2018-10-16'" in caplog.text
+    assert "someFutureField" in caplog.text
+
+
 def test_postlabel_writes_the_report_under_output_config_with_kms(s3, monkeypatch):
     _put_payload(s3, [{"datasetObjectId": "0", "dataObject": {"source": "a", "labels": LABELS}, "annotations": [
         {"workerId": "w1", "annotationData": {"content": _answer(True)}}]}])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import json
@@ -52,10 +51,9 @@ def _manifest(tmp_path: Path, job_name="labeling-job/chest-batch-1", lines=None)
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    sm.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from training.cli import main
+
+    return main(argv)
 
 
 @pytest.fixture()
@@ -401,13 +399,13 @@ def test_deploy_refuses_a_job_that_did_not_complete(tmp_path, sagemaker_stub, ca
     assert code == 2 and "status Failed" in capsys.readouterr().err
 
 
-def test_aws_errors_exit_1_naming_the_call(tmp_path, sagemaker_stub, capsys):
+def test_aws_errors_exit_3_naming_the_call(tmp_path, sagemaker_stub, capsys):
     stubber, _ = sagemaker_stub
     stubber.add_client_error("describe_training_job", service_error_code="AccessDeniedException",
                              service_message="not authorized", http_status_code=403)
     code = _cli(["sagemaker", "deploy", "--stack-outputs", _outputs_file(tmp_path), "--training-job", "run-4"])
     err = capsys.readouterr().err
-    assert code == 1 and "describe_training_job run-4: AccessDeniedException: not authorized" in err
+    assert code == 3 and "describe_training_job run-4: AccessDeniedException: not authorized" in err
 
 
 # ------------------------------------------------------------------------------ delete, status

@@ -231,3 +231,24 @@ def test_sagemaker_hyperparameters_and_channel_checks(tmp_path):
     (tmp_path / "b.jsonl").write_text("{}\n")
     with pytest.raises(SystemExit, match="found 2"):
         find_manifest(tmp_path)
+
+
+def test_train_refuses_a_set_below_the_stated_minimum(data, tmp_path, capsys):
+    """5 images: some label lacks a positive or a negative in the validation split → one line, exit 2."""
+    small = tmp_path / "small.manifest"
+    small.write_text("".join(data["manifest"].read_text().splitlines(keepends=True)[:5]))
+    out = tmp_path / "model"
+    rc = main(["train", "--manifest", str(small), "--out", str(out), "--images", str(data["images"]),
+               "--image-size", str(SIZE), "--epochs", "1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "too few labeled images to train" in err and "AUROC" in err, err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_train_refuses_an_out_whose_parent_is_missing(data, tmp_path, capsys):
+    out = tmp_path / "no" / "such" / "model"
+    rc = main(["train", "--manifest", str(data["manifest"]), "--out", str(out), "--images", str(data["images"])])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == (f"train: error: --out {out}: parent directory {out.parent} does not exist; "
+                               "create it, or pass --parents")
+    assert not out.parent.exists()

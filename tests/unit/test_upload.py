@@ -86,12 +86,18 @@ def test_valid_file_gives_identity_and_id():
 
 @pytest.mark.parametrize("data, words", [
     (b"", "empty file"),
-    (b"hello\n", "too short"),
-    (b"x" * 4000, "no 'DICM'"),
+    (b"hello\n", "not a DICOM file"),
+    (b"x" * 4000, "not a DICOM file"),
 ])
 def test_non_dicom_rejected(data, words):
     with pytest.raises(up.InvalidDicom, match=words):
         up.validate_dicom(data)
+
+
+def test_a_data_set_without_the_part10_header_is_left_to_orthanc():
+    """rtstruct.dcm has no preamble/'DICM'; Orthanc (DCMTK) stores it, so the pre-check must pass it."""
+    identity = up.validate_dicom(_sample("rtstruct.dcm"))
+    assert identity.sop_instance_uid == "1.2.826.0.1.3680043.8.498.2010020400001"
 
 
 def test_truncated_pixel_data_rejected():
@@ -146,7 +152,7 @@ def test_pydicom_samples_accepted(name):
     ("MR_truncated.dcm", "truncated: pixel data declares 8192 bytes"),   # Orthanc 1.10.1: 400 too
     ("rtplan_truncated.dcm", "truncated: element (300A,00B0)"),          # Orthanc 1.10.1: 400 too
     ("meta_missing_tsyntax.dcm", "no TransferSyntaxUID"),
-    ("no_meta.dcm", "no 'DICM'"),
+    ("no_meta.dcm", "no DICOM data set with the UIDs"),  # Orthanc 1.10.1: 400 too
     ("SC_rgb_jpeg.dcm", "has no valid VR"),  # declares explicit VR, holds implicit: Orthanc refuses it too
 ])
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's own complaint about the same file
@@ -304,7 +310,7 @@ def test_local_rejects_never_sent(tmp_path):
     fake = FakeOrthanc()
     outcomes = {Path(o.path).name: o for o in _run(fake, [*good, empty, text], batch_size=10)}
     assert outcomes["empty.dcm"].outcome == "rejected" and outcomes["empty.dcm"].reason == "empty file"
-    assert "no 'DICM'" in outcomes["notes.txt"].reason
+    assert "not a DICOM file" in outcomes["notes.txt"].reason
     assert outcomes["empty.dcm"].attempts == 0
     assert len(fake.stored) == 2
 

@@ -1,0 +1,146 @@
+"""The command line as a whole: one error style, one exit-code table, clean help, lazy imports (issue 10)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labeling import __version__
+from labeling.cli import (COMMANDS, EXIT_CODES, _subcommands, build_parser as labeling_parser,
+                          main as labeling_main, run_command)
+from training.cli import COMMANDS as TRAINING_COMMANDS, build_parser as training_parser
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    yield path, parser
+    for name, child in _subcommands(parser).items():
+        yield from _walk(child, path + (name,))
+
+
+def _every_parser():
+    for build in (labeling_parser, training_parser):
+        yield from _walk(build(None))
+
+
+def run(*argv: str, package: str = "labeling") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", package, *argv], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin"})
+
+
+def test_the_static_command_table_matches_what_the_modules_register():
+    for build, table in ((labeling_parser, COMMANDS), (training_parser, TRAINING_COMMANDS)):
+        parser = build(None)
+        assert list(_subcommands(parser)) == list(table)
+        [action] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        assert {c.dest: c.help for c in action._choices_actions} == {n: c.help for n, c in table.items()}
+
+
+def test_help_is_plain_text_and_every_option_is_described():
+    for path, parser in _every_parser():
+        if path[:1] == ("portal",):
+            continue  # the portal's command line belongs to its own branch (issue 12)
+        texts = [parser.description or "", parser.epilog or ""]
+        for action in parser._actions:
+            if action.help is argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help, f"{' '.join(path)} {action.option_strings or action.dest}: no help"
+            texts.append(action.help)
+        for text in texts:
+            assert "``" not in text and ":func:" not in text and ":mod:" not in text, (path, text)
+
+
+def test_one_flag_name_for_no_progress():
+    for path, parser in _every_parser():
+        visible = {flag for action in parser._actions if action.help is not argparse.SUPPRESS
+                   for flag in action.option_strings}
+        assert not visible & {"--quiet", "--no-progress-bar", "-q"}, path
+
+
+@pytest.mark.parametrize("package", ["labeling", "training"])
+def test_version_and_the_exit_code_table_in_help(package):
+    version = run("--version", package=package)
+    assert version.returncode == 0 and version.stdout.strip() == f"python -m {package} {__version__}"
+    listing = run("--help", package=package)
+    assert listing.returncode == 0
+    flat = " ".join(listing.stdout.split())
+    for code, meaning in EXIT_CODES.items():
+        assert f"{code} {' '.join(meaning.split())}" in flat
+
+
+def test_readme_documents_the_same_exit_codes():
+    readme = (REPO / "README.md").read_text()
+    for code, meaning in EXIT_CODES.items():
+        assert f"| {code} | {meaning} |" in readme
+
+
+def test_an_unknown_command_is_one_line_exit_2():
+    result = run("nosuch")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "python -m labeling: error: argument COMMAND: invalid choice: 'nosuch' (choose from "
+        + ", ".join(f"'{name}'" for name in COMMANDS) + ") (see --help)"]
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(capsys, tmp_path):
+    def boom(args):
+        raise TypeError("something broke")
+
+    def fake_parser(argv):
+        built = labeling_parser(argv)
+        for child in _subcommands(built).values():
+            child.set_defaults(func=boom)
+        return built
+
+    assert run_command(fake_parser, ["samples", "--out", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert err == "samples: error: unexpected TypeError: something broke (rerun with --debug for the traceback)\n"
+    assert run_command(fake_parser, ["samples", "--debug", "--out", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "TypeError: something broke" in err
+
+
+def test_missing_connection_settings_are_one_line_exit_2(tmp_path):
+    (tmp_path / "a.dcm").write_bytes(b"x")
+    result = run("upload", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "upload: error: Orthanc URL: pass --orthanc-url or set ORTHANC_URL "
+        "(`source <workdir>/orthanc.env` after `python -m labeling local up`)"]
+
+
+def test_a_missing_output_parent_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "missing" / "samples"
+    assert labeling_main(["samples", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"samples: error: --out {out}: parent directory {out.parent} does "
+                                               "not exist; create it, or pass --parents")
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("argv, unwanted", [
+    (["upload", "--help"], ("labeling.manifest", "labeling.synth", "labeling.gt", "labeling.portal.cli",
+                            "pydicom", "boto3", "torch")),
+    (["local", "status", "--help"], ("labeling.upload", "pydicom", "rich", "boto3", "torch")),
+    (["--help"], ("labeling.upload", "labeling.local_stack", "requests", "pydicom", "torch")),
+])
+def test_only_the_command_being_run_is_imported(argv, unwanted):
+    code = ("import sys\nfrom labeling.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "print('IMPORTED:', *sorted(m for m in %r if m in sys.modules))" % (argv, unwanted))
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "IMPORTED:"
+
+
+def test_an_unusable_path_is_one_line_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run("local", "status", "--workdir", str(blocker / "stack"))
+    assert result.returncode == 3  # status of nothing: not running
+    result = run("local", "up", "--workdir", str(blocker / "stack"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"local up: error: {blocker / 'stack'}: Not a directory"]
