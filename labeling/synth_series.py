@@ -24,7 +24,7 @@ RescaleSlope 1, RescaleType HU (PS3.3 C.11.1.1.2). Window: lung (-600 / 1500).
 "Nodules" are balls of soft tissue (40 HU, anti-aliased edge) inside a lung, radius
 ``NODULE_RADIUS_MM``; a series has 1–3 of them with probability ``prevalence``. Ground truth
 (``ground_truth.jsonl``, one line per task: the series, then the multi-frame instance) has the
-label shape of ARCHITECTURE.md with the series contract of issue 14, plus identifiers:
+label shape of docs/architecture.md with the ROI ``instance``/``frame`` of series tasks, plus identifiers:
 
 * ``source``: the task's manifest ``source`` (the Orthanc series ID, or the multi-frame
   instance's Orthanc ID; Orthanc Book, "Orthanc identifiers"), ``level``, ``instances`` (Orthanc

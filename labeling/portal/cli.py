@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from labeling.cli import one_line_errors, positive_int
+from labeling.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNAVAILABLE, one_line_errors, positive_int
 from labeling.portal import names as N
 
 
@@ -66,8 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="user_command", metavar="COMMAND", required=True)
     add = user.add_parser("add", help="add a user (argon2 password hash)",
                           description="Add a user. The password is read from --password-file or prompted.")
-    add.add_argument("name")
-    add.add_argument("--role", required=True, choices=("admin", "annotator", "reviewer"))
+    add.add_argument("name", help="the login name: letters, digits and . _ @ + - (at most 128 characters)")
+    add.add_argument("--role", required=True, choices=("admin", "annotator", "reviewer"),
+                     help="what the user may do: admin (jobs, users, export), annotator (label), reviewer (resolve)")
     add.add_argument("--password-file", type=Path, help="file holding the password (else prompted)")
     add.set_defaults(func=_user_add)
 
@@ -121,12 +122,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------- helpers
 
 def _workdir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", type=Path, default=Path(".local/stack"),
-                        help="the local stack's work directory (default: .local/stack, shared with `make demo`)")
+    from labeling.local_stack import DEFAULT_WORKDIR, REPO_ROOT
+
+    # the same default as `local` and `demo` (the repository's), whatever the current directory
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                        help=f"the local stack's work directory (default: {DEFAULT_WORKDIR.relative_to(REPO_ROOT)} "
+                             "in the repository, shared with `make demo`)")
 
 
-def _fail(message: str, code: int = 1) -> int:
-    print(f"error: {message}", file=sys.stderr)
+def _fail(message: str, code: int = EXIT_FAILED) -> int:
+    """One line in the CLI's style (labeling/cli.py) and its exit code."""
+    print(f"portal: error: {message}", file=sys.stderr)
     return code
 
 
@@ -166,14 +172,15 @@ def _run(func) -> int:
     try:
         return func()
     except (SettingsError, Invalid) as exc:
-        return _fail(str(exc), 2)
+        return _fail(str(exc), EXIT_BAD_INPUT)
     except (PortalError, DatabaseError) as exc:
         return _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - a driver error (database unreachable) as one line
         from sqlalchemy.exc import OperationalError
 
         if isinstance(exc, OperationalError):
-            return _fail(f"database unreachable: {' '.join(str(exc.orig).split())[:300]}")
+            return _fail(f"database unreachable: {' '.join(str(exc.orig).split())[:300]}; is the portal's "
+                         "database up? python -m labeling portal up (local), or check PORTAL_DB_*", EXIT_UNAVAILABLE)
         raise
 
 

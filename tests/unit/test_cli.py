@@ -43,8 +43,6 @@ def test_the_static_command_table_matches_what_the_modules_register():
 
 def test_help_is_plain_text_and_every_option_is_described():
     for path, parser in _every_parser():
-        if path[:1] == ("portal",):
-            continue  # the portal's command line belongs to its own branch (issue 12)
         texts = [parser.description or "", parser.epilog or ""]
         for action in parser._actions:
             if action.help is argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction):
@@ -144,3 +142,15 @@ def test_an_unusable_path_is_one_line_exit_2(tmp_path):
     result = run("local", "up", "--workdir", str(blocker / "stack"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"local up: error: {blocker / 'stack'}: Not a directory"]
+
+
+def test_portal_database_unreachable_is_one_line_and_exit_3():
+    env = {"PATH": "/usr/bin:/bin", "PORTAL_DB_HOST": "127.0.0.1", "PORTAL_DB_PORT": "1", "PORTAL_DB_NAME": "portal",
+           "PORTAL_DB_USER": "x", "PORTAL_DB_PASSWORD": "y", "PORTAL_SESSION_SECRET": "s" * 40,
+           "ORTHANC_URL": "http://127.0.0.1:1"}
+    done = subprocess.run([sys.executable, "-m", "labeling", "portal", "job", "status", "x"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 3, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("portal: error: database unreachable")
+    assert "python -m labeling portal up" in lines[0] and "Traceback" not in done.stderr
