@@ -114,6 +114,20 @@ def test_missing_connection_settings_are_one_line_exit_2(tmp_path):
         "(`source <workdir>/orthanc.env` after `python -m labeling local up`)"]
 
 
+def test_an_empty_or_missing_upload_is_bad_input_before_any_connection(tmp_path):
+    # No ORTHANC_* settings and no stack: the input is judged first, so the user fixes the real problem.
+    (tmp_path / "empty").mkdir()
+    result = run("upload", str(tmp_path / "empty"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"upload: error: nothing to upload: no file in {tmp_path / 'empty'} "
+        "(hidden entries and --exclude matches are skipped)"]
+    result = run("upload", str(tmp_path / "typo"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"upload: error: nothing to upload: {tmp_path / 'typo'}: no such file or directory"]
+
+
 def test_a_missing_output_parent_is_refused_before_any_work(tmp_path, capsys):
     out = tmp_path / "missing" / "samples"
     assert labeling_main(["samples", "--out", str(out)]) == 2
