@@ -436,6 +436,7 @@ def test_next_task_prefetches_images(as_user, make_user, make_job, portal_settin
         time.sleep(0.1)
     assert (cache / f"{ids[0]}.dcm").exists() and (cache / f"{ids[1]}.dcm").exists()
     assert not (cache / f"{ids[2]}.dcm").exists()  # only one item ahead
+    assert cache.stat().st_mode & 0o077 == 0 and cache.parent.stat().st_mode & 0o077 == 0
     cached = pydicom.dcmread(cache / f"{ids[1]}.dcm")
     assert cached.PatientIdentityRemoved == "YES"  # the cache only ever holds de-identified files
     assert a.get(task["image_url"]).content == (cache / f"{ids[0]}.dcm").read_bytes()
