@@ -43,9 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     down = sub.add_parser("down", help="stop the local portal and its local stack",
                           description="Stop the portal `portal up` started in WORKDIR (only its recorded pid) "
-                                      "and the local stack there, unless --keep-stack.")
+                                      "and the local stack there, unless --keep-stack; --purge also "
+                                      "deletes what `portal up` made there.")
     _workdir(down)
-    down.add_argument("--keep-stack", action="store_true", help="leave Orthanc and PostgreSQL running")
+    kept = down.add_mutually_exclusive_group()
+    kept.add_argument("--keep-stack", action="store_true", help="leave Orthanc and PostgreSQL running")
+    kept.add_argument("--purge", action="store_true",
+                      help="also delete the stack's data (as `local down --purge`) and the portal's settings, "
+                           "secrets, log and image cache in WORKDIR")
     down.set_defaults(func=_down)
 
     serve = sub.add_parser("serve", help="run the web service (uvicorn)",
@@ -432,7 +437,7 @@ def _down(args: argparse.Namespace) -> int:
     from labeling.portal.local import portal_down
 
     try:
-        for line in portal_down(args.workdir, keep_stack=args.keep_stack):
+        for line in portal_down(args.workdir, keep_stack=args.keep_stack, purge=args.purge):
             print(line)
     except (LocalStackError, OSError) as exc:
         return _fail(f"portal down: {exc}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +28,9 @@ from labeling.local_stack import (REPO_ROOT, LocalStack, LocalStackError, free_p
 
 PID_FILE = "portal.pid"
 USERS_FILE = "portal-users.json"
+# What the local portal writes into the stack's work directory (``portal down --purge`` removes them).
+PORTAL_FILES = ("portal.env", "portal-session-secret", USERS_FILE, "portal.log", PID_FILE)
+CACHE_DIR = "portal-cache"
 
 
 def local_workers() -> int:
@@ -52,7 +56,7 @@ def portal_env(stack_workdir: Path | str, port: int = 8000) -> dict[str, str]:
         "PORTAL_DB_SSLMODE": "disable", "PORTAL_DB_CREATE": "true", "PORTAL_AUTH_MODE": "local",
         "PORTAL_SESSION_SECRET": secret_file.read_text().strip(), "PORTAL_COOKIE_SECURE": "false",
         "PORTAL_HOST": "127.0.0.1", "PORTAL_PORT": str(port),
-        "PORTAL_CACHE_DIR": str(Path(stack_workdir) / "portal-cache"),
+        "PORTAL_CACHE_DIR": str(Path(stack_workdir) / CACHE_DIR),
         "PORTAL_WORKERS": str(local_workers()),
         "ORTHANC_URL": conn.url, "ORTHANC_USERNAME": conn.username, "ORTHANC_PASSWORD": conn.password,
     }
@@ -142,7 +146,7 @@ def _is_our_portal(pid: int, stack_workdir: Path) -> bool:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    return f"PORTAL_CACHE_DIR={Path(stack_workdir) / 'portal-cache'}".encode() in environ
+    return f"PORTAL_CACHE_DIR={Path(stack_workdir) / CACHE_DIR}".encode() in environ
 
 
 def stop_portal_in(stack_workdir: Path | str, timeout: float = 10.0) -> bool:
@@ -286,10 +290,26 @@ def portal_up(stack_workdir: Path | str, *, port: int = 0, admin_name: str = "ad
                     admin_created=created, admin_password=generated)
 
 
-def portal_down(stack_workdir: Path | str, *, keep_stack: bool = False) -> list[str]:
-    """Stop the portal of ``stack_workdir`` and (unless ``keep_stack``) its local stack; one line per action."""
-    stopped = stop_portal_in(stack_workdir)
+def portal_down(stack_workdir: Path | str, *, keep_stack: bool = False, purge: bool = False) -> list[str]:
+    """Stop the portal of ``stack_workdir`` and (unless ``keep_stack``) its local stack; one line per action.
+
+    ``purge`` also deletes what ``portal up`` and ``local up`` wrote: the stack's data (as ``local down
+    --purge``), the portal's settings, secrets, log and image cache."""
+    if keep_stack and purge:
+        raise ValueError("--purge deletes the stack's data; it cannot be combined with --keep-stack")
+    workdir = Path(stack_workdir)
+    stopped = stop_portal_in(workdir)
     actions = [f"portal: {'stopped' if stopped else 'not running'}"]
-    if not keep_stack:
-        actions += LocalStack(Path(stack_workdir)).down()
+    if purge:
+        actions += LocalStack(workdir).purge()
+        removed = [workdir / CACHE_DIR] if (workdir / CACHE_DIR).exists() else []
+        if removed:
+            shutil.rmtree(removed[0])
+        for name in PORTAL_FILES:
+            if (workdir / name).exists():
+                (workdir / name).unlink()
+                removed.append(workdir / name)
+        actions += [f"removed {path}" for path in removed]
+    elif not keep_stack:
+        actions += LocalStack(workdir).down()
     return actions
