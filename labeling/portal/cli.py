@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from labeling.cli import one_line_errors, positive_int
+from labeling.cli import BadInput, CommandError, Unavailable, one_line_errors, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -129,9 +129,8 @@ def _workdir(parser: argparse.ArgumentParser) -> None:
                         help="the local stack's work directory (default: .local/stack, shared with `make demo`)")
 
 
-def _fail(message: str, code: int = 1) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
+PORTAL_DB_HINT = ("is the portal's database up? python -m labeling portal up (or local up), "
+                  "then source WORKDIR/portal.env")
 
 
 def _settings():
@@ -162,7 +161,8 @@ def _find_job(session: Any, ref: str):
 
 
 def _run(func) -> int:
-    """Run ``func`` and turn the portal's own errors into one line and exit code 1 (2 for bad input)."""
+    """Run ``func``; the portal's own errors become the CLI's error classes, reported as one line by
+    ``run_command`` (exit 2 bad input, 3 database unreachable, 1 otherwise)."""
     from labeling.portal.db import DatabaseError
     from labeling.portal.jobs import Invalid, PortalError
     from labeling.portal.settings import SettingsError
@@ -170,14 +170,15 @@ def _run(func) -> int:
     try:
         return func()
     except (SettingsError, Invalid) as exc:
-        return _fail(str(exc), 2)
+        raise BadInput(str(exc)) from None
     except (PortalError, DatabaseError) as exc:
-        return _fail(str(exc))
+        raise CommandError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a driver error (database unreachable) as one line
         from sqlalchemy.exc import OperationalError
 
         if isinstance(exc, OperationalError):
-            return _fail(f"database unreachable: {' '.join(str(exc.orig).split())[:300]}")
+            raise Unavailable(f"database unreachable: {' '.join(str(exc.orig).split())[:300]}",
+                              PORTAL_DB_HINT) from None
         raise
 
 
@@ -416,7 +417,7 @@ def _up(args: argparse.Namespace) -> int:
             up = portal_up(args.workdir, port=args.port, admin_name=args.admin,
                            admin_password_file=args.admin_password_file, timeout=args.timeout)
         except LocalStackError as exc:
-            return _fail(f"portal up: {exc}")
+            raise CommandError(str(exc)) from None
         print(f"local stack  {'reused' if up.stack_already_running else 'started'} in {args.workdir}")
         print(f"settings     {up.env_file}  (0600; `source` it for the other portal commands)")
         if up.admin_password:
@@ -440,7 +441,7 @@ def _down(args: argparse.Namespace) -> int:
         for line in portal_down(args.workdir, keep_stack=args.keep_stack, purge=args.purge):
             print(line)
     except (LocalStackError, OSError) as exc:
-        return _fail(f"portal down: {exc}")
+        raise CommandError(str(exc)) from None
     return 0
 
 

@@ -128,6 +128,23 @@ def test_an_empty_or_missing_upload_is_bad_input_before_any_connection(tmp_path)
         f"upload: error: nothing to upload: {tmp_path / 'typo'}: no such file or directory"]
 
 
+def test_portal_commands_use_the_one_error_style(tmp_path):
+    # The portal's database on a closed port: a service unreachable is exit 3 with the next step.
+    env = {"PATH": "/usr/bin:/bin", "PORTAL_DB_PORT": "1", "PORTAL_DB_PASSWORD": "x"}
+    result = subprocess.run([sys.executable, "-m", "labeling", "portal", "job", "status", "chest-1"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 3
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("portal job status: error: database unreachable: ")
+    assert line.endswith("; is the portal's database up? python -m labeling portal up (or local up), "
+                         "then source WORKDIR/portal.env")
+    result = subprocess.run([sys.executable, "-m", "labeling", "portal", "user", "add", "bob", "--role", "annotator"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "portal user add: error: no --password-file and no terminal to prompt on"]
+
+
 def test_a_missing_output_parent_is_refused_before_any_work(tmp_path, capsys):
     out = tmp_path / "missing" / "samples"
     assert labeling_main(["samples", "--out", str(out)]) == 2
