@@ -301,7 +301,9 @@ def portal_down(stack_workdir: Path | str, *, keep_stack: bool = False, purge: b
     stopped = stop_portal_in(workdir)
     actions = [f"portal: {'stopped' if stopped else 'not running'}"]
     if purge:
-        actions += LocalStack(workdir).purge()
+        stack = LocalStack(workdir)
+        actions += stack.purge()
+        workdir = stack.workdir  # absolute, as the stack's own lines
         removed = [workdir / CACHE_DIR] if (workdir / CACHE_DIR).exists() else []
         if removed:
             shutil.rmtree(removed[0])
