@@ -117,7 +117,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Optional, Protocol
 
-from labeling.cli import add_progress_argument, positive_int
+from labeling.cli import BadInput, add_progress_argument, positive_int
 from labeling.contracts.errors import describe_value
 from labeling.contracts.manifest_line import (  # noqa: F401 - the line format, re-exported
     GEOMETRY_KEYS, KNOWN_KEYS, OPTIONAL_KEYS, PHI_KEYS, REQUIRED_KEYS, ManifestError, ManifestLine)
@@ -1046,15 +1046,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report (counts, exclusions, timings)")
     add_progress_argument(parser, old_flag="--quiet")
     add_connection_arguments(parser)
-    parser.set_defaults(func=run, _parser=parser)
-
-
-
-def _usage_error(args: argparse.Namespace, message: str) -> int:
-    parser = getattr(args, "_parser", None)
-    prog = parser.prog if parser else "python -m labeling manifest"
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return 2
+    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1069,15 +1061,15 @@ def run(args: argparse.Namespace) -> int:
             study_date_to=args.study_date_to, metadata=args.metadata,
         )
     except FilterError as exc:
-        return _usage_error(args, str(exc))
+        raise BadInput(str(exc)) from None
     try:
         schema = load_schema(args.schema)
     except SchemaError as exc:
-        return _usage_error(args, f"--schema: {exc}")
+        raise BadInput(f"--schema: {exc}") from None
     try:
         connection = connection_from_args(args)
     except ConnectionError_ as exc:
-        return _usage_error(args, str(exc))
+        raise BadInput(str(exc)) from None
 
     from labeling.orthanc_client import OrthancClient, OrthancError
 

@@ -89,6 +89,9 @@ class Source:
     problem: Optional[str] = None  # found while listing (missing path, unreadable archive...)
 
 
+NO_SUCH_PATH = "no such file or directory"
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
@@ -139,7 +142,7 @@ def discover(paths: Iterable[str | os.PathLike], *,
         elif path.exists():
             add_file(display, path)
         else:
-            found.append((display, path, None, 0, "no such file or directory"))
+            found.append((display, path, None, 0, NO_SUCH_PATH))
     return [Source(i, d, p, m, s, e) for i, (d, p, m, s, e) in enumerate(found)], skipped
 
 
@@ -792,12 +795,11 @@ def upload_paths(client: OrthancClient, paths: Sequence[str | os.PathLike], *,
                  workers: int = DEFAULT_WORKERS, deadline: float = DEFAULT_DEADLINE_S,
                  batch_size: int = DEFAULT_BATCH_SIZE, excludes: Sequence[str] = DEFAULT_EXCLUDES,
                  on_outcome: Optional[Callable[[FileOutcome], None]] = None,
-                 on_discovered: Optional[Callable[[list[Source]], None]] = None) -> UploadReport:
-    """Discover ``paths`` and upload them; the library entry point behind the ``upload`` command."""
+                 discovered: Optional[tuple[list[Source], int]] = None) -> UploadReport:
+    """Discover ``paths`` (unless ``discovered`` already holds :func:`discover`'s result) and upload
+    them; the library entry point behind the ``upload`` command."""
     started = time.perf_counter()
-    sources, skipped = discover(paths, excludes=excludes)
-    if on_discovered is not None:
-        on_discovered(sources)
+    sources, skipped = discovered if discovered is not None else discover(paths, excludes=excludes)
     uploader = Uploader(client, workers=workers, deadline=deadline, batch_size=batch_size,
                         on_outcome=on_outcome)
     outcomes = uploader.run(sources)
@@ -844,6 +846,11 @@ def run(args: argparse.Namespace) -> int:
 
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    # The input is checked before any connection: an empty folder or a mistyped path is bad input
+    # (exit 2), whether or not the stack is up.
+    excludes = DEFAULT_EXCLUDES if args.exclude is None else tuple(p for p in args.exclude if p)
+    discovered = discover(args.paths, excludes=excludes)
+    _check_input(args.paths, discovered[0])
     conn = connection_from_args(args)
     # pydicom's warnings about odd values would break the progress display; what matters for a
     # file is its outcome line (and Orthanc's verdict), so they are silenced in this command.
@@ -861,11 +868,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     done = [0]
 
-    def discovered(sources: list[Source]) -> None:
-        if not sources:
-            raise BadInput(f"nothing to upload: no file in {' '.join(map(str, args.paths))} "
-                           "(hidden entries and --exclude matches are skipped)")
-        progress.update(task, total=len(sources))
+    progress.update(task, total=len(discovered[0]))
 
     def settled(outcome: FileOutcome) -> None:
         done[0] += 1
@@ -874,12 +877,11 @@ def run(args: argparse.Namespace) -> int:
         if not outcome.ok or args.list:
             progress.console.print(_outcome_line(outcome), markup=False, soft_wrap=True)
 
-    excludes = DEFAULT_EXCLUDES if args.exclude is None else tuple(p for p in args.exclude if p)
     try:
         with progress:
             report = upload_paths(client, args.paths, workers=args.workers, deadline=args.deadline,
                                   batch_size=args.batch_size, excludes=excludes,
-                                  on_outcome=settled, on_discovered=discovered)
+                                  on_outcome=settled, discovered=discovered)
     finally:
         client.close()
     out.print(_summary_line(report), markup=False, soft_wrap=True)
@@ -892,6 +894,16 @@ def run(args: argparse.Namespace) -> int:
     if totals["rejected"] == totals["files"]:
         raise BadInput(f"nothing uploaded: all {totals['files']} files were rejected (listed above)")
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _check_input(paths: Sequence[str], sources: Sequence[Source]) -> None:
+    """Refuse an upload with nothing to send: no file at all, or only paths that do not exist."""
+    if not sources:
+        raise BadInput(f"nothing to upload: no file in {' '.join(map(str, paths))} "
+                       "(hidden entries and --exclude matches are skipped)")
+    missing = [s.display for s in sources if s.problem == NO_SUCH_PATH]
+    if len(missing) == len(sources):
+        raise BadInput(f"nothing to upload: {' '.join(missing)}: {NO_SUCH_PATH}")
 
 
 def _outcome_line(item: FileOutcome) -> str:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from labeling.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_UNAVAILABLE, one_line_errors, positive_int
+from labeling.cli import BadInput, CommandError, Unavailable, one_line_errors, positive_int
 from labeling.portal import names as N
 
 
@@ -44,9 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     down = sub.add_parser("down", help="stop the local portal and its local stack",
                           description="Stop the portal `portal up` started in WORKDIR (only its recorded pid) "
-                                      "and the local stack there, unless --keep-stack.")
+                                      "and the local stack there, unless --keep-stack; --purge also "
+                                      "deletes what `portal up` made there.")
     _workdir(down)
-    down.add_argument("--keep-stack", action="store_true", help="leave Orthanc and PostgreSQL running")
+    kept = down.add_mutually_exclusive_group()
+    kept.add_argument("--keep-stack", action="store_true", help="leave Orthanc and PostgreSQL running")
+    kept.add_argument("--purge", action="store_true",
+                      help="also delete the stack's data (as `local down --purge`) and the portal's settings, "
+                           "secrets, log and image cache in WORKDIR")
     down.set_defaults(func=_down)
 
     serve = sub.add_parser("serve", help="run the web service (uvicorn)",
@@ -130,10 +135,8 @@ def _workdir(parser: argparse.ArgumentParser) -> None:
                              "in the repository, shared with `make demo`)")
 
 
-def _fail(message: str, code: int = EXIT_FAILED) -> int:
-    """One line in the CLI's style (labeling/cli.py) and its exit code."""
-    print(f"portal: error: {message}", file=sys.stderr)
-    return code
+PORTAL_DB_HINT = ("is the portal's database up? python -m labeling portal up (or local up), "
+                  "then source WORKDIR/portal.env")
 
 
 def _settings():
@@ -164,7 +167,8 @@ def _find_job(session: Any, ref: str):
 
 
 def _run(func) -> int:
-    """Run ``func`` and turn the portal's own errors into one line and exit code 1 (2 for bad input)."""
+    """Run ``func``; the portal's own errors become the CLI's error classes, reported as one line by
+    ``run_command`` (exit 2 bad input, 3 database unreachable, 1 otherwise)."""
     from labeling.portal.db import DatabaseError
     from labeling.portal.jobs import Invalid, PortalError
     from labeling.portal.settings import SettingsError
@@ -172,15 +176,15 @@ def _run(func) -> int:
     try:
         return func()
     except (SettingsError, Invalid) as exc:
-        return _fail(str(exc), EXIT_BAD_INPUT)
+        raise BadInput(str(exc)) from None
     except (PortalError, DatabaseError) as exc:
-        return _fail(str(exc))
+        raise CommandError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a driver error (database unreachable) as one line
         from sqlalchemy.exc import OperationalError
 
         if isinstance(exc, OperationalError):
-            return _fail(f"database unreachable: {' '.join(str(exc.orig).split())[:300]}; is the portal's "
-                         "database up? python -m labeling portal up (local), or check PORTAL_DB_*", EXIT_UNAVAILABLE)
+            raise Unavailable(f"database unreachable: {' '.join(str(exc.orig).split())[:300]}",
+                              PORTAL_DB_HINT) from None
         raise
 
 
@@ -419,7 +423,7 @@ def _up(args: argparse.Namespace) -> int:
             up = portal_up(args.workdir, port=args.port, admin_name=args.admin,
                            admin_password_file=args.admin_password_file, timeout=args.timeout)
         except LocalStackError as exc:
-            return _fail(f"portal up: {exc}")
+            raise CommandError(str(exc)) from None
         print(f"local stack  {'reused' if up.stack_already_running else 'started'} in {args.workdir}")
         print(f"settings     {up.env_file}  (0600; `source` it for the other portal commands)")
         if up.admin_password:
@@ -440,10 +444,10 @@ def _down(args: argparse.Namespace) -> int:
     from labeling.portal.local import portal_down
 
     try:
-        for line in portal_down(args.workdir, keep_stack=args.keep_stack):
+        for line in portal_down(args.workdir, keep_stack=args.keep_stack, purge=args.purge):
             print(line)
     except (LocalStackError, OSError) as exc:
-        return _fail(f"portal down: {exc}")
+        raise CommandError(str(exc)) from None
     return 0
 
 

@@ -107,6 +107,10 @@ class ImageStore:
                     raise ImageError(f"instance {instance_id}: not in Orthanc", status=404) from None
                 raise ImageError(f"instance {instance_id}: Orthanc unavailable ({exc.status})") from None
             body = self._prepare(instance_id, data)
+            # Owner-only folders: the file names are Orthanc IDs (hashes of PatientID and UIDs), and
+            # without de-identification the files hold PHI; the files themselves are 0600.
+            self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, exist_ok=True)
             with atomic_file(target) as out:
                 out.write(body)
         return target

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,9 @@ from labeling.portal import names as N
 
 PID_FILE = "portal.pid"
 USERS_FILE = "portal-users.json"
+# What the local portal writes into the stack's work directory (``portal down --purge`` removes them).
+PORTAL_FILES = ("portal.env", "portal-session-secret", USERS_FILE, "portal.log", PID_FILE)
+CACHE_DIR = "portal-cache"
 
 
 def local_workers() -> int:
@@ -53,7 +57,7 @@ def portal_env(stack_workdir: Path | str, port: int = 8000) -> dict[str, str]:
         N.DB_SSLMODE: "disable", N.DB_CREATE: "true", N.AUTH_MODE: "local",
         N.SESSION_SECRET: secret_file.read_text().strip(), N.COOKIE_SECURE: "false",
         N.HOST: "127.0.0.1", N.PORT: str(port),
-        N.CACHE_DIR: str(Path(stack_workdir) / "portal-cache"),
+        N.CACHE_DIR: str(Path(stack_workdir) / CACHE_DIR),
         N.WORKERS: str(local_workers()),
         N.ORTHANC_URL: conn.url, N.ORTHANC_USERNAME: conn.username, N.ORTHANC_PASSWORD: conn.password,
     }
@@ -143,7 +147,7 @@ def _is_our_portal(pid: int, stack_workdir: Path) -> bool:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    return f"{N.CACHE_DIR}={Path(stack_workdir) / 'portal-cache'}".encode() in environ
+    return f"{N.CACHE_DIR}={Path(stack_workdir) / CACHE_DIR}".encode() in environ
 
 
 def stop_portal_in(stack_workdir: Path | str, timeout: float = 10.0) -> bool:
@@ -287,10 +291,28 @@ def portal_up(stack_workdir: Path | str, *, port: int = 0, admin_name: str = "ad
                     admin_created=created, admin_password=generated)
 
 
-def portal_down(stack_workdir: Path | str, *, keep_stack: bool = False) -> list[str]:
-    """Stop the portal of ``stack_workdir`` and (unless ``keep_stack``) its local stack; one line per action."""
-    stopped = stop_portal_in(stack_workdir)
+def portal_down(stack_workdir: Path | str, *, keep_stack: bool = False, purge: bool = False) -> list[str]:
+    """Stop the portal of ``stack_workdir`` and (unless ``keep_stack``) its local stack; one line per action.
+
+    ``purge`` also deletes what ``portal up`` and ``local up`` wrote: the stack's data (as ``local down
+    --purge``), the portal's settings, secrets, log and image cache."""
+    if keep_stack and purge:
+        raise ValueError("--purge deletes the stack's data; it cannot be combined with --keep-stack")
+    workdir = Path(stack_workdir)
+    stopped = stop_portal_in(workdir)
     actions = [f"portal: {'stopped' if stopped else 'not running'}"]
-    if not keep_stack:
-        actions += LocalStack(Path(stack_workdir)).down()
+    if purge:
+        stack = LocalStack(workdir)
+        actions += stack.purge()
+        workdir = stack.workdir  # absolute, as the stack's own lines
+        removed = [workdir / CACHE_DIR] if (workdir / CACHE_DIR).exists() else []
+        if removed:
+            shutil.rmtree(removed[0])
+        for name in PORTAL_FILES:
+            if (workdir / name).exists():
+                (workdir / name).unlink()
+                removed.append(workdir / name)
+        actions += [f"removed {path}" for path in removed]
+    elif not keep_stack:
+        actions += LocalStack(workdir).down()
     return actions

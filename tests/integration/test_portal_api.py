@@ -436,6 +436,7 @@ def test_next_task_prefetches_images(as_user, make_user, make_job, portal_settin
         time.sleep(0.1)
     assert (cache / f"{ids[0]}.dcm").exists() and (cache / f"{ids[1]}.dcm").exists()
     assert not (cache / f"{ids[2]}.dcm").exists()  # only one item ahead
+    assert cache.stat().st_mode & 0o077 == 0 and cache.parent.stat().st_mode & 0o077 == 0
     cached = pydicom.dcmread(cache / f"{ids[1]}.dcm")
     assert cached.PatientIdentityRemoved == "YES"  # the cache only ever holds de-identified files
     assert a.get(task["image_url"]).content == (cache / f"{ids[0]}.dcm").read_bytes()
@@ -504,3 +505,34 @@ def test_portal_up_one_command_and_down(local_stack, tmp_path):
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/healthz", timeout=2)
     assert local_stack.status().running
+
+
+def test_portal_down_purge_leaves_nothing_running_or_behind(tmp_path):
+    """`portal up` in a fresh work dir, then `portal down --purge`: no process of it is left, and of
+    what `portal up`/`local up` wrote only the lock file remains (PostgreSQL's outside dir included)."""
+    import re
+
+    import requests
+
+    from labeling.local_stack import LocalStack
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "ORTHANC_"))}
+    workdir = tmp_path / "stack"
+    up = subprocess.run([sys.executable, "-m", "labeling", "portal", "up", "--workdir", str(workdir)],
+                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=240, env=env)
+    stack = LocalStack(workdir)
+    try:
+        assert up.returncode == 0, up.stderr
+        url = re.search(r"portal\s+(http://127\.0\.0\.1:\d+/)", up.stdout).group(1)
+        assert requests.get(f"{url}healthz", timeout=5).ok
+        pg_dir = stack.pg_dir
+        assert (workdir / "portal.env").exists() and pg_dir.exists()
+    finally:
+        down = subprocess.run([sys.executable, "-m", "labeling", "portal", "down", "--purge", "--workdir",
+                               str(workdir)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert down.returncode == 0 and "portal: stopped" in down.stdout, down.stderr
+    assert not stack.status().running
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}healthz", timeout=2)
+    assert sorted(p.name for p in workdir.iterdir()) == [".lock"]
+    assert not pg_dir.exists()

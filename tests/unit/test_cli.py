@@ -112,6 +112,37 @@ def test_missing_connection_settings_are_one_line_exit_2(tmp_path):
         "(`source <workdir>/orthanc.env` after `python -m labeling local up`)"]
 
 
+def test_an_empty_or_missing_upload_is_bad_input_before_any_connection(tmp_path):
+    # No ORTHANC_* settings and no stack: the input is judged first, so the user fixes the real problem.
+    (tmp_path / "empty").mkdir()
+    result = run("upload", str(tmp_path / "empty"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"upload: error: nothing to upload: no file in {tmp_path / 'empty'} "
+        "(hidden entries and --exclude matches are skipped)"]
+    result = run("upload", str(tmp_path / "typo"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"upload: error: nothing to upload: {tmp_path / 'typo'}: no such file or directory"]
+
+
+def test_portal_commands_use_the_one_error_style(tmp_path):
+    # The portal's database on a closed port: a service unreachable is exit 3 with the next step.
+    env = {"PATH": "/usr/bin:/bin", "PORTAL_DB_PORT": "1", "PORTAL_DB_PASSWORD": "x"}
+    result = subprocess.run([sys.executable, "-m", "labeling", "portal", "job", "status", "chest-1"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 3
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("portal job status: error: database unreachable: ")
+    assert line.endswith("; is the portal's database up? python -m labeling portal up (or local up), "
+                         "then source WORKDIR/portal.env")
+    result = subprocess.run([sys.executable, "-m", "labeling", "portal", "user", "add", "bob", "--role", "annotator"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "portal user add: error: no --password-file and no terminal to prompt on"]
+
+
 def test_a_missing_output_parent_is_refused_before_any_work(tmp_path, capsys):
     out = tmp_path / "missing" / "samples"
     assert labeling_main(["samples", "--out", str(out)]) == 2
@@ -143,14 +174,3 @@ def test_an_unusable_path_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"local up: error: {blocker / 'stack'}: Not a directory"]
 
-
-def test_portal_database_unreachable_is_one_line_and_exit_3():
-    env = {"PATH": "/usr/bin:/bin", "PORTAL_DB_HOST": "127.0.0.1", "PORTAL_DB_PORT": "1", "PORTAL_DB_NAME": "portal",
-           "PORTAL_DB_USER": "x", "PORTAL_DB_PASSWORD": "y", "PORTAL_SESSION_SECRET": "s" * 40,
-           "ORTHANC_URL": "http://127.0.0.1:1"}
-    done = subprocess.run([sys.executable, "-m", "labeling", "portal", "job", "status", "x"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 3, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("portal: error: database unreachable")
-    assert "python -m labeling portal up" in lines[0] and "Traceback" not in done.stderr

@@ -646,7 +646,7 @@ SCHEMA = str(Path(__file__).resolve().parents[2] / "schemas" / "chest-xray.yaml"
 def test_cli_bad_filter_is_one_line_naming_the_flag_exit_2(capsys, tmp_path, argv, flag):
     code, err = _cli(capsys, "--schema", SCHEMA, "--out", str(tmp_path / "m.jsonl"), *argv)
     assert code == 2
-    assert err.count("\n") == 1 and f"error: {flag}: " in err
+    assert err.count("\n") == 1 and err.startswith(f"manifest: error: {flag}: ")
     assert not (tmp_path / "m.jsonl").exists()
 
 
@@ -654,9 +654,9 @@ def test_cli_bad_schema_and_missing_connection_exit_2(capsys, tmp_path, monkeypa
     for var in ("ORTHANC_URL", "ORTHANC_USERNAME", "ORTHANC_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
     code, err = _cli(capsys, "--schema", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "m.jsonl"))
-    assert code == 2 and "--schema: " in err and "cannot read file" in err
+    assert code == 2 and err.startswith("manifest: error: --schema: ") and "cannot read file" in err
     code, err = _cli(capsys, "--schema", SCHEMA, "--out", str(tmp_path / "m.jsonl"))
-    assert code == 2 and "--orthanc-url" in err
+    assert code == 2 and err.startswith("manifest: error: Orthanc URL: pass --orthanc-url")
 
 
 def test_cli_limit_must_be_positive(capsys, tmp_path):
