@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import site
 import subprocess
 import sys
 import tempfile
@@ -33,20 +32,45 @@ def copy_package(clone: Path) -> None:
                     ignore=shutil.ignore_patterns("__pycache__"))
 
 
+def copy_imported_packages(dest: Path) -> None:
+    """Copy into ``dest`` the top-level packages that ``python -m labeling local`` imports from
+    site-packages (found by importing its modules in a child interpreter)."""
+    probe = ("import sys, site, labeling.cli, labeling.local_stack\n"
+             "labeling.cli.build_parser(['local', 'up'])\n"
+             "roots = [p for p in site.getsitepackages() if p]\n"
+             "names = set()\n"
+             "for m in list(sys.modules.values()):\n"
+             "    f = getattr(m, '__file__', None) or ''\n"
+             "    for r in roots:\n"
+             "        if f.startswith(r + '/'):\n"
+             "            names.add((r, f[len(r) + 1:].split('/')[0]))\n"
+             "print('\\n'.join(f'{r}\\t{n}' for r, n in sorted(names)))\n")
+    found = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    dest.mkdir()
+    for root, name in zip(found[::2], found[1::2]):
+        source = Path(root) / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, dest / name)
+
+
 def run_as(user: str | None, argv: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
     prefix = ["runuser", "-u", user, "--"] if user else []
     return subprocess.run(prefix + ["env", "-i", *(f"{k}={v}" for k, v in env.items()), *argv],
                           cwd=cwd, capture_output=True, text=True, timeout=180)
 
 
-def check_up_use_purge(user: str | None, python: str, env: dict, clone: Path) -> Path:
+def check_up_use_purge(user: str | None, python: str | list[str], env: dict, clone: Path) -> Path:
     """up → Orthanc answers with the generated credentials → down --purge; returns the workdir."""
     workdir = clone / ".local" / "stack"
-    up = run_as(user, [python, "-m", "labeling", "local", "up"], env, clone)
+    python = [python] if isinstance(python, str) else python
+    up = run_as(user, [*python, "-m", "labeling", "local", "up"], env, clone)
     try:
         assert up.returncode == 0, up.stderr
         assert str(workdir) in up.stdout  # the default work dir is the clone's own
-        status = run_as(user, [python, "-m", "labeling", "local", "status", "--json"], env, clone)
+        status = run_as(user, [*python, "-m", "labeling", "local", "status", "--json"], env, clone)
         assert status.returncode == 0, status.stderr
         info = json.loads(status.stdout)
         creds = json.loads((workdir / "credentials.json").read_text())
@@ -58,7 +82,7 @@ def check_up_use_purge(user: str | None, python: str, env: dict, clone: Path) ->
         for name in ("credentials.json", "orthanc.env", "orthanc.json"):
             assert (workdir / name).stat().st_mode & 0o077 == 0, name
     finally:
-        down = run_as(user, [python, "-m", "labeling", "local", "down", "--purge"], env, clone)
+        down = run_as(user, [*python, "-m", "labeling", "local", "down", "--purge"], env, clone)
     assert down.returncode == 0, down.stderr
     assert not read_cmdline(info["orthanc_pid"]) and not read_cmdline(info["postgres_pid"])
     assert sorted(p.name for p in workdir.iterdir()) == [".lock"]
@@ -91,14 +115,15 @@ def test_a_plain_user_runs_the_stack_from_a_0700_directory_without_sudo(private_
         shutil.chown(private_dir, user)
         clone = private_dir / "clone"
         copy_package(clone)
-        subprocess.run(["chown", "-R", user, str(clone)], check=True)
-        # The venv's interpreter may live under root's 0700 home; Debian's python3 with the venv's
-        # packages on the path is what this user can run.
-        python = sys.executable
-        if run_as(user, ["test", "-x", python], {}, private_dir).returncode != 0:
-            python = "/usr/bin/python3"
+        # The venv may sit under a 0700 directory this user cannot enter (a clone in root's home or a
+        # mktemp -d, as CI's may): give the user Debian's python3 and a readable copy of what the CLI
+        # imports from the venv, as a user with their own environment would have.
+        python = ["/usr/bin/python3", "-S"]  # -S: no dist-packages, so the copy must be complete
+        site_dir = private_dir / "site-packages"
+        copy_imported_packages(site_dir)
+        subprocess.run(["chown", "-R", user, str(clone), str(site_dir)], check=True)
         env = {"PATH": "/usr/bin:/bin", "HOME": str(private_dir),
-               "PYTHONPATH": os.pathsep.join([str(clone), *site.getsitepackages()])}
+               "PYTHONPATH": os.pathsep.join([str(clone), str(site_dir)])}
         check_up_use_purge(user, python, env, clone)
     finally:
         subprocess.run(["userdel", user], check=False)
