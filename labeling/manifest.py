@@ -118,7 +118,6 @@ from pathlib import Path
 from typing import Any, Final, Optional, Protocol
 
 from labeling.cli import BadInput, add_progress_argument, positive_int
-from labeling.contracts.errors import describe_value
 from labeling.contracts.manifest_line import (  # noqa: F401 - the line format, re-exported
     GEOMETRY_KEYS, KNOWN_KEYS, OPTIONAL_KEYS, PHI_KEYS, REQUIRED_KEYS, ManifestError, ManifestLine)
 from labeling.outdir import atomic_file

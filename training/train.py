@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -8,7 +8,6 @@ the export. A screenshot of each page goes to ``build/screenshots/portal-*.png``
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 

@@ -3,7 +3,6 @@ schema from schemas/ or uploaded; users (add, role, disable, reset password); th
 
 from __future__ import annotations
 
-import json
 import secrets
 
 import pytest
