@@ -20,7 +20,7 @@ from labeling.local_stack import REPO_ROOT
 from labeling.manifest import FilterError, ManifestError, ManifestLine, build_manifest, parse_filters
 from labeling.portal.geometry import checked_geometry
 from labeling.portal.jobs import (Conflict, Invalid, NotFound, annotator_progress, answered, item_flags, job_progress,
-                                 list_jobs, review_queue)
+                                 job_schema, list_jobs, review_queue)
 from labeling.portal.models import ROLES, Assignment, Item, Job, Session as DbSession, User
 from labeling.schema import LabelSchema, SchemaError, load_schema, load_schema_text
 
@@ -150,7 +150,7 @@ def annotator_quality(session: Session, job: Job) -> dict[str, Any]:
         per_item.setdefault(item_id, []).append(WorkerAnswer(name, answer))
     if not per_item:
         return {"annotators": [], "labels": []}
-    names = list(LabelSchema.from_dict(job.schema, source=f"job {job.name}").label_names)
+    names = list(job_schema(job).label_names)
     report = consolidate_job([ItemAnswers(str(i), tuple(a)) for i, a in per_item.items()], names).report
     annotators = []
     for name, quality in sorted(report.workers.items()):

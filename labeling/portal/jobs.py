@@ -468,7 +468,7 @@ def submit_answer(session: Session, assignment_id: int, user: User, raw: Any,
         raise Conflict(f"assignment {assignment_id}: the lease expired at "
                        f"{assignment.lease_expires_at.isoformat()}; take the next task")
     schema = job_schema(job)
-    item = session.scalars(select(Item).where(Item.id == assignment.item_id).with_for_update()).one()
+    item = session.scalars(select(Item).where(Item.id == assignment.item_id).with_for_update().execution_options(populate_existing=True)).one()
     assignment.answer = validate_answer(schema, raw, image=item_geometry(item))
     assignment.submitted_at = now
     session.flush()
@@ -512,7 +512,7 @@ def flag_task(session: Session, assignment_id: int, user: User, reason: str, com
         raise Invalid("flag comment: say what is wrong when the reason is 'other'")
     assignment = _open_assignment(session, assignment_id, user)
     assignment.submitted_at, assignment.flag, assignment.comment = now or utcnow(), reason, comment or None
-    item = session.scalars(select(Item).where(Item.id == assignment.item_id).with_for_update()).one()
+    item = session.scalars(select(Item).where(Item.id == assignment.item_id).with_for_update().execution_options(populate_existing=True)).one()
     if item.state == "open":
         item.state = "review"
     return item
@@ -616,7 +616,8 @@ def review_decide(session: Session, item: Item, reviewer: User, action: str,
                   answer: Any = None, now: Optional[dt.datetime] = None) -> Item:
     if reviewer.role not in ("admin", "reviewer"):
         raise Forbidden("only reviewers and admins decide reviews")
-    item = session.scalars(select(Item).where(Item.id == item.id).with_for_update()).one()
+    # populate_existing: the caller loaded this row before the lock; decide on what the lock sees
+    item = session.scalars(select(Item).where(Item.id == item.id).with_for_update().execution_options(populate_existing=True)).one()
     if item.state != "review":
         raise Conflict(f"item {item.id}: not waiting for review (state {item.state})")
     job = get_job(session, item.job_id)
