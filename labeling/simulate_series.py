@@ -72,7 +72,9 @@ def simulate_series_answer(rng: np.random.Generator, record: Mapping[str, Any], 
                 if neighbours:
                     slot = neighbours[int(rng.integers(len(neighbours)))]
                     roi = by_slot[(slot, nodule)]
-            rois.append({**jitter_roi(rng, roi, worker.roi_jitter), **_where(record, slot)})
+            rois.append({**jitter_roi(rng, roi, worker.roi_jitter,
+                                    image=(record["image"]["rows"], record["image"]["columns"])),
+                         **_where(record, slot)})
     elif present:
         size = record["image"]["columns"]
         cx, cy, r = rng.uniform(0.3, 0.7) * size, rng.uniform(0.3, 0.7) * size, rng.uniform(2, 6)
