@@ -121,6 +121,7 @@ from labeling.cli import BadInput, add_progress_argument, positive_int
 from labeling.contracts.manifest_line import (  # noqa: F401 - the line format, re-exported
     GEOMETRY_KEYS, KNOWN_KEYS, OPTIONAL_KEYS, PHI_KEYS, REQUIRED_KEYS, ManifestError, ManifestLine)
 from labeling.outdir import atomic_file
+from labeling.series import int_or_none as _int_or_none
 
 # --------------------------------------------------------------------------------- the file
 
@@ -617,8 +618,6 @@ class Candidate:
     series_number: Optional[int]
     instance_number: Optional[int]
     frames: Optional[int]
-    rows: Optional[int] = None     # Rows/Columns when Orthanc's index answers them (see ManifestLine)
-    columns: Optional[int] = None
     series_id: str = ""
     tags: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -643,8 +642,6 @@ class Candidate:
             study_instance_uid=self.study_uid or None,
             series_instance_uid=self.series_uid or None,
             sop_instance_uid=self.sop_uid or None,
-            rows=self.rows or None,
-            columns=self.columns or None,
             frames=self.frames or 1,
             patient_id=(self.patient_id or None) if include_phi else None,
             study_date=(self.study_date or None) if include_phi else None,
@@ -722,14 +719,6 @@ class _Counted:
         """``GET /instances/{id}/simplified-tags`` (reads the file: once per series task only)."""
         self._count("tags")
         return self._client.request("GET", f"/instances/{instance_id}/simplified-tags").json()
-
-
-def _int_or_none(value: Any) -> Optional[int]:
-    # IS values are strings that may be empty, padded, or "1.0" from sloppy writers.
-    try:
-        return int(float(str(value).strip()))
-    except (TypeError, ValueError):
-        return None
 
 
 def _parse_series(raw: Mapping[str, Any]) -> _Series:

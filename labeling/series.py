@@ -126,10 +126,10 @@ class SliceInfo:
             sop_instance_uid=tags.get("SOPInstanceUID") or None,
             position=_numbers(tags.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
             orientation=orientation,
-            instance_number=_int(tags.get("InstanceNumber")),
-            frames=_int(tags.get("NumberOfFrames")) or 1,
-            rows=_int(tags.get("Rows")),
-            columns=_int(tags.get("Columns")),
+            instance_number=int_or_none(tags.get("InstanceNumber")),
+            frames=int_or_none(tags.get("NumberOfFrames")) or 1,
+            rows=int_or_none(tags.get("Rows")),
+            columns=int_or_none(tags.get("Columns")),
             pixel_spacing=spacing,  # type: ignore[arg-type]
             frame_positions=frame_positions,
         )
@@ -183,7 +183,8 @@ class SeriesTask:
 # ------------------------------------------------------------------------------------ parsing
 
 
-def _int(value: Any) -> Optional[int]:
+def int_or_none(value: Any) -> Optional[int]:
+    """An IS value (PS3.5 6.2: a string that may be padded, or "1.0" from sloppy writers) as an int."""
     try:
         return int(float(str(value).strip()))
     except (TypeError, ValueError):
