@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from labeling.cli import main as cli_main
-from labeling.manifest import build_manifest, parse_filters, read_manifest
+from labeling.manifest.build import build_manifest, parse_filters, read_manifest
 from labeling.contracts.schema import load_schema
 from devkit.synth_series import SLICE_SPACING_MM, generate_series_dataset
 
