@@ -323,9 +323,11 @@ CLIENTS: dict[str, Callable[[OrthancConnection, list[Path]], None]] = {
 
 
 def command(name: str, folder: Path, report: Path) -> list[str]:
-    """The process a variant runs (connection from ORTHANC_* in its environment)."""
-    if name == "ours":
-        return [sys.executable, "-m", "labeling", "upload", str(folder), "--report", str(report)]
+    """The process a variant runs (connection from ORTHANC_* in its environment); ``ours-wN`` is
+    ours with ``--workers N``."""
+    if name == "ours" or name.startswith("ours-w"):
+        workers = ["--workers", name.removeprefix("ours-w")] if name != "ours" else []
+        return [sys.executable, "-m", "labeling", "upload", str(folder), "--report", str(report), *workers]
     return [sys.executable, str(Path(__file__).resolve()), "--client", name, "--folder", str(folder)]
 
 
@@ -496,7 +498,7 @@ def measure(target: Target, variant: Variant, folder: Path, files: list[Path], q
     try:
         if done.returncode != 0:
             raise SystemExit(f"{variant.name}: exit {done.returncode}: {done.stderr.strip()[-400:]}")
-        if variant.client == "ours":
+        if variant.client.startswith("ours"):
             check_ours(report, files)
     finally:
         shutil.rmtree(report.parent, ignore_errors=True)
@@ -595,6 +597,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                              f"each other ({', '.join(f'{k}: {v.what}' for k, v in SERVER_CONFIGS.items())}; "
                              "several joined by + apply together; default base)")
     parser.add_argument("--no-naive", action="store_true", help="leave out the naive client (the slowest)")
+    parser.add_argument("--ours-workers", default="", metavar="N,...",
+                        help="also run ours with --workers N (variant ours-wN), on the first server settings")
     parser.add_argument("--cache", type=Path, default=REPO_ROOT / ".local" / "bench",
                         help="where the generated files are kept between runs")
     parser.add_argument("--quiet-wait", type=float, default=10.0, metavar="S",
@@ -639,7 +643,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"private Orthanc {target.conn.url} (work dir {workdir})", flush=True)
 
     baselines = ([] if args.no_naive else ["naive"]) + [f"parallel-{n}" for n in clients] + ["zip-batch"]
-    variants = ([Variant(name, servers[0]) for name in baselines + ["ours"]]
+    extra_ours = [f"ours-w{int(n)}" for n in args.ours_workers.split(",") if n.strip()]
+    variants = ([Variant(name, servers[0]) for name in baselines + ["ours", *extra_ours]]
                 + [Variant("ours", s, reference=False) for s in servers[1:]])
     runs: dict[Variant, list[Run]] = {variant: [] for variant in variants}
     try:
@@ -669,13 +674,16 @@ def main(argv: Optional[list[str]] = None) -> int:
           + (f"; ours / naive = {ratios['vs_naive']:.2f}" if "vs_naive" in ratios else "")
           + f"; whole processes, server settings {servers[0]}, medians of {args.rounds} interleaved rounds; "
           f"load average {load} (shared machine)")
+    for name in extra_ours:
+        print(f"{name} / {best_parallel} = {table[name]['rate'] / table[best_parallel]['rate']:.2f}; {name} / zip-batch "
+              f"= {table[name]['rate'] / table['zip-batch']['rate']:.2f}")
     for name in (s for s in servers[1:]):
         key = f"ours@{name}"
         print(f"ours@{name} / ours (on {servers[0]}) = {table[key]['rate'] / ours:.2f}  ({server_config(name).what})")
     if "server_ms" in table["ours"]:
         print("where the limit is: server CPU per instance (Orthanc + PostgreSQL) and the share of the "
               f"{CPUS} cores it used; the ceiling = {CPUS} cores / server CPU per instance")
-        for name in ("ours", best_parallel, "zip-batch"):
+        for name in ("ours", *extra_ours, best_parallel, "zip-batch"):
             row = table[name]
             print(f"  {name:<12} server {row['server_ms']:.2f} ms/inst (Orthanc {row['orthanc_ms']:.2f}, PostgreSQL "
                   f"{row['postgres_ms']:.2f}), client {row['client_ms']:.2f}; server used {row['server_share']:.0%} "
