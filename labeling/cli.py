@@ -78,7 +78,7 @@ class Command:
 COMMANDS: Mapping[str, Command] = {
     "local": Command("labeling.orthanc.local_stack", "run a private Orthanc + PostgreSQL on loopback (up|down|status)"),
     "upload": Command("labeling.orthanc.upload", "upload DICOM files, folders and ZIP archives into Orthanc"),
-    "manifest": Command("labeling.manifest.build", "build a labeling manifest (GT input manifest) from an Orthanc query"),
+    "manifest": Command("labeling.manifest.cli", "build a labeling manifest (GT input manifest) from an Orthanc query"),
     "gt": Command("labeling.gt.cli", "SageMaker Ground Truth: render, create-job, status, fetch-output"),
     "portal": Command("labeling.portal.cli", "the labeling portal: serve, migrate, users, jobs, export, SR"),
 }

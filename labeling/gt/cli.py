@@ -39,7 +39,7 @@ Sub-commands
     longer than GT's limit (:data:`labeling.gt.contracts.MAX_TEMPLATE_CHARS`) is refused.
 
 ``create-job --stack-outputs JSON_FILE --manifest FILE --schema FILE --job-name NAME --workteam-arn ARN``
-    Validates the manifest (:func:`labeling.manifest.build.read_manifest`, each line's ``schema`` and
+    Validates the manifest (:func:`labeling.manifest.format.read_manifest`, each line's ``schema`` and
     ``labels`` must match the schema) and the schema, then uploads the manifest to
     ``s3://<annotationBucket>/jobs/<job>/manifest.jsonl`` and the schema's labels as a GT label
     category config to ``…/jobs/<job>/label-categories.json`` (SSE-KMS with ``kmsKeyArn``), and
@@ -365,7 +365,7 @@ def load_stack_outputs(path: str) -> dict[str, str]:
 
 
 def validate_job_name(name: str) -> str:
-    from labeling.manifest.build import KNOWN_KEYS
+    from labeling.manifest.format import KNOWN_KEYS
 
     if not _JOB_NAME_RE.fullmatch(name):
         raise GtError(f"--job-name: {name!r} must be 1-63 letters, digits and hyphens, starting and "
@@ -428,7 +428,7 @@ def build_create_request(*, outputs: Mapping[str, str], schema: Any, job_name: s
 
 
 def _check_manifest(path: str, schema: Any) -> list[Any]:
-    from labeling.manifest.build import ManifestError, read_manifest
+    from labeling.manifest.format import ManifestError, read_manifest
 
     try:
         lines = read_manifest(path)

@@ -171,7 +171,7 @@ def test_a_missing_output_parent_is_refused_before_any_work(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, unwanted", [
-    (["upload", "--help"], ("labeling.manifest.build", "devkit.synth", "labeling.gt.cli", "labeling.portal.cli",
+    (["upload", "--help"], ("labeling.manifest.cli", "devkit.synth", "labeling.gt.cli", "labeling.portal.cli",
                             "pydicom", "boto3", "torch")),
     (["local", "status", "--help"], ("labeling.orthanc.upload", "pydicom", "rich", "boto3", "torch")),
     (["--help"], ("labeling.orthanc.upload", "labeling.orthanc.local_stack", "requests", "pydicom", "torch")),
