@@ -210,7 +210,7 @@ def _inspect(path: Path, name: str, allow_missing_study_series: bool) -> SampleF
 
     if not missing:
         # The upload command's check, so that the sample set loads cleanly (Orthanc refuses the same).
-        from labeling.orthanc.upload import InvalidDicom, validate_dicom
+        from labeling.orthanc.dicom_file import InvalidDicom, validate_dicom
         try:
             validate_dicom(path.read_bytes())
         except InvalidDicom as exc:
