@@ -33,6 +33,10 @@ class FilterError(ValueError):
     def __init__(self, flag: str, problem: str) -> None:
         super().__init__(f"{flag}: {problem}")
         self.flag = flag
+        self.problem = problem
+
+    def __reduce__(self):  # picklable across processes: rebuilt from its own arguments
+        return (type(self), (self.flag, self.problem))
 
 
 _MODALITY_RE: Final = re.compile(r"^[A-Z0-9_]{1,16}$")  # CS value representation (PS3.5 6.2)

@@ -206,6 +206,9 @@ class SendFailed(Exception):
         self.attempts = attempts
         self.gave_up = gave_up  # True: Orthanc stayed unreachable past the deadline
 
+    def __reduce__(self):  # picklable, as its OrthancError is
+        return (type(self), (self.error, self.attempts, self.gave_up))
+
 
 @dataclass
 class _Prepared:

@@ -696,3 +696,12 @@ def test_client_side_matching_follows_orthanc_find_rules():
     assert not parse_filters(series_uids=["1.2.4"]).matches(study, series)
     assert not parse_filters(study_uids=["1.3"]).matches(study, series)
     assert not parse_filters().matches(None, series)  # a series whose study is unknown
+
+
+def test_filter_error_pickles_with_its_flag():
+    import pickle
+
+    with pytest.raises(FilterError) as info:
+        parse_filters(study_date_from="2024-13-01")
+    again = pickle.loads(pickle.dumps(info.value))
+    assert (type(again), str(again), again.flag) == (FilterError, str(info.value), "--study-date-from")

@@ -167,3 +167,14 @@ def test_unauthorized_message_names_the_variables(server):
 def test_bad_level_plural_rejected(server):
     with pytest.raises(ValueError, match="expected one of"):
         client_for(server).list_metadata("Instance", "x")
+
+
+def test_orthanc_error_pickles_with_its_fields():
+    """An OrthancError raised in a worker process reaches the parent whole (pickle rebuilds it from
+    its arguments; the default would call OrthancError(message) and fail)."""
+    import pickle
+
+    error = OrthancError(409, "Conflict", "http://127.0.0.1:8042/instances", {"OrthancStatus": 8})
+    again = pickle.loads(pickle.dumps(error))
+    assert (type(again), str(again), again.status, again.message, again.url, again.details) == (
+        OrthancError, str(error), 409, "Conflict", "http://127.0.0.1:8042/instances", {"OrthancStatus": 8})

@@ -381,3 +381,12 @@ def test_report_json_totals(tmp_path):
     assert set(data["files"][0]) == {"path", "outcome", "instance_id", "sop_instance_uid", "reason",
                                       "attempts", "size"}
     assert not report.ok
+
+
+def test_send_failed_pickles_with_its_orthanc_error():
+    import pickle
+
+    failed = up.SendFailed(OrthancError(None, "connection refused", "http://127.0.0.1:1/instances"), 3, True)
+    again = pickle.loads(pickle.dumps(failed))
+    assert (str(again), again.attempts, again.gave_up, again.error.status, again.error.url) == (
+        str(failed), 3, True, None, "http://127.0.0.1:1/instances")
