@@ -16,16 +16,25 @@ from devkit.synth_plan import _DETECTOR_WIDTH_MM, _MAGNIFICATION, MANUFACTURER, 
 
 def build_dataset(study: StudyInfo, pixels: np.ndarray, params: SynthParams) -> Dataset:
     """The DICOM dataset of one image (PS3.3 A.26 DX IOD, or A.2 CR IOD), file meta included."""
+    sop_class = DigitalXRayImageStorageForPresentation if params.modality == "DX" else ComputedRadiographyImageStorage
+    ds = Dataset()
+    _add_identity(ds, study, params, sop_class)
+    _add_image(ds, study, params)
+    _add_pixels(ds, pixels, params)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = study.sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # PS3.5 A.2
+    return ds
+
+
+def _add_identity(ds: Dataset, study: StudyInfo, params: SynthParams, sop_class: str) -> None:
+    """SOP Common, Patient, Patient Study, General Study and the series modules."""
     patient = study.patient
-    size = params.size
     is_dx = params.modality == "DX"
-    sop_class = DigitalXRayImageStorageForPresentation if is_dx else ComputedRadiographyImageStorage
-    imager_spacing = _DETECTOR_WIDTH_MM / size
     study_date = study.date.strftime("%Y%m%d")
     study_time = study.time.strftime("%H%M%S")
     age_years = (study.date - patient.birth_date).days // 365
-
-    ds = Dataset()
     # SOP Common (C.12.1)
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = sop_class
@@ -57,6 +66,13 @@ def build_dataset(study: StudyInfo, pixels: np.ndarray, params: SynthParams) -> 
     ds.ViewPosition = study.view
     if is_dx:
         ds.PresentationIntentType = "FOR PRESENTATION"
+
+
+def _add_image(ds: Dataset, study: StudyInfo, params: SynthParams) -> None:
+    """General Equipment, the image modules, Modality LUT and the DX-specific attributes."""
+    is_dx = params.modality == "DX"
+    study_date = study.date.strftime("%Y%m%d")
+    study_time = study.time.strftime("%H%M%S")
     # General Equipment (C.7.5.1)
     ds.Manufacturer = MANUFACTURER
     ds.ManufacturerModelName = "synthetic chest radiograph"
@@ -93,6 +109,12 @@ def build_dataset(study: StudyInfo, pixels: np.ndarray, params: SynthParams) -> 
     region.CodingSchemeDesignator = "SCT"
     region.CodeMeaning = "Chest"
     ds.AnatomicRegionSequence = Sequence([region])
+
+
+def _add_pixels(ds: Dataset, pixels: np.ndarray, params: SynthParams) -> None:
+    """DX Detector spacing and geometry, the VOI LUT window and the Image Pixel module."""
+    size = params.size
+    imager_spacing = _DETECTOR_WIDTH_MM / size
     # DX Detector (C.8.11.4) and X-Ray Acquisition Dose: spacing at the detector and, corrected
     # by the geometric magnification, at the patient
     ds.ImagerPixelSpacing = [f"{imager_spacing:.6g}", f"{imager_spacing:.6g}"]
@@ -117,12 +139,6 @@ def build_dataset(study: StudyInfo, pixels: np.ndarray, params: SynthParams) -> 
     ds.HighBit = params.bits_stored - 1
     ds.PixelRepresentation = 0
     ds.PixelData = pixels.astype("<u2", copy=False).tobytes()
-
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = study.sop_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # PS3.5 A.2
-    return ds
 
 
 def ground_truth_record(study: StudyInfo) -> dict[str, Any]:
