@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from labeling.aws import AwsError, aws_call
-from labeling.contracts.output_line import FailedLine, OutputManifestError, parse_output_line
 from labeling.gt.contracts import GtError, split_s3_uri
+from labeling.gt.output_manifest import scan_output_manifest
 from labeling.outdir import atomic_file
 from labeling.stack_outputs import StackOutputsError, load_stack_outputs as read_stack_outputs
 
@@ -204,30 +204,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def check_output_manifest(text: str, attribute: str, source: str = "<output>") -> dict[str, Any]:
-    """Classify the lines of an output manifest (see the module docstring) with the one line reader,
-    :func:`labeling.contracts.output_line.parse_output_line`, counting bad lines instead of stopping."""
-    counts = {"lines": 0, "labelled": 0, "failed": 0, "invalid": 0}
+    """Classify the lines of an output manifest (see :mod:`labeling.gt.cli`) with the one reader,
+    :func:`labeling.gt.output_manifest.scan_output_manifest`, counting bad lines instead of stopping."""
+    lines = text.splitlines()
     problems: list[str] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        counts["lines"] += 1
-        try:
-            line: Any = json.loads(raw)
-        except ValueError:
-            line = raw  # the reader reports it, with the line number
-        if isinstance(line, dict) and attribute not in line and f"{attribute}-metadata" not in line:
-            counts["failed"] += 1  # no label and no metadata: GT could not label the object
-            continue
-        try:
-            result = parse_output_line(line, label_attribute=attribute, where=f"{source}:{number}",
-                                       line_number=number)
-        except OutputManifestError as exc:
-            counts["invalid"] += 1
-            problems.append(str(exc))
-            continue
-        counts["failed" if isinstance(result, FailedLine) else "labelled"] += 1
-    return {**counts, "problems": problems}
+    scan = scan_output_manifest(lines, attribute, problems=problems, name=source)
+    return {"lines": sum(1 for raw in lines if raw.strip()), "labelled": len(scan.records),
+            "failed": len(scan.failed), "invalid": len(problems), "problems": problems}
 
 
 def cmd_fetch_output(args: argparse.Namespace) -> int:
