@@ -15,7 +15,7 @@ from labeling.aws import AwsError, aws_call
 from labeling.gt.contracts import GtError, split_s3_uri
 from labeling.gt.output_manifest import scan_output_manifest
 from labeling.outdir import atomic_file
-from labeling.stack_outputs import StackOutputsError, load_stack_outputs as read_stack_outputs
+from labeling.stack_outputs import StackOutputsError, load_stack_outputs
 
 # Stack outputs (``__main__.py``) create-job needs.
 REQUIRED_STACK_OUTPUTS = (
@@ -29,10 +29,10 @@ DEFAULT_MAX_CONCURRENT_TASKS = 1000              # GT: 1 .. 5,000
 _JOB_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")  # CreateLabelingJob LabelingJobName
 
 
-def load_stack_outputs(path: str) -> dict[str, str]:
+def job_stack_outputs(path: str) -> dict[str, str]:
     """The ``pulumi stack output --json`` file, with every key create-job needs present."""
     try:
-        out = read_stack_outputs(REQUIRED_STACK_OUTPUTS, path=path).values
+        out = load_stack_outputs(REQUIRED_STACK_OUTPUTS, path=path).values
         split_s3_uri(out["workerTemplateS3Uri"], "workerTemplateS3Uri")
     except StackOutputsError as exc:
         raise GtError(str(exc)) from None
@@ -133,7 +133,7 @@ def cmd_create_job(args: argparse.Namespace) -> int:
     from labeling.contracts.schema import SchemaError, load_schema
 
     job_name = validate_job_name(args.job_name)
-    outputs = load_stack_outputs(args.stack_outputs)
+    outputs = job_stack_outputs(args.stack_outputs)
     try:
         schema = load_schema(args.schema)
     except SchemaError as exc:

@@ -13,11 +13,12 @@ passes when it holds those UIDs, and Orthanc judges it.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 from dataclasses import dataclass
 from typing import Optional
+
+from labeling.contracts.ids import orthanc_instance_id
 
 DICM_OFFSET = 128  # PS3.10 §7.1: 128-byte preamble, then the four bytes "DICM"
 PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # (Float/Double)PixelData
@@ -44,17 +45,6 @@ class DicomIdentity:
     @property
     def orthanc_id(self) -> str:
         return orthanc_instance_id(self.patient_id, self.study_uid, self.series_uid, self.sop_instance_uid)
-
-
-def orthanc_hash(text: str) -> str:
-    """Orthanc's resource ID format: SHA-1 in five dash-separated groups of 8 hex digits."""
-    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
-    return "-".join(digest[i:i + 8] for i in range(0, 40, 8))
-
-
-def orthanc_instance_id(patient_id: str, study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
-    """The ID Orthanc gives an instance (Orthanc Book, "Orthanc identifiers")."""
-    return orthanc_hash(f"{patient_id}|{study_uid}|{series_uid}|{sop_instance_uid}")
 
 
 def validate_dicom(data: bytes) -> DicomIdentity:

@@ -44,8 +44,8 @@ from typing import Callable, Iterable, Literal, Optional, Sequence
 from labeling.cli import EXIT_FAILED, EXIT_OK, BadInput, add_progress_argument, positive_int
 from labeling.orthanc.connection import add_connection_arguments, connection_from_args
 from labeling.orthanc.client import OrthancClient, OrthancError, UploadResult
-from labeling.orthanc.dicom_file import (  # noqa: F401 - orthanc_hash/orthanc_instance_id re-exported for devkit
-    DicomIdentity, InvalidDicom, orthanc_hash, orthanc_instance_id, validate_dicom)
+from labeling.contracts.ids import orthanc_hash, orthanc_instance_id  # noqa: F401 - re-exported for devkit
+from labeling.orthanc.dicom_file import DicomIdentity, InvalidDicom, validate_dicom
 from labeling.orthanc.sources import DEFAULT_EXCLUDES, NO_SUCH_PATH, Source, SourceReader, discover
 
 DEFAULT_WORKERS = 2

@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
+from labeling.contracts import ids
 from labeling.orthanc import dicom_file as df
 from labeling.orthanc import sources as src
 from labeling.orthanc import upload as up
@@ -65,13 +66,13 @@ def make_dicom(*, patient_id: str = "P1", rows: int = 8, sop_uid: Optional[str] 
 
 def test_orthanc_instance_id_matches_a_value_orthanc_gave():
     # Answer of Orthanc 1.10.1 for pydicom's rtdose_rle.dcm (PatientID is 'id11111 ' with VR UN).
-    assert df.orthanc_instance_id(
+    assert ids.orthanc_instance_id(
         "id11111 ", "1.2.999.999.99.9.9999.8888", "1.2.777.777.77.7.7777.7777",
         "1.9.999.999.99.9.9999.9999.20030818153516") == "ad37e374-bfed7063-7a623e83-273dc020-50b0bee4"
 
 
 def test_orthanc_hash_format():
-    value = df.orthanc_hash("x")
+    value = ids.orthanc_hash("x")
     assert [len(part) for part in value.split("-")] == [8] * 5
 
 
@@ -83,7 +84,7 @@ def test_valid_file_gives_identity_and_id():
     identity = df.validate_dicom(data)
     assert identity.sop_instance_uid == "1.2.3.4.5.6"
     assert identity.patient_id == "P7"
-    assert identity.orthanc_id == df.orthanc_instance_id("P7", "1.2.3.4", "1.2.3.4.5", "1.2.3.4.5.6")
+    assert identity.orthanc_id == ids.orthanc_instance_id("P7", "1.2.3.4", "1.2.3.4.5", "1.2.3.4.5.6")
 
 
 @pytest.mark.parametrize("data, words", [
