@@ -82,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``python -m labeling manifest``: query, write, summarise; returns the exit code."""
-    from labeling.orthanc.connection import ConnectionError_, connection_from_args
+    from labeling.orthanc.connection import ConnectionError_, orthanc_client_from_args
     from labeling.contracts.schema import SchemaError, load_schema
 
     try:
@@ -98,15 +98,14 @@ def run(args: argparse.Namespace) -> int:
     except SchemaError as exc:
         raise BadInput(f"--schema: {exc}") from None
     try:
-        connection = connection_from_args(args)
+        client = orthanc_client_from_args(args)
     except ConnectionError_ as exc:
         raise BadInput(str(exc)) from None
 
-    from labeling.orthanc.client import OrthancClient, OrthancError
+    from labeling.orthanc.client import OrthancError
 
     console = _stderr_console()
-    client = OrthancClient.from_connection(connection)
-    use_index, index_file = choose_index(filters, connection.url, args.index_cache, args.no_index_cache)
+    use_index, index_file = choose_index(filters, client.url, args.index_cache, args.no_index_cache)
     try:
         client.system(retries=0)  # unreachable: fail now, with the CLI's hint and exit 3
         with _RichReporter(console, enabled=args.progress) as reporter:
@@ -119,10 +118,10 @@ def run(args: argparse.Namespace) -> int:
     except OrthancError as exc:
         if exc.status is None or exc.status in (401, 403):
             raise  # the CLI's one line for an unreachable or refusing service (exit 3)
-        _say(console, f"manifest: cannot query Orthanc at {connection.url}: {exc}", "red")
+        _say(console, f"manifest: cannot query Orthanc at {client.url}: {exc}", "red")
         return 1
     except Exception as exc:  # noqa: BLE001 - one clear line for any Orthanc failure, not a traceback
-        _say(console, f"manifest: cannot query Orthanc at {connection.url}: {exc}", "red")
+        _say(console, f"manifest: cannot query Orthanc at {client.url}: {exc}", "red")
         return 1
     finally:
         close = getattr(client, "close", None)
@@ -131,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
     for warning in result.warnings:
         _say(console, f"warning: {warning}", "yellow")
-    report = _report(args, schema.name, filters, connection.url, result)
+    report = _report(args, schema.name, filters, client.url, result)
     if not result.lines:
         described = _describe_filters(filters)
         _say(console, "manifest: no image instance matches the filters"

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence
 
 from labeling.cli import EXIT_FAILED, EXIT_OK, BadInput, add_progress_argument, positive_int
-from labeling.orthanc.connection import add_connection_arguments, connection_from_args
+from labeling.orthanc.connection import add_connection_arguments, orthanc_client_from_args
 from labeling.orthanc.client import OrthancClient, OrthancError, UploadResult
 from labeling.contracts.ids import orthanc_hash, orthanc_instance_id  # noqa: F401 - re-exported for devkit
 from labeling.orthanc.dicom_file import DicomIdentity, InvalidDicom, validate_dicom
@@ -462,14 +462,13 @@ def run(args: argparse.Namespace) -> int:
     excludes = DEFAULT_EXCLUDES if args.exclude is None else tuple(p for p in args.exclude if p)
     discovered = discover(args.paths, excludes=excludes)
     _check_input(args.paths, discovered[0])
-    conn = connection_from_args(args)
+    client = orthanc_client_from_args(args, pool_size=args.workers + 1)
     # pydicom's warnings about odd values would break the progress display; what matters for a
     # file is its outcome line (and Orthanc's verdict), so they are silenced in this command.
     import pydicom
 
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
-    client = OrthancClient.from_connection(conn, pool_size=args.workers + 1)
     client.system(retries=0)  # unreachable: fail now with the hint, not after a deadline per file
 
     progress = Progress(TextColumn("upload"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
