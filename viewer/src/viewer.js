@@ -1,21 +1,41 @@
 /**
- * The annotation viewer: one DICOM Part-10 image in a Cornerstone3D stack viewport, the schema's
- * labels as image-level present/absent answers, and rectangle / ellipse / polygon (freehand) /
- * point ROIs, each with its own schema label. The mount API (one home: here; docs/architecture.md
- * lists it among the contracts), shared by the GT worker template and the portal:
+ * The annotation viewer: one DICOM Part-10 image, or the slices of a series / multi-frame instance,
+ * in a Cornerstone3D stack viewport; the schema's labels as present/absent answers, and rectangle /
+ * ellipse / polygon (freehand) / point ROIs, each with its own schema label. The mount API (one
+ * home: here; docs/architecture.md lists it among the contracts), shared by the GT worker template
+ * and the portal, in two forms:
  *
  *   mount(element, {imageUrl, schema, initialAnswer?, overlays?, readOnly?, onChange?, theme?, pixelSpacing?})
+ *   mount(element, {slices: [{url, instance, frame?}, ...], schema, ...the same options})
+ *
+ * Image form: one image (its 0-based frame from `initialAnswer.image.frame`, default 0).
+ * Series form (issue 14; a `manifest --level series` task): `slices` in the manifest line's order
+ * (`instances`, slice 0 first), `url` the slice's DICOM file, `instance` its Orthanc instance ID,
+ * `frame` the 0-based frame in it (default 0); a multi-frame instance is N entries with the same url
+ * and instance and frames 0..N-1. Each instance+frame appears once; a bad entry is a TypeError naming
+ * it. Then: every ROI of getAnswer() carries the `instance` and `frame` of the slice it was drawn on
+ * (labeling/contracts/answer.py), and is shown on that slice only; ROIs of `initialAnswer` and
+ * `overlays` go to the slice their instance/frame name (one naming no slice is listed as ignored);
+ * `labels` are series-level; `image` is {rows, columns, frame: 0} of slice 0. The promise resolves
+ * once slice 0 is on screen; the others load in the background (nearest first), counted in the
+ * slice bar ("12 / 64", "loaded 40 / 64"). Navigation: wheel, ←/→ or PgUp/PgDn, ↑/↓ when no finding
+ * list takes them, Home/End, a slider, cine (C) with a frame rate. validate() also reports regions
+ * outside their slice and slices that failed to load.
  *
  * `theme: 'dark'` gives a reading-room palette; `pixelSpacing: [row mm, column mm]` (else the file's
  * PixelSpacing / ImagerPixelSpacing) shows each region's size in millimetres. Findings are one
  * present/absent choice per label (radio buttons); keys: ↑/↓ choose the finding, Y present, N absent
- * (then the next finding); A applies the automatic (1st–99th percentile) window.
- *     → Promise<{getAnswer(), validate(), destroy(), getViewState(), undo(), imageToClient([x, y]),
- *                pixelStats(), element}>   (the last four for drivers and tests; also on root.daViewer)
+ * (then the next finding); A applies the automatic (1st–99th percentile) window, where MR starts.
+ *     → Promise<{getAnswer(), validate(), destroy(), getViewState(), undo(), goToSlice(i),
+ *                imageToClient([x, y]), pixelStats(), element}>
+ *       (the last three for drivers and tests; the handle is also on root.daViewer; goToSlice(i)
+ *       resolves when 0-based slice i is shown; getViewState().slice = {index, count, loaded, failed,
+ *       playing, fps} for a series, else null)
  *
  * The promise resolves once the image is on screen (after the first IMAGE_RENDERED) and rejects
  * when it cannot be loaded or decoded (IMAGE_LOAD_ERROR); the root element's `data-da-status` is
- * then `rendered` or `error`. Window/level acts on the original (modality-LUT) pixel values.
+ * then `rendered` or `error`, and `data-da-slice` the 0-based slice shown. Window/level acts on the
+ * original (modality-LUT) pixel values.
  */
 import {
   RenderingEngine, Enums as CoreEnums, eventTarget, metaData, utilities as csUtils,
@@ -23,7 +43,7 @@ import {
 import {
   ToolGroupManager, Enums as ToolEnums, annotation as csAnnotation, utilities as toolUtils,
   WindowLevelTool, PanTool, ZoomTool, RectangleROITool, EllipticalROITool, PlanarFreehandROITool,
-  ProbeTool,
+  ProbeTool, StackScrollTool,
 } from '@cornerstonejs/tools';
 
 import { setup } from './setup.js';
@@ -32,6 +52,7 @@ import { planeFromImageData, worldToImage, imageToWorld } from './geometry.js';
 import {
   normalizeSchema, roiFromImagePoints, toolPointsFromRoi, roiProblem, validateAnswer,
 } from './answer.js';
+import { normalizeSlices, StackNav, STACK_KEY_HELP } from './stack.js';
 
 const { MouseBindings } = ToolEnums;
 const ROI_TOOLS = {
@@ -86,9 +107,10 @@ class Viewer {
     if (!(element instanceof HTMLElement)) {
       throw new TypeError('mount(element, options): element must be an HTML element');
     }
-    if (!options || typeof options.imageUrl !== 'string' || !options.imageUrl) {
-      throw new TypeError('mount(element, options): options.imageUrl must be the URL of a DICOM file');
-    }
+    if (!options || typeof options !== 'object') throw new TypeError('mount(element, options): options missing');
+    this.slices = normalizeSlices(options);
+    /** a series or multi-frame task: ROIs carry the instance and frame of their slice */
+    this.isSeries = options.slices !== undefined;
     this.options = options;
     this.schema = normalizeSchema(options.schema);
     this.readOnly = !!options.readOnly;
@@ -97,8 +119,12 @@ class Viewer {
     /** label name → true (present) | false (absent) | null (not answered) */
     this.labelState = new Map(this.schema.labels.map((l) => [l.name, null]));
     this.confidence = new Map();
-    /** own ROIs in drawing order: {uid, shape, label} */
+    /** own ROIs in drawing order: {uid, shape, label, slice, pending?} (pending: an answer-shaped ROI
+     * of a slice not shown yet; its annotation is made when the slice first is, see whenShown) */
     this.rois = [];
+    this.planes = new Map();    // slice index → its image plane (known once it has been shown)
+    this.sizes = new Map();     // slice index → {rows, columns}
+    this.onFirstShow = new Map(); // slice index → callbacks waiting for its plane
     this.overlayUids = new Set();
     this.undoStack = [];
     this.primary = 'windowlevel';
@@ -149,9 +175,11 @@ class Viewer {
       onchange: () => { this.applyPreset(this.presetSelect.value); this.presetSelect.value = ''; } },
     el('option', { value: '' }, 'W/L presets…'));
     this.voiText = el('span', { class: 'da-status', dataset: { daVoi: '' } });
+    this.stackSlot = el('div', { class: 'da-toolbar' });
     const toolbar = el('div', { class: 'da-toolbar' }, toolGroup,
       (s.rois && !this.readOnly) ? labelGroup : null, actions, this.presetSelect, this.voiText);
     this.root.appendChild(toolbar);
+    if (this.slices.length > 1) this.root.appendChild(this.stackSlot);
 
     this.viewportEl = el('div', { class: 'da-viewport', dataset: { daViewport: '' } });
     this.viewportEl.addEventListener('contextmenu', (e) => e.preventDefault());
@@ -172,6 +200,7 @@ class Viewer {
     this.statusEl = el('div', { class: 'da-status', role: 'status', dataset: { daMessage: '' } });
     side.appendChild(this.statusEl);
     if (!this.readOnly) side.appendChild(el('div', { class: 'da-keys' }, KEY_HELP));
+    if (this.slices.length > 1) side.appendChild(el('div', { class: 'da-keys' }, STACK_KEY_HELP));
     this.root.appendChild(el('div', { class: 'da-main' }, this.viewportEl, side));
     this.host.appendChild(this.root);
     this.onPointerUp = () => { if (this.editSnapshot) setTimeout(() => this.recordEdits(), 0); };
@@ -237,13 +266,14 @@ class Viewer {
     });
     this.viewport = this.engine.getViewport(this.viewportId);
     this.setupTools();
+    if (this.slices.length > 1) {
+      this.stack = new StackNav(this.viewport, this.slices);
+      this.stackSlot.appendChild(this.stack.bar);
+    }
 
-    this.imageId = `wadouri:${new URL(this.options.imageUrl, document.baseURI).href}`;
-    const frame = Number.isInteger(this.options.initialAnswer?.image?.frame)
-      ? this.options.initialAnswer.image.frame : 0;
-    // The loader reads a 1-based `frame=` at the end of a wadouri image ID (after ? or &).
-    if (frame > 0) this.imageId += `${this.imageId.includes('?') ? '&' : '?'}frame=${frame + 1}`;
-    this.frame = frame;
+    // The first slice's metadata (modality, windows, spacing) serves the whole stack.
+    this.imageId = this.slices[0].imageId;
+    this.frame = this.isSeries ? 0 : this.slices[0].frame;
     const loaded = new Promise((resolve, reject) => {
       const onError = (evt) => {
         if (evt.detail?.imageId && evt.detail.imageId !== this.imageId) return;
@@ -263,7 +293,8 @@ class Viewer {
       setTimeout(() => reject(new Error(`The image did not load within ${LOAD_TIMEOUT_S} s.`)), LOAD_TIMEOUT_S * 1000);
     });
     try {
-      await Promise.race([this.viewport.setStack([this.imageId], 0).then(() => this.viewport.render()),
+      await Promise.race([this.viewport.setStack(this.slices.map((sl) => sl.imageId), 0)
+        .then(() => this.viewport.render()),
         loaded.then(() => new Promise(() => {}))]);
       await loaded;
     } catch (error) {
@@ -293,6 +324,9 @@ class Viewer {
     this.tools.addTool(WindowLevelTool.toolName);
     this.tools.addTool(PanTool.toolName);
     this.tools.addTool(ZoomTool.toolName);
+    if (this.slices.length > 1) {
+      this.tools.addTool(StackScrollTool.toolName);
+    }
     for (const toolName of Object.values(ROI_TOOLS)) {
       this.tools.addTool(toolName, { getTextLines: textLines, calculateStats: false });
     }
@@ -300,6 +334,9 @@ class Viewer {
     this.tools.setToolActive(WindowLevelTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
     this.tools.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
     this.tools.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
+    if (this.slices.length > 1) {
+      this.tools.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+    }
     for (const toolName of Object.values(ROI_TOOLS)) {
       this.tools.setToolPassive(toolName);
     }
@@ -307,11 +344,8 @@ class Viewer {
   }
 
   afterLoad() {
-    const imageData = this.viewport.getImageData();
-    this.plane = planeFromImageData(imageData);
-    const pixel = metaData.get('imagePixelModule', this.imageId) || {};
-    const dims = imageData.dimensions || [];
-    this.image = { rows: pixel.rows || dims[1], columns: pixel.columns || dims[0], frame: this.frame };
+    this.sliceShown(0);
+    this.image = { ...this.sizes.get(0), frame: this.frame };
     const series = metaData.get('generalSeriesModule', this.imageId) || {};
     const voiModule = metaData.get('voiLutModule', this.imageId) || {};
     this.defaultVoi = { ...(this.viewport.getProperties().voiRange || {}) };
@@ -342,6 +376,12 @@ class Viewer {
     }
     for (const [name, c, w] of presetsFor(series.modality)) presets.push([name, range(c, w)]);
     this.presets = presets;
+    if (series.modality === 'MR' && this.autoPreset !== undefined) {
+      // MR values have no fixed scale and files' windows are often unset or off: start automatic.
+      this.defaultVoi = { ...presets[this.autoPreset][1] };
+      this.viewport.setProperties({ voiRange: { ...this.defaultVoi } });
+      this.viewport.render();
+    }
     presets.forEach(([name, voi], i) => {
       const { windowCenter, windowWidth } = csUtils.windowLevel.toWindowLevel(voi.lower, voi.upper);
       this.presetSelect.appendChild(el('option', { value: String(i) },
@@ -350,6 +390,10 @@ class Viewer {
     this.listen(this.viewportEl, CoreEnums.Events.VOI_MODIFIED, () => this.showVoi());
     this.listen(eventTarget, ToolEnums.Events.ANNOTATION_COMPLETED, (evt) => this.completed(evt.detail.annotation));
     this.listen(eventTarget, ToolEnums.Events.ANNOTATION_MODIFIED, () => this.changed());
+    if (this.stack) {
+      this.listen(this.viewportEl, CoreEnums.Events.STACK_NEW_IMAGE, (evt) => this.sliceShown(evt.detail.imageIdIndex));
+      this.stack.startPrefetch();
+    }
     this.loadInitial();
     this.showVoi();
     const plane = metaData.get('imagePlaneModule', this.imageId) || {};
@@ -361,6 +405,31 @@ class Viewer {
     this.root.dataset.daStatus = 'rendered';
     this.root.dataset.daRows = String(this.image.rows);
     this.root.dataset.daColumns = String(this.image.columns);
+  }
+
+  /** Slice `index` is on screen: its plane and size, the ROIs waiting for it, the indicator. */
+  sliceShown(index) {
+    const imageData = this.viewport.getImageData();
+    this.plane = planeFromImageData(imageData);
+    const dims = imageData.dimensions || [];
+    const pixel = metaData.get('imagePixelModule', this.slices[index].imageId) || {};
+    if (!this.planes.has(index)) {
+      this.planes.set(index, this.plane);
+      this.sizes.set(index, { rows: pixel.rows || dims[1], columns: pixel.columns || dims[0] });
+      const waiting = this.onFirstShow.get(index) || [];
+      this.onFirstShow.delete(index);
+      for (const fn of waiting) fn();
+      if (waiting.length) this.redraw();
+    }
+    this.stack?.onShown(index);
+    this.root.dataset.daSlice = String(index);
+  }
+
+  /** Run `fn` once slice `index` has been shown (at once when it has). */
+  whenShown(index, fn) {
+    if (this.planes.has(index)) { fn(); return; }
+    if (!this.onFirstShow.has(index)) this.onFirstShow.set(index, []);
+    this.onFirstShow.get(index).push(fn);
   }
 
   // --------------------------------------------------------------------- tools, view
@@ -450,6 +519,7 @@ class Viewer {
       roiLabel: this.roiLabel,
       image: { ...this.image },
       undoDepth: this.undoStack.length,
+      slice: this.stack ? this.stack.state() : null,
     };
   }
 
@@ -565,9 +635,9 @@ class Viewer {
     }
   }
 
-  /** A Cornerstone annotation for an answer-shaped ROI (initialAnswer, overlays, undo of a delete). */
-  makeAnnotation(roi, text, uid = csUtils.uuidv4()) {
-    const world = toolPointsFromRoi(roi).map((p) => imageToWorld(this.plane, p));
+  /** A Cornerstone annotation for an answer-shaped ROI on a shown slice (initialAnswer, overlays, undo). */
+  makeAnnotation(roi, text, slice, uid = csUtils.uuidv4()) {
+    const world = toolPointsFromRoi(roi).map((p) => imageToWorld(this.planes.get(slice), p));
     const { viewPlaneNormal, viewUp } = this.camera();
     const data = { handles: { points: world, activeHandleIndex: null, textBox: { hasMoved: false } },
       label: text, cachedStats: {} };
@@ -578,7 +648,7 @@ class Viewer {
     return {
       annotationUID: uid,
       highlighted: false, invalidated: true, isLocked: false, isVisible: true, autoGenerated: false,
-      metadata: { toolName: ROI_TOOLS[roi.shape], referencedImageId: this.imageId,
+      metadata: { toolName: ROI_TOOLS[roi.shape], referencedImageId: this.slices[slice].imageId,
         FrameOfReferenceUID: this.viewport.getFrameOfReferenceUID(), viewPlaneNormal, viewUp },
       data,
     };
@@ -600,11 +670,12 @@ class Viewer {
           problems.push(`initial region ${i + 1}: ${problem}`);
           return;
         }
-        const annotation = this.makeAnnotation(roi, roi.label);
-        if (this.readOnly) annotation.isLocked = true;
-        csAnnotation.state.addAnnotation(annotation, this.viewportEl);
-        this.styleRoi(annotation.annotationUID, this.labelColor(roi.label));
-        this.rois.push({ uid: annotation.annotationUID, shape: roi.shape, label: roi.label });
+        const slice = this.sliceOf(roi);
+        if (slice < 0) {
+          problems.push(`initial region ${i + 1}: ${this.notASlice(roi)}`);
+          return;
+        }
+        this.placeRoi(roi, roi.label, slice);
       });
     }
     (Array.isArray(this.options.overlays) ? this.options.overlays : []).forEach((overlay, k) => {
@@ -616,16 +687,19 @@ class Viewer {
         el('span', { class: 'da-swatch', style: { background: color, display: 'inline-block' } }), ' ',
         el('strong', {}, name), `: ${present.length ? present.join(', ') : 'no finding'}`));
       (answer.rois || []).forEach((roi, i) => {
-        const problem = roiProblem(roi, null);
+        const problem = roiProblem(roi, null) || (this.sliceOf(roi) < 0 ? this.notASlice(roi) : null);
         if (problem) {
           problems.push(`${name} region ${i + 1}: ${problem}`);
           return;
         }
-        const annotation = this.makeAnnotation(roi, `${name}: ${roi.label}`);
-        annotation.isLocked = true;
-        csAnnotation.state.addAnnotation(annotation, this.viewportEl);
-        this.styleRoi(annotation.annotationUID, color, true);
-        this.overlayUids.add(annotation.annotationUID);
+        const slice = this.sliceOf(roi);
+        this.whenShown(slice, () => {
+          const annotation = this.makeAnnotation(roi, `${name}: ${roi.label}`, slice);
+          annotation.isLocked = true;
+          csAnnotation.state.addAnnotation(annotation, this.viewportEl);
+          this.styleRoi(annotation.annotationUID, color, true);
+          this.overlayUids.add(annotation.annotationUID);
+        });
       });
     });
     for (const name of this.labelState.keys()) this.syncLabel(name);
@@ -638,6 +712,35 @@ class Viewer {
 
   redraw() {
     toolUtils.triggerAnnotationRenderForViewportIds([this.viewportId]);
+  }
+
+  /** The slice index an answer-shaped ROI refers to (its instance and frame); -1 when none is. */
+  sliceOf(roi) {
+    if (!this.isSeries) return 0;
+    return this.slices.findIndex((sl) => sl.instance === roi.instance && sl.frame === (roi.frame ?? 0));
+  }
+
+  notASlice(roi) {
+    return `instance ${JSON.stringify(roi.instance ?? null)} frame ${JSON.stringify(roi.frame ?? 0)} is not a slice of this series`;
+  }
+
+  /**
+   * Add an own ROI (answer-shaped) on `slice` at list position `index`: drawn at once when the slice
+   * has been shown, else when it first is (its plane is known then); until then the answer carries
+   * the given points.
+   */
+  placeRoi(roi, label, slice, { index = this.rois.length, uid = csUtils.uuidv4() } = {}) {
+    const entry = { uid, shape: roi.shape, label, slice, pending: roi };
+    this.rois.splice(index, 0, entry);
+    this.whenShown(slice, () => {
+      if (!this.rois.includes(entry)) return;
+      const annotation = this.makeAnnotation(entry.pending, entry.label, slice, uid);
+      if (this.readOnly) annotation.isLocked = true;
+      csAnnotation.state.addAnnotation(annotation, this.viewportEl);
+      this.styleRoi(uid, this.labelColor(entry.label));
+      delete entry.pending;
+    });
+    return entry;
   }
 
   completed(annotation) {
@@ -656,7 +759,8 @@ class Viewer {
     }
     annotation.data.label = label;
     this.styleRoi(annotation.annotationUID, this.labelColor(label));
-    this.rois.push({ uid: annotation.annotationUID, shape, label });
+    const drawnOn = this.slices.findIndex((sl) => sl.imageId === annotation.metadata.referencedImageId);
+    this.rois.push({ uid: annotation.annotationUID, shape, label, slice: drawnOn >= 0 ? drawnOn : (this.stack?.index ?? 0) });
     this.undoStack.push({ type: 'roi-add', uid: annotation.annotationUID });
     // Drawing a region of a finding answers that the finding is present.
     if (this.schema.classification && this.labelState.get(label) === null) {
@@ -685,11 +789,12 @@ class Viewer {
   removeRoi(uid, { record = true } = {}) {
     const index = this.rois.findIndex((r) => r.uid === uid);
     if (index < 0) return;
-    const annotation = csAnnotation.state.getAnnotation(uid);
-    const snapshot = annotation ? this.roiOf(this.rois[index], annotation) : null;
+    const snapshot = this.answerRoi(this.rois[index]);
     csAnnotation.state.removeAnnotation(uid);
     const [removed] = this.rois.splice(index, 1);
-    if (record && snapshot) this.undoStack.push({ type: 'roi-remove', index, roi: snapshot, label: removed.label });
+    if (record && snapshot) {
+      this.undoStack.push({ type: 'roi-remove', index, roi: snapshot, label: removed.label, slice: removed.slice });
+    }
     this.renderRoiList();
     this.redraw();
     this.changed();
@@ -709,10 +814,7 @@ class Viewer {
       this.removeRoi(step.uid, { record: false });
       if (step.labelSet) this.answerLabel(step.labelSet, null, { record: false });
     } else if (step.type === 'roi-remove') {
-      const annotation = this.makeAnnotation(step.roi, step.label);
-      csAnnotation.state.addAnnotation(annotation, this.viewportEl);
-      this.styleRoi(annotation.annotationUID, this.labelColor(step.label));
-      this.rois.splice(step.index, 0, { uid: annotation.annotationUID, shape: step.roi.shape, label: step.label });
+      this.placeRoi(step.roi, step.label, step.slice, { index: step.index });
       this.renderRoiList();
       this.redraw();
       this.changed();
@@ -720,8 +822,8 @@ class Viewer {
       const roi = this.rois.find((r) => r.uid === step.uid);
       if (roi) {
         csAnnotation.state.removeAnnotation(step.uid);
-        csAnnotation.state.addAnnotation(this.makeAnnotation({ ...step.roi, label: roi.label }, roi.label, step.uid),
-          this.viewportEl);
+        csAnnotation.state.addAnnotation(
+          this.makeAnnotation({ ...step.roi, label: roi.label }, roi.label, roi.slice, step.uid), this.viewportEl);
         this.styleRoi(step.uid, this.labelColor(roi.label));
         this.redraw();
         this.changed();
@@ -747,9 +849,12 @@ class Viewer {
       select.addEventListener('change', () => this.setRoiLabel(roi.uid, select.value));
       const remove = this.readOnly ? null : el('button', { type: 'button', title: 'Delete this region',
         dataset: { daRoiDelete: String(i) }, onclick: () => this.removeRoi(roi.uid) }, '✕');
+      const goto = this.stack ? el('button', { type: 'button', class: 'da-goto', title: 'Show this region\'s slice',
+        dataset: { daRoiGoto: String(i) }, onclick: () => this.stack.go(roi.slice) }, `slice ${roi.slice + 1}`) : null;
       this.roiList.appendChild(el('li', { dataset: { daRoi: roi.shape } },
         el('span', { class: 'da-swatch', style: { background: this.labelColor(roi.label), display: 'inline-block' } }),
-        ` ${roi.shape} `, select, ' ', el('span', { class: 'da-size', dataset: { daSize: roi.uid } }), ' ', remove));
+        ` ${roi.shape} `, select, ' ', goto, ' ', el('span', { class: 'da-size', dataset: { daSize: roi.uid } }), ' ',
+        remove));
     });
     this.updateSizes();
   }
@@ -759,9 +864,8 @@ class Viewer {
     if (!this.roiList || !this.plane) return;
     for (const roi of this.rois) {
       const span = this.roiList.querySelector(`[data-da-size="${roi.uid}"]`);
-      const annotation = csAnnotation.state.getAnnotation(roi.uid);
-      if (!span || !annotation) continue;
-      const points = this.roiOf(roi, annotation).points;
+      const points = span && this.answerRoi(roi)?.points;
+      if (!points) continue;
       if (roi.shape === 'point' || !points.length) { setText(span, ''); continue; }
       const xs = points.map((p) => p[0]); const ys = points.map((p) => p[1]);
       const w = Math.max(...xs) - Math.min(...xs); const h = Math.max(...ys) - Math.min(...ys);
@@ -772,21 +876,26 @@ class Viewer {
   }
 
   // ------------------------------------------------------------------------- answer
+  /** An own ROI's answer from its annotation, in the image coordinates of the slice it is on. */
   roiOf(roi, annotation) {
     const world = roi.shape === 'polygon' ? annotation.data.contour?.polyline || [] : annotation.data.handles.points;
-    const image = world.map((w) => worldToImage(this.plane, w));
-    return roiFromImagePoints(roi.label, roi.shape, image, this.image);
+    const image = world.map((w) => worldToImage(this.planes.get(roi.slice), w));
+    return roiFromImagePoints(roi.label, roi.shape, image, this.sizes.get(roi.slice));
+  }
+
+  /** The answer-shaped ROI (with the instance and frame of its slice for a series); null if gone. */
+  answerRoi(roi) {
+    const annotation = csAnnotation.state.getAnnotation(roi.uid);
+    let out = null;
+    if (annotation) out = this.roiOf(roi, annotation);
+    else if (roi.pending) out = { label: roi.label, shape: roi.shape, points: roi.pending.points.map((p) => [p[0], p[1]]) };
+    if (!out) return null;
+    if (this.isSeries) Object.assign(out, { instance: this.slices[roi.slice].instance, frame: this.slices[roi.slice].frame });
+    return out;
   }
 
   currentRois() {
-    const out = [];
-    for (const roi of this.rois) {
-      const annotation = csAnnotation.state.getAnnotation(roi.uid);
-      if (!annotation) continue;
-      const answer = this.roiOf(roi, annotation);
-      if (answer.points.length) out.push(answer);
-    }
-    return out;
+    return this.rois.map((roi) => this.answerRoi(roi)).filter((answer) => answer && answer.points.length);
   }
 
   getAnswer() {
@@ -798,7 +907,21 @@ class Viewer {
   }
 
   validate() {
-    return validateAnswer(this.schema, this.labelState, this.currentRois(), this.image);
+    const rois = this.currentRois();
+    const problems = validateAnswer(this.schema, this.labelState, rois, this.image);
+    if (!this.isSeries) return problems;
+    // Per slice: each region inside its slice (slices not shown yet: the first slice's size), and
+    // every slice loaded (a reader must be able to see what the series-level answer covers).
+    rois.forEach((roi, i) => {
+      const size = this.sizes.get(this.sliceOf(roi)) || this.sizes.get(0);
+      if (size && roi.points.some(([x, y]) => x < 0 || y < 0 || x > size.columns || y > size.rows)) {
+        problems.push(`Region ${i + 1} lies outside its slice (${size.columns} × ${size.rows}).`);
+      }
+    });
+    for (const [index, reason] of this.stack?.prefetcher?.errors || []) {
+      problems.push(`Slice ${index + 1} could not be loaded (${reason}).`);
+    }
+    return problems;
   }
 
   changed() {
@@ -839,6 +962,8 @@ class Viewer {
       this.focusLabel(this.currentLabel + 1);
     } else if (findings && (key === 'ArrowDown' || key === 'ArrowUp')) {
       this.focusLabel(this.currentLabel + (key === 'ArrowDown' ? 1 : -1));
+    } else if (this.stack?.key(key, !findings)) {
+      // a slice key (stack.js)
     } else if (lower === 'a') {
       this.applyPreset(String(this.autoPreset ?? ''));
     } else if (tools[lower]) {
@@ -857,6 +982,7 @@ class Viewer {
     if (this.destroyed) return;
     this.destroyed = true;
     liveViewers -= 1;
+    this.stack?.destroy();
     document.removeEventListener('keydown', this.onKey, true);
     window.removeEventListener('pointerup', this.onPointerUp, true);
     for (const [target, type, fn] of this.listeners) target.removeEventListener(type, fn);
@@ -890,6 +1016,7 @@ export async function mount(element, options) {
     undo: () => viewer.undo(),
     imageToClient: (point) => viewer.imageToClient(point),
     pixelStats: () => viewer.pixelStats(),
+    goToSlice: (index) => (viewer.stack ? viewer.stack.go(index) : Promise.resolve()),
     element: viewer.root,
   });
   // Reachable from the DOM for drivers (tests/browser/viewer_driver.py) that did not mount it.
