@@ -34,7 +34,7 @@
  *
  * The promise resolves once the image is on screen (after the first IMAGE_RENDERED) and rejects
  * when it cannot be loaded or decoded (IMAGE_LOAD_ERROR); the root element's `data-da-status` is
- * then `rendered` or `error`, and `data-da-slice` the 0-based slice shown. Window/level acts on the
+ * then `rendered` or `error`, and `data-da-slice-index` the 0-based slice shown. Window/level acts on the
  * original (modality-LUT) pixel values.
  */
 import {
@@ -212,7 +212,7 @@ class Viewer {
 
   buildLabels() {
     this.labelInputs = new Map();
-    const box = el('fieldset', { dataset: { daLabels: '' } }, el('legend', {}, 'Findings in this image'));
+    const box = el('fieldset', { dataset: { daLabels: '' } }, el('legend', {}, this.isSeries ? 'Findings in this series' : 'Findings in this image'));
     this.currentLabel = 0;
     this.schema.labels.forEach((label, index) => {
       // One choice per label: a radio group (present | absent), answered by click or Y/N.
@@ -422,7 +422,7 @@ class Viewer {
       if (waiting.length) this.redraw();
     }
     this.stack?.onShown(index);
-    this.root.dataset.daSlice = String(index);
+    this.root.dataset.daSliceIndex = String(index);
   }
 
   /** Run `fn` once slice `index` has been shown (at once when it has). */
