@@ -57,9 +57,13 @@ export function normalizeSlices(options) {
       throw new TypeError(`${where}.instance must be the Orthanc instance ID of the slice`);
     }
     const frame = slice.frame ?? 0;
-    if (!isFrame(frame)) throw new TypeError(`${where}.frame must be a 0-based frame number, got ${JSON.stringify(frame)}`);
+    if (!isFrame(frame)) {
+      throw new TypeError(`${where}.frame must be a 0-based frame number, got ${JSON.stringify(frame)}`);
+    }
     const key = `${slice.instance}#${frame}`;
-    if (seen.has(key)) throw new TypeError(`${where}: instance ${slice.instance} frame ${frame} repeats slices[${seen.get(key)}]`);
+    if (seen.has(key)) {
+      throw new TypeError(`${where}: instance ${slice.instance} frame ${frame} repeats slices[${seen.get(key)}]`);
+    }
     seen.set(key, i);
     return { url: slice.url, instance: slice.instance, frame, imageId: imageIdOf(slice.url, frame) };
   });
@@ -187,7 +191,8 @@ export class StackNav {
     const p = this.prefetcher;
     if (!p) return;
     const failed = p.failed ? ` · ${p.failed} failed` : '';
-    setText(this.loadedText, p.loaded + p.failed < this.count ? `loaded ${p.loaded} / ${this.count}${failed}` : failed.slice(3));
+    const busy = p.loaded + p.failed < this.count;
+    setText(this.loadedText, busy ? `loaded ${p.loaded} / ${this.count}${failed}` : failed.slice(3));
     this.bar.dataset.daLoadedCount = String(p.loaded);
   }
 

@@ -53,6 +53,7 @@ import {
   normalizeSchema, roiFromImagePoints, toolPointsFromRoi, roiProblem, validateAnswer,
 } from './answer.js';
 import { normalizeSlices, StackNav, STACK_KEY_HELP } from './stack.js';
+import { windowPresets, pixelSummary } from './voi.js';
 
 const { MouseBindings } = ToolEnums;
 const ROI_TOOLS = {
@@ -78,29 +79,11 @@ const OVERLAY_STYLES = ['#00e5ff', '#ff9f1c', '#b388ff', '#76ff03', '#ff4081'];
 const KEY_HELP = 'Keys: ↑/↓ finding · Y present · N absent · W window/level · A auto window · P pan · Z zoom · '
   + 'R rectangle · E ellipse · F polygon · O point · 1–9 region label · I invert · H/V flip · T rotate · 0 reset · '
   + 'Ctrl+Z undo · Del delete selected region. Right button zooms, middle button pans.';
-/** Projection radiography: no fixed windows fit, the automatic percentile window does. */
-const PROJECTION = new Set(['DX', 'CR', 'MG', 'RG', 'PX', 'RF', 'XA']);
-const AUTO_PERCENTILES = [[1, 99], [5, 95]];
 
 const LOAD_TIMEOUT_S = 180;
 let mounts = 0;      // ids
 let liveViewers = 0; // viewers on the page now (keyboard routing)
 let lastPointerViewer = null;
-
-/** Window presets for a modality: [name, center, width] (CT: Hounsfield units). */
-function presetsFor(modality) {
-  if (PROJECTION.has(modality)) return [];  // the automatic windows below serve DX/CR
-  if (modality === 'CT') {
-    return [['Lung', -600, 1500], ['Mediastinum', 40, 400], ['Bone', 400, 1800], ['Brain', 40, 80],
-      ['Abdomen', 40, 350]];
-  }
-  return [];
-}
-
-function asList(value) {
-  if (value === undefined || value === null || value === '') return [];
-  return Array.isArray(value) ? value : [value];
-}
 
 class Viewer {
   constructor(element, options) {
@@ -212,7 +195,8 @@ class Viewer {
 
   buildLabels() {
     this.labelInputs = new Map();
-    const box = el('fieldset', { dataset: { daLabels: '' } }, el('legend', {}, this.isSeries ? 'Findings in this series' : 'Findings in this image'));
+    const box = el('fieldset', { dataset: { daLabels: '' } },
+      el('legend', {}, `Findings in this ${this.isSeries ? 'series' : 'image'}`));
     this.currentLabel = 0;
     this.schema.labels.forEach((label, index) => {
       // One choice per label: a radio group (present | absent), answered by click or Y/N.
@@ -349,32 +333,9 @@ class Viewer {
     const series = metaData.get('generalSeriesModule', this.imageId) || {};
     const voiModule = metaData.get('voiLutModule', this.imageId) || {};
     this.defaultVoi = { ...(this.viewport.getProperties().voiRange || {}) };
-    // Presets are VOI ranges on the original (modality-LUT) values: the file's windows (PS3.3
-    // C.11.2, linear function), the full range of the decoded pixels, then modality presets.
-    const range = (center, width) => csUtils.windowLevel.toLowHighRange(width, center);
-    const presets = [];
-    const centers = asList(voiModule.windowCenter);
-    const widths = asList(voiModule.windowWidth);
-    centers.forEach((c, i) => {
-      if (Number.isFinite(+c) && Number.isFinite(+widths[i]) && +widths[i] >= 1) {
-        presets.push([`File window ${i + 1}`, range(+c, +widths[i])]);
-      }
-    });
-    const stats = this.pixelStats();
-    if (stats && !stats.color && stats.max > stats.min) {
-      // Automatic windows: the 1st–99th (and a tighter 5th–95th) percentile of the decoded values,
-      // robust to collimation borders and burned-in markers that stretch the full range.
-      const cuts = this.percentiles(AUTO_PERCENTILES.flat());
-      AUTO_PERCENTILES.forEach(([lo, hi], i) => {
-        const lower = cuts[2 * i]; const upper = cuts[2 * i + 1];
-        if (upper > lower) {
-          if (this.autoPreset === undefined) this.autoPreset = presets.length;
-          presets.push([`Auto ${lo}–${hi} %`, { lower, upper }]);
-        }
-      });
-      presets.push(['Full range', { lower: stats.min, upper: stats.max }]);
-    }
-    for (const [name, c, w] of presetsFor(series.modality)) presets.push([name, range(c, w)]);
+    // Presets are VOI ranges on the original (modality-LUT) values (voi.js).
+    const { presets, autoPreset } = windowPresets(this.viewport.csImage, voiModule, series.modality);
+    this.autoPreset = autoPreset;
     this.presets = presets;
     if (series.modality === 'MR' && this.autoPreset !== undefined) {
       // MR values have no fixed scale and files' windows are often unset or off: start automatic.
@@ -525,29 +486,7 @@ class Viewer {
 
   /** Summary of the decoded (modality-LUT) pixel values shown: lets tests compare with pydicom. */
   pixelStats() {
-    const image = this.viewport?.csImage;
-    const data = image?.getPixelData?.();
-    if (!data) return null;
-    let min = Infinity; let max = -Infinity; let sum = 0;
-    for (let i = 0; i < data.length; i += 1) {
-      const v = data[i];
-      if (v < min) min = v;
-      if (v > max) max = v;
-      sum += v;
-    }
-    return { count: data.length, min, max, mean: sum / data.length, color: !!image.color,
-      rows: image.rows, columns: image.columns };
-  }
-
-  /** Values at the given percentiles (0–100) of the decoded pixels (a strided sample of ≤ 262,144). */
-  percentiles(ps) {
-    const data = this.viewport?.csImage?.getPixelData?.();
-    if (!data || !data.length) return ps.map(() => NaN);
-    const step = Math.max(1, Math.floor(data.length / 262144));
-    const sample = new Float64Array(Math.ceil(data.length / step));
-    for (let i = 0, j = 0; i < data.length; i += step, j += 1) sample[j] = data[i];
-    sample.sort();
-    return ps.map((p) => sample[Math.min(sample.length - 1, Math.max(0, Math.round((p / 100) * (sample.length - 1))))]);
+    return pixelSummary(this.viewport?.csImage);
   }
 
   /** Page (client) coordinates of an image point: what a test driver needs to draw at image pixels. */
@@ -721,7 +660,8 @@ class Viewer {
   }
 
   notASlice(roi) {
-    return `instance ${JSON.stringify(roi.instance ?? null)} frame ${JSON.stringify(roi.frame ?? 0)} is not a slice of this series`;
+    const [instance, frame] = [JSON.stringify(roi.instance ?? null), JSON.stringify(roi.frame ?? 0)];
+    return `instance ${instance} frame ${frame} is not a slice of this series`;
   }
 
   /**
@@ -760,7 +700,8 @@ class Viewer {
     annotation.data.label = label;
     this.styleRoi(annotation.annotationUID, this.labelColor(label));
     const drawnOn = this.slices.findIndex((sl) => sl.imageId === annotation.metadata.referencedImageId);
-    this.rois.push({ uid: annotation.annotationUID, shape, label, slice: drawnOn >= 0 ? drawnOn : (this.stack?.index ?? 0) });
+    const slice = drawnOn >= 0 ? drawnOn : (this.stack?.index ?? 0);
+    this.rois.push({ uid: annotation.annotationUID, shape, label, slice });
     this.undoStack.push({ type: 'roi-add', uid: annotation.annotationUID });
     // Drawing a region of a finding answers that the finding is present.
     if (this.schema.classification && this.labelState.get(label) === null) {
@@ -888,9 +829,10 @@ class Viewer {
     const annotation = csAnnotation.state.getAnnotation(roi.uid);
     let out = null;
     if (annotation) out = this.roiOf(roi, annotation);
-    else if (roi.pending) out = { label: roi.label, shape: roi.shape, points: roi.pending.points.map((p) => [p[0], p[1]]) };
+    else if (roi.pending) out = { label: roi.label, shape: roi.shape, points: roi.pending.points.map(([x, y]) => [x, y]) };
     if (!out) return null;
-    if (this.isSeries) Object.assign(out, { instance: this.slices[roi.slice].instance, frame: this.slices[roi.slice].frame });
+    const { instance, frame } = this.slices[roi.slice];
+    if (this.isSeries) Object.assign(out, { instance, frame });
     return out;
   }
 
