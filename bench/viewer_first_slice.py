@@ -39,8 +39,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from labeling.synth_series import generate_series_dataset  # noqa: E402
-from labeling.viewer_assets import VIEWER_BUILD_DIR  # noqa: E402
+from devkit.synth_series import generate_series_dataset  # noqa: E402
+from labeling.gt.viewer_assets import VIEWER_BUILD_DIR  # noqa: E402
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, _serve  # noqa: E402
 
 SCROLL_JUMPS = 30

@@ -38,7 +38,7 @@ SCHEMA = {"labels": [{"name": "Nodule", "shapes": ["ellipse", "rectangle", "poin
 def series(work_dir: Path) -> dict[str, Any]:
     """{"slices": series form in manifest order, "frames": the multi-frame instance's, "truth",
     "files": instance ID → staged path, "k_of": manifest index → InstanceNumber - 1}."""
-    from labeling.synth_series import generate_series_dataset
+    from devkit.synth_series import generate_series_dataset
 
     raw = work_dir / "series-raw"
     generate_series_dataset(raw, series=1, slices=SLICES, size=SIZE, seed=3, prevalence=1.0, progress=False)
