@@ -272,3 +272,17 @@ def test_initial_answer_and_overlays_land_on_their_slices(page, page_server, ass
         {schema: {labels: ['Nodule']}, slices: [slices[0], {url: slices[1].url}]})
         .then(() => '', (e) => String(e.message))""", _absolute(asset_server, slices))
     assert "slices[1].instance" in error
+
+
+def test_a_slice_that_cannot_be_loaded_is_reported_not_dropped(page, page_server, asset_server, work_dir, series):
+    (work_dir / "data" / "series" / "broken.dcm").write_bytes(b"DICM" * 64)
+    slices = series["slices"][:4] + [{"url": "/data/series/broken.dcm", "instance": "broken", "frame": 0}]
+    driver = _mount(page, page_server, asset_server, work_dir, "series-broken", slices)
+    page.wait_for_function("() => { const s = document.querySelector('.da-viewer').daViewer.getViewState().slice;"
+                           " return s.loaded + s.failed === 5; }", timeout=30_000)
+    assert (_slice(driver)["loaded"], _slice(driver)["failed"]) == (4, 1)
+    assert "1 failed" in page.inner_text("[data-da-loaded]")
+    assert any(p.startswith("Slice 5 could not be loaded") for p in driver.validate())
+    page.keyboard.press("End")
+    page.wait_for_function("() => document.querySelector('[data-da-message]').textContent.includes('Slice 5')")
+    _shot(page, "series-broken-slice.png")

@@ -353,6 +353,15 @@ class Viewer {
     this.listen(eventTarget, ToolEnums.Events.ANNOTATION_MODIFIED, () => this.changed());
     if (this.stack) {
       this.listen(this.viewportEl, CoreEnums.Events.STACK_NEW_IMAGE, (evt) => this.sliceShown(evt.detail.imageIdIndex));
+      // A slice that cannot be shown says so (the prefetch counts it too; validate() lists it).
+      const indexOf = new Map(this.slices.map((sl, i) => [sl.imageId, i]));
+      this.listen(eventTarget, CoreEnums.Events.IMAGE_LOAD_ERROR, (evt) => {
+        const index = indexOf.get(evt.detail?.imageId);
+        const error = evt.detail?.error;
+        if (index > 0) {
+          setText(this.statusEl, `Slice ${index + 1} could not be loaded: ${error?.message || error || 'load failed'}`);
+        }
+      });
       this.stack.startPrefetch();
     }
     this.loadInitial();
