@@ -54,6 +54,7 @@ import {
 } from './answer.js';
 import { normalizeSlices, StackNav, STACK_KEY_HELP } from './stack.js';
 import { windowPresets, pixelSummary } from './voi.js';
+import { Findings } from './findings.js';
 
 const { MouseBindings } = ToolEnums;
 const ROI_TOOLS = {
@@ -99,9 +100,8 @@ class Viewer {
     this.readOnly = !!options.readOnly;
     this.id = `da${++mounts}`;
     this.host = element;
-    /** label name → true (present) | false (absent) | null (not answered) */
-    this.labelState = new Map(this.schema.labels.map((l) => [l.name, null]));
-    this.confidence = new Map();
+    this.findings = new Findings(this.schema, { id: this.id, readOnly: this.readOnly,
+      scope: this.isSeries ? 'series' : 'image' });
     /** own ROIs in drawing order: {uid, shape, label, slice, pending?} (pending: an answer-shaped ROI
      * of a slice not shown yet; its annotation is made when the slice first is, see whenShown) */
     this.rois = [];
@@ -172,7 +172,7 @@ class Viewer {
     }, true);
     const side = el('div', { class: 'da-side' });
     if (s.classification) {
-      side.appendChild(this.buildLabels());
+      side.appendChild(this.findings.build((name, present) => this.answerLabel(name, present)));
     }
     this.roiList = el('ol', { class: 'da-rois', dataset: { daRois: '' } });
     if (s.rois) {
@@ -191,44 +191,6 @@ class Viewer {
     this.onKey = (e) => this.keydown(e);
     // Capture phase: Cornerstone's element listeners stop keydown propagation on the viewport.
     document.addEventListener('keydown', this.onKey, true);
-  }
-
-  buildLabels() {
-    this.labelInputs = new Map();
-    const box = el('fieldset', { dataset: { daLabels: '' } },
-      el('legend', {}, `Findings in this ${this.isSeries ? 'series' : 'image'}`));
-    this.currentLabel = 0;
-    this.schema.labels.forEach((label, index) => {
-      // One choice per label: a radio group (present | absent), answered by click or Y/N.
-      const group = `${this.id}-label-${index}`;
-      const present = el('input', { type: 'radio', name: group, disabled: this.readOnly,
-        dataset: { daLabelIndex: String(index), daValue: 'present' } });
-      const absent = el('input', { type: 'radio', name: group, disabled: this.readOnly,
-        dataset: { daLabelIndex: String(index), daValue: 'absent' } });
-      present.addEventListener('change', () => { this.focusLabel(index); this.answerLabel(label.name, true); });
-      absent.addEventListener('change', () => { this.focusLabel(index); this.answerLabel(label.name, false); });
-      const conf = el('span', { class: 'da-conf' });
-      const required = this.schema.required.includes(label.name);
-      box.appendChild(el('div', { class: 'da-label-row', dataset: { daLabel: label.name } },
-        el('span', { class: 'da-swatch', style: { background: label.color } }),
-        el('span', { class: 'da-label-name' }, label.name, required ? ' *' : ''),
-        label.description ? el('span', { class: 'da-label-desc' }, label.description) : null,
-        el('span', { class: 'da-answer' }, el('label', {}, present, ' present'), el('label', {}, absent, ' absent'),
-          conf)));
-      this.labelInputs.set(label.name, { present, absent, conf });
-    });
-    this.focusLabel(0);
-    return box;
-  }
-
-  /** The finding Y/N answer (highlighted row). */
-  focusLabel(index) {
-    const count = this.schema.labels.length;
-    this.currentLabel = ((index % count) + count) % count;
-    this.schema.labels.forEach((label, i) => {
-      const row = this.labelInputs?.get(label.name)?.present.closest('.da-label-row');
-      row?.classList.toggle('da-current', i === this.currentLabel);
-    });
   }
 
   // ---------------------------------------------------------------------- Cornerstone
@@ -519,25 +481,11 @@ class Viewer {
 
   // ------------------------------------------------------------------------- labels
   answerLabel(name, value, { record = true } = {}) {
-    const previous = this.labelState.get(name);
-    if (previous === value) {
-      this.syncLabel(name);
-      return;
-    }
-    this.labelState.set(name, value);
+    const previous = this.findings.state.get(name);
+    this.findings.set(name, value);
+    if (previous === value) return;
     if (record) this.undoStack.push({ type: 'label', name, previous });
-    this.syncLabel(name);
     this.changed();
-  }
-
-  syncLabel(name) {
-    const inputs = this.labelInputs?.get(name);
-    if (!inputs) return;
-    const value = this.labelState.get(name);
-    inputs.present.checked = value === true;
-    inputs.absent.checked = value === false;
-    const conf = this.confidence.get(name);
-    setText(inputs.conf, conf === undefined ? '' : `(pre-label ${Math.round(conf * 100)}%)`);
   }
 
   // --------------------------------------------------------------------------- ROIs
@@ -606,12 +554,7 @@ class Viewer {
     const initial = this.options.initialAnswer;
     const problems = [];
     if (initial && typeof initial === 'object') {
-      for (const entry of Array.isArray(initial.labels) ? initial.labels : []) {
-        if (entry && this.labelState.has(entry.name) && typeof entry.present === 'boolean') {
-          this.labelState.set(entry.name, entry.present);
-          if (Number.isFinite(entry.confidence)) this.confidence.set(entry.name, entry.confidence);
-        }
-      }
+      this.findings.load(initial.labels);
       (Array.isArray(initial.rois) ? initial.rois : []).forEach((roi, i) => {
         const problem = roiProblem(roi, this.schema);
         if (problem) {
@@ -650,7 +593,6 @@ class Viewer {
         });
       });
     });
-    for (const name of this.labelState.keys()) this.syncLabel(name);
     if (problems.length) {
       setText(this.statusEl, `Ignored: ${problems.join('; ')}`);
     }
@@ -713,7 +655,7 @@ class Viewer {
     this.rois.push({ uid: annotation.annotationUID, shape, label, slice });
     this.undoStack.push({ type: 'roi-add', uid: annotation.annotationUID });
     // Drawing a region of a finding answers that the finding is present.
-    if (this.schema.classification && this.labelState.get(label) === null) {
+    if (this.schema.classification && this.findings.state.get(label) === null) {
       this.answerLabel(label, true);
       this.undoStack.pop();
       this.undoStack[this.undoStack.length - 1].labelSet = label;
@@ -851,7 +793,7 @@ class Viewer {
 
   getAnswer() {
     return {
-      labels: this.schema.labels.map((l) => ({ name: l.name, present: this.labelState.get(l.name) === true })),
+      labels: this.findings.verdicts(),
       rois: this.currentRois(),
       image: this.image ? { ...this.image } : { rows: 0, columns: 0, frame: 0 },
     };
@@ -859,7 +801,7 @@ class Viewer {
 
   validate() {
     const rois = this.currentRois();
-    const problems = validateAnswer(this.schema, this.labelState, rois, this.image);
+    const problems = validateAnswer(this.schema, this.findings.state, rois, this.image);
     if (!this.isSeries) return problems;
     // Per slice: each region inside its slice (slices not shown yet: the first slice's size), and
     // every slice loaded (a reader must be able to see what the series-level answer covers).
@@ -907,12 +849,12 @@ class Viewer {
     const actions = { i: 'invert', h: 'flipH', v: 'flipV', t: 'rotate', 0: 'reset', u: 'undo',
       Delete: 'delete', Backspace: 'delete' };
     const lower = key.length === 1 ? key.toLowerCase() : key;
-    const findings = !this.readOnly && this.labelInputs;
+    const findings = !this.readOnly && this.findings.inputs;
     if (findings && (lower === 'y' || lower === 'n')) {
-      this.answerLabel(this.schema.labels[this.currentLabel].name, lower === 'y');
-      this.focusLabel(this.currentLabel + 1);
+      this.answerLabel(this.findings.currentName, lower === 'y');
+      this.findings.focus(this.findings.current + 1);
     } else if (findings && (key === 'ArrowDown' || key === 'ArrowUp')) {
-      this.focusLabel(this.currentLabel + (key === 'ArrowDown' ? 1 : -1));
+      this.findings.focus(this.findings.current + (key === 'ArrowDown' ? 1 : -1));
     } else if (this.stack?.key(key, !findings)) {
       // a slice key (stack.js)
     } else if (lower === 'a') {
