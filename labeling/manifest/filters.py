@@ -7,10 +7,10 @@ Filters
 ``--series-uid`` (repeatable), ``--patient-id`` (Orthanc wildcards ``*`` and ``?`` allowed),
 ``--study-date-from``/``--study-date-to`` (``YYYYMMDD`` or ``YYYY-MM-DD``, inclusive; sent as the
 DICOM range ``A-B``, ``A-`` or ``-B``) and ``--metadata KEY=VALUE``. Orthanc 1.10 cannot query
-metadata, so ``--metadata`` is matched here on the metadata read with the instances (exact,
-case-sensitive value); a name no instance carries is reported as a warning (a typo, or a user
-metadata not declared in ``UserMetadata``; an unnamed index such as ``1030`` works as is).
-
+metadata, so ``--metadata`` is matched by the walk (:mod:`labeling.manifest.query`) on the metadata
+read with the instances (exact, case-sensitive value); a name no instance carries is reported as a
+warning (a typo, or a user metadata not declared in ``UserMetadata``; an unnamed index such as
+``1030`` works as is).
 """
 
 from __future__ import annotations

@@ -7,11 +7,12 @@ of requests, never one per instance, in one of two ways:
 
 * **the manifest index** (:mod:`labeling.manifest.index`, the default): every study, series and
   instance of the server listed once, kept up to date from Orthanc's ``/changes`` and ID lists in a
-  cache file, the filters matched here (:meth:`ManifestFilters.matches`); measured 11x an N+1
-  client on X-ray-shaped data and a rebuild after 1 % new instances ~7x cheaper than a full one;
+  cache file, the filters matched in Python
+  (:meth:`labeling.manifest.filters.ManifestFilters.matches`); measured 11x an N+1 client on
+  X-ray-shaped data and a rebuild after 1 % new instances ~7x cheaper than a full one;
 * **one find + bulk reads**, described next: for a query naming studies, series or patients
-  (:attr:`ManifestFilters.selective`) while no index is saved (always with ``--no-index-cache``,
-  which lists any other query without saving the index):
+  (:attr:`labeling.manifest.filters.ManifestFilters.selective`) while no index is saved (always
+  with ``--no-index-cache``, which lists any other query without saving the index):
 
 1. **the query** — one ``POST /tools/find`` at Series level with ``"Expand": true`` (Orthanc
    Book, "REST API of Orthanc" → "Performing finds within Orthanc"). Modality is a series tag, and
@@ -36,7 +37,6 @@ whatever ``--metadata`` asks about) and run in parallel. Measured on Orthanc 1.1
 (``bench/manifest.py``), Orthanc spends about 0.3–0.6 ms per resource per find or bulk read (a
 few index round trips each), against ~2–3 ms per instance for a builder that sends ``GET
 /instances/{id}`` and ``GET /instances/{id}/simplified-tags`` for each one.
-
 """
 
 from __future__ import annotations
