@@ -21,9 +21,14 @@ its own prevalence:
 
 The ground truth is written aside, never into the DICOM files: ``ground_truth.jsonl`` has one line
 per image in the label shape of docs/architecture.md ("The label shape"): ``labels`` (one
-``{"name", "present"}`` per finding, in :data:`FINDINGS` order), ``rois`` (``label``, ``shape``,
-``points`` in image pixels: x = column, y = row, origin at the frame's top-left corner, so pixel
-(c, r) has its centre at (c + 0.5, r + 0.5)) and ``image`` (rows, columns, frame 0).
+``{"name", "present"}`` per finding, in :data:`devkit.synth_plan.FINDINGS` order), ``rois``
+(``label``, ``shape``, ``points`` in image pixels: x = column, y = row, origin at the frame's
+top-left corner, so pixel (c, r) has its centre at (c + 0.5, r + 0.5)) and ``image`` (rows,
+columns, frame 0).
+
+Where each part lives: the parameters and plans in :mod:`devkit.synth_plan`, the pixels in
+:mod:`devkit.synth_draw`, the DICOM file and ground-truth record in :mod:`devkit.synth_dicom`; this
+module writes the dataset and is the ``synth`` command.
 
 Determinism: every random draw comes from a NumPy generator seeded by (seed, patient, study), and
 every UID from :func:`pydicom.uid.generate_uid` with ``entropy_srcs`` built from the parameters that

@@ -39,13 +39,13 @@ Sub-commands
     longer than GT's limit (:data:`labeling.gt.contracts.MAX_TEMPLATE_CHARS`) is refused.
 
 ``create-job --stack-outputs JSON_FILE --manifest FILE --schema FILE --job-name NAME --workteam-arn ARN``
-    Validates the manifest (:func:`labeling.manifest.format.read_manifest`, each line's ``schema`` and
-    ``labels`` must match the schema) and the schema, then uploads the manifest to
+    Validates the manifest (:func:`labeling.manifest.format.read_manifest`, each line's ``schema``
+    and ``labels`` must match the schema) and the schema, then uploads the manifest to
     ``s3://<annotationBucket>/jobs/<job>/manifest.jsonl`` and the schema's labels as a GT label
     category config to ``…/jobs/<job>/label-categories.json`` (SSE-KMS with ``kmsKeyArn``), and
-    calls ``sagemaker.create_labeling_job`` (see :func:`build_create_request`): the label attribute
-    is the job name, the output goes to ``s3://<bucket>/jobs/<job>/output/``. The stack outputs
-    file is ``pulumi stack output --json``. ``--region`` defaults to the region of
+    calls ``sagemaker.create_labeling_job`` (see :func:`labeling.gt.jobs.build_create_request`): the
+    label attribute is the job name, the output goes to ``s3://<bucket>/jobs/<job>/output/``. The
+    stack outputs file is ``pulumi stack output --json``. ``--region`` defaults to the region of
     ``prelabelLambdaArn`` (GT must run where its Lambdas are). ``--dry-run`` prints the request as
     JSON and touches nothing (no AWS client is even created).
 
@@ -54,11 +54,12 @@ Sub-commands
 
 ``fetch-output --job-name NAME --out FILE``
     Downloads the job's output manifest (``LabelingJobOutput.OutputDatasetS3Uri``) to FILE and
-    checks every line with the one output-line reader
-    (:func:`labeling.contracts.output_line.parse_output_line`: metadata with ``job-name`` or
-    ``job_name``, content in the label shape): a valid line counts as labelled; a line with
-    ``failure-reason`` in its metadata, or with neither ``<attr>`` nor ``<attr>-metadata``, as failed
-    (GT writes those for objects it could not label); any other line as invalid, with its problem.
+    checks every line with the one output-manifest reader
+    (:func:`labeling.gt.output_manifest.scan_output_manifest`, collecting problems: metadata with
+    ``job-name`` or ``job_name``, content in the label shape): a valid line counts as labelled; a
+    line with ``failure-reason`` in its metadata, or with neither ``<attr>`` nor ``<attr>-metadata``,
+    as failed (GT writes those for objects it could not label); any other line as invalid, with its
+    problem.
 
 Exit codes (README, "Errors and exit codes"): 0 done; 1 invalid output-manifest lines; 2 bad input (one
 line naming the file, the line or the key); 3 AWS refused or could not be reached.
