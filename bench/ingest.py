@@ -1,6 +1,7 @@
 """Ingest benchmark: our `upload` against simple per-file and ZIP-batch uploaders, whole processes.
 
     .venv/bin/python bench/ingest.py [--instances 1000] [--rounds 3] [--clients 2,4,8]
+        [--servers base,pgasync,...] [--ours-workers 4] [--no-naive] [--json FILE]
 
 Variants, each run on an EMPTY Orthanc with the same files (≈128 KiB synthetic DX instances,
 256×256 16-bit, from ``devkit.synth``), each as its own process (``python bench/ingest.py
