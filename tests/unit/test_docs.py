@@ -1,7 +1,11 @@
-"""The architecture notes the code cites live in the repository, and every cited section exists."""
+"""The docs hold: the architecture notes the code cites live in the repository and every cited section
+exists; every path, command, sub-command, flag and make target that README.md and docs/ name exists."""
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,3 +41,148 @@ def test_nothing_points_at_notes_outside_the_repository():
     found = [f"{name}: {match}" for name, text in _sources() if name != "tests/unit/test_docs.py"
              for match in OUTSIDE.findall(text)]
     assert found == []
+
+
+# ------------------------------------------------------------------ the docs name what the tree holds
+# What a new user copies from README.md and docs/*.md: file paths, `python -m` commands with their
+# sub-commands and flags, make targets. Each must exist, so a move or rename cannot leave the docs behind.
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+TOP_DIRS = ("labeling", "devkit", "training", "components", "lambda_src", "viewer", "bench", "schemas",
+            "examples", "tests", "policy", "scripts", "tools", ".github")
+DOC_PATH = re.compile(r"(?<![\w./-])((?:%s)/[\w./{},*-]*)" % "|".join(re.escape(d) for d in TOP_DIRS))
+BRACES = re.compile(r"\{([^{}]*)\}")
+# Where a command line ends in a code line or span: a comment, a shell operator, a box-drawing
+# character of a diagram, prose punctuation.
+COMMAND_END = re.compile(r"\s#|&&|;|\s\|\s|\s>\s|[│)(,]|\s{3,}\S")
+OUR_CLIS = {"labeling": "labeling.cli", "devkit": "devkit.cli", "training": "training.cli"}
+# Flags of other tools that the docs quote in passing (Pulumi, npm, Chromium): not ours to check.
+FOREIGN_FLAGS = {"--policy-pack", "--path", "--secret", "--stack", "--json", "--no-sandbox", "--disable-gpu",
+                 "--no-audit", "--no-fund", "--replace"}
+
+
+def _code(text: str) -> Iterator[str]:
+    """The code a reader would copy: each fenced block's lines (``\\``-continued lines joined) and
+    each inline code span (a table's ``\\|`` read as ``|``)."""
+    fenced = False
+    for block in re.split(r"^```.*$", text, flags=re.M):
+        if fenced:
+            yield from block.replace("\\\n", " ").splitlines()
+        else:
+            yield from (span.replace("\\|", "|") for span in re.findall(r"`([^`\n]+)`", block))
+        fenced = not fenced
+
+
+def _doc_code() -> Iterator[tuple[str, str]]:
+    for doc in DOCS:
+        for code in _code(doc.read_text(encoding="utf-8")):
+            yield doc.name, code
+
+
+def _expand(path: str) -> list[str]:
+    match = BRACES.search(path)
+    if not match:
+        return [path]
+    return [expanded for choice in match.group(1).split(",")
+            for expanded in _expand(path[:match.start()] + choice + path[match.end():])]
+
+
+def test_every_path_the_docs_name_exists():
+    named = {(doc, path.rstrip(".,")) for doc, code in _doc_code() for path in DOC_PATH.findall(code)}
+    assert ("README.md", "labeling/gt/worker_template.liquid.html") in named  # the scan finds paths at all
+    missing = sorted(f"{doc}: {path}" for doc, path in named for one in _expand(path)
+                     if "*" not in one and not (ROOT / one).exists())
+    assert missing == []
+
+
+def _commands() -> list[tuple[str, str, list[str]]]:
+    """(doc, module or script, words) of every ``python -m MODULE …`` and ``bench/X.py …`` the docs show."""
+    found = []
+    for doc, code in _doc_code():
+        for match in re.finditer(r"(?:python -m ([\w.]+)|(?<![\w/])((?:bench|scripts|tools)/[\w/]+\.py))(.*)", code):
+            rest = COMMAND_END.split(match.group(3))[0]
+            words = [w.strip("[]") for w in rest.split() if w.strip("[]") not in ("", "…", "...")]
+            found.append((doc, match.group(1) or match.group(2), words))
+    return found
+
+
+FLAG_LITERAL = re.compile(r"[\"'](--[a-z][\w-]*)[\"']")
+
+
+def _script_flags(source: Path) -> set[str]:
+    """The flags a script or a module with its own argparse defines: its ``"--x"`` string literals."""
+    return set(FLAG_LITERAL.findall(source.read_text(encoding="utf-8")))
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next((dict(a.choices) for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
+def _problems(module: str, words: list[str]) -> list[str]:
+    """What in ``python -m module words…`` does not exist: a module, a sub-command, a flag."""
+    if module.endswith(".py"):
+        if not (ROOT / module).is_file():
+            return [f"no script {module}"]
+        source = ROOT / module
+    elif importlib.util.find_spec(module) is None:
+        return [f"no module {module}"]
+    else:
+        source = Path(importlib.util.find_spec(module).origin)
+    if module not in OUR_CLIS:  # bench/*.py, training.dlc: an argparse of their own
+        flags = _script_flags(source)
+        return [f"{module}: no flag {w}" for w in words if w.startswith("--") and w.split("=")[0] not in flags]
+    root = importlib.import_module(OUR_CLIS[module]).build_parser(None)
+    current, leaf, problems = [root], False, []
+    for word in words:
+        if word.startswith("-"):
+            flag = word.split("=")[0]
+            for parser in current:
+                if flag not in parser._option_string_actions and flag not in root._option_string_actions:
+                    problems.append(f"{parser.prog}: no flag {flag}")
+        elif not leaf:
+            following = []
+            for parser in current:
+                choices = _subparsers(parser)
+                following += [choices[w] for w in word.split("|") if w in choices]
+                problems += [f"{parser.prog}: no command {w}" for w in word.split("|") if w not in choices]
+            if problems:
+                return problems
+            current = following
+            leaf = not any(_subparsers(p) for p in current)  # what follows a leaf command is its arguments
+    return problems
+
+
+def test_every_python_m_command_in_the_docs_exists_with_its_sub_commands_and_flags():
+    commands = _commands()
+    assert ("README.md", "labeling", ["portal", "user", "add", "alice", "--role", "annotator", "--password-file",
+                                      "pw.txt"]) in commands  # the scan reads commands, sub-commands and flags
+    problems = sorted({f"{doc}: python -m {module} {' '.join(words)}: {problem}"
+                       for doc, module, words in commands for problem in _problems(module, words)})
+    assert problems == []
+
+
+def test_the_command_check_sees_a_missing_command_and_flag():
+    assert _problems("labeling", ["local", "up", "--no-such-flag"]) == [
+        "python -m labeling local up: no flag --no-such-flag"]
+    assert _problems("labeling", ["synth", "--out", "x"]) == ["python -m labeling: no command synth"]
+    assert _problems("training", ["sagemaker", "train|nope"]) == ["python -m training sagemaker: no command nope"]
+    assert _problems("labeling.nosuch", []) == ["no module labeling.nosuch"]
+    assert _problems("bench/manifest.py", ["--instances", "5", "--nope"]) == ["bench/manifest.py: no flag --nope"]
+
+
+def test_every_make_target_in_the_docs_exists():
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(encoding="utf-8"), flags=re.M))
+    named = {(doc, target) for doc, code in _doc_code() for target in re.findall(r"\bmake ([a-z][\w-]*)", code)}
+    assert ("README.md", "demo") in named
+    assert sorted(f"{doc}: make {t}" for doc, t in named if t not in targets) == []
+
+
+def test_every_flag_the_docs_quote_exists_in_some_command():
+    """A flag quoted in prose (`--parents`, `--level series`) belongs to one of our commands or scripts."""
+    ours = {flag for name, text in _sources() if name.endswith(".py") and not name.startswith("tests/")
+            for flag in FLAG_LITERAL.findall(text)}
+    quoted = {(doc, flag) for doc, code in _doc_code()
+              for flag in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", code)}
+    assert ("README.md", "--parents") in quoted
+    assert sorted(f"{doc}: {flag}" for doc, flag in quoted if flag not in ours | FOREIGN_FLAGS) == []
+
