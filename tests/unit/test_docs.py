@@ -4,6 +4,7 @@ exists; every path, command, sub-command, flag and make target that README.md an
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import importlib
 import importlib.util
 import re
@@ -186,3 +187,22 @@ def test_every_flag_the_docs_quote_exists_in_some_command():
     assert ("README.md", "--parents") in quoted
     assert sorted(f"{doc}: {flag}" for doc, flag in quoted if flag not in ours | FOREIGN_FLAGS) == []
 
+
+
+# Options whose value is a file or directory the reader creates at the top of the clone.
+WRITES = re.compile(r"(?:--out|--report|--password-file|--workdir|--index-cache|--cache-dir|>)\s+([\w.][\w-]*[./][\w./-]*)")
+
+
+def _ignored(name: str) -> bool:
+    """Whether the top-level ``name`` matches a pattern of the repository's .gitignore."""
+    patterns = [line.strip().strip("/") for line in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.startswith(("#", "!"))]
+    return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+
+
+def test_what_the_walk_through_writes_into_the_clone_is_ignored_by_git():
+    """A reader who runs the README's commands in the clone gets no untracked files (and cannot commit
+    a password file by accident)."""
+    written = {(doc, path) for doc, code in _doc_code() for path in WRITES.findall(code)}
+    assert ("README.md", "pw.txt") in written
+    assert sorted(f"{doc}: {path}" for doc, path in written if not _ignored(path.split("/")[0])) == []
