@@ -97,10 +97,12 @@ def test_every_path_the_docs_name_exists():
 
 
 def _commands() -> list[tuple[str, str, list[str]]]:
-    """(doc, module or script, words) of every ``python -m MODULE …`` and ``bench/X.py …`` the docs show."""
+    """(doc, module or script, words) of every ``python -m MODULE …`` and ``bench/X.py …`` the docs show,
+    and of every ``$(PY) -m MODULE …`` the Makefile runs (what `make portal`, `make plan` … call)."""
     found = []
-    for doc, code in _doc_code():
-        for match in re.finditer(r"(?:python -m ([\w.]+)|(?<![\w/])((?:bench|scripts|tools)/[\w/]+\.py))(.*)", code):
+    recipes = [("Makefile", line) for line in (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()]
+    for doc, code in [*_doc_code(), *recipes]:
+        for match in re.finditer(r"(?:(?:python|\$\(PY\)) -m ([\w.]+)|(?<![\w/])((?:bench|scripts|tools)/[\w/]+\.py))(.*)", code):
             rest = COMMAND_END.split(match.group(3))[0]
             words = [w.strip("[]") for w in rest.split() if w.strip("[]") not in ("", "…", "...")]
             found.append((doc, match.group(1) or match.group(2), words))
@@ -127,6 +129,8 @@ def _problems(module: str, words: list[str]) -> list[str]:
         source = ROOT / module
     elif importlib.util.find_spec(module) is None:
         return [f"no module {module}"]
+    elif not (ROOT / module.split(".")[0]).is_dir():
+        return []  # pip, pytest: installed, not ours to check
     else:
         source = Path(importlib.util.find_spec(module).origin)
     if module not in OUR_CLIS:  # bench/*.py, training.dlc: an argparse of their own
@@ -169,6 +173,7 @@ def test_the_command_check_sees_a_missing_command_and_flag():
     assert _problems("training", ["sagemaker", "train|nope"]) == ["python -m training sagemaker: no command nope"]
     assert _problems("labeling.nosuch", []) == ["no module labeling.nosuch"]
     assert _problems("bench/manifest.py", ["--instances", "5", "--nope"]) == ["bench/manifest.py: no flag --nope"]
+    assert _problems("components.plan", ["--stack", "dev", "--nope"]) == ["components.plan: no flag --nope"]
 
 
 def test_every_make_target_in_the_docs_exists():
