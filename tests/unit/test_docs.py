@@ -50,7 +50,7 @@ def test_nothing_points_at_notes_outside_the_repository():
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TOP_DIRS = ("labeling", "devkit", "training", "components", "lambda_src", "viewer", "bench", "schemas",
-            "examples", "tests", "policy", "scripts", "tools", ".github")
+            "examples", "tests", "policy", "scripts", "tools", ".github", ".ci")
 DOC_PATH = re.compile(r"(?<![\w./-])((?:%s)/[\w./{},*-]*)" % "|".join(re.escape(d) for d in TOP_DIRS))
 BRACES = re.compile(r"\{([^{}]*)\}")
 # Where a command line ends in a code line or span: a comment, a shell operator, a box-drawing
