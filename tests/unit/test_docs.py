@@ -4,6 +4,7 @@ exists; every path, command, sub-command, flag and make target that README.md an
 from __future__ import annotations
 
 import argparse
+import ast
 import fnmatch
 import importlib
 import importlib.util
@@ -211,3 +212,52 @@ def test_what_the_walk_through_writes_into_the_clone_is_ignored_by_git():
     written = {(doc, path) for doc, code in _doc_code() for path in WRITES.findall(code)}
     assert ("README.md", "pw.txt") in written
     assert sorted(f"{doc}: {path}" for doc, path in written if not _ignored(path.split("/")[0])) == []
+
+
+# A docstring's reference to our code (:func:`labeling.x.y`, ``devkit.synth``) names a module, or a name
+# that module defines or imports: after a move the old dotted path fails here, not in a reader's hands.
+CODE_REFERENCE = re.compile(r"(?::(?:func|class|mod|data|meth|attr|exc):`~?|``)"
+                            r"((?:labeling|devkit|training|components)(?:\.\w+)+)`")
+
+
+def _top_level_names(source: str) -> dict[str, ast.stmt]:
+    names: dict[str, ast.stmt] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names[node.name] = node
+        elif isinstance(node, ast.Assign):
+            names.update({target.id: node for target in node.targets if isinstance(target, ast.Name)})
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names[node.target.id] = node
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update({(alias.asname or alias.name).split(".")[0]: node for alias in node.names})
+    return names
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``dotted`` is a module of the tree, or a name (a class's member too) its longest module
+    prefix defines, read without importing anything."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        base = ROOT.joinpath(*parts[:cut])
+        module = next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
+        if module is None:
+            continue
+        rest = parts[cut:]
+        if not rest:
+            return True
+        node = _top_level_names(module.read_text(encoding="utf-8")).get(rest[0])
+        if node is None or len(rest) == 1 or not isinstance(node, ast.ClassDef):
+            return node is not None
+        return any(getattr(member, "name", None) == rest[1] or getattr(getattr(member, "target", None), "id", None)
+                   == rest[1] for member in node.body)
+    return False
+
+
+def test_every_dotted_reference_to_our_code_resolves():
+    references = {(name, ref) for name, text in _sources() if name.endswith(".py") and name != "tests/unit/test_docs.py"
+                  for ref in CODE_REFERENCE.findall(text)}
+    assert len(references) > 100  # the scan finds them at all
+    assert sorted(f"{name}: {ref}" for name, ref in references if not _resolves(ref)) == []
+    assert not _resolves("labeling.manifest.build_manifest") and _resolves("labeling.manifest.build.build_manifest")
+    assert _resolves("labeling.dicom.sr.Observer.person") and not _resolves("labeling.dicom.sr.Observer.nope")
