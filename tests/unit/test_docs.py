@@ -57,6 +57,8 @@ BRACES = re.compile(r"\{([^{}]*)\}")
 # Where a command line ends in a code line or span: a comment, a shell operator, a box-drawing
 # character of a diagram, prose punctuation.
 COMMAND_END = re.compile(r"\s#|&&|;|\s\|\s|\s>\s|[│)(,]|\s{3,}\S")
+# `python -m MODULE …` (or the Makefile's `$(PY) -m`), or a script of bench/, scripts/, tools/; then its words.
+COMMAND = re.compile(r"(?:(?:python|\$\(PY\)) -m ([\w.]+)|(?<![\w/])((?:bench|scripts|tools)/[\w/]+\.py))(.*)")
 OUR_CLIS = {"labeling": "labeling.cli", "devkit": "devkit.cli", "training": "training.cli"}
 # Flags of other tools that the docs quote in passing (Pulumi, npm, Chromium): not ours to check.
 FOREIGN_FLAGS = {"--policy-pack", "--path", "--secret", "--stack", "--json", "--no-sandbox", "--disable-gpu",
@@ -103,7 +105,7 @@ def _commands() -> list[tuple[str, str, list[str]]]:
     found = []
     recipes = [("Makefile", line) for line in (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()]
     for doc, code in [*_doc_code(), *recipes]:
-        for match in re.finditer(r"(?:(?:python|\$\(PY\)) -m ([\w.]+)|(?<![\w/])((?:bench|scripts|tools)/[\w/]+\.py))(.*)", code):
+        for match in COMMAND.finditer(code):
             rest = COMMAND_END.split(match.group(3))[0]
             words = [w.strip("[]") for w in rest.split() if w.strip("[]") not in ("", "…", "...")]
             found.append((doc, match.group(1) or match.group(2), words))
@@ -196,7 +198,8 @@ def test_every_flag_the_docs_quote_exists_in_some_command():
 
 
 # Options whose value is a file or directory the reader creates at the top of the clone.
-WRITES = re.compile(r"(?:--out|--report|--password-file|--workdir|--index-cache|--cache-dir|>)\s+([\w.][\w-]*[./][\w./-]*)")
+WRITES = re.compile(r"(?:--out|--report|--password-file|--workdir|--index-cache|--cache-dir|>)"
+                    r"\s+([\w.][\w-]*[./][\w./-]*)")
 
 
 def _ignored(name: str) -> bool:
@@ -255,8 +258,8 @@ def _resolves(dotted: str) -> bool:
 
 
 def test_every_dotted_reference_to_our_code_resolves():
-    references = {(name, ref) for name, text in _sources() if name.endswith(".py") and name != "tests/unit/test_docs.py"
-                  for ref in CODE_REFERENCE.findall(text)}
+    references = {(name, ref) for name, text in _sources()
+                  if name.endswith(".py") and name != "tests/unit/test_docs.py" for ref in CODE_REFERENCE.findall(text)}
     assert len(references) > 100  # the scan finds them at all
     assert sorted(f"{name}: {ref}" for name, ref in references if not _resolves(ref)) == []
     assert not _resolves("labeling.manifest.build_manifest") and _resolves("labeling.manifest.build.build_manifest")
