@@ -352,7 +352,8 @@ def run_command(parser_for: Callable[[list[str]], argparse.ArgumentParser],
 
 def build_parser(argv: Optional[list[str]] = None) -> argparse.ArgumentParser:
     return build_command_parser("python -m labeling",
-                                "dicom-annotate: keep DICOM in Orthanc, label it, consolidate, train.",
+                                "dicom-annotate: keep DICOM in Orthanc, label it, consolidate, train. Synthetic "
+                                "data, sample files and the demo loop: python -m devkit --help.",
                                 COMMANDS, argv)
 
 

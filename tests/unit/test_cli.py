@@ -112,6 +112,7 @@ def test_a_command_that_moved_to_the_devkit_names_its_new_home():
         assert result.stderr.strip().splitlines() == [
             f"python -m labeling {name}: error: moved to the development kit; run python -m devkit {name} "
             "(see python -m devkit --help)"]
+    assert "python -m devkit --help" in " ".join(run("--help").stdout.split())  # found without the old names
 
 
 def test_the_devkit_cli_lists_its_commands_without_importing_them():
