@@ -503,3 +503,71 @@ def test_render_needs_out_or_serve(tmp_path, capsys):
     assert main(["gt", "render", "--template", str(Path(gt.__file__).with_name("worker_template.liquid.html")),
                  "--task-input", str(task_file)]) == 2
     assert capsys.readouterr().err.strip() == "gt render: error: give --out HTML_FILE, --serve, or both"
+
+
+# ------------------------------------------------------------------------------- series tasks
+HOSTILE_ID = "x' onmouseover='alert(1)\" <img src=x onerror=alert(2)>&amp;"
+
+
+def _data_attributes(page: str, element_id: str) -> dict[str, str]:
+    """The attributes of one element as a browser reads them (entities decoded)."""
+    from html.parser import HTMLParser
+
+    found: dict[str, str] = {}
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            values = dict(attrs)
+            if values.get("id") == element_id:
+                found.update({k: v or "" for k, v in attrs})
+
+    Parser().feed(page)
+    return found
+
+
+def _series_task(slices: list[dict], **extra) -> dict:
+    # What labeling/gt/prelabel.py returns for a series line: the single-image keys plus level and slices.
+    return {"image": slices[0]["image"], "source": "5e1ab7c3-00000000-00000000-00000000-00000000",
+            "level": "series", "labels": ["Nodule"], "task_type": "classification+roi", "schema": "ct-nodule",
+            "image_geometry": {"rows": 96, "columns": 96, "frames": len(slices)}, "slices": slices, **extra}
+
+
+def test_the_shipped_template_hands_a_series_to_the_viewer_with_every_slice_granted(tmp_path):
+    template = Path(gt.__file__).with_name("worker_template.liquid.html")
+    build, _ = _fake_viewer_build(tmp_path)
+    ids = [f"{i:08x}-11111111-22222222-33333333-44444444" for i in range(3)]
+    slices = [{"image": f"s3://staging/job-1/{i}.dcm", "instance": i, "frame": 0} for i in ids]
+    slices.append({"image": "s3://staging/job-1/odd name+.dcm", "instance": HOSTILE_ID, "frame": 7})
+    task_file = _write(tmp_path / "task.json", json.dumps({"taskInput": _series_task(slices)}))
+    out = tmp_path / "page.html"
+    assert main(["gt", "render", "--template", str(template), "--task-input", str(task_file), "--out", str(out),
+                 "--viewer-dir", str(build), "--asset-base", "https://staging.example/presigned"]) == 0
+    page = out.read_text()
+    attributes = _data_attributes(page, "da-task")
+    assert json.loads(attributes["data-slices"]) == [
+        {"url": f"https://staging.example/presigned/job-1/{i}.dcm", "instance": i, "frame": 0} for i in ids] + [
+        {"url": "https://staging.example/presigned/job-1/odd%20name%2B.dcm", "instance": HOSTILE_ID, "frame": 7}]
+    # The hostile ID stayed inside the attribute: no markup, no extra attribute came out of it.
+    assert "<img src=x" not in page and "onmouseover" not in attributes
+    assert set(attributes) == {"id", "hidden", "data-image-url", "data-labels", "data-schema", "data-task-type",
+                               "data-instructions", "data-slices"}
+    assert "De-identified DICOM series: 4 slices" in page and "of 96 × 96 px" in page
+
+
+def test_a_multiframe_task_says_frames_and_a_single_image_task_has_no_slices(tmp_path):
+    template = Path(gt.__file__).with_name("worker_template.liquid.html")
+    build, _ = _fake_viewer_build(tmp_path)
+    mf = "0a9b4f3c-1d2e3f40-5a6b7c8d-9e0f1a2b-3c4d5e6f"
+    frames = [{"image": f"s3://staging/job-1/{mf}.dcm", "instance": mf, "frame": f} for f in range(5)]
+    for name, task, expect in [("mf", _series_task(frames, level="multiframe"), "multi-frame image: 5 frames"),
+                               ("one", {"image": "s3://b/k.dcm", "labels": ["A"]}, "De-identified DICOM image")]:
+        task_file = _write(tmp_path / f"{name}.json", json.dumps(task))
+        out = tmp_path / f"{name}.html"
+        assert main(["gt", "render", "--template", str(template), "--task-input", str(task_file), "--out", str(out),
+                     "--viewer-dir", str(build)]) == 0
+        page = out.read_text()
+        assert expect in page
+        slices = _data_attributes(page, "da-task").get("data-slices")
+        assert (json.loads(slices) if slices else None) == (
+            [{"url": f"https://staging.s3.amazonaws.com/job-1/{mf}.dcm", "instance": mf, "frame": f} for f in range(5)]
+            if name == "mf" else None)
