@@ -6,7 +6,8 @@ de-identified and staged as ``<orthanc instance id>.dcm`` the way the pre-label 
 increasing z). The page comes from one loopback origin, the viewer and the slices from another, as on
 GT. A reader scrolls with the wheel and keys, draws on two slices and submits through the crowd-form
 stand-in; the submitted content (what GT stores as ``annotationData.content``) must carry each region's
-instance and frame and the series-level label.
+instance and frame and the series-level label. The same volume as one Enhanced CT multi-frame instance
+is a ``multiframe`` task: its answer names the frame drawn on.
 """
 
 from __future__ import annotations
@@ -40,16 +41,16 @@ def staged_series(work_dir: Path) -> dict[str, Any]:
     from devkit.synth_series import generate_series_dataset
 
     raw = work_dir / "gt-series-raw"
-    generate_series_dataset(raw, series=1, slices=SLICES, size=SIZE, seed=5, prevalence=1.0, multiframe=False,
-                            progress=False)
-    truth = json.loads((raw / "ground_truth.jsonl").read_text().splitlines()[0])
+    generate_series_dataset(raw, series=1, slices=SLICES, size=SIZE, seed=5, prevalence=1.0, progress=False)
+    truth, mf_truth = (json.loads(line) for line in (raw / "ground_truth.jsonl").read_text().splitlines())
     staged = work_dir / "data" / "gt-series"
     staged.mkdir()
     paths = {p.stem: p for p in raw.rglob("*.dcm")}
-    for instance, sop in zip(truth["instances"], truth["sop_instance_uids"]):
+    for instance, sop in zip(truth["instances"] + mf_truth["instances"],
+                             truth["sop_instance_uids"] + mf_truth["sop_instance_uids"]):
         (staged / f"{instance}.dcm").write_bytes(deidentify(paths[sop].read_bytes(), salt=DEV_SALT))
     # synth numbers slices head to feet (z decreasing); the manifest orders by increasing z
-    return {"ids": list(reversed(truth["instances"])), "truth": truth}
+    return {"ids": list(reversed(truth["instances"])), "truth": truth, "multiframe": mf_truth["instances"][0]}
 
 
 def _render(work_dir: Path, asset_server: Any, name: str, task_input: dict[str, Any]) -> str:
@@ -62,11 +63,13 @@ def _render(work_dir: Path, asset_server: Any, name: str, task_input: dict[str, 
     return f"/pages/{out.name}"
 
 
-def _series_task(ids: list[str], keys: list[str]) -> dict[str, Any]:
+def _series_task(ids: list[str], keys: list[str], frames: list[int] | None = None,
+                 level: str = "series") -> dict[str, Any]:
     # What labeling/gt/prelabel.py returns for a `manifest --level series` line (bucket/keys map to --asset-base).
-    slices = [{"image": f"s3://staging/{key}", "instance": i, "frame": 0} for i, key in zip(ids, keys)]
+    slices = [{"image": f"s3://staging/{key}", "instance": i, "frame": f}
+              for i, key, f in zip(ids, keys, frames or [0] * len(ids))]
     return {"image": slices[0]["image"], "source": "5e1ab7c3-1d2e3f40-5a6b7c8d-9e0f1a2b-3c4d5e6f",
-            "level": "series", "labels": list(SCHEMA.label_names), "task_type": SCHEMA.task_type,
+            "level": level, "labels": list(SCHEMA.label_names), "task_type": SCHEMA.task_type,
             "schema": SCHEMA.to_dict(), "instructions": SCHEMA.instructions,
             "image_geometry": {"rows": SIZE, "columns": SIZE, "frames": len(slices)}, "slices": slices}
 
@@ -162,3 +165,23 @@ def test_a_hostile_instance_id_stays_data(page, page_server, asset_server, work_
     page.wait_for_timeout(300)
     assert page.log.dialogs == [] and page.log.page_errors == []
     assert page.locator("img").count() == 0
+
+
+def test_a_multiframe_task_answers_the_frame_drawn_on(page, page_server, asset_server, work_dir, staged_series):
+    mf = staged_series["multiframe"]
+    task = _series_task([mf] * SLICES, [f"gt-series/{mf}.dcm"] * SLICES, frames=list(range(SLICES)),
+                        level="multiframe")
+    page.goto(page_server.url(_render(work_dir, asset_server, "gt-multiframe", task)))
+    driver = ViewerDriver(page)
+    driver.wait_rendered()
+    assert f"multi-frame image: {SLICES} frames" in page.inner_text(".da-image-info")
+    page.locator(".da-viewport").click(position={"x": 5, "y": 5})
+    for _ in range(5):
+        page.keyboard.press("ArrowRight")  # frame by frame
+    _wait_index(page, 5)
+    driver.draw_ellipse("Nodule", (20.5, 20.5), (34.5, 30.5))
+    driver.set_label("Nodule", True)
+    answer = driver.submit_gt_form()
+    assert answer is not None, driver.form_errors()
+    assert [(r["instance"], r["frame"]) for r in answer["rois"]] == [(mf, 5)]
+    assert page.log.page_errors == [] and page.log.dialogs == []
