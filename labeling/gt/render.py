@@ -281,9 +281,7 @@ class _PreviewServer:
         import http.server
 
         roots = {"/viewer/": Path(viewer_dir).resolve()}
-        if asset_dir is not None:
-            if not Path(asset_dir).is_dir():
-                raise GtError(f"--asset-dir {asset_dir}: not a directory")
+        if asset_dir is not None:  # checked by AssetDir first
             roots["/assets/"] = Path(asset_dir).resolve()
         staged = {f"/assets/{key}": path for key, path in (assets or {}).items()}
         self.page = b""
