@@ -257,10 +257,33 @@ def _resolves(dotted: str) -> bool:
     return False
 
 
+def _optional_imports(source: str) -> set[str]:
+    """``module.name`` of each ``from module import name`` that the file guards with ``except ImportError``
+    (code that works before the name lands, and says so)."""
+    optional = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Try) and any(
+                isinstance(handler.type, ast.Name) and handler.type.id in ("ImportError", "ModuleNotFoundError")
+                for handler in node.handlers):
+            optional |= {f"{stmt.module}.{alias.name}" for stmt in node.body
+                         if isinstance(stmt, ast.ImportFrom) and stmt.module for alias in stmt.names}
+    return optional
+
+
 def test_every_dotted_reference_to_our_code_resolves():
-    references = {(name, ref) for name, text in _sources()
-                  if name.endswith(".py") and name != "tests/unit/test_docs.py" for ref in CODE_REFERENCE.findall(text)}
-    assert len(references) > 100  # the scan finds them at all
-    assert sorted(f"{name}: {ref}" for name, ref in references if not _resolves(ref)) == []
+    checked, unresolved = 0, []
+    for name, text in _sources():
+        if not name.endswith(".py") or name == "tests/unit/test_docs.py":
+            continue
+        references = set(CODE_REFERENCE.findall(text))
+        checked += len(references)
+        missing = [ref for ref in sorted(references) if not _resolves(ref)]
+        if missing:
+            optional = _optional_imports(text)
+            unresolved += [f"{name}: {ref}" for ref in missing if ref not in optional]
+    assert checked > 100  # the scan finds references at all
+    assert unresolved == []
     assert not _resolves("labeling.manifest.build_manifest") and _resolves("labeling.manifest.build.build_manifest")
     assert _resolves("labeling.dicom.sr.Observer.person") and not _resolves("labeling.dicom.sr.Observer.nope")
+    assert _optional_imports("try:\n    from labeling.gt.x import f\nexcept ImportError:\n    f = None\n"
+                             "from labeling.gt.y import g\n") == {"labeling.gt.x.f"}
