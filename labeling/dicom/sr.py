@@ -320,19 +320,10 @@ def build_annotation_sr(source: pydicom.Dataset, answer: Mapping[str, Any], obse
 ImageRef = tuple[str, str, Optional[list[int]]]  # SOP Class UID, SOP Instance UID, frame numbers (1-based)
 
 
-def _document(sources: Sequence[pydicom.Dataset], data: Mapping[str, Any], parsed: Any,
-              observers: Sequence[Observer], *,
-              label_image: Optional[ImageRef], roi_images: Sequence[ImageRef], series_number: int,
-              instance_number: int, description: str, series_instance_uid: Optional[str],
-              sop_instance_uid: Optional[str], manufacturer: str) -> hd.sr.Comprehensive3DSR:
-    """The TID 1500 document: label groups referencing ``label_image`` (none: a series-level
-    finding), ROI ``i`` on ``roi_images[i]``; ``sources`` are the evidence."""
-    context = hd.sr.ObservationContext()
-    for observer in observers:
-        context.extend(observer.context())
-    device = next((o for o in observers if o.kind == "device"), None)
-    algorithm = hd.sr.AlgorithmIdentification(device.name, device.version or "unversioned") if device else None
-
+def _measurement_groups(data: Mapping[str, Any], parsed: Any, label_image: Optional[ImageRef],
+                        roi_images: Sequence[ImageRef], algorithm: Optional[Any]) -> list[Any]:
+    """One TID 1501 group per label (on ``label_image``, or none: series-level), then one TID 1410
+    group per ROI on ``roi_images[i]`` (the module docstring's encoding)."""
     groups: list[Any] = []
     for entry in data.get("labels") or ():
         name = entry["name"]
@@ -353,6 +344,23 @@ def _document(sources: Sequence[pydicom.Dataset], data: Mapping[str, Any], parse
                 source_image=hd.sr.SourceImageForRegion(sop_class, sop_uid, frame_numbers)),
             finding_type=label_code(roi.label), algorithm_id=algorithm,
             measurements=_certainty(entry.get("confidence")) or None))
+    return groups
+
+
+def _document(sources: Sequence[pydicom.Dataset], data: Mapping[str, Any], parsed: Any,
+              observers: Sequence[Observer], *,
+              label_image: Optional[ImageRef], roi_images: Sequence[ImageRef], series_number: int,
+              instance_number: int, description: str, series_instance_uid: Optional[str],
+              sop_instance_uid: Optional[str], manufacturer: str) -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 document: label groups referencing ``label_image`` (none: a series-level
+    finding), ROI ``i`` on ``roi_images[i]``; ``sources`` are the evidence."""
+    context = hd.sr.ObservationContext()
+    for observer in observers:
+        context.extend(observer.context())
+    device = next((o for o in observers if o.kind == "device"), None)
+    algorithm = hd.sr.AlgorithmIdentification(device.name, device.version or "unversioned") if device else None
+
+    groups = _measurement_groups(data, parsed, label_image, roi_images, algorithm)
     if not groups:
         raise SRError("answer: no labels and no rois; nothing to report")
 
@@ -372,6 +380,48 @@ def _document(sources: Sequence[pydicom.Dataset], data: Mapping[str, Any], parse
     return sr
 
 
+def _series_bounds(sources: Mapping[str, pydicom.Dataset]) -> pydicom.Dataset:
+    """Check that ``sources`` are usable instances of one study; return their common size (Rows,
+    Columns, the largest NumberOfFrames) as the bounds of an answer's points, empty for a mixed-size
+    series (not checked here)."""
+    if not sources:
+        raise SRError("sources: at least one instance of the series is needed")
+    for instance_id, source in sources.items():
+        for key in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
+            if not getattr(source, key, None):
+                raise SRError(f"sources[{instance_id!r}]: no {key}")
+    studies = {str(source.StudyInstanceUID) for source in sources.values()}
+    if len(studies) > 1:
+        raise SRError(f"sources: {len(studies)} different studies; a series SR joins one study")
+    sizes = {(getattr(source, "Rows", None), getattr(source, "Columns", None)) for source in sources.values()}
+    bounds = pydicom.Dataset()
+    if len(sizes) == 1 and None not in next(iter(sizes)):
+        bounds.Rows, bounds.Columns = next(iter(sizes))
+        bounds.NumberOfFrames = max(int(getattr(s, "NumberOfFrames", 1) or 1) for s in sources.values())
+    return bounds
+
+
+def _series_roi_images(rois: Sequence[Any], sources: Mapping[str, pydicom.Dataset]) -> list[ImageRef]:
+    """The image each ROI is drawn on: its ``instance`` (or the only source) and, in a multi-frame
+    instance, its 1-based frame number."""
+    only = next(iter(sources)) if len(sources) == 1 else None
+    images: list[ImageRef] = []
+    for i, roi in enumerate(rois):
+        instance_id = roi.instance or only
+        if instance_id is None:
+            raise SRError(f"answer: rois[{i}].instance: required in a series answer (which slice was it drawn on?)")
+        source = sources.get(instance_id)
+        if source is None:
+            raise SRError(f"answer: rois[{i}].instance: {instance_id!r} is not one of the {len(sources)} sources given")
+        frames = int(getattr(source, "NumberOfFrames", 1) or 1)
+        frame = roi.frame or 0
+        if frame >= frames:
+            raise SRError(f"answer: rois[{i}].frame {frame} is outside instance {instance_id!r}'s "
+                          f"{frames} frame(s) (0-based)")
+        images.append((str(source.SOPClassUID), str(source.SOPInstanceUID), [frame + 1] if frames > 1 else None))
+    return images
+
+
 def build_series_sr(sources: Mapping[str, pydicom.Dataset], answer: Mapping[str, Any],
                     observers: Sequence[Observer], *, series_number: int = DEFAULT_SERIES_NUMBER,
                     instance_number: int = 1, description: str = "Annotations",
@@ -386,38 +436,11 @@ def build_series_sr(sources: Mapping[str, pydicom.Dataset], answer: Mapping[str,
     1410). The answer's ``labels`` are series-level findings: TID 1501 qualitative evaluations with
     no single source image (the evidence lists the series). All sources must share one study.
     """
-    if not sources:
-        raise SRError("sources: at least one instance of the series is needed")
-    for instance_id, source in sources.items():
-        for key in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
-            if not getattr(source, key, None):
-                raise SRError(f"sources[{instance_id!r}]: no {key}")
-    studies = {str(source.StudyInstanceUID) for source in sources.values()}
-    if len(studies) > 1:
-        raise SRError(f"sources: {len(studies)} different studies; a series SR joins one study")
+    bounds = _series_bounds(sources)
     if not observers:
         raise SRError("observers: at least one person or device is needed (observer context)")
-    sizes = {(getattr(source, "Rows", None), getattr(source, "Columns", None)) for source in sources.values()}
-    bounds = pydicom.Dataset()  # the slices' common size bounds the points (a mixed-size series: not here)
-    if len(sizes) == 1 and None not in next(iter(sizes)):
-        bounds.Rows, bounds.Columns = next(iter(sizes))
-        bounds.NumberOfFrames = max(int(getattr(s, "NumberOfFrames", 1) or 1) for s in sources.values())
     parsed, data = _check_answer(answer, bounds)
-    only = next(iter(sources)) if len(sources) == 1 else None
-    images: list[ImageRef] = []
-    for i, roi in enumerate(parsed.rois):
-        instance_id = roi.instance or only
-        if instance_id is None:
-            raise SRError(f"answer: rois[{i}].instance: required in a series answer (which slice was it drawn on?)")
-        source = sources.get(instance_id)
-        if source is None:
-            raise SRError(f"answer: rois[{i}].instance: {instance_id!r} is not one of the {len(sources)} sources given")
-        frames = int(getattr(source, "NumberOfFrames", 1) or 1)
-        frame = roi.frame or 0
-        if frame >= frames:
-            raise SRError(f"answer: rois[{i}].frame {frame} is outside instance {instance_id!r}'s "
-                          f"{frames} frame(s) (0-based)")
-        images.append((str(source.SOPClassUID), str(source.SOPInstanceUID), [frame + 1] if frames > 1 else None))
+    images = _series_roi_images(parsed.rois, sources)
     return _document(list(sources.values()), data, parsed, observers, label_image=None, roi_images=images,
                      series_number=series_number, instance_number=instance_number, description=description,
                      series_instance_uid=series_instance_uid, sop_instance_uid=sop_instance_uid,
