@@ -287,3 +287,27 @@ def test_every_dotted_reference_to_our_code_resolves():
     assert _resolves("labeling.dicom.sr.Observer.person") and not _resolves("labeling.dicom.sr.Observer.nope")
     assert _optional_imports("try:\n    from labeling.gt.x import f\nexcept ImportError:\n    f = None\n"
                              "from labeling.gt.y import g\n") == {"labeling.gt.x.f"}
+
+
+# "`labeling/dicom/sr.py`: `roi_graphic` and `shape_from_graphic`": the names prose gives after a
+# source file, up to the next file, sentence, clause (;) or table cell.
+NAMED_IN_FILE = re.compile(r"`((?:%s)/[\w./-]+\.(?:py|js))`(?=([^;|]*))" % "|".join(re.escape(d) for d in TOP_DIRS))
+
+
+def _names_given_per_file() -> list[tuple[str, str, str]]:
+    found = []
+    for doc in DOCS:
+        prose = " ".join(re.sub(r"^```.*?^```", "", doc.read_text(encoding="utf-8"), flags=re.M | re.S).split("\n"))
+        for match in NAMED_IN_FILE.finditer(prose):
+            path, tail = match.groups()
+            tail = re.split(r"\.\s", re.split(r"`(?:%s)/" % "|".join(TOP_DIRS), tail)[0])[0]
+            found += [(doc.name, path, name) for name in re.findall(r"`([A-Za-z_]\w*)`", tail)]
+    return found
+
+
+def test_every_name_the_docs_place_in_a_file_is_there():
+    given = _names_given_per_file()
+    assert ("architecture.md", "labeling/dicom/sr.py", "shape_from_graphic") in given
+    missing = sorted(f"{doc}: {path}: {name}" for doc, path, name in given
+                     if not re.search(rf"\b{name}\b", (ROOT / path).read_text(encoding="utf-8")))
+    assert missing == []
