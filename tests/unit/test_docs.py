@@ -61,7 +61,7 @@ COMMAND_END = re.compile(r"\s#|&&|;|\s\|\s|\s>\s|[│)(,]|\s{3,}\S")
 COMMAND = re.compile(r"(?:(?:python|\$\(PY\)) -m ([\w.]+)|(?<![\w/])((?:bench|scripts|tools)/[\w/]+\.py))(.*)")
 OUR_CLIS = {"labeling": "labeling.cli", "devkit": "devkit.cli", "training": "training.cli"}
 # Flags of other tools that the docs quote in passing (Pulumi, npm, Chromium): not ours to check.
-FOREIGN_FLAGS = {"--policy-pack", "--path", "--secret", "--stack", "--json", "--no-sandbox", "--disable-gpu",
+FOREIGN_FLAGS = {"--policy-pack", "--path", "--secret", "--no-sandbox", "--disable-gpu",
                  "--no-audit", "--no-fund", "--replace"}
 
 
