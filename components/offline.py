@@ -20,6 +20,7 @@ import runpy
 import shutil
 import sys
 import tempfile
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,10 @@ class RecordedResource:
     inputs: dict[str, Any]
     parent: Optional[str] = None
     custom: bool = True
+    # The mock monitor's URN and the aliases as sent (alias specs as dicts, or URN strings):
+    # tools/mock_recording.py turns them into the engine's URNs to check a refactoring.
+    urn: str = ""
+    aliases: list[Any] = field(default_factory=list)
 
     def get(self, *path: str, default: Any = None) -> Any:
         node: Any = self.inputs
@@ -289,18 +294,32 @@ def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path 
     values = stack_config_values(stack, root) if config is None else dict(config)
     region = str(values.get("aws:region", "us-east-1"))
     recording = Recording(stack=stack)
+    registering = threading.local()
 
     class RecordingMocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
             state = _mock_state(args.typ, args.name, dict(args.inputs), region)
-            recording.resources.append(RecordedResource(args.typ, args.name, dict(args.inputs)))
+            registering.inputs = dict(args.inputs)  # RecordingMonitor, same thread, records them
             return [state.get("id", f"{args.name}-id"), state]
 
         def call(self, args: pulumi.runtime.MockCallArgs):
             return _mock_call(args.token, dict(args.args), region)
 
+    class RecordingMonitor(pulumi_mocks.MockMonitor):
+        """Records each registration with what only the request carries: parent and aliases."""
+
+        def RegisterResource(self, request):
+            response = super().RegisterResource(request)
+            if request.type != "pulumi:pulumi:Stack":
+                urn = response.urn
+                recording.resources.append(RecordedResource(
+                    request.type, request.name, registering.inputs, parent=request.parent or None, custom=bool(request.custom), urn=urn,
+                    aliases=[_alias(a) for a in request.aliases]))
+            return response
+
     pulumi_settings.reset_options()
-    pulumi.runtime.set_mocks(RecordingMocks(), project="dicom-annotate", stack=stack, preview=preview)
+    pulumi.runtime.set_mocks(RecordingMocks(), project="dicom-annotate", stack=stack, preview=preview,
+                             monitor=RecordingMonitor(RecordingMocks()))
     pulumi.runtime.set_all_config({k if ":" in k else f"dicom-annotate:{k}": _config_text(v)
                                    for k, v in values.items()})
 
@@ -326,6 +345,21 @@ def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path 
         if secret:
             recording.secret_outputs.add(name)
     return recording
+
+
+def _alias(alias: Any) -> Any:
+    """An alias as the monitor received it: a URN string, or its spec (omitted fields: the resource's own)."""
+    if alias.WhichOneof("alias") == "urn":
+        return alias.urn
+    spec = alias.spec
+    fields = {"name": spec.name, "type": spec.type, "stack": spec.stack, "project": spec.project}
+    found = {k: v for k, v in fields.items() if v}
+    parent = spec.WhichOneof("parent")
+    if parent == "parentUrn":
+        found["parentUrn"] = spec.parentUrn
+    elif parent == "noParent" and spec.noParent:
+        found["noParent"] = True
+    return found
 
 
 def _config_text(value: Any) -> str:
