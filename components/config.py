@@ -70,6 +70,18 @@ PORTAL_MFA_MODES = ("optional", "required")
 HOSTNAME = re.compile(r"(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 
+@dataclass(frozen=True)
+class TaskSize:
+    """One Fargate service's size and scaling (components/fargate.py): what Orthanc and the portal each set."""
+
+    cpu: int
+    memory: int
+    min_tasks: int
+    max_tasks: int
+    cpu_target_percent: int
+    wait_for_steady_state: bool
+
+
 class ConfigError(ValueError):
     """A stack setting is missing or invalid; the message starts with the full key."""
 
@@ -430,6 +442,20 @@ class StackConfig:
     @property
     def db_max_connections(self) -> int:
         return rds_max_connections(self.db_instance_class)
+
+    @property
+    def prod(self) -> bool:
+        return self.environment == "prod"
+
+    @property
+    def orthanc_size(self) -> TaskSize:
+        return TaskSize(self.orthanc_cpu, self.orthanc_memory, self.min_tasks, self.max_tasks,
+                        self.cpu_target_percent, self.wait_for_steady_state)
+
+    @property
+    def portal_size(self) -> TaskSize:
+        return TaskSize(self.portal_cpu, self.portal_memory, self.portal_min_tasks, self.portal_max_tasks,
+                        self.cpu_target_percent, self.wait_for_steady_state)
 
     def warnings(self) -> list[str]:
         """Settings that are allowed but deserve a line in the plan."""

@@ -26,6 +26,8 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.config import StackConfig
+from components.iam import service_role_trust, vpc_lambda_statements
+from components.orthanc import OrthancAccess
 from components.packaging import LAMBDA_RUNTIME, ROOT, package_archive
 from components.storage import SecureBucket, SecureBucketArgs, encrypted_log_group
 from components.viewer_cdn import ViewerAssetsCdn, ViewerAssetsCdnArgs
@@ -59,9 +61,7 @@ class LabelingBundleArgs:
     config: StackConfig
     vpc_id: pulumi.Input[str]
     private_subnet_ids: pulumi.Input[list]
-    orthanc_url: pulumi.Input[str]
-    orthanc_secret_arn: pulumi.Input[str]
-    orthanc_client_security_group_id: pulumi.Input[str]
+    orthanc: OrthancAccess
     kms_key_arn: pulumi.Input[str]
     prelabel_code: pulumi.Archive
     postlabel_code: pulumi.Archive
@@ -315,7 +315,7 @@ class LabelingBundle(pulumi.ComponentResource):
         policy = aws.iam.RolePolicy(
             f"{name}-{function}-policy",
             role=role.id,
-            policy=pulumi.Output.all(log_group.arn, self.bucket.arn, args.kms_key_arn, args.orthanc_secret_arn,
+            policy=pulumi.Output.all(log_group.arn, self.bucket.arn, args.kms_key_arn, args.orthanc.secret_arn,
                                      self.salt_secret.arn).apply(
                 lambda v: json.dumps(lambda_policy(log_group_arn=v[0], bucket_arn=v[1], key_arn=v[2],
                                                    secret_arns=[v[3], v[4]]))),
@@ -336,12 +336,12 @@ class LabelingBundle(pulumi.ComponentResource):
             reserved_concurrent_executions=args.reserved_concurrency,
             vpc_config=aws.lambda_.FunctionVpcConfigArgs(
                 subnet_ids=args.private_subnet_ids,
-                security_group_ids=[args.orthanc_client_security_group_id, self.lambda_security_group.id],
+                security_group_ids=[args.orthanc.client_security_group_id, self.lambda_security_group.id],
             ),
             environment=aws.lambda_.FunctionEnvironmentArgs(variables={
                 # The secret's ARN, never its value: the function reads it from Secrets Manager.
-                "ORTHANC_URL": args.orthanc_url,
-                "ORTHANC_SECRET_ARN": args.orthanc_secret_arn,
+                "ORTHANC_URL": args.orthanc.url,
+                "ORTHANC_SECRET_ARN": args.orthanc.secret_arn,
                 "STAGING_BUCKET": self.bucket.name,
                 "DEIDENTIFY": "true" if config.deidentify else "false",
                 # Staged copies are encrypted with the project key; the salt is read from its secret.
@@ -431,49 +431,12 @@ def lifecycle_script_b64(path: Path, values: dict[str, str]) -> str:
     return encoded
 
 
-def service_role_trust(service: str) -> dict[str, Any]:
-    """Trust for a service-assumed role, exactly as the service documents it.
-
-    No ``aws:SourceAccount``/``aws:SourceArn`` condition: SageMaker documents those only for
-    training, processing, inference and Studio, not for notebook instances or Ground Truth labeling
-    jobs (https://docs.aws.amazon.com/sagemaker/latest/dg/security-confused-deputy-prevention.html,
-    execution-role trust in https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html);
-    Lambda's execution-role trust has none
-    (https://docs.aws.amazon.com/lambda/latest/dg/lambda-intro-execution-role.html). A condition
-    the service does not send makes AssumeRole fail. What limits use instead: iam:PassRole (only
-    this account's principals may hand these roles to the service) and, for invoking the Lambdas,
-    the resource policy's source account.
-    """
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow",
-        "Principal": {"Service": service},
-        "Action": "sts:AssumeRole",
-    }]}
-
-
 def _bucket_statements(bucket_arn: str, object_actions: Sequence[str]) -> list[dict[str, Any]]:
     return [
         {"Sid": "AnnotationBucket", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
          "Resource": bucket_arn},
         {"Sid": "AnnotationObjects", "Effect": "Allow", "Action": list(object_actions),
          "Resource": f"{bucket_arn}/*"},
-    ]
-
-
-def vpc_lambda_statements(log_group_arn: str, secret_arns: Sequence[str]) -> list[dict[str, Any]]:
-    """What every Lambda of the project in the VPC needs: ENIs, its own logs, X-Ray, its secrets
-    (AWSLambdaVPCAccessExecutionRole, narrowed)."""
-    return [
-        # ENI actions do not support resource-level scoping; Lambda needs them for VPC attachment.
-        {"Sid": "VpcNetworkInterfaces", "Effect": "Allow", "Resource": "*", "Action": [
-            "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
-            "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]},
-        {"Sid": "OwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-         "Resource": f"{log_group_arn.removesuffix(':*')}:*"},
-        {"Sid": "Tracing", "Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
-         "Resource": "*"},
-        {"Sid": "Secrets", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
-         "Resource": list(secret_arns)},
     ]
 
 

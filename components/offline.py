@@ -318,7 +318,7 @@ def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path 
             return response
 
     pulumi_settings.reset_options()
-    pulumi.runtime.set_mocks(RecordingMocks(), project="dicom-annotate", stack=stack, preview=preview,
+    pulumi.runtime.set_mocks(RecordingMocks(), project=PROJECT, stack=stack, preview=preview,
                              monitor=RecordingMonitor(RecordingMocks()))
     pulumi.runtime.set_all_config({k if ":" in k else f"dicom-annotate:{k}": _config_text(v)
                                    for k, v in values.items()})
@@ -360,6 +360,78 @@ def _alias(alias: Any) -> Any:
     elif parent == "noParent" and spec.noParent:
         found["noParent"] = True
     return found
+
+
+# ---------------------------------------------------------------------- URNs as the engine makes them
+PROJECT = "dicom-annotate"
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+def _engine_urn(stack: str, qualified_type: str, name: str) -> str:
+    return f"urn:pulumi:{stack}::{PROJECT}::{qualified_type}::{name}"
+
+
+def _qualified_type(urn: str) -> str:
+    return urn.split("::")[2]
+
+
+def _child_urn(stack: str, parent_urn: Optional[str], type_: str, name: str) -> str:
+    """The engine's URN: the parent's qualified type chain, nothing for the root stack."""
+    if parent_urn and _qualified_type(parent_urn) != ROOT_STACK_TYPE:
+        return _engine_urn(stack, f"{_qualified_type(parent_urn)}${type_}", name)
+    return _engine_urn(stack, type_, name)
+
+
+def engine_view(recording: Recording) -> list[dict[str, Any]]:
+    """Each resource with its engine URN and the URNs of all its aliases (explicit and inherited)."""
+    stack = recording.stack
+    by_mock = {r.urn: r for r in recording.resources}
+    real: dict[str, str] = {}
+    aliases: dict[str, list[str]] = {}
+
+    def real_urn(mock: Optional[str]) -> Optional[str]:
+        if not mock:
+            return None
+        if mock in by_mock:
+            resolve(by_mock[mock])
+            return real[mock]
+        return mock  # a root stack URN, or a URN written in the program (an old parent)
+
+    def resolve(r: Any) -> None:
+        if r.urn in real:
+            return
+        parent = real_urn(r.parent)
+        real[r.urn] = _child_urn(stack, parent, r.type, r.name)
+        own = []
+        for alias in r.aliases:
+            if isinstance(alias, str):
+                own.append(alias)
+                continue
+            alias_parent = (None if alias.get("noParent") else
+                            real_urn(alias["parentUrn"]) if "parentUrn" in alias else parent)
+            own.append(_child_urn(alias.get("stack", stack), alias_parent, alias.get("type", r.type),
+                                  alias.get("name", r.name)))
+        inherited = []
+        parent_resource = by_mock.get(r.parent or "")
+        if parent_resource is not None:
+            # pulumi.runtime.resource.inherited_child_alias: a child named "<parent name>-x" follows
+            # its parent's old name.
+            for parent_alias in aliases[parent_resource.urn]:
+                old_parent_name = parent_alias.rsplit("::", 1)[1]
+                names = {r.name}
+                if r.name.startswith(parent_resource.name):
+                    names = {old_parent_name + r.name[len(parent_resource.name):]}
+                for name in names:
+                    inherited.append(_child_urn(stack, parent_alias, r.type, name))
+                for alias_urn in own:
+                    inherited.append(_child_urn(stack, parent_alias, alias_urn.split("::")[2].split("$")[-1],
+                                                alias_urn.rsplit("::", 1)[1]))
+        aliases[r.urn] = own + inherited
+
+    for r in recording.resources:
+        resolve(r)
+    return [{"type": r.type, "name": r.name, "custom": r.custom, "inputs": r.inputs, "urn": real[r.urn],
+             "aliases": sorted(set(aliases[r.urn]))} for r in recording.resources]
 
 
 def _config_text(value: Any) -> str:

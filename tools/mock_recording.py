@@ -29,83 +29,39 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 STACKS = ("dev", "prod")
-PROJECT = "dicom-annotate"
-ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
 
 
-def _urn(stack: str, qualified_type: str, name: str) -> str:
-    return f"urn:pulumi:{stack}::{PROJECT}::{qualified_type}::{name}"
+def _plain(value: Any) -> Any:
+    """Assets and archives as what they hold (paths under a per-run snapshot directory cut to
+    their part below it), so two runs of the same program compare equal."""
+    import pulumi
 
-
-def _qualified_type(urn: str) -> str:
-    return urn.split("::")[2]
-
-
-def _child_urn(stack: str, parent_urn: Optional[str], type_: str, name: str) -> str:
-    """The engine's URN: the parent's qualified type chain, nothing for the root stack."""
-    if parent_urn and _qualified_type(parent_urn) != ROOT_STACK_TYPE:
-        return _urn(stack, f"{_qualified_type(parent_urn)}${type_}", name)
-    return _urn(stack, type_, name)
-
-
-def engine_view(recording: Any) -> list[dict[str, Any]]:
-    """Each resource with its engine URN and the URNs of all its aliases (explicit and inherited)."""
-    stack = recording.stack
-    by_mock = {r.urn: r for r in recording.resources}
-    real: dict[str, str] = {}
-    aliases: dict[str, list[str]] = {}
-
-    def real_urn(mock: Optional[str]) -> Optional[str]:
-        if not mock:
-            return None
-        if mock in by_mock:
-            resolve(by_mock[mock])
-            return real[mock]
-        return mock  # a root stack URN, or a URN written in the program (an old parent)
-
-    def resolve(r: Any) -> None:
-        if r.urn in real:
-            return
-        parent = real_urn(r.parent)
-        real[r.urn] = _child_urn(stack, parent, r.type, r.name)
-        own = []
-        for alias in r.aliases:
-            if isinstance(alias, str):
-                own.append(alias)
-                continue
-            alias_parent = (None if alias.get("noParent") else
-                            real_urn(alias["parentUrn"]) if "parentUrn" in alias else parent)
-            own.append(_child_urn(alias.get("stack", stack), alias_parent, alias.get("type", r.type),
-                                  alias.get("name", r.name)))
-        inherited = []
-        parent_resource = by_mock.get(r.parent or "")
-        if parent_resource is not None:
-            # pulumi.runtime.resource.inherited_child_alias: a child named "<parent name>-x" follows
-            # its parent's old name.
-            for parent_alias in aliases[parent_resource.urn]:
-                old_parent_name = parent_alias.rsplit("::", 1)[1]
-                names = {r.name}
-                if r.name.startswith(parent_resource.name):
-                    names = {old_parent_name + r.name[len(parent_resource.name):]}
-                for name in names:
-                    inherited.append(_child_urn(stack, parent_alias, r.type, name))
-                for alias_urn in own:
-                    inherited.append(_child_urn(stack, parent_alias, alias_urn.split("::")[2].split("$")[-1],
-                                                alias_urn.rsplit("::", 1)[1]))
-        aliases[r.urn] = own + inherited
-
-    for r in recording.resources:
-        resolve(r)
-    return [{"type": r.type, "name": r.name, "custom": r.custom, "inputs": r.inputs, "urn": real[r.urn],
-             "aliases": sorted(set(aliases[r.urn]))} for r in recording.resources]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, pulumi.AssetArchive):
+        return {"archive": {k: _plain(v) for k, v in sorted(value.assets.items())}}
+    if isinstance(value, (pulumi.FileAsset, pulumi.FileArchive)):
+        path = str(value.path)
+        if "/viewer-build-" in path:  # components/offline.py viewer_build: a temporary snapshot
+            path = "<viewer snapshot>/" + path.split("/viewer/", 1)[-1]
+        elif path.startswith(str(ROOT)):
+            path = "<repo>" + path[len(str(ROOT)):]
+        return {"file": path}
+    if isinstance(value, pulumi.StringAsset):
+        return {"text": value.text}
+    if isinstance(value, str) and value.startswith(str(ROOT)):
+        return "<repo>" + value[len(str(ROOT)):]
+    return value
 
 
 def record(stacks: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
-    from components.offline import run_program
+    from components.offline import engine_view, run_program
 
     out = {}
     for stack in stacks:
-        view = engine_view(run_program(stack))
+        view = _plain(engine_view(run_program(stack)))
         out[stack] = sorted(json.loads(json.dumps(view, default=str, sort_keys=True)),
                             key=lambda r: (r["type"], r["name"]))
     return out

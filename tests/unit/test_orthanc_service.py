@@ -21,7 +21,9 @@ from components.offline import (
    
     stack_config_values,
 )
-from components.orthanc import DEPLOYMENT_MAX_PERCENT, TLS_POLICY, admin_secret_document
+from components.fargate import DEPLOYMENT_MAX_PERCENT
+from components.orthanc import admin_secret_document
+from components.platform import TLS_POLICY
 from labeling.orthanc_config import OrthancConfigError
 
 MOCK_PUBLIC = ["subnet-0a000000000000", "subnet-0a100000000000"]

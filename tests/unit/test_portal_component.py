@@ -22,7 +22,7 @@ from components.offline import (
     ACCOUNT_ID, PLACEHOLDER_SECRET, Recording, RecordedResource, _mock_state, mock_password, run_program,
     stack_config_values,
 )
-from components.orthanc import DEPLOYMENT_MAX_PERCENT
+from components.fargate import DEPLOYMENT_MAX_PERCENT
 from components.portal import (
     EXPORT_PREFIX, PORTAL_MAX_OVERFLOW, PORTAL_PORT, portal_db_pool_size,
 )

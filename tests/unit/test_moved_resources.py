@@ -1,0 +1,49 @@
+"""Resources the components refactoring moved keep their deployed identity (Pulumi aliases).
+
+Under mocks nothing is replaced, so the test checks what the engine would do: every resource now
+under the Platform, a FargateService, Ground Truth or the training notebook carries, explicitly or
+inherited from its parent, an alias to the URN it had when the Orthanc component, the portal or the
+LabelingBundle declared it (components/moved.py; tools/mock_recording.py compares whole runs).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from components.offline import engine_view
+
+# Where each new parent's children lived before: (new qualified-type segment, old one).
+MOVES = (
+    ("dicom-annotate:platform:Platform", "dicom-annotate:orthanc:OrthancService"),
+    ("dicom-annotate:orthanc:OrthancService$dicom-annotate:fargate:FargateService",
+     "dicom-annotate:orthanc:OrthancService"),
+    ("dicom-annotate:portal:Portal$dicom-annotate:fargate:FargateService", "dicom-annotate:portal:Portal"),
+)
+
+
+def _old_urn(urn: str) -> str | None:
+    kind = urn.split("::")[2]
+    for new, old in MOVES:
+        if kind.startswith(new + "$"):
+            parts = urn.split("::")
+            parts[2] = old + kind[len(new):]
+            return "::".join(parts)
+    return None
+
+
+def test_every_moved_custom_resource_is_aliased_to_its_old_urn(recording):
+    moved = 0
+    for resource in engine_view(recording):
+        old = _old_urn(resource["urn"])
+        if old is None:
+            continue
+        moved += 1
+        assert old in resource["aliases"], f"{resource['name']}: no alias to {old} (pulumi up would replace it)"
+    # dev: database, ALB, cluster, Orthanc's service pieces; prod adds the portal's.
+    assert moved >= (30 if recording.stack == "dev" else 45)
+
+
+@pytest.mark.parametrize("name", ["da-dev-orthanc-db", "da-dev-orthanc-alb", "da-dev-orthanc-service"])
+def test_the_database_alb_and_service_keep_their_names(recordings, name):
+    resource = next(r for r in engine_view(recordings["dev"]) if r["name"] == name)
+    assert _old_urn(resource["urn"]) in resource["aliases"]
