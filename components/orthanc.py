@@ -6,7 +6,7 @@ behind the shared ALB's default target group, indexed in the shared database ser
 (:class:`components.platform.Platform`), an optional NLB for DICOM 4242, a Cloud Map name for
 callers inside the VPC, and the security groups between them, each naming its source.
 
-The container's configuration comes only from ``labeling.orthanc_config`` (the single generator);
+The container's configuration comes only from ``labeling.orthanc.config`` (the single generator);
 this module maps its secret slots to Secrets Manager ARNs and nothing else.
 """
 
@@ -23,7 +23,7 @@ from components.config import ECR_IMAGE, TaskSize
 from components.fargate import DEPLOYMENT_MAX_PERCENT, FargateService, FargateServiceArgs, port_rule
 from components.platform import DB_PORT, DatabaseSettings, DefaultTarget, Platform, generated_password
 from components.storage import SecureBucket, SecureBucketArgs
-from labeling.orthanc_config import (
+from labeling.orthanc.config import (
     POSTGRES_PASSWORD,
     REGISTERED_USERS,
     ContainerEnvironment,

@@ -55,7 +55,7 @@ from components.orthanc import OrthancAccess
 from components.packaging import LAMBDA_RUNTIME, ROOT, lambda_archive
 from components.platform import DB_PORT, Platform
 from components.storage import encrypted_log_group
-from labeling.orthanc_config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
+from labeling.orthanc.config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
 from labeling.portal import names as N
 from labeling.portal.names import EXPORT_PREFIX  # where the portal writes exports (the task role's grant)
 

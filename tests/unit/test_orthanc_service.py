@@ -24,7 +24,7 @@ from components.offline import (
 from components.fargate import DEPLOYMENT_MAX_PERCENT
 from components.orthanc import admin_secret_document
 from components.platform import TLS_POLICY
-from labeling.orthanc_config import OrthancConfigError
+from labeling.orthanc.config import OrthancConfigError
 
 MOCK_PUBLIC = ["subnet-0a000000000000", "subnet-0a100000000000"]
 MOCK_PRIVATE = ["subnet-0b000000000000", "subnet-0b100000000000"]
