@@ -7,9 +7,10 @@ exports what a user needs (no secret values).
 import pulumi
 
 from components.config import check_generated_names, load_stack_config
-from components.labeling_bundle import LabelingBundle, LabelingBundleArgs
 from components.network import Network, NetworkArgs
-from components import orthanc as orthanc_module
+from components.notebook import TrainingNotebook, TrainingNotebookArgs
+from components import ground_truth, orthanc as orthanc_module
+from components.ground_truth import GroundTruth, GroundTruthArgs
 from components.moved import top_level_urn
 from components.orthanc import OrthancService, OrthancServiceArgs
 from components.packaging import dependency_layer_archive, lambda_archive
@@ -102,10 +103,11 @@ orthanc = OrthancService(
     ),
 )
 
-labeling = LabelingBundle(
+# The Ground Truth backend; the component was the LabelingBundle (with the notebook) and keeps its
+# name and an alias to that type, so its resources keep their URNs.
+labeling = GroundTruth(
     f"{prefix}-labeling",
-    LabelingBundleArgs(
-        config=config,
+    GroundTruthArgs(
         vpc_id=network.vpc_id,
         private_subnet_ids=network.private_subnet_ids,
         orthanc=orthanc.access,
@@ -113,6 +115,31 @@ labeling = LabelingBundle(
         prelabel_code=lambda_archive("prelabel"),
         postlabel_code=lambda_archive("postlabel"),
         dependency_layer=dependency_layer_archive(),
+        worker_origins=config.gt_worker_origins,
+        prod=config.prod,
+        log_retention_days=config.log_retention_days,
+        lambda_memory_mb=config.lambda_memory_mb,
+        lambda_timeout_s=config.lambda_timeout_s,
+        deidentify=config.deidentify,
+        viewer_assets_domain=config.viewer_assets_domain,
+        viewer_assets_certificate_arn=config.viewer_assets_certificate_arn,
+        tags=tags,
+    ),
+)
+
+notebook = TrainingNotebook(
+    f"{prefix}-labeling",
+    TrainingNotebookArgs(
+        vpc_id=network.vpc_id,
+        private_subnet_ids=network.private_subnet_ids,
+        kms_key_arn=key.arn,
+        annotation_bucket_id=labeling.annotation_bucket_id,
+        annotation_bucket_name=labeling.annotation_bucket_name,
+        annotation_bucket_arn=labeling.annotation_bucket_arn,
+        instance_type=config.notebook_instance_type,
+        idle_minutes=config.notebook_idle_minutes,
+        volume_gb=config.notebook_volume_gb,
+        moved_from_urn=top_level_urn(ground_truth.FORMER_TYPE, f"{prefix}-labeling"),
         tags=tags,
     ),
 )
@@ -156,12 +183,12 @@ pulumi.export("databaseEndpoint", platform.db_address)
 pulumi.export("ecsClusterName", platform.cluster_name)
 pulumi.export("annotationBucket", labeling.annotation_bucket_name)
 pulumi.export("groundTruthRoleArn", labeling.ground_truth_role_arn)
-pulumi.export("sagemakerExecutionRoleArn", labeling.sagemaker_execution_role_arn)
+pulumi.export("sagemakerExecutionRoleArn", notebook.sagemaker_execution_role_arn)
 pulumi.export("prelabelLambdaArn", labeling.prelabel_function_arn)
 pulumi.export("postlabelLambdaArn", labeling.postlabel_function_arn)
 pulumi.export("workerTemplateS3Uri", labeling.template_s3_uri)
 pulumi.export("viewerAssetsUrl", labeling.viewer_assets_url)
-pulumi.export("notebookInstanceName", labeling.notebook_instance_name)
+pulumi.export("notebookInstanceName", notebook.notebook_instance_name)
 pulumi.export("kmsKeyArn", key.arn)
 if portal is not None:
     pulumi.export("portalUrl", portal.url)

@@ -181,6 +181,17 @@ class Network(pulumi.ComponentResource):
         })
 
 
+def https_only_security_group(prefix: str, *, vpc_id: pulumi.Input[str], description: str,
+                              egress_description: str, tags: dict[str, str],
+                              opts: pulumi.ResourceOptions) -> aws.ec2.SecurityGroup:
+    """``{prefix}-sg``: no ingress at all; HTTPS out only (NAT or VPC endpoints)."""
+    return aws.ec2.SecurityGroup(
+        f"{prefix}-sg", vpc_id=vpc_id, description=description, ingress=[],
+        egress=[aws.ec2.SecurityGroupEgressArgs(protocol="tcp", from_port=443, to_port=443,
+                                                cidr_blocks=["0.0.0.0/0"], description=egress_description)],
+        tags={**tags, "Name": prefix}, opts=opts)
+
+
 def _flow_logs_trust(account_id: str, region: str) -> dict:
     return {
         "Version": "2012-10-17",

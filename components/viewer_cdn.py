@@ -18,7 +18,7 @@ The GT worker template is limited to 128,000 characters, so it loads the viewer 
 
 The worker template's *content* is computed from the distribution's domain name
 (``labeling.gt.viewer_assets.render_worker_template``); the object itself lives in the annotation
-bucket (:mod:`components.labeling_bundle`).
+bucket (:mod:`components.ground_truth`).
 """
 
 from __future__ import annotations

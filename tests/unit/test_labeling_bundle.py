@@ -1,4 +1,4 @@
-"""LabelingBundle under Pulumi mocks: GT role, Lambdas, annotation bucket, template, training notebook."""
+"""Ground Truth and the training notebook under Pulumi mocks: GT role, Lambdas, annotation bucket, template, notebook."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from components.config import ConfigError
-from components.labeling_bundle import (
+from components.notebook import (
     MAX_LIFECYCLE_SCRIPT_B64, NOTEBOOK_PLATFORM_PYTHONS, lifecycle_script_b64, notebook_pythons,
 )
 from components.packaging import ROOT

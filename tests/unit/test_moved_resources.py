@@ -18,6 +18,8 @@ MOVES = (
     ("dicom-annotate:orthanc:OrthancService$dicom-annotate:fargate:FargateService",
      "dicom-annotate:orthanc:OrthancService"),
     ("dicom-annotate:portal:Portal$dicom-annotate:fargate:FargateService", "dicom-annotate:portal:Portal"),
+    ("dicom-annotate:ground_truth:GroundTruth", "dicom-annotate:labeling:LabelingBundle"),
+    ("dicom-annotate:notebook:TrainingNotebook", "dicom-annotate:labeling:LabelingBundle"),
 )
 
 
@@ -39,11 +41,12 @@ def test_every_moved_custom_resource_is_aliased_to_its_old_urn(recording):
             continue
         moved += 1
         assert old in resource["aliases"], f"{resource['name']}: no alias to {old} (pulumi up would replace it)"
-    # dev: database, ALB, cluster, Orthanc's service pieces; prod adds the portal's.
-    assert moved >= (30 if recording.stack == "dev" else 45)
+    # dev: database, ALB, cluster, Orthanc's service pieces, Ground Truth, the notebook; prod adds the portal's.
+    assert moved >= (80 if recording.stack == "dev" else 95)
 
 
-@pytest.mark.parametrize("name", ["da-dev-orthanc-db", "da-dev-orthanc-alb", "da-dev-orthanc-service"])
+@pytest.mark.parametrize("name", ["da-dev-orthanc-db", "da-dev-orthanc-alb", "da-dev-orthanc-service",
+                                  "da-dev-labeling-annotations-bucket", "da-dev-labeling-notebook"])
 def test_the_database_alb_and_service_keep_their_names(recordings, name):
     resource = next(r for r in engine_view(recordings["dev"]) if r["name"] == name)
     assert _old_urn(resource["urn"]) in resource["aliases"]
