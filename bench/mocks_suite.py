@@ -32,7 +32,7 @@ FILES = ("test_config", "test_network", "test_orthanc_service", "test_portal_com
          "test_plan", "test_viewer_assets_cdn", "test_policy_rules", "test_policy_pack")
 # Counts program runs in the pytest process without changing either tree.
 COUNTER = """
-import atexit, os, components.offline as offline
+import atexit, os, components.checks.offline as offline
 _real, _n = offline.run_program, [0]
 def counted(*a, **k):
     _n[0] += 1

@@ -546,7 +546,7 @@ _offline_run = False
 
 @contextlib.contextmanager
 def offline_run():
-    """While components/offline.py runs the program under mocks (offline plan, tests).
+    """While components/checks/offline.py runs the program under mocks (offline plan, tests).
 
     Settings only a real account can supply (certificates, domains, the built Lambda layer) may then
     be placeholders, reported as notes; ``pulumi preview`` and ``pulumi up`` refuse them.

@@ -48,7 +48,7 @@ import pulumi_awsx as awsx
 import pulumi_random as random
 
 from components.config import ConfigError, StackConfig, TaskSize
-from components.costs import DEPLOY_TIME_TAG
+from components.checks.costs import DEPLOY_TIME_TAG
 from components.fargate import DEPLOYMENT_MAX_PERCENT, FargateService, FargateServiceArgs, port_rule
 from components.iam import service_role_trust, vpc_lambda_statements
 from components.orthanc import OrthancAccess
@@ -307,7 +307,7 @@ class Portal(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self.db_secret))
 
         function_name = f"{name}-db-role"
-        deploy_time = {**tags, DEPLOY_TIME_TAG[0]: DEPLOY_TIME_TAG[1]}  # priced as such (components/costs.py)
+        deploy_time = {**tags, DEPLOY_TIME_TAG[0]: DEPLOY_TIME_TAG[1]}  # priced as such (components/checks/costs.py)
         log_group = encrypted_log_group(
             f"{name}-db-role-logs", f"/aws/lambda/{function_name}", retention_days=args.log_retention_days,
             kms_key_arn=args.kms_key_arn, tags=deploy_time, opts=self._child)

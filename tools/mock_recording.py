@@ -44,7 +44,7 @@ def _plain(value: Any) -> Any:
         return {"archive": {k: _plain(v) for k, v in sorted(value.assets.items())}}
     if isinstance(value, (pulumi.FileAsset, pulumi.FileArchive)):
         path = str(value.path)
-        if "/viewer-build-" in path:  # components/offline.py viewer_build: a temporary snapshot
+        if "/viewer-build-" in path:  # components/checks/offline.py viewer_build: a temporary snapshot
             path = "<viewer snapshot>/" + path.split("/viewer/", 1)[-1]
         elif path.startswith(str(ROOT)):
             path = "<repo>" + path[len(str(ROOT)):]
@@ -57,7 +57,7 @@ def _plain(value: Any) -> Any:
 
 
 def record(stacks: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
-    from components.offline import engine_view, run_program
+    from components.checks.offline import engine_view, run_program
 
     out = {}
     for stack in stacks:

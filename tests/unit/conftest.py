@@ -1,10 +1,10 @@
-"""Shared fixtures: the Pulumi program run once per stack under mocks (components/offline.py)."""
+"""Shared fixtures: the Pulumi program run once per stack under mocks (components/checks/offline.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from components.offline import Recording
+from components.checks.offline import Recording
 from tests.unit.programs import PORTAL_PROBE_KEY, program
 
 STACKS = ("dev", "prod")

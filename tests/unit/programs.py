@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from components.offline import Recording, run_program, stack_config_values
+from components.checks.offline import Recording, run_program, stack_config_values
 
 # The portal-import probe of test_portal_component, started at collection (conftest.py).
 PORTAL_PROBE_KEY = pytest.StashKey[subprocess.Popen]()

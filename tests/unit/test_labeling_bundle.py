@@ -13,7 +13,7 @@ from components.notebook import (
     MAX_LIFECYCLE_SCRIPT_B64, NOTEBOOK_PLATFORM_PYTHONS, lifecycle_script_b64, notebook_pythons,
 )
 from components.packaging import ROOT
-from components.offline import ACCOUNT_ID, PLACEHOLDER_SECRET, _mock_state, Recording, run_program, stack_config_values
+from components.checks.offline import ACCOUNT_ID, PLACEHOLDER_SECRET, _mock_state, Recording, run_program, stack_config_values
 from tests.unit.programs import BYO_PRIVATE, byo_variant_values, program
 from labeling.gt.contracts import MAX_TEMPLATE_CHARS
 

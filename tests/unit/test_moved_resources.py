@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.offline import engine_view
+from components.checks.offline import engine_view
 
 # Where each new parent's children lived before: (new qualified-type segment, old one).
 MOVES = (

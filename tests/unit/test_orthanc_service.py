@@ -11,7 +11,7 @@ from components.config import StackConfig, rds_max_connections
 from tests.unit.programs import (
     MIRROR_IMAGE, MODALITIES, dev_https_values, dev_variant_values, prod_variant_values, program,
 )
-from components.offline import (
+from components.checks.offline import (
     ACCOUNT_ID,
     PLACEHOLDER_SECRET,
     mock_password,

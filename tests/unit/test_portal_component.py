@@ -18,7 +18,7 @@ from components.config import ConfigError, StackConfig, rds_max_connections
 from tests.unit.programs import (
     CERT, PORTAL_DOMAIN, PORTAL_PROBE_KEY, dev_https_values, prod_variant_values, program,
 )
-from components.offline import (
+from components.checks.offline import (
     ACCOUNT_ID, PLACEHOLDER_SECRET, Recording, RecordedResource, _mock_state, mock_password, run_program,
     stack_config_values,
 )

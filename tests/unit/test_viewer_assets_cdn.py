@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from components.config import ConfigError
-from components.offline import Recording, RecordedResource, _mock_state, run_program, stack_config_values
+from components.checks.offline import Recording, RecordedResource, _mock_state, run_program, stack_config_values
 from tests.unit.programs import program
 from components.viewer_cdn import CACHING_OPTIMIZED_POLICY_ID, IMMUTABLE_CACHE_CONTROL, assets_version
 from labeling.gt import viewer_assets

@@ -30,7 +30,7 @@ import yaml
 
 from components.config import offline_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT_ID = "123456789012"
 PLACEHOLDER_SECRET = "placeholder-secret-value"
 BYO_VPC_CIDR = "172.31.0.0/16"
