@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import ConfigError, StackConfig, name_length_problem, rds_max_connections
+from components.config import ConfigError, StackConfig, rds_max_connections
+from components.names import name_length_problem
 from components.checks.offline import stack_config_values
 from tests.unit.programs import prod_variant_values, program
 
