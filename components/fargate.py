@@ -61,27 +61,9 @@ class FargateService(pulumi.ComponentResource):
     def __init__(self, name: str, args: FargateServiceArgs, opts: pulumi.ResourceOptions):
         super().__init__("dicom-annotate:fargate:FargateService", name, None, opts)
         # Before this component, the owner (opts.parent) declared these resources itself.
-        child = pulumi.ResourceOptions(parent=self, aliases=[pulumi.Alias(parent=opts.parent)])
+        self._child = child = pulumi.ResourceOptions(parent=self, aliases=[pulumi.Alias(parent=opts.parent)])
         tags, size = args.tags, args.size
-        account = aws.get_caller_identity_output().account_id
-
-        self.log_group = encrypted_log_group(
-            f"{name}-logs", f"/ecs/{name}", retention_days=args.log_retention_days,
-            kms_key_arn=args.kms_key_arn, tags=tags, opts=child)
-        trust = account.apply(lambda a: json.dumps(account_service_trust("ecs-tasks.amazonaws.com", a)))
-        self.execution_role = aws.iam.Role(
-            f"{name}-execution-role", description=args.execution_role_description, assume_role_policy=trust,
-            tags=tags, opts=child)
-        aws.iam.RolePolicy(
-            f"{name}-execution-policy", role=self.execution_role.id,
-            policy=args.execution_policy(self.log_group.arn),
-            opts=pulumi.ResourceOptions(parent=self.execution_role))
-        self.task_role = aws.iam.Role(
-            f"{name}-task-role", description=args.task_role_description, assume_role_policy=trust,
-            tags=tags, opts=child)
-        aws.iam.RolePolicy(
-            f"{name}-task-policy", role=self.task_role.id, policy=args.task_policy,
-            opts=pulumi.ResourceOptions(parent=self.task_role))
+        self._logs_and_roles(name, args)
 
         self.task_definition = aws.ecs.TaskDefinition(
             f"{name}-taskdef",
@@ -123,6 +105,37 @@ class FargateService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
                 depends_on=list(args.depends_on), ignore_changes=["desired_count"])))
 
+        self._autoscaling(name, args)
+
+        self.service_name = self.service.name
+        self.log_group_name = self.log_group.name
+        self.register_outputs({"service_name": self.service_name, "log_group_name": self.log_group_name})
+
+    def _logs_and_roles(self, name: str, args: FargateServiceArgs) -> None:
+        """The log group, and the two roles ECS assumes (trust: this account's ECS tasks only)."""
+        tags, child = args.tags, self._child
+        account = aws.get_caller_identity_output().account_id
+        self.log_group = encrypted_log_group(
+            f"{name}-logs", f"/ecs/{name}", retention_days=args.log_retention_days,
+            kms_key_arn=args.kms_key_arn, tags=tags, opts=child)
+        trust = account.apply(lambda a: json.dumps(account_service_trust("ecs-tasks.amazonaws.com", a)))
+        self.execution_role = aws.iam.Role(
+            f"{name}-execution-role", description=args.execution_role_description, assume_role_policy=trust,
+            tags=tags, opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-execution-policy", role=self.execution_role.id,
+            policy=args.execution_policy(self.log_group.arn),
+            opts=pulumi.ResourceOptions(parent=self.execution_role))
+        self.task_role = aws.iam.Role(
+            f"{name}-task-role", description=args.task_role_description, assume_role_policy=trust,
+            tags=tags, opts=child)
+        aws.iam.RolePolicy(
+            f"{name}-task-policy", role=self.task_role.id, policy=args.task_policy,
+            opts=pulumi.ResourceOptions(parent=self.task_role))
+
+    def _autoscaling(self, name: str, args: FargateServiceArgs) -> None:
+        """CPU target tracking between the size's min and max tasks."""
+        tags, size, child = args.tags, args.size, self._child
         self.scaling_target = aws.appautoscaling.Target(
             f"{name}-scaling",
             service_namespace="ecs",
@@ -146,17 +159,12 @@ class FargateService(pulumi.ComponentResource):
                 scale_out_cooldown=60),
             opts=pulumi.ResourceOptions(parent=self.scaling_target))
 
-        self.service_name = self.service.name
-        self.log_group_name = self.log_group.name
-        self.register_outputs({"service_name": self.service_name, "log_group_name": self.log_group_name})
-
 
 def port_rule(kind: type, name: str, *, security_group_id: pulumi.Input[str], port: int, description: str,
               peer: Optional[pulumi.Input[str]] = None, cidr: Optional[pulumi.Input[str]] = None,
-              tags: dict[str, str], parent: pulumi.Resource,
-              aliases: Optional[Sequence[pulumi.Alias]] = None) -> pulumi.CustomResource:
+              tags: dict[str, str], parent: pulumi.Resource) -> pulumi.CustomResource:
     """One TCP port rule (``aws.vpc.SecurityGroupIngressRule`` or ``…EgressRule``) naming its peer:
     a security group or a CIDR, never both."""
     return kind(name, security_group_id=security_group_id, description=description, ip_protocol="tcp",
                 from_port=port, to_port=port, referenced_security_group_id=peer, cidr_ipv4=cidr,
-                tags=tags, opts=pulumi.ResourceOptions(parent=parent, aliases=aliases))
+                tags=tags, opts=pulumi.ResourceOptions(parent=parent))

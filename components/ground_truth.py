@@ -75,13 +75,44 @@ class GroundTruth(pulumi.ComponentResource):
     def __init__(self, name: str, args: GroundTruthArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(TYPE, name, None, pulumi.ResourceOptions.merge(
             pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=FORMER_TYPE)]), opts))
-        child = pulumi.ResourceOptions(parent=self)
-        identity = aws.get_caller_identity_output()
-        account = identity.account_id
-        region = aws.get_region_output().region
-        partition = aws.get_partition_output().partition
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._account = aws.get_caller_identity_output().account_id
+        self._region = aws.get_region_output().region
+        self._partition = aws.get_partition_output().partition
 
-        # ---- annotation bucket: manifests, staged images, template, answers, output manifests
+        self._bucket_and_salt(name, args)
+        self._lambdas(name, args)
+        self._ground_truth_role(name, args)
+        self._viewer_and_template(name, args)
+
+        # ---- outputs (no secret values)
+        self.annotation_bucket_name = self.bucket.name
+        self.annotation_bucket_arn = self.bucket.arn
+        self.annotation_bucket_id = self.bucket.id
+        self.ground_truth_role_arn = self.ground_truth_role.arn
+        self.prelabel_function_arn = self.prelabel_function.arn
+        self.postlabel_function_arn = self.postlabel_function.arn
+        self.prelabel_function_name = self.prelabel_function.name
+        self.postlabel_function_name = self.postlabel_function.name
+        self.template_s3_uri = pulumi.Output.concat("s3://", self.bucket.name, "/", self.template_object.key)
+        self.viewer_assets_url = self.viewer.base_url
+        self.salt_secret_arn = self.salt_secret.arn
+        self.dependency_layer_arn = self.layer.arn
+        self.register_outputs({
+            "viewer_assets_url": self.viewer_assets_url,
+            "annotation_bucket_name": self.annotation_bucket_name,
+            "annotation_bucket_arn": self.annotation_bucket_arn,
+            "ground_truth_role_arn": self.ground_truth_role_arn,
+            "prelabel_function_arn": self.prelabel_function_arn,
+            "postlabel_function_arn": self.postlabel_function_arn,
+            "prelabel_function_name": self.prelabel_function_name,
+            "postlabel_function_name": self.postlabel_function_name,
+            "template_s3_uri": self.template_s3_uri,
+        })
+
+    def _bucket_and_salt(self, name: str, args: GroundTruthArgs) -> None:
+        """The annotation bucket (CORS for the GT worker portal) and the de-identification salt."""
+        child = self._child
         self.bucket = SecureBucket(
             f"{name}-annotations",
             SecureBucketArgs(
@@ -110,7 +141,9 @@ class GroundTruth(pulumi.ComponentResource):
                                          secret_string=salt.result,
                                          opts=pulumi.ResourceOptions(parent=self.salt_secret))
 
-        # ---- Lambdas: dependency layer, egress-only SG, one role + log group + function each
+    def _lambdas(self, name: str, args: GroundTruthArgs) -> None:
+        """Dependency layer, egress-only SG, one role + log group + function per GT Lambda."""
+        child, account, region, partition = self._child, self._account, self._region, self._partition
         self.layer = aws.lambda_.LayerVersion(
             f"{name}-deps",
             layer_name=f"{name}-deps",
@@ -131,7 +164,9 @@ class GroundTruth(pulumi.ComponentResource):
             functions[function] = self._lambda(name, function, code, args, account, region, partition, child)
         self.prelabel_function, self.postlabel_function = functions["prelabel"], functions["postlabel"]
 
-        # ---- GT labeling execution role: explicit grants on this bundle's resources only
+    def _ground_truth_role(self, name: str, args: GroundTruthArgs) -> None:
+        """GT labeling execution role: explicit grants on this component's resources only."""
+        child, account, region, partition = self._child, self._account, self._region, self._partition
         self.ground_truth_role = aws.iam.Role(
             f"{name}-gt-role",
             description="SageMaker Ground Truth labeling jobs of dicom-annotate",
@@ -151,7 +186,9 @@ class GroundTruth(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self.ground_truth_role),
         )
 
-        # ---- viewer asset location; the template loads the bundle from it (with SRI)
+    def _viewer_and_template(self, name: str, args: GroundTruthArgs) -> None:
+        """Viewer asset location; the worker template (GT reads it from S3 by URI) loads the bundle from it, with SRI."""
+        child = self._child
         # asset_files() raises ViewerAssetsError ("run `make viewer`") when build/viewer is missing.
         self.viewer = ViewerAssetsCdn(
             f"{name}-viewer",
@@ -177,31 +214,6 @@ class GroundTruth(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-
-        # ---- outputs (no secret values)
-        self.annotation_bucket_name = self.bucket.name
-        self.annotation_bucket_arn = self.bucket.arn
-        self.annotation_bucket_id = self.bucket.id
-        self.ground_truth_role_arn = self.ground_truth_role.arn
-        self.prelabel_function_arn = self.prelabel_function.arn
-        self.postlabel_function_arn = self.postlabel_function.arn
-        self.prelabel_function_name = self.prelabel_function.name
-        self.postlabel_function_name = self.postlabel_function.name
-        self.template_s3_uri = pulumi.Output.concat("s3://", self.bucket.name, "/", self.template_object.key)
-        self.viewer_assets_url = self.viewer.base_url
-        self.salt_secret_arn = self.salt_secret.arn
-        self.dependency_layer_arn = self.layer.arn
-        self.register_outputs({
-            "viewer_assets_url": self.viewer_assets_url,
-            "annotation_bucket_name": self.annotation_bucket_name,
-            "annotation_bucket_arn": self.annotation_bucket_arn,
-            "ground_truth_role_arn": self.ground_truth_role_arn,
-            "prelabel_function_arn": self.prelabel_function_arn,
-            "postlabel_function_arn": self.postlabel_function_arn,
-            "prelabel_function_name": self.prelabel_function_name,
-            "postlabel_function_name": self.postlabel_function_name,
-            "template_s3_uri": self.template_s3_uri,
-        })
 
     def _lambda(self, name: str, function: str, code: pulumi.Archive, args: GroundTruthArgs,
                 account: pulumi.Output[str], region: pulumi.Output[str], partition: pulumi.Output[str],

@@ -74,14 +74,26 @@ class TrainingNotebook(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: TrainingNotebookArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(TYPE, name, None, opts)
-        child = pulumi.ResourceOptions(parent=self, aliases=moved_from(args.moved_from_urn))
-        identity = aws.get_caller_identity_output()
-        account = identity.account_id
-        region = aws.get_region_output().region
-        partition = aws.get_partition_output().partition
+        self._child = pulumi.ResourceOptions(parent=self, aliases=moved_from(args.moved_from_urn))
+        self._account = aws.get_caller_identity_output().account_id
+        self._region = aws.get_region_output().region
+        self._partition = aws.get_partition_output().partition
+        self._notebook_name = _sagemaker_name(f"{name}-notebook")
 
-        # ---- training: SageMaker execution role and the notebook instance
-        notebook_name = _sagemaker_name(f"{name}-notebook")
+        self._role(name, args)
+        self._lifecycle(name, args)
+        self._instance(name, args)
+
+        self.sagemaker_execution_role_arn = self.sagemaker_execution_role.arn
+        self.notebook_instance_name = self.notebook.name
+        self.register_outputs({
+            "sagemaker_execution_role_arn": self.sagemaker_execution_role_arn,
+            "notebook_instance_name": self.notebook_instance_name,
+        })
+
+    def _role(self, name: str, args: TrainingNotebookArgs) -> None:
+        """The SageMaker execution role and its policy (this notebook's own idle stop included)."""
+        child, account, region, partition, notebook_name = self._child, self._account, self._region, self._partition, self._notebook_name
         self.sagemaker_execution_role = aws.iam.Role(
             f"{name}-sagemaker-role",
             description="SageMaker training jobs and the notebook instance of dicom-annotate",
@@ -89,7 +101,7 @@ class TrainingNotebook(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        sagemaker_policy = aws.iam.RolePolicy(
+        self._sagemaker_policy = aws.iam.RolePolicy(
             f"{name}-sagemaker-policy",
             role=self.sagemaker_execution_role.id,
             policy=pulumi.Output.all(
@@ -99,6 +111,10 @@ class TrainingNotebook(pulumi.ComponentResource):
                 region=v[4], partition=v[5]))),
             opts=pulumi.ResourceOptions(parent=self.sagemaker_execution_role),
         )
+
+    def _lifecycle(self, name: str, args: TrainingNotebookArgs) -> None:
+        """No-ingress SG, the project's code in the bucket, the lifecycle scripts (16 KB base64 each at most)."""
+        child = self._child
         self.notebook_security_group = https_only_security_group(
             f"{name}-notebook", vpc_id=args.vpc_id,
             description="Training notebook: no ingress (opened through the SageMaker console); HTTPS out",
@@ -132,6 +148,10 @@ class TrainingNotebook(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
+
+    def _instance(self, name: str, args: TrainingNotebookArgs) -> None:
+        """The notebook instance (private subnet, no direct internet, no root) and its idle-stop alarm."""
+        child, notebook_name = self._child, self._notebook_name
         self.notebook = aws.sagemaker.NotebookInstance(
             f"{name}-notebook",
             name=notebook_name,
@@ -152,7 +172,7 @@ class TrainingNotebook(pulumi.ComponentResource):
             tags=args.tags,
             # The name is fixed (the idle-stop grant names it), so a replacement must delete first.
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
-                depends_on=[sagemaker_policy], delete_before_replace=True)),
+                depends_on=[self._sagemaker_policy], delete_before_replace=True)),
         )
 
         # The idle check reports its failures (components: lifecycle on-start, section 2): a notebook
@@ -167,14 +187,6 @@ class TrainingNotebook(pulumi.ComponentResource):
             comparison_operator="GreaterThanOrEqualToThreshold",
             treat_missing_data="notBreaching",  # no report while the instance is stopped is normal
             tags=args.tags, opts=child)
-
-        self.sagemaker_execution_role_arn = self.sagemaker_execution_role.arn
-        self.notebook_instance_name = self.notebook.name
-        self.register_outputs({
-            "sagemaker_execution_role_arn": self.sagemaker_execution_role_arn,
-            "notebook_instance_name": self.notebook_instance_name,
-        })
-
 
 # ---------------------------------------------------------------------- documents (pure functions)
 def _sagemaker_name(text: str) -> str:

@@ -41,7 +41,6 @@ DICOM_PORT = 4242
 CONTAINER_NAME = "orthanc"
 DB_NAME = "orthanc"
 DB_USERNAME = "orthanc"
-__all__ = ["DEPLOYMENT_MAX_PERCENT"]  # re-exported: the connection budget's deployment peak
 
 # The ALB's default route: Orthanc. Authentication is on and Orthanc has no unauthenticated route:
 # 401 proves the HTTP server answers; the container health check (image probe) covers the rest.

@@ -188,30 +188,11 @@ class Platform(pulumi.ComponentResource):
         self.db_security_group = aws.ec2.SecurityGroup(
             f"{prefix}-db-sg", description="Orthanc index database: 5432 from the Orthanc tasks only", vpc_id=args.vpc_id,
             tags=tags, opts=self._child)
-        major = db.engine_version.split(".")[0]
-        # Explicit identifier so the exported log groups below can be created first, with retention
-        # and KMS (RDS would otherwise create them itself, never expiring). A change that forces
+        # Explicit identifier so the exported log groups can be created first, with retention and KMS
+        # (RDS would otherwise create them itself, never expiring). A change that forces
         # replacement then fails on the name instead of silently creating an empty database.
         identifier = f"{prefix}-db"
-        subnet_group = aws.rds.SubnetGroup(
-            f"{prefix}-db-subnets", description="Orthanc index: private subnets", subnet_ids=args.private_subnet_ids,
-            tags=tags, opts=self._child)
-        parameter_group = aws.rds.ParameterGroup(
-            f"{prefix}-db-params",
-            family=f"postgres{major}",
-            description="Orthanc index: TLS required, max_connections pinned to the stack's budget",
-            parameters=[
-                aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1"),
-                # Static parameter: the number every connection budget is computed from
-                # (components/config.py rds_max_connections), not RDS's memory-dependent default.
-                aws.rds.ParameterGroupParameterArgs(name="max_connections", value=str(db.max_connections),
-                                                    apply_method="pending-reboot"),
-            ],
-            tags=tags, opts=self._child)
-        log_groups = [encrypted_log_group(
-            f"{prefix}-db-{export}", f"/aws/rds/instance/{identifier}/{export}",
-            retention_days=args.log_retention_days, kms_key_arn=args.kms_key_arn, tags=tags, opts=self._child)
-            for export in RDS_LOG_EXPORTS]
+        subnet_group, parameter_group, log_groups = self._db_groups(identifier)
         performance_insights = prod if db.performance_insights is None else db.performance_insights
         monitoring_interval = (60 if prod else 0) if db.monitoring_interval_s is None else db.monitoring_interval_s
 
@@ -272,6 +253,33 @@ class Platform(pulumi.ComponentResource):
                                       "host": v[1], "port": DB_PORT, "dbname": db.name})),
             opts=pulumi.ResourceOptions(parent=db_secret))
         self.db_secret_arn = db_secret.arn
+
+    def _db_groups(self, identifier: str) -> tuple[aws.rds.SubnetGroup, aws.rds.ParameterGroup,
+                                                 list[aws.cloudwatch.LogGroup]]:
+        """The database's subnet group, parameter group (TLS, max_connections) and exported log groups."""
+        prefix, args, db = self._prefix, self._args, self._args.database
+        tags = args.tags
+        major = db.engine_version.split(".")[0]
+        subnet_group = aws.rds.SubnetGroup(
+            f"{prefix}-db-subnets", description="Orthanc index: private subnets", subnet_ids=args.private_subnet_ids,
+            tags=tags, opts=self._child)
+        parameter_group = aws.rds.ParameterGroup(
+            f"{prefix}-db-params",
+            family=f"postgres{major}",
+            description="Orthanc index: TLS required, max_connections pinned to the stack's budget",
+            parameters=[
+                aws.rds.ParameterGroupParameterArgs(name="rds.force_ssl", value="1"),
+                # Static parameter: the number every connection budget is computed from
+                # (components/config.py rds_max_connections), not RDS's memory-dependent default.
+                aws.rds.ParameterGroupParameterArgs(name="max_connections", value=str(db.max_connections),
+                                                    apply_method="pending-reboot"),
+            ],
+            tags=tags, opts=self._child)
+        log_groups = [encrypted_log_group(
+            f"{prefix}-db-{export}", f"/aws/rds/instance/{identifier}/{export}",
+            retention_days=args.log_retention_days, kms_key_arn=args.kms_key_arn, tags=tags, opts=self._child)
+            for export in RDS_LOG_EXPORTS]
+        return subnet_group, parameter_group, log_groups
 
     def _monitoring_role(self) -> pulumi.Output[str]:
         """RDS enhanced monitoring's role (AWS's managed policy for it)."""

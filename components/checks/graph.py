@@ -5,7 +5,7 @@ Every rule reads a resource as ``.type``, ``.name`` and ``.inputs`` (camelCase w
 values), the shape of :class:`components.checks.offline.RecordedResource`. The same functions run in three
 places, so a rule is never written twice:
 
-* the unit tests, over the program run under mocks (:func:`evaluate`);
+* the unit tests, over the program run under mocks (:func:`components.checks.rules.evaluate`);
 * the offline plan (``make plan STACK=…``, :mod:`components.checks.plan`);
 * the CrossGuard policy pack in ``policy/`` (``pulumi preview --policy-pack policy``), whose adapter
   turns ``args.props`` into the same dict shape.

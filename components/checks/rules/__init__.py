@@ -28,10 +28,6 @@ RULES_BY_ID: dict[str, Rule] = {rule.id: rule for rule in RULES}
 assert len(RULES_BY_ID) == len(RULES), "duplicate rule id"
 
 
-
-
-
-
 def subjects(rule: Rule, ctx: Context) -> list[Any]:
     """The resources ``rule`` judges in this context (empty: not applicable)."""
     if not rule.applies(ctx):

@@ -9,12 +9,9 @@ import re
 from typing import Any, Iterable, Mapping
 
 from components.checks.graph import (
-    container_definitions,
     Context, ECR_LIFECYCLE_POLICIES, ECR_REPOSITORIES, ECS_CLUSTERS, ECS_SERVICES, ECS_TASK_DEFINITIONS,
-    LOAD_BALANCERS, PLACEHOLDER_SECRET, Rule, UNKNOWN, as_list, get,
-    parse_json, truthy,
+    LOAD_BALANCERS, PLACEHOLDER_SECRET, Rule, UNKNOWN, as_list, container_definitions, get, truthy,
 )
-
 
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL|REGISTERED_USERS",
                          re.IGNORECASE)
