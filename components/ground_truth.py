@@ -187,7 +187,8 @@ class GroundTruth(pulumi.ComponentResource):
         )
 
     def _viewer_and_template(self, name: str, args: GroundTruthArgs) -> None:
-        """Viewer asset location; the worker template (GT reads it from S3 by URI) loads the bundle from it, with SRI."""
+        """Viewer asset location; the worker template (GT reads it from S3 by URI) loads the bundle
+        from it, with SRI."""
         child = self._child
         # asset_files() raises ViewerAssetsError ("run `make viewer`") when build/viewer is missing.
         self.viewer = ViewerAssetsCdn(

@@ -313,7 +313,8 @@ def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path 
             if request.type != "pulumi:pulumi:Stack":
                 urn = response.urn
                 recording.resources.append(RecordedResource(
-                    request.type, request.name, registering.inputs, parent=request.parent or None, custom=bool(request.custom), urn=urn,
+                    request.type, request.name, registering.inputs, parent=request.parent or None,
+                    custom=bool(request.custom), urn=urn,
                     aliases=[_alias(a) for a in request.aliases]))
             return response
 
