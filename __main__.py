@@ -20,6 +20,9 @@ from components.portal import Portal, PortalArgs, portal_db_pool_size
 from components.storage import KmsKey, KmsKeyArgs
 
 config = load_stack_config()
+# The portal's share of the database's connections; too small a share stops here, before anything
+# is declared.
+portal_pool_size = portal_db_pool_size(config) if config.portal_enabled else None
 # Every generated name is checked against its AWS limit for this stack name, at preview.
 pulumi.runtime.register_stack_transformation(check_generated_names)
 stack = pulumi.get_stack()
@@ -168,7 +171,7 @@ if config.portal_enabled:
             domain=config.portal_domain,
             mfa_required=config.portal_mfa == "required",
             cognito_domain_prefix=config.cognito_domain_prefix,
-            db_pool_size=portal_db_pool_size(config),
+            db_pool_size=portal_pool_size,
             tags=tags,
         ),
     )

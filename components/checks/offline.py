@@ -49,6 +49,8 @@ class RecordedResource:
     # tools/mock_recording.py turns them into the engine's URNs to check a refactoring.
     urn: str = ""
     aliases: list[Any] = field(default_factory=list)
+    # URNs it waits for: its explicit depends_on and the resources its inputs come from.
+    dependencies: list[str] = field(default_factory=list)
 
     def get(self, *path: str, default: Any = None) -> Any:
         node: Any = self.inputs
@@ -314,8 +316,8 @@ def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path 
                 urn = response.urn
                 recording.resources.append(RecordedResource(
                     request.type, request.name, registering.inputs, parent=request.parent or None,
-                    custom=bool(request.custom), urn=urn,
-                    aliases=[_alias(a) for a in request.aliases]))
+                    custom=bool(request.custom), urn=urn, aliases=[_alias(a) for a in request.aliases],
+                    dependencies=sorted(request.dependencies)))
             return response
 
     pulumi_settings.reset_options()
