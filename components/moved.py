@@ -2,9 +2,12 @@
 
 A resource's URN includes its parents' types: moving it under another component changes its URN,
 and Pulumi would replace it (a new database, a new load balancer) unless it carries an alias to the
-old URN (https://www.pulumi.com/docs/iac/concepts/options/aliases/). Children of an aliased
-resource inherit the alias. ``tools/mock_recording.py compare`` checks that every moved resource
-of dev and prod is reached by one.
+old URN - ``Alias(parent=<old parent>)`` for a re-parented resource
+(https://www.pulumi.com/docs/iac/operations/stack-management/refactoring-with-aliases/,
+https://www.pulumi.com/docs/iac/concepts/options/aliases/). Children of an aliased resource inherit
+the alias. ``tools/mock_recording.py compare`` and tests/unit/test_moved_resources.py check that
+every moved resource of dev and prod is reached by one. The aliases can go once every deployed
+stack has run ``pulumi up`` with them (the state then holds the new URNs).
 """
 
 from __future__ import annotations
