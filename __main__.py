@@ -100,7 +100,6 @@ orthanc = OrthancService(
         region=config.region,
         log_retention_days=config.log_retention_days,
         prod=config.prod,
-        https=config.https,
         dicom_nlb=config.dicom_nlb,
         dicom_allowed_cidrs=config.dicom_allowed_cidrs,
         tags=tags,

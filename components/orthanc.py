@@ -86,7 +86,6 @@ class OrthancServiceArgs:
     region: str
     log_retention_days: int
     prod: bool
-    https: bool
     # DICOM 4242 through a public NLB, admitted from these modality CIDRs.
     dicom_nlb: bool = False
     dicom_allowed_cidrs: tuple[str, ...] = ()
@@ -114,7 +113,7 @@ class OrthancService(pulumi.ComponentResource):
         self._service_discovery()
         self._service()
 
-        scheme = "https://" if args.https else "http://"
+        scheme = "https://" if platform.https else "http://"
         self.url = pulumi.Output.concat(scheme, platform.alb_dns_name)
         self.internal_url = pulumi.Output.from_input(f"http://orthanc.{self.namespace_name}:{HTTP_PORT}")
         self.dicom_endpoint = (pulumi.Output.concat(self.nlb.dns_name, f":{DICOM_PORT}") if self.nlb

@@ -50,3 +50,35 @@ def test_every_moved_custom_resource_is_aliased_to_its_old_urn(recording):
 def test_the_database_alb_and_service_keep_their_names(recordings, name):
     resource = next(r for r in engine_view(recordings["dev"]) if r["name"] == name)
     assert _old_urn(resource["urn"]) in resource["aliases"]
+
+
+def _compare_tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "mock_recording.py"
+    spec = importlib.util.spec_from_file_location("mock_recording", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.compare
+
+
+def _resource(urn: str, aliases=(), **inputs) -> dict:
+    kind, name = urn.split("::")[2].split("$")[-1], urn.rsplit("::", 1)[1]
+    return {"type": kind, "name": name, "custom": True, "inputs": inputs, "urn": urn, "aliases": list(aliases)}
+
+
+OLD = "urn:pulumi:dev::dicom-annotate::dicom-annotate:orthanc:OrthancService$aws:rds/instance:Instance::db"
+NEW = "urn:pulumi:dev::dicom-annotate::dicom-annotate:platform:Platform$aws:rds/instance:Instance::db"
+
+
+@pytest.mark.parametrize("after, harmful, words", [
+    (_resource(OLD, engine="postgres"), False, None),
+    (_resource(NEW, [OLD], engine="postgres"), False, "moved, aliased db"),
+    (_resource(NEW, engine="postgres"), True, "MOVED WITHOUT ALIAS"),
+    (_resource(OLD, engine="mysql"), True, "inputs changed aws:rds/instance:Instance db: engine"),
+])
+def test_the_recording_comparison_flags_what_pulumi_up_would_replace(after, harmful, words):
+    lines, found = _compare_tool()({"dev": [_resource(OLD, engine="postgres")]}, {"dev": [after]})
+    assert found is harmful
+    assert (lines == []) if words is None else any(words in line for line in lines), lines
