@@ -127,7 +127,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     cmp_.add_argument("after", type=Path)
     args = parser.parse_args(argv)
     if args.command == "record":
-        args.out.write_text(json.dumps(record(args.stacks), indent=1, sort_keys=True))
+        from components.config import ConfigError
+
+        try:
+            recorded = record(args.stacks)
+        except (FileNotFoundError, ConfigError) as exc:  # no Pulumi.<stack>.yaml, or a setting it refuses
+            parser.error(str(exc))
+        args.out.write_text(json.dumps(recorded, indent=1, sort_keys=True))
         print(f"wrote {args.out}")
         return 0
     for path in (args.before, args.after):
