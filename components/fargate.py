@@ -1,15 +1,16 @@
 """FargateService: one ECS service on Fargate, as Orthanc and the portal both run.
 
-Declares, as children of the component that owns the service: its encrypted log group, the ECS
-agent's execution role and the container's task role (each with the owner's inline policy), the
-task definition (Linux, x86_64, awsvpc), the service (private subnets, no public IP, circuit
+Declares (children of this component, itself a child of the service's owner): its encrypted log
+group, the ECS agent's execution role and the container's task role (each with the owner's inline
+policy), the task definition (Linux, x86_64, awsvpc), the service (private subnets, no public IP, circuit
 breaker with rollback, new tasks before old ones stop) and CPU target-tracking autoscaling.
 Application Auto Scaling owns the task count after creation (the service ignores
 ``desired_count`` changes); it scales out fast (60 s cooldown) and in slowly (300 s).
 
 Resource names are the owner's (``{name}-taskdef``, ``{name}-service``, …: the component takes
 the owner's name), and each child carries an alias to the owner, its parent before this component
-existed, so a deployed stack updates them in place.
+existed, so a deployed stack updates them in place. The owner keeps its security group and wires
+its rules with :func:`port_rule` (Orthanc's and the portal's peers differ).
 """
 
 from __future__ import annotations
