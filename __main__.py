@@ -6,13 +6,13 @@ exports what a user needs (no secret values).
 
 import pulumi
 
-from components.config import load_stack_config
-from components.network import Network, NetworkArgs
-from components.notebook import TrainingNotebook, TrainingNotebookArgs
 from components import ground_truth, orthanc as orthanc_module
+from components.config import load_stack_config
 from components.ground_truth import GroundTruth, GroundTruthArgs
 from components.moved import top_level_urn
 from components.names import check_generated_names
+from components.network import Network, NetworkArgs
+from components.notebook import TrainingNotebook, TrainingNotebookArgs
 from components.orthanc import OrthancService, OrthancServiceArgs
 from components.packaging import dependency_layer_archive, lambda_archive
 from components.platform import Platform, PlatformArgs
