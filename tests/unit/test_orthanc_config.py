@@ -221,7 +221,7 @@ def test_ingest_settings_generated_for_both_targets():
     assert PostgresIndex(host="127.0.0.1").index_connections == 1
 
 
-def test_local_postgres_runs_with_asynchronous_commit_only_there():
+def test_local_postgres_settings_ask_for_asynchronous_commit_only():
     assert LOCAL_POSTGRES_SETTINGS == {"synchronous_commit": "off"}
     assert postgres_server_options() == ["-c", "synchronous_commit=off"]
     assert postgres_server_options({"b_setting": "2", "a_setting": "on"}) == ["-c", "a_setting=on", "-c", "b_setting=2"]
