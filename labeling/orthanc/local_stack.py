@@ -62,6 +62,7 @@ from labeling.orthanc.config import (
     FilesystemStorage,
     OrthancSettings,
     PostgresIndex,
+    postgres_server_options,
     registered_users,
     render_json,
 )
@@ -399,7 +400,9 @@ class LocalStack:
         remaining = max(5, int(deadline - time.monotonic()))
         options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {self.pg_socket} "
                    # A bounded footprint on a laptop.
-                   "-c max_connections=50 -c shared_buffers=64MB")
+                   "-c max_connections=50 -c shared_buffers=64MB "
+                   # Asynchronous commit, local only (its trade-off: labeling.orthanc.config).
+                   + " ".join(postgres_server_options()))
         self._run_pg([str(pg_bin / "pg_ctl"), "-D", str(self.pg_data), "-l", str(self.pg_log),
                       "-w", "-t", str(remaining), "-o", options, "start"], "start", timeout=remaining + 10)
         pid = read_pid(self.pg_data / "postmaster.pid")
