@@ -21,7 +21,9 @@ re-read) or stored as a new instance, so nothing is served stale. When the log's
 backwards — a database reset, or the newest changes deleted with their resources (Orthanc drops a
 resource's log entries with it) — the server is listed again.
 
-The file. ``$XDG_CACHE_HOME/dicom-annotate/manifest-index/<hash of the Orthanc URL>.json``
+The file. ``$MANIFEST_INDEX_FILE`` when set (``local up`` sets it in orthanc.env to
+``<workdir>/manifest-index.json``, so ``local down --purge`` removes it with the stack), else
+``$XDG_CACHE_HOME/dicom-annotate/manifest-index/<hash of the Orthanc URL>.json``
 (``~/.cache`` without XDG_CACHE_HOME), one per Orthanc, created 0600 in a 0700 directory: it holds
 PatientIDs and study dates, like Orthanc itself. ``python -m labeling manifest --index-cache FILE``
 puts it elsewhere; ``--no-index-cache`` neither reads nor writes it (a full build). It holds the
@@ -47,6 +49,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Optional
+
+from labeling.manifest import INDEX_FILE_ENV
 
 from labeling.manifest.build import (
     PARALLEL_REQUESTS,
@@ -80,7 +84,10 @@ ORDERING_TAGS: Final = ("SOPInstanceUID", "InstanceNumber", "NumberOfFrames", "I
 
 
 def default_index_file(url: str) -> Path:
-    """``$XDG_CACHE_HOME/dicom-annotate/manifest-index/<hash of url>.json`` (``~/.cache`` without it)."""
+    """``$MANIFEST_INDEX_FILE`` when set, else ``$XDG_CACHE_HOME/dicom-annotate/manifest-index/<hash of
+    url>.json`` (``~/.cache`` without XDG_CACHE_HOME)."""
+    if os.environ.get(INDEX_FILE_ENV):
+        return Path(os.environ[INDEX_FILE_ENV]).expanduser()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
     return cache / "dicom-annotate" / "manifest-index" / f"{digest}.json"
