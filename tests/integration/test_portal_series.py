@@ -157,3 +157,27 @@ def test_series_job_refused_when_orthanc_disagrees(ct, client):
                          "extra": {"level": "series", "instances": list(line.extra["instances"])}})
     with pytest.raises(J.Invalid, match="1 of 1 instances are not in Orthanc"):
         checked_line_geometry(client, [gone])
+
+
+def test_series_prediction_written_back_as_an_sr_of_the_series(ct, client):
+    from training.writeback import write_back
+
+    line = ct["lines"]["series"]
+    prediction = {"source": line.source, "level": "series", "instances": list(line.extra["instances"]),
+                  "model": {"name": "dicom-annotate DenseNet121", "version": "abc123"},
+                  "labels": [{"name": "Nodule", "present": True, "confidence": 0.8, "probability": 0.8}],
+                  "image": {"rows": SIZE, "columns": SIZE, "frame": 0}}
+    stored = write_back(client, [prediction])[0]["stored"]
+    data = client.request("GET", f"/instances/{stored}/file").content
+    back = read_annotation_sr(pydicom.dcmread(io.BytesIO(data)))
+    assert back["labels"] == [{"name": "Nodule", "present": True, "confidence": 0.8}]
+    assert back["observers"][0]["kind"] == "device"
+    first = ct["series"]["sop_instance_uids"][ct["series"]["instances"].index(line.extra["instances"][0])]
+    sr = pydicom.dcmread(io.BytesIO(data))
+    evidence = [item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                for study in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in study.ReferencedSeriesSequence for item in [series]]
+    assert evidence == [first]
+    assert client.request("GET", f"/instances/{stored}/study").json()["ID"] == \
+        client.request("GET", f"/series/{line.source}/study").json()["ID"]
+    assert write_back(client, [prediction])[0]["stored"] == stored  # the same prediction: the same SR
