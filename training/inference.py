@@ -91,6 +91,9 @@ class Predictor:
     def predict(self, inputs: Sequence[InferenceInput]) -> list[dict[str, Any]]:
         if not inputs:
             return []
+        if int(self.info.get("spatial_dims", 2)) == 3:  # one DICOM image is not a series' volume
+            raise ValueError("this is a series (3-D) model and the request holds single images; predict series "
+                             "tasks with `python -m training predict --manifest <series manifest>`")
         arrays = np.stack([preprocess(i.dataset, self.prep, name=i.source) for i in inputs])
         probs = self.probabilities(arrays)
         return [self.prediction(i, p) for i, p in zip(inputs, probs)]

@@ -108,3 +108,12 @@ def test_volume_size_flag():
             volume.parse_volume_size(bad)
     with pytest.raises(ValueError, match="three sizes"):
         volume.VolumePreprocessing(grid=(16, 32, 32))
+
+
+def test_series_model_refuses_single_images():
+    from training.inference import InferenceInput, Predictor
+
+    predictor = Predictor.__new__(Predictor)
+    predictor.info = {"spatial_dims": 3}
+    with pytest.raises(ValueError, match="series .3-D. model and the request holds single images"):
+        predictor.predict([InferenceInput("x", None)])
