@@ -251,7 +251,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from training.dataset import DatasetError, DirectorySource, OrthancSource
     from training.train_cli import _errors, orthanc_client_from_args
 
-    from labeling.manifest.build import read_manifest
+    from labeling.manifest.format import read_manifest
     from training import volume
 
     try:

@@ -40,6 +40,10 @@ POSTLABEL_KEYS = frozenset({"version", "labelingJobArn", "labelCategories", "lab
 MAX_TEMPLATE_CHARS = 128_000
 """GT rejects a worker task template longer than this."""
 
+class GtError(Exception):
+    """A bad input to ``python -m labeling gt``: one line naming the file, line or key; exit code 2."""
+
+
 _S3_URI = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(?P<key>.+)", re.S)
 
 

@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from labeling.contracts.ids import validate_instance_id
 from labeling.dicom.series import LEVEL_MULTIFRAME, LEVEL_SERIES
-from labeling.manifest.build import ManifestLine
+from labeling.manifest.format import ManifestLine
 from labeling.orthanc.client import OrthancError
 from labeling.portal.geometry import PARALLEL_REQUESTS, GeometryResult, geometry_from_tags, read_geometry, require_all
 

@@ -11,6 +11,8 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from labeling.gt import cli as gt
+from labeling.gt import jobs as gt_jobs
+from labeling.gt import render as gt_render
 from labeling.cli import main
 from labeling.gt.contracts import MAX_TEMPLATE_CHARS
 
@@ -116,8 +118,8 @@ def test_render_asset_base_and_prelabel_response(tmp_path):
 
 
 def test_grant_read_access_leaves_non_s3_alone():
-    assert gt.grant_read_access_url("https://example.org/a.png") == "https://example.org/a.png"
-    assert gt.grant_read_access_url("s3://b-ucket/a/b.dcm") == "https://b-ucket.s3.amazonaws.com/a/b.dcm"
+    assert gt_render.grant_read_access_url("https://example.org/a.png") == "https://example.org/a.png"
+    assert gt_render.grant_read_access_url("s3://b-ucket/a/b.dcm") == "https://b-ucket.s3.amazonaws.com/a/b.dcm"
 
 
 def test_render_refuses_a_template_over_gt_limit(tmp_path, capsys):
@@ -151,7 +153,7 @@ def test_render_liquid_syntax_error_is_one_line(tmp_path, capsys):
 def _no_aws(monkeypatch):
     def boom(*_a, **_k):
         raise AssertionError("no AWS client may be created")
-    monkeypatch.setattr(gt, "_client", boom)
+    monkeypatch.setattr(gt_jobs, "_client", boom)
 
 
 def test_create_job_dry_run_builds_the_request_and_touches_nothing(tmp_path, monkeypatch, capsys):
@@ -172,8 +174,8 @@ def test_create_job_dry_run_builds_the_request_and_touches_nothing(tmp_path, mon
         "AnnotationConsolidationLambdaArn": OUTPUTS["postlabelLambdaArn"]}
     assert human["NumberOfHumanWorkersPerDataObject"] == 3  # schema's annotators_per_item
     assert human["TaskTimeLimitInSeconds"] == 900
-    assert human["TaskAvailabilityLifetimeInSeconds"] == gt.DEFAULT_TASK_AVAILABILITY_S
-    assert human["MaxConcurrentTaskCount"] == gt.DEFAULT_MAX_CONCURRENT_TASKS
+    assert human["TaskAvailabilityLifetimeInSeconds"] == gt_jobs.DEFAULT_TASK_AVAILABILITY_S
+    assert human["MaxConcurrentTaskCount"] == gt_jobs.DEFAULT_MAX_CONCURRENT_TASKS
     assert "chest-xray" in human["TaskTitle"] and len(human["TaskTitle"]) <= 128
     assert 0 < len(human["TaskDescription"]) <= 255
     # The request is what botocore accepts for the operation.
@@ -212,7 +214,7 @@ def test_create_job_uploads_manifest_and_calls_the_api(tmp_path, monkeypatch, ca
             regions.append(region)
             return {"s3": s3, "sagemaker": sagemaker}[service]
 
-        monkeypatch.setattr(gt, "_client", client)
+        monkeypatch.setattr(gt_jobs, "_client", client)
         with stub:
             assert main(_create_args(tmp_path)) == 0
             stub.assert_no_pending_responses()
@@ -232,7 +234,7 @@ def test_create_job_api_error_exits_3(tmp_path, monkeypatch, capsys):
     s3_stub.add_response("put_object", {}, None)
     s3_stub.add_response("put_object", {}, None)
     sm_stub.add_client_error("create_labeling_job", "ResourceInUse", "job exists")
-    monkeypatch.setattr(gt, "_client", lambda service, region: {"s3": s3, "sagemaker": sagemaker}[service])
+    monkeypatch.setattr(gt_jobs, "_client", lambda service, region: {"s3": s3, "sagemaker": sagemaker}[service])
     with s3_stub, sm_stub:
         assert main(_create_args(tmp_path)) == 3
     assert "ResourceInUse: job exists" in capsys.readouterr().err
@@ -312,7 +314,7 @@ def test_status_prints_a_table(monkeypatch, capsys):
     stub = Stubber(sagemaker)
     stub.add_response("describe_labeling_job", _describe_response(status="Failed"),
                       {"LabelingJobName": "chest-batch-1"})
-    monkeypatch.setattr(gt, "_client", lambda service, region: sagemaker)
+    monkeypatch.setattr(gt_jobs, "_client", lambda service, region: sagemaker)
     with stub:
         assert main(["gt", "status", "--job-name", "chest-batch-1"]) == 0
     out = capsys.readouterr().out
@@ -324,7 +326,7 @@ def test_status_unknown_job_exits_1(monkeypatch, capsys):
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     stub = Stubber(sagemaker)
     stub.add_client_error("describe_labeling_job", "ResourceNotFound", "no such job")
-    monkeypatch.setattr(gt, "_client", lambda service, region: sagemaker)
+    monkeypatch.setattr(gt_jobs, "_client", lambda service, region: sagemaker)
     with stub:
         assert main(["gt", "status", "--job-name", "nope"]) == 3
     assert "ResourceNotFound" in capsys.readouterr().err
@@ -352,7 +354,7 @@ def _fetch(monkeypatch, tmp_path, lines_text: str):
         stub = Stubber(sagemaker)
         stub.add_response("describe_labeling_job", _describe_response(f"s3://{BUCKET}/{key}"),
                           {"LabelingJobName": "chest-batch-1"})
-        monkeypatch.setattr(gt, "_client", lambda service, region: {"s3": s3, "sagemaker": sagemaker}[service])
+        monkeypatch.setattr(gt_jobs, "_client", lambda service, region: {"s3": s3, "sagemaker": sagemaker}[service])
         with stub:
             return main(["gt", "fetch-output", "--job-name", "chest-batch-1",
                          "--out", str(tmp_path / "out" / "output.manifest"), "--parents"])
@@ -381,7 +383,7 @@ def test_fetch_output_without_output_yet(monkeypatch, capsys, tmp_path):
     stub = Stubber(sagemaker)
     stub.add_response("describe_labeling_job", _describe_response(status="InProgress"),
                       {"LabelingJobName": "chest-batch-1"})
-    monkeypatch.setattr(gt, "_client", lambda service, region: sagemaker)
+    monkeypatch.setattr(gt_jobs, "_client", lambda service, region: sagemaker)
     with stub:
         assert main(["gt", "fetch-output", "--job-name", "chest-batch-1", "--out", str(tmp_path / "o")]) == 3
     assert "no output manifest yet (status InProgress)" in capsys.readouterr().err

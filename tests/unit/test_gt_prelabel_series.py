@@ -11,7 +11,8 @@ import pydicom
 import pytest
 
 from labeling.gt import prelabel as gt_prelabel
-from labeling.gt.cli import GtError, _check_manifest
+from labeling.gt.contracts import GtError
+from labeling.gt.jobs import _check_manifest
 from labeling.contracts.schema import LabelSchema
 from tests.unit.test_lambda_handlers import BUCKET, FakeOrthanc, _dicom, _pre_event, aws, prelabel  # noqa: F401
 
@@ -98,7 +99,7 @@ def test_worker_template_hands_the_slices_to_the_viewer():
     import html.parser
     from pathlib import Path
 
-    from labeling.gt.cli import render_template
+    from labeling.gt.render import render_template
 
     template = (Path(gt_prelabel.__file__).parent / "worker_template.liquid.html").read_text()
     slices = [{"image": f"s3://{BUCKET}/ct-1/{i}.dcm", "instance": i, "frame": 0} for i in SLICES[:2]]
