@@ -213,42 +213,32 @@ class Prelabeler:
             return self.handle_series(request)
         instance_id = validate_instance_id(request.source)
         self.settings.require("bucket")
-        key = staging_key(request.labeling_job_arn, instance_id)
-        uri = f"s3://{self.settings.bucket}/{key}"
-
-        dims = self._staged_geometry(key)
+        uri, dims = self._staged(request.labeling_job_arn, instance_id)
         if dims is None:
-            try:
-                data = self.orthanc().instance_file(instance_id)
-            except OrthancError as exc:
-                if exc.status == 404:
-                    message = f"Orthanc has no instance {instance_id} (HTTP 404); the object is not labelled"
-                    self.log.error("pre-label: %s", message)
-                    return gt_contracts.prelabel_response({"source": instance_id, "error": message},
-                                                          human_required=False)
-                what = "unreachable" if exc.status is None else f"answered HTTP {exc.status}"
-                self.log.error("pre-label: Orthanc %s for instance %s (%s); raising so GT retries the object",
-                               what, instance_id, exc)
-                raise
-            dims = self._stage(key, instance_id, data)
-        else:
-            self.log.info("pre-label: %s already staged; not uploaded again", uri)
+            message = f"Orthanc has no instance {instance_id} (HTTP 404); the object is not labelled"
+            self.log.error("pre-label: %s", message)
+            return gt_contracts.prelabel_response({"source": instance_id, "error": message}, human_required=False)
         return gt_contracts.prelabel_response(self._task_input(data_object, uri, {"source": instance_id}, dims))
 
     def _staged(self, labeling_job_arn: Optional[str], instance_id: str) -> tuple[str, Optional[dict[str, int]]]:
         """(s3 URI, geometry) of one staged instance, staging it first when needed; geometry None when
         Orthanc has no such instance. Other Orthanc errors raise (GT retries the object)."""
         key = staging_key(labeling_job_arn, instance_id)
+        uri = f"s3://{self.settings.bucket}/{key}"
         dims = self._staged_geometry(key)
-        if dims is None:
-            try:
-                data = self.orthanc().instance_file(instance_id)
-            except OrthancError as exc:
-                if exc.status == 404:
-                    return f"s3://{self.settings.bucket}/{key}", None
-                raise
-            dims = self._stage(key, instance_id, data)
-        return f"s3://{self.settings.bucket}/{key}", dims
+        if dims is not None:
+            self.log.info("pre-label: %s already staged; not uploaded again", uri)
+            return uri, dims
+        try:
+            data = self.orthanc().instance_file(instance_id)
+        except OrthancError as exc:
+            if exc.status == 404:
+                return uri, None
+            what = "unreachable" if exc.status is None else f"answered HTTP {exc.status}"
+            self.log.error("pre-label: Orthanc %s for instance %s (%s); raising so GT retries the object",
+                           what, instance_id, exc)
+            raise
+        return uri, self._stage(key, instance_id, data)
 
     def handle_series(self, request: Any) -> dict[str, Any]:
         """A series or multi-frame task: every slice staged, the task input lists them (module docstring)."""

@@ -39,14 +39,13 @@ Rules, in one place:
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from labeling.contracts.ids import validate_instance_id
 from labeling.dicom.series import LEVEL_MULTIFRAME, LEVEL_SERIES
 from labeling.manifest.format import ManifestLine
 from labeling.orthanc.client import OrthancError
-from labeling.portal.geometry import PARALLEL_REQUESTS, GeometryResult, geometry_from_tags, read_geometry, require_all
+from labeling.portal.geometry import GeometryResult, collect, geometry_from_tags, read_geometry, require_all
 
 SERIES_LEVELS = (LEVEL_SERIES, LEVEL_MULTIFRAME)
 SHOWN = 3
@@ -113,26 +112,15 @@ def _series_geometry(orthanc: Any, line: Mapping[str, Any],
 
 
 def read_series_geometry(orthanc: Any, lines: Sequence[tuple[int, Mapping[str, Any]]],
-                         progress: Optional[Callable[[], None]] = None) -> GeometryResult:
+                         progress: Optional[Callable[[int, int], None]] = None) -> GeometryResult:
     """The recorded geometry (module docstring) of each numbered series line, keyed by ``source``."""
-    result = GeometryResult()
     checked = [(line, line_slices(number, line)) for number, line in lines]  # malformed lines first, no I/O
 
     def read(entry: tuple[Mapping[str, Any], list[tuple[str, int]]]) -> tuple[str, Any, Optional[str]]:
         line, slices = entry
         return (line["source"], *_series_geometry(orthanc, line, slices))
 
-    with ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS) as pool:
-        for source, geometry, problem in pool.map(read, checked):
-            if geometry is not None:
-                result.found[source] = geometry
-            elif problem is None:
-                result.missing.append(source)
-            else:
-                result.unreadable[source] = problem
-            if progress:
-                progress()
-    return result
+    return collect(checked, read, progress)
 
 
 def checked_line_geometry(orthanc: Any, lines: Sequence[ManifestLine],
@@ -151,16 +139,12 @@ def checked_line_geometry(orthanc: Any, lines: Sequence[ManifestLine],
             series.append((number, data))
         else:
             images.append(line.source)
-    done = [0]
+    def tick(offset: int) -> Callable[[int, int], None]:
+        return lambda done, _total: progress(offset + done, len(lines)) if progress else None
 
-    def tick(*_: Any) -> None:
-        done[0] += 1
-        if progress:
-            progress(done[0], len(lines))
-
-    result = read_geometry(orthanc, images, tick) if images else GeometryResult()
+    result = read_geometry(orthanc, images, tick(0)) if images else GeometryResult()
     if series:
-        more = read_series_geometry(orthanc, series, tick)
+        more = read_series_geometry(orthanc, series, tick(len(images)))
         result.found.update(more.found)
         result.missing += more.missing
         result.unreadable.update(more.unreadable)
