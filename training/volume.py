@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from labeling.outdir import atomic_file
-from training.dataset import DEFAULT_CACHE_DIR, DatasetError, ImageSource, LabeledItem
+from training.dataset import DEFAULT_CACHE_DIR, DatasetError, ImageSource
 from training.imaging import ImageError, patient_key, pixels, read_dicom
 
 SERIES_LEVELS = ("series", "multiframe")
@@ -241,15 +241,10 @@ def gather_volumes(lines: Sequence[Mapping[str, Any]], source: ImageSource, prep
     return volumes, [patient for _, patient in got]
 
 
-def item_lines(items: Sequence[LabeledItem]) -> list[Mapping[str, Any]]:
-    return [item.line for item in items]
-
-
 # --- prediction -------------------------------------------------------------------------------
 
 
-def predict_lines(predictor: Any, lines: Sequence[Mapping[str, Any]], source: ImageSource, *,
-                  progress: bool = True) -> list[dict[str, Any]]:
+def predict_lines(predictor: Any, lines: Sequence[Mapping[str, Any]], source: ImageSource) -> list[dict[str, Any]]:
     """One series-level prediction per task (:mod:`training.inference`'s shape, plus ``level`` and the
     ordered ``instances`` the SR write-back references)."""
     prep: VolumePreprocessing = predictor.prep
