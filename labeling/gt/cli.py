@@ -35,8 +35,18 @@ Sub-commands
     inside it (``input``/``select``/``textarea``; a checkbox gives ``true``/``false``, a radio group
     the checked value, anything else its ``value``) into an object: ``window.__submitted`` is that
     object, ``window.__submittedContent`` the JSON string GT would store as
-    ``annotationData.content``, and a ``crowd-form-submitted`` event fires on ``window``. A template
-    longer than GT's limit (:data:`labeling.gt.contracts.MAX_TEMPLATE_CHARS`) is refused.
+    ``annotationData.content``, and a ``crowd-form-submitted`` event fires on ``window``.
+
+    Limits, the ones GT applies and no stricter (:mod:`labeling.gt.contracts`): a template longer than
+    :data:`~labeling.gt.contracts.MAX_TEMPLATE_CHARS` is refused (GT counts the template it is given,
+    before rendering); a task input larger than the pre-annotation Lambda may return
+    (:data:`~labeling.gt.contracts.MAX_PRELABEL_RESPONSE_BYTES`) is refused. The rendered page has
+    no such limit: a series task's page grows with its slices' presigned URLs (``bench/gt_series_size.py``).
+
+    ``--serve --asset-dir DIR`` serves each image the task grants (``image``, a series task's
+    ``slices``) from ``DIR/KEY``, or — for a staged key ``…/<orthanc instance id>.dcm`` — from the DICOM
+    file under DIR with that Orthanc instance ID (:class:`labeling.gt.render.AssetDir`); an image it
+    finds neither way is an error naming it, before anything is served.
 
 ``create-job --stack-outputs JSON_FILE --manifest FILE --schema FILE --job-name NAME --workteam-arn ARN``
     Validates the manifest (:func:`labeling.manifest.format.read_manifest`, each line's ``schema``
@@ -97,7 +107,8 @@ def register(subparsers: Any) -> None:
                         "to open; stops after SECONDS (default 600) or on Ctrl-C")
     p.add_argument("--asset-dir", type=Path, metavar="DIR",
                    help="with --serve: grant_read_access maps s3://bucket/KEY to DIR/KEY (e.g. the "
-                        "staged DICOM file of the task input)")
+                        "staged DICOM file of the task input), or a staged KEY .../<orthanc id>.dcm to the "
+                        "DICOM file under DIR with that Orthanc instance ID (e.g. a synth --series folder)")
     p.add_argument("--asset-base", metavar="URL",
                    help="grant_read_access maps s3://bucket/KEY to URL/KEY (default: "
                         "https://BUCKET.s3.amazonaws.com/KEY)")

@@ -8,11 +8,11 @@ import argparse
 import json
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
-from labeling.gt.contracts import MAX_TEMPLATE_CHARS, GtError, split_s3_uri
+from labeling.gt.contracts import MAX_TEMPLATE_CHARS, GtError, prelabel_response_problem, split_s3_uri
 
 _CROWD_ELEMENTS_SCRIPT_RE = re.compile(
     r"<script[^>]*\bsrc=[\"']https://assets\.crowd\.aws/crowd-html-elements\.js[\"'][^>]*>\s*</script>",
@@ -95,6 +95,75 @@ def grant_read_access_url(uri: Any, asset_base: Optional[str] = None) -> Any:
     return f"https://{bucket}.s3.amazonaws.com/{quoted}"
 
 
+def granted_uris(task_input: Mapping[str, Any]) -> list[str]:
+    """The ``s3://`` URIs a page of this task grants, once each in page order: ``image`` (or
+    ``source-ref``), then each of a series task's ``slices[].image``."""
+    found = [task_input.get("image"), task_input.get("source-ref")]
+    slices = task_input.get("slices")
+    if isinstance(slices, list):
+        found += [s.get("image") for s in slices if isinstance(s, Mapping)]
+    return list(dict.fromkeys(u for u in found if isinstance(u, str) and u.startswith("s3://")))
+
+
+class AssetDir:
+    """``gt render --asset-dir DIR``: what ``/assets/KEY`` serves for ``s3://bucket/KEY``.
+
+    ``DIR/KEY`` when it exists; else, when KEY ends in ``<orthanc instance id>.dcm`` (the key the
+    pre-label step stages a slice under, :func:`labeling.gt.prelabel.staging_key`), the DICOM file under
+    DIR whose Orthanc instance ID that is (:func:`labeling.contracts.ids.orthanc_instance_id` of its
+    PatientID and UIDs) — so a folder as ``python -m devkit synth`` or an Orthanc export writes it
+    previews a staged series task without renaming a file."""
+
+    def __init__(self, root: Path) -> None:
+        if not Path(root).is_dir():
+            raise GtError(f"--asset-dir {root}: not a directory")
+        self.root = Path(root).resolve()
+        self._by_id: Optional[dict[str, Path]] = None
+
+    def _index(self) -> dict[str, Path]:
+        if self._by_id is None:
+            import pydicom
+
+            from labeling.contracts.ids import orthanc_instance_id
+
+            tags = ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+            self._by_id = {}
+            for path in sorted(self.root.rglob("*.dcm")):
+                try:
+                    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+                    key = orthanc_instance_id(*(str(ds.get(tag, "")) for tag in tags))
+                except Exception:  # noqa: BLE001 - not DICOM, or unreadable: it simply is no candidate
+                    continue
+                self._by_id.setdefault(key, path)
+        return self._by_id
+
+    def resolve(self, uris: list[str]) -> dict[str, Path]:
+        """KEY → file for every URI; one :class:`GtError` naming the first missing ones otherwise."""
+        from labeling.contracts.ids import ORTHANC_ID
+
+        files: dict[str, Path] = {}
+        missing: list[str] = []
+        for uri in uris:
+            try:
+                _, key = split_s3_uri(uri, "task input")
+            except ValueError as exc:
+                raise GtError(str(exc)) from None
+            direct = (self.root / key).resolve()
+            stem = Path(key).name[:-len(".dcm")] if key.endswith(".dcm") else ""
+            if self.root in direct.parents and direct.is_file():
+                files[key] = direct
+            elif ORTHANC_ID.fullmatch(stem) and stem in self._index():
+                files[key] = self._index()[stem]
+            else:
+                missing.append(uri)
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise GtError(f"--asset-dir {self.root}: no file for {len(missing)} of the task's {len(uris)} "
+                          f"images: {', '.join(missing[:3])}{more} (looked for DIR/KEY, then for a DICOM file "
+                          f"under DIR whose Orthanc instance ID is the key's <id>.dcm)")
+        return files
+
+
 def _to_json(value: Any) -> str:
     """GT's ``to_json``; a missing key (Liquid ``Undefined``) gives ``null`` rather than an error."""
     from liquid import Undefined
@@ -105,8 +174,10 @@ def _to_json(value: Any) -> str:
 
 
 def render_template(template_text: str, task_input: Mapping[str, Any], *,
-                    asset_base: Optional[str] = None, source: str = "<template>") -> str:
-    """Render a GT worker template locally; raises :class:`GtError` for an oversize/bad template."""
+                    asset_base: Optional[str] = None, source: str = "<template>",
+                    grant: Optional[Callable[[Any], Any]] = None) -> str:
+    """Render a GT worker template locally; raises :class:`GtError` for an oversize/bad template.
+    ``grant`` replaces the ``grant_read_access`` stand-in (e.g. a real S3 presigner, to measure a page)."""
     if len(template_text) > MAX_TEMPLATE_CHARS:
         raise GtError(f"{source}: template is {len(template_text):,} characters; Ground Truth "
                       f"accepts at most {MAX_TEMPLATE_CHARS:,} (load large code from the asset location)")
@@ -114,7 +185,7 @@ def render_template(template_text: str, task_input: Mapping[str, Any], *,
     from liquid.exceptions import LiquidError
 
     env = Environment(autoescape=True)
-    env.filters["grant_read_access"] = lambda value: grant_read_access_url(value, asset_base)
+    env.filters["grant_read_access"] = grant or (lambda value: grant_read_access_url(value, asset_base))
     env.filters["to_json"] = _to_json
     env.filters["skip_autoescape"] = lambda value: Markup("" if value is None else str(value))
     try:
@@ -158,11 +229,18 @@ def cmd_render(args: argparse.Namespace) -> int:
     if not isinstance(task_input, Mapping):
         raise GtError(f"{args.task_input}: task input must be a JSON object (the taskInput), "
                       f"got {type(task_input).__name__}")
+    too_large = prelabel_response_problem(task_input)
+    if too_large:
+        raise GtError(f"{args.task_input}: {too_large}")
     from labeling.gt.viewer_assets import VIEWER_BUILD_DIR, ViewerAssetsError, default_base_url, fill_template
 
     if args.out is None and args.serve is None:
         raise GtError("give --out HTML_FILE, --serve, or both")
-    server = _PreviewServer(args.viewer_dir or VIEWER_BUILD_DIR, args.asset_dir) if args.serve is not None else None
+    assets = None
+    if args.asset_dir is not None and args.serve is not None:
+        assets = AssetDir(args.asset_dir).resolve(granted_uris(task_input))
+    server = _PreviewServer(args.viewer_dir or VIEWER_BUILD_DIR, args.asset_dir, assets) \
+        if args.serve is not None else None
     viewer_base = args.viewer_base_url or (server.url("/viewer/") if server else default_base_url(args.viewer_dir))
     asset_base = args.asset_base or (server.url("/assets") if server and args.asset_dir else None)
     try:
@@ -195,22 +273,25 @@ def with_charset(html: str) -> str:
 
 class _PreviewServer:
     """``gt render --serve``: the page at ``/``, the viewer build at ``/viewer/``, ``--asset-dir`` at
-    ``/assets/``; on 127.0.0.1 only, for a bounded time (or until Ctrl-C)."""
+    ``/assets/`` (the task's images as :class:`AssetDir` resolved them first); on 127.0.0.1 only, for a
+    bounded time (or until Ctrl-C)."""
 
-    def __init__(self, viewer_dir: Path, asset_dir: Optional[Path]) -> None:
+    def __init__(self, viewer_dir: Path, asset_dir: Optional[Path],
+                 assets: Optional[Mapping[str, Path]] = None) -> None:
         import http.server
 
         roots = {"/viewer/": Path(viewer_dir).resolve()}
-        if asset_dir is not None:
-            if not Path(asset_dir).is_dir():
-                raise GtError(f"--asset-dir {asset_dir}: not a directory")
+        if asset_dir is not None:  # checked by AssetDir first
             roots["/assets/"] = Path(asset_dir).resolve()
+        staged = {f"/assets/{key}": path for key, path in (assets or {}).items()}
         self.page = b""
         preview = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def translate_path(self, path: str) -> str:
                 clean = urllib.parse.unquote(path.split("?", 1)[0])
+                if clean in staged:
+                    return str(staged[clean])
                 for prefix, root in roots.items():
                     if clean.startswith(prefix):
                         target = (root / clean[len(prefix):]).resolve()
