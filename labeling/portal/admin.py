@@ -82,8 +82,11 @@ def manifest_from_query(orthanc: Any, schema: LabelSchema, query: Mapping[str, A
     limit = query.get("limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= QUERY_LIMIT):
         raise Invalid(f"query: limit: an integer 1..{QUERY_LIMIT}, got {limit!r}")
+    level = query.get("level") or "instance"
+    if level not in ("instance", "series"):
+        raise Invalid(f"query: level: 'instance' or 'series', got {level!r}")
     result = build_manifest(orthanc, schema_name=schema.name, labels=list(schema.label_names),
-                            task_type=schema.task_type, filters=filters, limit=limit or QUERY_LIMIT)
+                            task_type=schema.task_type, filters=filters, limit=limit or QUERY_LIMIT, level=level)
     if not result.lines:
         raise Invalid(f"query: no image in Orthanc matches {filters.to_dict()}")
     return list(result.lines)

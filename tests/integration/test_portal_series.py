@@ -181,3 +181,15 @@ def test_series_prediction_written_back_as_an_sr_of_the_series(ct, client):
     assert client.request("GET", f"/instances/{stored}/study").json()["ID"] == \
         client.request("GET", f"/series/{line.source}/study").json()["ID"]
     assert write_back(client, [prediction])[0]["stored"] == stored  # the same prediction: the same SR
+
+
+def test_job_from_an_orthanc_query_at_series_level(ct, as_user, make_user):
+    admin = as_user(make_user("admin"))
+    patient = ct["series"]["patient_id"]
+    created = admin.post("/api/jobs", json={"name": f"ctq-{secrets.token_hex(4)}", "schema_file": "ct-nodule.yaml",
+                                            "query": {"patient_id": patient, "level": "series"}})
+    assert created.status_code == 201, created.text
+    assert created.json()["items"] == 2  # the series and the multi-frame instance, not 2 x 8 slices
+    bad = admin.post("/api/jobs", json={"name": f"ctq-{secrets.token_hex(4)}", "schema_file": "ct-nodule.yaml",
+                                        "query": {"patient_id": patient, "level": "study"}})
+    assert bad.status_code == 422 and "level" in bad.text

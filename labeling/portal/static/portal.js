@@ -278,6 +278,7 @@ async function newJob() {
         if (value('q-to')) body.query.study_date_to = value('q-to');
         if (value('q-patient')) body.query.patient_id = value('q-patient');
         if (value('q-limit')) body.query.limit = Number(value('q-limit'));
+        if (value('q-level') === 'series') body.query.level = 'series';
       } else {
         body.manifest = parseManifest(await readFile($('manifest-upload'), 'manifest'));
       }
