@@ -105,6 +105,8 @@ def test_series_job_delivers_slices_checks_answers_consolidates_and_writes_sr(
     assert a.get(f"/api/items/{series_item}/image").content == a.get(task["slices"][0]["url"]).content
     # only to those who may see the item; only the item's own slices
     assert outsider.get(task["slices"][0]["url"]).status_code == 404
+    review = as_user(make_user("reviewer")).get(f"/review/{series_item}")  # the reviewer's viewer gets the stack
+    assert review.status_code == 200 and task["slices"][-1]["url"] in review.text
     assert a.get(f"/api/items/{series_item}/instances/{multi_line.source}").status_code == 403
 
     # two answers on the same slice + one lone ROI on its neighbour: fused per slice, never across

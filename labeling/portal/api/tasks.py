@@ -67,7 +67,7 @@ def next_task(request: Request, job_id: int = ID(), principal: Any = Depends(ann
     images = get_portal(request).images
     for source in series.slice_order(task.geometry) or (task.source,):  # a series item: all its slices
         images.prefetch(source)
-    if task.upcoming is not None:
+    if task.upcoming is not None and not series.is_series(task.geometry):  # a series job's next is a series ID
         images.prefetch(task.upcoming)
     return JSONResponse(task_json(request, task, job, principal))
 
