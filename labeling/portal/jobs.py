@@ -44,7 +44,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy import String, delete, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,7 @@ from labeling.contracts.geometry import ImageGeometry
 from labeling.contracts.ids import validate_instance_id
 from labeling.contracts.manifest_line import GEOMETRY_KEYS
 from labeling.manifest.build import KNOWN_KEYS, ManifestLine
+from labeling.portal import series
 from labeling.portal.models import FLAG_REASONS, SKIPPED, Assignment, Item, Job, User, utcnow
 from labeling.contracts.schema import LabelSchema
 
@@ -369,8 +370,9 @@ def can_view_item(session: Session, item: Item, user: User) -> bool:
 def item_source_for(session: Session, item_id: int, user: User, *, prefetch: bool = False) -> str:
     """The Orthanc ID of an item the user may see (the image route): one statement. ``prefetch``: the
     caller checked a prefetch token for this item (offered as the annotator's likely next item), so an
-    annotator may read it while it is still open, before it is leased to them."""
-    query = select(Item.source).where(Item.id == item_id)
+    annotator may read it while it is still open, before it is leased to them. A series item's image is
+    its first slice (labeling/portal/series.py)."""
+    query = select(func.coalesce(Item.geometry.op("#>>", return_type=String)(text("'{slices,0,0}'")), Item.source)).where(Item.id == item_id)
     if prefetch:
         query = query.where(Item.state == "open")
     elif user.role not in ("admin", "reviewer"):
@@ -436,6 +438,8 @@ def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[st
         out["image"] = parsed.image.to_dict()
     elif geometry is not None:
         out["image"] = {"rows": geometry.rows, "columns": geometry.columns, "frame": 0}
+    if series.is_series(image):
+        series.check_rois_on_slices(out, image)  # each ROI on one of the item's slices
     return out
 
 
@@ -560,7 +564,8 @@ def consolidate_now(session: Session, job: Job, item: Item) -> dict[str, Any]:
     if not answers:
         raise Conflict(f"item {item.id}: no answers to consolidate")
     state = JobReport.from_dict(job.report) if job.report else None
-    content = consolidate_item(ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in answers)),
+    content = consolidate_item(ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in answers),
+                                           slice_order=series.slice_order(item.geometry)),
                                list(job_schema(job).label_names), job_state=state)
     _apply(job, item, content)
     return content
@@ -581,7 +586,8 @@ def close_job(session: Session, job: Job, now: Optional[dt.datetime] = None) -> 
     summary = {"items": len(items), "answered": len(answered), "consolidated_at_close": 0, "errors": []}
     if not answered:
         return summary
-    result = consolidate_job([ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in ans))
+    result = consolidate_job([ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in ans),
+                                          slice_order=series.slice_order(item.geometry))
                               for item, ans in answered], list(job_schema(job).label_names))
     job.report = result.report.to_dict()
     summary["errors"] = [str(e) for e in result.errors]
@@ -743,8 +749,8 @@ def as_single_answer(content: Optional[Mapping[str, Any]]) -> Optional[dict[str,
     if not content:
         return None
     out = {"labels": [{"name": e["name"], "present": e["present"]} for e in content.get("labels", [])],
-           "rois": [{"label": r["label"], "shape": r["shape"], "points": r["points"]}
-                    for r in content.get("rois", [])]}
+           "rois": [{k: r[k] for k in ("label", "shape", "points", "instance", "frame") if k in r}
+                    for r in content.get("rois", [])]}  # a series ROI keeps its slice
     if content.get("image"):
         out["image"] = content["image"]
     return out
