@@ -157,8 +157,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"next job manifest  {results['next_manifest']}  (pre-labeled, most uncertain first)")
     if ct is not None:
         print(f"CT-series job      {ct['job']}: {ct['summary']}; output {ct['output_manifest']}")
-        print(f"3-D series model   {ct['model_dir']}  (macro AUROC {_fmt(ct['macro_auroc'])} on held-out patients; "
-              f"series predictions {ct['predictions']} written back as SRs)")
+        # A few held-out series (3 by default) make any AUROC luck: say so rather than print a bare 1.000.
+        print(f"3-D series model   {ct['model_dir']}  (macro AUROC {_fmt(ct['macro_auroc'])} on "
+              f"{ct['validation_series']} held-out series: too few to judge the model, this job exercises the "
+              f"series path; series predictions {ct['predictions']} written back as SRs)")
         print(f"CT job time        {ct['seconds']:.0f} s of this run (synth, upload, labeling, SR, 3-D training)")
     print(f"stop everything    make demo-down   (or python -m labeling portal stop --workdir {workdir} && "
           f"python -m labeling local down --workdir {workdir})")

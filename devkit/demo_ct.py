@@ -95,4 +95,5 @@ def run_ct_job(args: argparse.Namespace, workdir: Path, url: str, users_file: st
     return {"job": CT_JOB, "summary": f"{after['done']}/{after['items']} series done, {after['answers']} answers, "
                                       f"mean agreement {agreement}",
             "output_manifest": output, "model_dir": model_dir, "macro_auroc": metrics.get("macro_auroc"),
+            "validation_series": metrics.get("n_val"),
             "predictions": predictions, "seconds": time.perf_counter() - started}

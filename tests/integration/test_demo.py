@@ -56,6 +56,7 @@ def _check_ct_job(workdir: Path, stdout: str) -> None:
     assert {p["source"] for p in predictions} == set(truth) and {p["level"] for p in predictions} == {"series",
                                                                                                           "multiframe"}
     assert "CT-series job      ct-nodule-demo: 11/11 series done" in stdout and "CT job time" in stdout
+    assert f"on {metrics['n_val']} held-out series: too few to judge the model" in stdout
 
 
 def test_demo_runs_the_local_loop():
