@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from datetime import datetime, timezone
@@ -70,6 +71,49 @@ def test_the_viewer_shape_table_matches_the_registry():
     assert table["shapes"] == list(SHAPES)
     assert table["points"] == {name: [spec.min_points, spec.max_points] for name, spec in SHAPE_REGISTRY.items()}
     assert table["max"] == MAX_POINTS_PER_ROI
+
+
+def test_the_viewer_tool_keys_match_the_registry():
+    """The keys the GT template's help lists (the registry's) are the viewer's buttons and key help."""
+    source = (ROOT / "viewer/src/viewer.js").read_text(encoding="utf-8")
+    buttons = dict((name, key) for name, _, key in
+                   re.findall(r"\['(\w+)', '([^']*)', '([^']*)'\]", source.split("const TOOL_BUTTONS", 1)[1]
+                              .split("];", 1)[0]))
+    key_help = source.split("const KEY_HELP", 1)[1].split(";\n", 1)[0]
+    for name, spec in SHAPE_REGISTRY.items():
+        assert buttons.get(name) == spec.key, name
+        assert f"{spec.key} {name}" in key_help, name
+    assert len({spec.key for spec in SHAPE_REGISTRY.values()}) == len(SHAPE_REGISTRY)
+
+
+def test_a_new_registry_shape_reaches_the_gt_template_and_the_simulator(monkeypatch, tmp_path):
+    """Adding a shape to the registry is all the template's tool help and the simulated annotators need."""
+    from devkit.simulate import simulate_job, worker_pool
+    from labeling.contracts import shapes
+    from labeling.gt import viewer_assets
+    from labeling.gt.contracts import MAX_TEMPLATE_CHARS
+
+    build = tmp_path / "viewer"
+    build.mkdir()
+    (build / "viewer.js").write_text("window.x = 1;\n")
+    hexagon = shapes.ShapeSpec("hexagon", 6, 6, "the six vertices of a hexagon", True, "POLYLINE", "X")
+    monkeypatch.setitem(shapes._BY_NAME, "hexagon", hexagon)
+
+    text = viewer_assets.render_worker_template("https://cdn.example/v/", build)
+    assert "Tools: window/level (W), pan (P), zoom (Z), rectangle (R), ellipse (E), polygon (F), point (O), " \
+           "hexagon (X);" in text
+    assert viewer_assets.ROI_TOOLS_PLACEHOLDER not in text and len(text) < MAX_TEMPLATE_CHARS
+
+    job = simulate_job(40, ["Mass", "Spot"], worker_pool(5), roi_shapes={"Mass": "hexagon", "Spot": "point"},
+                       image=(200, 300), prevalence=0.6, seed=1)
+    truth = [roi for rois in job.truth_rois for roi in rois if roi["shape"] == "hexagon"]
+    drawn = [roi for item in job.items for answer in item.answers for roi in answer.content["rois"]
+             if roi["shape"] == "hexagon"]
+    assert truth and drawn
+    assert {len(roi["points"]) for roi in truth + drawn} == {6}
+    assert all(0 <= x <= 300 and 0 <= y <= 200 for roi in truth + drawn for x, y in roi["points"])
+    with pytest.raises(ValueError, match="roi_shapes\\['Mass'\\]: unknown shape 'star'"):
+        simulate_job(5, ["Mass"], worker_pool(3), roi_shapes={"Mass": "star"}, seed=1)
 
 
 # ---------------------------------------------------------------------------------- answers
