@@ -587,7 +587,7 @@ def print_summary(table: dict[str, dict[str, Any]]) -> None:
               f"{server}                    {row['others_cpus']:6.2f} {row['iowait_cpus']:6.2f}       {ceiling}")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=1000, help="number of instances (default 1000)")
@@ -608,6 +608,88 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--yes", action="store_true", help="with ORTHANC_URL: allow deleting every patient")
     parser.add_argument("--client", choices=sorted(CLIENTS), help=argparse.SUPPRESS)  # one variant's process
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def _private_or_given_target(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                             servers: list[str]) -> tuple[Target, Optional[Path]]:
+    """The Orthanc to measure: ``ORTHANC_URL``'s (with ``--yes``) or a private stack started in a new work
+    directory (returned, for the caller to tear down)."""
+    if os.environ.get("ORTHANC_URL"):
+        if not args.yes:
+            parser.error("ORTHANC_URL is set: every patient of that Orthanc is deleted between variants; "
+                         "pass --yes to allow it, or unset ORTHANC_URL to use a private stack")
+        if servers != ["base"]:
+            parser.error("--servers: only base with ORTHANC_URL (the settings are switched on our own stack)")
+        from labeling.orthanc.connection import connection_from_args
+        return Target(connection_from_args(argparse.Namespace()), None), None
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-stack-"))
+    stack = bench_stack_class()(workdir)
+    stack.up(timeout=90)
+    target = Target(stack.connection(), stack)
+    print(f"private Orthanc {target.conn.url} (work dir {workdir})", flush=True)
+    return target, workdir
+
+
+def _run_rounds(args: argparse.Namespace, target: Target, workdir: Optional[Path], variants: list[Variant],
+                folder: Path, files: list[Path]) -> dict[Variant, list[Run]]:
+    """Every variant once per round, the order rotated each round; the private stack torn down after."""
+    runs: dict[Variant, list[Run]] = {variant: [] for variant in variants}
+    try:
+        for round_number in range(args.rounds):
+            shift = round_number % len(variants)
+            print(f"round {round_number + 1}/{args.rounds}", flush=True)
+            for variant in variants[shift:] + variants[:shift]:
+                runs[variant].append(measure(target, variant, folder, files, args.quiet_wait))
+    finally:
+        if workdir is not None:
+            from labeling.orthanc.local_stack import LocalStack
+
+            LocalStack(workdir).down()
+            shutil.rmtree(workdir, ignore_errors=True)
+    return runs
+
+
+def _print_limits(table: dict[str, dict[str, Any]], names: list[str]) -> None:
+    """Where the limit is: server CPU per instance and the share of the cores, per variant in ``names``."""
+    print("where the limit is: server CPU per instance (Orthanc + PostgreSQL) and the share of the "
+          f"{CPUS} cores it used; the ceiling = {CPUS} cores / server CPU per instance")
+    for name in names:
+        row = table[name]
+        print(f"  {name:<12} server {row['server_ms']:.2f} ms/inst (Orthanc {row['orthanc_ms']:.2f}, PostgreSQL "
+              f"{row['postgres_ms']:.2f}), client {row['client_ms']:.2f}; server used {row['server_share']:.0%} "
+              f"of the cores, everything {row['all_share']:.0%}; server threads waited {row['server_wait_ms']:.1f} "
+              f"ms/inst for a CPU{_psi_text(row)}; {row['rate']:.0f} inst/s = "
+              f"{row['of_ceiling']:.0%} of its ceiling {row['server_ceiling']:.0f}")
+
+
+def _report(args: argparse.Namespace, table: dict[str, dict[str, Any]], clients: list[int], servers: list[str],
+            extra_ours: list[str]) -> tuple[str, dict[str, float]]:
+    """Print the ratios of ours to the baselines and where the limit is: (best parallel variant, ratios)."""
+    best_parallel = max((f"parallel-{c}" for c in clients), key=lambda name: table[name]["rate"])
+    ours = table["ours"]["rate"]
+    ratios = {"vs_best_parallel": ours / table[best_parallel]["rate"], "vs_zip_batch": ours / table["zip-batch"]["rate"]}
+    if "naive" in table:
+        ratios["vs_naive"] = ours / table["naive"]["rate"]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nours / {best_parallel} = {ratios['vs_best_parallel']:.2f} (goal >= {GOAL_VS_PARALLEL}); ours / "
+          f"zip-batch = {ratios['vs_zip_batch']:.2f} (goal >= {GOAL_VS_ZIP})"
+          + (f"; ours / naive = {ratios['vs_naive']:.2f}" if "vs_naive" in ratios else "")
+          + f"; whole processes, server settings {servers[0]}, medians of {args.rounds} interleaved rounds; "
+          f"load average {load} (shared machine)")
+    for name in extra_ours:
+        print(f"{name} / {best_parallel} = {table[name]['rate'] / table[best_parallel]['rate']:.2f}; {name} / zip-batch "
+              f"= {table[name]['rate'] / table['zip-batch']['rate']:.2f}")
+    for name in (s for s in servers[1:]):
+        key = f"ours@{name}"
+        print(f"ours@{name} / ours (on {servers[0]}) = {table[key]['rate'] / ours:.2f}  ({server_config(name).what})")
+    if "server_ms" in table["ours"]:
+        _print_limits(table, ["ours", *extra_ours, best_parallel, "zip-batch"])
+    return best_parallel, ratios
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.client:
         from labeling.orthanc.connection import connection_from_args
@@ -627,70 +709,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"{len(files)} instances, {size_kib:.0f} KiB each, in {folder}; {CPUS} CPUs; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (shared machine)", flush=True)
 
-    workdir: Optional[Path] = None
-    if os.environ.get("ORTHANC_URL"):
-        if not args.yes:
-            parser.error("ORTHANC_URL is set: every patient of that Orthanc is deleted between variants; "
-                         "pass --yes to allow it, or unset ORTHANC_URL to use a private stack")
-        if servers != ["base"]:
-            parser.error("--servers: only base with ORTHANC_URL (the settings are switched on our own stack)")
-        from labeling.orthanc.connection import connection_from_args
-        target = Target(connection_from_args(argparse.Namespace()), None)
-    else:
-        workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-stack-"))
-        stack = bench_stack_class()(workdir)
-        stack.up(timeout=90)
-        target = Target(stack.connection(), stack)
-        print(f"private Orthanc {target.conn.url} (work dir {workdir})", flush=True)
+    target, workdir = _private_or_given_target(args, parser, servers)
 
     baselines = ([] if args.no_naive else ["naive"]) + [f"parallel-{n}" for n in clients] + ["zip-batch"]
     extra_ours = [f"ours-w{int(n)}" for n in args.ours_workers.split(",") if n.strip()]
     variants = ([Variant(name, servers[0]) for name in baselines + ["ours", *extra_ours]]
                 + [Variant("ours", s, reference=False) for s in servers[1:]])
-    runs: dict[Variant, list[Run]] = {variant: [] for variant in variants}
-    try:
-        for round_number in range(args.rounds):
-            shift = round_number % len(variants)
-            print(f"round {round_number + 1}/{args.rounds}", flush=True)
-            for variant in variants[shift:] + variants[:shift]:
-                runs[variant].append(measure(target, variant, folder, files, args.quiet_wait))
-    finally:
-        if workdir is not None:
-            from labeling.orthanc.local_stack import LocalStack
-
-            LocalStack(workdir).down()
-            shutil.rmtree(workdir, ignore_errors=True)
+    runs = _run_rounds(args, target, workdir, variants, folder, files)
 
     n = len(files)
     table = summarize(runs, n)
     print_summary(table)
-    best_parallel = max((f"parallel-{c}" for c in clients), key=lambda name: table[name]["rate"])
-    ours = table["ours"]["rate"]
-    ratios = {"vs_best_parallel": ours / table[best_parallel]["rate"], "vs_zip_batch": ours / table["zip-batch"]["rate"]}
-    if "naive" in table:
-        ratios["vs_naive"] = ours / table["naive"]["rate"]
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nours / {best_parallel} = {ratios['vs_best_parallel']:.2f} (goal >= {GOAL_VS_PARALLEL}); ours / "
-          f"zip-batch = {ratios['vs_zip_batch']:.2f} (goal >= {GOAL_VS_ZIP})"
-          + (f"; ours / naive = {ratios['vs_naive']:.2f}" if "vs_naive" in ratios else "")
-          + f"; whole processes, server settings {servers[0]}, medians of {args.rounds} interleaved rounds; "
-          f"load average {load} (shared machine)")
-    for name in extra_ours:
-        print(f"{name} / {best_parallel} = {table[name]['rate'] / table[best_parallel]['rate']:.2f}; {name} / zip-batch "
-              f"= {table[name]['rate'] / table['zip-batch']['rate']:.2f}")
-    for name in (s for s in servers[1:]):
-        key = f"ours@{name}"
-        print(f"ours@{name} / ours (on {servers[0]}) = {table[key]['rate'] / ours:.2f}  ({server_config(name).what})")
-    if "server_ms" in table["ours"]:
-        print("where the limit is: server CPU per instance (Orthanc + PostgreSQL) and the share of the "
-              f"{CPUS} cores it used; the ceiling = {CPUS} cores / server CPU per instance")
-        for name in ("ours", *extra_ours, best_parallel, "zip-batch"):
-            row = table[name]
-            print(f"  {name:<12} server {row['server_ms']:.2f} ms/inst (Orthanc {row['orthanc_ms']:.2f}, PostgreSQL "
-                  f"{row['postgres_ms']:.2f}), client {row['client_ms']:.2f}; server used {row['server_share']:.0%} "
-                  f"of the cores, everything {row['all_share']:.0%}; server threads waited {row['server_wait_ms']:.1f} "
-                  f"ms/inst for a CPU{_psi_text(row)}; {row['rate']:.0f} inst/s = "
-                  f"{row['of_ceiling']:.0%} of its ceiling {row['server_ceiling']:.0f}")
+    best_parallel, ratios = _report(args, table, clients, servers, extra_ours)
     if args.json:
         args.json.write_text(json.dumps({
             "instances": n, "kib_per_instance": round(size_kib, 1), "cpus": CPUS, "rounds": args.rounds,
