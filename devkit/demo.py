@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from labeling.cli import positive_int
-from labeling.orthanc.local_stack import DEFAULT_WORKDIR, LocalStack, LocalStackError
+from labeling.orthanc.connection import OrthancConnection
+from labeling.orthanc.local_stack import DEFAULT_WORKDIR, LocalStack, LocalStackError, StackInfo
 from devkit import demo_ct
 from devkit.simulated_portal import SimulationError
 
@@ -115,9 +116,6 @@ def run(args: argparse.Namespace) -> int:
                           "--out", str(manifest), "--report", str(manifest_report)], main) != 0:
         return 2
 
-    lines = sum(1 for _ in manifest.open())
-    totals = json.loads(upload_report.read_text()).get("totals", {}) if upload_report.is_file() else {}
-
     try:
         labeled = _label_in_portal(args, workdir, manifest, synth_dir)
     except (LocalStackError, SimulationError) as exc:
@@ -141,6 +139,17 @@ def run(args: argparse.Namespace) -> int:
         if ct is None:
             return 2
 
+    _print_done(workdir, info, conn, synth_dir=synth_dir, manifest=manifest, manifest_report=manifest_report,
+                upload_report=upload_report, labeled=labeled, results=results, ct=ct)
+    return 0 if upload_rc == 0 else upload_rc
+
+
+def _print_done(workdir: Path, info: StackInfo, conn: OrthancConnection, *, synth_dir: Path, manifest: Path,
+                manifest_report: Path, upload_report: Path, labeled: dict, results: dict,
+                ct: Optional[dict]) -> None:
+    """The closing summary: where each result of the run is and how to stop the stack."""
+    lines = sum(1 for _ in manifest.open())
+    totals = json.loads(upload_report.read_text()).get("totals", {}) if upload_report.is_file() else {}
     print("\n== done")
     print(f"Orthanc Explorer   {info.explorer_url}  (user {conn.username}; password in {info.env_file})")
     print(f"connection         source {info.env_file}")
@@ -162,7 +171,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"CT job time        {ct['seconds']:.0f} s of this run (synth, upload, labeling, SR, 3-D training)")
     print(f"stop everything    make demo-down   (or python -m labeling portal stop --workdir {workdir} && "
           f"python -m labeling local down --workdir {workdir})")
-    return 0 if upload_rc == 0 else upload_rc
 
 
 def _label_in_portal(args: argparse.Namespace, workdir: Path, manifest: Path, synth_dir: Path) -> Optional[dict]:
