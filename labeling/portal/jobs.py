@@ -44,9 +44,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy import bindparam, delete, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from labeling.consolidation import ItemAnswers, JobReport, WorkerAnswer, consolidate_item, consolidate_job
 from labeling.consolidation.consistency import contradictions
@@ -56,7 +57,7 @@ from labeling.contracts.geometry import ImageGeometry
 from labeling.contracts.ids import validate_instance_id
 from labeling.contracts.manifest_line import GEOMETRY_KEYS
 from labeling.manifest import KNOWN_KEYS, ManifestLine
-from labeling.portal.models import FLAG_REASONS, SKIPPED, Assignment, Item, Job, User, utcnow
+from labeling.portal.models import FLAG_REASONS, SKIPPED, Assignment, Item, Job, JsonType, User, utcnow
 from labeling.schema import LabelSchema
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]{0,62}")
@@ -224,40 +225,55 @@ def current_lease(session: Session, job_id: int, user: User, now: dt.datetime) -
         .order_by(Assignment.id).limit(1)).first()
 
 
-# The common case of ``next`` in one statement: the annotator's live lease, else the first free item
-# (locked SKIP LOCKED, its slot taken, a lease inserted), with what the task needs — the item, "n of
-# N" and the likely next item to prefetch. The final SELECT sees the snapshot before the CTE's writes,
-# hence ``i.id <> lease.item_id``. No row: nothing free without waiting or sweeping → next_task.
+# The common case of ``next`` in one statement: the job (active), the annotator's live lease, else the
+# first free item (locked SKIP LOCKED, its slot taken, a lease inserted), with what the task needs — the
+# job's name and schema, the item, "n of N" and the likely next item to prefetch. The final SELECT sees
+# the snapshot before the CTE's writes, hence ``i.id <> lease.item_id``. No row: the job is not active,
+# or nothing is free without waiting or sweeping → the general path (next_task).
 _LEASE_AND_FETCH = text("""
-WITH cur AS (
+WITH job AS (SELECT id, name, schema, lease_seconds FROM jobs WHERE id = :job AND state = 'active'),
+cur AS (
   SELECT id, item_id, lease_expires_at FROM assignments
-  WHERE job_id = :job AND user_id = :user AND submitted_at IS NULL AND lease_expires_at >= :now
+  WHERE EXISTS (SELECT 1 FROM job) AND job_id = :job AND user_id = :user AND submitted_at IS NULL
+    AND lease_expires_at >= :now
   ORDER BY id LIMIT 1),
 pick AS (
   SELECT i.id FROM items i
-  WHERE NOT EXISTS (SELECT 1 FROM cur) AND i.job_id = :job AND i.state = 'open' AND i.open_slots > 0
+  WHERE EXISTS (SELECT 1 FROM job) AND NOT EXISTS (SELECT 1 FROM cur) AND i.job_id = :job
+    AND i.state = 'open' AND i.open_slots > 0
     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)
   ORDER BY i.position LIMIT 1 FOR UPDATE OF i SKIP LOCKED),
 taken AS (
   UPDATE items SET open_slots = items.open_slots - 1 FROM pick WHERE items.id = pick.id RETURNING items.id),
 ins AS (
   INSERT INTO assignments (job_id, item_id, user_id, leased_at, lease_expires_at)
-  SELECT :job, id, :user, :now, :expires FROM taken RETURNING id, item_id, lease_expires_at),
+  SELECT :job, taken.id, :user, :now, :now + make_interval(secs => job.lease_seconds) FROM taken, job
+  RETURNING id, item_id, lease_expires_at),
 lease AS (SELECT id, item_id, lease_expires_at FROM cur UNION ALL SELECT id, item_id, lease_expires_at FROM ins)
 SELECT lease.id, lease.item_id, lease.lease_expires_at, it.source, it.line, it.geometry,
+  job.name AS job_name, job.schema AS job_schema,
   (SELECT count(*) FROM assignments a
    WHERE a.job_id = :job AND a.user_id = :user AND a.submitted_at IS NOT NULL) AS finished,
   (SELECT count(*) FROM items i
    WHERE i.job_id = :job AND i.state = 'open' AND i.open_slots > 0 AND i.id <> lease.item_id
      AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)) AS available,
   up.id AS upcoming_item, up.source AS upcoming
-FROM lease JOIN items it ON it.id = lease.item_id
+FROM lease JOIN items it ON it.id = lease.item_id CROSS JOIN job
 LEFT JOIN LATERAL (
   SELECT i.id, i.source FROM items i
   WHERE i.job_id = :job AND i.state = 'open' AND i.open_slots > 0 AND i.id <> lease.item_id
     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)
   ORDER BY i.position LIMIT 1) up ON true
 """)
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """What a task names of its job (the fast path reads these without loading the Job row)."""
+
+    id: int
+    name: str
+    schema: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -277,21 +293,23 @@ class Task:
     upcoming_item: Optional[int] = None  # that item's id (the browser prefetches its image)
 
 
-def lease_and_fetch(session: Session, job: Job, user: User, now: Optional[dt.datetime] = None) -> Optional[Task]:
-    """:func:`next_task` + the task's data: one statement in the common case, else the general path."""
+def lease_and_fetch(session: Session, job_id: int, user: User,
+                    now: Optional[dt.datetime] = None) -> tuple[JobRef, Optional[Task]]:
+    """:func:`next_task` + the task's data: one statement in the common case, else the general path
+    (which also says why a job that is missing or not active gives no task)."""
     now = now or utcnow()
     if user.role != "annotator":
         raise Forbidden("only annotators take labeling tasks")
-    if job.state != "active":
-        raise Conflict(f"job {job.name!r} is {job.state}")
-    row = session.execute(_LEASE_AND_FETCH, {"job": job.id, "user": user.id, "now": now,
-                                             "expires": now + dt.timedelta(seconds=job.lease_seconds)}).first()
+    row = session.execute(_LEASE_AND_FETCH, {"job": job_id, "user": user.id, "now": now}).first()
     if row is not None:
-        return Task(row.id, row.item_id, row.lease_expires_at, row.source, row.line, row.geometry,
-                    int(row.finished) + 1, int(row.finished) + 1 + int(row.available), row.upcoming,
-                    upcoming_item=row.upcoming_item)
+        return JobRef(job_id, row.job_name, row.job_schema), Task(
+            row.id, row.item_id, row.lease_expires_at, row.source, row.line, row.geometry,
+            int(row.finished) + 1, int(row.finished) + 1 + int(row.available), row.upcoming,
+            upcoming_item=row.upcoming_item)
+    job = get_job(session, job_id)
+    ref = JobRef(job.id, job.name, job.schema)
     lease = next_task(session, job, user, now)
-    return None if lease is None else task_of(session, job, user, lease)
+    return ref, (None if lease is None else task_of(session, job, user, lease))
 
 
 def task_of(session: Session, job: Job, user: User, assignment: Assignment) -> Task:
@@ -453,13 +471,29 @@ class SubmitResult:
     consolidated: bool
 
 
+# Store an answer and count the item's answers, this one included, in one statement: run after the
+# item's row lock was taken, so its snapshot sees every answer committed before (READ COMMITTED).
+_STORE_ANSWER = text("""
+WITH stored AS (UPDATE assignments SET answer = :answer, submitted_at = :now WHERE id = :id RETURNING id)
+SELECT (SELECT count(*) FROM stored) + count(*) FROM assignments
+WHERE item_id = :item AND submitted_at IS NOT NULL AND flag IS NULL AND id <> :id
+""").bindparams(bindparam("answer", type_=JsonType))
+
+
 def submit_answer(session: Session, assignment_id: int, user: User, raw: Any,
                   now: Optional[dt.datetime] = None) -> SubmitResult:
+    """Store the annotator's answer to their open lease; consolidate the item when it has K answers.
+    The assignment and its item are locked and read with their job in one statement."""
     now = now or utcnow()
-    assignment = get_assignment(session, assignment_id, user, lock=True)
+    found = session.execute(
+        select(Assignment, Item, Job).join(Item, Item.id == Assignment.item_id).join(Job, Job.id == Assignment.job_id)
+        .where(Assignment.id == assignment_id, Assignment.user_id == user.id)
+        .with_for_update(of=[Assignment, Item]).execution_options(populate_existing=True)).first()
+    if found is None:
+        raise NotFound(f"assignment {assignment_id}: not found")
+    assignment, item, job = found
     if assignment.submitted_at is not None:
         raise Conflict(f"assignment {assignment_id}: already answered")
-    job = get_job(session, assignment.job_id)
     if job.state == "closed":
         raise Conflict(f"job {job.name!r} is closed")
     if assignment.lease_expires_at < now:
@@ -467,12 +501,11 @@ def submit_answer(session: Session, assignment_id: int, user: User, raw: Any,
         session.execute(update(Item).where(Item.id == assignment.item_id).values(open_slots=Item.open_slots + 1))
         raise Conflict(f"assignment {assignment_id}: the lease expired at "
                        f"{assignment.lease_expires_at.isoformat()}; take the next task")
-    schema = job_schema(job)
-    item = session.scalars(select(Item).where(Item.id == assignment.item_id).with_for_update().execution_options(populate_existing=True)).one()
-    assignment.answer = validate_answer(schema, raw, image=item_geometry(item))
-    assignment.submitted_at = now
-    session.flush()
-    count = session.scalar(select(func.count(Assignment.id)).where(Assignment.item_id == item.id, answered())) or 0
+    answer = validate_answer(job_schema(job), raw, image=item_geometry(item))
+    count = session.execute(_STORE_ANSWER, {"answer": answer, "now": now, "id": assignment.id,
+                                            "item": item.id}).scalar_one()
+    set_committed_value(assignment, "answer", answer)
+    set_committed_value(assignment, "submitted_at", now)
     consolidated = False
     if count >= job.annotators_per_item and item.state == "open":
         consolidate_now(session, job, item)
