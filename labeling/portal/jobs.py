@@ -46,7 +46,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from sqlalchemy import bindparam, delete, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
 from labeling.consolidation import ItemAnswers, JobReport, WorkerAnswer, consolidate_item, consolidate_job
@@ -225,6 +225,19 @@ def current_lease(session: Session, job_id: int, user: User, now: dt.datetime) -
         .order_by(Assignment.id).limit(1)).first()
 
 
+# The one rule of an item "open to an annotator" (one they may still be given): open, a free slot,
+# and never assigned to them (leased, answered, skipped or flagged). SQL over ``items i`` with the
+# parameters :job and :user; the lease statement, next_task, "n of N" and the progress all use it.
+OPEN_TO_ANNOTATOR = ("i.job_id = :job AND i.state = 'open' AND i.open_slots > 0 AND NOT EXISTS "
+                     "(SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)")
+_ITEM_I = aliased(Item, name="i")
+
+
+def open_to_annotator(job_id: int, user_id: int):
+    """:data:`OPEN_TO_ANNOTATOR` as a condition on ``_ITEM_I`` (the ``items i`` of an ORM query)."""
+    return text(OPEN_TO_ANNOTATOR).bindparams(job=job_id, user=user_id)
+
+
 # The common case of ``next`` in one statement: the job (active), the annotator's live lease, else the
 # first free item (locked SKIP LOCKED, its slot taken, a lease inserted), with what the task needs — the
 # job's name and schema, the item, "n of N" and the likely next item to prefetch. The final SELECT sees
@@ -239,9 +252,7 @@ cur AS (
   ORDER BY id LIMIT 1),
 pick AS (
   SELECT i.id FROM items i
-  WHERE EXISTS (SELECT 1 FROM job) AND NOT EXISTS (SELECT 1 FROM cur) AND i.job_id = :job
-    AND i.state = 'open' AND i.open_slots > 0
-    AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)
+  WHERE EXISTS (SELECT 1 FROM job) AND NOT EXISTS (SELECT 1 FROM cur) AND {open}
   ORDER BY i.position LIMIT 1 FOR UPDATE OF i SKIP LOCKED),
 taken AS (
   UPDATE items SET open_slots = items.open_slots - 1 FROM pick WHERE items.id = pick.id RETURNING items.id),
@@ -254,17 +265,13 @@ SELECT lease.id, lease.item_id, lease.lease_expires_at, it.source, it.line, it.g
   job.name AS job_name, job.schema AS job_schema,
   (SELECT count(*) FROM assignments a
    WHERE a.job_id = :job AND a.user_id = :user AND a.submitted_at IS NOT NULL) AS finished,
-  (SELECT count(*) FROM items i
-   WHERE i.job_id = :job AND i.state = 'open' AND i.open_slots > 0 AND i.id <> lease.item_id
-     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)) AS available,
+  (SELECT count(*) FROM items i WHERE {open} AND i.id <> lease.item_id) AS available,
   up.id AS upcoming_item, up.source AS upcoming
 FROM lease JOIN items it ON it.id = lease.item_id CROSS JOIN job
 LEFT JOIN LATERAL (
-  SELECT i.id, i.source FROM items i
-  WHERE i.job_id = :job AND i.state = 'open' AND i.open_slots > 0 AND i.id <> lease.item_id
-    AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = :user)
+  SELECT i.id, i.source FROM items i WHERE {open} AND i.id <> lease.item_id
   ORDER BY i.position LIMIT 1) up ON true
-""")
+""".format(open=OPEN_TO_ANNOTATOR))
 
 
 @dataclass(frozen=True)
@@ -343,9 +350,7 @@ def next_task(session: Session, job: Job, user: User, now: Optional[dt.datetime]
     if swept:
         expire_leases(session, job.id, now)
         _last_sweep[job.id] = now
-    mine = exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
-    query = (select(Item).where(Item.job_id == job.id, Item.state == "open", Item.open_slots > 0, ~mine)
-             .order_by(Item.position).limit(1))
+    query = select(_ITEM_I).where(open_to_annotator(job.id, user.id)).order_by(_ITEM_I.position).limit(1)
     item = session.scalars(query.with_for_update(skip_locked=True)).first()
     if item is None and not swept:
         expire_leases(session, job.id, now)
@@ -705,13 +710,12 @@ def queue_position(session: Session, job: Job, user: User) -> tuple[dict[str, in
     """"n of N" for an annotator holding a lease — n = items they finished + 1, N = n + items still
     open to them — and the id and source of the item they would most likely get next (to prefetch its
     image): one statement."""
-    not_mine = ~exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id)
-    open_to_me = (Item.job_id == job.id, Item.state == "open", Item.open_slots > 0, not_mine)
+    open_to_me = open_to_annotator(job.id, user.id)
     finished = (select(func.count(Assignment.id)).where(
         Assignment.job_id == job.id, Assignment.user_id == user.id, Assignment.submitted_at.is_not(None))
         .scalar_subquery())
-    available = select(func.count(Item.id)).where(*open_to_me).scalar_subquery()
-    first_open = select(Item.id).where(*open_to_me).order_by(Item.position).limit(1).scalar_subquery()
+    available = select(func.count(_ITEM_I.id)).where(open_to_me).scalar_subquery()
+    first_open = select(_ITEM_I.id).where(open_to_me).order_by(_ITEM_I.position).limit(1).scalar_subquery()
     source_of = select(Item.source).where(Item.id == first_open).scalar_subquery()
     done, left, item_id, source = session.execute(select(finished, available, first_open, source_of)).one()
     return {"position": int(done) + 1, "total": int(done) + 1 + int(left)}, \
@@ -724,9 +728,7 @@ def annotator_progress(session: Session, job: Job, user: User) -> dict[str, Any]
     durations = [(s - l).total_seconds() for l, s in rows]
     first = min((l for l, _ in rows), default=None)
     last = max((s for _, s in rows), default=None)
-    remaining = session.scalar(select(func.count(Item.id)).where(
-        Item.job_id == job.id, Item.state == "open", Item.open_slots > 0,
-        ~exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id))) or 0
+    remaining = session.scalar(select(func.count(_ITEM_I.id)).where(open_to_annotator(job.id, user.id))) or 0
     return {"annotator": user.name, **_rate(durations, first, last), "available": remaining,
             "finished": len(rows)}
 
