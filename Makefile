@@ -56,7 +56,7 @@ portal-down:  ## stop the portal and the local stack started by `make portal`
 	$(PY) -m labeling portal down --workdir $(WORKDIR)
 
 demo: venv system-deps viewer  ## the local loop: Orthanc + PostgreSQL, data, portal job + simulated annotators, training, write-back
-	$(PY) -m labeling demo --workdir $(WORKDIR)
+	$(PY) -m devkit demo --workdir $(WORKDIR)
 
 demo-down:  ## stop the portal and the local stack started by `make demo`
 	$(PY) -m labeling portal stop --workdir $(WORKDIR)

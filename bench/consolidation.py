@@ -1,6 +1,6 @@
 """Consolidation benchmark: time and accuracy against crowd-kit's Dawid–Skene and majority vote.
 
-Simulated job (labeling/simulate.py, known truth): by default 100,000 objects x 3 workers (drawn
+Simulated job (devkit/simulate.py, known truth): by default 100,000 objects x 3 workers (drawn
 from a pool of 30 with sensitivity/specificity uniform in [0.55, 0.95]) x 3 labels (prevalence 0.3,
 0.1, 0.5), and ROIs (rectangle, polygon) on 10 % of the objects. Prints:
 
@@ -33,7 +33,7 @@ from labeling.consolidation import (  # noqa: E402
     dawid_skene_binary,
     majority_vote,
 )
-from labeling.simulate import simulate_job, to_crowd_frame, worker_pool  # noqa: E402
+from devkit.simulate import simulate_job, to_crowd_frame, worker_pool  # noqa: E402
 
 LABELS = ("Opacity", "Device", "Effusion")
 PREVALENCE = {"Opacity": 0.3, "Device": 0.1, "Effusion": 0.5}

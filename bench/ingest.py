@@ -3,7 +3,7 @@
     .venv/bin/python bench/ingest.py [--instances 1000] [--rounds 3] [--clients 2,4,8]
 
 Variants, each run on an EMPTY Orthanc with the same files (≈128 KiB synthetic DX instances,
-256×256 16-bit, from ``labeling.synth``), each as its own process (``python bench/ingest.py
+256×256 16-bit, from ``devkit.synth``), each as its own process (``python bench/ingest.py
 --client NAME``, or ``python -m labeling upload`` for ours), timed from start to exit — start-up
 and imports included, since that is what a user waits for:
 
@@ -54,11 +54,11 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from labeling.connection import OrthancConnection  # noqa: E402
+from labeling.orthanc.connection import OrthancConnection  # noqa: E402
 
 if TYPE_CHECKING:
-    from labeling.local_stack import LocalStack
-# labeling.local_stack and labeling.orthanc_client are imported where used: a baseline client's
+    from labeling.orthanc.local_stack import LocalStack
+# labeling.orthanc.local_stack and labeling.orthanc.client are imported where used: a baseline client's
 # process (--client) loads no more than a plain script would (requests, http.client).
 
 GOAL_VS_PARALLEL = 1.1
@@ -70,7 +70,7 @@ GOAL_VS_ZIP = 0.95
 
 
 def dataset(instances: int, cache: Path) -> tuple[Path, list[Path]]:
-    """``instances`` synthetic files (cached between runs); labeling.synth, else plain pydicom."""
+    """``instances`` synthetic files (cached between runs); devkit.synth, else plain pydicom."""
     folder = cache / f"ingest-{instances}-256-v2"
     ready = cache / f"ingest-{instances}-256-v2.ready"  # outside the folder: `upload` must see only DICOM
     if not ready.exists():
@@ -79,7 +79,7 @@ def dataset(instances: int, cache: Path) -> tuple[Path, list[Path]]:
         print(f"generating {instances} instances into {folder} ...", flush=True)
         started = time.perf_counter()
         try:
-            from labeling.synth import generate_dataset
+            from devkit.synth import generate_dataset
         except ImportError:
             _pydicom_dataset(folder, instances)
         else:
@@ -134,7 +134,7 @@ class Target:
         if self.stack is not None:
             self.stack.reset_database()
             return
-        from labeling.orthanc_client import OrthancClient
+        from labeling.orthanc.client import OrthancClient
 
         with OrthancClient.from_connection(self.conn) as client:
             for patient in client._json("GET", "/patients"):
@@ -142,7 +142,7 @@ class Target:
         time.sleep(2)  # let Orthanc's deferred file removal settle before timing again
 
     def count(self) -> int:
-        from labeling.orthanc_client import OrthancClient
+        from labeling.orthanc.client import OrthancClient
 
         with OrthancClient.from_connection(self.conn) as client:
             return int(client.statistics()["CountInstances"])
@@ -367,7 +367,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client:
-        from labeling.connection import connection_from_args
+        from labeling.orthanc.connection import connection_from_args
 
         CLIENTS[args.client](connection_from_args(argparse.Namespace()), sorted(args.folder.rglob("*.dcm")))
         return 0
@@ -380,14 +380,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"{len(files)} instances, {size_kib:.0f} KiB each, in {folder}; {os.cpu_count()} CPUs; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (shared machine)", flush=True)
 
-    from labeling.local_stack import LocalStack
+    from labeling.orthanc.local_stack import LocalStack
 
     workdir: Optional[Path] = None
     if os.environ.get("ORTHANC_URL"):
         if not args.yes:
             parser.error("ORTHANC_URL is set: every patient of that Orthanc is deleted between variants; "
                          "pass --yes to allow it, or unset ORTHANC_URL to use a private stack")
-        from labeling.connection import connection_from_args
+        from labeling.orthanc.connection import connection_from_args
         target = Target(connection_from_args(argparse.Namespace()), None)
     else:
         workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-stack-"))

@@ -4,7 +4,7 @@ Every builder must write the identical manifest (checked), so only the way they 
 differs:
 
 * ours — :func:`labeling.manifest.build_manifest` with the manifest index
-  (:mod:`labeling.manifest_index`), a full build: ``GET /studies``, ``/series``, ``/instances``
+  (:mod:`labeling.manifest.index`), a full build: ``GET /studies``, ``/series``, ``/instances``
   with ``expand`` (paged, concurrent), filters matched client-side, then the changes log replayed
   and the ID lists compared;
 * ours, find — the path used for queries that name a few studies/series/patients: one
@@ -23,7 +23,7 @@ interleaved (goal: >= 10x cheaper); the added instances are deleted again at the
 Two data shapes, because Orthanc's cost is per resource and ours reads three levels:
 
 * ``xray`` (the headline, ``--instances`` default 5,000): synthetic DX chest images from
-  :mod:`labeling.synth` at ``--size`` px (default 64, so the upload is quick) — one image per
+  :mod:`devkit.synth` at ``--size`` px (default 64, so the upload is quick) — one image per
   series and per study, the worst case for us (as many series and studies to read as images) —
   plus pydicom's sample files (CT, MR, SR, SEG, RT dose… that the query must skip);
   query ``--modality DX``;
@@ -34,7 +34,7 @@ Each builder runs ``--repeats`` times (default 3), interleaved, after one warm-u
 median and min–max are reported with lines/s and the ratio naive / ours (goal ≥ 3×), with the load
 average before and after (these machines are shared: a busy one is said so).
 
-Orthanc: by default a private Orthanc 1.10 + PostgreSQL (:class:`labeling.local_stack.LocalStack`)
+Orthanc: by default a private Orthanc 1.10 + PostgreSQL (:class:`labeling.orthanc.local_stack.LocalStack`)
 in a temporary work directory, emptied between the two scenarios (so each naive run lists only its
 own scenario's instances) and stopped at the end (``--keep-stack`` leaves it). With
 ``ORTHANC_URL`` / ``ORTHANC_USERNAME`` / ``ORTHANC_PASSWORD`` set, that server is used as it is
@@ -63,8 +63,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import requests  # noqa: E402
 
-from labeling.connection import OrthancConnection  # noqa: E402
-from labeling.manifest import (  # noqa: E402
+from labeling.orthanc.connection import OrthancConnection  # noqa: E402
+from labeling.manifest.build import (  # noqa: E402
     Candidate,
     ManifestLine,
     build_manifest,
@@ -72,14 +72,14 @@ from labeling.manifest import (  # noqa: E402
     parse_filters,
     sop_class_exclusion,
 )
-from labeling.schema import load_schema  # noqa: E402
+from labeling.contracts.schema import load_schema  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".local" / "bench-manifest"
 SCHEMA = REPO / "schemas" / "chest-xray.yaml"
 SEED = 5150  # synth seed of the bench data: its patients are SYN5150-*
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-SHARED_KEYWORDS = (  # patient, study and series attributes synth writes (labeling/synth.py)
+SHARED_KEYWORDS = (  # patient, study and series attributes synth writes (devkit/synth.py)
     "PatientName", "PatientBirthDate", "PatientSex", "PatientAge", "StudyDate", "StudyTime",
     "StudyID", "AccessionNumber", "StudyDescription", "SeriesDate", "SeriesTime",
     "SeriesDescription", "BodyPartExamined", "ViewPosition",
@@ -94,7 +94,7 @@ Builder = Callable[[], tuple[list[ManifestLine], dict[str, int]]]
 
 def xray_dir(instances: int, size: int) -> Path:
     """Generate (once) the synthetic DX set: two studies of one image per patient."""
-    from labeling.synth import generate_dataset
+    from devkit.synth import generate_dataset
 
     synth = CACHE / f"synth-{instances}-{size}px-seed{SEED}"
     if not (synth / "ground_truth.jsonl").exists():
@@ -106,7 +106,7 @@ def xray_dir(instances: int, size: int) -> Path:
 
 def extra_dir(instances: int, size: int) -> Path:
     """Generate (once) the extra DX images stored for the incremental build (another seed)."""
-    from labeling.synth import generate_dataset
+    from devkit.synth import generate_dataset
 
     synth = CACHE / f"extra-{instances}-{size}px-seed{SEED + 1}"
     if not (synth / "ground_truth.jsonl").exists():
@@ -160,7 +160,7 @@ def ct_dir(xray: Path, series_size: int) -> Path:
 
 
 def samples_dir() -> Path:
-    from labeling.samples import copy_samples
+    from devkit.samples import copy_samples
 
     samples = CACHE / "pydicom-samples"
     if not (samples / "samples.json").exists():
@@ -169,15 +169,15 @@ def samples_dir() -> Path:
 
 
 def upload_all(conn: OrthancConnection, folders: list[Path]) -> int:
-    """Upload with the project's uploader (``labeling.upload``); Orthanc answers ``AlreadyStored``
+    """Upload with the project's uploader (``labeling.orthanc.upload``); Orthanc answers ``AlreadyStored``
     for what it has, so a rerun costs little. Returns the number of newly stored instances."""
-    from labeling.orthanc_client import OrthancClient
-    from labeling.upload import upload_paths
+    from labeling.orthanc.client import OrthancClient
+    from labeling.orthanc.upload import upload_paths
 
     with OrthancClient.from_connection(conn) as client:
         report = upload_paths(client, folders)
     totals = {name: n for name, n in report.totals.items() if n}
-    print(f"uploaded with labeling.upload in {report.elapsed_s:.1f} s: {totals}", flush=True)
+    print(f"uploaded with labeling.orthanc.upload in {report.elapsed_s:.1f} s: {totals}", flush=True)
     for problem in report.problems()[:3]:
         print(f"  not stored: {Path(problem.path).name}: {problem.reason}", flush=True)
     return totals.get("stored", 0)
@@ -190,7 +190,7 @@ def wait_until_settled(conn: OrthancConnection, stable_age_s: float, quiet_s: fl
     marks it, its study and its patient stable, one change each: thousands of index writes that
     would otherwise land in the middle of the timed runs.
     """
-    from labeling.orthanc_client import OrthancClient
+    from labeling.orthanc.client import OrthancClient
 
     started = time.monotonic()
     print(f"waiting for Orthanc to settle (StableAge {stable_age_s:.0f} s) …", flush=True)
@@ -218,7 +218,7 @@ def _poll_changes(client: Any, stable_age_s: float, quiet_s: float, started: flo
 
 def ours(conn: OrthancConnection, modality: str, *, use_index: bool = True,
          index_file: Optional[Path] = None, expect: Optional[str] = None) -> tuple[list[ManifestLine], dict[str, int]]:
-    from labeling.orthanc_client import OrthancClient
+    from labeling.orthanc.client import OrthancClient
 
     schema = load_schema(SCHEMA)
     with OrthancClient.from_connection(conn) as client:
@@ -283,7 +283,7 @@ def _int(value: Any) -> Optional[int]:
 
 
 def orthanc_facts(conn: OrthancConnection) -> tuple[str, int]:
-    from labeling.orthanc_client import OrthancClient
+    from labeling.orthanc.client import OrthancClient
 
     with OrthancClient.from_connection(conn) as client:
         system, stats = client.system(), client.statistics()
@@ -357,7 +357,7 @@ def run_scenario(conn: OrthancConnection, name: str, folders: list[Path], modali
 
 def run_incremental(conn: OrthancConnection, modality: str, args: argparse.Namespace, extra: Path) -> dict[str, Any]:
     """Save the index, store ``--new-percent`` more instances, time rebuild-from-index vs full."""
-    from labeling.orthanc_client import OrthancClient
+    from labeling.orthanc.client import OrthancClient
 
     with tempfile.TemporaryDirectory(prefix="bench-manifest-index-") as tmp:
         base = Path(tmp) / "base.json"
@@ -410,11 +410,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     stack = None
     if os.environ.get("ORTHANC_URL"):
-        from labeling.connection import connection_from_args
+        from labeling.orthanc.connection import connection_from_args
 
         conn = connection_from_args(argparse.Namespace())
     else:
-        from labeling.local_stack import LocalStack
+        from labeling.orthanc.local_stack import LocalStack
 
         workdir = Path(tempfile.mkdtemp(prefix="bench-manifest-"))
         print(f"starting a private Orthanc + PostgreSQL in {workdir} …", flush=True)

@@ -51,8 +51,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from labeling.local_stack import LocalStack, free_port  # noqa: E402
-from labeling.orthanc_client import OrthancClient  # noqa: E402
+from labeling.orthanc.local_stack import LocalStack, free_port  # noqa: E402
+from labeling.orthanc.client import OrthancClient  # noqa: E402
 from labeling.portal.local import portal_env, wait_healthy  # noqa: E402
 
 SCHEMA = {"name": "bench", "task_type": "classification+roi",
@@ -67,12 +67,12 @@ ENDPOINTS = ("POST next", "GET image", "POST answer", "GET healthz")
 # Run inside a variant's tree (its own labeling package): users and jobs, by that version's API.
 SETUP = r"""
 import inspect, json, sys
-from labeling.manifest import ManifestLine
+from labeling.manifest.build import ManifestLine
 from labeling.portal import jobs as J
 from labeling.portal.db import make_engine, session_factory, transaction
 from labeling.portal.security import hash_password
 from labeling.portal.settings import PortalSettings
-from labeling.schema import LabelSchema
+from labeling.contracts.schema import LabelSchema
 args = json.load(sys.stdin)
 settings = PortalSettings.from_env()
 schema = LabelSchema.from_dict(args["schema"])

@@ -1,7 +1,7 @@
 """Training input benchmark: data-loader throughput vs model step throughput, on CPU and on CUDA.
 
 The question: does the model wait for data? The loader path is the one training uses: a synthetic
-DX dataset (``labeling.synth``) read through :class:`training.dataset.ImageCache` (decoded,
+DX dataset (``devkit.synth``) read through :class:`training.dataset.ImageCache` (decoded,
 windowed, resized once, cached as .npy), stacked in memory, and served by
 :func:`training.train.make_loader` with the training augmentation (MONAI flip, rotation, zoom,
 intensity, noise; one torch thread per augmenting process), with 0, 1, 2 ... worker processes.
@@ -36,9 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from labeling.synth import generate_dataset  # noqa: E402
+from devkit.synth import generate_dataset  # noqa: E402
 from training.dataset import DirectorySource, ImageCache, load_arrays  # noqa: E402
-from training.demo_labels import link_images, synth_records  # noqa: E402
+from devkit.demo_labels import link_images, synth_records  # noqa: E402
 from training.imaging import Preprocessing  # noqa: E402
 from training.train import (  # noqa: E402
     MAX_LOADER_WORKERS,

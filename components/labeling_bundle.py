@@ -9,7 +9,7 @@
 - a SageMaker execution role for training and a notebook instance with a lifecycle configuration.
 
 The component only declares resources; the contracts the Lambdas implement live in
-``labeling/gt_contracts.py``.
+``labeling/gt/contracts.py``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from components.config import StackConfig
 from components.packaging import LAMBDA_RUNTIME, ROOT, package_archive
 from components.storage import SecureBucket, SecureBucketArgs, encrypted_log_group
 from components.viewer_cdn import ViewerAssetsCdn, ViewerAssetsCdnArgs
-from labeling import viewer_assets
+from labeling.gt import viewer_assets
 from training.dlc import registry_account
 
 TEMPLATE_KEY = "templates/worker_template.liquid.html"
@@ -45,7 +45,7 @@ NOTEBOOK_PLATFORM_PYTHONS = {
     "notebook-al2023-v1": ("/home/ec2-user/anaconda3/envs/JupyterSystemEnv/bin/python", "/usr/bin/python3"),
     "notebook-al2-v3": ("/home/ec2-user/anaconda3/envs/JupyterSystemEnv/bin/python", "/usr/bin/python3"),
 }
-# The project copy the notebook's on-start script unpacks (training/, labeling/, the walkthrough).
+# The project copy the notebook's on-start script unpacks (training/, labeling/, devkit/, the walkthrough).
 NOTEBOOK_CODE_KEY = "notebook/dicom-annotate.zip"
 # SageMaker caps each lifecycle script at 16,384 characters of base64.
 MAX_LIFECYCLE_SCRIPT_B64 = 16_384
@@ -172,7 +172,7 @@ class LabelingBundle(pulumi.ComponentResource):
             f"{name}-worker-template",
             bucket=self.bucket.id,
             key=TEMPLATE_KEY,
-            # The viewer's URL and SRI filled in; raises past GT's size limit (labeling.viewer_assets).
+            # The viewer's URL and SRI filled in; raises past GT's size limit (labeling.gt.viewer_assets).
             content=self.viewer.base_url.apply(viewer_assets.render_worker_template),
             content_type="text/html; charset=utf-8",
             server_side_encryption="aws:kms",
@@ -209,7 +209,7 @@ class LabelingBundle(pulumi.ComponentResource):
             f"{name}-notebook-code",
             bucket=self.bucket.id,
             key=NOTEBOOK_CODE_KEY,
-            source=package_archive("training", "labeling"),
+            source=package_archive("training", "labeling", "devkit"),  # devkit: the walkthrough's synthetic data
             content_type="application/zip",
             server_side_encryption="aws:kms",
             kms_key_id=args.kms_key_arn,

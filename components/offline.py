@@ -234,7 +234,7 @@ PLACEHOLDER_VIEWER_FILES = {
 
 @contextlib.contextmanager
 def viewer_build(build_dir: Optional[Path], recording: "Recording"):
-    """Point ``labeling.viewer_assets`` at a viewer build while the program runs.
+    """Point ``labeling.gt.viewer_assets`` at a viewer build while the program runs.
 
     ``build_dir`` given: that directory (tests; a missing build raises the module's error).
     ``None``: a snapshot of the real ``build/viewer`` when it is built (so a rebuild running at the
@@ -242,7 +242,7 @@ def viewer_build(build_dir: Optional[Path], recording: "Recording"):
     layer's marker in components/packaging.py: enough for the offline plan and the mocks tests, not
     for a deployment, where ``pulumi up`` stops with "run `make viewer`".
     """
-    from labeling import viewer_assets
+    from labeling.gt import viewer_assets
 
     original = viewer_assets.VIEWER_BUILD_DIR
     scratch: Optional[Path] = None

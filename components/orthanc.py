@@ -5,7 +5,7 @@ credentials in Secrets Manager, the ECS cluster/task/service with CPU autoscalin
 (HTTPS; HTTP only redirects unless dev's ``allowHttp``), an optional NLB for DICOM 4242, a Cloud Map
 name for callers inside the VPC, and the security groups between them, each naming its source.
 
-The container's configuration comes only from ``labeling.orthanc_config`` (the single generator);
+The container's configuration comes only from ``labeling.orthanc.config`` (the single generator);
 this module maps its secret slots to Secrets Manager ARNs and nothing else.
 """
 
@@ -22,7 +22,7 @@ import pulumi_random as random
 from components.config import ECR_IMAGE, StackConfig
 from components.fargate import ecs_cpu_autoscaling, fargate_task_definition
 from components.storage import SecureBucket, SecureBucketArgs, encrypted_log_group
-from labeling.orthanc_config import (
+from labeling.orthanc.config import (
     POSTGRES_PASSWORD,
     REGISTERED_USERS,
     ContainerEnvironment,

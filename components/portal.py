@@ -53,7 +53,7 @@ from components.labeling_bundle import service_role_trust, vpc_lambda_statements
 from components.orthanc import DEPLOYMENT_MAX_PERCENT
 from components.packaging import LAMBDA_RUNTIME, ROOT, lambda_archive
 from components.storage import encrypted_log_group
-from labeling.orthanc_config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
+from labeling.orthanc.config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
 from labeling.portal import names as N
 from labeling.portal.names import EXPORT_PREFIX  # where the portal writes exports (the task role's grant)
 

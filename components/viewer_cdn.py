@@ -17,7 +17,7 @@ The GT worker template is limited to 128,000 characters, so it loads the viewer 
   longer expects), each with its content type (``.wasm`` → ``application/wasm``).
 
 The worker template's *content* is computed from the distribution's domain name
-(``labeling.viewer_assets.render_worker_template``); the object itself lives in the annotation
+(``labeling.gt.viewer_assets.render_worker_template``); the object itself lives in the annotation
 bucket (:mod:`components.labeling_bundle`).
 """
 
@@ -47,7 +47,7 @@ HSTS_SECONDS = 63_072_000  # two years
 
 @dataclass
 class ViewerAssetsCdnArgs:
-    # (relative key, local path, content type) for each built file: labeling.viewer_assets.asset_files().
+    # (relative key, local path, content type) for each built file: labeling.gt.viewer_assets.asset_files().
     assets: Sequence[tuple[str, Path, str]]
     # Origins allowed to read the files cross-origin (the GT worker portal).
     cors_origins: Sequence[str]

@@ -76,17 +76,17 @@ class Command:
 
 # Order is the order shown in --help.
 COMMANDS: Mapping[str, Command] = {
-    "local": Command("labeling.local_stack", "run a private Orthanc + PostgreSQL on loopback (up|down|status)"),
-    "upload": Command("labeling.upload", "upload DICOM files, folders and ZIP archives into Orthanc"),
-    "manifest": Command("labeling.manifest", "build a labeling manifest (GT input manifest) from an Orthanc query"),
-    "synth": Command("labeling.synth", "generate a synthetic chest X-ray DICOM dataset with ground truth"),
-    "samples": Command("labeling.samples", "copy pydicom's real-world sample DICOM files (compressed, "
-                                           "multi-frame, SR...) to a folder"),
-    "demo": Command("labeling.demo", "run the local end-to-end loop (what `make demo` runs)"),
-    "gt": Command("labeling.gt", "SageMaker Ground Truth: render, create-job, status, fetch-output"),
+    "local": Command("labeling.orthanc.local_stack", "run a private Orthanc + PostgreSQL on loopback (up|down|status)"),
+    "upload": Command("labeling.orthanc.upload", "upload DICOM files, folders and ZIP archives into Orthanc"),
+    "manifest": Command("labeling.manifest.build", "build a labeling manifest (GT input manifest) from an Orthanc query"),
+    "gt": Command("labeling.gt.cli", "SageMaker Ground Truth: render, create-job, status, fetch-output"),
     "portal": Command("labeling.portal.cli", "the labeling portal: serve, migrate, users, jobs, export, SR"),
 }
 COMMAND_MODULES = tuple(dict.fromkeys(command.module for command in COMMANDS.values()))
+
+# Commands that moved to the development kit (``python -m devkit``): named here so an old command
+# line gets the new one instead of "invalid choice"; ``labeling`` never imports ``devkit``.
+MOVED_TO_DEVKIT = ("synth", "samples", "demo")
 
 
 def int_at_least(minimum: int):
@@ -272,9 +272,9 @@ def _classify(exc: BaseException) -> Optional[CommandError]:
     name = f"{type(exc).__module__}.{type(exc).__qualname__}"
     if isinstance(exc, CommandError):
         return exc
-    if name == "labeling.connection.ConnectionError_":
+    if name == "labeling.orthanc.connection.ConnectionError_":
         return BadInput(str(exc))
-    if name == "labeling.orthanc_client.OrthancError":
+    if name == "labeling.orthanc.client.OrthancError":
         url = getattr(exc, "url", "") or "Orthanc"
         status = getattr(exc, "status", None)
         if status is None:
@@ -286,7 +286,7 @@ def _classify(exc: BaseException) -> Optional[CommandError]:
         return CommandError(f"Orthanc: {getattr(exc, 'message', exc)}")
     if name == "labeling.aws.AwsError":
         return Unavailable(f"AWS error: {exc}")
-    if name == "labeling.local_stack.LocalStackError":
+    if name == "labeling.orthanc.local_stack.LocalStackError":
         return CommandError(str(exc))
     if isinstance(exc, OSError) and exc.filename and exc.strerror:  # a path given that cannot be used
         return BadInput(f"{exc.filename}: {exc.strerror}")
@@ -357,4 +357,10 @@ def build_parser(argv: Optional[list[str]] = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    moved = _command_name(tokens)
+    if moved in MOVED_TO_DEVKIT:
+        print(f"python -m labeling {moved}: error: moved to the development kit; run "
+              f"python -m devkit {moved} (see python -m devkit --help)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return run_command(build_parser, argv)

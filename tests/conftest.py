@@ -1,6 +1,6 @@
 """Fixtures shared by the integration and browser tiers: ONE real Orthanc + PostgreSQL per session.
 
-The stack (labeling/local_stack.py) lives in a fresh work directory under /tmp (PostgreSQL runs as the
+The stack (labeling/orthanc/local_stack.py) lives in a fresh work directory under /tmp (PostgreSQL runs as the
 ``postgres`` user, which must be able to reach it; pytest's own tmp dirs are private to root) and is
 stopped at the end of the session, failures included. It starts only when a test asks for it, so a
 unit-only run starts nothing. Missing Orthanc/PostgreSQL binaries FAIL the session with the install
@@ -16,9 +16,9 @@ from typing import Iterator
 
 import pytest
 
-from labeling.connection import OrthancConnection
-from labeling.local_stack import LocalStack, LocalStackError, StackInfo
-from labeling.orthanc_client import OrthancClient
+from labeling.orthanc.connection import OrthancConnection
+from labeling.orthanc.local_stack import LocalStack, LocalStackError, StackInfo
+from labeling.orthanc.client import OrthancClient
 
 
 @pytest.fixture(scope="session")

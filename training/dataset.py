@@ -1,7 +1,7 @@
 """The training set: labels from an output manifest, images fetched once and cached, split by patient.
 
 * **Labels** come from the GT-format output manifest through the one reader,
-  :func:`labeling.output_manifest.read_output_manifest` (either backend). Each record gives one
+  :func:`labeling.gt.output_manifest.read_output_manifest` (either backend). Each record gives one
   present/absent per label (the ``<attr>`` content of docs/architecture.md "The label shape") and, when
   consolidation wrote it, a per-label confidence. A label missing from a record is *unknown*: its
   loss weight is 0 (not "absent"). With confidence weighting, a label's loss weight is its
@@ -113,7 +113,7 @@ def read_labels(manifest: str | Path, label_attribute: Optional[str] = None, *,
                 confidence_weighting: bool = False,
                 label_names: Optional[Sequence[str]] = None) -> tuple[list[str], list[LabeledItem]]:
     """Read an output manifest with the one reader and return ``labeled_items`` of it."""
-    from labeling.output_manifest import read_output_manifest
+    from labeling.gt.output_manifest import read_output_manifest
 
     records = read_output_manifest(manifest, label_attribute)
     return labeled_items(records, label_names, confidence_weighting=confidence_weighting)
@@ -158,7 +158,7 @@ class OrthancSource:
         self.client = client
 
     def fetch(self, instance_id: str) -> bytes:
-        from labeling.orthanc_client import OrthancError
+        from labeling.orthanc.client import OrthancError
 
         try:
             return self.client.instance_file(instance_id)

@@ -117,10 +117,10 @@ _orthanc_client: Any = None
 
 def orthanc_from_env(environ: Mapping[str, str] = os.environ) -> Any:
     """An OrthancClient from ``ORTHANC_URL`` + ``ORTHANC_SECRET_ARN`` or user/password (cached;
-    :func:`labeling.connection.orthanc_client_from_env`)."""
+    :func:`labeling.orthanc.connection.orthanc_client_from_env`)."""
     global _orthanc_client
     if _orthanc_client is None:
-        from labeling.connection import orthanc_client_from_env
+        from labeling.orthanc.connection import orthanc_client_from_env
 
         _orthanc_client = orthanc_client_from_env(environ)
     return _orthanc_client
@@ -175,7 +175,7 @@ def output_fn(prediction: Any, accept: str = JSON) -> str:
 
 def instance_ids_of_manifest(path: str | Path) -> list[str]:
     """The image ids of a manifest (input or output: ``source``, else ``source-ref``'s file name)."""
-    from labeling.manifest import read_manifest
+    from labeling.manifest.build import read_manifest
 
     return [line.source for line in read_manifest(path)]
 

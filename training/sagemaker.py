@@ -7,7 +7,7 @@ Sub-commands
     ``sourcedir.tar.gz`` (:func:`build_source_archive`: sorted members, fixed times and owners, so
     the same code gives the same bytes and the same content-addressed key
     ``s3://<annotationBucket>/training/source/<sha256[:16]>/sourcedir.tar.gz``), uploads it (and a
-    local manifest, after checking it with :func:`labeling.output_manifest.scan_output_manifest`)
+    local manifest, after checking it with :func:`labeling.gt.output_manifest.scan_output_manifest`)
     with SSE-KMS, and calls ``CreateTrainingJob`` (:func:`training_job_request`):
 
     - image: the SageMaker **PyTorch framework training** Deep Learning Container of the stack's
@@ -406,7 +406,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not images:
             raise SageMakerCliError("--images: needed with an S3 --manifest (the staged images' S3 prefix)")
     else:
-        from labeling.output_manifest import OutputManifestError, scan_output_manifest
+        from labeling.gt.output_manifest import OutputManifestError, scan_output_manifest
 
         try:
             scan = scan_output_manifest(args.manifest, label_attribute)

@@ -477,7 +477,7 @@ def train_from_manifest(manifest: str | Path, out_dir: str | Path, *, label_attr
                         log: Callable[[str], None] = _print) -> dict[str, Any]:
     """Train on a GT-format output manifest; images from ``images_dir`` (``<id>.dcm``) or Orthanc.
 
-    ``orthanc`` is an :class:`labeling.orthanc_client.OrthancClient` (or anything with
+    ``orthanc`` is an :class:`labeling.orthanc.client.OrthancClient` (or anything with
     ``instance_file(id)``). Writes ``model.pt``, ``model.json``, ``split.json`` into ``out_dir``
     and ``metrics.json``, ``report.html`` and the PNGs into ``report_dir`` (default ``out_dir``).
     Returns the metrics (``metrics.json``'s content).
@@ -531,9 +531,9 @@ def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | P
 
 
 def add_image_source_arguments(parser: argparse.ArgumentParser, *, cache: bool = True) -> None:
-    """``--images DIR`` or the Orthanc connection flags of :mod:`labeling.connection`
+    """``--images DIR`` or the Orthanc connection flags of :mod:`labeling.orthanc.connection`
     (and ``--cache-dir`` for the commands that use the preprocessed-image cache)."""
-    from labeling.connection import add_connection_arguments
+    from labeling.orthanc.connection import add_connection_arguments
 
     parser.add_argument("--images", type=Path, metavar="DIR",
                         help="directory of <orthanc id>.dcm files (instead of fetching from Orthanc)")
@@ -547,8 +547,8 @@ def orthanc_client_from_args(args: argparse.Namespace) -> Any:
     """An OrthancClient from the connection flags/variables, or None when ``--images`` is given."""
     if getattr(args, "images", None):
         return None
-    from labeling.connection import connection_from_args
-    from labeling.orthanc_client import OrthancClient
+    from labeling.orthanc.connection import connection_from_args
+    from labeling.orthanc.client import OrthancClient
 
     return OrthancClient.from_connection(connection_from_args(args))
 
@@ -624,13 +624,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    from labeling.connection import ConnectionError_
-    from labeling.orthanc_client import OrthancError
+    from labeling.orthanc.connection import ConnectionError_
+    from labeling.orthanc.client import OrthancError
     from labeling.outdir import OutputDirError
 
     errors: list[type[BaseException]] = [DatasetError, ConnectionError_, OrthancError, OutputDirError, ValueError]
     try:
-        from labeling.output_manifest import OutputManifestError
+        from labeling.gt.output_manifest import OutputManifestError
 
         errors.insert(0, OutputManifestError)
     except ImportError:

@@ -1,7 +1,7 @@
 """Predictions back into Orthanc (``python -m training writeback``).
 
 Default: one **DICOM SR** per predicted image (TID 1500 Measurement Report built by
-:func:`labeling.sr.build_annotation_sr`), with the model as a *device* observer (TID 1004: name
+:func:`labeling.dicom.sr.build_annotation_sr`), with the model as a *device* observer (TID 1004: name
 and version from ``model.json``; the version is a hash of the weights), one qualitative
 evaluation per label (present/absent) with the model's confidence as "Certainty of Finding". The
 SR joins the image's study in its own series, so any DICOM viewer (Orthanc Explorer, OHIF, 3D
@@ -30,7 +30,7 @@ from labeling.cli import bad_input
 
 PREDICTION_METADATA = "1300"
 SR_SERIES_NUMBER = 9902
-_UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's root, as labeling.sr uses
+_UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's root, as labeling.dicom.sr uses
 
 
 def prediction_answer(prediction: Mapping[str, Any]) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def prediction_answer(prediction: Mapping[str, Any]) -> dict[str, Any]:
 
 def prediction_sr(source: pydicom.Dataset, prediction: Mapping[str, Any]) -> pydicom.Dataset:
     """The SR of one prediction on its source instance (module docstring)."""
-    from labeling.sr import Observer, build_annotation_sr
+    from labeling.dicom.sr import Observer, build_annotation_sr
 
     model = prediction["model"]
     version = str(model.get("version") or "")
@@ -60,7 +60,7 @@ def prediction_sr(source: pydicom.Dataset, prediction: Mapping[str, Any]) -> pyd
 
 def write_back(client: Any, predictions: Sequence[Mapping[str, Any]], *, mode: str = "sr") -> list[dict[str, str]]:
     """Write every prediction into Orthanc; returns ``[{"source", "stored"}]`` (SR id or metadata name)."""
-    from labeling.sr import store_sr
+    from labeling.dicom.sr import store_sr
 
     if mode not in ("sr", "metadata"):
         raise ValueError(f"mode: must be 'sr' or 'metadata', got {mode!r}")
@@ -78,7 +78,7 @@ def write_back(client: Any, predictions: Sequence[Mapping[str, Any]], *, mode: s
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from labeling.connection import add_connection_arguments
+    from labeling.orthanc.connection import add_connection_arguments
 
     p = subparsers.add_parser(
         "writeback",
@@ -92,9 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_writeback(args: argparse.Namespace) -> int:
-    from labeling.connection import ConnectionError_, connection_from_args
-    from labeling.orthanc_client import OrthancClient, OrthancError
-    from labeling.sr import SRError
+    from labeling.orthanc.connection import ConnectionError_, connection_from_args
+    from labeling.orthanc.client import OrthancClient, OrthancError
+    from labeling.dicom.sr import SRError
     from training.inference import read_predictions
 
     try:

@@ -6,16 +6,16 @@ keys::
 
     "<attr>":          the consolidated content {"labels": [...], "rois": [...], "image": {...},
                        "annotators": K, "agreement": {...}}  (the post-label Lambda's answer,
-                       labeling/gt_postlabel.py, unwrapped by GT from consolidatedAnnotation.content)
+                       labeling/gt/postlabel.py, unwrapped by GT from consolidatedAnnotation.content)
     "<attr>-metadata": {"type", "job-name" | "job_name", "human-annotated", "creation-date",
                         "confidence"?, ...}
 
-Reading rules for a line (the file-level rules are :mod:`labeling.output_manifest`'s)
+Reading rules for a line (the file-level rules are :mod:`labeling.gt.output_manifest`'s)
 =====================================================================================
 * **Label attribute**: given, or inferred when a line has exactly one ``<attr>`` with an
   ``<attr>-metadata`` object beside it (a failed line has only the metadata; its prefix counts).
   Several candidates, or none, is an error asking for ``label_attribute``.
-* **Metadata**: parsed by :func:`labeling.gt_contracts.parse_output_manifest_metadata` (both
+* **Metadata**: parsed by :func:`labeling.gt.contracts.parse_output_manifest_metadata` (both
   ``job-name``/``job_name`` spellings, ISO 8601 ``creation-date`` with or without an offset,
   ``confidence`` within 0..1).
 * **Failed objects**: GT writes a line for an object it could not label, with ``failure-reason``
@@ -48,7 +48,7 @@ from typing import Any, Optional, Union
 from labeling.contracts.answer import names_used, parse_answer
 from labeling.contracts.errors import ContractError
 from labeling.contracts.manifest_line import recorded_geometry
-from labeling.gt_contracts import OutputMetadata, parse_output_manifest_metadata
+from labeling.gt.contracts import OutputMetadata, parse_output_manifest_metadata
 
 METADATA_SUFFIX = "-metadata"
 OUTPUT_TYPE = "groundtruth/custom"

@@ -7,7 +7,7 @@ pixels ``[x, y]``: x = column, y = row, origin at the top-left corner of the fra
 (the DICOM SCOORD convention, PS3.3 C.18.6.1.1), so they lie within ``[0, columns] x [0, rows]``.
 
 Adding a shape touches this registry, ROI fusion (``labeling/consolidation/rois.py``: overlap and
-fusion per shape), the SR graphic (``labeling/sr.py``: ``roi_graphic`` and its reading back) and the
+fusion per shape), the SR graphic (``labeling/dicom/sr.py``: ``roi_graphic`` and its reading back) and the
 viewer tool (``viewer/src/answer.js`` and the Cornerstone tool in ``viewer/src/viewer.js``).
 """
 

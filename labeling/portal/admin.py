@@ -2,7 +2,7 @@
 from ``schemas/`` or uploaded, users (local mode), and the job page's figures.
 
 Job creation runs the same code as the CLI: the manifest builder (:func:`labeling.manifest.build_manifest`,
-its filters validated by :func:`labeling.manifest.parse_filters`) for a query, then the instance check
+its filters validated by :func:`labeling.manifest.build.parse_filters`) for a query, then the instance check
 and geometry (:mod:`labeling.portal.geometry`), then :func:`labeling.portal.jobs.create_job`.
 """
 
@@ -16,13 +16,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from labeling.consolidation import ItemAnswers, WorkerAnswer, consolidate_job
-from labeling.local_stack import REPO_ROOT
-from labeling.manifest import FilterError, ManifestError, ManifestLine, build_manifest, parse_filters
+from labeling.orthanc.local_stack import REPO_ROOT
+from labeling.manifest.build import FilterError, ManifestError, ManifestLine, build_manifest, parse_filters
 from labeling.portal.geometry import checked_geometry
 from labeling.portal.jobs import (Conflict, Invalid, NotFound, annotator_progress, answered, item_flags, job_progress,
                                  job_schema, list_jobs, review_queue)
 from labeling.portal.models import ROLES, Assignment, Item, Job, Session as DbSession, User
-from labeling.schema import LabelSchema, SchemaError, load_schema, load_schema_text
+from labeling.contracts.schema import LabelSchema, SchemaError, load_schema, load_schema_text
 
 SCHEMA_DIR = REPO_ROOT / "schemas"
 _SCHEMA_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,100}\.(?:ya?ml|json)")

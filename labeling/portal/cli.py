@@ -80,8 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     job = sub.add_parser("job", help="create and follow labeling jobs").add_subparsers(
         dest="job_command", metavar="COMMAND", required=True)
     create = job.add_parser("create", help="create a job from a manifest and a label schema",
-                            description="Create a job: one item per manifest line (labeling/manifest.py "
-                                        "format), labels from the schema (labeling/schema.py format). Every "
+                            description="Create a job: one item per manifest line (labeling/manifest/build.py "
+                                        "format), labels from the schema (labeling/contracts/schema.py format). Every "
                                         "instance is checked in Orthanc and its geometry recorded; a manifest "
                                         "naming instances Orthanc lacks is refused, listing the first IDs.")
     create.add_argument("--name", required=True, help="job name (letters, digits, '-'; at most 63)")
@@ -127,7 +127,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------- helpers
 
 def _workdir(parser: argparse.ArgumentParser) -> None:
-    from labeling.local_stack import DEFAULT_WORKDIR, REPO_ROOT
+    from labeling.orthanc.local_stack import DEFAULT_WORKDIR, REPO_ROOT
 
     # the same default as `local` and `demo` (the repository's), whatever the current directory
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
@@ -227,7 +227,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _read_password(path: Optional[Path]) -> str:
-    from labeling.local_stack import LocalStackError
+    from labeling.orthanc.local_stack import LocalStackError
     from labeling.portal.jobs import Invalid
     from labeling.portal.local import read_password_file
 
@@ -269,10 +269,10 @@ def _user_add(args: argparse.Namespace) -> int:
 
 def _job_create(args: argparse.Namespace) -> int:
     def run() -> int:
-        from labeling.manifest import ManifestError, read_manifest
+        from labeling.manifest.build import ManifestError, read_manifest
         from labeling.portal import jobs
         from labeling.portal.db import transaction
-        from labeling.schema import SchemaError, load_schema
+        from labeling.contracts.schema import SchemaError, load_schema
 
         settings = _settings()
         try:
@@ -415,7 +415,7 @@ def _sr(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from labeling.local_stack import LocalStackError
+    from labeling.orthanc.local_stack import LocalStackError
     from labeling.portal.local import portal_up
 
     def run() -> int:
@@ -440,7 +440,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from labeling.local_stack import LocalStackError
+    from labeling.orthanc.local_stack import LocalStackError
     from labeling.portal.local import portal_down
 
     try:

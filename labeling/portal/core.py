@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from labeling import viewer_assets
+from labeling.gt import viewer_assets
 from labeling.portal import jobs as J
 from labeling.portal import security as S
 from labeling.portal.db import session_factory, transaction

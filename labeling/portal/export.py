@@ -1,13 +1,13 @@
 """Export: the GT-format output manifest and DICOM SR write-back (docs/architecture.md, data flow).
 
 * :func:`export_manifest` writes one line per finished item through
-  :func:`labeling.output_manifest.output_line` (the input manifest line + ``<attr>`` +
+  :func:`labeling.gt.output_manifest.output_line` (the input manifest line + ``<attr>`` +
   ``<attr>-metadata``, the same writer the GT path uses) to a local path (atomic) or ``s3://bucket/key``
   (``put_object`` with ``aws:kms`` when a key is given, else the bucket's default encryption).
   Items still waiting for review are left out unless ``include_review`` (then their consolidated
   label is written), and counted in the result either way.
 * :func:`export_sr` stores one TID 1500 SR per finished item into Orthanc through
-  :mod:`labeling.sr`; observers are the item's annotators and, when one decided, the reviewer.
+  :mod:`labeling.dicom.sr`; observers are the item's annotators and, when one decided, the reviewer.
   The SR's SOP Instance UID is derived from the job, the item and the final label, so exporting
   again stores nothing new unless the label changed (Orthanc answers ``AlreadyStored``).
 """
@@ -27,7 +27,7 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from labeling.output_manifest import output_line, write_output_manifest
+from labeling.gt.output_manifest import output_line, write_output_manifest
 from labeling.portal.jobs import Invalid, item_answers
 from labeling.portal.models import Item, Job, User
 from labeling.portal.names import EXPORT_PREFIX
@@ -98,7 +98,7 @@ class SrResult:
 
 def export_sr(session: Session, job: Job, orthanc: Any, *,
               progress: Optional[Callable[[int, int], None]] = None) -> SrResult:
-    from labeling.sr import Observer, build_annotation_sr, store_sr
+    from labeling.dicom.sr import Observer, build_annotation_sr, store_sr
 
     items = [item for item in session.scalars(select(Item).where(Item.job_id == job.id, Item.state == "done")
                                               .order_by(Item.position)) if item.final is not None]  # not excluded

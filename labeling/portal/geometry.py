@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-from labeling.orthanc_client import OrthancError
+from labeling.orthanc.client import OrthancError
 
 PARALLEL_REQUESTS = 4
 MISSING_SHOWN = 5

@@ -2,7 +2,7 @@
 
 The browser never talks to Orthanc: the portal fetches ``/instances/{id}/file`` with its own
 credentials (``ORTHANC_USERNAME``/``ORTHANC_PASSWORD`` locally, ``ORTHANC_SECRET_ARN`` on ECS),
-de-identifies it with :func:`labeling.deidentify.deidentify_dataset` — the code the GT pre-label
+de-identifies it with :func:`labeling.dicom.deidentify.deidentify_dataset` — the code the GT pre-label
 Lambda runs, with the same salt setting, so both backends hand annotators identical files — and keeps
 the result in ``PORTAL_CACHE_DIR/<d|r>/<orthanc id>.dcm`` (``d`` de-identified, ``r`` raw when
 de-identification is off, so flipping the switch never serves a stale kind). Files are written to a
@@ -22,10 +22,10 @@ from typing import Any, Callable, Optional
 
 import pydicom
 
-from labeling.connection import SERVICE_RETRIES, SERVICE_TIMEOUT_S, ConnectionError_, resolve_connection
-from labeling.deidentify import burned_in_annotation, deidentify_dataset
+from labeling.orthanc.connection import SERVICE_RETRIES, SERVICE_TIMEOUT_S, ConnectionError_, resolve_connection
+from labeling.dicom.deidentify import burned_in_annotation, deidentify_dataset
 from labeling.contracts.ids import validate_instance_id
-from labeling.orthanc_client import OrthancClient
+from labeling.orthanc.client import OrthancClient
 from labeling.outdir import atomic_file
 from labeling.portal.settings import PortalSettings, SettingsError
 
@@ -42,7 +42,7 @@ class ImageError(RuntimeError):
 
 def orthanc_client_for(settings: PortalSettings, secrets_client: Any = None) -> OrthancClient:
     """The Orthanc client from the settings: a password locally, a Secrets Manager secret on ECS
-    (:func:`labeling.connection.resolve_connection`)."""
+    (:func:`labeling.orthanc.connection.resolve_connection`)."""
     try:
         conn = resolve_connection(settings.orthanc_url, settings.orthanc_username, settings.orthanc_password,
                                   settings.orthanc_secret_arn, secrets_client=secrets_client)
@@ -98,7 +98,7 @@ class ImageStore:
         with self._lock_for(instance_id):
             if target.is_file():
                 return target
-            from labeling.orthanc_client import OrthancError
+            from labeling.orthanc.client import OrthancError
 
             try:
                 data = self.orthanc().instance_file(instance_id)

@@ -56,9 +56,9 @@ from labeling.contracts.errors import ContractError
 from labeling.contracts.geometry import ImageGeometry
 from labeling.contracts.ids import validate_instance_id
 from labeling.contracts.manifest_line import GEOMETRY_KEYS
-from labeling.manifest import KNOWN_KEYS, ManifestLine
+from labeling.manifest.build import KNOWN_KEYS, ManifestLine
 from labeling.portal.models import FLAG_REASONS, SKIPPED, Assignment, Item, Job, JsonType, User, utcnow
-from labeling.schema import LabelSchema
+from labeling.contracts.schema import LabelSchema
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]{0,62}")
 LABEL_ATTRIBUTE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_]{0,126}")

@@ -1,6 +1,6 @@
 """The portal next to the local stack (``make demo``): settings, ``portal.env``, start and stop.
 
-The portal's database is ``portal`` on the local stack's PostgreSQL (``labeling/local_stack.py``:
+The portal's database is ``portal`` on the local stack's PostgreSQL (``labeling/orthanc/local_stack.py``:
 127.0.0.1, the cluster's superuser ``orthanc`` with the generated password in ``credentials.json``);
 ``PORTAL_DB_CREATE=true`` lets ``migrate`` create it. Orthanc is reached with the stack's admin
 credentials. The session secret is generated once into ``<workdir>/portal-session-secret`` (0600).
@@ -23,7 +23,7 @@ from typing import Optional
 
 import requests
 
-from labeling.local_stack import (REPO_ROOT, LocalStack, LocalStackError, free_port, port_is_free, read_cmdline,
+from labeling.orthanc.local_stack import (REPO_ROOT, LocalStack, LocalStackError, free_port, port_is_free, read_cmdline,
                                   write_private)
 from labeling.portal import names as N
 
@@ -176,7 +176,7 @@ def prepare_demo(stack_workdir: Path | str, manifest: Path, schema: Path, *, job
     The passwords go to ``<workdir>/portal-users.json`` (0600) and are reused on a rerun; the job is
     created once (a rerun reports it exists). Returns ``{"users_file", "users": {name: role}, "job"}``.
     """
-    from labeling.local_stack import generate_password
+    from labeling.orthanc.local_stack import generate_password
 
     workdir = Path(stack_workdir)
     users_file = workdir / USERS_FILE
@@ -250,7 +250,7 @@ def ensure_user(stack_workdir: Path | str, name: str, role: str,
     """Create ``name`` with ``role`` unless that user exists — the one way the local portal makes users
     (``portal up``'s admin, the demo's users): (created, generated password or None). A password
     given must be :data:`~labeling.portal.security.MIN_PASSWORD_LENGTH` long, as ``portal user add``'s."""
-    from labeling.local_stack import generate_password
+    from labeling.orthanc.local_stack import generate_password
     from labeling.portal import jobs
     from labeling.portal.db import make_engine, session_factory, transaction
     from labeling.portal.security import MIN_PASSWORD_LENGTH, hash_password

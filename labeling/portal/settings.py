@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Optional
 
-from labeling.gt_prelabel import DEV_SALT
+from labeling.gt.prelabel import DEV_SALT
 from labeling.portal import names as N
 
 AUTH_MODES = ("local", "alb-oidc")

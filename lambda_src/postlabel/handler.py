@@ -1,13 +1,13 @@
 """GT post-annotation Lambda: consolidate the workers' answers for a batch, one label per object.
 
-Thin adapter: parsing is :mod:`labeling.gt_contracts`, the logic :mod:`labeling.gt_postlabel`
+Thin adapter: parsing is :mod:`labeling.gt.contracts`, the logic :mod:`labeling.gt.postlabel`
 (which calls :func:`labeling.consolidation.consolidate_job` once for the batch); here only S3 I/O
 and logging. Each answered object's content is in the label shape of docs/architecture.md. A malformed
 object, an object the library rejects, or an unreadable worker answer is logged (one line naming the
 datasetObjectId and why) and left out; the other objects are still returned.
 
 A consolidation report per batch (counts, label names, errors, the library's JobReport) is written
-to ``labeling.gt_postlabel.report_location`` (``<outputConfig or payload base>/consolidation-report/
+to ``labeling.gt.postlabel.report_location`` (``<outputConfig or payload base>/consolidation-report/
 <iteration-N>/<payload file stem>.json``), with SSE-KMS under the event's ``kmsKeyId`` when given.
 A failed report write is logged and never fails the invocation.
 
@@ -25,7 +25,8 @@ from typing import Any
 
 import boto3
 
-from labeling import gt_contracts, gt_postlabel
+from labeling.gt import contracts as gt_contracts
+from labeling.gt import postlabel as gt_postlabel
 
 try:  # Powertools comes from the dependency layer; plain logging keeps local runs and tests working.
     from aws_lambda_powertools import Logger

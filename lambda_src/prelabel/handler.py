@@ -1,6 +1,6 @@
 """GT pre-annotation Lambda: turn one manifest line (``dataObject``) into the worker's ``taskInput``.
 
-Thin adapter over :mod:`labeling.gt_prelabel` (fetch from Orthanc, de-identify, stage in S3; see
+Thin adapter over :mod:`labeling.gt.prelabel` (fetch from Orthanc, de-identify, stage in S3; see
 that module for the key rule and the failure behaviour). Settings come from the environment:
 ``ORTHANC_URL``, ``ORTHANC_SECRET_ARN``, ``STAGING_BUCKET``, ``DEIDENTIFY`` (default ``true``),
 ``DEIDENTIFY_SALT``, ``STAGING_KMS_KEY_ID``; AWS endpoints are overridable the standard boto3 way
@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import boto3
 
-from labeling import gt_prelabel
+from labeling.gt import prelabel as gt_prelabel
 
 try:  # Powertools comes from the dependency layer; plain logging keeps local runs and tests working.
     from aws_lambda_powertools import Logger

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from labeling.deidentify import deidentify
-from labeling.gt_prelabel import DEV_SALT
-from labeling.viewer_assets import VIEWER_BUILD_DIR
+from labeling.dicom.deidentify import deidentify
+from labeling.gt.prelabel import DEV_SALT
+from labeling.gt.viewer_assets import VIEWER_BUILD_DIR
 
 pytestmark = pytest.mark.browser
 
@@ -117,7 +117,7 @@ def staged_synthetic(work_dir: Path) -> dict[str, Any]:
 
     Returns ``{"path", "name", "rows", "columns", "truth"}`` (truth: synth's ground-truth record).
     """
-    from labeling import synth
+    from devkit import synth
 
     params = synth.make_params(patients=1, studies_per_patient=1, size=256, seed=11)
     raw = work_dir / "raw"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from labeling.cli import main
-from labeling.schema import load_schema
+from labeling.contracts.schema import load_schema
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.viewer_driver import ViewerDriver
 
@@ -37,7 +37,7 @@ def _render(work_dir: Path, asset_server: Any, name: str, task_input: dict[str, 
 
 
 def _task(staged: dict[str, Any], labels: list[str], **extra: Any) -> dict[str, Any]:
-    # What labeling/gt_prelabel.py returns for a `source` line (the bucket/key map to --asset-base).
+    # What labeling/gt/prelabel.py returns for a `source` line (the bucket/key map to --asset-base).
     return {"image": f"s3://annotations/{staged['name']}", "source": "0a9b4f3c-1d2e3f40-5a6b7c8d-9e0f1a2b-3c4d5e6f",
             "labels": labels, "task_type": SCHEMA.task_type, "schema": SCHEMA.name,
             "instructions": SCHEMA.instructions,
@@ -137,7 +137,7 @@ def test_a_hostile_label_name_stays_text(page, page_server, asset_server, work_d
 
 
 def test_schema_object_and_model_prelabel_reach_the_viewer(page, page_server, asset_server, work_dir, staged_synthetic):
-    # A task input carrying the schema document (labeling/schema.py to_dict) and a model's pre-label.
+    # A task input carrying the schema document (labeling/contracts/schema.py to_dict) and a model's pre-label.
     prelabel = {"labels": [{"name": "Opacity", "present": True, "confidence": 0.93},
                            {"name": "Device", "present": False, "confidence": 0.88},
                            {"name": "Effusion", "present": False, "confidence": 0.7}],

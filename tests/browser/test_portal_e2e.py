@@ -24,11 +24,11 @@ import httpx
 import pydicom
 import pytest
 
-from labeling import synth
-from labeling.local_stack import REPO_ROOT
-from labeling.output_manifest import read_output_manifest
+from devkit import synth
+from labeling.orthanc.local_stack import REPO_ROOT
+from labeling.gt.output_manifest import read_output_manifest
 from labeling.portal.local import add_user, portal_env
-from labeling.sr import read_annotation_sr
+from labeling.dicom.sr import read_annotation_sr
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.portal_pages import login, portal  # noqa: F401 - the fixture
 from tests.browser.viewer_driver import ViewerDriver
@@ -80,7 +80,7 @@ def test_two_annotators_review_export_sr(browser, portal, local_stack, client, t
     for key, name in names.items():
         add_user(local_stack.workdir, name, {"admin": "admin", "reviewer": "reviewer"}.get(key, "annotator"), PASSWORD)
 
-    # Two synthetic chest radiographs (labeling/synth.py), as `make demo` loads them.
+    # Two synthetic chest radiographs (devkit/synth.py), as `make demo` loads them.
     params = synth.make_params(patients=2, studies_per_patient=1, size=SIZE, seed=int(tag, 16))
     for patient in range(2):
         synth.write_image(params, tmp_path / "synth", (patient, 0))

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from labeling import synth
-from labeling.output_manifest import read_output_manifest
+from devkit import synth
+from labeling.gt.output_manifest import read_output_manifest
 from labeling.portal.local import add_user
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.portal_pages import login, portal  # noqa: F401 - the fixture

@@ -14,7 +14,7 @@ from typing import Callable
 import pytest
 from pydicom.uid import generate_uid
 
-from labeling.connection import OrthancConnection
+from labeling.orthanc.connection import OrthancConnection
 from tests.integration.dicom_files import Series, dicom_bytes
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from labeling.orthanc_client import OrthancClient
+from labeling.orthanc.client import OrthancClient
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 

@@ -17,16 +17,16 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
 
-from labeling.local_stack import LocalStack
-from labeling.manifest import ManifestLine
-from labeling.orthanc_client import OrthancClient
+from labeling.orthanc.local_stack import LocalStack
+from labeling.manifest.build import ManifestLine
+from labeling.orthanc.client import OrthancClient
 from labeling.portal.app import create_app
 from labeling.portal.db import make_engine, migrate, session_factory, transaction
 from labeling.portal import jobs as J
 from labeling.portal.local import portal_env
 from labeling.portal.security import hash_password
 from labeling.portal.settings import PortalSettings
-from labeling.schema import LabelSchema
+from labeling.contracts.schema import LabelSchema
 from tests.integration.dicom_files import dicom_bytes
 
 SCHEMA = {

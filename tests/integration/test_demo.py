@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from labeling.local_stack import LocalStack
-from labeling.manifest import read_manifest
-from labeling.orthanc_client import OrthancClient
-from labeling.output_manifest import read_output_manifest
+from labeling.orthanc.local_stack import LocalStack
+from labeling.manifest.build import read_manifest
+from labeling.orthanc.client import OrthancClient
+from labeling.gt.output_manifest import read_output_manifest
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

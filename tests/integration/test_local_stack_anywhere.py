@@ -21,7 +21,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from labeling.local_stack import REPO_ROOT, external_pg_home, read_cmdline
+from labeling.orthanc.local_stack import REPO_ROOT, external_pg_home, read_cmdline
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def copy_package(clone: Path) -> None:
 def copy_imported_packages(dest: Path) -> None:
     """Copy into ``dest`` the top-level packages that ``python -m labeling local`` imports from
     site-packages (found by importing its modules in a child interpreter)."""
-    probe = ("import sys, site, labeling.cli, labeling.local_stack\n"
+    probe = ("import sys, site, labeling.cli, labeling.orthanc.local_stack\n"
              "labeling.cli.build_parser(['local', 'up'])\n"
              "roots = [p for p in site.getsitepackages() if p]\n"
              "names = set()\n"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from labeling.local_stack import REPO_ROOT, LocalStack, LocalStackError, read_cmdline
-from labeling.orthanc_client import OrthancClient
-from labeling.orthanc_config import POSTGRES_PASSWORD, REGISTERED_USERS, registered_users, render_json
+from labeling.orthanc.local_stack import REPO_ROOT, LocalStack, LocalStackError, read_cmdline
+from labeling.orthanc.client import OrthancClient
+from labeling.orthanc.config import POSTGRES_PASSWORD, REGISTERED_USERS, registered_users, render_json
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,10 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from labeling.cli import main as cli_main
-from labeling.manifest import ManifestLine, build_manifest, parse_filters, read_manifest
-from labeling.samples import copy_samples
-from labeling.schema import load_schema
-from labeling.synth import generate_dataset
+from labeling.manifest.build import ManifestLine, build_manifest, parse_filters, read_manifest
+from devkit.samples import copy_samples
+from labeling.contracts.schema import load_schema
+from devkit.synth import generate_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from labeling.cli import main as cli_main
-from labeling.manifest import build_manifest, parse_filters, read_manifest
-from labeling.schema import load_schema
-from labeling.synth_series import SLICE_SPACING_MM, generate_series_dataset
+from labeling.manifest.build import build_manifest, parse_filters, read_manifest
+from labeling.contracts.schema import load_schema
+from devkit.synth_series import SLICE_SPACING_MM, generate_series_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ def test_series_sr_stored_in_orthanc_references_the_right_slices(client, uploade
 
     import pydicom
 
-    from labeling.sr import Observer, build_series_sr, read_annotation_sr, store_sr
+    from labeling.dicom.sr import Observer, build_series_sr, read_annotation_sr, store_sr
 
     series, multi = uploaded[0], uploaded[1]
 
@@ -140,8 +140,8 @@ def test_candidates_without_tags_are_completed_by_one_bulk_read(client, uploaded
     """A walk that kept no MainDicomTags (e.g. one served from a saved index) gives the same lines."""
     from dataclasses import replace
 
-    from labeling.manifest import BuildResult, _Counted, _SilentReporter, find_candidates
-    from labeling.manifest_series import series_lines
+    from labeling.manifest.build import BuildResult, _Counted, _SilentReporter, find_candidates
+    from labeling.manifest.series import series_lines
 
     result = BuildResult(lines=[])
     orthanc = _Counted(client, result.requests)
@@ -157,7 +157,7 @@ def test_candidates_without_tags_are_completed_by_one_bulk_read(client, uploaded
 
 
 def test_series_lines_from_the_saved_index_equal_the_find(client, uploaded, tmp_path):
-    """The index (labeling/manifest_index.py) keeps no positions: series lines still come out the same."""
+    """The index (labeling/manifest/index.py) keeps no positions: series lines still come out the same."""
     schema = load_schema(REPO / "schemas" / "ct-nodule.yaml")
     kw = dict(schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,
               filters=parse_filters(patient_id=f"SYNCT{SEED}-*"), level="series")

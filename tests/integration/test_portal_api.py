@@ -19,14 +19,14 @@ import pytest
 from moto import mock_aws
 from sqlalchemy import func, select
 
-from labeling.local_stack import REPO_ROOT
-from labeling.output_manifest import read_output_manifest
+from labeling.orthanc.local_stack import REPO_ROOT
+from labeling.gt.output_manifest import read_output_manifest
 from labeling.portal import jobs as J
 from labeling.portal.db import transaction
 from labeling.portal.export import export_manifest, export_sr
 from labeling.portal.models import Assignment, Item, Job, User
 from labeling.portal.local import portal_env
-from labeling.sr import read_annotation_sr
+from labeling.dicom.sr import read_annotation_sr
 from tests.integration.portal_fixtures import *  # noqa: F401,F403 - fixtures
 from tests.integration.portal_fixtures import SCHEMA, answer, manifest_lines
 
@@ -273,7 +273,7 @@ def test_prelabel_becomes_initial_answer(as_user, make_user, make_job, upload_in
                            {"name": "Device", "present": False, "confidence": 0.8},
                            {"name": "Effusion", "present": False, "confidence": 0.7}],
                 "rois": [], "model": "densenet-test"}
-    from labeling.schema import LabelSchema
+    from labeling.contracts.schema import LabelSchema
 
     with transaction(portal_db) as session:
         job = J.create_job(session, name=f"it-pre-{ids[0][:8]}", schema=LabelSchema.from_dict(SCHEMA),
@@ -517,7 +517,7 @@ def test_portal_down_purge_leaves_nothing_running_or_behind(tmp_path):
 
     import requests
 
-    from labeling.local_stack import LocalStack
+    from labeling.orthanc.local_stack import LocalStack
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "ORTHANC_"))}
     workdir = tmp_path / "stack"

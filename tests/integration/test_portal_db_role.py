@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from labeling.local_stack import LocalStack
+from labeling.orthanc.local_stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -43,7 +43,7 @@ def fuzz_auths(fuzz_app, client):
     from labeling.portal.db import session_factory, transaction
     from labeling.portal.models import Job
     from labeling.portal.security import hash_password
-    from labeling.schema import LabelSchema
+    from labeling.contracts.schema import LabelSchema
     from tests.integration.dicom_files import dicom_bytes
     from tests.integration.portal_fixtures import SCHEMA, manifest_lines
 

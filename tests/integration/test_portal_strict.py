@@ -12,7 +12,7 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from labeling.local_stack import REPO_ROOT
+from labeling.orthanc.local_stack import REPO_ROOT
 from labeling.portal.models import Assignment, Item
 from labeling.portal.db import transaction
 from labeling.portal.local import portal_env
@@ -130,7 +130,7 @@ def test_job_naming_missing_instances_is_refused_api_and_cli(as_user, make_user,
 
 def test_one_one_split_accepted_in_review_exports_a_consistent_line(as_user, make_user, make_job, portal_db):
     """Issue 12: after a 1–1 split, "accept" must not export Opacity absent with an Opacity rectangle."""
-    from labeling.output_manifest import read_output_manifest
+    from labeling.gt.output_manifest import read_output_manifest
 
     job_id, ids = make_job(1, k=2, agreement_threshold=0.6)
     a, b = (as_user(make_user("annotator")) for _ in range(2))

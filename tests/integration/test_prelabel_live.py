@@ -12,9 +12,9 @@ import pytest
 from moto import mock_aws
 from pydicom.uid import generate_uid
 
-from labeling.connection import OrthancConnection
-from labeling.local_stack import REPO_ROOT
-from labeling.orthanc_client import OrthancClient
+from labeling.orthanc.connection import OrthancConnection
+from labeling.orthanc.local_stack import REPO_ROOT
+from labeling.orthanc.client import OrthancClient
 from tests.integration.dicom_files import dicom_bytes
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""labeling.sr against the real local Orthanc: an SR of an uploaded image is stored, read back, parsed."""
+"""labeling.dicom.sr against the real local Orthanc: an SR of an uploaded image is stored, read back, parsed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import highdicom as hd
 import pydicom
 from pydicom.uid import generate_uid
 
-from labeling.sr import Observer, build_annotation_sr, read_annotation_sr, store_sr
+from labeling.dicom.sr import Observer, build_annotation_sr, read_annotation_sr, store_sr
 from tests.integration.dicom_files import dicom_bytes
 
 ANSWER = {

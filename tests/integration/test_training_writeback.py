@@ -12,8 +12,8 @@ import pytest
 import torch
 from pydicom.uid import generate_uid
 
-from labeling.orthanc_client import OrthancClient
-from labeling.sr import read_annotation_sr
+from labeling.orthanc.client import OrthancClient
+from labeling.dicom.sr import read_annotation_sr
 from tests.integration.dicom_files import dicom_bytes
 from training import inference
 from training.cli import main

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from labeling.local_stack import REPO_ROOT
-from labeling.orthanc_client import OrthancClient
+from labeling.orthanc.local_stack import REPO_ROOT
+from labeling.orthanc.client import OrthancClient
 from tests.integration.dicom_files import sop_uids_in_orthanc
 
 pytestmark = pytest.mark.integration

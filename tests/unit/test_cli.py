@@ -12,6 +12,7 @@ import pytest
 from labeling import __version__
 from labeling.cli import (COMMANDS, EXIT_CODES, _subcommands, build_parser as labeling_parser,
                           main as labeling_main, run_command)
+from devkit.cli import COMMANDS as DEVKIT_COMMANDS, build_parser as devkit_parser, main as devkit_main
 from training.cli import COMMANDS as TRAINING_COMMANDS, build_parser as training_parser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ def _walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
 
 
 def _every_parser():
-    for build in (labeling_parser, training_parser):
+    for build in (labeling_parser, training_parser, devkit_parser):
         yield from _walk(build(None))
 
 
@@ -34,7 +35,8 @@ def run(*argv: str, package: str = "labeling") -> subprocess.CompletedProcess:
 
 
 def test_the_static_command_table_matches_what_the_modules_register():
-    for build, table in ((labeling_parser, COMMANDS), (training_parser, TRAINING_COMMANDS)):
+    for build, table in ((labeling_parser, COMMANDS), (training_parser, TRAINING_COMMANDS),
+                         (devkit_parser, DEVKIT_COMMANDS)):
         parser = build(None)
         assert list(_subcommands(parser)) == list(table)
         [action] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -90,7 +92,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(capsys, t
         raise TypeError("something broke")
 
     def fake_parser(argv):
-        built = labeling_parser(argv)
+        built = devkit_parser(argv)
         for child in _subcommands(built).values():
             child.set_defaults(func=boom)
         return built
@@ -101,6 +103,23 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(capsys, t
     assert run_command(fake_parser, ["samples", "--debug", "--out", str(tmp_path / "s")]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "TypeError: something broke" in err
+
+
+def test_a_command_that_moved_to_the_devkit_names_its_new_home():
+    for name in ("synth", "samples", "demo"):
+        result = run(name, "--help")
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"python -m labeling {name}: error: moved to the development kit; run python -m devkit {name} "
+            "(see python -m devkit --help)"]
+
+
+def test_the_devkit_cli_lists_its_commands_without_importing_them():
+    result = subprocess.run([sys.executable, "-m", "devkit", "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    for name, command in DEVKIT_COMMANDS.items():
+        assert name in result.stdout and command.help.split(" (")[0] in " ".join(result.stdout.split())
 
 
 def test_missing_connection_settings_are_one_line_exit_2(tmp_path):
@@ -145,17 +164,17 @@ def test_portal_commands_use_the_one_error_style(tmp_path):
 
 def test_a_missing_output_parent_is_refused_before_any_work(tmp_path, capsys):
     out = tmp_path / "missing" / "samples"
-    assert labeling_main(["samples", "--out", str(out)]) == 2
+    assert devkit_main(["samples", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == (f"samples: error: --out {out}: parent directory {out.parent} does "
                                                "not exist; create it, or pass --parents")
     assert not out.parent.exists()
 
 
 @pytest.mark.parametrize("argv, unwanted", [
-    (["upload", "--help"], ("labeling.manifest", "labeling.synth", "labeling.gt", "labeling.portal.cli",
+    (["upload", "--help"], ("labeling.manifest.build", "devkit.synth", "labeling.gt.cli", "labeling.portal.cli",
                             "pydicom", "boto3", "torch")),
-    (["local", "status", "--help"], ("labeling.upload", "pydicom", "rich", "boto3", "torch")),
-    (["--help"], ("labeling.upload", "labeling.local_stack", "requests", "pydicom", "torch")),
+    (["local", "status", "--help"], ("labeling.orthanc.upload", "pydicom", "rich", "boto3", "torch")),
+    (["--help"], ("labeling.orthanc.upload", "labeling.orthanc.local_stack", "requests", "pydicom", "torch")),
 ])
 def test_only_the_command_being_run_is_imported(argv, unwanted):
     code = ("import sys\nfrom labeling.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"

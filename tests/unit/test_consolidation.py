@@ -1,5 +1,5 @@
 """Consolidation library (labeling/consolidation): labels, ROIs, agreement, errors — on simulated
-annotators with a known truth (labeling/simulate.py) and on hand-computed examples."""
+annotators with a known truth (devkit/simulate.py) and on hand-computed examples."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from labeling.consolidation import (
     shape_iou,
 )
 from labeling.consolidation.inputs import Roi
-from labeling.simulate import SimWorker, simulate_job, to_crowd_frame, worker_pool
+from devkit.simulate import SimWorker, simulate_job, to_crowd_frame, worker_pool
 
 NAMES = ["Opacity", "Device", "Effusion"]
 IMAGE = {"rows": 1000, "columns": 1000, "frame": 0}

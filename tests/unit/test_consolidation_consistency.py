@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from labeling import gt_contracts, gt_postlabel
+from labeling.gt import contracts as gt_contracts
+from labeling.gt import postlabel as gt_postlabel
 from labeling.consolidation import ItemAnswers, consolidate_item, consolidate_job
 from labeling.consolidation.consistency import contradictions, reconcile
 

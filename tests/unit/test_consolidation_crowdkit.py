@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from labeling.consolidation import consolidate_job, linear_sum_assignment, majority_vote
-from labeling.simulate import SimWorker, simulate_job, to_crowd_frame, worker_pool
+from devkit.simulate import SimWorker, simulate_job, to_crowd_frame, worker_pool
 
 # crowd-kit 1.4.2 calls pandas APIs that pandas 3 deprecates; its warnings are not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:crowdkit.*")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from labeling import consolidation, schema
+from labeling import consolidation
+from labeling.contracts import schema
 from labeling.contracts import (MAX_POINTS_PER_ROI, MAX_ROIS_PER_ANSWER, SHAPE_REGISTRY, SHAPES, AnswerImage,
                                 ContractError, ImageGeometry, LabelVerdict, parse_answer, unwrap_answer)
 from labeling.contracts.ids import validate_instance_id
@@ -229,7 +230,7 @@ def test_the_orthanc_id_check_names_the_field():
 def test_the_portal_checks_an_answer_against_the_manifest_lines_geometry():
     from labeling.contracts.manifest_line import GEOMETRY_KEYS
     from labeling.portal.jobs import Invalid, validate_answer
-    from labeling.schema import LabelSchema
+    from labeling.contracts.schema import LabelSchema
 
     label_schema = LabelSchema.from_dict({"name": "chest", "task_type": "classification+roi",
                                           "labels": [{"name": n} for n in NAMES]})
@@ -254,7 +255,8 @@ def _gt_object(object_id, data_object, *points):
 
 
 def test_gt_consolidation_checks_answers_against_the_data_objects_geometry():
-    from labeling import gt_contracts, gt_postlabel
+    from labeling.gt import contracts as gt_contracts
+    from labeling.gt import postlabel as gt_postlabel
 
     objects = gt_contracts.parse_payload([
         _gt_object("inside", {"rows": 10, "columns": 20}, (20, 10)),

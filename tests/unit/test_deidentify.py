@@ -1,4 +1,4 @@
-"""PS3.15 Annex E Basic Profile (labeling/deidentify.py) on pydicom's sample files and a built one."""
+"""PS3.15 Annex E Basic Profile (labeling/dicom/deidentify.py) on pydicom's sample files and a built one."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-from labeling import deidentify as deid
+from labeling.dicom import deidentify as deid
 
 SALT = b"unit-test-salt"
 

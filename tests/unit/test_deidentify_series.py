@@ -8,9 +8,9 @@ import io
 import pydicom
 import pytest
 
-from labeling.deidentify import deidentify
-from labeling.series import SliceInfo, dataset_tags, multiframe_task, order_series
-from labeling.synth_series import generate_series_dataset
+from labeling.dicom.deidentify import deidentify
+from labeling.dicom.series import SliceInfo, dataset_tags, multiframe_task, order_series
+from devkit.synth_series import generate_series_dataset
 
 SALT = b"test-salt-series"
 

@@ -10,9 +10,9 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from labeling import gt
+from labeling.gt import cli as gt
 from labeling.cli import main
-from labeling.gt_contracts import MAX_TEMPLATE_CHARS
+from labeling.gt.contracts import MAX_TEMPLATE_CHARS
 
 XSS = "<img src=x onerror=alert(1)>"
 REGION = "eu-west-1"
@@ -400,7 +400,7 @@ def test_help(argv, capsys):
 def test_gt_is_registered():
     from labeling.cli import COMMAND_MODULES
 
-    assert "labeling.gt" in COMMAND_MODULES
+    assert "labeling.gt.cli" in COMMAND_MODULES
 
 
 def _fake_viewer_build(tmp_path: Path) -> tuple[Path, str]:
@@ -468,13 +468,13 @@ def test_render_serve_previews_the_example_task_with_one_command(tmp_path):
     import urllib.error
     import urllib.request
 
-    repo = Path(gt.__file__).resolve().parent.parent
+    repo = Path(gt.__file__).resolve().parents[2]
     build, _ = _fake_viewer_build(tmp_path)
     assets = tmp_path / "assets"
     assets.mkdir()
     (assets / "CT_small.dcm").write_bytes(b"DICM-ish")
     process = subprocess.Popen([sys.executable, "-m", "labeling", "gt", "render", "--template",
-                                str(repo / "labeling" / "worker_template.liquid.html"), "--task-input",
+                                str(repo / "labeling" / "gt" / "worker_template.liquid.html"), "--task-input",
                                 str(repo / "examples" / "gt-task-input.json"), "--viewer-dir", str(build),
                                 "--asset-dir", str(assets), "--serve", "60"],
                                cwd=repo, stdout=subprocess.PIPE, text=True)

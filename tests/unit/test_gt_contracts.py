@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from labeling import gt_contracts as gt
+from labeling.gt import contracts as gt
 
 JOB = "arn:aws:sagemaker:us-east-1:123456789012:labeling-job/chest-1"
 ANSWER = {"labels": [{"name": "Opacity", "present": True}, {"name": "Device", "present": False}],

@@ -1,10 +1,11 @@
-"""labeling.gt_postlabel: the post-label logic without S3 (the handler tests cover the I/O)."""
+"""labeling.gt.postlabel: the post-label logic without S3 (the handler tests cover the I/O)."""
 
 from __future__ import annotations
 
 import json
 
-from labeling import gt_contracts, gt_postlabel
+from labeling.gt import contracts as gt_contracts
+from labeling.gt import postlabel as gt_postlabel
 
 PAYLOAD = "s3://bucket-a/out/job-1/annotations/consolidation-request/iteration-2/2026-01-31_12:00:00.json"
 

@@ -6,7 +6,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from labeling.gt_prelabel import DEV_SALT, Prelabeler, PrelabelSettings
+from labeling.gt.prelabel import DEV_SALT, Prelabeler, PrelabelSettings
 
 
 @pytest.fixture

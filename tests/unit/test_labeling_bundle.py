@@ -15,7 +15,7 @@ from components.labeling_bundle import (
 from components.packaging import ROOT
 from components.offline import ACCOUNT_ID, PLACEHOLDER_SECRET, _mock_state, Recording, run_program, stack_config_values
 from tests.unit.programs import BYO_PRIVATE, byo_variant_values, program
-from labeling.gt_contracts import MAX_TEMPLATE_CHARS
+from labeling.gt.contracts import MAX_TEMPLATE_CHARS
 
 GT_NAME_MARKERS = ("SageMaker", "sagemaker", "Sagemaker", "GtRecipe", "LabelingFunction")
 
@@ -348,6 +348,7 @@ def test_project_code_and_notebook_are_copied_onto_the_instance(recording):
     assert code["key"] == "notebook/dicom-annotate.zip" and code["serverSideEncryption"] == "aws:kms"
     assets = code["source"].assets
     assert "training/notebooks/walkthrough.ipynb" in assets and "labeling/__init__.py" in assets
+    assert "devkit/synth.py" in assets  # the walkthrough synthesises data when given no manifest
     assert not [a for a in assets if "__pycache__" in a]
     bucket = recording.outputs["annotationBucket"]
     assert f'"s3://{bucket}/notebook/dicom-annotate.zip"' in _lifecycle(recording, "onStart")

@@ -14,8 +14,8 @@ import pydicom
 import pytest
 from moto import mock_aws
 
-from labeling import gt_prelabel
-from labeling.orthanc_client import OrthancError
+from labeling.gt import prelabel as gt_prelabel
+from labeling.orthanc.client import OrthancError
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "da-dev-labeling-annotations"
@@ -48,7 +48,7 @@ def _dicom(name: str = "CT_small.dcm") -> bytes:
 
 
 class FakeOrthanc:
-    """Stands in for labeling.orthanc_client.OrthancClient; records every construction and fetch."""
+    """Stands in for labeling.orthanc.client.OrthancClient; records every construction and fetch."""
 
     files: dict = {}
     fail_with = None

@@ -1,4 +1,4 @@
-"""Unit tests of labeling/local_stack.py pieces that need no PostgreSQL or Orthanc."""
+"""Unit tests of labeling/orthanc/local_stack.py pieces that need no PostgreSQL or Orthanc."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from labeling import local_stack as ls
-from labeling.orthanc_config import POSTGRES_PASSWORD, REGISTERED_USERS, registered_users, render_json
+from labeling.orthanc import local_stack as ls
+from labeling.orthanc.config import POSTGRES_PASSWORD, REGISTERED_USERS, registered_users, render_json
 
 
 def test_generated_passwords_have_letters_and_digits_and_differ():

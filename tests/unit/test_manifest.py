@@ -1,4 +1,4 @@
-"""labeling/manifest.py: the manifest format, filter parsing, exclusion rules and the query plan.
+"""labeling/manifest/build.py: the manifest format, filter parsing, exclusion rules and the query plan.
 
 The builder runs here against an in-memory fake of Orthanc's ``/tools/find`` (exact, list, range and
 wildcard matching over the study/series/instance hierarchy, Expand answers shaped like Orthanc
@@ -17,8 +17,8 @@ from typing import Any, Optional
 
 import pytest
 
-from labeling import manifest as m
-from labeling.manifest import (
+from labeling.manifest import build as m
+from labeling.manifest.build import (
     FilterError,
     ManifestError,
     ManifestFilters,
@@ -667,7 +667,7 @@ def test_cli_limit_must_be_positive(capsys, tmp_path):
 
 def test_the_index_is_used_unless_a_narrow_query_has_none_saved(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    from labeling.manifest_index import default_index_file
+    from labeling.manifest.index import default_index_file
 
     url = "http://127.0.0.1:8042"
     saved = default_index_file(url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from labeling.cli import main as cli_main
-from labeling.manifest import LEVELS, build_manifest
+from labeling.manifest.build import LEVELS, build_manifest
 
 
 class NoRequests:

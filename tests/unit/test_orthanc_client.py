@@ -1,4 +1,4 @@
-"""Unit tests of labeling/orthanc_client.py against a tiny scripted HTTP server (no Orthanc)."""
+"""Unit tests of labeling/orthanc/client.py against a tiny scripted HTTP server (no Orthanc)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Callable
 
 import pytest
 
-from labeling.connection import OrthancConnection
-from labeling.orthanc_client import OrthancClient, OrthancError, UploadResult
+from labeling.orthanc.connection import OrthancConnection
+from labeling.orthanc.client import OrthancClient, OrthancError, UploadResult
 
 Reply = tuple[int, dict, bytes]
 

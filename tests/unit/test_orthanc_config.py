@@ -1,4 +1,4 @@
-"""The single Orthanc configuration generator (labeling/orthanc_config.py): container and local renderings."""
+"""The single Orthanc configuration generator (labeling/orthanc/config.py): container and local renderings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from labeling.orthanc_config import (
+from labeling.orthanc.config import (
     CONTAINER_PLUGIN_SWITCHES,
     DEFAULT_RESERVED_CONNECTIONS,
     MAX_INDEX_CONNECTIONS_PER_TASK,

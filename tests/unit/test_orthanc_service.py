@@ -22,7 +22,7 @@ from components.offline import (
     stack_config_values,
 )
 from components.orthanc import DEPLOYMENT_MAX_PERCENT, TLS_POLICY, admin_secret_document
-from labeling.orthanc_config import OrthancConfigError
+from labeling.orthanc.config import OrthancConfigError
 
 MOCK_PUBLIC = ["subnet-0a000000000000", "subnet-0a100000000000"]
 MOCK_PRIVATE = ["subnet-0b000000000000", "subnet-0b100000000000"]

@@ -1,4 +1,4 @@
-"""labeling.output_manifest: the one reader/writer of GT-format output manifests (both backends)."""
+"""labeling.gt.output_manifest: the one reader/writer of GT-format output manifests (both backends)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from labeling import gt_contracts, gt_postlabel
-from labeling.output_manifest import (
+from labeling.gt import contracts as gt_contracts
+from labeling.gt import postlabel as gt_postlabel
+from labeling.gt.output_manifest import (
     FailedLine,
     OutputManifestError,
     output_line,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from labeling.portal.jobs import Invalid, as_single_answer, item_agreement, validate_answer, validate_label_attribute
-from labeling.schema import LabelSchema
+from labeling.contracts.schema import LabelSchema
 
 SCHEMA = LabelSchema.from_dict({
     "name": "t", "task_type": "classification+roi",

@@ -26,7 +26,7 @@ from components.orthanc import DEPLOYMENT_MAX_PERCENT
 from components.portal import (
     EXPORT_PREFIX, PORTAL_MAX_OVERFLOW, PORTAL_PORT, portal_db_pool_size,
 )
-from labeling.orthanc_config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
+from labeling.orthanc.config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
 
 ROOT = Path(__file__).resolve().parents[2]
 PRIVATE = ["subnet-0b000000000000", "subnet-0b100000000000"]  # the mocked awsx VPC's private subnets
@@ -151,7 +151,7 @@ class Absent:
 sys.meta_path.insert(0, Absent())
 before = set(sys.modules)  # the interpreter's own start-up (site, .pth hooks) is not the portal's
 import labeling.portal
-for m in ["labeling.cli", "labeling.sr", "labeling.deidentify", "labeling.output_manifest"] + [
+for m in ["labeling.cli", "labeling.dicom.sr", "labeling.dicom.deidentify", "labeling.gt.output_manifest"] + [
         "labeling.portal." + i.name for i in pkgutil.iter_modules(labeling.portal.__path__)]:
     importlib.import_module(m)
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""pydicom's real-world sample files (labeling/samples.py): what is copied, what is skipped, why."""
+"""pydicom's real-world sample files (devkit/samples.py): what is copied, what is skipped, why."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import JPEG2000, JPEG2000Lossless, RLELossless
 
-from labeling import samples
-from labeling.samples import MANIFEST_FILE, SampleFile, SkippedFile, copy_samples, inspect_file, scan_samples
-from labeling.synth import OutputDirError
+from devkit import samples
+from devkit.samples import MANIFEST_FILE, SampleFile, SkippedFile, copy_samples, inspect_file, scan_samples
+from devkit.synth import OutputDirError
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_non_empty_out_is_refused(tmp_path: Path) -> None:
 
 
 def samples_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m labeling")
+    parser = argparse.ArgumentParser(prog="python -m devkit")
     samples.register(parser.add_subparsers(dest="command", required=True))
     return parser
 
@@ -127,7 +127,7 @@ def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
         samples_parser().parse_args(["samples"])
     assert info.value.code == 2
     assert capsys.readouterr().err == (
-        "python -m labeling samples: error: the following arguments are required: --out (see --help)\n"
+        "python -m devkit samples: error: the following arguments are required: --out (see --help)\n"
     )
 
 

@@ -1,4 +1,4 @@
-"""The label-schema file format (labeling/schema.py): what it accepts, what it rejects and how."""
+"""The label-schema file format (labeling/contracts/schema.py): what it accepts, what it rejects and how."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from labeling.schema import (
+from labeling.contracts.schema import (
     SHAPES,
     Label,
     LabelSchema,

@@ -1,4 +1,4 @@
-"""Series ordering and grouping (labeling/series.py): PS3.3 C.7.6.2 geometry, fallbacks, flags."""
+"""Series ordering and grouping (labeling/dicom/series.py): PS3.3 C.7.6.2 geometry, fallbacks, flags."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from labeling.series import SeriesError, SliceInfo, multiframe_task, order_series, series_tasks, slice_normal
+from labeling.dicom.series import SeriesError, SliceInfo, multiframe_task, order_series, series_tasks, slice_normal
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)

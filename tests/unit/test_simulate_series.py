@@ -10,9 +10,9 @@ import pytest
 
 from labeling.consolidation import consolidate_job, shape_iou
 from labeling.consolidation.inputs import Roi
-from labeling.simulate import SimWorker
-from labeling.simulate_series import largest_cross_sections, simulate_series_job
-from labeling.synth_series import generate_series_dataset
+from devkit.simulate import SimWorker
+from devkit.simulate_series import largest_cross_sections, simulate_series_job
+from devkit.synth_series import generate_series_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""labeling.sr: TID 1500 SR of an answer in the label shape, written and read back through a Part-10 file."""
+"""labeling.dicom.sr: TID 1500 SR of an answer in the label shape, written and read back through a Part-10 file."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from labeling.output_manifest import read_output_manifest
-from labeling.sr import (
+from labeling.gt.output_manifest import read_output_manifest
+from labeling.dicom.sr import (
     CODING_SCHEME,
     Observer,
     SRError,

@@ -1,4 +1,4 @@
-"""Series SRs (labeling/sr.py build_series_sr): SCOORDs on the right slice and frame, series-level
+"""Series SRs (labeling/dicom/sr.py build_series_sr): SCOORDs on the right slice and frame, series-level
 findings; read back with highdicom."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import highdicom as hd
 import pydicom
 import pytest
 
-from labeling.sr import Observer, SRError, build_annotation_sr, build_series_sr, read_annotation_sr, sr_bytes
-from labeling.synth_series import generate_series_dataset
+from labeling.dicom.sr import Observer, SRError, build_annotation_sr, build_series_sr, read_annotation_sr, sr_bytes
+from devkit.synth_series import generate_series_dataset
 
 OBSERVERS = [Observer.person("Reader^One", login="r1")]
 

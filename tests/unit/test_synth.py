@@ -1,4 +1,4 @@
-"""The synthetic chest X-ray dataset (labeling/synth.py): DICOM validity, determinism, ground truth."""
+"""The synthetic chest X-ray dataset (devkit/synth.py): DICOM validity, determinism, ground truth."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pydicom
 import pytest
 from pydicom.uid import ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
 
-from labeling import synth
-from labeling.schema import load_schema
-from labeling.synth import (
+from devkit import synth
+from labeling.contracts.schema import load_schema
+from devkit.synth import (
     FINDINGS,
     GROUND_TRUTH_FILE,
     ROI_SHAPES,
@@ -317,7 +317,7 @@ def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def synth_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m labeling")
+    parser = argparse.ArgumentParser(prog="python -m devkit")
     synth.register(parser.add_subparsers(dest="command", required=True))
     return parser
 
@@ -337,7 +337,7 @@ def test_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_registered_in_the_real_cli(capsys: pytest.CaptureFixture[str]) -> None:
-    from labeling.cli import main
+    from devkit.cli import main
 
     with pytest.raises(SystemExit) as info:
         main(["synth", "--help"])
@@ -362,7 +362,7 @@ def test_bad_arguments_exit_2_with_one_line(argv: list[str], expected: str, caps
         run_cli(["synth", *argv])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("python -m labeling synth: error: ")
+    assert err.count("\n") == 1 and err.startswith("python -m devkit synth: error: ")
     assert expected in err
 
 

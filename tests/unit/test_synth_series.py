@@ -1,4 +1,4 @@
-"""Synthetic CT series (labeling/synth_series.py): geometry tags, ground truth against the pixels,
+"""Synthetic CT series (devkit/synth_series.py): geometry tags, ground truth against the pixels,
 the multi-frame instance, determinism, the ``synth --series`` CLI."""
 
 from __future__ import annotations
@@ -10,17 +10,17 @@ import numpy as np
 import pydicom
 import pytest
 
-from labeling.cli import main as cli_main
-from labeling.schema import load_schema
-from labeling.series import SliceInfo, dataset_tags, multiframe_task, order_series
-from labeling.synth_series import (
+from devkit.cli import main as cli_main
+from labeling.contracts.schema import load_schema
+from labeling.dicom.series import SliceInfo, dataset_tags, multiframe_task, order_series
+from devkit.synth_series import (
     FINDING,
     SCHEMA_PATH,
     SLICE_SPACING_MM,
     generate_series_dataset,
     make_series_params,
 )
-from labeling.upload import orthanc_instance_id
+from labeling.orthanc.upload import orthanc_instance_id
 
 REPO = Path(__file__).resolve().parents[2]
 

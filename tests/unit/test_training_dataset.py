@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-from labeling.output_manifest import output_line, write_output_manifest
+from labeling.gt.output_manifest import output_line, write_output_manifest
 from training.dataset import (
     DatasetError,
     DirectorySource,
@@ -154,7 +154,7 @@ def test_read_labels_uses_the_output_manifest_reader(tmp_path):
 
 
 def test_bad_manifest_line_is_reported_with_its_line_number(tmp_path):
-    from labeling.output_manifest import OutputManifestError
+    from labeling.gt.output_manifest import OutputManifestError
 
     path = tmp_path / "out.manifest"
     path.write_text(json.dumps(line("a" * 8, {"Opacity": True})) + "\n{not json\n")
@@ -163,7 +163,7 @@ def test_bad_manifest_line_is_reported_with_its_line_number(tmp_path):
 
 
 def test_duplicate_image_and_unsafe_ids_are_refused(tmp_path):
-    from labeling.output_manifest import read_output_manifest
+    from labeling.gt.output_manifest import read_output_manifest
 
     recs = read_output_manifest([line("a" * 8, {"Opacity": True}), line("a" * 8, {"Opacity": False})])
     with pytest.raises(DatasetError, match="appears twice"):

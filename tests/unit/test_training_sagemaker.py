@@ -84,7 +84,7 @@ def test_source_archive_is_deterministic_and_complete():
         names = [m.name for m in members]
         assert names == sorted(names)
         assert {"requirements.txt", "sagemaker_train.py", "inference.py", "training/__init__.py",
-                "training/sagemaker_entry.py", "training/inference.py", "labeling/output_manifest.py",
+                "training/sagemaker_entry.py", "training/inference.py", "labeling/gt/output_manifest.py",
                 "labeling/consolidation/inputs.py"} <= set(names)
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith("tests/")]
         assert {m.mtime for m in members} == {sm.ARCHIVE_MTIME} and {m.uid for m in members} == {0}

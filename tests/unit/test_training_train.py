@@ -13,8 +13,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from labeling.manifest import read_manifest
-from labeling.output_manifest import output_line, write_output_manifest
+from labeling.manifest.build import read_manifest
+from labeling.gt.output_manifest import output_line, write_output_manifest
 from training import inference
 from training.cli import main
 

@@ -1,4 +1,4 @@
-"""Unit tests of labeling/upload.py: file checks, Orthanc IDs, batching, discovery, retries.
+"""Unit tests of labeling/orthanc/upload.py: file checks, Orthanc IDs, batching, discovery, retries.
 
 No Orthanc here: a fake client plays Orthanc's answers (tests/integration has the real thing).
 """
@@ -17,8 +17,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from labeling import upload as up
-from labeling.orthanc_client import OrthancError, UploadResult
+from labeling.orthanc import upload as up
+from labeling.orthanc.client import OrthancError, UploadResult
 
 SC = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
 

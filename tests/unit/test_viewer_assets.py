@@ -1,4 +1,4 @@
-"""labeling/viewer_assets.py: the built viewer's files, SRI and the filled-in GT worker template."""
+"""labeling/gt/viewer_assets.py: the built viewer's files, SRI and the filled-in GT worker template."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from labeling import viewer_assets
-from labeling.gt_contracts import MAX_TEMPLATE_CHARS
-from labeling.viewer_assets import ViewerAssetsError
+from labeling.gt import viewer_assets
+from labeling.gt.contracts import MAX_TEMPLATE_CHARS
+from labeling.gt.viewer_assets import ViewerAssetsError
 
 
 def _build(tmp_path: Path) -> Path:

@@ -17,9 +17,9 @@ from components.config import ConfigError
 from components.offline import Recording, RecordedResource, _mock_state, run_program, stack_config_values
 from tests.unit.programs import program
 from components.viewer_cdn import CACHING_OPTIMIZED_POLICY_ID, IMMUTABLE_CACHE_CONTROL, assets_version
-from labeling import viewer_assets
-from labeling.gt_contracts import MAX_TEMPLATE_CHARS
-from labeling.viewer_assets import ViewerAssetsError
+from labeling.gt import viewer_assets
+from labeling.gt.contracts import MAX_TEMPLATE_CHARS
+from labeling.gt.viewer_assets import ViewerAssetsError
 
 CERT_US_EAST_1 = "arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-4333-8444-555555555555"
 FAKE_FILES = {

@@ -15,13 +15,13 @@
 # project's own modules, so you can look at each intermediate result:
 #
 # 1. an **output manifest** (the portal's export or a Ground Truth job's output — the same format),
-#    read with `labeling.output_manifest`, the one reader both backends' output goes through;
+#    read with `labeling.gt.output_manifest`, the one reader both backends' output goes through;
 # 2. the **dataset**: labels per image, DICOM decoded, windowed and resized (`training.dataset`,
 #    `training.imaging`), split by patient;
 # 3. **training** a MONAI DenseNet121 multi-label model (`training.train`);
 # 4. **evaluation**: per-label AUROC, the report and its plots (`training.report`);
 # 5. **prediction** on held-out images (`training.inference`) and, when an Orthanc is configured,
-#    **write-back** of the predictions as DICOM SR (`training.writeback`, `labeling.sr`);
+#    **write-back** of the predictions as DICOM SR (`training.writeback`, `labeling.dicom.sr`);
 # 6. the same training on **SageMaker** (`python -m training sagemaker ...`).
 #
 # On the labeling bundle's notebook instance, pick the **dicom-annotate** kernel (installed by the
@@ -65,15 +65,15 @@ print(f"repository {ROOT}\nwork folder {WORK}")
 # ## 1. An output manifest
 #
 # A real one comes from `python -m labeling portal export …` or `python -m labeling gt fetch-output …`.
-# Without one, we synthesise chest-X-ray-like images with known findings (`labeling.synth`), let
+# Without one, we synthesise chest-X-ray-like images with known findings (`devkit.synth`), let
 # simulated annotators label them, consolidate their answers with the project's consolidation
 # library (Dawid–Skene) and write the consolidated labels as a GT-format output manifest — exactly
 # what a labeling job would produce, annotators' mistakes included.
 
 # %%
 if MANIFEST is None:
-    from labeling.synth import generate_dataset
-    from training.demo_labels import link_images, write_simulated_manifest
+    from devkit.synth import generate_dataset
+    from devkit.demo_labels import link_images, write_simulated_manifest
 
     generate_dataset(WORK / "synth", patients=PATIENTS, studies_per_patient=1, size=64, seed=7,
                      progress=False, workers=1, force=True)
@@ -90,7 +90,7 @@ if MANIFEST is None:
 # not label come back apart, in `failed`.
 
 # %%
-from labeling.output_manifest import scan_output_manifest
+from labeling.gt.output_manifest import scan_output_manifest
 
 scan = scan_output_manifest(MANIFEST)
 records = scan.records

@@ -29,7 +29,7 @@ const PALETTE = ['#e6194b', '#3cb44b', '#ffe119', '#4363d8', '#f58231', '#42d4f4
   '#bfef45', '#fabed4', '#dcbeff', '#9a6324', '#fffac8'];
 
 /**
- * Normalise the `schema` option (labeling/schema.py's `to_dict()`, or the looser
+ * Normalise the `schema` option (labeling/contracts/schema.py's `to_dict()`, or the looser
  * `{labels: [name | {name, description?, color?, shapes?}], instructions?, required?}`).
  *
  * `required` may be `{labels: true|false}` (schema.py: every label must be answered, or none) or a

@@ -188,7 +188,7 @@ def roi_graphic(shape: str, points: Sequence[Sequence[float]]) -> tuple[str, np.
     elif shape == "point":
         graphic = p[:1]
     else:
-        raise SRError(f"ROI shape {shape!r} has no SR graphic yet (labeling/sr.py: roi_graphic)")
+        raise SRError(f"ROI shape {shape!r} has no SR graphic yet (labeling/dicom/sr.py: roi_graphic)")
     return spec.sr_graphic_type, graphic
 
 
@@ -434,7 +434,7 @@ def sr_bytes(sr: pydicom.Dataset) -> bytes:
 
 
 def store_sr(client: Any, sr: pydicom.Dataset) -> str:
-    """POST the SR to Orthanc (``/instances``, :meth:`labeling.orthanc_client.OrthancClient.upload`);
+    """POST the SR to Orthanc (``/instances``, :meth:`labeling.orthanc.client.OrthancClient.upload`);
     returns its Orthanc instance ID (re-storing the same SOP Instance UID answers the same ID)."""
     return client.upload(sr_bytes(sr)).instance_id
 

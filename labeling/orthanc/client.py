@@ -25,7 +25,7 @@ from typing import Any, Literal, Mapping, Optional
 import requests
 from requests.adapters import HTTPAdapter
 
-from labeling.connection import OrthancConnection
+from labeling.orthanc.connection import OrthancConnection
 
 Level = Literal["Patient", "Study", "Series", "Instance"]
 LEVELS: tuple[str, ...] = ("Patient", "Study", "Series", "Instance")

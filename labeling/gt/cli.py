@@ -4,8 +4,8 @@ Sub-commands
 ============
 ``render --template FILE --task-input JSON_FILE --out HTML_FILE [--asset-base URL] [--viewer-base-url URL]``
     Local preview of the worker task template, rendered the way GT renders it. First the viewer
-    placeholders of the shipped template (``labeling/worker_template.liquid.html``) are filled in
-    as the stack does (:func:`labeling.viewer_assets.fill_template`): ``--viewer-base-url`` is
+    placeholders of the shipped template (``labeling/gt/worker_template.liquid.html``) are filled in
+    as the stack does (:func:`labeling.gt.viewer_assets.fill_template`): ``--viewer-base-url`` is
     where ``viewer.js`` and its worker and codecs are served (default: the ``file://`` URL of
     ``--viewer-dir``, itself defaulting to ``build/viewer``; browsers load module scripts only over
     http(s), so serve that directory and pass its URL to use the page), and the SRI is that of
@@ -36,10 +36,10 @@ Sub-commands
     the checked value, anything else its ``value``) into an object: ``window.__submitted`` is that
     object, ``window.__submittedContent`` the JSON string GT would store as
     ``annotationData.content``, and a ``crowd-form-submitted`` event fires on ``window``. A template
-    longer than GT's limit (:data:`labeling.gt_contracts.MAX_TEMPLATE_CHARS`) is refused.
+    longer than GT's limit (:data:`labeling.gt.contracts.MAX_TEMPLATE_CHARS`) is refused.
 
 ``create-job --stack-outputs JSON_FILE --manifest FILE --schema FILE --job-name NAME --workteam-arn ARN``
-    Validates the manifest (:func:`labeling.manifest.read_manifest`, each line's ``schema`` and
+    Validates the manifest (:func:`labeling.manifest.build.read_manifest`, each line's ``schema`` and
     ``labels`` must match the schema) and the schema, then uploads the manifest to
     ``s3://<annotationBucket>/jobs/<job>/manifest.jsonl`` and the schema's labels as a GT label
     category config to ``…/jobs/<job>/label-categories.json`` (SSE-KMS with ``kmsKeyArn``), and
@@ -78,7 +78,7 @@ from typing import Any, Optional
 from labeling.aws import AwsError, aws_call
 from labeling.cli import bad_input_errors, one_line_errors, positive_int
 from labeling.contracts.output_line import FailedLine, OutputManifestError, parse_output_line
-from labeling.gt_contracts import MAX_TEMPLATE_CHARS, split_s3_uri
+from labeling.gt.contracts import MAX_TEMPLATE_CHARS, split_s3_uri
 from labeling.outdir import atomic_file
 from labeling.stack_outputs import StackOutputsError, load_stack_outputs as read_stack_outputs
 
@@ -242,7 +242,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if not isinstance(task_input, Mapping):
         raise GtError(f"{args.task_input}: task input must be a JSON object (the taskInput), "
                       f"got {type(task_input).__name__}")
-    from labeling.viewer_assets import VIEWER_BUILD_DIR, ViewerAssetsError, default_base_url, fill_template
+    from labeling.gt.viewer_assets import VIEWER_BUILD_DIR, ViewerAssetsError, default_base_url, fill_template
 
     if args.out is None and args.serve is None:
         raise GtError("give --out HTML_FILE, --serve, or both")
@@ -365,7 +365,7 @@ def load_stack_outputs(path: str) -> dict[str, str]:
 
 
 def validate_job_name(name: str) -> str:
-    from labeling.manifest import KNOWN_KEYS
+    from labeling.manifest.build import KNOWN_KEYS
 
     if not _JOB_NAME_RE.fullmatch(name):
         raise GtError(f"--job-name: {name!r} must be 1-63 letters, digits and hyphens, starting and "
@@ -428,7 +428,7 @@ def build_create_request(*, outputs: Mapping[str, str], schema: Any, job_name: s
 
 
 def _check_manifest(path: str, schema: Any) -> list[Any]:
-    from labeling.manifest import ManifestError, read_manifest
+    from labeling.manifest.build import ManifestError, read_manifest
 
     try:
         lines = read_manifest(path)
@@ -453,7 +453,7 @@ def _client(service: str, region: Optional[str]) -> Any:
 
 
 def _cmd_create_job(args: argparse.Namespace) -> int:
-    from labeling.schema import SchemaError, load_schema
+    from labeling.contracts.schema import SchemaError, load_schema
 
     job_name = validate_job_name(args.job_name)
     outputs = load_stack_outputs(args.stack_outputs)

@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional, Sequence
 
 from labeling.cli import EXIT_FAILED, EXIT_OK, BadInput, add_progress_argument, positive_int
-from labeling.connection import add_connection_arguments, connection_from_args
-from labeling.orthanc_client import OrthancClient, OrthancError, UploadResult
+from labeling.orthanc.connection import add_connection_arguments, connection_from_args
+from labeling.orthanc.client import OrthancClient, OrthancError, UploadResult
 
 DEFAULT_WORKERS = 2
 DEFAULT_BATCH_SIZE = 50

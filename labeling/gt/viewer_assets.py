@@ -1,7 +1,7 @@
 """The built viewer bundle (``make viewer`` → ``build/viewer/``) and the GT worker template that loads it.
 
 The Cornerstone3D viewer (``viewer/``; API in ``viewer/src/viewer.js``) is too large to inline in a
-Ground Truth template (GT accepts at most :data:`labeling.gt_contracts.MAX_TEMPLATE_CHARS`
+Ground Truth template (GT accepts at most :data:`labeling.gt.contracts.MAX_TEMPLATE_CHARS`
 characters), so the template loads ``viewer.js`` from an asset location — the stack's S3 bucket
 behind CloudFront in AWS, a loopback server in tests — with Subresource Integrity (W3C SRI: the
 ``integrity="sha384-…"`` attribute plus ``crossorigin="anonymous"``, so the browser refuses a bundle
@@ -13,7 +13,7 @@ SHA-384, compiled in at build time, before starting it.
   streaming compilation).
 - :func:`sri` is the integrity value of a built file.
 - :func:`render_worker_template` fills the asset base URL and the SRI into
-  ``labeling/worker_template.liquid.html``; the result is still a Liquid template (GT renders it per
+  ``labeling/gt/worker_template.liquid.html``; the result is still a Liquid template (GT renders it per
   task) and is what the stack uploads as the worker template.
 """
 
@@ -25,9 +25,9 @@ import html
 from pathlib import Path
 from typing import Optional
 
-from labeling.gt_contracts import MAX_TEMPLATE_CHARS
+from labeling.gt.contracts import MAX_TEMPLATE_CHARS
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 VIEWER_BUILD_DIR: Path = REPO_ROOT / "build" / "viewer"
 WORKER_TEMPLATE: Path = Path(__file__).with_name("worker_template.liquid.html")
 

@@ -1,12 +1,12 @@
 """Simulated-annotator labels for a synthetic dataset: an output manifest without people.
 
-For the demo, the notebook and the measurements: each image of a ``python -m labeling synth``
+For the demo, the notebook and the measurements: each image of a ``python -m devkit synth``
 dataset is "labeled" by ``annotators_per_item`` simulated workers of known quality
-(:mod:`labeling.simulate`'s generative model: a worker says "present" with its sensitivity when
+(:mod:`devkit.simulate`'s generative model: a worker says "present" with its sensitivity when
 the finding is there, with 1 - specificity when not), conditioned on the image's ground truth
 (``ground_truth.jsonl``); the answers are consolidated by :func:`labeling.consolidation.consolidate_job`
 (Dawid–Skene) and written as GT-format output-manifest lines by
-:func:`labeling.output_manifest.output_line`. Training then sees exactly what it would see after a
+:func:`labeling.gt.output_manifest.output_line`. Training then sees exactly what it would see after a
 real job: consolidated labels with confidences, including the annotators' mistakes.
 """
 
@@ -34,8 +34,8 @@ def simulated_output_lines(records: Sequence[Mapping[str, Any]], instance_id: Ca
     ``instance_id(record)`` names each image as the manifest's ``source`` (its Orthanc id).
     """
     from labeling.consolidation import ItemAnswers, consolidate_job
-    from labeling.output_manifest import output_line
-    from labeling.simulate import simulate_job, worker_pool
+    from labeling.gt.output_manifest import output_line
+    from devkit.simulate import simulate_job, worker_pool
 
     names = [entry["name"] for entry in records[0]["labels"]]
     workers = worker_pool(annotators, accuracy=accuracy, seed=seed)
@@ -68,7 +68,7 @@ def write_simulated_manifest(synth_dir: str | Path, out: str | Path, *, instance
     """Write the simulated output manifest of a synth dataset; ``instance_ids`` maps each record's
     ``sop_instance_uid`` to its Orthanc id (default: the SOP Instance UID itself, for a directory
     of ``<uid>.dcm`` files)."""
-    from labeling.output_manifest import write_output_manifest
+    from labeling.gt.output_manifest import write_output_manifest
 
     records = synth_records(synth_dir)
     ids = dict(instance_ids or {})
@@ -102,7 +102,7 @@ def write_truth_manifest(synth_dir: str | Path, out: str | Path, *, instance_ids
     """An output manifest holding the synthetic ground truth (no annotators): to evaluate a model
     against the truth (``python -m training evaluate --manifest <this>``) rather than against the
     consolidated labels, which carry the simulated annotators' mistakes."""
-    from labeling.output_manifest import output_line, write_output_manifest
+    from labeling.gt.output_manifest import output_line, write_output_manifest
 
     lines = []
     for record in synth_records(synth_dir):

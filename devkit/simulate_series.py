@@ -3,13 +3,13 @@
 For consolidation tests, benchmarks and (later) the demo. The model, per task and worker:
 
 * The series-level label ``Nodule``: "present" with probability ``sensitivity`` when the series has
-  nodules, ``1 - specificity`` when not (the :class:`labeling.simulate.SimWorker` rates).
+  nodules, ``1 - specificity`` when not (the :class:`devkit.simulate.SimWorker` rates).
 * A worker answering "present" on a series with nodules outlines each nodule (probability
   ``1 - roi_miss``) **once**, with an ellipse on the slice where its cross-section is largest — what
   ``schemas/ct-nodule.yaml`` asks — or, with probability ``slice_slip``, on a neighbouring slice
   (one before or after, where the nodule also shows): the disagreement the per-slice rule of
   :mod:`labeling.consolidation.slices` keeps visible. The outline is jittered as in
-  :func:`labeling.simulate.jitter_roi`.
+  :func:`devkit.simulate.jitter_roi`.
 * A worker answering "present" on a series without nodules draws one spurious circle on a random
   slice; "absent" draws nothing.
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from labeling.consolidation.inputs import ItemAnswers, WorkerAnswer
-from labeling.simulate import SimWorker, jitter_roi
+from devkit.simulate import SimWorker, jitter_roi
 
 
 def largest_cross_sections(record: Mapping[str, Any]) -> dict[int, dict]:

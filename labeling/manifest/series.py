@@ -1,8 +1,8 @@
-"""``manifest --level series``: the grouping step after the instance walk of :mod:`labeling.manifest`.
+"""``manifest --level series``: the grouping step after the instance walk of :mod:`labeling.manifest.build`.
 
 The walk has already read every matching image instance with its ``MainDicomTags`` — on Orthanc
 1.10 these include ImagePositionPatient, ImageOrientationPatient, InstanceNumber and
-NumberOfFrames at instance level, enough to order a series (:mod:`labeling.series`); a walk that
+NumberOfFrames at instance level, enough to order a series (:mod:`labeling.dicom.series`); a walk that
 did not keep them (candidates without ``tags``) costs one more bulk read of those instances. What they do
 not include is Rows, Columns and PixelSpacing (and an Enhanced IOD's per-frame positions), so one
 ``GET /instances/{id}/simplified-tags`` is sent per *task*: the first slice (by InstanceNumber) of
@@ -12,7 +12,7 @@ viewer checks each slice it loads).
 
 One line per task (README, "Series tasks"): ``source`` = the Orthanc series ID (``level`` =
 ``series``) or the Orthanc instance ID (``level`` = ``multiframe``), then ``instances`` (Orthanc
-instance IDs, ordered), ``frames``, ``geometry`` and ``flags`` from :class:`labeling.series.SeriesTask`.
+instance IDs, ordered), ``frames``, ``geometry`` and ``flags`` from :class:`labeling.dicom.series.SeriesTask`.
 Tasks come in the walk's order (study date, study UID, series number), multi-frame tasks of a
 series before its series task.
 """
@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from labeling.manifest import PARALLEL_REQUESTS, BuildResult, Candidate, ManifestLine, Reporter, _Counted, chunks
-from labeling.series import SliceInfo, series_tasks
+from labeling.manifest.build import PARALLEL_REQUESTS, BuildResult, Candidate, ManifestLine, Reporter, _Counted, chunks
+from labeling.dicom.series import SliceInfo, series_tasks
 
 
 def _info(candidate: Candidate, extra_tags: dict[str, Any] | None = None) -> SliceInfo:

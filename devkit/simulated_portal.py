@@ -6,7 +6,7 @@ CSRF header — the same HTTP API the task page's JavaScript calls, so the demo 
 leases, blind labeling, consolidation at K answers and the review queue for real.
 
 What a simulated annotator *says* comes from the synthetic dataset's ground truth
-(``ground_truth.jsonl`` of :mod:`labeling.synth`) and the worker model of :mod:`labeling.simulate`:
+(``ground_truth.jsonl`` of :mod:`devkit.synth`) and the worker model of :mod:`devkit.simulate`:
 a finding that is present is reported with the worker's sensitivity, an absent one with
 1 − specificity; reported true findings carry the true ROIs jittered (each missed with
 ``roi_miss``). The oracle that maps a portal item to its truth is the only thing a person would not
@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import numpy as np
 import requests
 
-from labeling.simulate import SimWorker, jitter_roi
-from labeling.upload import orthanc_instance_id
+from devkit.simulate import SimWorker, jitter_roi
+from labeling.orthanc.upload import orthanc_instance_id
 
 Answer = dict[str, Any]
 
@@ -196,7 +196,7 @@ def item_sources(settings_env: Mapping[str, str], job_name: str) -> dict[int, st
 
 def default_workers(names: Iterable[str], seed: int = 0) -> list[SimWorker]:
     """Annotators of known, different quality: sensitivity 0.98, 0.92, 0.86, … (floor 0.7), specificity
-    a little higher. Measured with training/demo_labels.py: annotators of 0.85–0.98 consolidate to
+    a little higher. Measured with devkit/demo_labels.py: annotators of 0.85–0.98 consolidate to
     about 97 % correct labels, enough for the model to learn every finding; 0.75–0.95 gives about
     92 %, and Opacity is no longer learnable from them."""
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""``python -m labeling demo`` — the local loop behind ``make demo``, end to end and unattended.
+"""``python -m devkit demo`` — the local loop behind ``make demo``, end to end and unattended.
 
 Runs the same commands a user would type, in order, against a private local stack:
 
@@ -6,7 +6,7 @@ Runs the same commands a user would type, in order, against a private local stac
    (pydicom's real-world files) → ``upload`` → ``manifest``;
 2. labeling: the portal starts next to Orthanc (``portal migrate`` + ``serve`` on loopback), a job is
    created from the manifest and the label schema with K annotators per image, and K simulated
-   annotators of known, different quality (:mod:`labeling.portal.simulated`) label every image
+   annotators of known, different quality (:mod:`devkit.simulated_portal`) label every image
    through the portal's HTTP API — or people do, with ``--interactive``; the portal consolidates each
    image at K answers, a simulated reviewer accepts the low-agreement ones from the review queue;
 3. results: ``portal export`` (output manifest, GT format) and ``portal sr`` (DICOM SR into Orthanc);
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from labeling.cli import positive_int
-from labeling.local_stack import DEFAULT_WORKDIR, LocalStack, LocalStackError
-from labeling.portal.simulated import SimulationError
+from labeling.orthanc.local_stack import DEFAULT_WORKDIR, LocalStack, LocalStackError
+from devkit.simulated_portal import SimulationError
 
-DEMO_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "chest-xray.yaml"
+DEMO_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "chest-xray.yaml"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,6 +66,7 @@ def _step(title: str, argv: list[str], main: Callable[[list[str]], int], package
 
 
 def run(args: argparse.Namespace) -> int:
+    from devkit.cli import main as devkit_main
     from labeling.cli import main
 
     workdir = Path(args.workdir).resolve()
@@ -90,11 +91,13 @@ def run(args: argparse.Namespace) -> int:
     if (synth_dir / "dataset.json").is_file():
         print(f"\n== synthetic dataset: reusing {synth_dir}")
     elif _step("synthetic dataset", ["synth", "--out", str(synth_dir), "--patients", str(args.patients),
-                                     "--size", str(args.size), "--seed", str(args.seed)], main) != 0:
+                                     "--size", str(args.size), "--seed", str(args.seed)],
+                                     devkit_main, "devkit") != 0:
         return 2
     if samples_dir.is_dir() and any(samples_dir.iterdir()):
         print(f"\n== pydicom samples: reusing {samples_dir}")
-    elif _step("pydicom samples", ["samples", "--out", str(samples_dir), "--distinct-uids"], main) != 0:
+    elif _step("pydicom samples", ["samples", "--out", str(samples_dir), "--distinct-uids"], devkit_main,
+                   "devkit") != 0:
         return 2
 
     upload_report = workdir / "upload-report.json"
@@ -146,7 +149,7 @@ def _label_in_portal(args: argparse.Namespace, workdir: Path, manifest: Path, sy
     from rich.progress import Progress
 
     from labeling.cli import main
-    from labeling.portal import simulated
+    from devkit import simulated_portal as simulated
     from labeling.portal.local import portal_env, prepare_demo, start_local_portal, stop_portal_in
 
     print("\n== labeling portal", flush=True)
@@ -219,10 +222,10 @@ def _label_in_portal(args: argparse.Namespace, workdir: Path, manifest: Path, sy
 def _train_and_write_back(args: argparse.Namespace, workdir: Path, manifest: Path, synth_dir: Path,
                           output_manifest: Path) -> Optional[dict]:
     """Train on the portal's output manifest, evaluate against the truth, predict, write back, order."""
-    from labeling.output_manifest import read_output_manifest
-    from labeling.portal.simulated import orthanc_id_of
+    from labeling.gt.output_manifest import read_output_manifest
+    from devkit.simulated_portal import orthanc_id_of
     from training.cli import main as training_main
-    from training.demo_labels import synth_records, write_truth_manifest
+    from devkit.demo_labels import synth_records, write_truth_manifest
 
     model_dir, cache = workdir / "model", workdir / "training-cache"
     hyper = [*(["--epochs", str(args.epochs)] if args.epochs else []),

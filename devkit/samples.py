@@ -1,4 +1,4 @@
-"""Real-world sample DICOM files (`python -m labeling samples --out DIR`).
+"""Real-world sample DICOM files (`python -m devkit samples --out DIR`).
 
 Copies the DICOM files that ship inside the installed pydicom package (its test data) into one
 folder, so the data plane (upload to Orthanc, viewer decoding, manifest, de-identification) meets
@@ -210,7 +210,7 @@ def _inspect(path: Path, name: str, allow_missing_study_series: bool) -> SampleF
 
     if not missing:
         # The upload command's check, so that the sample set loads cleanly (Orthanc refuses the same).
-        from labeling.upload import InvalidDicom, validate_dicom
+        from labeling.orthanc.upload import InvalidDicom, validate_dicom
         try:
             validate_dicom(path.read_bytes())
         except InvalidDicom as exc:
@@ -314,7 +314,7 @@ def copy_samples(
             else:
                 _write_with_new_uids(sample, staging / sample.file)
         manifest = {
-            "generator": "python -m labeling samples",
+            "generator": "python -m devkit samples",
             "pydicom": pydicom.__version__,
             "files": [sample.to_dict() for sample in scan.files],
             "skipped": [skip.to_dict() for skip in scan.skipped],

@@ -6,7 +6,7 @@ read costs Orthanc several index queries per resource, more than a plain listing
 quarter of the time ``/tools/bulk-content`` took for the same instances, and ``GET /series?expand``
 in a third of a Series-level find. So when the query does not name a few studies, series or
 patients, the manifest builder lists the whole server once per level (three listings, paged and
-concurrent) and matches the filters here (:meth:`labeling.manifest.ManifestFilters.matches`),
+concurrent) and matches the filters here (:meth:`labeling.manifest.build.ManifestFilters.matches`),
 which is never more work for Orthanc than a client that reads every instance.
 
 Incremental. The listing is saved with the sequence number of Orthanc's changes log (``GET
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Optional
 
-from labeling.manifest import (
+from labeling.manifest.build import (
     PARALLEL_REQUESTS,
     SOP_CLASS_METADATA,
     BuildResult,
@@ -288,7 +288,7 @@ def _read_into(orthanc: _Counted, index: ServerIndex, reread: Mapping[str, set[s
 def _read_raw(orthanc: _Counted, ids: Sequence[str], reporter: Reporter, phase: str,
               metadata: bool = False) -> dict[str, dict]:
     """The expanded JSON of resources of any level, by ID (``/tools/bulk-content``)."""
-    from labeling.manifest import chunks
+    from labeling.manifest.build import chunks
 
     reporter.phase(phase)
     with ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS) as pool:
@@ -342,7 +342,7 @@ def refresh_index(orthanc: _Counted, url: str, cached: Optional[ServerIndex], re
 def find_candidates_indexed(orthanc: _Counted, url: str, filters: ManifestFilters, result: BuildResult,
                             reporter: Reporter, *, check_all_sop_classes: bool = False,
                             index_file: Optional[Path] = None) -> tuple[list[Candidate], ServerIndex]:
-    """Like :func:`labeling.manifest.find_candidates`, from the index (read from and saved to
+    """Like :func:`labeling.manifest.build.find_candidates`, from the index (read from and saved to
     ``index_file`` when given)."""
     cached = load_index(index_file, url) if index_file else None
     index = refresh_index(orthanc, url, cached, reporter, result.warnings)

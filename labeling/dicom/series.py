@@ -3,7 +3,7 @@
 A *series task* is one labeling task over a whole CT/MR series (its single-frame slices, in
 anatomical order) and a *multi-frame task* one over one multi-frame instance (its frames, in file
 order). This module is pure: it takes per-instance metadata (:class:`SliceInfo`, read from Orthanc by
-the manifest builder, :mod:`labeling.manifest`) and returns :class:`SeriesTask` values; it never
+the manifest builder, :mod:`labeling.manifest.build`) and returns :class:`SeriesTask` values; it never
 reorders silently and never drops a slice.
 
 Geometry (PS3.3 C.7.6.2 "Image Plane Module")

@@ -1,4 +1,4 @@
-"""Synthetic chest-radiograph DICOM dataset with ground truth (`python -m labeling synth`).
+"""Synthetic chest-radiograph DICOM dataset with ground truth (`python -m devkit synth`).
 
 What it makes: several patients, each with one or more studies; every study holds one series with
 one frontal chest image (PA or AP view). Images are DX (PS3.3 A.26 "Digital X-Ray Image IOD",
@@ -893,7 +893,7 @@ class DatasetSummary:
     def to_dict(self) -> dict[str, Any]:
         """The content of ``dataset.json`` (no timings: the file is deterministic too)."""
         return {
-            "generator": "python -m labeling synth",
+            "generator": "python -m devkit synth",
             "version": __version__,
             "parameters": self.params.to_dict(),
             "schema": SCHEMA_PATH,
@@ -1058,7 +1058,7 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``synth`` to the ``python -m labeling`` command line (see labeling/cli.py)."""
-    from labeling import synth_series  # it imports this module: only once this one is loaded
+    from devkit import synth_series  # it imports this module: only once this one is loaded
 
     parser = subparsers.add_parser(
         "synth",
@@ -1108,7 +1108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
     add_progress_argument(parser)
-    ct = parser.add_argument_group("CT series instead of radiographs (labeling/synth_series.py; uses --out, "
+    ct = parser.add_argument_group("CT series instead of radiographs (devkit/synth_series.py; uses --out, "
                                    "--size, --seed, --force and one unnamed --prevalence P for nodules)")
     ct.add_argument("--series", type=_int_in(1, synth_series.MAX_SERIES), metavar="N",
                     help="write N CT-like chest series with nodules, plus one multi-frame (Enhanced CT) instance")
@@ -1161,7 +1161,7 @@ def _run_chest(args: argparse.Namespace) -> int:
 
 
 def _run_series(args: argparse.Namespace) -> int:
-    from labeling import synth_series
+    from devkit import synth_series
 
     if any(name is not None for name, _ in args.prevalence):
         raise ValueError("--prevalence: with --series give one probability P (for nodules), not NAME=P")

@@ -17,8 +17,8 @@ the portal and training all read and write manifest files through this module.
 
 Series tasks (``--level series``, issue 14): one line per series or multi-frame instance instead,
 ``source`` = the Orthanc series (or instance) ID, plus ``level``, ``instances``, ``geometry`` and
-``flags`` (kept as unknown keys, in order); built by :mod:`labeling.manifest_series` from the same
-walk, ordered by :mod:`labeling.series`; the README's "Series tasks" shows a line.
+``flags`` (kept as unknown keys, in order); built by :mod:`labeling.manifest.series` from the same
+walk, ordered by :mod:`labeling.dicom.series`; the README's "Series tasks" shows a line.
 
 PHI. A manifest is internal: it points into Orthanc and goes to the labeling backend (GT reads it
 from the project's bucket; the portal from its own store); annotators never see it, because the
@@ -31,7 +31,7 @@ Building a manifest from Orthanc
 ``python -m labeling manifest --schema FILE [filters] --out FILE`` reads Orthanc in a fixed number
 of requests, never one per instance, in one of two ways:
 
-* **the manifest index** (:mod:`labeling.manifest_index`, the default): every study, series and
+* **the manifest index** (:mod:`labeling.manifest.index`, the default): every study, series and
   instance of the server listed once, kept up to date from Orthanc's ``/changes`` and ID lists in a
   cache file, the filters matched here (:meth:`ManifestFilters.matches`); measured 11x an N+1
   client on X-ray-shaped data and a rebuild after 1 % new instances ~7x cheaper than a full one;
@@ -121,7 +121,7 @@ from labeling.cli import BadInput, add_progress_argument, positive_int
 from labeling.contracts.manifest_line import (  # noqa: F401 - the line format, re-exported
     GEOMETRY_KEYS, KNOWN_KEYS, OPTIONAL_KEYS, PHI_KEYS, REQUIRED_KEYS, ManifestError, ManifestLine)
 from labeling.outdir import atomic_file
-from labeling.series import int_or_none as _int_or_none
+from labeling.dicom.series import int_or_none as _int_or_none
 
 # --------------------------------------------------------------------------------- the file
 
@@ -263,7 +263,7 @@ class ManifestFilters:
     def matches(self, study: Optional[_Study], series: _Series) -> bool:
         """The query, matched here as Orthanc's find matches it (case-sensitive; ``*``/``?`` in
         PatientID; an inclusive date range that an undated study never matches), for the
-        manifest index (:mod:`labeling.manifest_index`), which holds every series of the server."""
+        manifest index (:mod:`labeling.manifest.index`), which holds every series of the server."""
         if self.modalities and series.modality not in self.modalities:
             return False
         if self.series_uids and series.uid not in self.series_uids:
@@ -554,7 +554,7 @@ def _sop_class_name(uid: str) -> str:
 
 
 class OrthancLike(Protocol):
-    """What the builder needs of :class:`labeling.orthanc_client.OrthancClient` (thread-safe)."""
+    """What the builder needs of :class:`labeling.orthanc.client.OrthancClient` (thread-safe)."""
 
     def find(self, level: str, query: Mapping[str, str], *, expand: bool = True,
              limit: Optional[int] = None, since: Optional[int] = None,
@@ -938,10 +938,10 @@ def build_manifest(
 ) -> BuildResult:
     """Query Orthanc and return the manifest lines (non-images excluded, sorted, limited).
 
-    ``client`` is an :class:`labeling.orthanc_client.OrthancClient` (or anything with its ``find``
+    ``client`` is an :class:`labeling.orthanc.client.OrthancClient` (or anything with its ``find``
     and ``request``, see :class:`OrthancLike`). Nothing is written: see :func:`write_manifest`.
     ``use_index``: list the whole server and match here, or replay the changes since the index
-    saved in ``index_file`` (:mod:`labeling.manifest_index`); otherwise one find + bulk reads.
+    saved in ``index_file`` (:mod:`labeling.manifest.index`); otherwise one find + bulk reads.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
@@ -953,7 +953,7 @@ def build_manifest(
     orthanc = _Counted(client, result.requests)
 
     if use_index:
-        from labeling.manifest_index import find_candidates_indexed
+        from labeling.manifest.index import find_candidates_indexed
 
         images, index = find_candidates_indexed(
             orthanc, str(getattr(client, "url", "")), filters, result, reporter,
@@ -963,7 +963,7 @@ def build_manifest(
         images = find_candidates(orthanc, filters, result, reporter, check_all_sop_classes=check_all_sop_classes)
     images.sort(key=Candidate.sort_key)
     if level == "series":
-        from labeling.manifest_series import series_lines
+        from labeling.manifest.series import series_lines
 
         result.lines = series_lines(orthanc, images, result, schema_name=schema_name, labels=labels,
                                     task_type=task_type, include_phi=include_phi, reporter=reporter)
@@ -985,7 +985,7 @@ def build_manifest(
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``manifest`` to ``python -m labeling`` (see labeling/cli.py)."""
-    from labeling.connection import add_connection_arguments
+    from labeling.orthanc.connection import add_connection_arguments
 
     parser = subparsers.add_parser(
         "manifest",
@@ -1000,7 +1000,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--schema", required=True, type=Path, metavar="FILE",
-                        help="label schema file (YAML/JSON, see labeling/schema.py), e.g. schemas/chest-xray.yaml")
+                        help="label schema file (YAML/JSON, see labeling/contracts/schema.py), e.g. schemas/chest-xray.yaml")
     parser.add_argument("--out", required=True, metavar="FILE", help="manifest to write ('-' for stdout)")
     filters = parser.add_argument_group("filters (all must match; none: every image in Orthanc)")
     filters.add_argument("--modality", action="append", default=[], metavar="CODE",
@@ -1039,8 +1039,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``python -m labeling manifest``: query, write, summarise; returns the exit code."""
-    from labeling.connection import ConnectionError_, connection_from_args
-    from labeling.schema import SchemaError, load_schema
+    from labeling.orthanc.connection import ConnectionError_, connection_from_args
+    from labeling.contracts.schema import SchemaError, load_schema
 
     try:
         filters = parse_filters(
@@ -1059,7 +1059,7 @@ def run(args: argparse.Namespace) -> int:
     except ConnectionError_ as exc:
         raise BadInput(str(exc)) from None
 
-    from labeling.orthanc_client import OrthancClient, OrthancError
+    from labeling.orthanc.client import OrthancClient, OrthancError
 
     console = _stderr_console()
     client = OrthancClient.from_connection(connection)
@@ -1113,7 +1113,7 @@ def choose_index(filters: ManifestFilters, url: str, index_cache: Optional[Path]
                  no_index_cache: bool) -> tuple[bool, Optional[Path]]:
     """(use the index, its file): the index when one is saved, or when the query would read most of
     the server anyway; a find when it names a few studies, series or patients and none is saved."""
-    from labeling.manifest_index import default_index_file
+    from labeling.manifest.index import default_index_file
 
     if no_index_cache:
         return not filters.selective, None

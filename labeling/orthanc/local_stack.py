@@ -3,7 +3,7 @@
 ``up`` initialises a PostgreSQL cluster in a work directory, starts it on ``127.0.0.1`` and a free
 port, then starts Debian's Orthanc 1.10 with the PostgreSQL index, DICOMweb and GDCM plugins on
 another free port. Orthanc's ``orthanc.json`` comes from the project's one configuration generator
-(:mod:`labeling.orthanc_config`), so the local stack runs the configuration the cloud runs.
+(:mod:`labeling.orthanc.config`), so the local stack runs the configuration the cloud runs.
 
 Work directory layout (default ``.local/stack`` under the repository)::
 
@@ -57,8 +57,8 @@ from typing import Iterator, Optional, Sequence
 
 import requests
 
-from labeling.connection import OrthancConnection
-from labeling.orthanc_config import (
+from labeling.orthanc.connection import OrthancConnection
+from labeling.orthanc.config import (
     DEBIAN_PLUGIN_DIR,
     DEBIAN_PLUGINS,
     POSTGRES_PASSWORD,
@@ -70,7 +70,7 @@ from labeling.orthanc_config import (
     render_json,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WORKDIR = REPO_ROOT / ".local" / "stack"
 ORTHANC_BIN_CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc")
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"

@@ -12,7 +12,7 @@ not a scanner's output).
 Geometry (PS3.3 C.7.6.2): axial slices, ImageOrientationPatient ``1\\0\\0\\0\\1\\0``, square
 pixels of ``FOV_MM / size`` mm, slice centres ``SLICE_SPACING_MM`` apart (SliceThickness the same),
 ImagePositionPatient = the centre of the first voxel, z *decreasing* with InstanceNumber (head to
-feet, as scanners number axial slices; :mod:`labeling.series` orders by increasing z, so the
+feet, as scanners number axial slices; :mod:`labeling.dicom.series` orders by increasing z, so the
 manifest's order is the reverse of InstanceNumber). One StudyInstanceUID, SeriesInstanceUID and
 FrameOfReferenceUID per series (the multi-frame instance shares its study's frame of reference:
 same patient, same position).
@@ -37,7 +37,7 @@ label shape of docs/architecture.md with the ROI ``instance``/``frame`` of serie
 * ``nodules``: centre (patient mm) and radius (mm) of each ball.
 
 Determinism: draws from NumPy generators seeded by (seed, series index), UIDs as in
-:mod:`labeling.synth` from the parameters that change content; the same options give the same
+:mod:`devkit.synth` from the parameters that change content; the same options give the same
 files and UIDs.
 """
 
@@ -57,7 +57,7 @@ from pydicom.uid import CTImageStorage, EnhancedCTImageStorage, ExplicitVRLittle
 
 from labeling import __version__
 from labeling.outdir import staged_output_dir
-from labeling.synth import (
+from devkit.synth import (
     GROUND_TRUTH_FILE,
     MANUFACTURER,
     SUMMARY_FILE,
@@ -68,7 +68,7 @@ from labeling.synth import (
     make_params,
     plan_patient,
 )
-from labeling.upload import orthanc_hash, orthanc_instance_id
+from labeling.orthanc.upload import orthanc_hash, orthanc_instance_id
 
 FINDING: Final = "Nodule"
 SCHEMA_PATH: Final = "schemas/ct-nodule.yaml"
@@ -458,7 +458,7 @@ class SeriesSummary:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"generator": "python -m labeling synth --series", "version": __version__,
+        return {"generator": "python -m devkit synth --series", "version": __version__,
                 "parameters": self.params.to_dict(), "schema": SCHEMA_PATH, "label_names": [FINDING],
                 "roi_shapes": {FINDING: "ellipse"},
                 "layout": "<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm",

@@ -122,9 +122,9 @@ def resolve_connection(url: Optional[str], username: Optional[str] = None, passw
 def orthanc_client_from_env(environ: Optional[Mapping[str, str]] = None, *, secrets_client: Any = None,
                             timeout: float = SERVICE_TIMEOUT_S, retries: int = SERVICE_RETRIES,
                             pool_size: int = 8) -> Any:
-    """A service's :class:`labeling.orthanc_client.OrthancClient` from ``ORTHANC_URL`` and
+    """A service's :class:`labeling.orthanc.client.OrthancClient` from ``ORTHANC_URL`` and
     ``ORTHANC_SECRET_ARN`` or ``ORTHANC_USERNAME``/``ORTHANC_PASSWORD``."""
-    from labeling.orthanc_client import OrthancClient  # it imports this module
+    from labeling.orthanc.client import OrthancClient  # it imports this module
 
     env = os.environ if environ is None else environ
     conn = resolve_connection(env.get("ORTHANC_URL"), env.get("ORTHANC_USERNAME"), env.get("ORTHANC_PASSWORD"),

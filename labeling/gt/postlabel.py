@@ -8,7 +8,7 @@ Rules (documented once, here):
 
 * **Label names**: the event's ``labelCategories`` when it is a non-empty list; else the union of
   every data object's ``labels`` (the manifest line carries the schema's label names, see
-  labeling/manifest.py), in first-seen order; else — neither present — the names seen in the
+  labeling/manifest/build.py), in first-seen order; else — neither present — the names seen in the
   workers' answers (``labels[].name`` then ``rois[].label``), in first-seen order. In the last case
   no answer can name an unknown label, and a label nobody ticked is absent from the output.
 * **Errors**: a malformed object (``PayloadObject.error``) and an object the library rejects
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from labeling import gt_contracts
+from labeling.gt import contracts as gt_contracts
 from labeling.consolidation import ConsolidationError, ItemAnswers, consolidate_job, parse_worker_content
 from labeling.consolidation import WorkerAnswer as ConsolidationAnswer
 from labeling.contracts.answer import names_used

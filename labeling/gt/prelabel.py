@@ -13,7 +13,7 @@ Per data object (docs/architecture.md, "Contracts"):
   from the object's metadata. Otherwise the Orthanc credentials are read from Secrets Manager
   (``ORTHANC_SECRET_ARN``, JSON ``{"username", "password"}``, cached per container), the file is
   fetched from ``ORTHANC_URL`` (``/instances/{id}/file``), de-identified when ``DEIDENTIFY`` is true
-  (the default; :mod:`labeling.deidentify`, salt ``DEIDENTIFY_SALT``) and written with SSE:
+  (the default; :mod:`labeling.dicom.deidentify`, salt ``DEIDENTIFY_SALT``) and written with SSE:
   ``aws:kms`` with ``STAGING_KMS_KEY_ID`` when set, else the bucket's default encryption.
 - The answer's ``taskInput``: ``{"image": "s3://…", "source": id, "labels", "task_type", "schema",
   "instructions" and "prelabel" (when present), "image_geometry": {"rows", "columns", "frames"}}`` with
@@ -37,12 +37,12 @@ from typing import Any, Callable, Mapping, Optional
 
 import pydicom
 
-from labeling import gt_contracts
-from labeling.connection import SERVICE_RETRIES, resolve_connection
+from labeling.gt import contracts as gt_contracts
+from labeling.orthanc.connection import SERVICE_RETRIES, resolve_connection
 from labeling.contracts.geometry import ImageGeometry
 from labeling.contracts.ids import ORTHANC_ID, validate_instance_id  # noqa: F401 - re-exported
-from labeling.deidentify import burned_in_annotation, deidentify_dataset
-from labeling.orthanc_client import OrthancClient, OrthancError
+from labeling.dicom.deidentify import burned_in_annotation, deidentify_dataset
+from labeling.orthanc.client import OrthancClient, OrthancError
 
 DEV_SALT = b"dicom-annotate-dev-salt-NOT-FOR-PRODUCTION"
 _TRUE = frozenset({"1", "true", "yes", "on"})

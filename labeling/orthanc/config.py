@@ -5,7 +5,7 @@ Both deployment targets are rendered from one typed :class:`OrthancSettings`:
 * the ECS task definition of ``orthancteam/orthanc`` (``components/orthanc.py``) gets
   :func:`container_environment` — the whole non-secret configuration as ``ORTHANC_JSON`` plus one
   ``ORTHANC__SECTION__KEY`` variable per secret, filled by ECS ``secrets`` from Secrets Manager;
-* the local Debian Orthanc 1.10 (``labeling/local_stack.py``) gets :func:`render_json`, the same
+* the local Debian Orthanc 1.10 (``labeling/orthanc/local_stack.py``) gets :func:`render_json`, the same
   dictionary with the secrets filled in and the Debian plugin paths added.
 
 So the local integration tests exercise the configuration the cloud runs. Keys follow the Orthanc
