@@ -67,12 +67,16 @@ ENDPOINTS = ("POST next", "GET image", "POST answer", "GET healthz")
 # Run inside a variant's tree (its own labeling package): users and jobs, by that version's API.
 SETUP = r"""
 import inspect, json, sys
-from labeling.manifest.build import ManifestLine
+try:  # the package layout since the regroup (issue 11) ...
+    from labeling.manifest.build import ManifestLine
+    from labeling.contracts.schema import LabelSchema
+except ImportError:  # ... and before it (a baseline may predate it)
+    from labeling.manifest import ManifestLine
+    from labeling.schema import LabelSchema
 from labeling.portal import jobs as J
 from labeling.portal.db import make_engine, session_factory, transaction
 from labeling.portal.security import hash_password
 from labeling.portal.settings import PortalSettings
-from labeling.contracts.schema import LabelSchema
 args = json.load(sys.stdin)
 settings = PortalSettings.from_env()
 schema = LabelSchema.from_dict(args["schema"])

@@ -445,12 +445,18 @@ def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[st
         label = parsed.rois[index].label
         raise Invalid(f"answer: rois[{index}]: an ROI of {label!r}, which this answer marks absent "
                       f"(mark {label!r} present or remove the ROI)")
+    if parsed.uncertain and not schema.uncertain:
+        raise Invalid(f"answer: labels: {list(parsed.uncertain)} answered 'uncertain', which schema "
+                      f"{schema.name!r} does not offer (present or absent)")
     if require_all and schema.has_classification and schema.required.labels:
-        missing = [name for name in names if name not in parsed.labels]
+        missing = [name for name in names if name not in parsed.labels and name not in parsed.uncertain]
         if missing:
-            raise Invalid(f"answer: labels: no present/absent answer for {missing}")
+            raise Invalid(f"answer: labels: no {'present/absent/uncertain' if schema.uncertain else 'present/absent'} "
+                          f"answer for {missing}")
     out: dict[str, Any] = {
-        "labels": [{"name": n, "present": parsed.labels[n]} for n in names if n in parsed.labels],
+        # schema order; an uncertain label keeps its entry (no vote in consolidation, shown to reviewers)
+        "labels": [{"name": n, "present": parsed.labels[n]} if n in parsed.labels else {"name": n, "uncertain": True}
+                   for n in names if n in parsed.labels or n in parsed.uncertain],
         # the contract's ROI form, less the annotator's own confidence (consolidation sets that);
         # a series answer's instance/frame stay with each ROI
         "rois": [{k: v for k, v in r.to_dict().items() if k != "confidence"} for r in parsed.rois],
@@ -665,6 +671,9 @@ def review_decide(session: Session, item: Item, reviewer: User, action: str,
         final = dict(item.consolidated)
     elif action == "edit":
         edited = validate_answer(job_schema(job), answer, image=item_geometry(item))
+        unsure = [e["name"] for e in edited["labels"] if e.get("uncertain")]
+        if unsure:  # the final label goes to the output manifest, which says present or absent
+            raise Invalid(f"answer: labels: {unsure} left uncertain; a review decides present or absent")
         consolidated = item.consolidated or {}
         final = {"labels": [dict(e, confidence=1.0) for e in edited["labels"]],
                  "rois": [dict(r, confidence=1.0) for r in edited["rois"]],

@@ -54,7 +54,7 @@ const ACTION_BUTTONS = [
   ['reset', 'Reset', '0'], ['undo', 'Undo', 'Ctrl+Z'], ['delete', 'Delete region', 'Del'],
 ];
 const OVERLAY_STYLES = ['#00e5ff', '#ff9f1c', '#b388ff', '#76ff03', '#ff4081'];
-const KEY_HELP = 'Keys: ↑/↓ finding · Y present · N absent · W window/level · A auto window · P pan · Z zoom · '
+const KEY_HELP = 'Keys: ↑/↓ finding · Y present · N absent · ? uncertain (if offered) · W window/level · A auto window · P pan · Z zoom · '
   + 'R rectangle · E ellipse · F polygon · O point · 1–9 region label · I invert · H/V flip · T rotate · 0 reset · '
   + 'Ctrl+Z undo · Del delete selected region. Right button zooms, middle button pans.';
 /** Projection radiography: no fixed windows fit, the automatic percentile window does. */
@@ -94,7 +94,7 @@ class Viewer {
     this.readOnly = !!options.readOnly;
     this.id = `da${++mounts}`;
     this.host = element;
-    /** label name → true (present) | false (absent) | null (not answered) */
+    /** label name → true (present) | false (absent) | 'uncertain' (schema.uncertain) | null (not answered) */
     this.labelState = new Map(this.schema.labels.map((l) => [l.name, null]));
     this.confidence = new Map();
     /** own ROIs in drawing order: {uid, shape, label} */
@@ -194,6 +194,9 @@ class Viewer {
         dataset: { daLabelIndex: String(index), daValue: 'absent' } });
       present.addEventListener('change', () => { this.focusLabel(index); this.answerLabel(label.name, true); });
       absent.addEventListener('change', () => { this.focusLabel(index); this.answerLabel(label.name, false); });
+      const uncertain = this.schema.uncertain ? el('input', { type: 'radio', name: group, disabled: this.readOnly,
+        dataset: { daLabelIndex: String(index), daValue: 'uncertain' } }) : null;
+      uncertain?.addEventListener('change', () => { this.focusLabel(index); this.answerLabel(label.name, 'uncertain'); });
       const conf = el('span', { class: 'da-conf' });
       const required = this.schema.required.includes(label.name);
       box.appendChild(el('div', { class: 'da-label-row', dataset: { daLabel: label.name } },
@@ -201,8 +204,8 @@ class Viewer {
         el('span', { class: 'da-label-name' }, label.name, required ? ' *' : ''),
         label.description ? el('span', { class: 'da-label-desc' }, label.description) : null,
         el('span', { class: 'da-answer' }, el('label', {}, present, ' present'), el('label', {}, absent, ' absent'),
-          conf)));
-      this.labelInputs.set(label.name, { present, absent, conf });
+          uncertain ? el('label', {}, uncertain, ' uncertain') : null, conf)));
+      this.labelInputs.set(label.name, { present, absent, uncertain, conf });
     });
     this.focusLabel(0);
     return box;
@@ -518,6 +521,7 @@ class Viewer {
     const value = this.labelState.get(name);
     inputs.present.checked = value === true;
     inputs.absent.checked = value === false;
+    if (inputs.uncertain) inputs.uncertain.checked = value === 'uncertain';
     const conf = this.confidence.get(name);
     setText(inputs.conf, conf === undefined ? '' : `(pre-label ${Math.round(conf * 100)}%)`);
   }
@@ -589,7 +593,9 @@ class Viewer {
     const problems = [];
     if (initial && typeof initial === 'object') {
       for (const entry of Array.isArray(initial.labels) ? initial.labels : []) {
-        if (entry && this.labelState.has(entry.name) && typeof entry.present === 'boolean') {
+        if (entry && this.labelState.has(entry.name) && this.schema.uncertain && entry.uncertain === true) {
+          this.labelState.set(entry.name, 'uncertain');
+        } else if (entry && this.labelState.has(entry.name) && typeof entry.present === 'boolean') {
           this.labelState.set(entry.name, entry.present);
           if (Number.isFinite(entry.confidence)) this.confidence.set(entry.name, entry.confidence);
         }
@@ -791,7 +797,8 @@ class Viewer {
 
   getAnswer() {
     return {
-      labels: this.schema.labels.map((l) => ({ name: l.name, present: this.labelState.get(l.name) === true })),
+      labels: this.schema.labels.map((l) => (this.labelState.get(l.name) === 'uncertain'
+        ? { name: l.name, uncertain: true } : { name: l.name, present: this.labelState.get(l.name) === true })),
       rois: this.currentRois(),
       image: this.image ? { ...this.image } : { rows: 0, columns: 0, frame: 0 },
     };
@@ -834,8 +841,8 @@ class Viewer {
       Delete: 'delete', Backspace: 'delete' };
     const lower = key.length === 1 ? key.toLowerCase() : key;
     const findings = !this.readOnly && this.labelInputs;
-    if (findings && (lower === 'y' || lower === 'n')) {
-      this.answerLabel(this.schema.labels[this.currentLabel].name, lower === 'y');
+    if (findings && (lower === 'y' || lower === 'n' || (lower === '?' && this.schema.uncertain))) {
+      this.answerLabel(this.schema.labels[this.currentLabel].name, lower === '?' ? 'uncertain' : lower === 'y');
       this.focusLabel(this.currentLabel + 1);
     } else if (findings && (key === 'ArrowDown' || key === 'ArrowUp')) {
       this.focusLabel(this.currentLabel + (key === 'ArrowDown' ? 1 : -1));
