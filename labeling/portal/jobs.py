@@ -562,14 +562,23 @@ def flag_task(session: Session, assignment_id: int, user: User, reason: str, com
     return item
 
 
+def flags_by_item(session: Session, item_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """Flags raised on the items (one query): item id → [annotator, reason key and text, comment]."""
+    rows = session.execute(
+        select(Assignment.item_id, User.name, Assignment.flag, Assignment.comment)
+        .join(User, User.id == Assignment.user_id)
+        .where(Assignment.item_id.in_(list(item_ids)), Assignment.flag.is_not(None), Assignment.flag != SKIPPED)
+        .order_by(Assignment.submitted_at)).all() if item_ids else []
+    out: dict[int, list[dict[str, Any]]] = {}
+    for item_id, name, flag, comment in rows:
+        out.setdefault(item_id, []).append(
+            {"annotator": name, "reason": flag, "text": FLAG_REASONS.get(flag, flag), "comment": comment})
+    return out
+
+
 def item_flags(session: Session, item: Item) -> list[dict[str, Any]]:
     """Flags raised on an item: annotator, reason key and text, comment (for reviewers)."""
-    rows = session.execute(
-        select(User.name, Assignment.flag, Assignment.comment).join(User, User.id == Assignment.user_id)
-        .where(Assignment.item_id == item.id, Assignment.flag.is_not(None), Assignment.flag != SKIPPED)
-        .order_by(Assignment.submitted_at)).all()
-    return [{"annotator": name, "reason": flag, "text": FLAG_REASONS.get(flag, flag), "comment": comment}
-            for name, flag, comment in rows]
+    return flags_by_item(session, [item.id]).get(item.id, [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -620,16 +629,21 @@ def close_job(session: Session, job: Job, now: Optional[dt.datetime] = None) -> 
     session.execute(delete(Assignment).where(Assignment.job_id == job.id, Assignment.submitted_at.is_(None)))
     items = session.scalars(select(Item).where(Item.job_id == job.id).order_by(Item.position)
                             .with_for_update()).all()
-    answered = [(item, item_answers(session, item)) for item in items]
-    answered = [(item, a) for item, a in answered if a]
-    summary = {"items": len(items), "answered": len(answered), "consolidated_at_close": 0, "errors": []}
-    if not answered:
+    by_item: dict[int, list[tuple[str, dict[str, Any], Assignment]]] = {}
+    for name, assignment in session.execute(  # every answer of the job in one query
+            select(User.name, Assignment).join(User, User.id == Assignment.user_id)
+            .where(Assignment.job_id == job.id, answered())
+            .order_by(Assignment.submitted_at, Assignment.id)).all():
+        by_item.setdefault(assignment.item_id, []).append((name, assignment.answer, assignment))
+    answered_items = [(item, by_item[item.id]) for item in items if item.id in by_item]
+    summary = {"items": len(items), "answered": len(answered_items), "consolidated_at_close": 0, "errors": []}
+    if not answered_items:
         return summary
     result = consolidate_job([ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in ans))
-                              for item, ans in answered], list(job_schema(job).label_names))
+                              for item, ans in answered_items], list(job_schema(job).label_names))
     job.report = result.report.to_dict()
     summary["errors"] = [str(e) for e in result.errors]
-    for item, _ in answered:
+    for item, _ in answered_items:
         if item.state == "open" and str(item.id) in result.items:
             _apply(job, item, result.items[str(item.id)])
             summary["consolidated_at_close"] += 1
@@ -638,6 +652,11 @@ def close_job(session: Session, job: Job, now: Optional[dt.datetime] = None) -> 
 
 # ---------------------------------------------------------------------------------------------
 # review
+
+
+def review_count(session: Session) -> int:
+    """How many items wait for review (the dashboard's figure): one COUNT, no rows loaded."""
+    return session.scalar(select(func.count(Item.id)).where(Item.state == "review")) or 0
 
 
 def review_queue(session: Session, job_id: Optional[int] = None) -> list[Item]:
@@ -742,7 +761,14 @@ def annotator_progress(session: Session, job: Job, user: User) -> dict[str, Any]
             "finished": len(rows)}
 
 
-def job_progress(session: Session, job: Job) -> dict[str, Any]:
+def item_agreements(session: Session, job: Job) -> list[float]:
+    """The per-item agreement of a job's consolidated items (the job page's mean and histogram)."""
+    return list(session.scalars(select(Item.agreement).where(Item.job_id == job.id, Item.agreement.is_not(None))))
+
+
+def job_progress(session: Session, job: Job, agreements: Optional[Sequence[float]] = None) -> dict[str, Any]:
+    """Counts, answers, leases, agreement and per-annotator throughput; ``agreements``: the job's
+    :func:`item_agreements` when the caller has them already."""
     states = dict(session.execute(select(Item.state, func.count(Item.id)).where(Item.job_id == job.id)
                                   .group_by(Item.state)).all())
     total = sum(states.values())
@@ -759,8 +785,8 @@ def job_progress(session: Session, job: Job) -> dict[str, Any]:
                                                       min(l for l, _ in pairs), max(s for _, s in pairs))})
     leased = session.scalar(select(func.count(Assignment.id)).where(
         Assignment.job_id == job.id, Assignment.submitted_at.is_(None))) or 0
-    agreements = [a for a in session.scalars(select(Item.agreement).where(
-        Item.job_id == job.id, Item.agreement.is_not(None)))]
+    if agreements is None:
+        agreements = item_agreements(session, job)
     report_agreement = (job.report or {}).get("agreement") or {}
     return {
         "job": job.name, "job_id": job.id, "state": job.state, "annotators_per_item": job.annotators_per_item,
