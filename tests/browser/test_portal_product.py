@@ -128,11 +128,14 @@ def test_admin_query_job_keyboard_labeling_flag_review_download(browser, portal,
     rev.goto(f"{url}/review")
     rows = rev.eval_on_selector_all("tr.review-item", "rows => rows.map(r => r.dataset.item)")
     assert first in rows and second in rows and third not in rows
+    # One numbering (issue 12: the review page said "#1" and "Item 42" for one item): image N of the job.
+    assert "image 1" in rev.inner_text(f"tr.review-item[data-item='{first}']")
     assert "burned-in text / PHI" in rev.content()
     _shot(rev, "review-queue")
     rev.click(f"tr.review-item[data-item='{first}'] a.button")
     rev.wait_for_function("() => document.body.dataset.state === 'reviewing'", timeout=30_000)
     ViewerDriver(rev).wait_rendered()
+    assert "image 1" in rev.inner_text("h1") and f"Item {first}" not in rev.content()
     _shot(rev, "review-disagreement")
     driver = ViewerDriver(rev)
     driver.set_label("Opacity", True)

@@ -193,6 +193,25 @@ def test_uncertain_only_where_the_schema_offers_it_and_no_vote(as_user, make_use
     assert decided.status_code == 422 and "a review decides present or absent" in decided.json()["detail"]
 
 
+def test_an_image_gone_from_orthanc_says_so_and_the_annotator_moves_on(as_user, make_user, make_job, portal_db,
+                                                                      client):
+    """Issue 12 "Why": a missing instance showed a black viewport and "decode failed" while Submit stayed
+    disabled, so the annotator waited out the lease. The image route says 404 "not in Orthanc" (the
+    task page shows it, labeling/portal/static/portal.js) and flag and skip free the annotator at once."""
+    job_id, ids = make_job(2, k=1)
+    client.delete("instances", ids[0])  # before the lease: `next` prefetches (caches) the image
+    annotator = as_user(make_user("annotator"))
+    task = annotator.post(f"/api/jobs/{job_id}/next").json()
+    gone = annotator.get(task["image_url"])
+    assert gone.status_code == 404 and "not in Orthanc" in gone.json()["detail"]
+    flagged = annotator.post(f"/api/assignments/{task['assignment_id']}/flag", json={"reason": "unreadable"})
+    assert flagged.status_code == 200
+    following = annotator.post(f"/api/jobs/{job_id}/next").json()
+    assert following["item_id"] != task["item_id"] and following["position"] == 2
+    with transaction(portal_db) as session:
+        assert session.get(Item, task["item_id"]).state == "review"  # the reviewer sees the reason
+
+
 def test_skip_and_flag_leave_the_queue_and_flags_reach_review(as_user, make_user, make_job, portal_db):
     job_id, ids = make_job(3, k=1)
     a, b = (as_user(make_user("annotator")) for _ in range(2))
