@@ -14,7 +14,8 @@ jar, then loops for ``--duration`` seconds:
 
     POST /api/jobs/{id}/next → GET /api/items/{id}/image → POST /api/assignments/{id}/answer
 
-pausing ``--think`` seconds (±50 %) after each answer. Think 0 is a closed loop: it measures the
+pausing ``--think`` seconds (±50 %) after each answer, and starting after a random part of one think
+time (50 annotators do not start in the same millisecond). Think 0 is a closed loop: it measures the
 saturation throughput (answers/s). One more client polls ``GET /healthz`` as a reference.
 
 Printed per run: answers/s; per endpoint count, p50, p95, max (ms) and errors (non-2xx or transport);
@@ -185,6 +186,8 @@ async def login(url: str, name: str) -> tuple[httpx.AsyncClient, dict[str, str]]
 async def annotator(client: httpx.AsyncClient, headers: dict[str, str], job_ids: list[int], first: int,
                     stop_at: float, rec: Recorder, cycles: list[int], think: float) -> None:
     current = first
+    if think > 0:  # people do not start in the same millisecond: arrivals spread over one think time
+        await asyncio.sleep(random.uniform(0.0, think))
     while time.perf_counter() < stop_at:
         job = job_ids[current % len(job_ids)]
         response = await rec.call("POST next", client.post(f"/api/jobs/{job}/next", headers=headers))

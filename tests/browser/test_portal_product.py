@@ -84,6 +84,11 @@ def test_admin_query_job_keyboard_labeling_flag_review_download(browser, portal,
     first = _wait_item(ann1)
     assert "Image 1 of 3" in ann1.inner_text("#position")
     assert "Opacity" in ann1.inner_text("#problems")  # says what is still missing
+    # Issue 12 "Why": no W/L presets for DX, a light page. Automatic percentile windows; dark by default.
+    presets = ann1.eval_on_selector_all("select[data-da-preset] option", "os => os.map(o => o.textContent)")
+    assert any(p.startswith("Auto 1–99") for p in presets), presets
+    background = ann1.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert sum(int(v) for v in background[background.index("(") + 1:-1].split(",")[:3]) < 150, background
     ann1.keyboard.press("y")  # Opacity present
     assert "Opacity" not in ann1.inner_text("#problems") and "Device" in ann1.inner_text("#problems")
     ann1.keyboard.press("n")  # Device absent
