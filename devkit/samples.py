@@ -55,7 +55,6 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, MediaStorageDirectoryStorage, generate_uid
 
-from labeling.cli import one_line_errors
 from labeling.outdir import OutputDirError, sigterm_as_interrupt, staged_output_dir
 
 log = logging.getLogger(__name__)
@@ -210,7 +209,7 @@ def _inspect(path: Path, name: str, allow_missing_study_series: bool) -> SampleF
 
     if not missing:
         # The upload command's check, so that the sample set loads cleanly (Orthanc refuses the same).
-        from labeling.orthanc.upload import InvalidDicom, validate_dicom
+        from labeling.orthanc.dicom_file import InvalidDicom, validate_dicom
         try:
             validate_dicom(path.read_bytes())
         except InvalidDicom as exc:
@@ -362,7 +361,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
     parser.set_defaults(func=run)
-    one_line_errors(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ import numpy as np
 import requests
 
 from devkit.simulate import SimWorker, jitter_roi
-from labeling.orthanc.upload import orthanc_instance_id
+from labeling.contracts.ids import orthanc_instance_id
 
 Answer = dict[str, Any]
 

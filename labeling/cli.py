@@ -76,9 +76,9 @@ class Command:
 
 # Order is the order shown in --help.
 COMMANDS: Mapping[str, Command] = {
-    "local": Command("labeling.orthanc.local_stack", "run a private Orthanc + PostgreSQL on loopback (up|down|status)"),
+    "local": Command("labeling.orthanc.local_cli", "run a private Orthanc + PostgreSQL on loopback (up|down|status)"),
     "upload": Command("labeling.orthanc.upload", "upload DICOM files, folders and ZIP archives into Orthanc"),
-    "manifest": Command("labeling.manifest.build", "build a labeling manifest (GT input manifest) from an Orthanc query"),
+    "manifest": Command("labeling.manifest.cli", "build a labeling manifest (GT input manifest) from an Orthanc query"),
     "gt": Command("labeling.gt.cli", "SageMaker Ground Truth: render, create-job, status, fetch-output"),
     "portal": Command("labeling.portal.cli", "the labeling portal: serve, migrate, users, jobs, export, SR"),
 }
@@ -286,7 +286,7 @@ def _classify(exc: BaseException) -> Optional[CommandError]:
         return CommandError(f"Orthanc: {getattr(exc, 'message', exc)}")
     if name == "labeling.aws.AwsError":
         return Unavailable(f"AWS error: {exc}")
-    if name == "labeling.orthanc.local_stack.LocalStackError":
+    if name == "labeling.orthanc.local_host.LocalStackError":
         return CommandError(str(exc))
     if isinstance(exc, OSError) and exc.filename and exc.strerror:  # a path given that cannot be used
         return BadInput(f"{exc.filename}: {exc.strerror}")

@@ -119,6 +119,11 @@ def dawid_skene_binary(
     ``obj[a]``, ``worker[a]``, ``answer[a]`` describe answer ``a`` (object index, worker index,
     0/1). ``init_counts`` (``n_workers x 4``: tp, fn, tn, fp) are confusion counts carried over from
     earlier jobs; they are added to the Dirichlet pseudo-counts (crowd-kit's "addition" strategy).
+
+    One function of ~110 lines on purpose: the E and M steps are closures over one fit's answer
+    arrays (a dozen of them), and the loop, the final E step and the fall-back to majority vote read
+    as the algorithm does in Dawid & Skene (1979) and crowd-kit; split apart, each piece would take
+    those arrays as arguments and the algorithm would no longer be readable in one place.
     """
     if not (alpha_correct > 0 and alpha_wrong > 0 and alpha_correct > alpha_wrong):
         raise ValueError("smoothing needs alpha_correct > alpha_wrong > 0 (workers better than chance)")

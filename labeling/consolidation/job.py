@@ -335,6 +335,54 @@ def _consolidate_job(items: Iterable[ItemAnswers], label_names: Sequence[str], *
                      job_state: JobReport | None) -> JobResult:
     s = _settings(settings, roi_iou_threshold)
     names = _check_label_names(label_names)
+    parsed, errors = _parse_items(items, names)
+
+    worker_index: dict[str, int] = {}
+    arrays, annotators = _flatten(parsed, names, worker_index)
+    worker_ids = list(worker_index)
+    n_obj, n_w = len(parsed), len(worker_ids)
+
+    def fit(j: int) -> BinaryResult:
+        return dawid_skene_binary(
+            arrays.obj[j], arrays.wk[j], arrays.y[j], n_obj, n_w,
+            alpha_correct=s.alpha_correct, alpha_wrong=s.alpha_wrong,
+            prior_smoothing=s.prior_smoothing, tol=s.tol, max_iter=s.max_iter,
+            init_counts=_carried_counts(job_state, names[j], worker_ids),
+        )
+
+    post, ones, n, results = _label_block(names, arrays, n_obj, fit)
+    present = post > 0.5
+    conf = np.where(present, post, 1.0 - post)
+    workers = _worker_qualities(names, arrays, results, worker_ids, job_state, s)
+    accuracy = {wid: q.accuracy for wid, q in workers.items()}
+
+    # agreement
+    pooled = agr.binary_counts(ones.ravel(), n.ravel())
+    p_e = agr.chance_agreement(pooled)
+    obj_agreement = _agreements(ones, n, p_e)
+    label_summaries = _label_summaries(names, arrays, results, ones, n, present, n_obj)
+    out, all_ious = _item_outputs(parsed, names, annotators, present, conf, obj_agreement, n, accuracy, s)
+
+    report = JobReport(
+        label_names=names, items=n_obj, errors=len(errors),
+        annotators_mean=_r(float(annotators.mean())) if n_obj else None,
+        labels=label_summaries, workers=workers,
+        agreement={
+            "labels_fleiss_kappa": _r(agr.fleiss_kappa(pooled)),
+            "labels_krippendorff_alpha": _r(agr.krippendorff_alpha_nominal(pooled)),
+            "labels_chance_agreement": _r(p_e, 6),
+            "rois_mean_iou": _r(sum(all_ious) / len(all_ious)) if all_ious else None,
+            "rois_matched_pairs": len(all_ious),
+        },
+        settings=asdict(s),
+    )
+    return JobResult(out, errors, report)
+
+
+def _parse_items(items: Iterable[ItemAnswers], names: list[str],
+                 ) -> tuple[list[ParsedItem], list[ConsolidationError]]:
+    """The objects that parse, in order, and one error per object that does not (a repeated item
+    id included): one bad object never drops the others."""
     label_set = frozenset(names)
     parsed: list[ParsedItem] = []
     errors: list[ConsolidationError] = []
@@ -353,26 +401,16 @@ def _consolidate_job(items: Iterable[ItemAnswers], label_names: Sequence[str], *
             continue
         seen.add(item_id)
         parsed.append(p)
+    return parsed, errors
 
-    worker_index: dict[str, int] = {}
-    arrays, annotators = _flatten(parsed, names, worker_index)
-    worker_ids = list(worker_index)
-    n_obj, n_w = len(parsed), len(worker_ids)
 
-    def fit(j: int) -> BinaryResult:
-        return dawid_skene_binary(
-            arrays.obj[j], arrays.wk[j], arrays.y[j], n_obj, n_w,
-            alpha_correct=s.alpha_correct, alpha_wrong=s.alpha_wrong,
-            prior_smoothing=s.prior_smoothing, tol=s.tol, max_iter=s.max_iter,
-            init_counts=_carried_counts(job_state, names[j], worker_ids),
-        )
-
-    post, ones, n, results = _label_block(names, arrays, n_obj, fit)
-    present = post > 0.5
-    conf = np.where(present, post, 1.0 - post)
-
-    # workers
+def _worker_qualities(names: Sequence[str], arrays: _Arrays, results: Sequence[BinaryResult],
+                      worker_ids: Sequence[str], job_state: JobReport | None,
+                      s: Settings) -> dict[str, WorkerQuality]:
+    """Each worker's per-label sensitivity/specificity and confusion counts (this job's plus those
+    ``job_state`` carries) and an overall accuracy with the Beta prior of ``s``."""
     a_c, a_w = s.alpha_correct, s.alpha_wrong
+    n_w = len(worker_ids)
     workers: dict[str, WorkerQuality] = {}
     answers_per_worker = np.zeros((len(names), n_w), dtype=np.int64)
     for j in range(len(names)):
@@ -395,13 +433,12 @@ def _consolidate_job(items: Iterable[ItemAnswers], label_names: Sequence[str], *
             rated += c.sum()
         workers[wid] = WorkerQuality(wid, _r((correct + a_c) / (rated + a_c + a_w), 6),
                                      int(answers_per_worker[:, w].sum()), per_label)
-    accuracy = {wid: q.accuracy for wid, q in workers.items()}
+    return workers
 
-    # agreement
-    pooled = agr.binary_counts(ones.ravel(), n.ravel())
-    p_e = agr.chance_agreement(pooled)
-    obj_agreement = _agreements(ones, n, p_e)
 
+def _label_summaries(names: Sequence[str], arrays: _Arrays, results: Sequence[BinaryResult], ones: np.ndarray,
+                     n: np.ndarray, present: np.ndarray, n_obj: int) -> dict[str, LabelSummary]:
+    """Per label: how it was fitted, its prior, the share judged present and the agreement."""
     label_summaries: dict[str, LabelSummary] = {}
     for j, name in enumerate(names):
         res = results[j]
@@ -413,8 +450,14 @@ def _consolidate_job(items: Iterable[ItemAnswers], label_names: Sequence[str], *
             answers=int(len(arrays.y[j])),
             fleiss_kappa=_r(agr.fleiss_kappa(counts_j)),
             krippendorff_alpha=_r(agr.krippendorff_alpha_nominal(counts_j)))
+    return label_summaries
 
-    # outputs (+ ROIs, per object)
+
+def _item_outputs(parsed: Sequence[ParsedItem], names: Sequence[str], annotators: np.ndarray,
+                  present: np.ndarray, conf: np.ndarray, obj_agreement: np.ndarray, n: np.ndarray,
+                  accuracy: Mapping[str, float], s: Settings) -> tuple[dict[str, dict[str, Any]], list[float]]:
+    """Each object's consolidated content (labels, fused ROIs, agreement) and every matched ROI
+    pair's IoU; a lone annotator's ROIs get that worker's accuracy as confidence."""
     out: dict[str, dict[str, Any]] = {}
     present_l = present.tolist()
     conf_l = conf.tolist()
@@ -435,21 +478,7 @@ def _consolidate_job(items: Iterable[ItemAnswers], label_names: Sequence[str], *
         a = agree_l[i]
         out[item.item_id] = _item_content(names, present_l[i], conf_l[i], rois, item.image, k,
                                           None if a != a else a, ious, (n[i] > 0).tolist())
-
-    report = JobReport(
-        label_names=names, items=n_obj, errors=len(errors),
-        annotators_mean=_r(float(annotators.mean())) if n_obj else None,
-        labels=label_summaries, workers=workers,
-        agreement={
-            "labels_fleiss_kappa": _r(agr.fleiss_kappa(pooled)),
-            "labels_krippendorff_alpha": _r(agr.krippendorff_alpha_nominal(pooled)),
-            "labels_chance_agreement": _r(p_e, 6),
-            "rois_mean_iou": _r(sum(all_ious) / len(all_ious)) if all_ious else None,
-            "rois_matched_pairs": len(all_ious),
-        },
-        settings=asdict(s),
-    )
-    return JobResult(out, errors, report)
+    return out, all_ious
 
 
 def consolidate_item(

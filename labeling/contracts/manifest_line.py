@@ -5,7 +5,7 @@ JSON Lines, one JSON object per line, one line per data object to label. GT requ
 key (the object, as text) or a ``source-ref`` key (an S3 URI) and hands every key of the line to the
 pre-annotation Lambda as ``dataObject``. This project always writes ``source`` holding the
 **Orthanc instance ID** (:mod:`labeling.contracts.ids`); files are read and written by
-:mod:`labeling.manifest.build`, which also builds them from Orthanc.
+:mod:`labeling.manifest.format`, built from Orthanc by :mod:`labeling.manifest.build`.
 
 The keys of a line (:class:`ManifestLine`), in the order they are written:
 

@@ -38,7 +38,34 @@ POSTLABEL_KEYS = frozenset({"version", "labelingJobArn", "labelCategories", "lab
                             "payload", "outputConfig", "kmsKeyId"})
 
 MAX_TEMPLATE_CHARS = 128_000
-"""GT rejects a worker task template longer than this."""
+"""GT rejects a worker task template longer than this: ``UiTemplate.Content``, "Maximum length of
+128000" (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_UiTemplate.html). It counts
+the template GT is given (its Liquid source), not the page GT renders from it per task, which for a
+series task grows with each slice's presigned URL; a pre-check counts the same."""
+
+MAX_PRELABEL_RESPONSE_BYTES = 6_291_556
+"""The largest pre-annotation answer (``{"taskInput", "isHumanAnnotationRequired"}``, UTF-8 JSON) GT can
+receive: the Lambda is invoked synchronously, "the maximum payload size is 6 MB"
+(https://docs.aws.amazon.com/lambda/latest/dg/API_Invoke.html); counted as the 6,291,556 bytes Lambda's
+"payload size exceeded" error names — above 6 MiB, so never stricter than Lambda, and measured on
+compact JSON, never larger than what the runtime sends. A series task's answer is ~180 bytes a slice.
+GT's own limit on the *input* is the data object (manifest line): see :mod:`labeling.gt.prelabel`."""
+
+
+def prelabel_response_problem(task_input: Mapping[str, Any]) -> Optional[str]:
+    """Why a pre-annotation Lambda could not return ``task_input`` (too large), or None."""
+    size = len(json.dumps({"taskInput": task_input, "isHumanAnnotationRequired": True}, ensure_ascii=False,
+                          separators=(",", ":")).encode("utf-8"))
+    if size <= MAX_PRELABEL_RESPONSE_BYTES:
+        return None
+    slices = task_input.get("slices")
+    count = f" ({len(slices)} slices)" if isinstance(slices, list) else ""
+    return (f"the pre-annotation answer would be {size:,} bytes{count}, above the {MAX_PRELABEL_RESPONSE_BYTES:,} "
+            f"a Lambda may return; split the series")
+
+class GtError(Exception):
+    """A bad input to ``python -m labeling gt``: one line naming the file, line or key; exit code 2."""
+
 
 _S3_URI = re.compile(r"s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(?P<key>.+)", re.S)
 

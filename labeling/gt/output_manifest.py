@@ -49,7 +49,8 @@ def _where(name: str, number: int) -> str:
     return f"{name}:{number}"
 
 
-def _lines(path_or_lines: Union[str, os.PathLike, Iterable[Any]]) -> tuple[str, Iterable[tuple[int, Any]]]:
+def _lines(path_or_lines: Union[str, os.PathLike, Iterable[Any]],
+           name: Optional[str] = None) -> tuple[str, Iterable[tuple[int, Any]]]:
     """``(display name, (line number, raw line | parsed dict))``."""
     if isinstance(path_or_lines, (str, os.PathLike)):
         path = Path(path_or_lines)
@@ -58,39 +59,54 @@ def _lines(path_or_lines: Union[str, os.PathLike, Iterable[Any]]) -> tuple[str, 
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise OutputManifestError(f"{path}: cannot read the output manifest: {reason}") from None
-        return str(path), enumerate(text.splitlines(), start=1)
-    return "<lines>", enumerate(path_or_lines, start=1)
+        return name or str(path), enumerate(text.splitlines(), start=1)
+    return name or "<lines>", enumerate(path_or_lines, start=1)
 
 
 def scan_output_manifest(path_or_lines: Union[str, os.PathLike, Iterable[Any]],
-                         label_attribute: Optional[str] = None) -> OutputManifest:
+                         label_attribute: Optional[str] = None, *,
+                         problems: Optional[list[str]] = None, name: Optional[str] = None) -> OutputManifest:
     """Every labelled record and every failed line; raises OutputManifestError on the first bad line.
 
-    ``path_or_lines``: a file path, or an iterable of lines (JSON text or already parsed dicts).
+    ``path_or_lines``: a file path, or an iterable of lines (JSON text or already parsed dicts);
+    ``name`` the file name messages start with (default: the path, or ``<lines>``).
+    ``problems``: a list that collects each bad line's message instead (the line is skipped), and
+    where a line with neither ``<attr>`` nor ``<attr>-metadata`` counts as failed: GT writes those for
+    objects it could not label (``python -m labeling gt fetch-output`` counts a job's lines this way).
     """
-    name, numbered = _lines(path_or_lines)
+    name, numbered = _lines(path_or_lines, name)
     records: list[OutputRecord] = []
     failed: list[FailedLine] = []
     attr = label_attribute
     for number, raw in numbered:
-        if isinstance(raw, (str, bytes, bytearray)):
-            if not raw.strip():
-                continue
-            try:
-                raw = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise OutputManifestError(f"{_where(name, number)}: not valid JSON ({exc})") from None
         where = _where(name, number)
-        if isinstance(raw, Mapping):
-            if attr is None:
-                attr = infer_label_attribute(raw)
-            elif label_attribute is None and attr + METADATA_SUFFIX not in raw \
-                    and infer_label_attribute(raw) is not None:
-                # an inferred attribute must be every line's: one job per file
-                raise OutputManifestError(
-                    f"{where}: label attribute {infer_label_attribute(raw)!r} differs from {attr!r} "
-                    "of the lines before (one job per file)")
-        result = parse_output_line(raw, label_attribute=attr, where=where, line_number=number)
+        try:
+            if isinstance(raw, (str, bytes, bytearray)):
+                if not raw.strip():
+                    continue
+                try:
+                    raw = json.loads(raw)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise OutputManifestError(f"{where}: not valid JSON ({exc})") from None
+            if isinstance(raw, Mapping):
+                if problems is not None and attr is not None and attr not in raw \
+                        and attr + METADATA_SUFFIX not in raw:
+                    failed.append(FailedLine(number, raw.get("source"), raw.get("source-ref"), "not labelled"))
+                    continue
+                if attr is None:
+                    attr = infer_label_attribute(raw)
+                elif label_attribute is None and attr + METADATA_SUFFIX not in raw \
+                        and infer_label_attribute(raw) is not None:
+                    # an inferred attribute must be every line's: one job per file
+                    raise OutputManifestError(
+                        f"{where}: label attribute {infer_label_attribute(raw)!r} differs from {attr!r} "
+                        "of the lines before (one job per file)")
+            result = parse_output_line(raw, label_attribute=attr, where=where, line_number=number)
+        except OutputManifestError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            continue
         (failed if isinstance(result, FailedLine) else records).append(result)  # type: ignore[arg-type]
     return OutputManifest(records, failed, attr)
 

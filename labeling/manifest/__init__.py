@@ -1,3 +1,4 @@
-"""The labeling manifest: built from an Orthanc query (``build``), its incremental index (``index``)
-and the series-level manifest (``series``).
+"""The labeling manifest: the file (``format``), built from an Orthanc query (``build``, with its
+``filters``, non-image ``exclusions`` and the Orthanc walk ``query``), its incremental index
+(``index``), the series-level manifest (``series``) and the ``manifest`` command (``cli``).
 """

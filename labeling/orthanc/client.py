@@ -56,6 +56,9 @@ class OrthancError(Exception):
         where = f"HTTP {status}" if status is not None else "no answer"
         super().__init__(f"{where} from {url}: {message}")
 
+    def __reduce__(self):  # picklable across processes: rebuilt from its own arguments, not the message
+        return (type(self), (self.status, self.message, self.url, self.details))
+
     @property
     def transient(self) -> bool:
         """True when waiting may help: nothing answered, or a gateway/unavailable status."""

@@ -2,8 +2,10 @@
 
 Commands: ``--orthanc-url``, ``--username``, ``--password-file``, each falling back to an environment
 variable (``ORTHANC_URL``, ``ORTHANC_USERNAME``, ``ORTHANC_PASSWORD``), which is what
-``python -m labeling local up`` writes into ``orthanc.env`` (:func:`connection_from_args`). The
-password is never taken from the command line, where other users could read it.
+``python -m labeling local up`` writes into ``orthanc.env`` (:func:`connection_from_args`,
+:func:`orthanc_client_from_args`). The password is never taken from the command line, where other
+users could read it. A person waits on a command, so its client keeps the client's own timeout and
+retries.
 
 Services (the portal on ECS, the GT pre-label Lambda, the SageMaker endpoint, the notebook): the URL
 plus either a Secrets Manager secret (``ORTHANC_SECRET_ARN``, JSON ``{"username", "password"}``,
@@ -72,6 +74,15 @@ def connection_from_args(args: argparse.Namespace,
         if not password:
             raise ConnectionError_("Orthanc password: pass --password-file or set ORTHANC_PASSWORD")
     return OrthancConnection(url=url.rstrip("/"), username=username, password=password)
+
+
+def orthanc_client_from_args(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None,
+                             **client_options: Any) -> Any:
+    """A command's :class:`labeling.orthanc.client.OrthancClient` from its connection flags or the
+    environment (:func:`connection_from_args`); ``client_options`` (e.g. ``pool_size``) go to the client."""
+    from labeling.orthanc.client import OrthancClient  # it imports this module
+
+    return OrthancClient.from_connection(connection_from_args(args, environ), **client_options)
 
 
 def credentials_from_secret(secrets_client: Any, secret_arn: str) -> tuple[str, str]:

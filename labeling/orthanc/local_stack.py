@@ -37,18 +37,12 @@ Why things are done this way:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import pwd
-import secrets
 import shutil
 import signal
-import socket
-import string
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -58,9 +52,11 @@ from typing import Iterator, Optional, Sequence
 import requests
 
 from labeling.orthanc.connection import OrthancConnection
+from labeling.orthanc.local_host import (  # noqa: F401 - generate_password, read_cmdline… re-exported (portal, tests)
+    ORTHANC_BIN_CANDIDATES, LocalStackError, check_plugins, external_pg_home, find_orthanc_binary, find_pg_bindir,
+    free_port, generate_password, log_tail, port_is_free, postgres_can_reach, process_matches, read_cmdline,
+    read_pid, reap, runuser, wait_gone, write_private)
 from labeling.orthanc.config import (
-    DEBIAN_PLUGIN_DIR,
-    DEBIAN_PLUGINS,
     POSTGRES_PASSWORD,
     REGISTERED_USERS,
     FilesystemStorage,
@@ -72,17 +68,10 @@ from labeling.orthanc.config import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WORKDIR = REPO_ROOT / ".local" / "stack"
-ORTHANC_BIN_CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc")
-PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 ORTHANC_USER = "admin"
 PG_USER = "orthanc"
 PG_DATABASE = "orthanc"
-LOG_TAIL_LINES = 30
 STOP_TIMEOUT_S = 30.0
-
-
-class LocalStackError(RuntimeError):
-    """The local stack could not be started, stopped or inspected; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -114,176 +103,6 @@ class StackInfo:
         data["running"] = self.running
         data["explorer_url"] = self.explorer_url
         return data
-
-
-# ---------------------------------------------------------------------------------------------
-# small helpers
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the kernel's choice, so no collision with peers)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def generate_password(length: int = 32) -> str:
-    """Random letters and digits with at least one of each.
-
-    At least one letter: the orthancteam image parses environment values as JSON, so an all-digit
-    password would become a number (docs/architecture.md, Orthanc facts). URL-safe characters only so the
-    value needs no quoting in ``orthanc.env`` or a PostgreSQL connection string.
-    """
-    alphabet = string.ascii_letters + string.digits
-    while True:
-        value = "".join(secrets.choice(alphabet) for _ in range(length))
-        if any(c.isalpha() for c in value) and any(c.isdigit() for c in value):
-            return value
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600 from the first byte (no window where it is 0644)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def read_cmdline(pid: int) -> list[str]:
-    """``argv`` of a live process, or ``[]`` when it is gone or a zombie."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def process_matches(pid: Optional[int], executable_name: str, marker: str) -> bool:
-    """Is ``pid`` alive and still the process we started (its argv names our binary and ``marker``)?"""
-    if not pid:
-        return False
-    argv = read_cmdline(pid)
-    if not argv:
-        return False
-    return Path(argv[0]).name == executable_name and any(marker in arg for arg in argv)
-
-
-def _reap(pid: int) -> None:
-    """Collect a child that has exited so it does not linger as a zombie (no-op for non-children)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def process_gone(pid: int) -> bool:
-    """True once ``pid`` has fully exited (no such process, or a zombie).
-
-    Not "its cmdline is empty": a process that is still exiting has already dropped its memory
-    (empty cmdline) but may not yet have closed its sockets, so its port would still be taken.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat[stat.rindex(")") + 2:].split(" ", 1)[0] in ("Z", "X")
-
-
-def wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        _reap(pid)
-        if process_gone(pid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    tail = text.splitlines()[-lines:]
-    return "\n".join(tail) if tail else f"({path} is empty)"
-
-
-def _read_pid(path: Path) -> Optional[int]:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def find_orthanc_binary() -> str:
-    override = os.environ.get("ORTHANC_BINARY")
-    for candidate in ([override] if override else []) + list(ORTHANC_BIN_CANDIDATES):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    found = shutil.which("Orthanc")
-    if found:
-        return found
-    raise LocalStackError(
-        "Orthanc is not installed (looked for /usr/sbin/Orthanc): "
-        "apt-get install orthanc orthanc-postgresql orthanc-dicomweb orthanc-gdcm")
-
-
-def find_pg_bindir() -> Path:
-    override = os.environ.get("PG_BINDIR")
-    candidates = [Path(override)] if override else []
-    candidates += sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/")),
-                         key=lambda p: _version_key(p.parent.name), reverse=True)
-    for bindir in candidates:
-        if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
-            return bindir
-    raise LocalStackError(
-        "PostgreSQL server binaries not found (looked for /usr/lib/postgresql/*/bin/initdb): "
-        "apt-get install postgresql")
-
-
-def _version_key(name: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else 0 for p in name.split("."))
-
-
-def check_plugins(plugin_dir: str = DEBIAN_PLUGIN_DIR) -> None:
-    for package, filename in (("orthanc-postgresql", DEBIAN_PLUGINS["postgresql"]),
-                              ("orthanc-dicomweb", DEBIAN_PLUGINS["dicomweb"]),
-                              ("orthanc-gdcm", DEBIAN_PLUGINS["gdcm"])):
-        if not Path(plugin_dir, filename).exists():
-            raise LocalStackError(f"Orthanc plugin {plugin_dir}/{filename} is missing: apt-get install {package}")
-
-
-def runuser() -> str:
-    """util-linux's runuser, also when /usr/sbin is not on PATH (a plain user's PATH, cron)."""
-    return shutil.which("runuser") or "/usr/sbin/runuser"
-
-
-def postgres_can_reach(directory: Path) -> bool:
-    """Can the ``postgres`` user enter ``directory`` (every parent searchable by it)?"""
-    probe = subprocess.run([runuser(), "-u", "postgres", "--", "test", "-x", str(directory)],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
-def external_pg_home(workdir: Path) -> Path:
-    """``<postgres user's home>/dicom-annotate/<hash of workdir>``: short (the socket path must stay
-    under 108 bytes, unix(7)) and one per work directory."""
-    home = Path(pwd.getpwnam("postgres").pw_dir)
-    key = hashlib.sha256(str(workdir).encode()).hexdigest()[:16]
-    return home / "dicom-annotate" / key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,8 +218,8 @@ class LocalStack:
     def status(self) -> StackInfo:
         state = self._state()
         http_port = int(state.get("http_port") or 0)
-        orthanc_pid = _read_pid(self.orthanc_pid_file)
-        postgres_pid = _read_pid(self.postgres_pid_file)
+        orthanc_pid = read_pid(self.orthanc_pid_file)
+        postgres_pid = read_pid(self.postgres_pid_file)
         return StackInfo(
             workdir=str(self.workdir),
             url=f"http://127.0.0.1:{http_port}" if http_port else "",
@@ -583,7 +402,7 @@ class LocalStack:
                    "-c max_connections=50 -c shared_buffers=64MB")
         self._run_pg([str(pg_bin / "pg_ctl"), "-D", str(self.pg_data), "-l", str(self.pg_log),
                       "-w", "-t", str(remaining), "-o", options, "start"], "start", timeout=remaining + 10)
-        pid = _read_pid(self.pg_data / "postmaster.pid")
+        pid = read_pid(self.pg_data / "postmaster.pid")
         if not pid:
             raise LocalStackError(f"PostgreSQL started but wrote no {self.pg_data}/postmaster.pid\n"
                                   f"--- {self.pg_log} (tail) ---\n{log_tail(self.pg_log)}")
@@ -613,7 +432,7 @@ class LocalStack:
         return process_matches(pid, "postgres", str(self.pg_data))
 
     def _stop_postgres(self, pg_bin: Optional[Path]) -> str:
-        pid = _read_pid(self.postgres_pid_file)
+        pid = read_pid(self.postgres_pid_file)
         if pid is None:
             return "postgres: not started by this work dir (no postgres.pid)"
         if not self._postgres_is_ours(pid):
@@ -709,11 +528,11 @@ class LocalStack:
                 time.sleep(0.1)
 
     def _stop_orthanc(self, grace: float = STOP_TIMEOUT_S) -> str:
-        pid = _read_pid(self.orthanc_pid_file)
+        pid = read_pid(self.orthanc_pid_file)
         if pid is None:
             return "orthanc: not started by this work dir (no orthanc.pid)"
         if not self._orthanc_is_ours(pid):
-            _reap(pid)
+            reap(pid)
             self._drop_stale_pid(self.orthanc_pid_file)
             return f"orthanc: pid {pid} is no longer ours (gone or another program); left alone"
         os.kill(pid, signal.SIGTERM)  # Orthanc finishes its requests and closes the index cleanly
@@ -738,76 +557,3 @@ def _replace(info: StackInfo, **changes) -> StackInfo:
     data = asdict(info)
     data.update(changes)
     return StackInfo(**data)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "local",
-        description="Run Debian's Orthanc 1.10 with a PostgreSQL index on 127.0.0.1 and free ports, "
-                    "configured by the project's Orthanc config generator.")
-    actions = parser.add_subparsers(dest="local_command", metavar="ACTION", required=True)
-
-    def add_workdir(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
-                         help=f"state directory (default: {DEFAULT_WORKDIR.relative_to(REPO_ROOT)} "
-                              "under the repository)")
-
-    up = actions.add_parser("up", help="start PostgreSQL and Orthanc (idempotent)",
-                            description="Start PostgreSQL and Orthanc; writes WORKDIR/orthanc.env (0600) "
-                                        "with ORTHANC_URL, ORTHANC_USERNAME, ORTHANC_PASSWORD.")
-    add_workdir(up)
-    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness (default 60)")
-    up.set_defaults(func=_cmd_up)
-
-    down = actions.add_parser("down", help="stop what `up` started in this work dir (--purge: and delete it)")
-    add_workdir(down)
-    down.add_argument("--purge", action="store_true",
-                      help="also delete everything `up` made: Orthanc's storage and index, the "
-                           "credentials, logs and state (and PostgreSQL's directory outside the work dir)")
-    down.set_defaults(func=_cmd_down)
-
-    status = actions.add_parser("status", help="show URL, ports, pids; exit 0 when running, 3 otherwise")
-    add_workdir(status)
-    status.add_argument("--json", action="store_true", help="print JSON (never contains the password)")
-    status.set_defaults(func=_cmd_status)
-
-
-def _cmd_up(args: argparse.Namespace) -> int:
-    stack = LocalStack(args.workdir)
-    info = stack.up(timeout=args.timeout)  # LocalStackError: the CLI's error line (exit 1), log tail included
-    if info.already_running:
-        print(f"already running: Orthanc {info.url} (pid {info.orthanc_pid}), "
-              f"PostgreSQL 127.0.0.1:{info.postgres_port} (pid {info.postgres_pid})")
-    else:
-        print(f"Orthanc      {info.url}  (pid {info.orthanc_pid}, log {stack.orthanc_log})")
-        print(f"PostgreSQL   127.0.0.1:{info.postgres_port}  (pid {info.postgres_pid}, log {stack.pg_log})")
-        print(f"Explorer     {info.explorer_url}  (user {info.username})")
-    print(f"credentials  source {info.env_file}")
-    return 0
-
-
-def _cmd_down(args: argparse.Namespace) -> int:
-    stack = LocalStack(args.workdir)
-    for line in (stack.purge() if args.purge else stack.down()):
-        print(line)
-    return 0
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    stack = LocalStack(args.workdir)
-    info = stack.status()
-    if args.json:
-        print(json.dumps(info.to_json(), indent=2))
-    else:
-        def alive(flag: bool) -> str:
-            return "alive" if flag else "dead"
-        print(f"workdir      {info.workdir}")
-        print(f"orthanc      {info.url or '-'}  pid {info.orthanc_pid or '-'}  {alive(info.orthanc_alive)}")
-        print(f"postgresql   127.0.0.1:{info.postgres_port or '-'}  pid {info.postgres_pid or '-'}  "
-              f"{alive(info.postgres_alive)}")
-        print(f"env file     {info.env_file}")
-    return 0 if info.running else 3

@@ -29,7 +29,7 @@ def _render(work_dir: Path, asset_server: Any, name: str, task_input: dict[str, 
     task_file = work_dir / f"{name}.task.json"
     task_file.write_text(json.dumps({"taskInput": task_input, "isHumanAnnotationRequired": True}))
     out = work_dir / "pages" / f"{name}.html"
-    template = REPO / "labeling" / "worker_template.liquid.html"
+    template = REPO / "labeling" / "gt" / "worker_template.liquid.html"
     assert main(["gt", "render", "--template", str(template), "--task-input", str(task_file), "--out", str(out),
                  "--asset-base", asset_server.url("/data"),
                  "--viewer-base-url", asset_server.url("/viewer/")]) == 0

@@ -150,16 +150,17 @@ def write_page(work_dir: Any, name: str, html: str) -> str:
     return f"/pages/{name}"
 
 
-def mount_page_html(viewer_url: str, image_url: str, options: dict[str, Any]) -> str:
+def mount_page_html(viewer_url: str, image_url: Optional[str], options: dict[str, Any]) -> str:
     """A bare page that mounts the viewer as the portal does (no GT form); the handle lands in
-    ``window.__daViewer``, a start failure in ``window.__mountError``."""
+    ``window.__daViewer``, a start failure in ``window.__mountError``. ``image_url`` None: the
+    options carry the series form (``slices``) instead."""
     opts = json.dumps(options).replace("<", "\\u003c")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>viewer test</title>
 <script type="module" src="{viewer_url}" crossorigin="anonymous"></script></head>
 <body><div id="host"></div>
 <script type="module">
   const options = {opts};
-  options.imageUrl = {json.dumps(image_url)};
+  if ({json.dumps(image_url)} !== null) options.imageUrl = {json.dumps(image_url)};
   window.DicomAnnotateViewer.mount(document.getElementById('host'), options)
     .then((v) => {{ window.__daViewer = v; }}, (e) => {{ window.__mountError = String(e.message || e); }});
 </script></body></html>"""

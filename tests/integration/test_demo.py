@@ -28,7 +28,7 @@ def test_demo_runs_the_local_loop():
     workdir = Path(tempfile.mkdtemp(prefix="dicom-annotate-demo-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORTHANC_")}
     try:
-        run = subprocess.run([sys.executable, "-m", "labeling", "demo", "--workdir", str(workdir),
+        run = subprocess.run([sys.executable, "-m", "devkit", "demo", "--workdir", str(workdir),
                               "--patients", "6", "--size", "64", "--epochs", "1", "--image-size", "32"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -69,7 +69,7 @@ def test_demo_runs_the_local_loop():
         assert len(srs) >= 24
 
         # A second run reuses the stack, data, users and job: everything is already stored and labeled.
-        again = subprocess.run([sys.executable, "-m", "labeling", "demo", "--workdir", str(workdir),
+        again = subprocess.run([sys.executable, "-m", "devkit", "demo", "--workdir", str(workdir),
                                 "--epochs", "1", "--image-size", "32"],
                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

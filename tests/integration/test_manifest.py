@@ -23,7 +23,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from labeling.cli import main as cli_main
-from labeling.manifest.build import ManifestLine, build_manifest, parse_filters, read_manifest
+from labeling.manifest.build import build_manifest
+from labeling.manifest.filters import parse_filters
+from labeling.manifest.format import ManifestLine, read_manifest
 from devkit.samples import copy_samples
 from labeling.contracts.schema import load_schema
 from devkit.synth import generate_dataset

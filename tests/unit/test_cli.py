@@ -171,7 +171,7 @@ def test_a_missing_output_parent_is_refused_before_any_work(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, unwanted", [
-    (["upload", "--help"], ("labeling.manifest.build", "devkit.synth", "labeling.gt.cli", "labeling.portal.cli",
+    (["upload", "--help"], ("labeling.manifest.cli", "devkit.synth", "labeling.gt.cli", "labeling.portal.cli",
                             "pydicom", "boto3", "torch")),
     (["local", "status", "--help"], ("labeling.orthanc.upload", "pydicom", "rich", "boto3", "torch")),
     (["--help"], ("labeling.orthanc.upload", "labeling.orthanc.local_stack", "requests", "pydicom", "torch")),
@@ -193,3 +193,22 @@ def test_an_unusable_path_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"local up: error: {blocker / 'stack'}: Not a directory"]
 
+
+
+def test_the_domain_errors_named_by_module_are_classified(capsys):
+    """labeling.cli names these classes by module path (it imports none of them): a class that moves
+    must keep its one-line report, not fall through to 'unexpected …'."""
+    from labeling.cli import report_error
+    from labeling.orthanc.client import OrthancError
+    from labeling.orthanc.connection import ConnectionError_
+    from labeling.orthanc.local_stack import LocalStackError
+
+    assert report_error("local up", LocalStackError("Orthanc did not start")) == 1
+    assert report_error("manifest", ConnectionError_("Orthanc user: pass --username")) == 2
+    assert report_error("upload", OrthancError(None, "refused", "http://127.0.0.1:1")) == 3
+    assert capsys.readouterr().err.splitlines() == [
+        "local up: error: Orthanc did not start",
+        "manifest: error: Orthanc user: pass --username",
+        "upload: error: cannot reach Orthanc at http://127.0.0.1:1: refused; is the local stack up? "
+        "python -m labeling local up, then source WORKDIR/orthanc.env",
+    ]

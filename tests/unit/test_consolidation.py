@@ -454,3 +454,31 @@ def test_missing_label_answers_are_not_counted_as_absent():
     out = consolidate_job(items, NAMES).items["m"]
     device = next(lab for lab in out["labels"] if lab["name"] == "Device")
     assert device["present"] is True   # one "present" answer, two workers silent on Device
+
+
+# --------------------------------------------------------------------------- errors across processes
+
+
+def _raise_consolidation_error(item_id: str) -> None:
+    from labeling.consolidation import ConsolidationError
+
+    raise ConsolidationError(item_id, "rois[2].points", "outside the image", worker_id="w7")
+
+
+def test_consolidation_error_survives_a_process_boundary():
+    """A worker process's ConsolidationError arrives whole (multiprocessing pickles it): the same
+    class, item, worker, field, reason and message, not a TypeError from unpickling."""
+    import concurrent.futures
+    import pickle
+
+    from labeling.consolidation import ConsolidationError
+
+    original = ConsolidationError("item-1", "labels[0].present", "not a boolean", worker_id=None)
+    again = pickle.loads(pickle.dumps(original))
+    assert (type(again), again.to_dict()) == (ConsolidationError, original.to_dict())
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1) as pool:
+        with pytest.raises(ConsolidationError) as info:
+            pool.submit(_raise_consolidation_error, "item-2").result(timeout=60)
+    assert info.value.to_dict() == {"item_id": "item-2", "worker_id": "w7", "field": "rois[2].points",
+                                    "reason": "outside the image",
+                                    "message": "item 'item-2', worker 'w7': rois[2].points: outside the image"}

@@ -11,6 +11,8 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from labeling.gt import cli as gt
+from labeling.gt import jobs as gt_jobs
+from labeling.gt import render as gt_render
 from labeling.cli import main
 from labeling.gt.contracts import MAX_TEMPLATE_CHARS
 
@@ -116,8 +118,8 @@ def test_render_asset_base_and_prelabel_response(tmp_path):
 
 
 def test_grant_read_access_leaves_non_s3_alone():
-    assert gt.grant_read_access_url("https://example.org/a.png") == "https://example.org/a.png"
-    assert gt.grant_read_access_url("s3://b-ucket/a/b.dcm") == "https://b-ucket.s3.amazonaws.com/a/b.dcm"
+    assert gt_render.grant_read_access_url("https://example.org/a.png") == "https://example.org/a.png"
+    assert gt_render.grant_read_access_url("s3://b-ucket/a/b.dcm") == "https://b-ucket.s3.amazonaws.com/a/b.dcm"
 
 
 def test_render_refuses_a_template_over_gt_limit(tmp_path, capsys):
@@ -151,7 +153,7 @@ def test_render_liquid_syntax_error_is_one_line(tmp_path, capsys):
 def _no_aws(monkeypatch):
     def boom(*_a, **_k):
         raise AssertionError("no AWS client may be created")
-    monkeypatch.setattr(gt, "_client", boom)
+    monkeypatch.setattr(gt_jobs, "_client", boom)
 
 
 def test_create_job_dry_run_builds_the_request_and_touches_nothing(tmp_path, monkeypatch, capsys):
@@ -172,8 +174,8 @@ def test_create_job_dry_run_builds_the_request_and_touches_nothing(tmp_path, mon
         "AnnotationConsolidationLambdaArn": OUTPUTS["postlabelLambdaArn"]}
     assert human["NumberOfHumanWorkersPerDataObject"] == 3  # schema's annotators_per_item
     assert human["TaskTimeLimitInSeconds"] == 900
-    assert human["TaskAvailabilityLifetimeInSeconds"] == gt.DEFAULT_TASK_AVAILABILITY_S
-    assert human["MaxConcurrentTaskCount"] == gt.DEFAULT_MAX_CONCURRENT_TASKS
+    assert human["TaskAvailabilityLifetimeInSeconds"] == gt_jobs.DEFAULT_TASK_AVAILABILITY_S
+    assert human["MaxConcurrentTaskCount"] == gt_jobs.DEFAULT_MAX_CONCURRENT_TASKS
     assert "chest-xray" in human["TaskTitle"] and len(human["TaskTitle"]) <= 128
     assert 0 < len(human["TaskDescription"]) <= 255
     # The request is what botocore accepts for the operation.
@@ -212,7 +214,7 @@ def test_create_job_uploads_manifest_and_calls_the_api(tmp_path, monkeypatch, ca
             regions.append(region)
             return {"s3": s3, "sagemaker": sagemaker}[service]
 
-        monkeypatch.setattr(gt, "_client", client)
+        monkeypatch.setattr(gt_jobs, "_client", client)
         with stub:
             assert main(_create_args(tmp_path)) == 0
             stub.assert_no_pending_responses()
@@ -232,7 +234,7 @@ def test_create_job_api_error_exits_3(tmp_path, monkeypatch, capsys):
     s3_stub.add_response("put_object", {}, None)
     s3_stub.add_response("put_object", {}, None)
     sm_stub.add_client_error("create_labeling_job", "ResourceInUse", "job exists")
-    monkeypatch.setattr(gt, "_client", lambda service, region: {"s3": s3, "sagemaker": sagemaker}[service])
+    monkeypatch.setattr(gt_jobs, "_client", lambda service, region: {"s3": s3, "sagemaker": sagemaker}[service])
     with s3_stub, sm_stub:
         assert main(_create_args(tmp_path)) == 3
     assert "ResourceInUse: job exists" in capsys.readouterr().err
@@ -312,7 +314,7 @@ def test_status_prints_a_table(monkeypatch, capsys):
     stub = Stubber(sagemaker)
     stub.add_response("describe_labeling_job", _describe_response(status="Failed"),
                       {"LabelingJobName": "chest-batch-1"})
-    monkeypatch.setattr(gt, "_client", lambda service, region: sagemaker)
+    monkeypatch.setattr(gt_jobs, "_client", lambda service, region: sagemaker)
     with stub:
         assert main(["gt", "status", "--job-name", "chest-batch-1"]) == 0
     out = capsys.readouterr().out
@@ -324,7 +326,7 @@ def test_status_unknown_job_exits_1(monkeypatch, capsys):
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     stub = Stubber(sagemaker)
     stub.add_client_error("describe_labeling_job", "ResourceNotFound", "no such job")
-    monkeypatch.setattr(gt, "_client", lambda service, region: sagemaker)
+    monkeypatch.setattr(gt_jobs, "_client", lambda service, region: sagemaker)
     with stub:
         assert main(["gt", "status", "--job-name", "nope"]) == 3
     assert "ResourceNotFound" in capsys.readouterr().err
@@ -352,7 +354,7 @@ def _fetch(monkeypatch, tmp_path, lines_text: str):
         stub = Stubber(sagemaker)
         stub.add_response("describe_labeling_job", _describe_response(f"s3://{BUCKET}/{key}"),
                           {"LabelingJobName": "chest-batch-1"})
-        monkeypatch.setattr(gt, "_client", lambda service, region: {"s3": s3, "sagemaker": sagemaker}[service])
+        monkeypatch.setattr(gt_jobs, "_client", lambda service, region: {"s3": s3, "sagemaker": sagemaker}[service])
         with stub:
             return main(["gt", "fetch-output", "--job-name", "chest-batch-1",
                          "--out", str(tmp_path / "out" / "output.manifest"), "--parents"])
@@ -381,7 +383,7 @@ def test_fetch_output_without_output_yet(monkeypatch, capsys, tmp_path):
     stub = Stubber(sagemaker)
     stub.add_response("describe_labeling_job", _describe_response(status="InProgress"),
                       {"LabelingJobName": "chest-batch-1"})
-    monkeypatch.setattr(gt, "_client", lambda service, region: sagemaker)
+    monkeypatch.setattr(gt_jobs, "_client", lambda service, region: sagemaker)
     with stub:
         assert main(["gt", "fetch-output", "--job-name", "chest-batch-1", "--out", str(tmp_path / "o")]) == 3
     assert "no output manifest yet (status InProgress)" in capsys.readouterr().err
@@ -501,3 +503,169 @@ def test_render_needs_out_or_serve(tmp_path, capsys):
     assert main(["gt", "render", "--template", str(Path(gt.__file__).with_name("worker_template.liquid.html")),
                  "--task-input", str(task_file)]) == 2
     assert capsys.readouterr().err.strip() == "gt render: error: give --out HTML_FILE, --serve, or both"
+
+
+# ------------------------------------------------------------------------------- series tasks
+HOSTILE_ID = "x' onmouseover='alert(1)\" <img src=x onerror=alert(2)>&amp;"
+
+
+def _data_attributes(page: str, element_id: str) -> dict[str, str]:
+    """The attributes of one element as a browser reads them (entities decoded)."""
+    from html.parser import HTMLParser
+
+    found: dict[str, str] = {}
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            values = dict(attrs)
+            if values.get("id") == element_id:
+                found.update({k: v or "" for k, v in attrs})
+
+    Parser().feed(page)
+    return found
+
+
+def _series_task(slices: list[dict], **extra) -> dict:
+    # What labeling/gt/prelabel.py returns for a series line: the single-image keys plus level and slices.
+    return {"image": slices[0]["image"], "source": "5e1ab7c3-00000000-00000000-00000000-00000000",
+            "level": "series", "labels": ["Nodule"], "task_type": "classification+roi", "schema": "ct-nodule",
+            "image_geometry": {"rows": 96, "columns": 96, "frames": len(slices)}, "slices": slices, **extra}
+
+
+def test_the_shipped_template_hands_a_series_to_the_viewer_with_every_slice_granted(tmp_path):
+    template = Path(gt.__file__).with_name("worker_template.liquid.html")
+    build, _ = _fake_viewer_build(tmp_path)
+    ids = [f"{i:08x}-11111111-22222222-33333333-44444444" for i in range(3)]
+    slices = [{"image": f"s3://staging/job-1/{i}.dcm", "instance": i, "frame": 0} for i in ids]
+    slices.append({"image": "s3://staging/job-1/odd name+.dcm", "instance": HOSTILE_ID, "frame": 7})
+    task_file = _write(tmp_path / "task.json", json.dumps({"taskInput": _series_task(slices)}))
+    out = tmp_path / "page.html"
+    assert main(["gt", "render", "--template", str(template), "--task-input", str(task_file), "--out", str(out),
+                 "--viewer-dir", str(build), "--asset-base", "https://staging.example/presigned"]) == 0
+    page = out.read_text()
+    attributes = _data_attributes(page, "da-task")
+    assert json.loads(attributes["data-slices"]) == [
+        {"url": f"https://staging.example/presigned/job-1/{i}.dcm", "instance": i, "frame": 0} for i in ids] + [
+        {"url": "https://staging.example/presigned/job-1/odd%20name%2B.dcm", "instance": HOSTILE_ID, "frame": 7}]
+    # The hostile ID stayed inside the attribute: no markup, no extra attribute came out of it.
+    assert "<img src=x" not in page and "onmouseover" not in attributes
+    assert set(attributes) == {"id", "hidden", "data-image-url", "data-labels", "data-schema", "data-task-type",
+                               "data-instructions", "data-slices"}
+    assert "De-identified DICOM series: 4 slices" in page and "of 96 × 96 px" in page
+
+
+def test_a_multiframe_task_says_frames_and_a_single_image_task_has_no_slices(tmp_path):
+    template = Path(gt.__file__).with_name("worker_template.liquid.html")
+    build, _ = _fake_viewer_build(tmp_path)
+    mf = "0a9b4f3c-1d2e3f40-5a6b7c8d-9e0f1a2b-3c4d5e6f"
+    frames = [{"image": f"s3://staging/job-1/{mf}.dcm", "instance": mf, "frame": f} for f in range(5)]
+    for name, task, expect in [("mf", _series_task(frames, level="multiframe"), "multi-frame image: 5 frames"),
+                               ("one", {"image": "s3://b/k.dcm", "labels": ["A"]}, "De-identified DICOM image")]:
+        task_file = _write(tmp_path / f"{name}.json", json.dumps(task))
+        out = tmp_path / f"{name}.html"
+        assert main(["gt", "render", "--template", str(template), "--task-input", str(task_file), "--out", str(out),
+                     "--viewer-dir", str(build)]) == 0
+        page = out.read_text()
+        assert expect in page
+        slices = _data_attributes(page, "da-task").get("data-slices")
+        assert (json.loads(slices) if slices else None) == (
+            [{"url": f"https://staging.s3.amazonaws.com/job-1/{mf}.dcm", "instance": mf, "frame": f} for f in range(5)]
+            if name == "mf" else None)
+
+
+def test_render_serve_previews_the_series_example_from_a_synth_folder(tmp_path):
+    """The README's series example: examples/gt-series-task-input.json is the pre-label answer for the
+    series `synth --series 1 --slices 24 --size 64 --seed 0 --prevalence 1` writes; --asset-dir serves
+    each staged key <orthanc id>.dcm from the file with that Orthanc instance ID."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from devkit.synth_series import generate_series_dataset
+
+    repo = Path(gt.__file__).resolve().parents[2]
+    example = repo / "examples" / "gt-series-task-input.json"
+    synth = tmp_path / "series"
+    generate_series_dataset(synth, series=1, slices=24, size=64, seed=0, prevalence=1.0, progress=False)
+    truth = json.loads((synth / "ground_truth.jsonl").read_text().splitlines()[0])
+    task = json.loads(example.read_text())["taskInput"]
+    assert [s["instance"] for s in task["slices"]] == list(reversed(truth["instances"]))  # manifest order: z up
+    files = {i: next(synth.rglob(f"{sop}.dcm")) for i, sop in zip(truth["instances"], truth["sop_instance_uids"])}
+    build, _ = _fake_viewer_build(tmp_path)
+    process = subprocess.Popen([sys.executable, "-m", "labeling", "gt", "render", "--template",
+                                str(repo / "labeling" / "gt" / "worker_template.liquid.html"), "--task-input",
+                                str(example), "--viewer-dir", str(build), "--asset-dir", str(synth), "--serve", "60"],
+                               cwd=repo, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("preview: open http://127.0.0.1:"), line
+        url = line.split()[2]
+        page = urllib.request.urlopen(url, timeout=10).read().decode()
+        slices = json.loads(_data_attributes(page, "da-task")["data-slices"])
+        assert [s["instance"] for s in slices] == [s["instance"] for s in task["slices"]]
+        for s in (slices[0], slices[11], slices[-1]):
+            assert s["url"] == f"{url}assets/ct-series-preview/{s['instance']}.dcm"
+            assert urllib.request.urlopen(s["url"], timeout=10).read() == files[s["instance"]].read_bytes()
+    finally:
+        process.terminate()
+        process.communicate(timeout=20)
+
+
+def test_render_asset_dir_names_the_slices_it_cannot_serve(tmp_path, capsys):
+    assets = tmp_path / "assets"
+    (assets / "job").mkdir(parents=True)
+    ids = [f"{i:08x}-11111111-22222222-33333333-44444444" for i in range(5)]
+    (assets / "job" / f"{ids[0]}.dcm").write_bytes(b"x")
+    (assets / "job" / "junk.dcm").write_bytes(b"not DICOM")  # looked at, skipped
+    slices = [{"image": f"s3://staging/job/{i}.dcm", "instance": i, "frame": 0} for i in ids]
+    task_file = _write(tmp_path / "task.json", json.dumps(_series_task(slices)))
+    build, _ = _fake_viewer_build(tmp_path)
+    assert main(["gt", "render", "--template", str(Path(gt.__file__).with_name("worker_template.liquid.html")),
+                 "--task-input", str(task_file), "--viewer-dir", str(build), "--asset-dir", str(assets),
+                 "--serve", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no file for 4 of the task's 5 images" in err
+    assert f"s3://staging/job/{ids[1]}.dcm" in err and "and 1 more" in err and ids[0] not in err
+
+
+def test_a_200_slice_page_beyond_128000_characters_renders_gt_counts_the_template(tmp_path):
+    # GT's 128,000-character limit is on the template it is given, not the page it renders per task:
+    # a series page with presigned URLs (~1,400 characters each with a session token) is far larger.
+    ids = [f"{i:08x}-11111111-22222222-33333333-44444444" for i in range(200)]
+    slices = [{"image": f"s3://staging/job/{i}.dcm", "instance": i, "frame": 0} for i in ids]
+    task_file = _write(tmp_path / "task.json", json.dumps(_series_task(slices)))
+    build, _ = _fake_viewer_build(tmp_path)
+    out = tmp_path / "page.html"
+    presigned = "https://staging.s3.eu-west-1.amazonaws.com/p" + "X" * 1300
+    assert main(["gt", "render", "--template", str(Path(gt.__file__).with_name("worker_template.liquid.html")),
+                 "--task-input", str(task_file), "--viewer-dir", str(build), "--asset-base", presigned,
+                 "--out", str(out)]) == 0
+    page = out.read_text()
+    assert len(page) > 2 * MAX_TEMPLATE_CHARS
+    assert len(json.loads(_data_attributes(page, "da-task")["data-slices"])) == 200
+
+
+def test_render_refuses_a_task_input_no_lambda_could_return(tmp_path, capsys):
+    from labeling.gt.contracts import MAX_PRELABEL_RESPONSE_BYTES, prelabel_response_problem
+
+    mf = "0a9b4f3c-1d2e3f40-5a6b7c8d-9e0f1a2b-3c4d5e6f"
+    frame = {"image": f"s3://staging/job/{mf}.dcm", "instance": mf, "frame": 0}
+    def task(frames: int) -> dict:
+        return _series_task([{**frame, "frame": f} for f in range(frames)], level="multiframe")
+
+    def size(frames: int) -> int:  # the Lambda's answer, compact UTF-8 JSON
+        return len(json.dumps({"taskInput": task(frames), "isHumanAnnotationRequired": True},
+                              separators=(",", ":")).encode())
+
+    lo, hi = 1, 100_000  # the most frames whose answer fits, by bisection on the refusal
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if prelabel_response_problem(task(mid)) is None else (lo, mid - 1)
+    assert size(lo) <= MAX_PRELABEL_RESPONSE_BYTES < size(lo + 1)  # refused exactly above Lambda's limit
+    too_big = task(lo + 1)
+    task_file = _write(tmp_path / "task.json", json.dumps(too_big))
+    assert main(["gt", "render", "--template", str(Path(gt.__file__).with_name("worker_template.liquid.html")),
+                 "--task-input", str(task_file), "--out", str(tmp_path / "o.html")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(task_file) in err and "6,291,556 a Lambda may return" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o.html").exists()

@@ -243,6 +243,7 @@ def test_worker_template_fits_and_submits_the_annotation_field():
     assert 'name="annotation"' in text
     # The image reaches the worker only as a short-lived URL of the staged, de-identified copy.
     assert "task.input.image | grant_read_access" in text and "task.input.source" not in text
+    assert "s.image | grant_read_access" in text  # and each slice of a series task, the same way
     # Autoescape only protects HTML contexts: no Liquid output inside script text.
     script = text[text.rindex("<script type=\"module\">"):]
     assert "{{" not in script

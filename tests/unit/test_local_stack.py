@@ -1,4 +1,4 @@
-"""Unit tests of labeling/orthanc/local_stack.py pieces that need no PostgreSQL or Orthanc."""
+"""Unit tests of labeling/orthanc/local_stack.py and local_host.py pieces that need no PostgreSQL or Orthanc."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 
+from labeling.orthanc import local_host as host
 from labeling.orthanc import local_stack as ls
 from labeling.orthanc.config import POSTGRES_PASSWORD, REGISTERED_USERS, registered_users, render_json
 
 
 def test_generated_passwords_have_letters_and_digits_and_differ():
-    values = {ls.generate_password() for _ in range(50)}
+    values = {host.generate_password() for _ in range(50)}
     assert len(values) == 50
     for value in values:
         assert len(value) == 32 and value.isalnum()
@@ -25,36 +26,36 @@ def test_generated_passwords_have_letters_and_digits_and_differ():
 
 def test_write_private_is_0600(tmp_path):
     path = tmp_path / "secret"
-    ls.write_private(path, "x")
-    ls.write_private(path, "y")  # replacing keeps the mode
+    host.write_private(path, "x")
+    host.write_private(path, "y")  # replacing keeps the mode
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "y"
 
 
 def test_free_port_is_bindable_on_loopback():
-    port = ls.free_port()
-    assert ls.port_is_free(port)
+    port = host.free_port()
+    assert host.port_is_free(port)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
         sock.listen()
-        assert not ls.port_is_free(port)
+        assert not host.port_is_free(port)
 
 
 def test_process_matches_checks_binary_and_marker():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "marker-xyz"])
     try:
         deadline = time.monotonic() + 10
-        while "marker-xyz" not in ls.read_cmdline(child.pid):  # until the child has exec'd
+        while "marker-xyz" not in host.read_cmdline(child.pid):  # until the child has exec'd
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        name = os.path.basename(ls.read_cmdline(child.pid)[0])
-        assert ls.process_matches(child.pid, name, "marker-xyz")
-        assert not ls.process_matches(child.pid, name, "other-marker")
-        assert not ls.process_matches(child.pid, "Orthanc", "marker-xyz")
+        name = os.path.basename(host.read_cmdline(child.pid)[0])
+        assert host.process_matches(child.pid, name, "marker-xyz")
+        assert not host.process_matches(child.pid, name, "other-marker")
+        assert not host.process_matches(child.pid, "Orthanc", "marker-xyz")
     finally:
         child.kill()
         child.wait()
-    assert not ls.process_matches(child.pid, name, "marker-xyz")
-    assert not ls.process_matches(None, name, "marker-xyz")
+    assert not host.process_matches(child.pid, name, "marker-xyz")
+    assert not host.process_matches(None, name, "marker-xyz")
 
 
 def test_status_of_an_empty_workdir_is_dead_and_has_no_secret(tmp_path):
@@ -82,5 +83,5 @@ def test_local_settings_render_a_loopback_config(tmp_path):
 def test_log_tail(tmp_path):
     log = tmp_path / "x.log"
     log.write_text("\n".join(f"line {i}" for i in range(100)))
-    assert ls.log_tail(log, 3) == "line 97\nline 98\nline 99"
-    assert "no log" in ls.log_tail(tmp_path / "missing.log")
+    assert host.log_tail(log, 3) == "line 97\nline 98\nline 99"
+    assert "no log" in host.log_tail(tmp_path / "missing.log")

@@ -1,4 +1,5 @@
-"""labeling/manifest/build.py: the manifest format, filter parsing, exclusion rules and the query plan.
+"""labeling/manifest/ (format, filters, exclusions, query, build, cli): the manifest format, filter parsing,
+exclusion rules and the query plan.
 
 The builder runs here against an in-memory fake of Orthanc's ``/tools/find`` (exact, list, range and
 wildcard matching over the study/series/instance hierarchy, Expand answers shaped like Orthanc
@@ -17,17 +18,13 @@ from typing import Any, Optional
 
 import pytest
 
-from labeling.manifest import build as m
-from labeling.manifest.build import (
-    FilterError,
-    ManifestError,
-    ManifestFilters,
-    ManifestLine,
-    build_manifest,
-    parse_filters,
-    read_manifest,
-    write_manifest,
-)
+from labeling.manifest import cli as mcli
+from labeling.manifest import exclusions as mx
+from labeling.manifest import filters as mf
+from labeling.manifest import query as mq
+from labeling.manifest.build import build_manifest
+from labeling.manifest.filters import FilterError, ManifestFilters, parse_filters
+from labeling.manifest.format import ManifestError, ManifestLine, read_manifest, write_manifest
 
 LABELS = ("Opacity", "Device", "Effusion")
 
@@ -214,7 +211,7 @@ def test_queries_for_each_level():
     (None, None, None),
 ])
 def test_dicom_date_range(start, end, expected):
-    assert m.dicom_date_range(start, end) == expected
+    assert mf.dicom_date_range(start, end) == expected
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -223,7 +220,7 @@ def test_dicom_date_range(start, end, expected):
     (" 19991231 ", dt.date(1999, 12, 31)),
 ])
 def test_parse_dicom_date(text, expected):
-    assert m.parse_dicom_date(text, "--study-date-from") == expected
+    assert mf.parse_dicom_date(text, "--study-date-from") == expected
 
 
 @pytest.mark.parametrize("text, message", [
@@ -265,7 +262,7 @@ def test_bad_filters_raise_one_error_naming_the_flag(kwargs, flag, message):
 
 
 def test_metadata_filters_keep_empty_values_and_drop_exact_repeats():
-    assert m.parse_metadata_filters(["Origin=RestApi", "1025=", "Origin=RestApi"]) == (
+    assert mf.parse_metadata_filters(["Origin=RestApi", "1025=", "Origin=RestApi"]) == (
         ("Origin", "RestApi"), ("1025", ""))
 
 
@@ -278,7 +275,7 @@ def test_metadata_filters_keep_empty_values_and_drop_exact_repeats():
     ("DX", False), ("CR", False), ("CT", False), ("MR", False), ("OT", False), (None, False), ("", False),
 ])
 def test_modality_exclusion(modality, excluded):
-    reason = m.modality_exclusion(modality)
+    reason = mx.modality_exclusion(modality)
     assert (reason is not None) == excluded
     if reason:
         assert reason.startswith(f"modality {modality}: ")
@@ -297,7 +294,7 @@ def test_modality_exclusion(modality, excluded):
     ("1.2.840.10008.5.1.4.1.1.66", "raw data"),
 ])
 def test_non_image_sop_classes(uid, fragment):
-    reason = m.sop_class_exclusion(uid)
+    reason = mx.sop_class_exclusion(uid)
     assert reason is not None and fragment in reason and uid in reason
 
 
@@ -311,7 +308,7 @@ def test_non_image_sop_classes(uid, fragment):
     None, "",
 ])
 def test_image_and_unknown_sop_classes_are_kept(uid):
-    assert m.sop_class_exclusion(uid) is None
+    assert mx.sop_class_exclusion(uid) is None
 
 
 def test_exclusion_table_agrees_with_pydicom_sop_class_names():
@@ -323,21 +320,21 @@ def test_exclusion_table_agrees_with_pydicom_sop_class_names():
                        "RT Plan", "RT Dose", "RT Structure", "Segmentation Storage", "Key Object")
     for uid, name in storage.items():
         if any(word in name for word in non_image_words):
-            assert m.sop_class_exclusion(uid), f"{name} ({uid}) should be excluded"
+            assert mx.sop_class_exclusion(uid), f"{name} ({uid}) should be excluded"
         if name.endswith("Image Storage") or "Image Storage -" in name:
-            assert m.sop_class_exclusion(uid) is None, f"{name} ({uid}) is an image"
+            assert mx.sop_class_exclusion(uid) is None, f"{name} ({uid}) is an image"
 
 
 def test_non_image_modality_codes_are_valid_cs_values():
-    assert all(m._MODALITY_RE.match(code) for code in m.NON_IMAGE_MODALITIES)
-    assert not set(m.NON_IMAGE_MODALITIES) & m.IMAGE_MODALITIES
+    assert all(mf._MODALITY_RE.match(code) for code in mx.NON_IMAGE_MODALITIES)
+    assert not set(mx.NON_IMAGE_MODALITIES) & mx.IMAGE_MODALITIES
 
 
 @pytest.mark.parametrize("modality, check", [
     ("DX", False), ("CT", False), ("SR", False), ("OT", True), (None, True), ("", True), ("XYZ", True),
 ])
 def test_sop_class_is_read_only_where_modality_does_not_tell(modality, check):
-    assert m.needs_sop_class_check(modality) is check
+    assert mx.needs_sop_class_check(modality) is check
 
 
 # ------------------------------------------------------------------ builder on a fake Orthanc
@@ -437,7 +434,7 @@ class FakeOrthanc:
         return True
 
 
-def build(fake: FakeOrthanc, **kw: Any) -> m.BuildResult:
+def build(fake: FakeOrthanc, **kw: Any) -> mq.BuildResult:
     return build_manifest(fake, schema_name="chest-xray", labels=LABELS, task_type="classification+roi", **kw)
 
 
@@ -593,13 +590,13 @@ def test_unknown_sop_class_is_kept_and_warned():
 
 
 def test_bulk_reads_are_chunked_for_parallel_requests():
-    assert m.chunks([]) == []
-    assert [len(c) for c in m.chunks([str(i) for i in range(150)])] == [150]
-    assert [len(c) for c in m.chunks([str(i) for i in range(1000)])] == [250] * 4
-    sizes = [len(c) for c in m.chunks([str(i) for i in range(20_001)])]
-    assert max(sizes) == m.BULK_CHUNK_MAX and sum(sizes) == 20_001
+    assert mq.chunks([]) == []
+    assert [len(c) for c in mq.chunks([str(i) for i in range(150)])] == [150]
+    assert [len(c) for c in mq.chunks([str(i) for i in range(1000)])] == [250] * 4
+    sizes = [len(c) for c in mq.chunks([str(i) for i in range(20_001)])]
+    assert max(sizes) == mq.BULK_CHUNK_MAX and sum(sizes) == 20_001
     ids = [str(i) for i in range(999)]
-    assert [i for c in m.chunks(ids) for i in c] == ids
+    assert [i for c in mq.chunks(ids) for i in c] == ids
 
 
 def test_metadata_filter_uses_the_bulk_metadata_without_more_requests():
@@ -674,19 +671,19 @@ def test_the_index_is_used_unless_a_narrow_query_has_none_saved(tmp_path, monkey
     assert saved.parent == tmp_path / "dicom-annotate" / "manifest-index"
     assert default_index_file(url + "/") == saved and default_index_file("http://other:8042") != saved
     broad, narrow = parse_filters(modalities=["DX"]), parse_filters(patient_id="P1")
-    assert m.choose_index(broad, url, None, False) == (True, saved)
-    assert m.choose_index(narrow, url, None, False) == (False, saved)  # one find reads less
+    assert mcli.choose_index(broad, url, None, False) == (True, saved)
+    assert mcli.choose_index(narrow, url, None, False) == (False, saved)  # one find reads less
     saved.parent.mkdir(parents=True)
     saved.write_text("{}")
-    assert m.choose_index(narrow, url, None, False) == (True, saved)   # replaying changes is cheaper
-    assert m.choose_index(narrow, url, tmp_path / "x.json", False) == (False, tmp_path / "x.json")
-    assert m.choose_index(broad, url, None, True) == (True, None)
-    assert m.choose_index(narrow, url, None, True) == (False, None)
+    assert mcli.choose_index(narrow, url, None, False) == (True, saved)   # replaying changes is cheaper
+    assert mcli.choose_index(narrow, url, tmp_path / "x.json", False) == (False, tmp_path / "x.json")
+    assert mcli.choose_index(broad, url, None, True) == (True, None)
+    assert mcli.choose_index(narrow, url, None, True) == (False, None)
 
 
 def test_client_side_matching_follows_orthanc_find_rules():
-    study = m._Study("st", "1.2", "20240301", "SYN.7-01")
-    series = m._Series("se", "st", "1.2.3", "DX", 1, ("i",))
+    study = mq._Study("st", "1.2", "20240301", "SYN.7-01")
+    series = mq._Series("se", "st", "1.2.3", "DX", 1, ("i",))
     assert parse_filters().matches(study, series)
     assert parse_filters(modalities=["DX", "CR"], patient_id="SYN.7-*").matches(study, series)
     assert not parse_filters(patient_id="SYNx7-*").matches(study, series)      # '.' is literal
@@ -694,8 +691,17 @@ def test_client_side_matching_follows_orthanc_find_rules():
     assert parse_filters(patient_id="SYN.7-0?").matches(study, series)
     assert parse_filters(study_date_from="2024-03-01", study_date_to="20240301").matches(study, series)
     assert not parse_filters(study_date_to="20240229").matches(study, series)
-    undated = m._Study("st", "1.2", None, "P")
+    undated = mq._Study("st", "1.2", None, "P")
     assert not parse_filters(study_date_from="19000101").matches(undated, series)
     assert not parse_filters(series_uids=["1.2.4"]).matches(study, series)
     assert not parse_filters(study_uids=["1.3"]).matches(study, series)
     assert not parse_filters().matches(None, series)  # a series whose study is unknown
+
+
+def test_filter_error_pickles_with_its_flag():
+    import pickle
+
+    with pytest.raises(FilterError) as info:
+        parse_filters(study_date_from="2024-13-01")
+    again = pickle.loads(pickle.dumps(info.value))
+    assert (type(again), str(again), again.flag) == (FilterError, str(info.value), "--study-date-from")

@@ -167,3 +167,29 @@ def test_unauthorized_message_names_the_variables(server):
 def test_bad_level_plural_rejected(server):
     with pytest.raises(ValueError, match="expected one of"):
         client_for(server).list_metadata("Instance", "x")
+
+
+def test_orthanc_error_pickles_with_its_fields():
+    """An OrthancError raised in a worker process reaches the parent whole (pickle rebuilds it from
+    its arguments; the default would call OrthancError(message) and fail)."""
+    import pickle
+
+    error = OrthancError(409, "Conflict", "http://127.0.0.1:8042/instances", {"OrthancStatus": 8})
+    again = pickle.loads(pickle.dumps(error))
+    assert (type(again), str(again), again.status, again.message, again.url, again.details) == (
+        OrthancError, str(error), 409, "Conflict", "http://127.0.0.1:8042/instances", {"OrthancStatus": 8})
+
+
+def test_a_command_builds_its_client_from_flags_or_the_environment(tmp_path):
+    import argparse
+
+    from labeling.orthanc.connection import ConnectionError_, orthanc_client_from_args
+
+    password = tmp_path / "pw"
+    password.write_text("s3cret\n")
+    args = argparse.Namespace(orthanc_url="http://127.0.0.1:8042/", username=None, password_file=password)
+    client = orthanc_client_from_args(args, {"ORTHANC_USERNAME": "admin"}, pool_size=3)
+    assert (client.url, client._session.auth) == ("http://127.0.0.1:8042", ("admin", "s3cret"))
+    client.close()
+    with pytest.raises(ConnectionError_, match="ORTHANC_USERNAME"):
+        orthanc_client_from_args(argparse.Namespace(orthanc_url="http://127.0.0.1:8042"), {})

@@ -247,3 +247,24 @@ def test_unreadable_file_is_named(tmp_path):
 def test_parse_output_line_accepts_text():
     record = parse_output_line(json.dumps(_line()), where="f:9", line_number=9)
     assert record.line_number == 9 and record.labels["Opacity"] is True
+
+
+def test_scan_collecting_problems_counts_every_line_instead_of_stopping():
+    """``problems``: the fetch-output tally; bad lines are collected with their place, a line with
+    neither the attribute nor its metadata is a failed object, the good lines are still read."""
+    from labeling.gt.output_manifest import scan_output_manifest
+
+    meta = {"type": "groundtruth/custom", "human-annotated": "yes", "job-name": "labeling-job/j",
+            "creation-date": "2024-01-02T03:04:05.123456"}
+    lines = [json.dumps({"source": "a", "j": {"labels": []}, "j-metadata": meta}),
+             "not json",
+             json.dumps({"source": "b"}),
+             json.dumps({"source": "c", "j": {"labels": []}}),
+             ""]
+    problems: list[str] = []
+    scan = scan_output_manifest(lines, "j", problems=problems, name="out.manifest")
+    assert [r.source for r in scan.records] == ["a"]
+    assert [(f.line_number, f.source) for f in scan.failed] == [(3, "b")]
+    assert [p.split(":")[:2] for p in problems] == [["out.manifest", "2"], ["out.manifest", "4"]]
+    with pytest.raises(OutputManifestError, match=r"^out.manifest:2: not valid JSON"):
+        scan_output_manifest(lines, "j", name="out.manifest")

@@ -113,9 +113,9 @@ def test_non_empty_out_is_refused(tmp_path: Path) -> None:
 
 
 def samples_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m devkit")
-    samples.register(parser.add_subparsers(dest="command", required=True))
-    return parser
+    from devkit.cli import build_parser  # the real parser: one-line errors come from labeling.cli
+
+    return build_parser(["samples"])
 
 
 def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:

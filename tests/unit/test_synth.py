@@ -16,21 +16,11 @@ from pydicom.uid import ComputedRadiographyImageStorage, DigitalXRayImageStorage
 
 from devkit import synth
 from labeling.contracts.schema import load_schema
-from devkit.synth import (
-    FINDINGS,
-    GROUND_TRUTH_FILE,
-    ROI_SHAPES,
-    ImagePlan,
-    SUMMARY_FILE,
-    OutputDirError,
-    generate_dataset,
-    ground_truth_record,
-    iter_studies,
-    make_params,
-    plan_patient,
-    plan_study,
-    render_image,
-)
+from devkit.synth import OutputDirError, generate_dataset, iter_studies
+from devkit.synth_dicom import ground_truth_record
+from devkit.synth_draw import render_image
+from devkit.synth_plan import (FINDINGS, GROUND_TRUTH_FILE, ROI_SHAPES, SUMMARY_FILE, ImagePlan, make_params,
+                               plan_patient, plan_study)
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {"patients": 4, "studies_per_patient": 2, "size": 64, "seed": 7, "prevalence": 0.6, "progress": False, "workers": 1}
@@ -317,9 +307,9 @@ def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def synth_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m devkit")
-    synth.register(parser.add_subparsers(dest="command", required=True))
-    return parser
+    from devkit.cli import build_parser  # the real parser: one-line errors come from labeling.cli
+
+    return build_parser(["synth"])
 
 
 def run_cli(argv: list[str]) -> int:

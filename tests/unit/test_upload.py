@@ -1,4 +1,4 @@
-"""Unit tests of labeling/orthanc/upload.py: file checks, Orthanc IDs, batching, discovery, retries.
+"""Unit tests of labeling/orthanc/upload.py, dicom_file.py, sources.py: file checks, Orthanc IDs, batching, discovery, retries.
 
 No Orthanc here: a fake client plays Orthanc's answers (tests/integration has the real thing).
 """
@@ -17,6 +17,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
+from labeling.contracts import ids
+from labeling.orthanc import dicom_file as df
+from labeling.orthanc import sources as src
 from labeling.orthanc import upload as up
 from labeling.orthanc.client import OrthancError, UploadResult
 
@@ -63,13 +66,13 @@ def make_dicom(*, patient_id: str = "P1", rows: int = 8, sop_uid: Optional[str] 
 
 def test_orthanc_instance_id_matches_a_value_orthanc_gave():
     # Answer of Orthanc 1.10.1 for pydicom's rtdose_rle.dcm (PatientID is 'id11111 ' with VR UN).
-    assert up.orthanc_instance_id(
+    assert ids.orthanc_instance_id(
         "id11111 ", "1.2.999.999.99.9.9999.8888", "1.2.777.777.77.7.7777.7777",
         "1.9.999.999.99.9.9999.9999.20030818153516") == "ad37e374-bfed7063-7a623e83-273dc020-50b0bee4"
 
 
 def test_orthanc_hash_format():
-    value = up.orthanc_hash("x")
+    value = ids.orthanc_hash("x")
     assert [len(part) for part in value.split("-")] == [8] * 5
 
 
@@ -78,10 +81,10 @@ def test_orthanc_hash_format():
 
 def test_valid_file_gives_identity_and_id():
     data = make_dicom(patient_id="P7", sop_uid="1.2.3.4.5.6")
-    identity = up.validate_dicom(data)
+    identity = df.validate_dicom(data)
     assert identity.sop_instance_uid == "1.2.3.4.5.6"
     assert identity.patient_id == "P7"
-    assert identity.orthanc_id == up.orthanc_instance_id("P7", "1.2.3.4", "1.2.3.4.5", "1.2.3.4.5.6")
+    assert identity.orthanc_id == ids.orthanc_instance_id("P7", "1.2.3.4", "1.2.3.4.5", "1.2.3.4.5.6")
 
 
 @pytest.mark.parametrize("data, words", [
@@ -90,51 +93,51 @@ def test_valid_file_gives_identity_and_id():
     (b"x" * 4000, "not a DICOM file"),
 ])
 def test_non_dicom_rejected(data, words):
-    with pytest.raises(up.InvalidDicom, match=words):
-        up.validate_dicom(data)
+    with pytest.raises(df.InvalidDicom, match=words):
+        df.validate_dicom(data)
 
 
 def test_a_data_set_without_the_part10_header_is_left_to_orthanc():
     """rtstruct.dcm has no preamble/'DICM'; Orthanc (DCMTK) stores it, so the pre-check must pass it."""
-    identity = up.validate_dicom(_sample("rtstruct.dcm"))
+    identity = df.validate_dicom(_sample("rtstruct.dcm"))
     assert identity.sop_instance_uid == "1.2.826.0.1.3680043.8.498.2010020400001"
 
 
 def test_truncated_pixel_data_rejected():
     data = make_dicom(rows=64)
-    with pytest.raises(up.InvalidDicom, match="truncated: pixel data declares 8192 bytes"):
-        up.validate_dicom(data[:-100])
+    with pytest.raises(df.InvalidDicom, match="truncated: pixel data declares 8192 bytes"):
+        df.validate_dicom(data[:-100])
 
 
 def test_truncated_header_rejected():
     data = make_dicom(rows=64)
     cut = data.index(b"OT") + 1  # inside the Modality value, before the pixel data
-    with pytest.raises(up.InvalidDicom, match="truncated"):
-        up.validate_dicom(data[:cut])
+    with pytest.raises(df.InvalidDicom, match="truncated"):
+        df.validate_dicom(data[:cut])
 
 
 @pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
 def test_missing_uid_rejected(keyword):
-    with pytest.raises(up.InvalidDicom, match=f"missing {keyword}"):
-        up.validate_dicom(make_dicom(drop=(keyword,)))
+    with pytest.raises(df.InvalidDicom, match=f"missing {keyword}"):
+        df.validate_dicom(make_dicom(drop=(keyword,)))
 
 
 def test_file_without_pixel_data_is_fine():
-    assert up.validate_dicom(make_dicom(pixels=False)).sop_instance_uid
+    assert df.validate_dicom(make_dicom(pixels=False)).sop_instance_uid
 
 
 def test_sequences_walked_in_both_encodings():
     for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
         data = make_dicom(sequence=True, syntax=syntax)
-        assert up.validate_dicom(data)
-        with pytest.raises(up.InvalidDicom, match="truncated"):
-            up.validate_dicom(data[:data.index(b"SRT") + 2])
+        assert df.validate_dicom(data)
+        with pytest.raises(df.InvalidDicom, match="truncated"):
+            df.validate_dicom(data[:data.index(b"SRT") + 2])
 
 
 def test_trailing_padding_after_pixels_is_fine():
     data = make_dicom()
     padding = struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, 4) + b"\0" * 4  # (FFFC,FFFC) PS3.10
-    assert up.validate_dicom(data + padding)
+    assert df.validate_dicom(data + padding)
 
 
 def _sample(name: str) -> bytes:
@@ -145,7 +148,7 @@ def _sample(name: str) -> bytes:
                                   "JPEG2000.dcm", "MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm",
                                   "JPEG2000-embedded-sequence-delimiter.dcm", "rtplan.dcm", "test-SR.dcm"])
 def test_pydicom_samples_accepted(name):
-    assert up.validate_dicom(_sample(name)).sop_instance_uid
+    assert df.validate_dicom(_sample(name)).sop_instance_uid
 
 
 @pytest.mark.parametrize("name, words", [
@@ -157,21 +160,21 @@ def test_pydicom_samples_accepted(name):
 ])
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's own complaint about the same file
 def test_pydicom_broken_samples_rejected(name, words):
-    with pytest.raises(up.InvalidDicom, match=words.replace("(", r"\(").replace(")", r"\)")):
-        up.validate_dicom(_sample(name))
+    with pytest.raises(df.InvalidDicom, match=words.replace("(", r"\(").replace(")", r"\)")):
+        df.validate_dicom(_sample(name))
 
 
 def test_truncated_encapsulated_pixel_data_rejected():
     data = _sample("JPEG2000.dcm")
-    with pytest.raises(up.InvalidDicom, match="truncated"):
-        up.validate_dicom(data[:-20])  # loses the sequence delimiter and part of the last fragment
+    with pytest.raises(df.InvalidDicom, match="truncated"):
+        df.validate_dicom(data[:-20])  # loses the sequence delimiter and part of the last fragment
 
 
 # --- batching and ZIP bodies ------------------------------------------------------------------
 
 
 def _sources(sizes):
-    return [up.Source(i, f"f{i}", Path(f"f{i}"), size=s) for i, s in enumerate(sizes)]
+    return [src.Source(i, f"f{i}", Path(f"f{i}"), size=s) for i, s in enumerate(sizes)]
 
 
 def test_batches_group_small_files_and_isolate_large_ones():
@@ -210,7 +213,7 @@ def test_discover_walks_folders_zips_and_reports_problems(tmp_path):
         archive.writestr("__MACOSX/._one.dcm", b"junk")
         archive.writestr("dir/", b"")
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
-    sources, skipped = up.discover([tmp_path / "d", tmp_path / "d" / "b.dcm", tmp_path / "bad.zip",
+    sources, skipped = src.discover([tmp_path / "d", tmp_path / "d" / "b.dcm", tmp_path / "bad.zip",
                                     tmp_path / "missing"])
     names = [s.display.replace(str(tmp_path), "") for s in sources]
     assert names == ["/d/b.dcm", "/d/c.zip!x/one.dcm", "/d/sub/a.dcm", "/bad.zip", "/missing"]
@@ -218,7 +221,7 @@ def test_discover_walks_folders_zips_and_reports_problems(tmp_path):
     problems = {s.display.replace(str(tmp_path), ""): s.problem for s in sources if s.problem}
     assert "not a readable ZIP archive" in problems["/bad.zip"]
     assert problems["/missing"] == "no such file or directory"
-    assert up.SourceReader().read(sources[1]) == b"1"
+    assert src.SourceReader().read(sources[1]) == b"1"
 
 
 # --- the uploader, against a fake Orthanc -----------------------------------------------------
@@ -243,7 +246,7 @@ class FakeOrthanc:
             raise OrthancError(None, "ConnectionError: refused", self.url)
 
     def _store(self, data: bytes) -> UploadResult:
-        identity = up.validate_dicom(data)
+        identity = df.validate_dicom(data)
         status = "AlreadyStored" if identity.orthanc_id in self.stored else "Success"
         self.stored.add(identity.orthanc_id)
         return UploadResult(status, identity.orthanc_id, "s", "st", "p")
@@ -275,7 +278,7 @@ def _files(tmp_path, count, **kwargs):
 
 
 def _run(client, paths, **kwargs):
-    sources, _ = up.discover(paths)
+    sources, _ = src.discover(paths)
     uploader = up.Uploader(client, sleep=lambda s: None, **kwargs)
     return uploader.run(sources)
 
@@ -339,7 +342,7 @@ def test_outage_past_deadline_fails_files_and_later_ones_fast(tmp_path):
         now[0] += seconds
 
     fake = FakeOrthanc(down_for=10_000)
-    sources, _ = up.discover(paths)
+    sources, _ = src.discover(paths)
     uploader = up.Uploader(fake, batch_size=2, workers=1, deadline=5.0, sleep=sleep, clock=lambda: now[0])
     outcomes = uploader.run(sources)
     assert {o.outcome for o in outcomes} == {"failed"}
@@ -379,3 +382,12 @@ def test_report_json_totals(tmp_path):
     assert set(data["files"][0]) == {"path", "outcome", "instance_id", "sop_instance_uid", "reason",
                                       "attempts", "size"}
     assert not report.ok
+
+
+def test_send_failed_pickles_with_its_orthanc_error():
+    import pickle
+
+    failed = up.SendFailed(OrthancError(None, "connection refused", "http://127.0.0.1:1/instances"), 3, True)
+    again = pickle.loads(pickle.dumps(failed))
+    assert (str(again), again.attempts, again.gave_up, again.error.status, again.error.url) == (
+        str(failed), 3, True, None, "http://127.0.0.1:1/instances")

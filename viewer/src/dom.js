@@ -61,6 +61,9 @@ const CSS = `
 .da-viewer .da-keys{color:#59636e;font-size:12px}
 .da-viewer .da-label-row.da-current{outline:2px solid #4363d8;outline-offset:1px}
 .da-viewer .da-size{color:#59636e;font-size:12px}
+.da-viewer .da-toolbar .da-stack{gap:6px}
+.da-viewer .da-slice{font-variant-numeric:tabular-nums;min-width:5.5em;font-weight:600}
+.da-viewer .da-stack input[type=number]{width:3.5em}
 .da-viewer.da-dark{color:#e3e7ec}
 .da-viewer.da-dark .da-instructions{background:#1c2430;border-left-color:#7aa2ff}
 .da-viewer.da-dark button,.da-viewer.da-dark select{background:#1c2430;color:#e3e7ec;border-color:#4a5563}

@@ -15,7 +15,7 @@
 import { init as coreInit, getWebWorkerManager } from '@cornerstonejs/core';
 import {
   init as toolsInit, addTool, WindowLevelTool, PanTool, ZoomTool, RectangleROITool, EllipticalROITool,
-  PlanarFreehandROITool, ProbeTool,
+  PlanarFreehandROITool, ProbeTool, StackScrollTool,
 } from '@cornerstonejs/tools';
 import { init as loaderInit } from '@cornerstonejs/dicom-image-loader';
 
@@ -58,7 +58,7 @@ export function setup() {
         { maxWorkerInstances: workers });
       loaderInit({ maxWebWorkers: workers, wasmBasePath: ASSET_BASE });
       for (const Tool of [WindowLevelTool, PanTool, ZoomTool, RectangleROITool, EllipticalROITool,
-        PlanarFreehandROITool, ProbeTool]) {
+        PlanarFreehandROITool, ProbeTool, StackScrollTool]) {
         addTool(Tool);
       }
     })();

@@ -1,21 +1,41 @@
 /**
- * The annotation viewer: one DICOM Part-10 image in a Cornerstone3D stack viewport, the schema's
- * labels as image-level present/absent answers, and rectangle / ellipse / polygon (freehand) /
- * point ROIs, each with its own schema label. The mount API (one home: here; docs/architecture.md
- * lists it among the contracts), shared by the GT worker template and the portal:
+ * The annotation viewer: one DICOM Part-10 image, or the slices of a series / multi-frame instance,
+ * in a Cornerstone3D stack viewport; the schema's labels as present/absent answers, and rectangle /
+ * ellipse / polygon (freehand) / point ROIs, each with its own schema label. The mount API (one
+ * home: here; docs/architecture.md lists it among the contracts), shared by the GT worker template
+ * and the portal, in two forms:
  *
  *   mount(element, {imageUrl, schema, initialAnswer?, overlays?, readOnly?, onChange?, theme?, pixelSpacing?})
+ *   mount(element, {slices: [{url, instance, frame?}, ...], schema, ...the same options})
+ *
+ * Image form: one image (its 0-based frame from `initialAnswer.image.frame`, default 0).
+ * Series form (issue 14; a `manifest --level series` task): `slices` in the manifest line's order
+ * (`instances`, slice 0 first), `url` the slice's DICOM file, `instance` its Orthanc instance ID,
+ * `frame` the 0-based frame in it (default 0); a multi-frame instance is N entries with the same url
+ * and instance and frames 0..N-1. Each instance+frame appears once; a bad entry is a TypeError naming
+ * it. Then: every ROI of getAnswer() carries the `instance` and `frame` of the slice it was drawn on
+ * (labeling/contracts/answer.py), and is shown on that slice only; ROIs of `initialAnswer` and
+ * `overlays` go to the slice their instance/frame name (one naming no slice is listed as ignored);
+ * `labels` are series-level; `image` is {rows, columns, frame: 0} of slice 0. The promise resolves
+ * once slice 0 is on screen; the others load in the background (nearest first), counted in the
+ * slice bar ("12 / 64", "loaded 40 / 64"). Navigation: wheel, ←/→ or PgUp/PgDn, ↑/↓ when no finding
+ * list takes them, Home/End, a slider, cine (C) with a frame rate. validate() also reports regions
+ * outside their slice and slices that failed to load.
  *
  * `theme: 'dark'` gives a reading-room palette; `pixelSpacing: [row mm, column mm]` (else the file's
  * PixelSpacing / ImagerPixelSpacing) shows each region's size in millimetres. Findings are one
  * present/absent choice per label (radio buttons); keys: ↑/↓ choose the finding, Y present, N absent
- * (then the next finding); A applies the automatic (1st–99th percentile) window.
- *     → Promise<{getAnswer(), validate(), destroy(), getViewState(), undo(), imageToClient([x, y]),
- *                pixelStats(), element}>   (the last four for drivers and tests; also on root.daViewer)
+ * (then the next finding); A applies the automatic (1st–99th percentile) window, where MR starts.
+ *     → Promise<{getAnswer(), validate(), destroy(), getViewState(), undo(), goToSlice(i),
+ *                imageToClient([x, y]), pixelStats(), element}>
+ *       (the last three for drivers and tests; the handle is also on root.daViewer; goToSlice(i)
+ *       resolves when 0-based slice i is shown; getViewState().slice = {index, count, loaded, failed,
+ *       playing, fps} for a series, else null)
  *
  * The promise resolves once the image is on screen (after the first IMAGE_RENDERED) and rejects
  * when it cannot be loaded or decoded (IMAGE_LOAD_ERROR); the root element's `data-da-status` is
- * then `rendered` or `error`. Window/level acts on the original (modality-LUT) pixel values.
+ * then `rendered` or `error`, and `data-da-slice-index` the 0-based slice shown. Window/level acts on the
+ * original (modality-LUT) pixel values.
  */
 import {
   RenderingEngine, Enums as CoreEnums, eventTarget, metaData, utilities as csUtils,
@@ -23,7 +43,7 @@ import {
 import {
   ToolGroupManager, Enums as ToolEnums, annotation as csAnnotation, utilities as toolUtils,
   WindowLevelTool, PanTool, ZoomTool, RectangleROITool, EllipticalROITool, PlanarFreehandROITool,
-  ProbeTool,
+  ProbeTool, StackScrollTool,
 } from '@cornerstonejs/tools';
 
 import { setup } from './setup.js';
@@ -32,6 +52,9 @@ import { planeFromImageData, worldToImage, imageToWorld } from './geometry.js';
 import {
   normalizeSchema, roiFromImagePoints, toolPointsFromRoi, roiProblem, validateAnswer,
 } from './answer.js';
+import { normalizeSlices, StackNav, STACK_KEY_HELP } from './stack.js';
+import { windowPresets, pixelSummary } from './voi.js';
+import { Findings } from './findings.js';
 
 const { MouseBindings } = ToolEnums;
 const ROI_TOOLS = {
@@ -57,48 +80,34 @@ const OVERLAY_STYLES = ['#00e5ff', '#ff9f1c', '#b388ff', '#76ff03', '#ff4081'];
 const KEY_HELP = 'Keys: ↑/↓ finding · Y present · N absent · ? uncertain (if offered) · W window/level · A auto window · P pan · Z zoom · '
   + 'R rectangle · E ellipse · F polygon · O point · 1–9 region label · I invert · H/V flip · T rotate · 0 reset · '
   + 'Ctrl+Z undo · Del delete selected region. Right button zooms, middle button pans.';
-/** Projection radiography: no fixed windows fit, the automatic percentile window does. */
-const PROJECTION = new Set(['DX', 'CR', 'MG', 'RG', 'PX', 'RF', 'XA']);
-const AUTO_PERCENTILES = [[1, 99], [5, 95]];
 
 const LOAD_TIMEOUT_S = 180;
 let mounts = 0;      // ids
 let liveViewers = 0; // viewers on the page now (keyboard routing)
 let lastPointerViewer = null;
 
-/** Window presets for a modality: [name, center, width] (CT: Hounsfield units). */
-function presetsFor(modality) {
-  if (PROJECTION.has(modality)) return [];  // the automatic windows below serve DX/CR
-  if (modality === 'CT') {
-    return [['Lung', -600, 1500], ['Mediastinum', 40, 400], ['Bone', 400, 1800], ['Brain', 40, 80],
-      ['Abdomen', 40, 350]];
-  }
-  return [];
-}
-
-function asList(value) {
-  if (value === undefined || value === null || value === '') return [];
-  return Array.isArray(value) ? value : [value];
-}
-
 class Viewer {
   constructor(element, options) {
     if (!(element instanceof HTMLElement)) {
       throw new TypeError('mount(element, options): element must be an HTML element');
     }
-    if (!options || typeof options.imageUrl !== 'string' || !options.imageUrl) {
-      throw new TypeError('mount(element, options): options.imageUrl must be the URL of a DICOM file');
-    }
+    if (!options || typeof options !== 'object') throw new TypeError('mount(element, options): options missing');
+    this.slices = normalizeSlices(options);
+    /** a series or multi-frame task: ROIs carry the instance and frame of their slice */
+    this.isSeries = options.slices !== undefined;
     this.options = options;
     this.schema = normalizeSchema(options.schema);
     this.readOnly = !!options.readOnly;
     this.id = `da${++mounts}`;
     this.host = element;
-    /** label name → true (present) | false (absent) | 'uncertain' (schema.uncertain) | null (not answered) */
-    this.labelState = new Map(this.schema.labels.map((l) => [l.name, null]));
-    this.confidence = new Map();
-    /** own ROIs in drawing order: {uid, shape, label} */
+    this.findings = new Findings(this.schema, { id: this.id, readOnly: this.readOnly,
+      scope: this.isSeries ? 'series' : 'image' });
+    /** own ROIs in drawing order: {uid, shape, label, slice, pending?} (pending: an answer-shaped ROI
+     * of a slice not shown yet; its annotation is made when the slice first is, see whenShown) */
     this.rois = [];
+    this.planes = new Map();    // slice index → its image plane (known once it has been shown)
+    this.sizes = new Map();     // slice index → {rows, columns}
+    this.onFirstShow = new Map(); // slice index → callbacks waiting for its plane
     this.overlayUids = new Set();
     this.undoStack = [];
     this.primary = 'windowlevel';
@@ -149,9 +158,11 @@ class Viewer {
       onchange: () => { this.applyPreset(this.presetSelect.value); this.presetSelect.value = ''; } },
     el('option', { value: '' }, 'W/L presets…'));
     this.voiText = el('span', { class: 'da-status', dataset: { daVoi: '' } });
+    this.stackSlot = el('div', { class: 'da-toolbar' });
     const toolbar = el('div', { class: 'da-toolbar' }, toolGroup,
       (s.rois && !this.readOnly) ? labelGroup : null, actions, this.presetSelect, this.voiText);
     this.root.appendChild(toolbar);
+    if (this.slices.length > 1) this.root.appendChild(this.stackSlot);
 
     this.viewportEl = el('div', { class: 'da-viewport', dataset: { daViewport: '' } });
     this.viewportEl.addEventListener('contextmenu', (e) => e.preventDefault());
@@ -161,7 +172,7 @@ class Viewer {
     }, true);
     const side = el('div', { class: 'da-side' });
     if (s.classification) {
-      side.appendChild(this.buildLabels());
+      side.appendChild(this.findings.build((name, present) => this.answerLabel(name, present)));
     }
     this.roiList = el('ol', { class: 'da-rois', dataset: { daRois: '' } });
     if (s.rois) {
@@ -172,6 +183,7 @@ class Viewer {
     this.statusEl = el('div', { class: 'da-status', role: 'status', dataset: { daMessage: '' } });
     side.appendChild(this.statusEl);
     if (!this.readOnly) side.appendChild(el('div', { class: 'da-keys' }, KEY_HELP));
+    if (this.slices.length > 1) side.appendChild(el('div', { class: 'da-keys' }, STACK_KEY_HELP));
     this.root.appendChild(el('div', { class: 'da-main' }, this.viewportEl, side));
     this.host.appendChild(this.root);
     this.onPointerUp = () => { if (this.editSnapshot) setTimeout(() => this.recordEdits(), 0); };
@@ -179,46 +191,6 @@ class Viewer {
     this.onKey = (e) => this.keydown(e);
     // Capture phase: Cornerstone's element listeners stop keydown propagation on the viewport.
     document.addEventListener('keydown', this.onKey, true);
-  }
-
-  buildLabels() {
-    this.labelInputs = new Map();
-    const box = el('fieldset', { dataset: { daLabels: '' } }, el('legend', {}, 'Findings in this image'));
-    this.currentLabel = 0;
-    this.schema.labels.forEach((label, index) => {
-      // One choice per label: a radio group (present | absent), answered by click or Y/N.
-      const group = `${this.id}-label-${index}`;
-      const present = el('input', { type: 'radio', name: group, disabled: this.readOnly,
-        dataset: { daLabelIndex: String(index), daValue: 'present' } });
-      const absent = el('input', { type: 'radio', name: group, disabled: this.readOnly,
-        dataset: { daLabelIndex: String(index), daValue: 'absent' } });
-      present.addEventListener('change', () => { this.focusLabel(index); this.answerLabel(label.name, true); });
-      absent.addEventListener('change', () => { this.focusLabel(index); this.answerLabel(label.name, false); });
-      const uncertain = this.schema.uncertain ? el('input', { type: 'radio', name: group, disabled: this.readOnly,
-        dataset: { daLabelIndex: String(index), daValue: 'uncertain' } }) : null;
-      uncertain?.addEventListener('change', () => { this.focusLabel(index); this.answerLabel(label.name, 'uncertain'); });
-      const conf = el('span', { class: 'da-conf' });
-      const required = this.schema.required.includes(label.name);
-      box.appendChild(el('div', { class: 'da-label-row', dataset: { daLabel: label.name } },
-        el('span', { class: 'da-swatch', style: { background: label.color } }),
-        el('span', { class: 'da-label-name' }, label.name, required ? ' *' : ''),
-        label.description ? el('span', { class: 'da-label-desc' }, label.description) : null,
-        el('span', { class: 'da-answer' }, el('label', {}, present, ' present'), el('label', {}, absent, ' absent'),
-          uncertain ? el('label', {}, uncertain, ' uncertain') : null, conf)));
-      this.labelInputs.set(label.name, { present, absent, uncertain, conf });
-    });
-    this.focusLabel(0);
-    return box;
-  }
-
-  /** The finding Y/N answer (highlighted row). */
-  focusLabel(index) {
-    const count = this.schema.labels.length;
-    this.currentLabel = ((index % count) + count) % count;
-    this.schema.labels.forEach((label, i) => {
-      const row = this.labelInputs?.get(label.name)?.present.closest('.da-label-row');
-      row?.classList.toggle('da-current', i === this.currentLabel);
-    });
   }
 
   // ---------------------------------------------------------------------- Cornerstone
@@ -240,13 +212,14 @@ class Viewer {
     });
     this.viewport = this.engine.getViewport(this.viewportId);
     this.setupTools();
+    if (this.slices.length > 1) {
+      this.stack = new StackNav(this.viewport, this.slices);
+      this.stackSlot.appendChild(this.stack.bar);
+    }
 
-    this.imageId = `wadouri:${new URL(this.options.imageUrl, document.baseURI).href}`;
-    const frame = Number.isInteger(this.options.initialAnswer?.image?.frame)
-      ? this.options.initialAnswer.image.frame : 0;
-    // The loader reads a 1-based `frame=` at the end of a wadouri image ID (after ? or &).
-    if (frame > 0) this.imageId += `${this.imageId.includes('?') ? '&' : '?'}frame=${frame + 1}`;
-    this.frame = frame;
+    // The first slice's metadata (modality, windows, spacing) serves the whole stack.
+    this.imageId = this.slices[0].imageId;
+    this.frame = this.isSeries ? 0 : this.slices[0].frame;
     const loaded = new Promise((resolve, reject) => {
       const onError = (evt) => {
         if (evt.detail?.imageId && evt.detail.imageId !== this.imageId) return;
@@ -266,7 +239,8 @@ class Viewer {
       setTimeout(() => reject(new Error(`The image did not load within ${LOAD_TIMEOUT_S} s.`)), LOAD_TIMEOUT_S * 1000);
     });
     try {
-      await Promise.race([this.viewport.setStack([this.imageId], 0).then(() => this.viewport.render()),
+      await Promise.race([this.viewport.setStack(this.slices.map((sl) => sl.imageId), 0)
+        .then(() => this.viewport.render()),
         loaded.then(() => new Promise(() => {}))]);
       await loaded;
     } catch (error) {
@@ -296,6 +270,9 @@ class Viewer {
     this.tools.addTool(WindowLevelTool.toolName);
     this.tools.addTool(PanTool.toolName);
     this.tools.addTool(ZoomTool.toolName);
+    if (this.slices.length > 1) {
+      this.tools.addTool(StackScrollTool.toolName);
+    }
     for (const toolName of Object.values(ROI_TOOLS)) {
       this.tools.addTool(toolName, { getTextLines: textLines, calculateStats: false });
     }
@@ -303,6 +280,9 @@ class Viewer {
     this.tools.setToolActive(WindowLevelTool.toolName, { bindings: [{ mouseButton: MouseBindings.Primary }] });
     this.tools.setToolActive(PanTool.toolName, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
     this.tools.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
+    if (this.slices.length > 1) {
+      this.tools.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+    }
     for (const toolName of Object.values(ROI_TOOLS)) {
       this.tools.setToolPassive(toolName);
     }
@@ -310,41 +290,21 @@ class Viewer {
   }
 
   afterLoad() {
-    const imageData = this.viewport.getImageData();
-    this.plane = planeFromImageData(imageData);
-    const pixel = metaData.get('imagePixelModule', this.imageId) || {};
-    const dims = imageData.dimensions || [];
-    this.image = { rows: pixel.rows || dims[1], columns: pixel.columns || dims[0], frame: this.frame };
+    this.sliceShown(0);
+    this.image = { ...this.sizes.get(0), frame: this.frame };
     const series = metaData.get('generalSeriesModule', this.imageId) || {};
     const voiModule = metaData.get('voiLutModule', this.imageId) || {};
     this.defaultVoi = { ...(this.viewport.getProperties().voiRange || {}) };
-    // Presets are VOI ranges on the original (modality-LUT) values: the file's windows (PS3.3
-    // C.11.2, linear function), the full range of the decoded pixels, then modality presets.
-    const range = (center, width) => csUtils.windowLevel.toLowHighRange(width, center);
-    const presets = [];
-    const centers = asList(voiModule.windowCenter);
-    const widths = asList(voiModule.windowWidth);
-    centers.forEach((c, i) => {
-      if (Number.isFinite(+c) && Number.isFinite(+widths[i]) && +widths[i] >= 1) {
-        presets.push([`File window ${i + 1}`, range(+c, +widths[i])]);
-      }
-    });
-    const stats = this.pixelStats();
-    if (stats && !stats.color && stats.max > stats.min) {
-      // Automatic windows: the 1st–99th (and a tighter 5th–95th) percentile of the decoded values,
-      // robust to collimation borders and burned-in markers that stretch the full range.
-      const cuts = this.percentiles(AUTO_PERCENTILES.flat());
-      AUTO_PERCENTILES.forEach(([lo, hi], i) => {
-        const lower = cuts[2 * i]; const upper = cuts[2 * i + 1];
-        if (upper > lower) {
-          if (this.autoPreset === undefined) this.autoPreset = presets.length;
-          presets.push([`Auto ${lo}–${hi} %`, { lower, upper }]);
-        }
-      });
-      presets.push(['Full range', { lower: stats.min, upper: stats.max }]);
-    }
-    for (const [name, c, w] of presetsFor(series.modality)) presets.push([name, range(c, w)]);
+    // Presets are VOI ranges on the original (modality-LUT) values (voi.js).
+    const { presets, autoPreset } = windowPresets(this.viewport.csImage, voiModule, series.modality);
+    this.autoPreset = autoPreset;
     this.presets = presets;
+    if (series.modality === 'MR' && this.autoPreset !== undefined) {
+      // MR values have no fixed scale and files' windows are often unset or off: start automatic.
+      this.defaultVoi = { ...presets[this.autoPreset][1] };
+      this.viewport.setProperties({ voiRange: { ...this.defaultVoi } });
+      this.viewport.render();
+    }
     presets.forEach(([name, voi], i) => {
       const { windowCenter, windowWidth } = csUtils.windowLevel.toWindowLevel(voi.lower, voi.upper);
       this.presetSelect.appendChild(el('option', { value: String(i) },
@@ -353,6 +313,19 @@ class Viewer {
     this.listen(this.viewportEl, CoreEnums.Events.VOI_MODIFIED, () => this.showVoi());
     this.listen(eventTarget, ToolEnums.Events.ANNOTATION_COMPLETED, (evt) => this.completed(evt.detail.annotation));
     this.listen(eventTarget, ToolEnums.Events.ANNOTATION_MODIFIED, () => this.changed());
+    if (this.stack) {
+      this.listen(this.viewportEl, CoreEnums.Events.STACK_NEW_IMAGE, (evt) => this.sliceShown(evt.detail.imageIdIndex));
+      // A slice that cannot be shown says so (the prefetch counts it too; validate() lists it).
+      const indexOf = new Map(this.slices.map((sl, i) => [sl.imageId, i]));
+      this.listen(eventTarget, CoreEnums.Events.IMAGE_LOAD_ERROR, (evt) => {
+        const index = indexOf.get(evt.detail?.imageId);
+        const error = evt.detail?.error;
+        if (index > 0) {
+          setText(this.statusEl, `Slice ${index + 1} could not be loaded: ${error?.message || error || 'load failed'}`);
+        }
+      });
+      this.stack.startPrefetch();
+    }
     this.loadInitial();
     this.showVoi();
     const plane = metaData.get('imagePlaneModule', this.imageId) || {};
@@ -364,6 +337,31 @@ class Viewer {
     this.root.dataset.daStatus = 'rendered';
     this.root.dataset.daRows = String(this.image.rows);
     this.root.dataset.daColumns = String(this.image.columns);
+  }
+
+  /** Slice `index` is on screen: its plane and size, the ROIs waiting for it, the indicator. */
+  sliceShown(index) {
+    const imageData = this.viewport.getImageData();
+    this.plane = planeFromImageData(imageData);
+    const dims = imageData.dimensions || [];
+    const pixel = metaData.get('imagePixelModule', this.slices[index].imageId) || {};
+    if (!this.planes.has(index)) {
+      this.planes.set(index, this.plane);
+      this.sizes.set(index, { rows: pixel.rows || dims[1], columns: pixel.columns || dims[0] });
+      const waiting = this.onFirstShow.get(index) || [];
+      this.onFirstShow.delete(index);
+      for (const fn of waiting) fn();
+      if (waiting.length) this.redraw();
+    }
+    this.stack?.onShown(index);
+    this.root.dataset.daSliceIndex = String(index);
+  }
+
+  /** Run `fn` once slice `index` has been shown (at once when it has). */
+  whenShown(index, fn) {
+    if (this.planes.has(index)) { fn(); return; }
+    if (!this.onFirstShow.has(index)) this.onFirstShow.set(index, []);
+    this.onFirstShow.get(index).push(fn);
   }
 
   // --------------------------------------------------------------------- tools, view
@@ -453,34 +451,13 @@ class Viewer {
       roiLabel: this.roiLabel,
       image: { ...this.image },
       undoDepth: this.undoStack.length,
+      slice: this.stack ? this.stack.state() : null,
     };
   }
 
   /** Summary of the decoded (modality-LUT) pixel values shown: lets tests compare with pydicom. */
   pixelStats() {
-    const image = this.viewport?.csImage;
-    const data = image?.getPixelData?.();
-    if (!data) return null;
-    let min = Infinity; let max = -Infinity; let sum = 0;
-    for (let i = 0; i < data.length; i += 1) {
-      const v = data[i];
-      if (v < min) min = v;
-      if (v > max) max = v;
-      sum += v;
-    }
-    return { count: data.length, min, max, mean: sum / data.length, color: !!image.color,
-      rows: image.rows, columns: image.columns };
-  }
-
-  /** Values at the given percentiles (0–100) of the decoded pixels (a strided sample of ≤ 262,144). */
-  percentiles(ps) {
-    const data = this.viewport?.csImage?.getPixelData?.();
-    if (!data || !data.length) return ps.map(() => NaN);
-    const step = Math.max(1, Math.floor(data.length / 262144));
-    const sample = new Float64Array(Math.ceil(data.length / step));
-    for (let i = 0, j = 0; i < data.length; i += step, j += 1) sample[j] = data[i];
-    sample.sort();
-    return ps.map((p) => sample[Math.min(sample.length - 1, Math.max(0, Math.round((p / 100) * (sample.length - 1))))]);
+    return pixelSummary(this.viewport?.csImage);
   }
 
   /** Page (client) coordinates of an image point: what a test driver needs to draw at image pixels. */
@@ -504,26 +481,11 @@ class Viewer {
 
   // ------------------------------------------------------------------------- labels
   answerLabel(name, value, { record = true } = {}) {
-    const previous = this.labelState.get(name);
-    if (previous === value) {
-      this.syncLabel(name);
-      return;
-    }
-    this.labelState.set(name, value);
+    const previous = this.findings.state.get(name);
+    this.findings.set(name, value);
+    if (previous === value) return;
     if (record) this.undoStack.push({ type: 'label', name, previous });
-    this.syncLabel(name);
     this.changed();
-  }
-
-  syncLabel(name) {
-    const inputs = this.labelInputs?.get(name);
-    if (!inputs) return;
-    const value = this.labelState.get(name);
-    inputs.present.checked = value === true;
-    inputs.absent.checked = value === false;
-    if (inputs.uncertain) inputs.uncertain.checked = value === 'uncertain';
-    const conf = this.confidence.get(name);
-    setText(inputs.conf, conf === undefined ? '' : `(pre-label ${Math.round(conf * 100)}%)`);
   }
 
   // --------------------------------------------------------------------------- ROIs
@@ -569,9 +531,9 @@ class Viewer {
     }
   }
 
-  /** A Cornerstone annotation for an answer-shaped ROI (initialAnswer, overlays, undo of a delete). */
-  makeAnnotation(roi, text, uid = csUtils.uuidv4()) {
-    const world = toolPointsFromRoi(roi).map((p) => imageToWorld(this.plane, p));
+  /** A Cornerstone annotation for an answer-shaped ROI on a shown slice (initialAnswer, overlays, undo). */
+  makeAnnotation(roi, text, slice, uid = csUtils.uuidv4()) {
+    const world = toolPointsFromRoi(roi).map((p) => imageToWorld(this.planes.get(slice), p));
     const { viewPlaneNormal, viewUp } = this.camera();
     const data = { handles: { points: world, activeHandleIndex: null, textBox: { hasMoved: false } },
       label: text, cachedStats: {} };
@@ -582,7 +544,7 @@ class Viewer {
     return {
       annotationUID: uid,
       highlighted: false, invalidated: true, isLocked: false, isVisible: true, autoGenerated: false,
-      metadata: { toolName: ROI_TOOLS[roi.shape], referencedImageId: this.imageId,
+      metadata: { toolName: ROI_TOOLS[roi.shape], referencedImageId: this.slices[slice].imageId,
         FrameOfReferenceUID: this.viewport.getFrameOfReferenceUID(), viewPlaneNormal, viewUp },
       data,
     };
@@ -592,25 +554,19 @@ class Viewer {
     const initial = this.options.initialAnswer;
     const problems = [];
     if (initial && typeof initial === 'object') {
-      for (const entry of Array.isArray(initial.labels) ? initial.labels : []) {
-        if (entry && this.labelState.has(entry.name) && this.schema.uncertain && entry.uncertain === true) {
-          this.labelState.set(entry.name, 'uncertain');
-        } else if (entry && this.labelState.has(entry.name) && typeof entry.present === 'boolean') {
-          this.labelState.set(entry.name, entry.present);
-          if (Number.isFinite(entry.confidence)) this.confidence.set(entry.name, entry.confidence);
-        }
-      }
+      this.findings.load(initial.labels);
       (Array.isArray(initial.rois) ? initial.rois : []).forEach((roi, i) => {
         const problem = roiProblem(roi, this.schema);
         if (problem) {
           problems.push(`initial region ${i + 1}: ${problem}`);
           return;
         }
-        const annotation = this.makeAnnotation(roi, roi.label);
-        if (this.readOnly) annotation.isLocked = true;
-        csAnnotation.state.addAnnotation(annotation, this.viewportEl);
-        this.styleRoi(annotation.annotationUID, this.labelColor(roi.label));
-        this.rois.push({ uid: annotation.annotationUID, shape: roi.shape, label: roi.label });
+        const slice = this.sliceOf(roi);
+        if (slice < 0) {
+          problems.push(`initial region ${i + 1}: ${this.notASlice(roi)}`);
+          return;
+        }
+        this.placeRoi(roi, roi.label, slice);
       });
     }
     (Array.isArray(this.options.overlays) ? this.options.overlays : []).forEach((overlay, k) => {
@@ -622,19 +578,21 @@ class Viewer {
         el('span', { class: 'da-swatch', style: { background: color, display: 'inline-block' } }), ' ',
         el('strong', {}, name), `: ${present.length ? present.join(', ') : 'no finding'}`));
       (answer.rois || []).forEach((roi, i) => {
-        const problem = roiProblem(roi, null);
+        const problem = roiProblem(roi, null) || (this.sliceOf(roi) < 0 ? this.notASlice(roi) : null);
         if (problem) {
           problems.push(`${name} region ${i + 1}: ${problem}`);
           return;
         }
-        const annotation = this.makeAnnotation(roi, `${name}: ${roi.label}`);
-        annotation.isLocked = true;
-        csAnnotation.state.addAnnotation(annotation, this.viewportEl);
-        this.styleRoi(annotation.annotationUID, color, true);
-        this.overlayUids.add(annotation.annotationUID);
+        const slice = this.sliceOf(roi);
+        this.whenShown(slice, () => {
+          const annotation = this.makeAnnotation(roi, `${name}: ${roi.label}`, slice);
+          annotation.isLocked = true;
+          csAnnotation.state.addAnnotation(annotation, this.viewportEl);
+          this.styleRoi(annotation.annotationUID, color, true);
+          this.overlayUids.add(annotation.annotationUID);
+        });
       });
     });
-    for (const name of this.labelState.keys()) this.syncLabel(name);
     if (problems.length) {
       setText(this.statusEl, `Ignored: ${problems.join('; ')}`);
     }
@@ -644,6 +602,36 @@ class Viewer {
 
   redraw() {
     toolUtils.triggerAnnotationRenderForViewportIds([this.viewportId]);
+  }
+
+  /** The slice index an answer-shaped ROI refers to (its instance and frame); -1 when none is. */
+  sliceOf(roi) {
+    if (!this.isSeries) return 0;
+    return this.slices.findIndex((sl) => sl.instance === roi.instance && sl.frame === (roi.frame ?? 0));
+  }
+
+  notASlice(roi) {
+    const [instance, frame] = [JSON.stringify(roi.instance ?? null), JSON.stringify(roi.frame ?? 0)];
+    return `instance ${instance} frame ${frame} is not a slice of this series`;
+  }
+
+  /**
+   * Add an own ROI (answer-shaped) on `slice` at list position `index`: drawn at once when the slice
+   * has been shown, else when it first is (its plane is known then); until then the answer carries
+   * the given points.
+   */
+  placeRoi(roi, label, slice, { index = this.rois.length, uid = csUtils.uuidv4() } = {}) {
+    const entry = { uid, shape: roi.shape, label, slice, pending: roi };
+    this.rois.splice(index, 0, entry);
+    this.whenShown(slice, () => {
+      if (!this.rois.includes(entry)) return;
+      const annotation = this.makeAnnotation(entry.pending, entry.label, slice, uid);
+      if (this.readOnly) annotation.isLocked = true;
+      csAnnotation.state.addAnnotation(annotation, this.viewportEl);
+      this.styleRoi(uid, this.labelColor(entry.label));
+      delete entry.pending;
+    });
+    return entry;
   }
 
   completed(annotation) {
@@ -662,10 +650,12 @@ class Viewer {
     }
     annotation.data.label = label;
     this.styleRoi(annotation.annotationUID, this.labelColor(label));
-    this.rois.push({ uid: annotation.annotationUID, shape, label });
+    const drawnOn = this.slices.findIndex((sl) => sl.imageId === annotation.metadata.referencedImageId);
+    const slice = drawnOn >= 0 ? drawnOn : (this.stack?.index ?? 0);
+    this.rois.push({ uid: annotation.annotationUID, shape, label, slice });
     this.undoStack.push({ type: 'roi-add', uid: annotation.annotationUID });
     // Drawing a region of a finding answers that the finding is present.
-    if (this.schema.classification && this.labelState.get(label) === null) {
+    if (this.schema.classification && this.findings.state.get(label) === null) {
       this.answerLabel(label, true);
       this.undoStack.pop();
       this.undoStack[this.undoStack.length - 1].labelSet = label;
@@ -691,11 +681,12 @@ class Viewer {
   removeRoi(uid, { record = true } = {}) {
     const index = this.rois.findIndex((r) => r.uid === uid);
     if (index < 0) return;
-    const annotation = csAnnotation.state.getAnnotation(uid);
-    const snapshot = annotation ? this.roiOf(this.rois[index], annotation) : null;
+    const snapshot = this.answerRoi(this.rois[index]);
     csAnnotation.state.removeAnnotation(uid);
     const [removed] = this.rois.splice(index, 1);
-    if (record && snapshot) this.undoStack.push({ type: 'roi-remove', index, roi: snapshot, label: removed.label });
+    if (record && snapshot) {
+      this.undoStack.push({ type: 'roi-remove', index, roi: snapshot, label: removed.label, slice: removed.slice });
+    }
     this.renderRoiList();
     this.redraw();
     this.changed();
@@ -715,10 +706,7 @@ class Viewer {
       this.removeRoi(step.uid, { record: false });
       if (step.labelSet) this.answerLabel(step.labelSet, null, { record: false });
     } else if (step.type === 'roi-remove') {
-      const annotation = this.makeAnnotation(step.roi, step.label);
-      csAnnotation.state.addAnnotation(annotation, this.viewportEl);
-      this.styleRoi(annotation.annotationUID, this.labelColor(step.label));
-      this.rois.splice(step.index, 0, { uid: annotation.annotationUID, shape: step.roi.shape, label: step.label });
+      this.placeRoi(step.roi, step.label, step.slice, { index: step.index });
       this.renderRoiList();
       this.redraw();
       this.changed();
@@ -726,8 +714,8 @@ class Viewer {
       const roi = this.rois.find((r) => r.uid === step.uid);
       if (roi) {
         csAnnotation.state.removeAnnotation(step.uid);
-        csAnnotation.state.addAnnotation(this.makeAnnotation({ ...step.roi, label: roi.label }, roi.label, step.uid),
-          this.viewportEl);
+        csAnnotation.state.addAnnotation(
+          this.makeAnnotation({ ...step.roi, label: roi.label }, roi.label, roi.slice, step.uid), this.viewportEl);
         this.styleRoi(step.uid, this.labelColor(roi.label));
         this.redraw();
         this.changed();
@@ -753,9 +741,12 @@ class Viewer {
       select.addEventListener('change', () => this.setRoiLabel(roi.uid, select.value));
       const remove = this.readOnly ? null : el('button', { type: 'button', title: 'Delete this region',
         dataset: { daRoiDelete: String(i) }, onclick: () => this.removeRoi(roi.uid) }, '✕');
+      const goto = this.stack ? el('button', { type: 'button', class: 'da-goto', title: 'Show this region\'s slice',
+        dataset: { daRoiGoto: String(i) }, onclick: () => this.stack.go(roi.slice) }, `slice ${roi.slice + 1}`) : null;
       this.roiList.appendChild(el('li', { dataset: { daRoi: roi.shape } },
         el('span', { class: 'da-swatch', style: { background: this.labelColor(roi.label), display: 'inline-block' } }),
-        ` ${roi.shape} `, select, ' ', el('span', { class: 'da-size', dataset: { daSize: roi.uid } }), ' ', remove));
+        ` ${roi.shape} `, select, ' ', goto, ' ', el('span', { class: 'da-size', dataset: { daSize: roi.uid } }), ' ',
+        remove));
     });
     this.updateSizes();
   }
@@ -765,9 +756,8 @@ class Viewer {
     if (!this.roiList || !this.plane) return;
     for (const roi of this.rois) {
       const span = this.roiList.querySelector(`[data-da-size="${roi.uid}"]`);
-      const annotation = csAnnotation.state.getAnnotation(roi.uid);
-      if (!span || !annotation) continue;
-      const points = this.roiOf(roi, annotation).points;
+      const points = span && this.answerRoi(roi)?.points;
+      if (!points) continue;
       if (roi.shape === 'point' || !points.length) { setText(span, ''); continue; }
       const xs = points.map((p) => p[0]); const ys = points.map((p) => p[1]);
       const w = Math.max(...xs) - Math.min(...xs); const h = Math.max(...ys) - Math.min(...ys);
@@ -778,34 +768,53 @@ class Viewer {
   }
 
   // ------------------------------------------------------------------------- answer
+  /** An own ROI's answer from its annotation, in the image coordinates of the slice it is on. */
   roiOf(roi, annotation) {
     const world = roi.shape === 'polygon' ? annotation.data.contour?.polyline || [] : annotation.data.handles.points;
-    const image = world.map((w) => worldToImage(this.plane, w));
-    return roiFromImagePoints(roi.label, roi.shape, image, this.image);
+    const image = world.map((w) => worldToImage(this.planes.get(roi.slice), w));
+    return roiFromImagePoints(roi.label, roi.shape, image, this.sizes.get(roi.slice));
+  }
+
+  /** The answer-shaped ROI (with the instance and frame of its slice for a series); null if gone. */
+  answerRoi(roi) {
+    const annotation = csAnnotation.state.getAnnotation(roi.uid);
+    let out = null;
+    if (annotation) out = this.roiOf(roi, annotation);
+    else if (roi.pending) out = { label: roi.label, shape: roi.shape, points: roi.pending.points.map(([x, y]) => [x, y]) };
+    if (!out) return null;
+    const { instance, frame } = this.slices[roi.slice];
+    if (this.isSeries) Object.assign(out, { instance, frame });
+    return out;
   }
 
   currentRois() {
-    const out = [];
-    for (const roi of this.rois) {
-      const annotation = csAnnotation.state.getAnnotation(roi.uid);
-      if (!annotation) continue;
-      const answer = this.roiOf(roi, annotation);
-      if (answer.points.length) out.push(answer);
-    }
-    return out;
+    return this.rois.map((roi) => this.answerRoi(roi)).filter((answer) => answer && answer.points.length);
   }
 
   getAnswer() {
     return {
-      labels: this.schema.labels.map((l) => (this.labelState.get(l.name) === 'uncertain'
-        ? { name: l.name, uncertain: true } : { name: l.name, present: this.labelState.get(l.name) === true })),
+      labels: this.findings.verdicts(),
       rois: this.currentRois(),
       image: this.image ? { ...this.image } : { rows: 0, columns: 0, frame: 0 },
     };
   }
 
   validate() {
-    return validateAnswer(this.schema, this.labelState, this.currentRois(), this.image);
+    const rois = this.currentRois();
+    const problems = validateAnswer(this.schema, this.findings.state, rois, this.image);
+    if (!this.isSeries) return problems;
+    // Per slice: each region inside its slice (slices not shown yet: the first slice's size), and
+    // every slice loaded (a reader must be able to see what the series-level answer covers).
+    rois.forEach((roi, i) => {
+      const size = this.sizes.get(this.sliceOf(roi)) || this.sizes.get(0);
+      if (size && roi.points.some(([x, y]) => x < 0 || y < 0 || x > size.columns || y > size.rows)) {
+        problems.push(`Region ${i + 1} lies outside its slice (${size.columns} × ${size.rows}).`);
+      }
+    });
+    for (const [index, reason] of this.stack?.prefetcher?.errors || []) {
+      problems.push(`Slice ${index + 1} could not be loaded (${reason}).`);
+    }
+    return problems;
   }
 
   changed() {
@@ -840,12 +849,14 @@ class Viewer {
     const actions = { i: 'invert', h: 'flipH', v: 'flipV', t: 'rotate', 0: 'reset', u: 'undo',
       Delete: 'delete', Backspace: 'delete' };
     const lower = key.length === 1 ? key.toLowerCase() : key;
-    const findings = !this.readOnly && this.labelInputs;
+    const findings = !this.readOnly && this.findings.inputs;
     if (findings && (lower === 'y' || lower === 'n' || (lower === '?' && this.schema.uncertain))) {
-      this.answerLabel(this.schema.labels[this.currentLabel].name, lower === '?' ? 'uncertain' : lower === 'y');
-      this.focusLabel(this.currentLabel + 1);
+      this.answerLabel(this.findings.currentName, lower === '?' ? 'uncertain' : lower === 'y');
+      this.findings.focus(this.findings.current + 1);
     } else if (findings && (key === 'ArrowDown' || key === 'ArrowUp')) {
-      this.focusLabel(this.currentLabel + (key === 'ArrowDown' ? 1 : -1));
+      this.findings.focus(this.findings.current + (key === 'ArrowDown' ? 1 : -1));
+    } else if (this.stack?.key(key, !findings)) {
+      // a slice key (stack.js)
     } else if (lower === 'a') {
       this.applyPreset(String(this.autoPreset ?? ''));
     } else if (tools[lower]) {
@@ -864,6 +875,7 @@ class Viewer {
     if (this.destroyed) return;
     this.destroyed = true;
     liveViewers -= 1;
+    this.stack?.destroy();
     document.removeEventListener('keydown', this.onKey, true);
     window.removeEventListener('pointerup', this.onPointerUp, true);
     for (const [target, type, fn] of this.listeners) target.removeEventListener(type, fn);
@@ -897,6 +909,7 @@ export async function mount(element, options) {
     undo: () => viewer.undo(),
     imageToClient: (point) => viewer.imageToClient(point),
     pixelStats: () => viewer.pixelStats(),
+    goToSlice: (index) => (viewer.stack ? viewer.stack.go(index) : Promise.resolve()),
     element: viewer.root,
   });
   // Reachable from the DOM for drivers (tests/browser/viewer_driver.py) that did not mount it.
