@@ -183,6 +183,8 @@ def test_uncertain_only_where_the_schema_offers_it_and_no_vote(as_user, make_use
         opacity = next(e for e in item.consolidated["labels"] if e["name"] == "Opacity")
     assert stored["labels"][0] == {"name": "Opacity", "uncertain": True}
     assert opacity["present"] is True and item.state == "done"
+    page = as_user(make_user("reviewer")).get(f"/review/{t_a['item_id']}", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "<td>uncertain</td>" in page.text  # not shown as "absent"
 
     review_job, _ = make_job(1, k=1, schema=dict(SCHEMA, uncertain=True))
     c = as_user(make_user("annotator"))
