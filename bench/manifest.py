@@ -3,7 +3,7 @@
 Every builder must write the identical manifest (checked), so only the way they read Orthanc
 differs:
 
-* ours — :func:`labeling.manifest.build_manifest` with the manifest index
+* ours — :func:`labeling.manifest.build.build_manifest` with the manifest index
   (:mod:`labeling.manifest.index`), a full build: ``GET /studies``, ``/series``, ``/instances``
   with ``expand`` (paged, concurrent), filters matched client-side, then the changes log replayed
   and the ID lists compared;

@@ -128,6 +128,58 @@ def _public(roi: dict) -> dict:
     return {k: v for k, v in roi.items() if not k.startswith("_")}
 
 
+def _draw_verdicts(rng: np.random.Generator, n_items: int, names: Sequence[str], workers: Sequence[SimWorker],
+                   K: int, prevalence: float | Mapping[str, float],
+                   weights: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The truth (n_items, L), each item's K workers (n_items, K) and their present/absent answers
+    (n_items, K, L), drawn in this order from ``rng``."""
+    prev = np.array([prevalence[n] if isinstance(prevalence, Mapping) else prevalence for n in names])
+    truth = rng.random((n_items, len(names))) < prev
+    # K distinct workers per object: the K smallest of W random keys (Gumbel trick for weights).
+    keys = rng.random((n_items, len(workers)))
+    if weights is not None:
+        wts = np.asarray(weights, dtype=float)
+        keys = -np.log(keys) / (wts / wts.sum())
+    assignment = np.argsort(keys, axis=1)[:, :K]
+    sens = np.array([[w.rate("sensitivity", n) for n in names] for w in workers])
+    spec = np.array([[w.rate("specificity", n) for n in names] for w in workers])
+    p_yes = np.where(truth[:, None, :], sens[assignment], 1.0 - spec[assignment])
+    answers = rng.random((n_items, K, len(names))) < p_yes
+    return truth, assignment, answers
+
+
+def _draw_truth_rois(rng: np.random.Generator, truth: Sequence[bool], roi_idx: Sequence[tuple[int, str, str]],
+                     rows: int, cols: int) -> list[dict]:
+    """One item's true ROIs: one or two per present label that has a shape."""
+    rois: list[dict] = []
+    for j, name, shape in roi_idx:
+        if truth[j]:
+            for _ in range(1 + int(rng.random() < 0.3)):
+                rois.append(_truth_roi(rng, name, shape, rows, cols))
+    return rois
+
+
+def _draw_worker_rois(rng: np.random.Generator, worker: SimWorker, said: Sequence[bool], truth: Sequence[bool],
+                      truth_rois: Sequence[dict], roi_idx: Sequence[tuple[int, str, str]],
+                      rows: int, cols: int) -> list[dict]:
+    """One worker's ROIs on one item (the module docstring's misses, jitter, false and extra ROIs)."""
+    rois: list[dict] = []
+    for j, name, shape in roi_idx:
+        if not said[j]:
+            continue
+        if truth[j]:
+            for r in truth_rois:
+                if r["label"] == name and rng.random() >= worker.roi_miss:
+                    rois.append(_jitter(rng, r, worker.roi_jitter, (rows, cols)))
+        else:
+            rois.append(_public(_truth_roi(rng, name, shape, rows, cols)))
+    said_rois = [(n, s) for j, n, s in roi_idx if said[j]]
+    if said_rois and rng.random() < worker.roi_extra:
+        n, s = said_rois[int(rng.integers(len(said_rois)))]
+        rois.append(_public(_truth_roi(rng, n, s, rows, cols)))
+    return rois
+
+
 def simulate_job(
     n_items: int,
     label_names: Sequence[str],
@@ -143,24 +195,16 @@ def simulate_job(
     as_json: bool = False,
     item_prefix: str = "obj-",
 ) -> SimJob:
-    """Draw a job (see the module docstring). ``roi_shapes`` maps a label to the shape its ROIs use."""
+    """Draw a job (see the module docstring). ``roi_shapes`` maps a label to the shape its ROIs use.
+
+    The draws come from one generator in a fixed order (verdicts, which items get ROIs, then per item
+    its true ROIs and each worker's), so a seed always gives the same job."""
     rng = np.random.default_rng(seed)
     names = list(label_names)
-    L, W, K = len(names), len(workers), annotators_per_item
-    if not 1 <= K <= W:
+    K = annotators_per_item
+    if not 1 <= K <= len(workers):
         raise ValueError("annotators_per_item must be between 1 and the number of workers")
-    prev = np.array([prevalence[n] if isinstance(prevalence, Mapping) else prevalence for n in names])
-    truth = rng.random((n_items, L)) < prev
-    # K distinct workers per object: the K smallest of W random keys (Gumbel trick for weights).
-    keys = rng.random((n_items, W))
-    if weights is not None:
-        wts = np.asarray(weights, dtype=float)
-        keys = -np.log(keys) / (wts / wts.sum())
-    assignment = np.argsort(keys, axis=1)[:, :K]
-    sens = np.array([[w.rate("sensitivity", n) for n in names] for w in workers])
-    spec = np.array([[w.rate("specificity", n) for n in names] for w in workers])
-    p_yes = np.where(truth[:, None, :], sens[assignment], 1.0 - spec[assignment])
-    answers = rng.random((n_items, K, L)) < p_yes
+    truth, assignment, answers = _draw_verdicts(rng, n_items, names, workers, K, prevalence, weights)
 
     rows, cols = image
     image_d = {"rows": int(rows), "columns": int(cols), "frame": 0}
@@ -170,44 +214,18 @@ def simulate_job(
 
     items: list[ItemAnswers] = []
     truth_rois: list[list[dict]] = []
-    answers_l = answers.tolist()
-    assign_l = assignment.tolist()
-    for i in range(n_items):
-        t_rois: list[dict] = []
-        if with_rois[i]:
-            for j, name, shape in roi_idx:
-                if truth[i, j]:
-                    for _ in range(1 + int(rng.random() < 0.3)):
-                        t_rois.append(_truth_roi(rng, name, shape, rows, cols))
+    for i, (said_i, assigned_i) in enumerate(zip(answers.tolist(), assignment.tolist())):
+        t_rois = _draw_truth_rois(rng, truth[i], roi_idx, rows, cols) if with_rois[i] else []
         truth_rois.append([_public(r) for r in t_rois])
-        ans_i = answers_l[i]
         item_answers = []
-        for k in range(K):
-            worker = workers[assign_l[i][k]]
-            said = ans_i[k]
+        for said, worker in zip(said_i, (workers[w] for w in assigned_i)):
             content: dict[str, Any] = {
-                "labels": [{"name": names[j], "present": said[j]} for j in range(L)],
-                "rois": [],
+                "labels": [{"name": name, "present": verdict} for name, verdict in zip(names, said)],
+                "rois": (_draw_worker_rois(rng, worker, said, truth[i], t_rois, roi_idx, rows, cols)
+                         if with_rois[i] else []),
                 "image": image_d,
             }
-            if with_rois[i]:
-                rois = content["rois"]
-                for j, name, shape in roi_idx:
-                    if not said[j]:
-                        continue
-                    if truth[i, j]:
-                        for r in t_rois:
-                            if r["label"] == name and rng.random() >= worker.roi_miss:
-                                rois.append(_jitter(rng, r, worker.roi_jitter, (rows, cols)))
-                    else:
-                        rois.append(_public(_truth_roi(rng, name, shape, rows, cols)))
-                said_rois = [(n, s) for j, n, s in roi_idx if said[j]]
-                if said_rois and rng.random() < worker.roi_extra:
-                    n, s = said_rois[int(rng.integers(len(said_rois)))]
-                    rois.append(_public(_truth_roi(rng, n, s, rows, cols)))
-            payload: Any = content
-            if as_json:
-                payload = json.dumps({"annotation": json.dumps(content)})
+            payload: Any = json.dumps({"annotation": json.dumps(content)}) if as_json else content
             item_answers.append(WorkerAnswer(worker.worker_id, payload))
         items.append(ItemAnswers(f"{item_prefix}{i}", tuple(item_answers)))
     return SimJob(items, names, truth, truth_rois, list(workers), assignment, answers, image_d)

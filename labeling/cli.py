@@ -327,6 +327,25 @@ def _command_path(parser: argparse.ArgumentParser, argv: list[str]) -> str:
     return " ".join(words) or parser.prog
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone (``| head`` exited): a pipe with no reader polls POLLERR
+    (poll(2)). If so, stdout goes to /dev/null so the interpreter's flush at exit does not raise
+    again (Python docs, signal module, "Note on SIGPIPE")."""
+    import os
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        closed = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured in tests)
+        return False
+    if closed:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return closed
+
+
 def run_command(parser_for: Callable[[list[str]], argparse.ArgumentParser],
                 argv: Optional[list[str]] = None) -> int:
     """Parse ``argv`` and run the chosen command's ``func`` in the one error style."""
@@ -338,10 +357,16 @@ def run_command(parser_for: Callable[[list[str]], argparse.ArgumentParser],
     args = parser.parse_args(argv)
     try:
         _check_outputs(args)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed reader shows here, inside this error handling, not at exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError as exc:
+        if not _stdout_closed():
+            return report_error(_command_path(parser, argv), exc)  # a socket's, not our reader's
+        return EXIT_FAILED  # the reader went away (`| head`): nothing to say, as in Python's signal docs
     except Exception as exc:  # noqa: BLE001 — every error becomes one line unless --debug
         if debug:
             traceback.print_exc()
@@ -352,7 +377,8 @@ def run_command(parser_for: Callable[[list[str]], argparse.ArgumentParser],
 
 def build_parser(argv: Optional[list[str]] = None) -> argparse.ArgumentParser:
     return build_command_parser("python -m labeling",
-                                "dicom-annotate: keep DICOM in Orthanc, label it, consolidate, train.",
+                                "dicom-annotate: keep DICOM in Orthanc, label it, consolidate, train. Synthetic "
+                                "data, sample files and the demo loop: python -m devkit --help.",
                                 COMMANDS, argv)
 
 

@@ -320,19 +320,10 @@ def build_annotation_sr(source: pydicom.Dataset, answer: Mapping[str, Any], obse
 ImageRef = tuple[str, str, Optional[list[int]]]  # SOP Class UID, SOP Instance UID, frame numbers (1-based)
 
 
-def _document(sources: Sequence[pydicom.Dataset], data: Mapping[str, Any], parsed: Any,
-              observers: Sequence[Observer], *,
-              label_image: Optional[ImageRef], roi_images: Sequence[ImageRef], series_number: int,
-              instance_number: int, description: str, series_instance_uid: Optional[str],
-              sop_instance_uid: Optional[str], manufacturer: str) -> hd.sr.Comprehensive3DSR:
-    """The TID 1500 document: label groups referencing ``label_image`` (none: a series-level
-    finding), ROI ``i`` on ``roi_images[i]``; ``sources`` are the evidence."""
-    context = hd.sr.ObservationContext()
-    for observer in observers:
-        context.extend(observer.context())
-    device = next((o for o in observers if o.kind == "device"), None)
-    algorithm = hd.sr.AlgorithmIdentification(device.name, device.version or "unversioned") if device else None
-
+def _measurement_groups(data: Mapping[str, Any], parsed: Any, label_image: Optional[ImageRef],
+                        roi_images: Sequence[ImageRef], algorithm: Optional[Any]) -> list[Any]:
+    """One TID 1501 group per label (on ``label_image``, or none: series-level), then one TID 1410
+    group per ROI on ``roi_images[i]`` (the module docstring's encoding)."""
     groups: list[Any] = []
     for entry in data.get("labels") or ():
         name = entry["name"]
@@ -353,6 +344,23 @@ def _document(sources: Sequence[pydicom.Dataset], data: Mapping[str, Any], parse
                 source_image=hd.sr.SourceImageForRegion(sop_class, sop_uid, frame_numbers)),
             finding_type=label_code(roi.label), algorithm_id=algorithm,
             measurements=_certainty(entry.get("confidence")) or None))
+    return groups
+
+
+def _document(sources: Sequence[pydicom.Dataset], data: Mapping[str, Any], parsed: Any,
+              observers: Sequence[Observer], *,
+              label_image: Optional[ImageRef], roi_images: Sequence[ImageRef], series_number: int,
+              instance_number: int, description: str, series_instance_uid: Optional[str],
+              sop_instance_uid: Optional[str], manufacturer: str) -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 document: label groups referencing ``label_image`` (none: a series-level
+    finding), ROI ``i`` on ``roi_images[i]``; ``sources`` are the evidence."""
+    context = hd.sr.ObservationContext()
+    for observer in observers:
+        context.extend(observer.context())
+    device = next((o for o in observers if o.kind == "device"), None)
+    algorithm = hd.sr.AlgorithmIdentification(device.name, device.version or "unversioned") if device else None
+
+    groups = _measurement_groups(data, parsed, label_image, roi_images, algorithm)
     if not groups:
         raise SRError("answer: no labels and no rois; nothing to report")
 
@@ -372,6 +380,48 @@ def _document(sources: Sequence[pydicom.Dataset], data: Mapping[str, Any], parse
     return sr
 
 
+def _series_bounds(sources: Mapping[str, pydicom.Dataset]) -> pydicom.Dataset:
+    """Check that ``sources`` are usable instances of one study; return their common size (Rows,
+    Columns, the largest NumberOfFrames) as the bounds of an answer's points, empty for a mixed-size
+    series (not checked here)."""
+    if not sources:
+        raise SRError("sources: at least one instance of the series is needed")
+    for instance_id, source in sources.items():
+        for key in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
+            if not getattr(source, key, None):
+                raise SRError(f"sources[{instance_id!r}]: no {key}")
+    studies = {str(source.StudyInstanceUID) for source in sources.values()}
+    if len(studies) > 1:
+        raise SRError(f"sources: {len(studies)} different studies; a series SR joins one study")
+    sizes = {(getattr(source, "Rows", None), getattr(source, "Columns", None)) for source in sources.values()}
+    bounds = pydicom.Dataset()
+    if len(sizes) == 1 and None not in next(iter(sizes)):
+        bounds.Rows, bounds.Columns = next(iter(sizes))
+        bounds.NumberOfFrames = max(int(getattr(s, "NumberOfFrames", 1) or 1) for s in sources.values())
+    return bounds
+
+
+def _series_roi_images(rois: Sequence[Any], sources: Mapping[str, pydicom.Dataset]) -> list[ImageRef]:
+    """The image each ROI is drawn on: its ``instance`` (or the only source) and, in a multi-frame
+    instance, its 1-based frame number."""
+    only = next(iter(sources)) if len(sources) == 1 else None
+    images: list[ImageRef] = []
+    for i, roi in enumerate(rois):
+        instance_id = roi.instance or only
+        if instance_id is None:
+            raise SRError(f"answer: rois[{i}].instance: required in a series answer (which slice was it drawn on?)")
+        source = sources.get(instance_id)
+        if source is None:
+            raise SRError(f"answer: rois[{i}].instance: {instance_id!r} is not one of the {len(sources)} sources given")
+        frames = int(getattr(source, "NumberOfFrames", 1) or 1)
+        frame = roi.frame or 0
+        if frame >= frames:
+            raise SRError(f"answer: rois[{i}].frame {frame} is outside instance {instance_id!r}'s "
+                          f"{frames} frame(s) (0-based)")
+        images.append((str(source.SOPClassUID), str(source.SOPInstanceUID), [frame + 1] if frames > 1 else None))
+    return images
+
+
 def build_series_sr(sources: Mapping[str, pydicom.Dataset], answer: Mapping[str, Any],
                     observers: Sequence[Observer], *, series_number: int = DEFAULT_SERIES_NUMBER,
                     instance_number: int = 1, description: str = "Annotations",
@@ -386,38 +436,11 @@ def build_series_sr(sources: Mapping[str, pydicom.Dataset], answer: Mapping[str,
     1410). The answer's ``labels`` are series-level findings: TID 1501 qualitative evaluations with
     no single source image (the evidence lists the series). All sources must share one study.
     """
-    if not sources:
-        raise SRError("sources: at least one instance of the series is needed")
-    for instance_id, source in sources.items():
-        for key in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
-            if not getattr(source, key, None):
-                raise SRError(f"sources[{instance_id!r}]: no {key}")
-    studies = {str(source.StudyInstanceUID) for source in sources.values()}
-    if len(studies) > 1:
-        raise SRError(f"sources: {len(studies)} different studies; a series SR joins one study")
+    bounds = _series_bounds(sources)
     if not observers:
         raise SRError("observers: at least one person or device is needed (observer context)")
-    sizes = {(getattr(source, "Rows", None), getattr(source, "Columns", None)) for source in sources.values()}
-    bounds = pydicom.Dataset()  # the slices' common size bounds the points (a mixed-size series: not here)
-    if len(sizes) == 1 and None not in next(iter(sizes)):
-        bounds.Rows, bounds.Columns = next(iter(sizes))
-        bounds.NumberOfFrames = max(int(getattr(s, "NumberOfFrames", 1) or 1) for s in sources.values())
     parsed, data = _check_answer(answer, bounds)
-    only = next(iter(sources)) if len(sources) == 1 else None
-    images: list[ImageRef] = []
-    for i, roi in enumerate(parsed.rois):
-        instance_id = roi.instance or only
-        if instance_id is None:
-            raise SRError(f"answer: rois[{i}].instance: required in a series answer (which slice was it drawn on?)")
-        source = sources.get(instance_id)
-        if source is None:
-            raise SRError(f"answer: rois[{i}].instance: {instance_id!r} is not one of the {len(sources)} sources given")
-        frames = int(getattr(source, "NumberOfFrames", 1) or 1)
-        frame = roi.frame or 0
-        if frame >= frames:
-            raise SRError(f"answer: rois[{i}].frame {frame} is outside instance {instance_id!r}'s "
-                          f"{frames} frame(s) (0-based)")
-        images.append((str(source.SOPClassUID), str(source.SOPInstanceUID), [frame + 1] if frames > 1 else None))
+    images = _series_roi_images(parsed.rois, sources)
     return _document(list(sources.values()), data, parsed, observers, label_image=None, roi_images=images,
                      series_number=series_number, instance_number=instance_number, description=description,
                      series_instance_uid=series_instance_uid, sop_instance_uid=sop_instance_uid,
@@ -458,6 +481,103 @@ def _group_confidence(group: Any) -> Optional[float]:
     return None
 
 
+def _frame_numbers(numbers: Any) -> list[int]:
+    """A Referenced Frame Number value (absent, one number or several; 1-based) as a list."""
+    if numbers is None:
+        return []
+    return [int(n) for n in (numbers if isinstance(numbers, (list, tuple, MultiValue)) else [numbers])]
+
+
+@dataclass
+class _References:
+    """The images an SR's groups reference (SOP Instance UID → SOP Class UID) and their 0-based frames."""
+
+    images: dict[str, str]
+    frames: set[int]
+
+    def note(self, item: Any) -> None:
+        """Record one Referenced SOP Sequence item (a Source image or an ROI's SELECTED FROM image)."""
+        self.images[str(item.ReferencedSOPInstanceUID)] = str(item.ReferencedSOPClassUID)
+        self.frames.update(n - 1 for n in _frame_numbers(getattr(item, "ReferencedFrameNumber", None)))
+
+
+def _measurement_report(ds: pydicom.Dataset) -> hd.sr.MeasurementReport:
+    try:
+        sr = hd.sr.Comprehensive3DSR.from_dataset(ds, copy=True) if not isinstance(ds, hd.sr.Comprehensive3DSR) \
+            else ds
+        report = sr.content
+        if not isinstance(report, hd.sr.MeasurementReport):
+            report = hd.sr.MeasurementReport.from_sequence([sr])
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise SRError(f"not a TID 1500 measurement report: {exc}") from None
+    return report
+
+
+def _read_observers(report: hd.sr.MeasurementReport) -> list[dict[str, Any]]:
+    """The observer contexts (TID 1002) as :meth:`Observer.to_dict` entries."""
+    observers: list[dict[str, Any]] = []
+    for ctx in report.get_observer_contexts():
+        attrs = ctx.observer_identifying_attributes
+        if ctx.observer_type == codes.DCM.Person:
+            observers.append(Observer.person(str(attrs.name).rstrip("^"), login=attrs.login_name).to_dict())
+        else:
+            observers.append({"kind": "device", "name": attrs.name or attrs.uid, "uid": attrs.uid,
+                              **({"model_name": attrs.model_name} if attrs.model_name else {}),
+                              **({"manufacturer": attrs.manufacturer_name} if attrs.manufacturer_name else {})})
+    return observers
+
+
+def _with_confidence(entry: dict[str, Any], group: Any) -> dict[str, Any]:
+    confidence = _group_confidence(group)
+    if confidence is not None:
+        entry["confidence"] = confidence
+    return entry
+
+
+def _read_labels(report: hd.sr.MeasurementReport, references: _References,
+                 skipped: list[str]) -> list[dict[str, Any]]:
+    """The image-level findings (TID 1501 groups with a Present/Absent evaluation)."""
+    labels: list[dict[str, Any]] = []
+    for group in report.get_image_measurement_groups():
+        name = _group_label(group)
+        for image in group.source_images or ():
+            references.note(image.ReferencedSOPSequence[0])
+        values = [e.value for e in group.get_qualitative_evaluations() if e.value in (PRESENT, ABSENT)]
+        if not values:
+            skipped.append(f"group {name!r}: no Present/Absent evaluation")
+            continue
+        labels.append(_with_confidence({"name": name, "present": values[0] == PRESENT}, group))
+    return labels
+
+
+def _read_rois(report: hd.sr.MeasurementReport, references: _References, skipped: list[str], *,
+               roi_references: bool) -> list[dict[str, Any]]:
+    """The ROIs (TID 1410 groups with a 2D image region) in the label shape."""
+    rois: list[dict[str, Any]] = []
+    for group in report.get_planar_roi_measurement_groups():
+        name = _group_label(group)
+        region = group.roi
+        if region is None or not isinstance(region, hd.sr.ImageRegion):
+            skipped.append(f"ROI group {name!r}: no 2D image region (segmentation or 3D region)")
+            continue
+        image = region.ContentSequence[0].ReferencedSOPSequence[0]  # the SELECTED FROM image item
+        references.note(image)
+        graphic_type = region.graphic_type.value
+        converted = shape_from_graphic(graphic_type, region.value)
+        if converted is None:
+            skipped.append(f"ROI group {name!r}: {graphic_type} with {len(region.value)} points has no "
+                           "label-shape equivalent")
+            continue
+        shape, points = converted
+        roi: dict[str, Any] = {"label": name, "shape": shape, "points": points}
+        if roi_references:
+            numbers = _frame_numbers(getattr(image, "ReferencedFrameNumber", None))
+            roi.update(sop_instance_uid=str(image.ReferencedSOPInstanceUID),
+                       frame=numbers[0] - 1 if numbers else 0)
+        rois.append(_with_confidence(roi, group))
+    return rois
+
+
 def read_annotation_sr(ds: pydicom.Dataset, source: Optional[pydicom.Dataset] = None, *,
                        roi_references: bool = False) -> dict[str, Any]:
     """An SR (TID 1500) back in the label shape, plus ``observers`` and ``references``.
@@ -468,85 +588,15 @@ def read_annotation_sr(ds: pydicom.Dataset, source: Optional[pydicom.Dataset] = 
     come from ``source`` when it is given. ``roi_references``: each ROI also gets the
     ``sop_instance_uid`` and 0-based ``frame`` its SCOORD references (series SRs, :func:`build_series_sr`).
     """
-    try:
-        sr = hd.sr.Comprehensive3DSR.from_dataset(ds, copy=True) if not isinstance(ds, hd.sr.Comprehensive3DSR) \
-            else ds
-        report = sr.content
-        if not isinstance(report, hd.sr.MeasurementReport):
-            report = hd.sr.MeasurementReport.from_sequence([sr])
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise SRError(f"not a TID 1500 measurement report: {exc}") from None
-
-    observers: list[dict[str, Any]] = []
-    for ctx in report.get_observer_contexts():
-        attrs = ctx.observer_identifying_attributes
-        if ctx.observer_type == codes.DCM.Person:
-            observers.append(Observer.person(str(attrs.name).rstrip("^"), login=attrs.login_name).to_dict())
-        else:
-            observers.append({"kind": "device", "name": attrs.name or attrs.uid, "uid": attrs.uid,
-                              **({"model_name": attrs.model_name} if attrs.model_name else {}),
-                              **({"manufacturer": attrs.manufacturer_name} if attrs.manufacturer_name else {})})
-
-    labels: list[dict[str, Any]] = []
-    rois: list[dict[str, Any]] = []
+    report = _measurement_report(ds)
+    observers = _read_observers(report)
+    references = _References(images={}, frames=set())
     skipped: list[str] = []
-    references: dict[str, str] = {}
-    frames: set[int] = set()
-
-    def note_reference(sop_class: str, sop_uid: str, frame_numbers: Any) -> None:
-        references[str(sop_uid)] = str(sop_class)
-        if frame_numbers is None:
-            return
-        for number in frame_numbers if isinstance(frame_numbers, (list, tuple, MultiValue)) else [frame_numbers]:
-            frames.add(int(number) - 1)
-
-    for group in report.get_image_measurement_groups():
-        name = _group_label(group)
-        evaluations = group.get_qualitative_evaluations()
-        for image in group.source_images or ():
-            ref = image.ReferencedSOPSequence[0]
-            note_reference(ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID,
-                           getattr(ref, "ReferencedFrameNumber", None))
-        values = [e.value for e in evaluations if e.value in (PRESENT, ABSENT)]
-        if not values:
-            skipped.append(f"group {name!r}: no Present/Absent evaluation")
-            continue
-        entry: dict[str, Any] = {"name": name, "present": values[0] == PRESENT}
-        confidence = _group_confidence(group)
-        if confidence is not None:
-            entry["confidence"] = confidence
-        labels.append(entry)
-
-    for group in report.get_planar_roi_measurement_groups():
-        name = _group_label(group)
-        region = group.roi
-        if region is None or not isinstance(region, hd.sr.ImageRegion):
-            skipped.append(f"ROI group {name!r}: no 2D image region (segmentation or 3D region)")
-            continue
-        image = region.ContentSequence[0].ReferencedSOPSequence[0]  # the SELECTED FROM image item
-        note_reference(image.ReferencedSOPClassUID, image.ReferencedSOPInstanceUID,
-                       getattr(image, "ReferencedFrameNumber", None))
-        graphic_type = region.graphic_type.value
-        converted = shape_from_graphic(graphic_type, region.value)
-        if converted is None:
-            skipped.append(f"ROI group {name!r}: {graphic_type} with {len(region.value)} points has no "
-                           "label-shape equivalent")
-            continue
-        shape, points = converted
-        roi: dict[str, Any] = {"label": name, "shape": shape, "points": points}
-        if roi_references:
-            numbers = getattr(image, "ReferencedFrameNumber", None)
-            first = numbers[0] if isinstance(numbers, (list, tuple, MultiValue)) else numbers
-            roi.update(sop_instance_uid=str(image.ReferencedSOPInstanceUID),
-                       frame=int(first) - 1 if first is not None else 0)
-        confidence = _group_confidence(group)
-        if confidence is not None:
-            roi["confidence"] = confidence
-        rois.append(roi)
-
-    image_info: dict[str, int] = {"frame": min(frames) if frames else 0}
+    labels = _read_labels(report, references, skipped)
+    rois = _read_rois(report, references, skipped, roi_references=roi_references)
+    image_info: dict[str, int] = {"frame": min(references.frames) if references.frames else 0}
     if source is not None:
         image_info = {"rows": int(source.Rows), "columns": int(source.Columns), **image_info}
     return {"labels": labels, "rois": rois, "image": image_info, "observers": observers,
-            "references": [{"sop_class_uid": c, "sop_instance_uid": u} for u, c in references.items()],
+            "references": [{"sop_class_uid": c, "sop_instance_uid": u} for u, c in references.images.items()],
             "skipped": skipped}

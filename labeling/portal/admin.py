@@ -1,7 +1,7 @@
 """What the admin does in the browser: jobs from an Orthanc query or an uploaded manifest with a schema
 from ``schemas/`` or uploaded, users (local mode), and the job page's figures.
 
-Job creation runs the same code as the CLI: the manifest builder (:func:`labeling.manifest.build_manifest`,
+Job creation runs the same code as the CLI: the manifest builder (:func:`labeling.manifest.build.build_manifest`,
 its filters validated by :func:`labeling.manifest.build.parse_filters`) for a query, then the instance check
 and geometry (:mod:`labeling.portal.geometry`), then :func:`labeling.portal.jobs.create_job`.
 """

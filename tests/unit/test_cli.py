@@ -112,6 +112,7 @@ def test_a_command_that_moved_to_the_devkit_names_its_new_home():
         assert result.stderr.strip().splitlines() == [
             f"python -m labeling {name}: error: moved to the development kit; run python -m devkit {name} "
             "(see python -m devkit --help)"]
+    assert "python -m devkit --help" in " ".join(run("--help").stdout.split())  # found without the old names
 
 
 def test_the_devkit_cli_lists_its_commands_without_importing_them():
@@ -212,3 +213,14 @@ def test_the_domain_errors_named_by_module_are_classified(capsys):
         "upload: error: cannot reach Orthanc at http://127.0.0.1:1: refused; is the local stack up? "
         "python -m labeling local up, then source WORKDIR/orthanc.env",
     ]
+
+
+def test_a_reader_that_goes_away_is_not_an_error_line(tmp_path):
+    # `python -m labeling local status | head`: the pipe closes before the output is written.
+    process = subprocess.Popen([sys.executable, "-m", "labeling", "local", "status", "--workdir", str(tmp_path)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={"PATH": "/usr/bin:/bin"})
+    process.stdout.close()
+    err = process.stderr.read()
+    process.wait(timeout=120)
+    assert "BrokenPipeError" not in err and "error" not in err, err
