@@ -60,9 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, help="port (default: $PORTAL_PORT or 8000)")
     serve.add_argument("--workers", type=positive_int, default=int(os.environ.get(N.WORKERS, "1") or 1),
                        help="uvicorn worker processes (default: $PORTAL_WORKERS or 1)")
-    serve.add_argument("--access-log", action="store_true",
-                       help="log every request (off by default: it was a fifth of the portal's CPU under load, and "
-                            "in the cloud the load balancer's access logs record every request already)")
     serve.set_defaults(func=_serve)
 
     migrate = sub.add_parser("migrate", help="create/upgrade the database schema (Alembic)",
@@ -206,7 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Keep-alive longer than the ALB's 60 s idle timeout (AWS: a target must not close a
         # connection the load balancer may still reuse, or clients see 502s).
         options = dict(host=host, port=port, log_level="info", proxy_headers=False, server_header=False,
-                       access_log=args.access_log, timeout_keep_alive=75)
+                       access_log=True, timeout_keep_alive=75)
         if args.workers > 1:
             os.environ.update({N.HOST: host, N.PORT: str(port)})
             uvicorn.run("labeling.portal.app:app_from_env", factory=True, workers=args.workers, **options)
