@@ -47,7 +47,7 @@ test-integration: venv system-deps viewer  ## tier 2 only: real local Orthanc + 
 	$(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 plan: venv  ## offline plan: resources, policy results, monthly cost (STACK=dev|prod)
-	$(PY) -m components.plan --stack $(STACK)
+	$(PY) -m components.checks.plan --stack $(STACK)
 
 portal: venv system-deps viewer  ## the labeling portal on loopback: stack, settings, first admin (password shown once), URL
 	$(PY) -m labeling portal up --workdir $(WORKDIR)

@@ -6,15 +6,23 @@ exports what a user needs (no secret values).
 
 import pulumi
 
-from components.config import check_generated_names, load_stack_config
-from components.labeling_bundle import LabelingBundle, LabelingBundleArgs
+from components import ground_truth, orthanc as orthanc_module
+from components.config import load_stack_config
+from components.ground_truth import GroundTruth, GroundTruthArgs
+from components.moved import top_level_urn
+from components.names import check_generated_names
 from components.network import Network, NetworkArgs
+from components.notebook import TrainingNotebook, TrainingNotebookArgs
 from components.orthanc import OrthancService, OrthancServiceArgs
-from components.portal import Portal, PortalArgs
 from components.packaging import dependency_layer_archive, lambda_archive
+from components.platform import Platform, PlatformArgs
+from components.portal import Portal, PortalArgs, portal_db_pool_size
 from components.storage import KmsKey, KmsKeyArgs
 
 config = load_stack_config()
+# The portal's share of the database's connections; too small a share stops here, before anything
+# is declared.
+portal_pool_size = portal_db_pool_size(config) if config.portal_enabled else None
 # Every generated name is checked against its AWS limit for this stack name, at preview.
 pulumi.runtime.register_stack_transformation(check_generated_names)
 stack = pulumi.get_stack()
@@ -49,32 +57,92 @@ network = Network(
     ),
 )
 
-orthanc = OrthancService(
-    f"{prefix}-orthanc",
-    OrthancServiceArgs(
-        config=config,
+# Cluster, ALB and database server that Orthanc and the portal share. Their names and an alias
+# keep them where the Orthanc component put them before the platform was its own piece.
+platform = Platform(
+    f"{prefix}-platform",
+    PlatformArgs(
         vpc_id=network.vpc_id,
-        vpc_cidr=network.vpc_cidr,
         public_subnet_ids=network.public_subnet_ids,
         private_subnet_ids=network.private_subnet_ids,
         kms_key_arn=key.arn,
+        certificate_arn=config.certificate_arn,
+        alb_ingress_cidrs=config.alb_ingress_cidrs,
+        default_target=orthanc_module.DEFAULT_TARGET,
+        database=orthanc_module.database_settings(
+            engine_version=config.db_engine_version,
+            instance_class=config.db_instance_class,
+            allocated_storage_gb=config.db_allocated_storage_gb,
+            max_allocated_storage_gb=config.db_max_allocated_storage_gb,
+            multi_az=config.db_multi_az,
+            backup_retention_days=config.db_backup_retention_days,
+            max_connections=config.db_max_connections,
+        ),
+        prod=config.prod,
+        deletion_protection=config.deletion_protection,
+        log_retention_days=config.log_retention_days,
+        name_prefix=f"{prefix}-orthanc",
+        moved_from_urn=top_level_urn(orthanc_module.TYPE, f"{prefix}-orthanc"),
         tags=tags,
     ),
 )
 
-labeling = LabelingBundle(
-    f"{prefix}-labeling",
-    LabelingBundleArgs(
-        config=config,
+orthanc = OrthancService(
+    f"{prefix}-orthanc",
+    OrthancServiceArgs(
+        platform=platform,
         vpc_id=network.vpc_id,
         private_subnet_ids=network.private_subnet_ids,
-        orthanc_url=orthanc.internal_url,
-        orthanc_secret_arn=orthanc.admin_secret_arn,
-        orthanc_client_security_group_id=orthanc.client_security_group_id,
+        public_subnet_ids=network.public_subnet_ids,
+        kms_key_arn=key.arn,
+        image=config.orthanc_image,
+        size=config.orthanc_size,
+        region=config.region,
+        log_retention_days=config.log_retention_days,
+        prod=config.prod,
+        dicom_nlb=config.dicom_nlb,
+        dicom_allowed_cidrs=config.dicom_allowed_cidrs,
+        tags=tags,
+    ),
+)
+
+# The Ground Truth backend; the component was the LabelingBundle (with the notebook) and keeps its
+# name and an alias to that type, so its resources keep their URNs.
+labeling = GroundTruth(
+    f"{prefix}-labeling",
+    GroundTruthArgs(
+        vpc_id=network.vpc_id,
+        private_subnet_ids=network.private_subnet_ids,
+        orthanc=orthanc.access,
         kms_key_arn=key.arn,
         prelabel_code=lambda_archive("prelabel"),
         postlabel_code=lambda_archive("postlabel"),
         dependency_layer=dependency_layer_archive(),
+        worker_origins=config.gt_worker_origins,
+        prod=config.prod,
+        log_retention_days=config.log_retention_days,
+        lambda_memory_mb=config.lambda_memory_mb,
+        lambda_timeout_s=config.lambda_timeout_s,
+        deidentify=config.deidentify,
+        viewer_assets_domain=config.viewer_assets_domain,
+        viewer_assets_certificate_arn=config.viewer_assets_certificate_arn,
+        tags=tags,
+    ),
+)
+
+notebook = TrainingNotebook(
+    f"{prefix}-labeling",
+    TrainingNotebookArgs(
+        vpc_id=network.vpc_id,
+        private_subnet_ids=network.private_subnet_ids,
+        kms_key_arn=key.arn,
+        annotation_bucket_id=labeling.annotation_bucket_id,
+        annotation_bucket_name=labeling.annotation_bucket_name,
+        annotation_bucket_arn=labeling.annotation_bucket_arn,
+        instance_type=config.notebook_instance_type,
+        idle_minutes=config.notebook_idle_minutes,
+        volume_gb=config.notebook_volume_gb,
+        moved_from_urn=top_level_urn(ground_truth.FORMER_TYPE, f"{prefix}-labeling"),
         tags=tags,
     ),
 )
@@ -85,27 +153,24 @@ if config.portal_enabled:
     portal = Portal(
         f"{prefix}-portal",
         PortalArgs(
-            config=config,
+            platform=platform,
             vpc_id=network.vpc_id,
             private_subnet_ids=network.private_subnet_ids,
-            cluster_arn=orthanc.cluster_arn,
-            cluster_name=orthanc.cluster_name,
-            alb_arn=orthanc.alb_arn,
-            alb_dns_name=orthanc.alb_dns_name,
-            alb_security_group_id=orthanc.alb_security_group_id,
-            https_listener_arn=orthanc.https_listener_arn,
-            orthanc_url=orthanc.internal_url,
-            orthanc_secret_arn=orthanc.admin_secret_arn,
-            orthanc_client_security_group_id=orthanc.client_security_group_id,
-            db_address=orthanc.db_address,
-            db_secret_arn=orthanc.db_secret_arn,
-            db_secret_version=orthanc.db_secret_version,
-            db_security_group_id=orthanc.db_security_group_id,
+            kms_key_arn=key.arn,
+            orthanc=orthanc.access,
             salt_secret_arn=labeling.salt_secret_arn,
             annotation_bucket_name=labeling.annotation_bucket_name,
             annotation_bucket_arn=labeling.annotation_bucket_arn,
-            kms_key_arn=key.arn,
             dependency_layer_arn=labeling.dependency_layer_arn,
+            size=config.portal_size,
+            region=config.region,
+            prod=config.prod,
+            log_retention_days=config.log_retention_days,
+            deidentify=config.deidentify,
+            domain=config.portal_domain,
+            mfa_required=config.portal_mfa == "required",
+            cognito_domain_prefix=config.cognito_domain_prefix,
+            db_pool_size=portal_pool_size,
             tags=tags,
         ),
     )
@@ -117,16 +182,16 @@ pulumi.export("orthancInternalUrl", orthanc.internal_url)
 pulumi.export("orthancAdminSecretArn", orthanc.admin_secret_arn)
 pulumi.export("dicomEndpoint", orthanc.dicom_endpoint)
 pulumi.export("storageBucket", orthanc.storage_bucket_name)
-pulumi.export("databaseEndpoint", orthanc.db_address)
-pulumi.export("ecsClusterName", orthanc.cluster_name)
+pulumi.export("databaseEndpoint", platform.db_address)
+pulumi.export("ecsClusterName", platform.cluster_name)
 pulumi.export("annotationBucket", labeling.annotation_bucket_name)
 pulumi.export("groundTruthRoleArn", labeling.ground_truth_role_arn)
-pulumi.export("sagemakerExecutionRoleArn", labeling.sagemaker_execution_role_arn)
+pulumi.export("sagemakerExecutionRoleArn", notebook.sagemaker_execution_role_arn)
 pulumi.export("prelabelLambdaArn", labeling.prelabel_function_arn)
 pulumi.export("postlabelLambdaArn", labeling.postlabel_function_arn)
 pulumi.export("workerTemplateS3Uri", labeling.template_s3_uri)
 pulumi.export("viewerAssetsUrl", labeling.viewer_assets_url)
-pulumi.export("notebookInstanceName", labeling.notebook_instance_name)
+pulumi.export("notebookInstanceName", notebook.notebook_instance_name)
 pulumi.export("kmsKeyArn", key.arn)
 if portal is not None:
     pulumi.export("portalUrl", portal.url)

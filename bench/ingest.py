@@ -1,6 +1,7 @@
 """Ingest benchmark: our `upload` against simple per-file and ZIP-batch uploaders, whole processes.
 
     .venv/bin/python bench/ingest.py [--instances 1000] [--rounds 3] [--clients 2,4,8]
+        [--servers base,pgasync,...] [--ours-workers 4] [--no-naive] [--json FILE]
 
 Variants, each run on an EMPTY Orthanc with the same files (≈128 KiB synthetic DX instances,
 256×256 16-bit, from ``devkit.synth``), each as its own process (``python bench/ingest.py
@@ -21,10 +22,21 @@ storage, start) — a few seconds, and unlike ``DELETE /patients/{id}`` it leave
 that would slow the next variant. With ``ORTHANC_URL`` set, that Orthanc is used and emptied by
 deleting its patients (it must hold nothing you want to keep: the benchmark asks for ``--yes``).
 
+Where the limit is. Each run records the whole-process wall time and the CPU seconds (utime +
+stime from ``/proc``, before/after) of Orthanc, of PostgreSQL (postmaster and every backend, live or
+exited) and of the client process tree, plus what the rest of the machine used meanwhile. The
+summary gives, per variant, CPU ms per instance of each, the share of the machine's cores the
+server used (server CPU / (wall × cores)) and the share everything used: when the server's CPU per
+instance is the same whatever the client and the cores are busy, no client can go faster than
+cores / server CPU per instance, and the summary says how close each comes to that ceiling.
+
+Server settings (``--servers base,conn2,...``, :data:`SERVER_CONFIGS`): every client runs on the
+first; ``ours`` also runs on each of the others, in the same interleaved rounds, so a setting is
+judged against the same noise. The settings are applied through the project's one configuration
+generator (:mod:`labeling.orthanc.config`) and, for PostgreSQL, ``ALTER ROLE`` on Orthanc's user.
+
 The machine is shared and noisy: the variants run ``--rounds`` times, interleaved (the order
-rotates each round); medians and min–max are reported, with Orthanc + PostgreSQL CPU per instance
-(the server's share is the ceiling: on 2 cores it takes most of the CPU whatever the client does),
-the CPU other programs used meanwhile, and the load average.
+rotates each round); medians and min–max are reported, with the load average.
 """
 
 from __future__ import annotations
@@ -44,9 +56,9 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import urlparse
 
 import requests
@@ -54,6 +66,7 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from labeling.orthanc.config import LOCAL_POSTGRES_SETTINGS, OrthancSettings  # noqa: E402
 from labeling.orthanc.connection import OrthancConnection  # noqa: E402
 
 if TYPE_CHECKING:
@@ -120,7 +133,89 @@ def _pydicom_dataset(folder: Path, count: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the Orthanc under test
+# the Orthanc under test, and the server settings tried
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One server configuration: changes to the generated Orthanc settings, PostgreSQL options."""
+
+    what: str
+    settings: Callable[[OrthancSettings], OrthancSettings] = lambda settings: settings
+    postgres: tuple[tuple[str, str], ...] = ()  # ALTER ROLE <Orthanc's> SET name = value (others RESET)
+
+
+# Not tried: StoreMD5ForAttachments false (Orthanc 1.10 refuses to start with it while CheckRevisions,
+# which several tasks sharing one index need, is on); StorageCompression, SaveJobs and
+# OverwriteInstances are already false in the generated configuration.
+SERVER_CONFIGS: dict[str, ServerConfig] = {
+    "base": ServerConfig("as labeling.orthanc.config generates it for the local stack"),
+    "conn2": ServerConfig("IndexConnectionsCount 2",
+                          lambda s: replace(s, index=replace(s.index, index_connections=2))),
+    "conn4": ServerConfig("IndexConnectionsCount 4",
+                          lambda s: replace(s, index=replace(s.index, index_connections=4))),
+    "fsync": ServerConfig("SyncStorageArea true (fsync after each file written)",
+                          lambda s: replace(s, storage=replace(s.storage, sync=True))),
+    "nofsync": ServerConfig("SyncStorageArea false (no fsync after each file written)",
+                            lambda s: replace(s, storage=replace(s.storage, sync=False))),
+    "nometrics": ServerConfig("MetricsEnabled false",
+                              lambda s: replace(s, extra={**s.extra, "MetricsEnabled": False})),
+    "pgsync": ServerConfig("PostgreSQL synchronous_commit on (its default; RDS's)",
+                           postgres=(("synchronous_commit", "on"),)),
+    "pgasync": ServerConfig("PostgreSQL " + ", ".join(f"{k} {v}" for k, v in LOCAL_POSTGRES_SETTINGS.items())
+                            + " (labeling.orthanc.config.LOCAL_POSTGRES_SETTINGS)",
+                            postgres=tuple(LOCAL_POSTGRES_SETTINGS.items())),
+}
+POSTGRES_OPTIONS = sorted({name for config in SERVER_CONFIGS.values() for name, _ in config.postgres})
+
+
+def server_config(name: str) -> ServerConfig:
+    """A :data:`SERVER_CONFIGS` entry, or several joined by ``+`` (applied left to right)."""
+    parts = [SERVER_CONFIGS[part] for part in name.split("+")]  # KeyError: unknown name
+    if len(parts) == 1:
+        return parts[0]
+
+    def settings(value: OrthancSettings) -> OrthancSettings:
+        for part in parts:
+            value = part.settings(value)
+        return value
+
+    return ServerConfig(" + ".join(part.what for part in parts), settings,
+                        tuple(option for part in parts for option in part.postgres))
+
+
+def bench_stack_class() -> type:
+    """LocalStack whose Orthanc settings and PostgreSQL options can be switched between runs."""
+    from labeling.orthanc.local_stack import PG_USER, LocalStack, find_pg_bindir
+
+    class BenchStack(LocalStack):
+        server: ServerConfig = SERVER_CONFIGS["base"]
+
+        def settings(self, http_port: int, postgres_port: int) -> OrthancSettings:
+            return self.server.settings(super().settings(http_port, postgres_port))
+
+        def configure(self, server: ServerConfig) -> None:
+            """Switch to ``server`` (applied by the next reset, which restarts Orthanc)."""
+            if server == self.server:
+                return
+            self.server = server
+            self._write_orthanc_files(self._credentials(), self._state())
+            # Per role: survives the database's drop + create, and overrides the server's own
+            # options (command line, files) for Orthanc's sessions, which start after the reset.
+            wanted = dict(server.postgres)
+            port = self.status().postgres_port
+            for name in POSTGRES_OPTIONS:
+                sql = (f"ALTER ROLE {PG_USER} SET {name} = '{wanted[name]}'" if name in wanted
+                       else f"ALTER ROLE {PG_USER} RESET {name}")
+                self._run_pg([str(find_pg_bindir() / "psql"), *self._pg_conn_args(port), "-d", "postgres",
+                              "-tAc", sql], "alter role")
+                if name in wanted:  # what a new session of Orthanc's user gets
+                    shown = self._run_pg([str(find_pg_bindir() / "psql"), *self._pg_conn_args(port), "-d",
+                                          "postgres", "-tAc", f"SHOW {name}"], "show").stdout.strip()
+                    if shown != wanted[name]:
+                        raise SystemExit(f"PostgreSQL {name}: {shown!r} after ALTER ROLE, expected {wanted[name]!r}")
+
+    return BenchStack
 
 
 class Target:
@@ -130,10 +225,13 @@ class Target:
         self.conn = conn
         self.stack = stack
 
-    def reset(self) -> None:
+    def reset(self, server: ServerConfig) -> None:
         if self.stack is not None:
+            self.stack.configure(server)  # type: ignore[attr-defined]
             self.stack.reset_database()
             return
+        if server != SERVER_CONFIGS["base"]:
+            raise SystemExit("server settings can be switched only on the benchmark's own stack")
         from labeling.orthanc.client import OrthancClient
 
         with OrthancClient.from_connection(self.conn) as client:
@@ -226,9 +324,11 @@ CLIENTS: dict[str, Callable[[OrthancConnection, list[Path]], None]] = {
 
 
 def command(name: str, folder: Path, report: Path) -> list[str]:
-    """The process a variant runs (connection from ORTHANC_* in its environment)."""
-    if name == "ours":
-        return [sys.executable, "-m", "labeling", "upload", str(folder), "--report", str(report)]
+    """The process a variant runs (connection from ORTHANC_* in its environment); ``ours-wN`` is
+    ours with ``--workers N``."""
+    if name == "ours" or name.startswith("ours-w"):
+        workers = ["--workers", name.removeprefix("ours-w")] if name != "ours" else []
+        return [sys.executable, "-m", "labeling", "upload", str(folder), "--report", str(report), *workers]
     return [sys.executable, str(Path(__file__).resolve()), "--client", name, "--folder", str(folder)]
 
 
@@ -245,16 +345,27 @@ def check_ours(report: Path, files: list[Path]) -> None:
 
 
 TICK = os.sysconf("SC_CLK_TCK")
+CPUS = os.cpu_count() or 1
+
+
+def _cpu_line() -> list[int]:
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
 
 
 def machine_busy_s() -> float:
     """CPU seconds the whole machine has spent busy (all CPUs, /proc/stat)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    fields = _cpu_line()
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / TICK
 
 
+def machine_iowait_s() -> float:
+    """CPU seconds the machine sat idle with disk I/O outstanding (all CPUs, /proc/stat)."""
+    return _cpu_line()[4] / TICK
+
+
 def process_cpu_s(pid: int, with_children: bool = False) -> float:
+    """utime + stime of ``pid`` (all its threads), plus its reaped children's with ``with_children``."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -266,14 +377,34 @@ def process_cpu_s(pid: int, with_children: bool = False) -> float:
     return ticks / TICK
 
 
-def server_cpu_s(stack: Optional[LocalStack]) -> Optional[float]:
-    """CPU seconds of our Orthanc and PostgreSQL (postmaster + backends, live and exited)."""
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds the live threads of ``pid`` spent runnable but waiting for a CPU
+    (``/proc/<pid>/task/*/schedstat``, second field): the cost of sharing the cores."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
+@dataclass(frozen=True)
+class ServerCpu:
+    orthanc: float
+    postgres: float
+    waited: float   # run-queue wait of Orthanc's and PostgreSQL's live threads
+
+
+def server_cpu_s(stack: Optional[LocalStack]) -> Optional[ServerCpu]:
+    """CPU seconds of our Orthanc and of PostgreSQL (postmaster + backends, live and exited)."""
     if stack is None:
         return None
     info = stack.status()
     if not info.orthanc_pid or not info.postgres_pid:
         return None
-    total = process_cpu_s(info.orthanc_pid) + process_cpu_s(info.postgres_pid, with_children=True)
+    postgres = process_cpu_s(info.postgres_pid, with_children=True)
+    waited = run_queue_wait_s(info.orthanc_pid) + run_queue_wait_s(info.postgres_pid)
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -281,8 +412,24 @@ def server_cpu_s(stack: Optional[LocalStack]) -> Optional[float]:
             except OSError:
                 continue
             if int(stat[stat.rindex(")") + 2:].split()[1]) == info.postgres_pid:
-                total += process_cpu_s(int(entry.name))
-    return total
+                postgres += process_cpu_s(int(entry.name))
+                waited += run_queue_wait_s(int(entry.name))
+    return ServerCpu(process_cpu_s(info.orthanc_pid), postgres, waited)
+
+
+def pressure_s(resource_name: str) -> Optional[float]:
+    """Seconds during which some task waited for ``cpu`` or ``io`` (Linux PSI, /proc/pressure)."""
+    try:
+        first = Path(f"/proc/pressure/{resource_name}").read_text().split("\n", 1)[0]
+    except OSError:
+        return None
+    return int(first.rsplit("total=", 1)[1]) / 1e6
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's reaped children (the client runs as one)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float:
@@ -300,55 +447,144 @@ def wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float:
 # runner
 
 
+@dataclass(frozen=True)
+class Variant:
+    client: str            # a CLIENTS name or "ours"
+    server: str            # a SERVER_CONFIGS name (or several joined by +)
+    reference: bool = True  # on the first --servers entry, where every client runs
+
+    @property
+    def name(self) -> str:
+        return self.client if self.reference else f"{self.client}@{self.server}"
+
+
 @dataclass
 class Run:
-    seconds: float
-    server_ms: Optional[float]   # Orthanc + PostgreSQL CPU per instance
-    others: float                # CPUs used by other programs during the run (noise)
+    seconds: float                 # whole process, start to exit
+    orthanc_s: Optional[float]     # CPU seconds of Orthanc during the run (own stack only)
+    postgres_s: Optional[float]    # CPU seconds of PostgreSQL
+    client_s: float                # CPU seconds of the client process and its children
+    others_s: float                # CPU seconds everything else on the machine used meanwhile
+    iowait_s: float                # CPU seconds idle waiting for the disk (fsync, commits), machine-wide
+    server_wait_s: Optional[float] = None  # Orthanc + PostgreSQL threads: runnable, waiting for a CPU
+    cpu_pressure_s: Optional[float] = None  # machine: time some task waited for a CPU (PSI)
+    io_pressure_s: Optional[float] = None   # machine: time some task waited for I/O (PSI)
+
+    @property
+    def server_s(self) -> Optional[float]:
+        return None if self.orthanc_s is None or self.postgres_s is None else self.orthanc_s + self.postgres_s
+
+    def share(self, cpu_s: float) -> float:
+        """``cpu_s`` as a share of the cores during the run: 1.0 = every core busy throughout."""
+        return cpu_s / (self.seconds * CPUS)
 
 
-def measure(target: Target, name: str, folder: Path, files: list[Path], quiet_wait: float) -> Run:
-    target.reset()
+def measure(target: Target, variant: Variant, folder: Path, files: list[Path], quiet_wait: float) -> Run:
+    target.reset(server_config(variant.server))
     if quiet_wait > 0:
         wait_for_quiet(quiet_wait)
     report = Path(tempfile.mkdtemp(prefix="bench-ingest-")) / "report.json"
     env = dict(os.environ, ORTHANC_URL=target.conn.url, ORTHANC_USERNAME=target.conn.username,
                ORTHANC_PASSWORD=target.conn.password, PYTHONPATH=str(REPO_ROOT))
-    busy0, server0 = machine_busy_s(), server_cpu_s(target.stack)
+    # Snapshots right around the child: the reset's own children (psql, the Orthanc it stopped)
+    # were reaped before, so the children counter's difference is the client's alone.
+    server0, own0, busy0, client0 = server_cpu_s(target.stack), time.process_time(), machine_busy_s(), children_cpu_s()
+    iowait0, cpu_p0, io_p0 = machine_iowait_s(), pressure_s("cpu"), pressure_s("io")
     started = time.perf_counter()
-    done = subprocess.run(command(name, folder, report), env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    done = subprocess.run(command(variant.client, folder, report), env=env, cwd=REPO_ROOT,
+                          capture_output=True, text=True)
     elapsed = time.perf_counter() - started
-    busy1, server1 = machine_busy_s(), server_cpu_s(target.stack)
+    client1, busy1, own1, server1 = children_cpu_s(), machine_busy_s(), time.process_time(), server_cpu_s(target.stack)
+    iowait, cpu_p1, io_p1 = machine_iowait_s() - iowait0, pressure_s("cpu"), pressure_s("io")
     try:
         if done.returncode != 0:
-            raise SystemExit(f"{name}: exit {done.returncode}: {done.stderr.strip()[-400:]}")
-        if name == "ours":
+            raise SystemExit(f"{variant.name}: exit {done.returncode}: {done.stderr.strip()[-400:]}")
+        if variant.client.startswith("ours"):
             check_ours(report, files)
     finally:
         shutil.rmtree(report.parent, ignore_errors=True)
     stored = target.count()
     if stored != len(files):
-        raise SystemExit(f"{name}: Orthanc holds {stored} instances after the run, expected {len(files)}")
-    server = None if server0 is None or server1 is None else server1 - server0
-    others = max(0.0, (busy1 - busy0) - (server or 0.0) - client_cpu_s(done)) / elapsed
-    run = Run(elapsed, None if server is None else 1000 * server / len(files), others)
-    server_text = "" if run.server_ms is None else f"server {run.server_ms:4.1f} ms/inst  "
-    print(f"  {name:<12} {len(files) / elapsed:7.1f} inst/s  ({elapsed:5.1f} s)  {server_text}"
-          f"other programs {run.others:4.2f} CPUs  load {os.getloadavg()[0]:.1f}", flush=True)
+        raise SystemExit(f"{variant.name}: Orthanc holds {stored} instances after the run, expected {len(files)}")
+    both = server0 is not None and server1 is not None
+    orthanc = server1.orthanc - server0.orthanc if both else None  # type: ignore[union-attr]
+    postgres = server1.postgres - server0.postgres if both else None  # type: ignore[union-attr]
+    client = client1 - client0
+    others = max(0.0, (busy1 - busy0) - (orthanc or 0.0) - (postgres or 0.0) - client - (own1 - own0))
+    run = Run(elapsed, orthanc, postgres, client, others, iowait,
+              server1.waited - server0.waited if both else None,  # type: ignore[union-attr]
+              None if cpu_p0 is None or cpu_p1 is None else cpu_p1 - cpu_p0,
+              None if io_p0 is None or io_p1 is None else io_p1 - io_p0)
+    n = len(files)
+    server_text = "" if run.server_s is None else (
+        f"orthanc {1000 * run.orthanc_s / n:4.1f} pg {1000 * run.postgres_s / n:4.1f} "  # type: ignore[operator]
+        f"client {1000 * client / n:4.1f} ms/inst  server {run.share(run.server_s):4.0%} of {CPUS} cores, "
+        f"waited {1000 * run.server_wait_s / n:5.1f} ms/inst for a CPU  ")  # type: ignore[operator]
+    print(f"  {variant.name:<16} {n / elapsed:7.1f} inst/s ({elapsed:5.1f} s)  {server_text}"
+          f"others {others / elapsed:4.2f} CPUs  {_pressure_text(run)}  load {os.getloadavg()[0]:.1f}", flush=True)
     return run
 
 
-def client_cpu_s(done: subprocess.CompletedProcess) -> float:
-    """CPU seconds of the finished child (this process's reaped-children counters)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = usage.ru_utime + usage.ru_stime
-    previous, client_cpu_s.last = getattr(client_cpu_s, "last", 0.0), total  # type: ignore[attr-defined]
-    return total - previous
+def _pressure_text(run: Run) -> str:
+    if run.cpu_pressure_s is None or run.io_pressure_s is None:
+        return f"iowait {run.iowait_s / run.seconds:4.2f}"
+    return f"PSI cpu {run.cpu_pressure_s / run.seconds:4.0%} io {run.io_pressure_s / run.seconds:4.0%}"
 
 
-def spread(runs: list[Run], instances: int) -> str:
-    rates = [instances / run.seconds for run in runs]
-    return f"{statistics.median(rates):7.1f} {min(rates):7.1f}-{max(rates):<7.1f}"
+def _psi_text(row: dict[str, Any]) -> str:
+    if "cpu_pressure" not in row:
+        return f", disk wait {row['iowait_cpus']:.2f} CPUs"
+    return f"; some task waited for a CPU {row['cpu_pressure']:.0%} of the time, for I/O {row['io_pressure']:.0%}"
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def summarize(runs: dict[Variant, list[Run]], n: int) -> dict[str, dict[str, Any]]:
+    """Per variant: rate (median, min, max), CPU ms per instance of each party, core shares."""
+    out: dict[str, dict[str, Any]] = {}
+    for variant, result in runs.items():
+        rates = [n / run.seconds for run in result]
+        row: dict[str, Any] = {
+            "rate": round(_median(rates), 1), "rate_min": round(min(rates), 1), "rate_max": round(max(rates), 1),
+            "wall_s": round(_median([run.seconds for run in result]), 2),
+            "client_ms": round(_median([1000 * run.client_s / n for run in result]), 2),
+            "others_cpus": round(_median([run.others_s / run.seconds for run in result]), 2),
+            "iowait_cpus": round(_median([run.iowait_s / run.seconds for run in result]), 2),
+        }
+        if all(run.cpu_pressure_s is not None and run.io_pressure_s is not None for run in result):
+            row["cpu_pressure"] = round(_median([run.cpu_pressure_s / run.seconds for run in result]), 3)  # type: ignore[operator]
+            row["io_pressure"] = round(_median([run.io_pressure_s / run.seconds for run in result]), 3)  # type: ignore[operator]
+        if all(run.server_s is not None for run in result):
+            row.update({
+                "orthanc_ms": round(_median([1000 * run.orthanc_s / n for run in result]), 2),  # type: ignore[operator]
+                "postgres_ms": round(_median([1000 * run.postgres_s / n for run in result]), 2),  # type: ignore[operator]
+                "server_share": round(_median([run.share(run.server_s) for run in result]), 3),  # type: ignore[arg-type]
+                "all_share": round(_median([run.share(run.server_s + run.client_s + run.others_s)  # type: ignore[operator]
+                                            for run in result]), 3),
+            })
+            row["server_ms"] = round(row["orthanc_ms"] + row["postgres_ms"], 2)
+            row["server_wait_ms"] = round(_median([1000 * run.server_wait_s / n for run in result]), 2)  # type: ignore[operator]
+            # No client can exceed the rate at which the server's CPU per instance fills the cores.
+            row["server_ceiling"] = round(1000 * CPUS / row["server_ms"], 1)
+            row["of_ceiling"] = round(row["rate"] / row["server_ceiling"], 3)
+        out[variant.name] = row
+    return out
+
+
+def print_summary(table: dict[str, dict[str, Any]]) -> None:
+    print(f"\n{'variant':<16} {'inst/s':>7} {'min-max':^15} {'wall s':>6}  {'Orthanc':>7} {'PG':>5} "
+          f"{'client':>6}  ms CPU/inst   {'server':>6} {'all':>5} share of {CPUS} cores   "
+          f"{'others':>6} {'iowait':>6} CPUs  ceiling inst/s")
+    for name, row in table.items():
+        server = (f"{row['orthanc_ms']:7.2f} {row['postgres_ms']:5.2f} {row['client_ms']:6.2f}"
+                  f"               {row['server_share']:6.0%} {row['all_share']:5.0%}"
+                  if "server_ms" in row else f"{'-':>7} {'-':>5} {row['client_ms']:6.2f}               "
+                                            f"{'-':>6} {'-':>5}")
+        ceiling = (f"{row['server_ceiling']:7.1f} ({row['of_ceiling']:.0%} of it)" if "server_ms" in row else "")
+        print(f"{name:<16} {row['rate']:7.1f} {row['rate_min']:7.1f}-{row['rate_max']:<7.1f} {row['wall_s']:6.1f}  "
+              f"{server}                    {row['others_cpus']:6.2f} {row['iowait_cpus']:6.2f}       {ceiling}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -357,6 +593,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--instances", type=int, default=1000, help="number of instances (default 1000)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per variant (default 3)")
     parser.add_argument("--clients", default="2,4,8", help="N for the parallel per-file variant (default 2,4,8)")
+    parser.add_argument("--servers", default="base",
+                        help="server settings, comma-separated: every client runs on the first, ours also on "
+                             f"each other ({', '.join(f'{k}: {v.what}' for k, v in SERVER_CONFIGS.items())}; "
+                             "several joined by + apply together; default base)")
+    parser.add_argument("--no-naive", action="store_true", help="leave out the naive client (the slowest)")
+    parser.add_argument("--ours-workers", default="", metavar="N,...",
+                        help="also run ours with --workers N (variant ours-wN), on the first server settings")
     parser.add_argument("--cache", type=Path, default=REPO_ROOT / ".local" / "bench",
                         help="where the generated files are kept between runs")
     parser.add_argument("--quiet-wait", type=float, default=10.0, metavar="S",
@@ -374,67 +617,87 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.instances < 1 or args.rounds < 1:
         parser.error("--instances and --rounds must be at least 1")
     clients = [int(n) for n in args.clients.split(",") if n.strip()]
+    servers = [name.strip() for name in args.servers.split(",") if name.strip()]
+    unknown = [name for name in servers if any(part not in SERVER_CONFIGS for part in name.split("+"))]
+    if unknown or not servers:
+        parser.error(f"--servers: {', '.join(unknown) or 'empty'}: choose from {', '.join(SERVER_CONFIGS)}")
 
     folder, files = dataset(args.instances, args.cache)
     size_kib = sum(p.stat().st_size for p in files) / len(files) / 1024
-    print(f"{len(files)} instances, {size_kib:.0f} KiB each, in {folder}; {os.cpu_count()} CPUs; "
+    print(f"{len(files)} instances, {size_kib:.0f} KiB each, in {folder}; {CPUS} CPUs; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (shared machine)", flush=True)
-
-    from labeling.orthanc.local_stack import LocalStack
 
     workdir: Optional[Path] = None
     if os.environ.get("ORTHANC_URL"):
         if not args.yes:
             parser.error("ORTHANC_URL is set: every patient of that Orthanc is deleted between variants; "
                          "pass --yes to allow it, or unset ORTHANC_URL to use a private stack")
+        if servers != ["base"]:
+            parser.error("--servers: only base with ORTHANC_URL (the settings are switched on our own stack)")
         from labeling.orthanc.connection import connection_from_args
         target = Target(connection_from_args(argparse.Namespace()), None)
     else:
         workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-stack-"))
-        stack = LocalStack(workdir)
+        stack = bench_stack_class()(workdir)
         stack.up(timeout=90)
         target = Target(stack.connection(), stack)
         print(f"private Orthanc {target.conn.url} (work dir {workdir})", flush=True)
 
-    names = ["naive", *(f"parallel-{n}" for n in clients), "zip-batch", "ours"]
-    runs: dict[str, list[Run]] = {name: [] for name in names}
+    baselines = ([] if args.no_naive else ["naive"]) + [f"parallel-{n}" for n in clients] + ["zip-batch"]
+    extra_ours = [f"ours-w{int(n)}" for n in args.ours_workers.split(",") if n.strip()]
+    variants = ([Variant(name, servers[0]) for name in baselines + ["ours", *extra_ours]]
+                + [Variant("ours", s, reference=False) for s in servers[1:]])
+    runs: dict[Variant, list[Run]] = {variant: [] for variant in variants}
     try:
         for round_number in range(args.rounds):
-            shift = round_number % len(names)
+            shift = round_number % len(variants)
             print(f"round {round_number + 1}/{args.rounds}", flush=True)
-            for name in names[shift:] + names[:shift]:
-                runs[name].append(measure(target, name, folder, files, args.quiet_wait))
+            for variant in variants[shift:] + variants[:shift]:
+                runs[variant].append(measure(target, variant, folder, files, args.quiet_wait))
     finally:
         if workdir is not None:
+            from labeling.orthanc.local_stack import LocalStack
+
             LocalStack(workdir).down()
             shutil.rmtree(workdir, ignore_errors=True)
 
     n = len(files)
-    median = {name: statistics.median(n / run.seconds for run in result) for name, result in runs.items()}
-    best_parallel = max((f"parallel-{c}" for c in clients), key=median.get)
-    print(f"\n{'variant':<12} {'median':>7} {'min-max':^15}  inst/s, whole process   server CPU   other CPUs")
-    for name, result in runs.items():
-        server = [r.server_ms for r in result if r.server_ms is not None]
-        server_text = f"{statistics.median(server):5.1f} ms/inst" if server else "      -      "
-        print(f"{name:<12} {spread(result, n)}                  {server_text}   "
-              f"{statistics.median(r.others for r in result):4.2f}")
-    vs_parallel = median["ours"] / median[best_parallel]
-    vs_zip = median["ours"] / median["zip-batch"]
-    vs_naive = median["ours"] / median["naive"]
-    server_ms = statistics.median(r.server_ms for r in runs["ours"] if r.server_ms is not None) if target.stack else None
-    print(f"\nours / {best_parallel} = {vs_parallel:.2f} (goal >= {GOAL_VS_PARALLEL}); ours / zip-batch = "
-          f"{vs_zip:.2f} (goal >= {GOAL_VS_ZIP}); ours / naive = {vs_naive:.2f}; medians of {args.rounds} "
-          f"interleaved rounds; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (shared machine)")
-    if server_ms:
-        print(f"server ceiling: Orthanc + PostgreSQL use {server_ms:.1f} ms CPU per instance; on "
-              f"{os.cpu_count()} CPUs no client can exceed {1000 * (os.cpu_count() or 1) / server_ms:.0f} inst/s")
+    table = summarize(runs, n)
+    print_summary(table)
+    best_parallel = max((f"parallel-{c}" for c in clients), key=lambda name: table[name]["rate"])
+    ours = table["ours"]["rate"]
+    ratios = {"vs_best_parallel": ours / table[best_parallel]["rate"], "vs_zip_batch": ours / table["zip-batch"]["rate"]}
+    if "naive" in table:
+        ratios["vs_naive"] = ours / table["naive"]["rate"]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nours / {best_parallel} = {ratios['vs_best_parallel']:.2f} (goal >= {GOAL_VS_PARALLEL}); ours / "
+          f"zip-batch = {ratios['vs_zip_batch']:.2f} (goal >= {GOAL_VS_ZIP})"
+          + (f"; ours / naive = {ratios['vs_naive']:.2f}" if "vs_naive" in ratios else "")
+          + f"; whole processes, server settings {servers[0]}, medians of {args.rounds} interleaved rounds; "
+          f"load average {load} (shared machine)")
+    for name in extra_ours:
+        print(f"{name} / {best_parallel} = {table[name]['rate'] / table[best_parallel]['rate']:.2f}; {name} / zip-batch "
+              f"= {table[name]['rate'] / table['zip-batch']['rate']:.2f}")
+    for name in (s for s in servers[1:]):
+        key = f"ours@{name}"
+        print(f"ours@{name} / ours (on {servers[0]}) = {table[key]['rate'] / ours:.2f}  ({server_config(name).what})")
+    if "server_ms" in table["ours"]:
+        print("where the limit is: server CPU per instance (Orthanc + PostgreSQL) and the share of the "
+              f"{CPUS} cores it used; the ceiling = {CPUS} cores / server CPU per instance")
+        for name in ("ours", *extra_ours, best_parallel, "zip-batch"):
+            row = table[name]
+            print(f"  {name:<12} server {row['server_ms']:.2f} ms/inst (Orthanc {row['orthanc_ms']:.2f}, PostgreSQL "
+                  f"{row['postgres_ms']:.2f}), client {row['client_ms']:.2f}; server used {row['server_share']:.0%} "
+                  f"of the cores, everything {row['all_share']:.0%}; server threads waited {row['server_wait_ms']:.1f} "
+                  f"ms/inst for a CPU{_psi_text(row)}; {row['rate']:.0f} inst/s = "
+                  f"{row['of_ceiling']:.0%} of its ceiling {row['server_ceiling']:.0f}")
     if args.json:
         args.json.write_text(json.dumps({
-            "instances": n, "kib_per_instance": round(size_kib, 1), "cpus": os.cpu_count(),
-            "runs": {name: [vars(run) for run in result] for name, result in runs.items()},
-            "median_rate": {name: round(rate, 1) for name, rate in median.items()},
-            "best_parallel": best_parallel, "ratio_vs_best_parallel": round(vs_parallel, 3),
-            "ratio_vs_zip_batch": round(vs_zip, 3), "ratio_vs_naive": round(vs_naive, 3),
+            "instances": n, "kib_per_instance": round(size_kib, 1), "cpus": CPUS, "rounds": args.rounds,
+            "servers": {name: server_config(name).what for name in servers},
+            "runs": {variant.name: [vars(run) for run in result] for variant, result in runs.items()},
+            "summary": table, "best_parallel": best_parallel,
+            "ratios": {key: round(value, 3) for key, value in ratios.items()},
             "load_average": os.getloadavg(),
         }, indent=2) + "\n")
     return 0

@@ -28,7 +28,9 @@ Two data shapes, because Orthanc's cost is per resource and ours reads three lev
   plus pydicom's sample files (CT, MR, SR, SEG, RT dose… that the query must skip);
   query ``--modality DX``;
 * ``ct``: the same pixels filed as CT-like series of ``--series-size`` (default 100) images, one
-  series per study, plus the pydicom samples; query ``--modality CT``.
+  series per study, plus the pydicom samples; query ``--modality CT``. Here ours also builds
+  ``--level series`` (one line per series, slices ordered: from the index, full and incremental,
+  and by the find path, whose manifests must match).
 
 Each builder runs ``--repeats`` times (default 3), interleaved, after one warm-up run of ours; the
 median and min–max are reported with lines/s and the ratio naive / ours (goal ≥ 3×), with the load
@@ -216,15 +218,15 @@ def _poll_changes(client: Any, stable_age_s: float, quiet_s: float, started: flo
 # ------------------------------------------------------------------------ the builders
 
 
-def ours(conn: OrthancConnection, modality: str, *, use_index: bool = True,
-         index_file: Optional[Path] = None, expect: Optional[str] = None) -> tuple[list[ManifestLine], dict[str, int]]:
+def ours(conn: OrthancConnection, modality: str, *, use_index: bool = True, index_file: Optional[Path] = None,
+         expect: Optional[str] = None, level: str = "instance") -> tuple[list[ManifestLine], dict[str, int]]:
     from labeling.orthanc.client import OrthancClient
 
     schema = load_schema(SCHEMA)
     with OrthancClient.from_connection(conn) as client:
         result = build_manifest(client, schema_name=schema.name, labels=schema.label_names,
                                 task_type=schema.task_type, filters=parse_filters(modalities=[modality]),
-                                use_index=use_index, index_file=index_file)
+                                use_index=use_index, index_file=index_file, level=level)
     if expect and result.index != expect:
         raise SystemExit(f"expected a {expect} index build, got {result.index}")
     return result.lines, dict(result.requests)
@@ -329,9 +331,15 @@ def run_scenario(conn: OrthancConnection, name: str, folders: list[Path], modali
         "naive-lean": lambda: naive(conn, modality, lean=True),
         "concurrent": lambda: naive(conn, modality, lean=True, threads=args.threads),
     }
+    series = modality == "CT"  # series tasks (--level series) on the CT shape: one line per series
+    if series:
+        builders["ours-series"] = lambda: ours(conn, modality, expect="full", level="series")
+        builders["find-series"] = lambda: ours(conn, modality, use_index=False, level="series")
     builders["ours"]()  # warm-up: Orthanc's and PostgreSQL's caches, the same for every later run
     runs, outputs, made = timed_rounds(builders, args.repeats)
-    same = all(outputs[key] == outputs["ours"] for key in outputs)
+    same = all(outputs[key] == outputs["ours"] for key in outputs if not key.endswith("-series"))
+    if series:
+        same = same and outputs["ours-series"] == outputs["find-series"]
     lines = len(outputs["ours"])
     median = {key: statistics.median(times) for key, times in runs.items()}
     print(f"\n{'builder':<44}{'requests':>9}{'median s':>9} {'min-max':<13}{'lines/s':>8}{'vs ours':>9}")
@@ -340,6 +348,9 @@ def run_scenario(conn: OrthancConnection, name: str, folders: list[Path], modali
             ("naive N+1: 2 GET per instance", "naive"),
             ("naive lean: 1 GET per instance", "naive-lean"),
             (f"simple concurrent: 1 GET/instance, {args.threads} threads", "concurrent")]
+    if series:
+        rows += [("ours --level series: index, full build", "ours-series"),
+                 ("ours --level series: find path", "find-series")]
     for label, key in rows:
         print(f"{label:<44}{sum(made[key].values()):>9}{spread(runs[key])}{lines / median[key]:>8.0f}"
               f"{median[key] / median['ours']:>8.1f}x")
@@ -348,20 +359,28 @@ def run_scenario(conn: OrthancConnection, name: str, folders: list[Path], modali
     print(f"{name}: naive N+1 / ours = {ratio:.1f}x (goal >= 3x); best simple client / ours = "
           f"{best_simple / median['ours']:.1f}x (goal >= 1x); identical manifests: {'yes' if same else 'NO'}; "
           f"load average before {before}, after {load()}", flush=True)
-    incremental = run_incremental(conn, modality, args, extra)
+    if series:
+        print(f"{name}: naive N+1 / ours --level series = {median['naive'] / median['ours-series']:.1f}x (the N+1 walk "
+              "reads every instance's tags, which is what ordering a series needs)", flush=True)
+    incremental = run_incremental(conn, modality, args, extra, series=series)
     return {"server": server, "instances_in_orthanc": total, "lines": lines, "median_s": median,
             "runs_s": runs, "requests": made, "ratio_naive_over_ours": ratio,
             "ratio_best_simple_over_ours": best_simple / median["ours"], "identical": same and incremental["identical"],
             "incremental": incremental, "load_average": os.getloadavg()}
 
 
-def run_incremental(conn: OrthancConnection, modality: str, args: argparse.Namespace, extra: Path) -> dict[str, Any]:
-    """Save the index, store ``--new-percent`` more instances, time rebuild-from-index vs full."""
+def run_incremental(conn: OrthancConnection, modality: str, args: argparse.Namespace, extra: Path,
+                    series: bool = False) -> dict[str, Any]:
+    """Save the index, store ``--new-percent`` more instances, time rebuild-from-index vs full
+    (with ``series``, also at ``--level series``: the saved index then holds the file tags too)."""
     from labeling.orthanc.client import OrthancClient
 
     with tempfile.TemporaryDirectory(prefix="bench-manifest-index-") as tmp:
         base = Path(tmp) / "base.json"
         ours(conn, modality, index_file=base)
+        base_series = Path(tmp) / "base-series.json"
+        if series:
+            ours(conn, modality, index_file=base_series, level="series")
         files = sorted(extra.rglob("*.dcm"))
         with OrthancClient.from_connection(conn) as client:
             added = [client.upload(path.read_bytes()).instance_id for path in files]
@@ -375,21 +394,35 @@ def run_incremental(conn: OrthancConnection, modality: str, args: argparse.Names
             shutil.copyfile(base, work)  # each run starts from the index saved before the new instances
             return ours(conn, modality, index_file=work, expect="incremental")
 
+        def incremental_series() -> tuple[list[ManifestLine], dict[str, int]]:
+            shutil.copyfile(base_series, work)
+            return ours(conn, modality, index_file=work, expect="incremental", level="series")
+
+        builders: dict[str, Builder] = {"full": lambda: ours(conn, modality, expect="full"), "incremental": incremental}
+        if series:
+            builders["full-series"] = lambda: ours(conn, modality, expect="full", level="series")
+            builders["incr-series"] = incremental_series
         try:
-            runs, outputs, made = timed_rounds({"full": lambda: ours(conn, modality, expect="full"),
-                                                "incremental": incremental}, args.repeats)
+            runs, outputs, made = timed_rounds(builders, args.repeats)
         finally:
             with OrthancClient.from_connection(conn) as client:
                 for instance_id in added:
                     client.delete("instances", instance_id, missing_ok=True)
     ratio = statistics.median(runs["full"]) / statistics.median(runs["incremental"])
     same = outputs["full"] == outputs["incremental"]
-    for key in ("full", "incremental"):
-        print(f"  {key:<12}{sum(made[key].values()):>9} requests{spread(runs[key])}")
+    for key in builders:
+        print(f"  {key:<12}{sum(made[key].values()):>9} requests {dict(made[key])} {spread(runs[key])}")
     print(f"incremental: full / incremental = {ratio:.1f}x (goal >= 10x); identical manifests: "
           f"{'yes' if same else 'NO'}; load average before {before}, after {load()}", flush=True)
-    return {"new_instances": len(added), "runs_s": runs, "requests": made, "ratio_full_over_incremental": ratio,
-            "identical": same}
+    out = {"new_instances": len(added), "runs_s": runs, "requests": made, "ratio_full_over_incremental": ratio,
+           "identical": same}
+    if series:
+        out["ratio_series_full_over_incremental"] = (statistics.median(runs["full-series"])
+                                                     / statistics.median(runs["incr-series"]))
+        out["identical"] = same and outputs["full-series"] == outputs["incr-series"]
+        print(f"incremental --level series: full / incremental = {out['ratio_series_full_over_incremental']:.1f}x; "
+              f"identical manifests: {'yes' if outputs['full-series'] == outputs['incr-series'] else 'NO'}", flush=True)
+    return out
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -70,6 +70,18 @@ PORTAL_MFA_MODES = ("optional", "required")
 HOSTNAME = re.compile(r"(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 
+@dataclass(frozen=True)
+class TaskSize:
+    """One Fargate service's size and scaling (components/fargate.py): what Orthanc and the portal each set."""
+
+    cpu: int
+    memory: int
+    min_tasks: int
+    max_tasks: int
+    cpu_target_percent: int
+    wait_for_steady_state: bool
+
+
 class ConfigError(ValueError):
     """A stack setting is missing or invalid; the message starts with the full key."""
 
@@ -78,7 +90,7 @@ def _key(name: str) -> str:
     return f"{PROJECT}:{name}"
 
 
-def _camel(name: str) -> str:
+def camel_case(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
@@ -171,7 +183,7 @@ class StackConfig:
     def from_mapping(cls, values: Mapping[str, Any], stack: str,
                      region: Optional[str] = None) -> "StackConfig":
         """Build from ``{"dicom-annotate:key": value}`` (or bare ``key``) as a stack YAML holds."""
-        known = {_camel(f.name): f for f in fields(cls)}
+        known = {camel_case(f.name): f for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for raw_key, value in values.items():
             namespace, _, name = raw_key.rpartition(":")
@@ -225,6 +237,16 @@ class StackConfig:
         def fail(name: str, message: str) -> None:
             raise ConfigError(f"{_key(name)}: {message}")
 
+        self._validate_network(fail)
+        self._validate_edge(fail)
+        self._validate_orthanc(fail)
+        self._validate_database(fail)
+        self._validate_labeling(fail)
+        self._validate_viewer_assets(fail)
+        self._validate_portal(fail)
+        return self
+
+    def _validate_network(self, fail) -> None:
         if self.environment not in ENVIRONMENTS:
             fail("environment", f"{self.environment!r} is not one of {', '.join(ENVIRONMENTS)}")
         if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", self.region):
@@ -260,6 +282,8 @@ class StackConfig:
             fail("interfaceEndpointPrivateDns", "applies to interfaceEndpoints: true only")
         if self.nat_gateways not in NAT_MODES:
             fail("natGateways", f"{self.nat_gateways!r} is not one of {', '.join(NAT_MODES)}")
+
+    def _validate_edge(self, fail) -> None:
         if self.certificate_arn:
             if not re.fullmatch(r"arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}",
                                 self.certificate_arn):
@@ -292,6 +316,8 @@ class StackConfig:
                 fail("dicomAllowedCidrs", "dicomNlb: true needs the modality CIDR blocks allowed on 4242")
             if any(ipaddress.ip_network(c).prefixlen == 0 for c in self.dicom_allowed_cidrs):
                 fail("dicomAllowedCidrs", "0.0.0.0/0 would expose DICOM 4242 to the internet")
+
+    def _validate_orthanc(self, fail) -> None:
         mirror = ECR_IMAGE.fullmatch(self.orthanc_image)
         if not DOCKER_HUB_IMAGE.fullmatch(self.orthanc_image) and not mirror:
             fail("orthancImage", f"{self.orthanc_image!r} must be orthancteam/orthanc:<x.y.z> (Docker Hub), or an "
@@ -300,18 +326,11 @@ class StackConfig:
         if mirror and mirror["region"] != self.region:
             fail("orthancImage", f"the ECR image is in {mirror['region']}, the stack in {self.region}: the tasks "
                                  "pull from their own region's registry (a pull-through cache is regional)")
-        if self.orthanc_cpu not in FARGATE_SIZES:
-            fail("orthancCpu", f"{self.orthanc_cpu} is not a Fargate CPU size ({sorted(FARGATE_SIZES)})")
-        if self.orthanc_memory not in FARGATE_SIZES[self.orthanc_cpu]:
-            allowed = FARGATE_SIZES[self.orthanc_cpu]
-            fail("orthancMemory", f"{self.orthanc_memory} MiB is not allowed with {self.orthanc_cpu} CPU "
-                                  f"units ({allowed[0]}-{allowed[-1]})")
-        if self.min_tasks < 1:
-            fail("minTasks", f"{self.min_tasks} must be at least 1")
-        if self.max_tasks < self.min_tasks:
-            fail("maxTasks", f"{self.max_tasks} is below minTasks {self.min_tasks}")
+        _validate_task_size(fail, self.orthanc_size, "orthancCpu", "orthancMemory", "minTasks", "maxTasks")
         if not 10 <= self.cpu_target_percent <= 90:
             fail("cpuTargetPercent", f"{self.cpu_target_percent} must be within 10..90")
+
+    def _validate_database(self, fail) -> None:
         if not self.db_instance_class.startswith("db."):
             fail("dbInstanceClass", f"{self.db_instance_class!r} is not an RDS class (db.…)")
         rds_max_connections(self.db_instance_class)  # raises for an unknown class
@@ -329,6 +348,8 @@ class StackConfig:
             if not self.wait_for_steady_state:
                 fail("waitForSteadyState", "must be true in prod (otherwise `pulumi up` reports success "
                                            "while the tasks crash-loop)")
+
+    def _validate_labeling(self, fail) -> None:
         valid_retention = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
                            1827, 2192, 2557, 2922, 3288, 3653)
         if self.log_retention_days not in valid_retention:
@@ -346,9 +367,6 @@ class StackConfig:
         for origin in self.gt_worker_origins:
             if not origin.startswith("https://"):
                 fail("gtWorkerOrigins", f"{origin!r} must be an https:// origin")
-        self._validate_viewer_assets(fail)
-        self._validate_portal(fail)
-        return self
 
     def _validate_viewer_assets(self, fail) -> None:
         domain, cert = self.viewer_assets_domain, self.viewer_assets_certificate_arn
@@ -373,16 +391,7 @@ class StackConfig:
                                    or any(word in prefix for word in ("aws", "amazon", "cognito"))):
             fail("cognitoDomainPrefix", f"{prefix!r} must be 1-63 lower-case letters, digits and hyphens, "
                                         "without 'aws', 'amazon' or 'cognito' (Cognito's rule)")
-        if self.portal_cpu not in FARGATE_SIZES:
-            fail("portalCpu", f"{self.portal_cpu} is not a Fargate CPU size ({sorted(FARGATE_SIZES)})")
-        if self.portal_memory not in FARGATE_SIZES[self.portal_cpu]:
-            allowed = FARGATE_SIZES[self.portal_cpu]
-            fail("portalMemory", f"{self.portal_memory} MiB is not allowed with {self.portal_cpu} CPU "
-                                 f"units ({allowed[0]}-{allowed[-1]})")
-        if self.portal_min_tasks < 1:
-            fail("portalMinTasks", f"{self.portal_min_tasks} must be at least 1")
-        if self.portal_max_tasks < self.portal_min_tasks:
-            fail("portalMaxTasks", f"{self.portal_max_tasks} is below portalMinTasks {self.portal_min_tasks}")
+        _validate_task_size(fail, self.portal_size, "portalCpu", "portalMemory", "portalMinTasks", "portalMaxTasks")
         if self.portal_enabled and not self.https:
             fail("portalEnabled", "the portal signs users in through the ALB's authenticate-cognito action, "
                                   "which AWS offers only on HTTPS listeners: set certificateArn (a plain-HTTP "
@@ -407,7 +416,7 @@ class StackConfig:
         return found
 
     def check_stack_name(self, stack: str) -> None:
-        """Names derived from the stack name must be valid for AWS (resource names: NAME_LIMITS)."""
+        """Names derived from the stack name must be valid for AWS (resource names: components/names.py)."""
         if not STACK_NAME.fullmatch(stack):
             raise ConfigError(f"stack name {stack!r}: use lower-case letters, digits and hyphens (it becomes part "
                               "of S3 bucket and ECR repository names, which allow nothing else)")
@@ -431,6 +440,20 @@ class StackConfig:
     def db_max_connections(self) -> int:
         return rds_max_connections(self.db_instance_class)
 
+    @property
+    def prod(self) -> bool:
+        return self.environment == "prod"
+
+    @property
+    def orthanc_size(self) -> TaskSize:
+        return TaskSize(self.orthanc_cpu, self.orthanc_memory, self.min_tasks, self.max_tasks,
+                        self.cpu_target_percent, self.wait_for_steady_state)
+
+    @property
+    def portal_size(self) -> TaskSize:
+        return TaskSize(self.portal_cpu, self.portal_memory, self.portal_min_tasks, self.portal_max_tasks,
+                        self.cpu_target_percent, self.wait_for_steady_state)
+
     def warnings(self) -> list[str]:
         """Settings that are allowed but deserve a line in the plan."""
         notes = []
@@ -450,9 +473,22 @@ class StackConfig:
         return notes
 
 
+def _validate_task_size(fail, size: TaskSize, cpu_key: str, memory_key: str, min_key: str, max_key: str) -> None:
+    """A Fargate service's size (Orthanc's and the portal's, each under its own keys)."""
+    if size.cpu not in FARGATE_SIZES:
+        fail(cpu_key, f"{size.cpu} is not a Fargate CPU size ({sorted(FARGATE_SIZES)})")
+    if size.memory not in FARGATE_SIZES[size.cpu]:
+        allowed = FARGATE_SIZES[size.cpu]
+        fail(memory_key, f"{size.memory} MiB is not allowed with {size.cpu} CPU units ({allowed[0]}-{allowed[-1]})")
+    if size.min_tasks < 1:
+        fail(min_key, f"{size.min_tasks} must be at least 1")
+    if size.max_tasks < size.min_tasks:
+        fail(max_key, f"{size.max_tasks} is below {min_key} {size.min_tasks}")
+
+
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
     """Convert a YAML/Pulumi value to the field's type, or raise ConfigError naming the key."""
-    name = _key(_camel(f.name))
+    name = _key(camel_case(f.name))
     annotation = str(f.type)
     if isinstance(value, dict) and set(value) == {"secure"}:
         raise ConfigError(f"{name}: is a secret but this setting is not one; store it in plain text")
@@ -497,7 +533,7 @@ def load_stack_config() -> StackConfig:
     config = pulumi.Config(PROJECT)
     values: dict[str, Any] = {}
     for f in fields(StackConfig):
-        key = _camel(f.name)
+        key = camel_case(f.name)
         raw = config.get(key)
         if raw is None:
             continue
@@ -520,7 +556,7 @@ _offline_run = False
 
 @contextlib.contextmanager
 def offline_run():
-    """While components/offline.py runs the program under mocks (offline plan, tests).
+    """While components/checks/offline.py runs the program under mocks (offline plan, tests).
 
     Settings only a real account can supply (certificates, domains, the built Lambda layer) may then
     be placeholders, reported as notes; ``pulumi preview`` and ``pulumi up`` refuse them.
@@ -535,71 +571,3 @@ def offline_run():
 
 def is_offline_run() -> bool:
     return _offline_run
-
-
-# ---------------------------------------------------------------------- generated names
-# AWS name limits of the resource types this program names, by (type token: name property, limit).
-# A name left to Pulumi gets "<logical name>-<7 hex>" (8 characters added). Sources: ELB
-# CreateLoadBalancer/CreateTargetGroup (32), IAM quotas (role 64, inline policy 128), S3 bucket
-# naming (63), Lambda CreateFunction (64) / PublishLayerVersion (140), RDS DBInstanceIdentifier
-# (63), SageMaker CreateNotebookInstance / lifecycle configuration (63), Cognito (pool 128,
-# domain prefix 63), ECR (256), ECS (255), CloudWatch alarm (255), CloudFront OAC (64).
-NAME_LIMITS: dict[str, tuple[str, int]] = {
-    "aws:lb/loadBalancer:LoadBalancer": ("name", 32),
-    "aws:lb/targetGroup:TargetGroup": ("name", 32),
-    "aws:iam/role:Role": ("name", 64),
-    "aws:iam/rolePolicy:RolePolicy": ("name", 128),
-    "aws:s3/bucket:Bucket": ("bucket", 63),
-    "aws:lambda/function:Function": ("name", 64),
-    "aws:lambda/layerVersion:LayerVersion": ("layer_name", 140),
-    "aws:rds/instance:Instance": ("identifier", 63),
-    "aws:rds/parameterGroup:ParameterGroup": ("name", 255),
-    "aws:rds/subnetGroup:SubnetGroup": ("name", 255),
-    "aws:sagemaker/notebookInstance:NotebookInstance": ("name", 63),
-    "aws:sagemaker/notebookInstanceLifecycleConfiguration:NotebookInstanceLifecycleConfiguration": ("name", 63),
-    "aws:cognito/userPool:UserPool": ("name", 128),
-    "aws:cognito/userPoolClient:UserPoolClient": ("name", 128),
-    "aws:cognito/userPoolDomain:UserPoolDomain": ("domain", 63),
-    "aws:ecr/repository:Repository": ("name", 256),
-    "aws:ecs/cluster:Cluster": ("name", 255),
-    "aws:ecs/service:Service": ("name", 255),
-    "aws:ecs/taskDefinition:TaskDefinition": ("family", 255),
-    "aws:cloudwatch/metricAlarm:MetricAlarm": ("name", 255),
-    "aws:cloudfront/originAccessControl:OriginAccessControl": ("name", 64),
-    "aws:cloudfront/cachePolicy:CachePolicy": ("name", 128),
-    "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy": ("name", 128),
-    "aws:secretsmanager/secret:Secret": ("name", 512),
-    "aws:cloudwatch/logGroup:LogGroup": ("name", 512),
-}
-AUTONAME_SUFFIX = 8
-
-
-def name_length_problem(type_: str, logical_name: str, props: Mapping[str, Any], stack: str) -> Optional[str]:
-    """The message for a name AWS would refuse as too long, or None (values known only later pass)."""
-    if type_ not in NAME_LIMITS:
-        return None
-    prop, limit = NAME_LIMITS[type_]
-    camel = _camel(prop)
-    explicit = props.get(prop)
-    if explicit is None:
-        explicit = props.get(camel)
-    if explicit is None:  # left to Pulumi's auto-naming
-        length, shown = len(logical_name) + AUTONAME_SUFFIX, f"{logical_name}-xxxxxxx"
-    elif isinstance(explicit, str):
-        length, shown = len(explicit), explicit
-    else:
-        return None  # an Output: known only at deploy time (the Cognito default is checked above)
-    if length <= limit:
-        return None
-    return (f"stack name {stack!r}: {type_.rsplit(':', 1)[-1]} {shown!r} is {length} characters, AWS allows "
-            f"{limit}: use a stack name shorter by at least {length - limit}")
-
-
-def check_generated_names(args: Any) -> None:
-    """Pulumi stack transformation: stop at preview on the first name AWS would refuse as too long."""
-    import pulumi
-
-    problem = name_length_problem(args.type_, args.name, args.props or {}, pulumi.get_stack())
-    if problem:
-        raise ConfigError(problem)
-    return None

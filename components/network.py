@@ -49,10 +49,25 @@ class Network(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NetworkArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dicom-annotate:network:Network", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        region = aws.get_region_output().region
-        identity = aws.get_caller_identity_output()
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._region = aws.get_region_output().region
+        self._identity = aws.get_caller_identity_output()
 
+        self._vpc(name, args)
+        self._s3_endpoint(name, args)
+        self._interface_endpoints(name, args)
+        self._flow_logs(name, args)
+
+        self.register_outputs({
+            "vpc_id": self.vpc_id,
+            "vpc_cidr": self.vpc_cidr,
+            "public_subnet_ids": self.public_subnet_ids,
+            "private_subnet_ids": self.private_subnet_ids,
+        })
+
+    def _vpc(self, name: str, args: NetworkArgs) -> None:
+        """The awsx VPC over two zones (public + private subnet each), or the brought one's ids and CIDR."""
+        child = self._child
         if args.vpc_id:
             # Bring-your-own VPC: nothing is created for the VPC itself; its CIDR is looked up.
             self.vpc = None
@@ -82,6 +97,9 @@ class Network(pulumi.ComponentResource):
             self.public_subnet_ids = self.vpc.public_subnet_ids
             self.private_subnet_ids = self.vpc.private_subnet_ids
 
+    def _s3_endpoint(self, name: str, args: NetworkArgs) -> None:
+        """The S3 gateway endpoint on every route table of the VPC."""
+        child, region = self._child, self._region
         # S3 traffic (DICOM storage, buckets) stays off the NAT: gateway endpoint on every route
         # table of the VPC. awsx keeps its route tables opaque, so they are looked up by VPC id —
         # the same lookup serves a brought VPC. A brought VPC that has its own S3 gateway endpoint
@@ -100,6 +118,9 @@ class Network(pulumi.ComponentResource):
                 opts=child,
             )
 
+    def _interface_endpoints(self, name: str, args: NetworkArgs) -> None:
+        """Interface endpoints for what ECS tasks and Lambdas call at start, HTTPS from the VPC only."""
+        child, region = self._child, self._region
         self.endpoint_security_group_id: Optional[pulumi.Output[str]] = None
         self.interface_endpoints: list[aws.ec2.VpcEndpoint] = []
         if args.interface_endpoints:
@@ -136,6 +157,9 @@ class Network(pulumi.ComponentResource):
                     opts=child,
                 ))
 
+    def _flow_logs(self, name: str, args: NetworkArgs) -> None:
+        """VPC flow logs to their own encrypted log group, through a role only this account's flow logs assume."""
+        child, region, identity = self._child, self._region, self._identity
         # Flow logs also on a brought VPC: the security floor is ours to keep, and a VPC may carry
         # several flow logs, so this does not disturb one the owner already has.
         self.flow_log_group_name: Optional[pulumi.Output[str]] = None
@@ -173,12 +197,15 @@ class Network(pulumi.ComponentResource):
             )
             self.flow_log_group_name = log_group.name
 
-        self.register_outputs({
-            "vpc_id": self.vpc_id,
-            "vpc_cidr": self.vpc_cidr,
-            "public_subnet_ids": self.public_subnet_ids,
-            "private_subnet_ids": self.private_subnet_ids,
-        })
+def https_only_security_group(prefix: str, *, vpc_id: pulumi.Input[str], description: str,
+                              egress_description: str, tags: dict[str, str],
+                              opts: pulumi.ResourceOptions) -> aws.ec2.SecurityGroup:
+    """``{prefix}-sg``: no ingress at all; HTTPS out only (NAT or VPC endpoints)."""
+    return aws.ec2.SecurityGroup(
+        f"{prefix}-sg", vpc_id=vpc_id, description=description, ingress=[],
+        egress=[aws.ec2.SecurityGroupEgressArgs(protocol="tcp", from_port=443, to_port=443,
+                                                cidr_blocks=["0.0.0.0/0"], description=egress_description)],
+        tags={**tags, "Name": prefix}, opts=opts)
 
 
 def _flow_logs_trust(account_id: str, region: str) -> dict:

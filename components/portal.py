@@ -1,6 +1,7 @@
-"""Portal component: the labeling portal (``labeling/portal``) on ECS Fargate behind the Orthanc ALB.
+"""Portal component: the labeling portal (``labeling/portal``) on ECS Fargate behind the shared ALB.
 
-Declares, next to the OrthancService it shares a cluster, ALB and database server with:
+Declares, on the :class:`components.platform.Platform` it shares with Orthanc (cluster, ALB, database
+server), reaching Orthanc as its other clients do (:class:`components.orthanc.OrthancAccess`):
 
 - an ECR repository and the image built from ``portal.Dockerfile`` at ``pulumi up`` (awsx), which
   runs ``python -m labeling portal migrate && python -m labeling portal serve`` as a non-root user;
@@ -11,7 +12,7 @@ Declares, next to the OrthancService it shares a cluster, ALB and database serve
   ``/portal`` and ``/portal/*`` → ``authenticate-cognito`` first, then forward. AWS offers the
   authenticate actions on HTTPS listeners only, so the stack config refuses the portal without a
   certificate (components/config.py);
-- the Fargate service in the private subnets (no public IP) with its own security group (8000 from
+- the Fargate service (:class:`components.fargate.FargateService`) in the private subnets (no public IP) with its own security group (8000 from
   the ALB's group only; out: 5432 to the database group, HTTPS to AWS APIs and the ALB key
   endpoint) plus the Orthanc client group (8042 to Orthanc), CPU autoscaling, an encrypted log group;
 - a generated session secret in Secrets Manager (the project key); ECS injects it and the database
@@ -46,19 +47,19 @@ import pulumi_aws as aws
 import pulumi_awsx as awsx
 import pulumi_random as random
 
-from components.config import ConfigError, StackConfig
-from components.costs import DEPLOY_TIME_TAG
-from components.fargate import ecs_cpu_autoscaling, fargate_task_definition
-from components.labeling_bundle import service_role_trust, vpc_lambda_statements
-from components.orthanc import DEPLOYMENT_MAX_PERCENT
+from components.config import ConfigError, StackConfig, TaskSize
+from components.checks.costs import DEPLOY_TIME_TAG
+from components.fargate import DEPLOYMENT_MAX_PERCENT, FargateService, FargateServiceArgs, port_rule
+from components.iam import service_role_trust, vpc_lambda_statements
+from components.orthanc import OrthancAccess
 from components.packaging import LAMBDA_RUNTIME, ROOT, lambda_archive
+from components.platform import DB_PORT, Platform
 from components.storage import encrypted_log_group
 from labeling.orthanc.config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
 from labeling.portal import names as N
 from labeling.portal.names import EXPORT_PREFIX  # where the portal writes exports (the task role's grant)
 
 PORTAL_PORT = 8000
-DB_PORT = 5432
 DB_NAME = "portal"
 DB_ROLE = "portal_app"
 # Databases the portal role must not open (the Orthanc index; components/orthanc.py DB_NAME).
@@ -83,30 +84,29 @@ IMAGES_KEPT = 10
 
 @dataclass
 class PortalArgs:
-    config: StackConfig
+    platform: Platform
     vpc_id: pulumi.Input[str]
     private_subnet_ids: pulumi.Input[list]
-    cluster_arn: pulumi.Input[str]
-    cluster_name: pulumi.Input[str]
-    alb_arn: pulumi.Input[str]
-    alb_dns_name: pulumi.Input[str]
-    alb_security_group_id: pulumi.Input[str]
-    https_listener_arn: pulumi.Input[str]
-    orthanc_url: pulumi.Input[str]
-    orthanc_secret_arn: pulumi.Input[str]
-    orthanc_client_security_group_id: pulumi.Input[str]
-    db_address: pulumi.Input[str]
-    # The server's master secret: read only by the deploy-time role function, never by the tasks.
-    db_secret_arn: pulumi.Input[str]
-    # The master secret's value (written once the database exists): the role function waits for it.
-    db_secret_version: pulumi.Resource
-    db_security_group_id: pulumi.Input[str]
+    kms_key_arn: pulumi.Input[str]
+    orthanc: OrthancAccess
+    # Ground Truth's de-identification salt (the same keyed UIDs as the pre-label Lambda).
     salt_secret_arn: pulumi.Input[str]
     annotation_bucket_name: pulumi.Input[str]
     annotation_bucket_arn: pulumi.Input[str]
-    kms_key_arn: pulumi.Input[str]
-    # The Lambda layer with psycopg (labeling bundle's dependency layer, make lambda-layer).
+    # The Lambda layer with psycopg (Ground Truth's dependency layer, make lambda-layer).
     dependency_layer_arn: pulumi.Input[str]
+    size: TaskSize
+    region: str
+    prod: bool
+    log_retention_days: int
+    deidentify: bool
+    # The host users browse (covered by the certificate); None: the ALB's own name.
+    domain: Optional[str]
+    mfa_required: bool
+    # Hosted sign-in domain prefix; None: "<name>-<account>".
+    cognito_domain_prefix: Optional[str]
+    # portal_db_pool_size(): the portal's share of the server's connections.
+    db_pool_size: int
     tags: dict[str, str] = field(default_factory=dict)
     dockerfile: Path = ROOT / "portal.Dockerfile"
     context: Path = ROOT
@@ -117,32 +117,31 @@ class Portal(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: PortalArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dicom-annotate:portal:Portal", name, None, opts)
-        config = args.config
-        if not config.https:
+        if not args.platform.https:
             # The stack config refuses this too; a component used elsewhere must not build a rule AWS rejects.
             raise ValueError(f"{name}: the portal needs the HTTPS listener (ALB authenticate actions are HTTPS-only)")
         self._name, self._args = name, args
         self._child = pulumi.ResourceOptions(parent=self)
-        self._prod = config.environment == "prod"
+        self._prod = args.prod
         identity = aws.get_caller_identity_output()
         self._account = identity.account_id
         self._partition = aws.get_partition_output().partition
-        host = (pulumi.Output.from_input(config.portal_domain) if config.portal_domain
-                else pulumi.Output.from_input(args.alb_dns_name))
+        host = (pulumi.Output.from_input(args.domain) if args.domain
+                else pulumi.Output.from_input(args.platform.alb_dns_name))
 
         self._security_group()
         self._image()
         self._sign_in(host)
         self._database_role()
-        self._secrets_logs_roles()
+        self._session_secret()
         self._service()
 
         self.url = pulumi.Output.concat("https://", host, f"{ROOT_PATH}/")
         self.user_pool_id = self.user_pool.id
         self.user_pool_client_id = self.client.id
         self.sign_in_domain = pulumi.Output.concat(
-            self.domain.domain, ".auth.", config.region, ".amazoncognito.com")
-        self.service_name = self.service.name
+            self.domain.domain, ".auth.", args.region, ".amazoncognito.com")
+        self.service_name = self.fargate.service_name
         self.repository_url = self.repository.repository_url
         self.security_group_id = self.sg.id
         self.db_secret_arn = self.db_secret.arn
@@ -161,20 +160,18 @@ class Portal(pulumi.ComponentResource):
 
         def rule(kind, suffix: str, owner: pulumi.Input[str], port: int, description: str, *,
                  peer: Optional[pulumi.Input[str]] = None, cidr: Optional[str] = None) -> None:
-            kind(f"{name}-{suffix}", security_group_id=owner, description=description, ip_protocol="tcp",
-                 from_port=port, to_port=port, referenced_security_group_id=peer, cidr_ipv4=cidr,
-                 tags=args.tags, opts=pulumi.ResourceOptions(parent=self.sg))
+            port_rule(kind, f"{name}-{suffix}", security_group_id=owner, port=port, description=description,
+                      peer=peer, cidr=cidr, tags=args.tags, parent=self.sg)
 
         ingress, egress = aws.vpc.SecurityGroupIngressRule, aws.vpc.SecurityGroupEgressRule
-        rule(ingress, "from-alb", self.sg.id, PORTAL_PORT, "Portal HTTP from the ALB", peer=args.alb_security_group_id)
-        rule(egress, "alb-to-portal", args.alb_security_group_id, PORTAL_PORT, "ALB to the portal tasks",
-             peer=self.sg.id)
+        alb_sg, db_sg = args.platform.alb_security_group_id, args.platform.db_security_group_id
+        rule(ingress, "from-alb", self.sg.id, PORTAL_PORT, "Portal HTTP from the ALB", peer=alb_sg)
+        rule(egress, "alb-to-portal", alb_sg, PORTAL_PORT, "ALB to the portal tasks", peer=self.sg.id)
         # authenticate-cognito: the ALB itself calls the Cognito token and user-info endpoints.
-        rule(egress, "alb-to-cognito", args.alb_security_group_id, 443,
+        rule(egress, "alb-to-cognito", alb_sg, 443,
              "ALB to the Cognito token/userinfo endpoints (portal sign-in)", cidr="0.0.0.0/0")
-        rule(egress, "to-db", self.sg.id, DB_PORT, "to the database server", peer=args.db_security_group_id)
-        rule(ingress, "db-from-portal", args.db_security_group_id, DB_PORT, "PostgreSQL from the portal tasks",
-             peer=self.sg.id)
+        rule(egress, "to-db", self.sg.id, DB_PORT, "to the database server", peer=db_sg)
+        rule(ingress, "db-from-portal", db_sg, DB_PORT, "PostgreSQL from the portal tasks", peer=self.sg.id)
         # Secrets Manager, S3, ECR, CloudWatch Logs, Cognito and the ALB's public-key endpoint
         # (to verify x-amzn-oidc-data) are HTTPS endpoints without fixed addresses.
         rule(egress, "https", self.sg.id, 443, "HTTPS to AWS APIs and the ALB key endpoint", cidr="0.0.0.0/0")
@@ -211,8 +208,8 @@ class Portal(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------ Cognito + ALB rule
     def _sign_in(self, host: pulumi.Output[str]) -> None:
-        name, args, config = self._name, self._args, self._args.config
-        required = config.portal_mfa == "required"
+        name, args = self._name, self._args
+        required = args.mfa_required
         self.user_pool = aws.cognito.UserPool(
             f"{name}-users",
             name=name,
@@ -238,7 +235,7 @@ class Portal(pulumi.ComponentResource):
         self.groups = [aws.cognito.UserGroup(
             f"{name}-group-{group}", user_pool_id=self.user_pool.id, name=group, description=description,
             precedence=i, opts=pool_child) for i, (group, description) in enumerate(GROUPS.items())]
-        prefix = (pulumi.Output.from_input(config.cognito_domain_prefix) if config.cognito_domain_prefix
+        prefix = (pulumi.Output.from_input(args.cognito_domain_prefix) if args.cognito_domain_prefix
                   else pulumi.Output.concat(name, "-", self._account))
         self.domain = aws.cognito.UserPoolDomain(
             f"{name}-domain", domain=prefix, user_pool_id=self.user_pool.id, opts=pool_child)
@@ -271,7 +268,7 @@ class Portal(pulumi.ComponentResource):
             tags=args.tags, opts=self._child)
         self.listener_rule = aws.lb.ListenerRule(
             f"{name}-rule",
-            listener_arn=args.https_listener_arn,
+            listener_arn=args.platform.https_listener_arn,
             priority=LISTENER_RULE_PRIORITY,
             actions=[
                 aws.lb.ListenerRuleActionArgs(
@@ -293,7 +290,7 @@ class Portal(pulumi.ComponentResource):
     # ------------------------------------------------------------------ database role
     def _database_role(self) -> None:
         """The portal's PostgreSQL role and database, made from inside the VPC at deploy time."""
-        name, args, config = self._name, self._args, self._args.config
+        name, args, platform = self._name, self._args, self._args.platform
         tags = args.tags
         password = random.RandomPassword(
             f"{name}-db-password", length=32, special=False, min_upper=2, min_lower=2, min_numeric=2,
@@ -304,15 +301,15 @@ class Portal(pulumi.ComponentResource):
             tags=tags, opts=self._child)
         secret_value = aws.secretsmanager.SecretVersion(
             f"{name}-db-secret-value", secret_id=self.db_secret.id,
-            secret_string=pulumi.Output.all(password.result, args.db_address).apply(
+            secret_string=pulumi.Output.all(password.result, platform.db_address).apply(
                 lambda v: json.dumps({"username": DB_ROLE, "password": v[0], "host": v[1], "port": DB_PORT,
                                       "dbname": DB_NAME})),
             opts=pulumi.ResourceOptions(parent=self.db_secret))
 
         function_name = f"{name}-db-role"
-        deploy_time = {**tags, DEPLOY_TIME_TAG[0]: DEPLOY_TIME_TAG[1]}  # priced as such (components/costs.py)
+        deploy_time = {**tags, DEPLOY_TIME_TAG[0]: DEPLOY_TIME_TAG[1]}  # priced as such (components/checks/costs.py)
         log_group = encrypted_log_group(
-            f"{name}-db-role-logs", f"/aws/lambda/{function_name}", retention_days=config.log_retention_days,
+            f"{name}-db-role-logs", f"/aws/lambda/{function_name}", retention_days=args.log_retention_days,
             kms_key_arn=args.kms_key_arn, tags=deploy_time, opts=self._child)
         sg = aws.ec2.SecurityGroup(
             f"{name}-db-role-sg", vpc_id=args.vpc_id, tags=tags, opts=self._child,
@@ -320,10 +317,10 @@ class Portal(pulumi.ComponentResource):
         sg_child = pulumi.ResourceOptions(parent=sg)
         aws.vpc.SecurityGroupEgressRule(
             f"{name}-db-role-to-db", security_group_id=sg.id, description="to the database server",
-            ip_protocol="tcp", from_port=DB_PORT, to_port=DB_PORT, referenced_security_group_id=args.db_security_group_id,
+            ip_protocol="tcp", from_port=DB_PORT, to_port=DB_PORT, referenced_security_group_id=platform.db_security_group_id,
             tags=tags, opts=sg_child)
         aws.vpc.SecurityGroupIngressRule(
-            f"{name}-db-from-db-role", security_group_id=args.db_security_group_id,
+            f"{name}-db-from-db-role", security_group_id=platform.db_security_group_id,
             description="PostgreSQL from the portal DB role function (deploy time)", ip_protocol="tcp",
             from_port=DB_PORT, to_port=DB_PORT, referenced_security_group_id=sg.id, tags=tags, opts=sg_child)
         aws.vpc.SecurityGroupEgressRule(
@@ -335,7 +332,7 @@ class Portal(pulumi.ComponentResource):
             assume_role_policy=json.dumps(service_role_trust("lambda.amazonaws.com")), tags=tags, opts=self._child)
         policy = aws.iam.RolePolicy(
             f"{name}-db-role-policy", role=role.id,
-            policy=pulumi.Output.all(log_group.arn, args.db_secret_arn, self.db_secret.arn, args.kms_key_arn).apply(
+            policy=pulumi.Output.all(log_group.arn, platform.db_secret_arn, self.db_secret.arn, args.kms_key_arn).apply(
                 lambda v: json.dumps(db_role_function_policy(log_group_arn=v[0], secret_arns=[v[1], v[2]],
                                                              kms_key_arn=v[3]))),
             opts=pulumi.ResourceOptions(parent=role))
@@ -358,108 +355,68 @@ class Portal(pulumi.ComponentResource):
         self.db_role_setup = aws.lambda_.Invocation(
             f"{name}-db-role-setup",
             function_name=function.name,
-            input=pulumi.Output.all(args.db_secret_arn, self.db_secret.arn).apply(
+            input=pulumi.Output.all(platform.db_secret_arn, self.db_secret.arn).apply(
                 lambda v: json.dumps({"master_secret_arn": v[0], "role_secret_arn": v[1], "database": DB_NAME,
                                       "protected_databases": list(PROTECTED_DATABASES)})),
             triggers={"secret_version": secret_value.version_id,
                       "code": hashlib.sha256(DB_ROLE_FUNCTION.read_bytes()).hexdigest()},
-            opts=pulumi.ResourceOptions(parent=function, depends_on=[secret_value, args.db_secret_version]))
+            opts=pulumi.ResourceOptions(parent=function, depends_on=[secret_value, platform.db_secret_version]))
 
-    # ------------------------------------------------------------------ secrets, logs, roles
-    def _secrets_logs_roles(self) -> None:
-        name, args, config = self._name, self._args, self._args.config
-        tags = args.tags
+    # ------------------------------------------------------------------ session secret
+    def _session_secret(self) -> None:
+        name, args = self._name, self._args
         session = random.RandomPassword(f"{name}-session-key", length=64, special=False, opts=self._child)
         self.session_secret = aws.secretsmanager.Secret(
             f"{name}-session-secret", description="Portal session-cookie signing key (ECS injects it)",
             kms_key_id=args.kms_key_arn, recovery_window_in_days=30 if self._prod else 7,
-            tags=tags, opts=self._child)
+            tags=args.tags, opts=self._child)
         aws.secretsmanager.SecretVersion(
             f"{name}-session-secret-value", secret_id=self.session_secret.id, secret_string=session.result,
             opts=pulumi.ResourceOptions(parent=self.session_secret))
 
-        self.log_group = encrypted_log_group(
-            f"{name}-logs", f"/ecs/{name}", retention_days=config.log_retention_days,
-            kms_key_arn=args.kms_key_arn, tags=tags, opts=self._child)
-
-        trust = self._account.apply(lambda account: json.dumps(_ecs_trust(account)))
-        self.execution_role = aws.iam.Role(
-            f"{name}-execution-role", assume_role_policy=trust, tags=tags, opts=self._child,
-            description="ECS agent for the portal: pull its image, write its logs, read its two secrets")
-        aws.iam.RolePolicy(
-            f"{name}-execution-policy",
-            role=self.execution_role.id,
-            policy=pulumi.Output.all(self.repository.arn, self.log_group.arn, self.db_secret.arn,
-                                     self.session_secret.arn, args.kms_key_arn).apply(
-                lambda v: json.dumps(portal_execution_policy(
-                    repository_arn=v[0], log_group_arn=v[1], secret_arns=[v[2], v[3]], kms_key_arn=v[4]))),
-            opts=pulumi.ResourceOptions(parent=self.execution_role))
-
-        self.task_role = aws.iam.Role(
-            f"{name}-task-role", assume_role_policy=trust, tags=tags, opts=self._child,
-            description="Portal container: Orthanc and salt secrets, exports under portal/, Cognito groups")
-        aws.iam.RolePolicy(
-            f"{name}-task-policy",
-            role=self.task_role.id,
-            policy=pulumi.Output.all(args.orthanc_secret_arn, args.salt_secret_arn, args.annotation_bucket_arn,
-                                     args.kms_key_arn, self.user_pool.arn).apply(
-                lambda v: json.dumps(portal_task_policy(
-                    secret_arns=[v[0], v[1]], bucket_arn=v[2], kms_key_arn=v[3], user_pool_arn=v[4]))),
-            opts=pulumi.ResourceOptions(parent=self.task_role))
-
     # ------------------------------------------------------------------ task and service
     def _service(self) -> None:
-        name, args, config = self._name, self._args, self._args.config
-        tags = args.tags
-        region, deidentify, db_user = config.region, config.deidentify, DB_ROLE
-        pool_size = portal_db_pool_size(config)
-        container_definitions = pulumi.Output.all(
-            self.image.image_uri, self.log_group.name, args.db_address, self.db_secret.arn,
-            self.session_secret.arn, self.user_pool.id, self.client.id, args.alb_arn, args.orthanc_url,
-            args.orthanc_secret_arn, args.salt_secret_arn, args.annotation_bucket_name, args.kms_key_arn).apply(
-            lambda v: json.dumps(portal_container_definitions(
-                image=v[0], region=region, log_group=v[1], db_host=v[2], db_user=db_user, db_secret_arn=v[3],
-                session_secret_arn=v[4], user_pool_id=v[5], client_id=v[6], alb_arn=v[7], orthanc_url=v[8],
-                orthanc_secret_arn=v[9], salt_secret_arn=v[10], export_bucket=v[11], export_kms_key_id=v[12],
-                deidentify=deidentify, db_pool_size=pool_size)))
-        self.task_definition = fargate_task_definition(
-            name, cpu=config.portal_cpu, memory=config.portal_memory,
-            execution_role_arn=self.execution_role.arn, task_role_arn=self.task_role.arn,
-            container_definitions=container_definitions, tags=tags, parent=self,
-            # The root filesystem is read-only; the image cache and temp files go to task storage.
-            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name="tmp")])
+        name, args, platform, orthanc = self._name, self._args, self._args.platform, self._args.orthanc
+        region, deidentify, db_user, pool_size = args.region, args.deidentify, DB_ROLE, args.db_pool_size
 
-        self.service = aws.ecs.Service(
-            f"{name}-service",
-            cluster=args.cluster_arn,
-            task_definition=self.task_definition.arn,
-            desired_count=config.portal_min_tasks,
-            launch_type="FARGATE",
-            platform_version="LATEST",
-            network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
-                subnets=args.private_subnet_ids,
-                security_groups=[self.sg.id, args.orthanc_client_security_group_id],
-                assign_public_ip=False),
+        def containers(log_group: pulumi.Output[str]) -> pulumi.Output[str]:
+            return pulumi.Output.all(
+                self.image.image_uri, log_group, platform.db_address, self.db_secret.arn,
+                self.session_secret.arn, self.user_pool.id, self.client.id, platform.alb_arn, orthanc.url,
+                orthanc.secret_arn, args.salt_secret_arn, args.annotation_bucket_name, args.kms_key_arn).apply(
+                lambda v: json.dumps(portal_container_definitions(
+                    image=v[0], region=region, log_group=v[1], db_host=v[2], db_user=db_user, db_secret_arn=v[3],
+                    session_secret_arn=v[4], user_pool_id=v[5], client_id=v[6], alb_arn=v[7], orthanc_url=v[8],
+                    orthanc_secret_arn=v[9], salt_secret_arn=v[10], export_bucket=v[11], export_kms_key_id=v[12],
+                    deidentify=deidentify, db_pool_size=pool_size)))
+
+        def agent_policy(log_group_arn: pulumi.Output[str]) -> pulumi.Output[str]:
+            return pulumi.Output.all(self.repository.arn, log_group_arn, self.db_secret.arn,
+                                     self.session_secret.arn, args.kms_key_arn).apply(
+                lambda v: json.dumps(portal_execution_policy(
+                    repository_arn=v[0], log_group_arn=v[1], secret_arns=[v[2], v[3]], kms_key_arn=v[4])))
+
+        self.fargate = FargateService(name, FargateServiceArgs(
+            size=args.size, cluster_arn=platform.cluster_arn, cluster_name=platform.cluster_name,
+            subnet_ids=args.private_subnet_ids, security_group_ids=[self.sg.id, orthanc.client_security_group_id],
+            container_definitions=containers,
+            execution_role_description="ECS agent for the portal: pull its image, write its logs, read its two secrets",
+            execution_policy=agent_policy,
+            task_role_description="Portal container: Orthanc and salt secrets, exports under portal/, Cognito groups",
+            task_policy=pulumi.Output.all(orthanc.secret_arn, args.salt_secret_arn, args.annotation_bucket_arn,
+                                          args.kms_key_arn, self.user_pool.arn).apply(
+                lambda v: json.dumps(portal_task_policy(
+                    secret_arns=[v[0], v[1]], bucket_arn=v[2], kms_key_arn=v[3], user_pool_arn=v[4]))),
             load_balancers=[aws.ecs.ServiceLoadBalancerArgs(
                 target_group_arn=self.target_group.arn, container_name=CONTAINER_NAME, container_port=PORTAL_PORT)],
-            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(enable=True, rollback=True),
-            deployment_maximum_percent=DEPLOYMENT_MAX_PERCENT,
-            deployment_minimum_healthy_percent=100,
+            log_retention_days=args.log_retention_days, kms_key_arn=args.kms_key_arn,
             # `migrate` runs before `serve` on every start; give it time before ALB checks count.
             health_check_grace_period_seconds=120,
-            enable_execute_command=False,
-            enable_ecs_managed_tags=True,
-            propagate_tags="SERVICE",
-            wait_for_steady_state=config.wait_for_steady_state,
-            tags=tags,
-            # Autoscaling owns the count after creation; the target group needs its listener rule.
-            # The role and database must exist before the first task runs `migrate`.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.listener_rule, self.db_role_setup],
-                                        ignore_changes=["desired_count"]))
-
-        ecs_cpu_autoscaling(name, cluster_name=args.cluster_name, service=self.service, min_tasks=config.portal_min_tasks,
-                            max_tasks=config.portal_max_tasks, cpu_target_percent=config.cpu_target_percent,
-                            tags=tags, parent=self)
+            # The root filesystem is read-only; the image cache and temp files go to task storage.
+            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name="tmp")],
+            # The target group needs its listener rule; the role and database must exist before the
+            # first task runs `migrate`.
+            depends_on=[self.listener_rule, self.db_role_setup], tags=args.tags), opts=self._child)
 
 
 # ---------------------------------------------------------------------- documents (pure functions)
@@ -554,15 +511,6 @@ def db_role_function_policy(*, log_group_arn: str, secret_arns: list[str], kms_k
         *vpc_lambda_statements(log_group_arn, secret_arns),
         {"Sid": "Key", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": kms_key_arn},
     ]}
-
-
-def _ecs_trust(account_id: str) -> dict[str, Any]:
-    return {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow",
-        "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-        "Action": "sts:AssumeRole",
-        "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
-    }]}
 
 
 def portal_execution_policy(*, repository_arn: str, log_group_arn: str, secret_arns: list[str],

@@ -206,3 +206,13 @@ def encrypted_log_group(resource_name: str, log_group_name: pulumi.Input[str], *
     """
     return aws.cloudwatch.LogGroup(resource_name, name=log_group_name, retention_in_days=retention_days,
                                    kms_key_id=kms_key_arn, tags=tags, opts=opts)
+
+
+def bucket_statements(bucket_arn: str, object_actions: Sequence[str]) -> list[dict[str, Any]]:
+    """IAM statements for a role that works in one bucket: list it, and these object actions."""
+    return [
+        {"Sid": "AnnotationBucket", "Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+         "Resource": bucket_arn},
+        {"Sid": "AnnotationObjects", "Effect": "Allow", "Action": list(object_actions),
+         "Resource": f"{bucket_arn}/*"},
+    ]

@@ -18,7 +18,7 @@ The GT worker template is limited to 128,000 characters, so it loads the viewer 
 
 The worker template's *content* is computed from the distribution's domain name
 (``labeling.gt.viewer_assets.render_worker_template``); the object itself lives in the annotation
-bucket (:mod:`components.labeling_bundle`).
+bucket (:mod:`components.ground_truth`).
 """
 
 from __future__ import annotations
@@ -63,15 +63,31 @@ class ViewerAssetsCdn(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ViewerAssetsCdnArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("dicom-annotate:viewer_cdn:ViewerAssetsCdn", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         if not args.assets:
             raise ValueError(f"{name}: no viewer files to publish (run `make viewer`)")
-        identity = aws.get_caller_identity_output()
-        partition = aws.get_partition_output().partition
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._identity = aws.get_caller_identity_output()
+        self._partition = aws.get_partition_output().partition
         self.version = assets_version(args.assets)
-        prefix = f"{ASSET_PREFIX}/{self.version}"
+        self._prefix = prefix = f"{ASSET_PREFIX}/{self.version}"
 
-        # ---- a key of its own: the key policy below trusts CloudFront for this distribution only
+        self._key_and_bucket(name, args)
+        self._distribution(name, args)
+        self._grants(name, args)
+        self._objects(name, args)
+
+        host = pulumi.Output.from_input(args.domain) if args.domain else self.distribution.domain_name
+        self.domain_name = host
+        # The directory URL of the bundle (no trailing slash): "<base_url>/viewer.js".
+        self.base_url = pulumi.Output.concat("https://", host, f"/{prefix}")
+        self.distribution_arn = self.distribution.arn
+        self.bucket_name = self.bucket.name
+        self.register_outputs({"base_url": self.base_url, "distribution_arn": self.distribution_arn,
+                               "bucket_name": self.bucket_name})
+
+    def _key_and_bucket(self, name: str, args: ViewerAssetsCdnArgs) -> None:
+        """A key of its own (its policy below trusts CloudFront for this distribution only) and the private bucket."""
+        child = self._child
         self.key = aws.kms.Key(
             f"{name}-key",
             description="dicom-annotate viewer assets (public bundle): readable by its CloudFront distribution",
@@ -88,6 +104,9 @@ class ViewerAssetsCdn(pulumi.ComponentResource):
                              tags={**args.tags, "purpose": "viewer-assets"}),
             opts=child)
 
+    def _distribution(self, name: str, args: ViewerAssetsCdnArgs) -> None:
+        """Origin Access Control, the response-headers policy (HSTS, nosniff, CORS) and the distribution."""
+        child = self._child
         self.origin_access_control = aws.cloudfront.OriginAccessControl(
             f"{name}-oac",
             name=f"{name}-oac"[:64],
@@ -156,7 +175,9 @@ class ViewerAssetsCdn(pulumi.ComponentResource):
             tags=args.tags,
             opts=child)
 
-        # ---- only this distribution may read objects, and decrypt them
+    def _grants(self, name: str, args: ViewerAssetsCdnArgs) -> None:
+        """Only this distribution may read objects, and decrypt them."""
+        identity, partition = self._identity, self._partition
         distribution_arn = self.distribution.arn
         self.bucket.attach_policy(pulumi.Output.all(self.bucket.arn, distribution_arn).apply(
             lambda v: [cloudfront_read_statement(v[0], v[1])]))
@@ -167,7 +188,9 @@ class ViewerAssetsCdn(pulumi.ComponentResource):
                 lambda v: json.dumps(viewer_key_policy(account_id=v[0], partition=v[1], distribution_arn=v[2]))),
             opts=pulumi.ResourceOptions(parent=self.key))
 
-        # ---- the files, each under the versioned prefix, encrypted with the key above
+    def _objects(self, name: str, args: ViewerAssetsCdnArgs) -> None:
+        """The files, each under the versioned prefix, encrypted with the key above."""
+        prefix = self._prefix
         self.objects = [aws.s3.BucketObjectv2(
             f"{name}-{_resource_suffix(key)}",
             bucket=self.bucket.id,
@@ -180,16 +203,6 @@ class ViewerAssetsCdn(pulumi.ComponentResource):
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.key_policy]))
             for key, path, content_type in args.assets]
-
-        host = pulumi.Output.from_input(args.domain) if args.domain else self.distribution.domain_name
-        self.domain_name = host
-        # The directory URL of the bundle (no trailing slash): "<base_url>/viewer.js".
-        self.base_url = pulumi.Output.concat("https://", host, f"/{prefix}")
-        self.distribution_arn = distribution_arn
-        self.bucket_name = self.bucket.name
-        self.register_outputs({"base_url": self.base_url, "distribution_arn": self.distribution_arn,
-                               "bucket_name": self.bucket_name})
-
 
 # ---------------------------------------------------------------------- documents (pure functions)
 def assets_version(assets: Sequence[tuple[str, Path, str]]) -> str:

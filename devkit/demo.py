@@ -12,7 +12,11 @@ Runs the same commands a user would type, in order, against a private local stac
 3. results: ``portal export`` (output manifest, GT format) and ``portal sr`` (DICOM SR into Orthanc);
 4. model: ``python -m training train`` (MONAI DenseNet121) → report; ``evaluate`` against the
    synthetic ground truth on the held-out patients; ``predict`` → ``writeback`` (SR with the model as
-   observer) → ``order`` (pre-labeled, uncertainty-first manifest for the next job).
+   observer) → ``order`` (pre-labeled, uncertainty-first manifest for the next job);
+5. a CT-series job next to it (:mod:`devkit.demo_ct`): CT series with nodules → series manifest →
+   portal job whose simulated annotators outline nodules on slices → per-slice consolidation → SRs
+   on the right slices → a 3-D model trained and reported on the series labels (``--ct-series 0``
+   leaves it out).
 
 Rerunning reuses the stack, the data, the users and the job (Orthanc answers ``AlreadyStored``; the
 annotators find nothing left to label) and trains again. The portal keeps running afterwards for a
@@ -25,10 +29,11 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 from labeling.cli import positive_int
 from labeling.orthanc.local_stack import DEFAULT_WORKDIR, LocalStack, LocalStackError
+from devkit import demo_ct
 from devkit.simulated_portal import SimulationError
 
 DEMO_SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "chest-xray.yaml"
@@ -57,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="training epochs (default: the trainer's default)")
     parser.add_argument("--image-size", type=positive_int, default=None,
                         help="training input size in pixels (default: the trainer's default)")
+    demo_ct.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -122,6 +128,18 @@ def run(args: argparse.Namespace) -> int:
     results = _train_and_write_back(args, workdir, manifest, synth_dir, labeled["output_manifest"])
     if results is None:
         return 2
+    ct = None
+    if args.ct_series and args.interactive:
+        print("\n== CT-series job: left out with --interactive (python -m devkit demo runs it with simulated "
+              "annotators; devkit/demo_ct.py lists its steps)")
+    elif args.ct_series:
+        try:
+            ct = demo_ct.run_ct_job(args, workdir, labeled["url"], labeled["users_file"], _step, simulate_labeling)
+        except (LocalStackError, SimulationError) as exc:
+            print(f"error: {exc}")
+            return 2
+        if ct is None:
+            return 2
 
     print("\n== done")
     print(f"Orthanc Explorer   {info.explorer_url}  (user {conn.username}; password in {info.env_file})")
@@ -137,6 +155,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"report             {results['model_dir'] / 'report.html'}")
     print(f"predictions        {results['predictions']}  (SR per image in Orthanc, model as observer)")
     print(f"next job manifest  {results['next_manifest']}  (pre-labeled, most uncertain first)")
+    if ct is not None:
+        print(f"CT-series job      {ct['job']}: {ct['summary']}; output {ct['output_manifest']}")
+        print(f"3-D series model   {ct['model_dir']}  (macro AUROC {_fmt(ct['macro_auroc'])} on held-out patients; "
+              f"series predictions {ct['predictions']} written back as SRs)")
+        print(f"CT job time        {ct['seconds']:.0f} s of this run (synth, upload, labeling, SR, 3-D training)")
     print(f"stop everything    make demo-down   (or python -m labeling portal stop --workdir {workdir} && "
           f"python -m labeling local down --workdir {workdir})")
     return 0 if upload_rc == 0 else upload_rc
@@ -144,10 +167,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _label_in_portal(args: argparse.Namespace, workdir: Path, manifest: Path, synth_dir: Path) -> Optional[dict]:
     """Portal up, users + job, labeling (simulated or people), review, export, SR. None on a failed step."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from rich.progress import Progress
-
     from labeling.cli import main
     from devkit import simulated_portal as simulated
     from labeling.portal.local import portal_env, prepare_demo, start_local_portal, stop_portal_in
@@ -177,32 +196,8 @@ def _label_in_portal(args: argparse.Namespace, workdir: Path, manifest: Path, sy
 
             simulated.wait_until(finished, timeout=7 * 24 * 3600)
         else:
-            names = sorted(n for n, e in users.items() if e["role"] == "annotator")[: args.annotators]
-            workers = simulated.default_workers(names)
-            print("simulated annotators (sensitivity/specificity): "
-                  + ", ".join(f"{w.worker_id} {w.sensitivity}/{w.specificity}" for w in workers), flush=True)
-            truth = simulated.truth_by_orthanc_id(synth_dir / "ground_truth.jsonl")
-            sources = simulated.item_sources(portal_env(workdir), job)
-
-            def truth_of_item(item_id: int) -> dict:
-                try:
-                    return truth[sources[item_id]]
-                except KeyError:
-                    raise SimulationError(f"portal item {item_id} is not an image of the synthetic dataset; "
-                                          f"the simulated annotators only know its ground truth") from None
-
-            before = progress()
-            remaining = max(before["answers_needed"] - before["answers"], 0)
-            with Progress() as bar, ThreadPoolExecutor(len(names)) as pool:
-                task = bar.add_task("answers", total=remaining)
-                futures = [pool.submit(simulated.annotate, url, simulated.SimulatedAnnotator(
-                               w.worker_id, users[w.worker_id]["password"], w), job, truth_of_item, seed=i,
-                               on_answer=lambda _name: bar.advance(task))
-                           for i, w in enumerate(workers)]
-                answered = {w.worker_id: f.result() for w, f in zip(workers, futures)}
-            print(f"answers this run: {answered}")
-            reviewed = simulated.review(url, "reviewer", users["reviewer"]["password"], job)
-            print(f"simulated reviewer accepted {reviewed} low-agreement consolidations from the review queue")
+            simulate_labeling(url, workdir, users, job, simulated.truth_by_orthanc_id(synth_dir / "ground_truth.jsonl"),
+                              args.annotators, progress)
         after = progress()
     finally:
         admin.close()
@@ -217,6 +212,45 @@ def _label_in_portal(args: argparse.Namespace, workdir: Path, manifest: Path, sy
                f"{_fmt(agreement.get('items_mean'))} (review below {agreement.get('threshold')})")
     return {"url": url, "users_file": demo["users_file"], "job": job, "summary": summary,
             "output_manifest": output_manifest}
+
+
+def simulate_labeling(url: str, workdir: Path, users: dict, job: str, truth: Mapping[str, Mapping],
+                      annotators: int, progress: Callable[[], dict], answer_for: Optional[Callable] = None) -> None:
+    """K simulated annotators label every item of ``job`` over HTTP (``truth``: ground truth by the
+    item's source; ``answer_for``: as :func:`devkit.simulated_portal.annotate`'s), then the simulated
+    reviewer accepts the review queue."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.progress import Progress
+
+    from devkit import simulated_portal as simulated
+    from labeling.portal.local import portal_env
+
+    names = sorted(n for n, e in users.items() if e["role"] == "annotator")[:annotators]
+    workers = simulated.default_workers(names)
+    print("simulated annotators (sensitivity/specificity): "
+          + ", ".join(f"{w.worker_id} {w.sensitivity}/{w.specificity}" for w in workers), flush=True)
+    sources = simulated.item_sources(portal_env(workdir), job)
+
+    def truth_of_item(item_id: int) -> Mapping:
+        try:
+            return truth[sources[item_id]]
+        except KeyError:
+            raise SimulationError(f"portal item {item_id} is not in the synthetic dataset; "
+                                  f"the simulated annotators only know its ground truth") from None
+
+    before = progress()
+    remaining = max(before["answers_needed"] - before["answers"], 0)
+    with Progress() as bar, ThreadPoolExecutor(len(names)) as pool:
+        task = bar.add_task("answers", total=remaining)
+        futures = [pool.submit(simulated.annotate, url, simulated.SimulatedAnnotator(
+                       w.worker_id, users[w.worker_id]["password"], w), job, truth_of_item, seed=i,
+                       on_answer=lambda _name: bar.advance(task), answer_for=answer_for)
+                   for i, w in enumerate(workers)]
+        answered = {w.worker_id: f.result() for w, f in zip(workers, futures)}
+    print(f"answers this run: {answered}")
+    reviewed = simulated.review(url, "reviewer", users["reviewer"]["password"], job)
+    print(f"simulated reviewer accepted {reviewed} low-agreement consolidations from the review queue")
 
 
 def _train_and_write_back(args: argparse.Namespace, workdir: Path, manifest: Path, synth_dir: Path,

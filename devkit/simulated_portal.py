@@ -129,8 +129,13 @@ def job_id(user: PortalUser, job_name: str) -> int:
 
 
 def annotate(url: str, annotator: SimulatedAnnotator, job_name: str, truth_of_item: Callable[[int], Mapping[str, Any]],
-             *, seed: int = 0, on_answer: Optional[Callable[[str], None]] = None) -> int:
-    """Let one simulated annotator label until the portal has nothing more for them; the answer count."""
+             *, seed: int = 0, on_answer: Optional[Callable[[str], None]] = None,
+             answer_for: Callable[[Mapping[str, Any], SimWorker, np.random.Generator], Answer] | None = None) -> int:
+    """Let one simulated annotator label until the portal has nothing more for them; the answer count.
+    ``answer_for(truth, worker, rng)``: what they say (default :func:`simulated_answer`; a series job
+    passes :func:`devkit.simulate_series.simulate_series_answer`'s). A series task's every slice is
+    downloaded, as the viewer does."""
+    answer_for = answer_for or simulated_answer
     rng = np.random.default_rng(seed)
     user = PortalUser(url, annotator.name, annotator.password)
     try:
@@ -139,11 +144,11 @@ def annotate(url: str, annotator: SimulatedAnnotator, job_name: str, truth_of_it
             task = user.post(f"/api/jobs/{jid}/next")
             if task.get("done") or "assignment_id" not in task:
                 return answered
-            image = user.get_bytes(task["image_url"] if task["image_url"].startswith("http")
-                                   else f"{url.rstrip('/')}{task['image_url']}")
-            if image[128:132] != b"DICM":
-                raise SimulationError(f"{annotator.name}: item {task['item_id']}'s image is not DICOM Part 10")
-            answer = simulated_answer(truth_of_item(int(task["item_id"])), annotator.worker, rng)
+            for image_url in [s["url"] for s in task.get("slices") or ()] or [task["image_url"]]:
+                image = user.get_bytes(image_url if image_url.startswith("http") else f"{url.rstrip('/')}{image_url}")
+                if image[128:132] != b"DICM":
+                    raise SimulationError(f"{annotator.name}: item {task['item_id']}'s image is not DICOM Part 10")
+            answer = answer_for(truth_of_item(int(task["item_id"])), annotator.worker, rng)
             user.post(f"/api/assignments/{task['assignment_id']}/answer", {"annotation": answer})
             answered += 1
             if on_answer is not None:

@@ -1,6 +1,6 @@
 """dicom-annotate CrossGuard policy pack: ``pulumi preview --policy-pack policy``.
 
-No rule logic lives here. Each rule of :mod:`components.policy_rules` becomes one policy with the
+No rule logic lives here. Each rule of :mod:`components.checks.rules` becomes one policy with the
 rule's id as its name:
 
 * ``resource``-scope rules → a ``ResourceValidationPolicy`` that converts ``args.props`` into the
@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # the pack shares components/policy_rules.py with the program
+    sys.path.insert(0, str(ROOT))  # the pack shares components/checks/rules/ with the program
 
 from pulumi_policy import (  # noqa: E402
     EnforcementLevel, Policy, PolicyPack, ReportViolation, ResourceValidationArgs,
@@ -35,7 +35,7 @@ from pulumi_policy import (  # noqa: E402
 )
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError  # noqa: E402
 
-from components import policy_rules as rules  # noqa: E402
+from components.checks import graph, rules  # noqa: E402
 
 PACK_NAME = "dicom-annotate-security"
 
@@ -57,7 +57,7 @@ class PackResource:
 def plain(value: Any) -> Any:
     """CrossGuard props (unknown-checking proxies, secrets, assets) → plain values.
 
-    A value unknown during preview becomes :data:`components.policy_rules.UNKNOWN`; the rules
+    A value unknown during preview becomes :data:`components.checks.graph.UNKNOWN`; the rules
     treat it as present for presence checks and as undecidable otherwise.
     """
     if isinstance(value, Secret):
@@ -70,7 +70,7 @@ def plain(value: Any) -> Any:
             try:
                 item = value[key]
             except UnknownValueError:
-                item = rules.UNKNOWN
+                item = graph.UNKNOWN
             out[str(key)] = plain(item)
         return out
     if isinstance(value, Sequence):
@@ -79,7 +79,7 @@ def plain(value: Any) -> Any:
             try:
                 item = value[i]
             except UnknownValueError:
-                item = rules.UNKNOWN
+                item = graph.UNKNOWN
             items.append(plain(item))
         return items
     if isinstance(value, (bool, int, float)) or value is None:
@@ -88,7 +88,7 @@ def plain(value: Any) -> Any:
 
 
 def resource_from_props(resource_type: str, name: str, props: Any, urn: str = "") -> PackResource:
-    """The adapter: one CrossGuard resource → what :mod:`components.policy_rules` reads."""
+    """The adapter: one CrossGuard resource → what :mod:`components.checks.rules` reads."""
     return PackResource(resource_type, name, plain(props), urn)
 
 
@@ -116,21 +116,21 @@ def stack_settings() -> StackSettings:
 
 
 def _context(resources: Sequence[PackResource], settings: StackSettings,
-             dependencies: Optional[Mapping[int, Mapping[str, list[int]]]] = None) -> rules.Context:
-    return rules.build_context(resources, environment=settings.environment, allow_http=settings.allow_http,
-                               stack=settings.stack, identifiers=rules.identifiers_from_props,
+             dependencies: Optional[Mapping[int, Mapping[str, list[int]]]] = None) -> graph.Context:
+    return graph.build_context(resources, environment=settings.environment, allow_http=settings.allow_http,
+                               stack=settings.stack, identifiers=graph.identifiers_from_props,
                                dependencies=dependencies)
 
 
-def _violations(rule: rules.Rule, resource: PackResource, ctx: rules.Context) -> list[str]:
+def _violations(rule: graph.Rule, resource: PackResource, ctx: graph.Context) -> list[str]:
     try:
         return list(rule.check(resource, ctx))
-    except rules.UnknownValue as exc:
+    except graph.UnknownValue as exc:
         # CrossGuard reports this as "can't run policy … during preview" (advisory), not a pass.
         raise UnknownValueError(UNKNOWN_STRING_VALUE, [exc.resource, exc.path]) from None
 
 
-def resource_policy(rule: rules.Rule, settings: Callable[[], StackSettings] = stack_settings
+def resource_policy(rule: graph.Rule, settings: Callable[[], StackSettings] = stack_settings
                     ) -> ResourceValidationPolicy:
     """A resource-scope rule as a CrossGuard resource validation."""
 
@@ -162,7 +162,7 @@ def stack_resources(policy_resources: Sequence[Any]) -> tuple[list[PackResource]
     return converted, dependencies
 
 
-def stack_policy(rule: rules.Rule, settings: Callable[[], StackSettings] = stack_settings
+def stack_policy(rule: graph.Rule, settings: Callable[[], StackSettings] = stack_settings
                  ) -> StackValidationPolicy:
     """A stack-scope (relation) rule as a CrossGuard stack validation."""
 

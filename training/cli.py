@@ -13,8 +13,8 @@ from labeling.cli import Command, build_command_parser, run_command
 
 # Order is the order shown in --help.
 COMMANDS = {
-    "train": Command("training.train", "train a multi-label model on an output manifest"),
-    "evaluate": Command("training.train", "re-run the evaluation report of a model on a labeled manifest"),
+    "train": Command("training.train_cli", "train a multi-label model on an output manifest"),
+    "evaluate": Command("training.train_cli", "re-run the evaluation report of a model on a labeled manifest"),
     "predict": Command("training.inference", "predict images with a trained model (JSON Lines out)"),
     "writeback": Command("training.writeback", "store predictions in Orthanc (DICOM SR with the model as observer)"),
     "order": Command("training.active", "pre-label a manifest with predictions and sort it most-uncertain first"),

@@ -10,7 +10,7 @@ Python version, repository), with its provenance. Tags are built as the SDK buil
     python -m training.dlc --update /tmp/sm/pytorch.json --training 2.8.0 --inference 2.6.0 \\
         --source "PyPI sagemaker-core==X.Y.Z"
 
-Stdlib only: the Pulumi program (components/labeling_bundle.py) reads the same table for the
+Stdlib only: the Pulumi program (components/notebook.py) reads the same table for the
 registry account its execution role may pull from.
 """
 

@@ -65,7 +65,10 @@ class Predictor:
         self.model = model
         self.info = dict(info)
         self.labels: list[str] = list(info["labels"])
-        self.prep = Preprocessing.from_dict(info["preprocessing"])
+        from training.volume import VolumePreprocessing
+
+        series = int(info.get("spatial_dims", 2)) == 3  # a series model (training/volume.py)
+        self.prep: Any = (VolumePreprocessing if series else Preprocessing).from_dict(info["preprocessing"])
         self.thresholds = {n: float(info.get("thresholds", {}).get(n, 0.5)) for n in self.labels}
         self.device = next(model.parameters()).device
 
@@ -88,6 +91,9 @@ class Predictor:
     def predict(self, inputs: Sequence[InferenceInput]) -> list[dict[str, Any]]:
         if not inputs:
             return []
+        if int(self.info.get("spatial_dims", 2)) == 3:  # one DICOM image is not a series' volume
+            raise ValueError("this is a series (3-D) model and the request holds single images; predict series "
+                             "tasks with `python -m training predict --manifest <series manifest>`")
         arrays = np.stack([preprocess(i.dataset, self.prep, name=i.source) for i in inputs])
         probs = self.probabilities(arrays)
         return [self.prediction(i, p) for i, p in zip(inputs, probs)]
@@ -173,13 +179,6 @@ def output_fn(prediction: Any, accept: str = JSON) -> str:
 # --- predict CLI -----------------------------------------------------------------------------
 
 
-def instance_ids_of_manifest(path: str | Path) -> list[str]:
-    """The image ids of a manifest (input or output: ``source``, else ``source-ref``'s file name)."""
-    from labeling.manifest.build import read_manifest
-
-    return [line.source for line in read_manifest(path)]
-
-
 def predict_ids(predictor: Predictor, ids: Sequence[str], source: Any, *, batch: int = 32,
                 workers: int = 4, progress: bool = True) -> list[dict[str, Any]]:
     """Fetch, decode and predict ``ids`` in batches; one prediction per id, in order."""
@@ -233,7 +232,7 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from training.train import add_image_source_arguments
+    from training.train_cli import add_image_source_arguments
 
     p = subparsers.add_parser(
         "predict",
@@ -250,14 +249,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from training.dataset import DatasetError, DirectorySource, OrthancSource
-    from training.train import _errors, orthanc_client_from_args
+    from training.train_cli import _errors, orthanc_client_from_args
+
+    from labeling.manifest.format import read_manifest
+    from training import volume
 
     try:
         predictor = Predictor.load(args.model)
-        ids = instance_ids_of_manifest(args.manifest) if args.manifest else list(args.instance)
+        lines = [line.to_dict() for line in read_manifest(args.manifest)] if args.manifest else \
+            [{"source": i} for i in args.instance]
+        series = volume.check_level(predictor.info, lines, str(args.manifest or "--instance"))
         client = orthanc_client_from_args(args)
         source = DirectorySource(args.images) if args.images else OrthancSource(client)
-        rows = predict_ids(predictor, ids, source)
+        rows = volume.predict_lines(predictor, lines, source) if series else \
+            predict_ids(predictor, [line["source"] for line in lines], source)
         write_jsonl(args.out, rows)
     except (*_errors(), ImageError, DatasetError) as exc:
         raise bad_input(exc) from exc

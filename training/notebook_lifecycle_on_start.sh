@@ -93,7 +93,7 @@ IDLE_EOF
 chmod 644 /usr/local/bin/dicom-annotate-idle-stop
 
 # The check needs boto3: the first of these interpreters that has it (the platform's, rendered at
-# deploy time from components/labeling_bundle.py NOTEBOOK_PLATFORM_PYTHONS). None: the start fails.
+# deploy time from components/notebook.py NOTEBOOK_PLATFORM_PYTHONS). None: the start fails.
 IDLE_PYTHON=""
 for candidate in __IDLE_PYTHONS__; do
   if [ -x "$candidate" ] && "$candidate" -c "import boto3" 2>/dev/null; then

@@ -76,7 +76,7 @@ def find_manifest(channel: str | Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.train import add_hyperparameter_arguments
+    from training.train_cli import add_hyperparameter_arguments
 
     parser = argparse.ArgumentParser(prog="sagemaker_entry.py", description=__doc__.splitlines()[0])
     parser.add_argument("--label-attribute", default=None, help="label attribute (inferred when omitted)")
@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None, environ: Mapping[str, str] = os.environ) -> int:
-    from training.train import config_from_args, train_from_manifest
+    from training.train import train_from_manifest
+    from training.train_cli import config_from_args
 
     args = build_parser().parse_args(normalise_hyperparameters(list(sys.argv[1:] if argv is None else argv)))
     hosts = json.loads(environ.get("SM_HOSTS", "[]") or "[]")

@@ -7,6 +7,10 @@
   :mod:`training.dataset`'s weights (0 = label unknown; optionally the consolidation confidence).
 * Augmentation (MONAI array transforms, training images only): left-right flip, rotation up to
   ±0.15 rad, zoom 0.9–1.1, intensity scale ±10 % and shift ±0.05, a little Gaussian noise.
+* Series: an output manifest of series or multi-frame tasks (``manifest --level series``) trains the
+  same network with ``spatial_dims=3`` on volumes resampled to ``volume_size`` (default 32 x 64 x 64;
+  :mod:`training.volume`), with the flip and intensity augmentations; the report is the same, per
+  series. ``model.json`` records ``spatial_dims``, ``level`` and the volume preprocessing.
 * Optimiser AdamW (Loshchilov & Hutter 2019), cosine learning-rate decay over ``epochs``.
 * Early stopping on the validation macro AUROC (ties: lower validation loss) with ``patience``
   epochs; the best epoch's weights are the checkpoint (``model.pt``), with ``model.json``
@@ -28,7 +32,6 @@ saved model on any labeled manifest.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import datetime as dt
@@ -44,7 +47,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from labeling.cli import bad_input
 import torch.nn.functional as F
 
 from training.dataset import (
@@ -59,6 +61,7 @@ from training.dataset import (
     read_labels,
     split_by_patient,
 )
+from training import volume
 from training.imaging import Preprocessing
 from training.report import auroc_per_label, macro, write_report
 
@@ -91,6 +94,7 @@ class TrainConfig:
     augment_on: str = "auto"            # auto | loader | device (see the module docstring)
     threads: Optional[int] = None       # None: the CPUs this process may use
     device: str = "auto"                # auto | cpu | cuda
+    volume_size: tuple[int, int, int] = (32, 64, 64)  # series models: the (D, H, W) grid (training/volume.py)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -162,14 +166,16 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def build_model(n_labels: int) -> torch.nn.Module:
+def build_model(n_labels: int, spatial_dims: int = 2) -> torch.nn.Module:
     from monai.networks.nets import DenseNet121
 
-    return DenseNet121(spatial_dims=2, in_channels=1, out_channels=n_labels)
+    return DenseNet121(spatial_dims=spatial_dims, in_channels=1, out_channels=n_labels)
 
 
-def augmentation():
-    """The training-time MONAI transforms (module docstring), on ``(1, H, W)`` arrays."""
+def augmentation(spatial_dims: int = 2):
+    """The training-time MONAI transforms (module docstring), on ``(1, H, W)`` arrays; on series volumes
+    ``(1, D, H, W)`` the flip (left-right) and the intensity ones only (3-D rotation and zoom cost
+    more than the small 3-D model's step on a CPU)."""
     from monai.transforms import (
         Compose,
         RandFlip,
@@ -180,6 +186,9 @@ def augmentation():
         RandZoom,
     )
 
+    if spatial_dims == 3:
+        return Compose([RandFlip(prob=0.5, spatial_axis=2), RandScaleIntensity(factors=0.1, prob=0.5),
+                        RandShiftIntensity(offsets=0.05, prob=0.5), RandGaussianNoise(prob=0.2, std=0.01)])
     return Compose([
         RandFlip(prob=0.5, spatial_axis=1),
         RandRotate(range_x=0.15, prob=0.5, padding_mode="zeros", keep_size=True),
@@ -236,10 +245,11 @@ def _worker_init(worker_id: int) -> None:
 def make_loader(images: np.ndarray, target: np.ndarray, weight: np.ndarray, *, batch_size: int,
                 augment: bool, shuffle: bool, num_workers: int, seed: int,
                 pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """Batches of (x, target, weight); images (N, 1, S, S) or series volumes (N, 1, D, H, W)."""
     from monai.data import set_track_meta
 
     set_track_meta(False)  # plain tensors out of the transforms: no metadata bookkeeping per sample
-    transform = augmentation() if augment else None
+    transform = augmentation(images.ndim - 2) if augment else None
     if transform is not None:
         transform.set_random_state(seed=seed)
     generator = torch.Generator()
@@ -247,7 +257,10 @@ def make_loader(images: np.ndarray, target: np.ndarray, weight: np.ndarray, *, b
     return torch.utils.data.DataLoader(
         ArrayDataset(images, target, weight, transform), batch_size=batch_size, shuffle=shuffle,
         num_workers=num_workers, worker_init_fn=_worker_init if num_workers else None,
-        persistent_workers=bool(num_workers), generator=generator, drop_last=False, pin_memory=pin_memory)
+        persistent_workers=bool(num_workers), generator=generator, pin_memory=pin_memory,
+        # a lone last sample cannot be batch-normalised where the network has pooled it to 1 voxel
+        # (a 32-slice volume); shuffled, it is another sample each epoch
+        drop_last=shuffle and len(images) % batch_size == 1 and len(images) > 1)
 
 
 def weighted_bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -289,10 +302,11 @@ def fit(train: tuple[np.ndarray, np.ndarray, np.ndarray], val: tuple[np.ndarray,
     on_device = augments_on_device(config, device)
     loader = make_loader(*train, batch_size=config.batch_size, augment=config.augment and not on_device,
                          shuffle=True, num_workers=workers, seed=config.seed, pin_memory=device.type == "cuda")
-    device_transform = augmentation() if on_device else None
+    dims = train[0].ndim - 2  # 2: images; 3: series volumes (training/volume.py)
+    device_transform = augmentation(dims) if on_device else None
     if device_transform is not None:
         device_transform.set_random_state(seed=config.seed)
-    model = build_model(n_labels).to(device)
+    model = build_model(n_labels, dims).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs,
                                                           eta_min=config.learning_rate * 0.05)
@@ -386,7 +400,7 @@ def load_model(model_dir: str | Path, device: Optional[torch.device] = None) -> 
     if info.get("format") != MODEL_FORMAT:
         raise ValueError(f"{d / 'model.json'}: format {info.get('format')!r}, expected {MODEL_FORMAT!r}")
     device = device or resolve_device("auto")
-    model = build_model(int(info["out_channels"]))
+    model = build_model(int(info["out_channels"]), int(info.get("spatial_dims", 2)))
     try:
         state = torch.load(d / "model.pt", map_location=device, weights_only=True)
     except FileNotFoundError:
@@ -439,8 +453,10 @@ def check_enough_examples(target: np.ndarray, weight: np.ndarray, train: np.ndar
 def train_arrays(images: np.ndarray, target: np.ndarray, weight: np.ndarray, patients: Sequence[str],
                  labels: Sequence[str], out_dir: str | Path, *, config: TrainConfig = TrainConfig(),
                  instance_ids: Optional[Sequence[str]] = None, report_dir: Optional[str | Path] = None,
-                 log: Callable[[str], None] = _print, extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """Split by patient, fit, save the model and write the report; returns ``metrics.json``'s content."""
+                 log: Callable[[str], None] = _print, extra: Optional[Mapping[str, Any]] = None,
+                 prep: Any = None) -> dict[str, Any]:
+    """Split by patient, fit, save the model and write the report; returns ``metrics.json``'s content.
+    ``prep``: what ``model.json`` records (default the config's image preprocessing)."""
     out = Path(out_dir)
     report_out = Path(report_dir) if report_dir else out
     tr, va = split_by_patient(patients, target, weight, val_fraction=config.val_fraction, seed=config.seed)
@@ -450,7 +466,7 @@ def train_arrays(images: np.ndarray, target: np.ndarray, weight: np.ndarray, pat
     check_enough_examples(target, weight, tr, va, labels)
     fit_result = fit((images[tr], target[tr], weight[tr]), (images[va], target[va], weight[va]),
                      len(labels), config, log=log)
-    prep = config.preprocessing
+    prep = prep or config.preprocessing
     val_auroc = macro(auroc_per_label(target[va], fit_result.val_prob, weight[va]))
     model_info = save_model(out, fit_result.state, labels, prep, extra={
         "best_epoch": fit_result.best_epoch,
@@ -489,13 +505,23 @@ def train_from_manifest(manifest: str | Path, out_dir: str | Path, *, label_attr
         source = OrthancSource(orthanc)
     else:
         raise DatasetError("images: give a directory of <orthanc id>.dcm files or an Orthanc connection")
-    log(f"{len(items)} labeled images, labels: {', '.join(labels)}")
-    images, patients = gather_images(items, source, config.preprocessing, cache_dir=cache_dir, progress=progress)
+    extra: dict[str, Any] = {"manifest": Path(manifest).name, "label_attribute": label_attribute}
+    prep: Any = config.preprocessing
+    if volume.series_items(items, str(manifest)):  # series labels: a 3-D model (training/volume.py)
+        prep = volume.VolumePreprocessing(grid=config.volume_size)
+        log(f"{len(items)} labeled series, labels: {', '.join(labels)}; volumes resampled to "
+            f"{'x'.join(map(str, prep.grid))}")
+        images, patients = volume.gather_volumes([it.line for it in items], source, prep, cache_dir=cache_dir,
+                                                 progress=progress)
+        extra.update(level="series", spatial_dims=3, grid=list(prep.grid))
+    else:
+        log(f"{len(items)} labeled images, labels: {', '.join(labels)}")
+        images, patients = gather_images(items, source, prep, cache_dir=cache_dir, progress=progress)
     target = np.stack([it.target for it in items])
     weight = np.stack([it.weight for it in items])
     return train_arrays(images, target, weight, patients, labels, out_dir, config=config,
                         instance_ids=[it.instance_id for it in items], report_dir=report_dir, log=log,
-                        extra={"manifest": Path(manifest).name, "label_attribute": label_attribute})
+                        extra=extra, prep=prep)
 
 
 def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | Path, *,
@@ -515,8 +541,13 @@ def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | P
         if not items:
             raise DatasetError(f"--only-validation: no image of {manifest} is in the model's validation set")
     source: ImageSource = DirectorySource(images_dir) if images_dir is not None else OrthancSource(orthanc)
-    prep = Preprocessing.from_dict(info["preprocessing"])
-    images, _ = gather_images(items, source, prep, cache_dir=cache_dir, progress=progress)
+    if volume.check_level(info, items, str(manifest)):
+        images, _ = volume.gather_volumes([it.line for it in items], source,
+                                          volume.VolumePreprocessing.from_dict(info["preprocessing"]),
+                                          cache_dir=cache_dir, progress=progress)
+    else:
+        images, _ = gather_images(items, source, Preprocessing.from_dict(info["preprocessing"]),
+                                  cache_dir=cache_dir, progress=progress)
     prob = predict_probs(model, images, next(model.parameters()).device)
     hp = info.get("hyperparameters") or {}
     return write_report(out_dir, labels, np.stack([it.target for it in items]), prob,
@@ -525,149 +556,3 @@ def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | P
                                "manifest": Path(manifest).name, "hyperparameters": hp,
                                "evaluated": "validation split" if only_validation else "every labeled image"},
                         title="Model evaluation (re-run)")
-
-
-# --- CLI -------------------------------------------------------------------------------------
-
-
-def add_image_source_arguments(parser: argparse.ArgumentParser, *, cache: bool = True) -> None:
-    """``--images DIR`` or the Orthanc connection flags of :mod:`labeling.orthanc.connection`
-    (and ``--cache-dir`` for the commands that use the preprocessed-image cache)."""
-    from labeling.orthanc.connection import add_connection_arguments
-
-    parser.add_argument("--images", type=Path, metavar="DIR",
-                        help="directory of <orthanc id>.dcm files (instead of fetching from Orthanc)")
-    if cache:
-        parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
-                            help=f"preprocessed-image cache (default: {DEFAULT_CACHE_DIR})")
-    add_connection_arguments(parser)
-
-
-def orthanc_client_from_args(args: argparse.Namespace) -> Any:
-    """An OrthancClient from the connection flags/variables, or None when ``--images`` is given."""
-    if getattr(args, "images", None):
-        return None
-    from labeling.orthanc.connection import connection_from_args
-    from labeling.orthanc.client import OrthancClient
-
-    return OrthancClient.from_connection(connection_from_args(args))
-
-
-def add_hyperparameter_arguments(parser: argparse.ArgumentParser) -> None:
-    """The :class:`TrainConfig` fields as ``--kebab-case`` flags (SageMaker passes them so too)."""
-    from labeling.cli import non_negative_int, positive_int
-
-    d = TrainConfig()
-    g = parser.add_argument_group("hyperparameters")
-    g.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"maximum epochs (default {d.epochs})")
-    g.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"(default {d.batch_size})")
-    g.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"AdamW (default {d.learning_rate})")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW (default {d.weight_decay})")
-    g.add_argument("--patience", type=positive_int, default=d.patience,
-                   help=f"early stopping: epochs without a better validation macro AUROC (default {d.patience})")
-    g.add_argument("--image-size", type=positive_int, default=d.image_size,
-                   help=f"model input size in pixels (default {d.image_size})")
-    g.add_argument("--window", choices=("file", "minmax"), default=d.window,
-                   help="VOI window: the file's WindowCenter/Width, or the image's robust min-max (default file)")
-    g.add_argument("--val-fraction", type=float, default=d.val_fraction,
-                   help=f"share of patients held out for validation (default {d.val_fraction})")
-    g.add_argument("--seed", type=non_negative_int, default=d.seed, help=f"(default {d.seed})")
-    g.add_argument("--no-augment", dest="augment", action="store_false", help="train without augmentation")
-    g.add_argument("--confidence-weighting", action="store_true",
-                   help="weight each label's loss by its consolidated confidence")
-    g.add_argument("--num-workers", type=non_negative_int, default=None,
-                   help="data-loader worker processes (default: none on CPU; on CUDA all CPUs but one, at most "
-                        f"{MAX_LOADER_WORKERS})")
-    g.add_argument("--augment-on", choices=("auto", "loader", "device"), default=d.augment_on,
-                   help="where augmentation runs: loader workers, or the GPU on batches (default auto: the "
-                        f"GPU when CUDA is used and fewer than {GPU_AUGMENT_BELOW_CPUS} CPUs are available)")
-    g.add_argument("--threads", type=positive_int, default=None, help="PyTorch CPU threads (default: all CPUs)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default auto)")
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                       weight_decay=args.weight_decay, patience=args.patience, image_size=args.image_size,
-                       window=args.window, val_fraction=args.val_fraction, seed=args.seed,
-                       augment=args.augment, confidence_weighting=args.confidence_weighting,
-                       num_workers=args.num_workers, threads=args.threads, device=args.device,
-                       augment_on=args.augment_on)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "train",
-        description="Train MONAI DenseNet121 (multi-label) on the consolidated labels of a GT-format "
-                    "output manifest (portal or Ground Truth); writes model.pt, model.json, metrics.json, "
-                    "report.html and plots into --out.")
-    p.add_argument("--manifest", type=Path, required=True, help="output manifest (JSON Lines)")
-    p.add_argument("--label-attribute", help="the label attribute name (inferred when the manifest has one)")
-    p.add_argument("--out", type=Path, required=True, help="output directory (created; must be empty)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out once training succeeded")
-    add_image_source_arguments(p)
-    add_hyperparameter_arguments(p)
-    p.set_defaults(func=run_train)
-
-    e = subparsers.add_parser(
-        "evaluate",
-        description="Predict the labeled images of an output manifest with a saved model and write "
-                    "metrics.json, report.html and plots into --out.")
-    e.add_argument("--model", type=Path, required=True, help="directory with model.pt + model.json")
-    e.add_argument("--manifest", type=Path, required=True, help="output manifest (JSON Lines)")
-    e.add_argument("--label-attribute", help="the label attribute name (inferred when the manifest has one)")
-    e.add_argument("--out", type=Path, required=True, help="report directory (created; must be empty)")
-    e.add_argument("--force", action="store_true", help="replace a non-empty --out")
-    e.add_argument("--only-validation", action="store_true",
-                   help="evaluate only the images of the model's validation split (split.json)")
-    add_image_source_arguments(e)
-    e.set_defaults(func=run_evaluate)
-
-
-def _errors() -> tuple[type[BaseException], ...]:
-    from labeling.orthanc.connection import ConnectionError_
-    from labeling.orthanc.client import OrthancError
-    from labeling.outdir import OutputDirError
-
-    errors: list[type[BaseException]] = [DatasetError, ConnectionError_, OrthancError, OutputDirError, ValueError]
-    try:
-        from labeling.gt.output_manifest import OutputManifestError
-
-        errors.insert(0, OutputManifestError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-def run_train(args: argparse.Namespace) -> int:
-    from labeling.outdir import sigterm_as_interrupt, staged_output_dir
-
-    try:
-        config = config_from_args(args)
-        client = orthanc_client_from_args(args)
-        with sigterm_as_interrupt(), staged_output_dir(args.out, force=args.force) as staging:
-            metrics = train_from_manifest(args.manifest, staging, label_attribute=args.label_attribute,
-                                          images_dir=args.images, orthanc=client, config=config,
-                                          cache_dir=args.cache_dir)
-    except _errors() as exc:
-        raise bad_input(exc) from exc
-    print(f"macro AUROC on held-out patients: {metrics['macro_auroc']}  "
-          f"({metrics['n_train']} training / {metrics['n_val']} validation images, "
-          f"{metrics['training_seconds']} s on {metrics['device']})")
-    print(f"report: {Path(args.out) / 'report.html'}")
-    return 0
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    from labeling.outdir import sigterm_as_interrupt, staged_output_dir
-
-    try:
-        client = orthanc_client_from_args(args)
-        with sigterm_as_interrupt(), staged_output_dir(args.out, force=args.force) as staging:
-            metrics = evaluate_model(args.model, args.manifest, staging, label_attribute=args.label_attribute,
-                                     images_dir=args.images, orthanc=client, cache_dir=args.cache_dir,
-                                     only_validation=args.only_validation)
-    except _errors() as exc:
-        raise bad_input(exc) from exc
-    print(f"macro AUROC: {metrics['macro_auroc']} on {metrics['n_val']} images")
-    print(f"report: {Path(args.out) / 'report.html'}")
-    return 0

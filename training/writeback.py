@@ -13,6 +13,12 @@ instead of piling up duplicates; a new model version writes new SRs.
 :data:`PREDICTION_METADATA` (a user metadata index: Orthanc 1.10 accepts indices 1024–65535 without
 a ``UserMetadata`` declaration; declaring a name for it in the configuration only makes it
 readable by name). It is lighter but visible only through the REST API.
+
+Series-level predictions (a series model, :mod:`training.volume`: ``level`` ``series`` or
+``multiframe``, with the task's ordered ``instances``) become SRs of the series
+(:func:`labeling.dicom.sr.build_series_sr`): series-level findings, the first slice as evidence (its
+header is read, not every slice's); ``--mode metadata`` stores them on the Orthanc series (or the
+multi-frame instance).
 """
 
 from __future__ import annotations
@@ -44,18 +50,28 @@ def prediction_answer(prediction: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def prediction_sr(source: pydicom.Dataset, prediction: Mapping[str, Any]) -> pydicom.Dataset:
-    """The SR of one prediction on its source instance (module docstring)."""
-    from labeling.dicom.sr import Observer, build_annotation_sr
+    """The SR of one prediction on its source instance, or of a series prediction with ``source`` its
+    first slice's header (module docstring)."""
+    from labeling.dicom.sr import Observer, build_annotation_sr, build_series_sr
 
     model = prediction["model"]
     version = str(model.get("version") or "")
     observer = Observer.device(str(model["name"]), version or None)
     series_uid = generate_uid(prefix=_UID_PREFIX, entropy_srcs=["prediction-series", version,
                                                                  str(source.StudyInstanceUID)])
+    options = dict(series_number=SR_SERIES_NUMBER, description=f"{model['name']} predictions",
+                   series_instance_uid=series_uid)
+    if _is_series(prediction):
+        return build_series_sr({prediction["instances"][0]: source}, prediction_answer(prediction), [observer],
+                               sop_instance_uid=generate_uid(prefix=_UID_PREFIX, entropy_srcs=[
+                                   "prediction", version, "series", str(prediction["source"])]), **options)
     sop_uid = generate_uid(prefix=_UID_PREFIX, entropy_srcs=["prediction", version, str(source.SOPInstanceUID)])
-    return build_annotation_sr(source, prediction_answer(prediction), [observer],
-                               series_number=SR_SERIES_NUMBER, description=f"{model['name']} predictions",
-                               series_instance_uid=series_uid, sop_instance_uid=sop_uid)
+    return build_annotation_sr(source, prediction_answer(prediction), [observer], sop_instance_uid=sop_uid,
+                               **options)
+
+
+def _is_series(prediction: Mapping[str, Any]) -> bool:
+    return prediction.get("level") in ("series", "multiframe")
 
 
 def write_back(client: Any, predictions: Sequence[Mapping[str, Any]], *, mode: str = "sr") -> list[dict[str, str]]:
@@ -68,11 +84,12 @@ def write_back(client: Any, predictions: Sequence[Mapping[str, Any]], *, mode: s
     for prediction in predictions:
         source_id = prediction["source"]
         if mode == "metadata":
-            client.set_metadata("instances", source_id, PREDICTION_METADATA,
-                                json.dumps(prediction, separators=(",", ":")))
+            level = "series" if prediction.get("level") == "series" else "instances"
+            client.set_metadata(level, source_id, PREDICTION_METADATA, json.dumps(prediction, separators=(",", ":")))
             done.append({"source": source_id, "stored": f"metadata {PREDICTION_METADATA}"})
             continue
-        source = pydicom.dcmread(io.BytesIO(client.instance_file(source_id)), stop_before_pixels=True)
+        header_of = prediction["instances"][0] if _is_series(prediction) else source_id
+        source = pydicom.dcmread(io.BytesIO(client.instance_file(header_of)), stop_before_pixels=True)
         done.append({"source": source_id, "stored": store_sr(client, prediction_sr(source, prediction))})
     return done
 

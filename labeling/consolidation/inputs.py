@@ -70,11 +70,14 @@ class WorkerAnswer:
 @dataclass(frozen=True)
 class ItemAnswers:
     """All answers for one object (``item_id`` is GT's ``datasetObjectId`` or the portal's item key);
-    ``geometry``: the image's recorded geometry (its manifest line's), which every answer must fit."""
+    ``geometry``: the image's recorded geometry (its manifest line's), which every answer must fit;
+    ``slice_order``: a series task's ordered instance IDs (its manifest line's ``instances``), which
+    the per-slice agreement uses to find neighbouring slices (:func:`.slices.slice_agreement`)."""
 
     item_id: str
     answers: Sequence[WorkerAnswer]
     geometry: ImageGeometry | None = None
+    slice_order: Sequence[str] = ()
 
     @classmethod
     def from_pairs(cls, item_id: str, pairs: Mapping[str, Any] | Sequence[tuple[str, Any]]) -> ItemAnswers:
@@ -98,6 +101,7 @@ class ParsedItem:
     item_id: str
     answers: tuple[ParsedAnswer, ...]
     image: dict[str, int] | None = field(default=None)
+    slice_order: tuple[str, ...] = ()
 
 
 def parse_worker_content(content: Any, *, item_id: str | None = None,
@@ -156,4 +160,4 @@ def parse_item(item: ItemAnswers, label_names: Sequence[str],
                     f"image geometry {p.image} differs from worker {image_from!r}'s {image}",
                     worker_id=p.worker_id)
         parsed.append(p)
-    return ParsedItem(item_id, tuple(parsed), image)
+    return ParsedItem(item_id, tuple(parsed), image, tuple(item.slice_order or ()))

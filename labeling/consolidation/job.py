@@ -16,7 +16,7 @@ from .classification import PRIOR_MODEL, BinaryResult, dawid_skene_binary, poste
 from .inputs import ConsolidationError, ItemAnswers, ParsedItem, parse_item
 from .consistency import reconcile
 from .rois import worker_order_for
-from .slices import consolidate_item_rois
+from .slices import consolidate_item_rois, is_slice_item, slice_agreement
 
 
 @dataclass(frozen=True)
@@ -286,6 +286,15 @@ def _item_content(names: Sequence[str], present: list[bool], conf: list[float], 
     }
 
 
+def _with_slices(content: dict[str, Any], item: ParsedItem, s: Settings) -> dict[str, Any]:
+    """A series item's content gets ``agreement.slices`` (:func:`.slices.slice_agreement`, on the
+    ROIs kept after the consistency rule); an image item's is returned unchanged."""
+    if is_slice_item(item):
+        content["agreement"]["slices"] = slice_agreement(item, content["rois"], slice_order=item.slice_order,
+                                                         iou_threshold=s.roi_iou_threshold)
+    return content
+
+
 def _roi_kwargs(s: Settings) -> dict[str, Any]:
     return dict(iou_threshold=s.roi_iou_threshold, point_distance=s.point_distance,
                 point_distance_px=s.point_distance_px, min_support=s.roi_min_support,
@@ -476,8 +485,8 @@ def _item_outputs(parsed: Sequence[ParsedItem], names: Sequence[str], annotators
                                                annotators=k, single_worker_confidence=single_conf, **rk)
             all_ious.extend(ious)
         a = agree_l[i]
-        out[item.item_id] = _item_content(names, present_l[i], conf_l[i], rois, item.image, k,
-                                          None if a != a else a, ious, (n[i] > 0).tolist())
+        out[item.item_id] = _with_slices(_item_content(names, present_l[i], conf_l[i], rois, item.image, k,
+                                                       None if a != a else a, ious, (n[i] > 0).tolist()), item, s)
     return out, all_ious
 
 
@@ -545,8 +554,8 @@ def consolidate_item(
         single_conf = acc.get(p.answers[0].worker_id, a0) if k == 1 else a0
         rois, ious = consolidate_item_rois(p, names, worker_order_for(p, acc), annotators=k,
                                            single_worker_confidence=single_conf, **_roi_kwargs(s))
-    return _item_content(names, present[0].tolist(), conf[0].tolist(), rois, p.image, k,
-                         None if a != a else a, ious, (n[0] > 0).tolist())
+    return _with_slices(_item_content(names, present[0].tolist(), conf[0].tolist(), rois, p.image, k,
+                                      None if a != a else a, ious, (n[0] > 0).tolist()), p, s)
 
 
 __all__ = [

@@ -22,7 +22,10 @@ A series task's answers put ``instance`` (Orthanc instance ID) and ``frame`` (0-
 * **Agreement per series.** The item's ``agreement`` is the series': the labels' kappa contribution
   (as for an image) and ``rois_mean_iou`` over the matched pairs of all its slices;
   :func:`slice_agreement` breaks it down by slice and counts the neighbour-slice pairs the rule
-  kept apart, so a reviewer can see when annotators drew one finding on different slices.
+  kept apart, so a reviewer can see when annotators drew one finding on different slices. Both
+  consolidation paths (:func:`.job.consolidate_item`, :func:`.job.consolidate_job`) put it in the
+  content as ``agreement.slices`` for a series item, with the item's ``slice_order``
+  (:attr:`.inputs.ItemAnswers.slice_order`, the manifest line's ``instances``).
 
 ROIs without ``instance`` in an answer that has some with it belong to the key ``(None, None)``:
 the task's own image (``image.frame``); for an image task (no ROI has ``instance``) everything goes

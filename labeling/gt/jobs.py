@@ -105,6 +105,7 @@ def build_create_request(*, outputs: Mapping[str, str], schema: Any, job_name: s
 
 
 def _check_manifest(path: str, schema: Any) -> list[Any]:
+    from labeling.gt.prelabel import series_size_problem
     from labeling.manifest.format import ManifestError, read_manifest
 
     try:
@@ -119,6 +120,9 @@ def _check_manifest(path: str, schema: Any) -> list[Any]:
         if tuple(line.labels) != tuple(schema.label_names):
             raise GtError(f"{path}:{number}: labels: {list(line.labels)} differ from the schema's "
                           f"{list(schema.label_names)}")
+        too_large = series_size_problem(line.to_dict())  # GT would refuse the job for it
+        if too_large:
+            raise GtError(f"{path}:{number}: {too_large}")
     return lines
 
 

@@ -106,6 +106,7 @@ def consolidate_payload(
     errors: list[PostlabelError] = []
     answers: dict[str, list[gt_contracts.WorkerAnswer]] = {}
     geometries: dict[str, Optional[ImageGeometry]] = {}  # the manifest line's rows/columns/frames, if any
+    slice_orders: dict[str, tuple] = {}
     order: list[str] = []
 
     def no_fetch(uri: str) -> Any:
@@ -126,6 +127,9 @@ def consolidate_payload(
             continue
         try:
             geometries[obj.dataset_object_id] = recorded_geometry(obj.data_object)
+            # a series task's slice order: agreement.slices finds findings drawn on neighbouring slices
+            slice_orders[obj.dataset_object_id] = tuple(obj.data_object.get("instances") or ()) \
+                if obj.data_object.get("level") in ("series", "multiframe") else ()
         except ContractError as exc:
             errors.append(PostlabelError(obj.dataset_object_id, "object", f"dataObject.{exc}"))
             continue
@@ -140,7 +144,7 @@ def consolidate_payload(
                                      "dataObject.labels and no label named in any answer") for i in order)
     elif order:
         items = [ItemAnswers(i, tuple(ConsolidationAnswer(a.worker_id, a.content) for a in answers[i]),
-                             geometries[i]) for i in order]
+                             geometries[i], slice_orders[i]) for i in order]
         result = consolidate_job(items, names)
         errors.extend(PostlabelError(e.item_id, "object", str(e), worker_id=e.worker_id)
                       for e in result.errors)

@@ -19,6 +19,19 @@ Per data object (docs/architecture.md, "Contracts"):
   "instructions" and "prelabel" (when present), "image_geometry": {"rows", "columns", "frames"}}`` with
   ``isHumanAnnotationRequired: true``.
 
+Series and multi-frame tasks (a line with ``level`` ``series`` or ``multiframe``, ``manifest --level
+series``; :meth:`Prelabeler.handle_series`): one task → every slice staged as above (each instance once,
+a few in parallel, each idempotent), and ``taskInput`` = the image keys plus ``"level"``, ``"slices":
+[{"image": "s3://…", "instance": id, "frame": f}, …]`` in the line's order, ``"image"`` = the first
+slice and ``"image_geometry"`` = the first slice's rows/columns with ``frames`` = the number of slices.
+GT's limits bound a task: each manifest line (GT's ``dataObject``) at most 100,000 characters and no
+attribute above 20,000 (AWS docs, "Input data",
+https://docs.aws.amazon.com/sagemaker/latest/dg/sms-data-input.html); a series line's ``instances``
+(47 characters per slice) reaches that at about 425 slices. :func:`series_size_problem` says which
+limit a line breaks; ``gt create-job`` refuses such a manifest before GT would, and the pre-label
+answers it with ``isHumanAnnotationRequired: false`` and the reason (split the series, or label it
+in the portal), as for a missing instance.
+
 Failures: an unknown instance (Orthanc 404) is logged and answered with
 ``isHumanAnnotationRequired: false`` and ``taskInput.error`` — GT then sends that object to no worker
 and it gets no label; the other objects of the job are unaffected. Orthanc unreachable, 5xx or any
@@ -29,9 +42,11 @@ A malformed event or a badly formatted ID raises ValueError naming the bad value
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
@@ -45,6 +60,10 @@ from labeling.dicom.deidentify import burned_in_annotation, deidentify_dataset
 from labeling.orthanc.client import OrthancClient, OrthancError
 
 DEV_SALT = b"dicom-annotate-dev-salt-NOT-FOR-PRODUCTION"
+SERIES_LEVELS = ("series", "multiframe")
+GT_MAX_LINE_CHARS = 100_000      # AWS docs, "Input data": one manifest line (a data object)
+GT_MAX_ATTRIBUTE_CHARS = 20_000  # ... and any one attribute of it
+STAGING_PARALLEL = 4
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -62,6 +81,23 @@ def job_name(labeling_job_arn: Optional[str]) -> str:
 def staging_key(labeling_job_arn: Optional[str], instance_id: str) -> str:
     """The staged object's key: ``<job name>/<orthanc id>.dcm`` (same input → same key)."""
     return f"{job_name(labeling_job_arn)}/{validate_instance_id(instance_id)}.dcm"
+
+
+def series_size_problem(line: Mapping[str, Any]) -> Optional[str]:
+    """Which of GT's data-object limits (module docstring) a manifest line breaks, in one sentence
+    saying what to do; None when it fits. Sizes are counted as GT counts them: JSON characters."""
+    size = len(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+    slices = len(line.get("instances") or ()) if isinstance(line.get("instances"), list) else 0
+    advice = "split the series into shorter ranges, or label it in the portal, which has no such limit"
+    if size > GT_MAX_LINE_CHARS:
+        return (f"the line is {size:,} characters ({slices} slices), above Ground Truth's {GT_MAX_LINE_CHARS:,} "
+                f"per data object; {advice}")
+    for key, value in line.items():
+        length = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+        if length > GT_MAX_ATTRIBUTE_CHARS:
+            return (f"its {key!r} is {length:,} characters ({slices} slices), above Ground Truth's "
+                    f"{GT_MAX_ATTRIBUTE_CHARS:,} per attribute; {advice}")
+    return None
 
 
 def _flag(name: str, raw: Optional[str], default: bool) -> bool:
@@ -173,29 +209,75 @@ class Prelabeler:
         if request.source_ref is not None:
             return gt_contracts.prelabel_response(
                 self._task_input(data_object, request.source_ref, {"source-ref": request.source_ref}))
+        if data_object.get("level") in SERIES_LEVELS:
+            return self.handle_series(request)
         instance_id = validate_instance_id(request.source)
         self.settings.require("bucket")
-        key = staging_key(request.labeling_job_arn, instance_id)
-        uri = f"s3://{self.settings.bucket}/{key}"
-
-        dims = self._staged_geometry(key)
+        uri, dims = self._staged(request.labeling_job_arn, instance_id)
         if dims is None:
-            try:
-                data = self.orthanc().instance_file(instance_id)
-            except OrthancError as exc:
-                if exc.status == 404:
-                    message = f"Orthanc has no instance {instance_id} (HTTP 404); the object is not labelled"
-                    self.log.error("pre-label: %s", message)
-                    return gt_contracts.prelabel_response({"source": instance_id, "error": message},
-                                                          human_required=False)
-                what = "unreachable" if exc.status is None else f"answered HTTP {exc.status}"
-                self.log.error("pre-label: Orthanc %s for instance %s (%s); raising so GT retries the object",
-                               what, instance_id, exc)
-                raise
-            dims = self._stage(key, instance_id, data)
-        else:
-            self.log.info("pre-label: %s already staged; not uploaded again", uri)
+            message = f"Orthanc has no instance {instance_id} (HTTP 404); the object is not labelled"
+            self.log.error("pre-label: %s", message)
+            return gt_contracts.prelabel_response({"source": instance_id, "error": message}, human_required=False)
         return gt_contracts.prelabel_response(self._task_input(data_object, uri, {"source": instance_id}, dims))
+
+    def _staged(self, labeling_job_arn: Optional[str], instance_id: str) -> tuple[str, Optional[dict[str, int]]]:
+        """(s3 URI, geometry) of one staged instance, staging it first when needed; geometry None when
+        Orthanc has no such instance. Other Orthanc errors raise (GT retries the object)."""
+        key = staging_key(labeling_job_arn, instance_id)
+        uri = f"s3://{self.settings.bucket}/{key}"
+        dims = self._staged_geometry(key)
+        if dims is not None:
+            self.log.info("pre-label: %s already staged; not uploaded again", uri)
+            return uri, dims
+        try:
+            data = self.orthanc().instance_file(instance_id)
+        except OrthancError as exc:
+            if exc.status == 404:
+                return uri, None
+            what = "unreachable" if exc.status is None else f"answered HTTP {exc.status}"
+            self.log.error("pre-label: Orthanc %s for instance %s (%s); raising so GT retries the object",
+                           what, instance_id, exc)
+            raise
+        return uri, self._stage(key, instance_id, data)
+
+    def handle_series(self, request: Any) -> dict[str, Any]:
+        """A series or multi-frame task: every slice staged, the task input lists them (module docstring)."""
+        data_object = request.data_object
+        source = validate_instance_id(request.source)  # a series ID has the instance ID's form
+        level = data_object["level"]
+        instances = data_object.get("instances")
+        if not isinstance(instances, list) or not instances:
+            raise ValueError(f"dataObject.instances: a {level} task must list its Orthanc instance IDs")
+        ids = [validate_instance_id(i) for i in instances]
+        if level == "multiframe":
+            frames = data_object.get("frames")
+            if ids != [source] or isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+                raise ValueError(f"dataObject: a multiframe task has instances == [source] and frames >= 1, "
+                                 f"got {instances[:3]} and {frames!r}")
+            slices = [(source, frame) for frame in range(frames)]
+        else:
+            slices = [(i, 0) for i in ids]
+        too_large = series_size_problem(data_object)
+        if too_large:
+            message = f"{level} {source}: {too_large}"
+            self.log.error("pre-label: %s", message)
+            return gt_contracts.prelabel_response({"source": source, "error": message}, human_required=False)
+        self.settings.require("bucket")
+        unique = list(dict.fromkeys(i for i, _ in slices))
+        with ThreadPoolExecutor(max_workers=STAGING_PARALLEL) as pool:
+            staged = dict(zip(unique, pool.map(lambda i: self._staged(request.labeling_job_arn, i), unique)))
+        missing = [i for i in unique if staged[i][1] is None]
+        if missing:
+            message = (f"Orthanc has no instance {missing[0]} (HTTP 404)" + (f" nor {len(missing) - 1} more"
+                       if len(missing) > 1 else "") + f" of {level} {source}; the object is not labelled")
+            self.log.error("pre-label: %s", message)
+            return gt_contracts.prelabel_response({"source": source, "error": message}, human_required=False)
+        first = staged[slices[0][0]]
+        dims = {**first[1], "frames": len(slices)}  # type: ignore[dict-item]
+        self.log.info("pre-label: %s %s: %d slices staged", level, source, len(unique))
+        task = self._task_input(data_object, first[0], {"source": source, "level": level}, dims)
+        task["slices"] = [{"image": staged[i][0], "instance": i, "frame": f} for i, f in slices]
+        return gt_contracts.prelabel_response(task)
 
     @staticmethod
     def _task_input(data_object: Mapping[str, Any], image: str, source: Mapping[str, Any],

@@ -77,6 +77,7 @@ def build_manifest(
     result = BuildResult(lines=[])
     orthanc = _Counted(client, result.requests)
 
+    index = None
     if use_index:
         from labeling.manifest.index import find_candidates_indexed
 
@@ -91,7 +92,11 @@ def build_manifest(
         from labeling.manifest.series import series_lines
 
         result.lines = series_lines(orthanc, images, result, schema_name=schema_name, labels=labels,
-                                    task_type=task_type, include_phi=include_phi, reporter=reporter)
+                                    task_type=task_type, include_phi=include_phi, reporter=reporter, cache=index)
+        if index is not None and index_file and index.changed:  # the file tags just read, for next time
+            from labeling.manifest.index import save_index
+
+            save_index(index, index_file)
         if limit is not None and len(result.lines) > limit:
             result.limited_out = len(result.lines) - limit
             result.lines = result.lines[:limit]

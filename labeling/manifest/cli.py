@@ -69,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="read every instance's SOP class, also in series whose Modality says "
                              "image (DX, CT, MR...); costs Orthanc ~40%% more per instance read")
     parser.add_argument("--index-cache", type=Path, metavar="FILE",
-                        help="the manifest index of this Orthanc (default: ~/.cache/dicom-annotate/"
+                        help="the manifest index of this Orthanc (default: $MANIFEST_INDEX_FILE, which "
+                             "local up's orthanc.env sets to the stack's folder, else ~/.cache/dicom-annotate/"
                              "manifest-index/<hash of the URL>.json): the next build replays only "
                              "Orthanc's changes since")
     parser.add_argument("--no-index-cache", action="store_true",

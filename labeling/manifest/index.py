@@ -21,13 +21,21 @@ re-read) or stored as a new instance, so nothing is served stale. When the log's
 backwards — a database reset, or the newest changes deleted with their resources (Orthanc drops a
 resource's log entries with it) — the server is listed again.
 
-The file. ``$XDG_CACHE_HOME/dicom-annotate/manifest-index/<hash of the Orthanc URL>.json``
+The file. ``$MANIFEST_INDEX_FILE`` when set (``local up`` sets it in orthanc.env to
+``<workdir>/manifest-index.json``, so ``local down --purge`` removes it with the stack), else
+``$XDG_CACHE_HOME/dicom-annotate/manifest-index/<hash of the Orthanc URL>.json``
 (``~/.cache`` without XDG_CACHE_HOME), one per Orthanc, created 0600 in a 0700 directory: it holds
 PatientIDs and study dates, like Orthanc itself. ``python -m labeling manifest --index-cache FILE``
 puts it elsewhere; ``--no-index-cache`` neither reads nor writes it (a full build). It holds the
-main DICOM tags a manifest line needs and, for instances of series whose Modality does not tell
-whether they are images, the ``SopClassUid`` metadata (set once at ingest); any other metadata
-(``--metadata``, ``--check-sop-class``) is read fresh at each build.
+main DICOM tags a manifest line needs, each instance's ordering tags (ImagePositionPatient,
+ImageOrientationPatient, InstanceNumber, NumberOfFrames: Orthanc 1.10's instance MainDicomTags) and,
+for instances of series whose Modality does not tell whether they are images, the ``SopClassUid``
+metadata (set once at ingest); any other metadata (``--metadata``, ``--check-sop-class``) is read
+fresh at each build. For ``--level series`` it also keeps what the per-task file read gave
+(Rows, Columns, PixelSpacing and, for multi-frame instances, the per-frame positions:
+:func:`labeling.manifest.series.slice_tags`), so a rebuild reads no file of an unchanged series.
+Like ``SopClassUid``, those are dropped whenever the instance is (re-)read, i.e. whenever a change
+names it: a modified instance is never ordered from its old geometry.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Optional
+
+from labeling.manifest import INDEX_FILE_ENV
 
 from labeling.manifest.build import (
     PARALLEL_REQUESTS,
@@ -64,15 +74,20 @@ from labeling.manifest.build import (
 )
 from labeling.outdir import atomic_file
 
-INDEX_VERSION: Final = 1
+INDEX_VERSION: Final = 2  # 2: ordering tags per instance, file tags for series tasks
 PAGE: Final = 5000          # resources per listing request (GET /{level}?expand&since&limit)
 CHANGES_PAGE: Final = 4000  # changes per GET /changes
 VERIFY_ATTEMPTS: Final = 4  # replay rounds while Orthanc keeps changing
 LEVELS: Final = (("Study", "studies"), ("Series", "series"), ("Instance", "instances"))
+ORDERING_TAGS: Final = ("SOPInstanceUID", "InstanceNumber", "NumberOfFrames", "ImagePositionPatient",
+                        "ImageOrientationPatient")
 
 
 def default_index_file(url: str) -> Path:
-    """``$XDG_CACHE_HOME/dicom-annotate/manifest-index/<hash of url>.json`` (``~/.cache`` without it)."""
+    """``$MANIFEST_INDEX_FILE`` when set, else ``$XDG_CACHE_HOME/dicom-annotate/manifest-index/<hash of
+    url>.json`` (``~/.cache`` without XDG_CACHE_HOME)."""
+    if os.environ.get(INDEX_FILE_ENV):
+        return Path(os.environ[INDEX_FILE_ENV]).expanduser()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     digest = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
     return cache / "dicom-annotate" / "manifest-index" / f"{digest}.json"
@@ -89,6 +104,7 @@ class ServerIndex:
     series: dict[str, _Series] = field(default_factory=dict)     # instance_ids left empty
     instances: dict[str, _Instance] = field(default_factory=dict)
     sop_classes: dict[str, Optional[str]] = field(default_factory=dict)  # read where needed only
+    file_tags: dict[str, dict[str, Any]] = field(default_factory=dict)  # --level series: per-task file reads
     how: str = "full"  # full | incremental: how this build got it (the report shows it)
     changed: bool = True  # differs from the saved file
 
@@ -106,7 +122,8 @@ class ServerIndex:
             self.series[raw["ID"]] = replace(_parse_series(raw), instance_ids=())
         else:
             instance = _parse_instance(raw)
-            self.instances[raw["ID"]] = replace(instance, metadata={})
+            self.instances[raw["ID"]] = replace(instance, metadata={}, tags=ordering_tags(instance.tags))
+            self.file_tags.pop(raw["ID"], None)  # read from the old file, if any: read again when needed
 
     def remove(self, level: str, resource_id: str) -> None:
         """Drop a deleted resource and everything under it."""
@@ -126,6 +143,16 @@ class ServerIndex:
         else:
             self.instances.pop(resource_id, None)
             self.sop_classes.pop(resource_id, None)
+            self.file_tags.pop(resource_id, None)
+
+    # -- what series tasks read from the files (labeling.manifest.series.TagCache)
+    def cached_file_tags(self, instance_id: str) -> Optional[dict[str, Any]]:
+        return self.file_tags.get(instance_id) if instance_id in self.instances else None
+
+    def keep_file_tags(self, instance_id: str, tags: Mapping[str, Any]) -> None:
+        if instance_id in self.instances:
+            self.file_tags[instance_id] = dict(tags)
+            self.changed = True
 
     # -- the file
     def to_json(self) -> dict[str, Any]:
@@ -134,8 +161,11 @@ class ServerIndex:
             "studies": {k: [v.uid, v.date, v.patient_id, self.study_patient.get(k, "")]
                         for k, v in self.studies.items()},
             "series": {k: [v.study_id, v.uid, v.modality, v.number] for k, v in self.series.items()},
-            "instances": {k: [v.series_id, v.sop_uid, v.number, v.frames] for k, v in self.instances.items()},
+            "instances": {k: [v.series_id, v.sop_uid, v.number, v.frames,
+                              v.tags.get("ImagePositionPatient"), v.tags.get("ImageOrientationPatient")]
+                          for k, v in self.instances.items()},
             "sop_classes": self.sop_classes,
+            "file_tags": self.file_tags,
         }
 
     @classmethod
@@ -146,9 +176,12 @@ class ServerIndex:
             index.study_patient[key] = patient
         for key, (study_id, uid, modality, number) in data["series"].items():
             index.series[key] = _Series(key, study_id, uid, modality, number, ())
-        for key, (series_id, sop_uid, number, frames) in data["instances"].items():
-            index.instances[key] = _Instance(key, series_id, sop_uid, number, frames, {})
+        for key, (series_id, sop_uid, number, frames, position, orientation) in data["instances"].items():
+            tags = ordering_tags({"SOPInstanceUID": sop_uid, "InstanceNumber": number, "NumberOfFrames": frames,
+                                  "ImagePositionPatient": position, "ImageOrientationPatient": orientation})
+            index.instances[key] = _Instance(key, series_id, sop_uid, number, frames, {}, tags)
         index.sop_classes = dict(data.get("sop_classes") or {})
+        index.file_tags = {key: value for key, value in (data.get("file_tags") or {}).items() if key in index.instances}
         index.changed = False
         return index
 
@@ -170,6 +203,13 @@ def save_index(index: ServerIndex, path: Path) -> None:
     text = json.dumps(index.to_json(), separators=(",", ":"))  # one call: the C encoder, ~5x json.dump
     with atomic_file(path, "w", encoding="utf-8") as out:
         out.write(text)
+    index.changed = False
+
+
+def ordering_tags(main_tags: Mapping[str, Any]) -> dict[str, Any]:
+    """The instance MainDicomTags that order a series (:class:`labeling.dicom.series.SliceInfo`),
+    without the empty ones."""
+    return {key: main_tags[key] for key in ORDERING_TAGS if main_tags.get(key) not in (None, "")}
 
 
 # ------------------------------------------------------------------------ talking to Orthanc
@@ -260,6 +300,7 @@ def _reconcile(orthanc: _Counted, index: ServerIndex, reporter: Reporter) -> Non
             resources.pop(resource_id, None)  # children are gone from their own level's list too
             index.study_patient.pop(resource_id, None)
             index.sop_classes.pop(resource_id, None)
+            index.file_tags.pop(resource_id, None)
     _read_into(orthanc, index, {level: listed[level] - set(known[level]) for level in known}, reporter)
 
 

@@ -2,13 +2,16 @@
 
 The walk has already read every matching image instance with its ``MainDicomTags`` — on Orthanc
 1.10 these include ImagePositionPatient, ImageOrientationPatient, InstanceNumber and
-NumberOfFrames at instance level, enough to order a series (:mod:`labeling.dicom.series`); a walk that
-did not keep them (candidates without ``tags``) costs one more bulk read of those instances. What they do
-not include is Rows, Columns and PixelSpacing (and an Enhanced IOD's per-frame positions), so one
+NumberOfFrames at instance level, enough to order a series (:mod:`labeling.dicom.series`); the
+manifest index keeps them too (:mod:`labeling.manifest.index`), and a walk that did not keep them
+(candidates without ``tags``) costs one more bulk read of those instances. What they do not include
+is Rows, Columns and PixelSpacing (and an Enhanced IOD's per-frame positions), so one
 ``GET /instances/{id}/simplified-tags`` is sent per *task*: the first slice (by InstanceNumber) of
 each series, and each multi-frame instance. The slices of one series are assumed to share the
 first slice's Rows/Columns/PixelSpacing (reading every file would cost a file read per slice; the
-viewer checks each slice it loads).
+viewer checks each slice it loads). With the manifest index, what those reads gave is kept in it
+(:func:`slice_tags`, a :class:`TagCache`) until a change names the instance, so rebuilding the
+manifest of unchanged series reads no file.
 
 One line per task (README, "Series tasks"): ``source`` = the Orthanc series ID (``level`` =
 ``series``) or the Orthanc instance ID (``level`` = ``multiframe``), then ``instances`` (Orthanc
@@ -19,13 +22,48 @@ series before its series task.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final, Optional, Protocol
 
 from labeling.manifest.build import PARALLEL_REQUESTS, BuildResult, Candidate, ManifestLine, Reporter, _Counted, chunks
 from labeling.dicom.series import SliceInfo, series_tasks
+
+
+SLICE_TAGS: Final = ("SOPInstanceUID", "ImagePositionPatient", "ImageOrientationPatient", "InstanceNumber",
+                     "NumberOfFrames", "Rows", "Columns", "PixelSpacing")
+# (item sequence, tag) that SliceInfo.from_tags reads inside an Enhanced IOD's functional groups
+_PER_FRAME: Final = (("PlanePositionSequence", "ImagePositionPatient"),)
+_SHARED: Final = (("PlaneOrientationSequence", "ImageOrientationPatient"), ("PixelMeasuresSequence", "PixelSpacing"))
+
+
+class TagCache(Protocol):
+    """Where file tags read for series tasks are kept between builds (the manifest index)."""
+
+    def cached_file_tags(self, instance_id: str) -> Optional[dict[str, Any]]: ...
+
+    def keep_file_tags(self, instance_id: str, tags: Mapping[str, Any]) -> None: ...
+
+
+def slice_tags(tags: Mapping[str, Any]) -> dict[str, Any]:
+    """Of an instance's ``simplified-tags``, only what :meth:`labeling.dicom.series.SliceInfo.from_tags`
+    reads (the functional group sequences cut down to the positions, orientation and spacing), so
+    keeping them costs a few hundred bytes, not the whole header."""
+    out = {key: tags[key] for key in SLICE_TAGS if key in tags}
+
+    def cut(item: Any, paths: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        kept: dict[str, Any] = {}
+        for sequence, tag in paths:
+            inner = item.get(sequence) if isinstance(item, Mapping) else None
+            if isinstance(inner, list) and inner and isinstance(inner[0], Mapping) and tag in inner[0]:
+                kept[sequence] = [{tag: inner[0][tag]}]
+        return kept
+
+    for key, paths in (("PerFrameFunctionalGroupsSequence", _PER_FRAME), ("SharedFunctionalGroupsSequence", _SHARED)):
+        if isinstance(tags.get(key), list):
+            out[key] = [cut(item, paths) for item in tags[key]]
+    return out
 
 
 def _info(candidate: Candidate, extra_tags: dict[str, Any] | None = None) -> SliceInfo:
@@ -60,9 +98,11 @@ def _complete(orthanc: _Counted, candidates: Sequence[Candidate], reporter: Repo
 
 
 def series_lines(orthanc: _Counted, candidates: Sequence[Candidate], result: BuildResult, *, schema_name: str,
-                 labels: Sequence[str], task_type: str, include_phi: bool, reporter: Reporter) -> list[ManifestLine]:
+                 labels: Sequence[str], task_type: str, include_phi: bool, reporter: Reporter,
+                 cache: Optional[TagCache] = None) -> list[ManifestLine]:
     """Group the walk's sorted ``candidates`` into series and multi-frame task lines; counts each
-    flag code into ``result.series_flags``."""
+    flag code into ``result.series_flags``. ``cache``: file tags kept from earlier builds (read
+    only where it has none, and what is read is kept there)."""
     groups: dict[str, list[Candidate]] = {}
     for candidate in _complete(orthanc, candidates, reporter):
         groups.setdefault(candidate.series_id, []).append(candidate)
@@ -73,15 +113,26 @@ def series_lines(orthanc: _Counted, candidates: Sequence[Candidate], result: Bui
         single = [c for c in members if (c.frames or 1) == 1]
         if single:
             wanted.append(min(single, key=Candidate.sort_key).instance_id)
-    reporter.phase(f"reading the geometry of {len(wanted)} series / multi-frame tasks", total=len(wanted))
+    full: dict[str, dict] = {}
+    for instance_id in wanted:
+        kept = cache.cached_file_tags(instance_id) if cache is not None else None
+        if kept is not None:
+            full[instance_id] = kept
+    to_read = [instance_id for instance_id in wanted if instance_id not in full]
+    reporter.phase(f"reading the geometry of {len(to_read)} series / multi-frame tasks "
+                   f"({len(full)} kept in the manifest index)" if full else
+                   f"reading the geometry of {len(to_read)} series / multi-frame tasks", total=len(to_read))
 
     def read(instance_id: str) -> tuple[str, dict]:
-        tags = orthanc.instance_tags(instance_id)
+        tags = slice_tags(orthanc.instance_tags(instance_id))
         reporter.advance()
         return instance_id, tags
 
     with ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS) as pool:
-        full = dict(pool.map(read, wanted))
+        for instance_id, tags in pool.map(read, to_read):
+            full[instance_id] = tags
+            if cache is not None:
+                cache.keep_file_tags(instance_id, tags)
 
     lines: list[ManifestLine] = []
     for series_id, members in groups.items():

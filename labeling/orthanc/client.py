@@ -258,6 +258,10 @@ class OrthancClient:
             return [{"ID": item} for item in answer]
         return answer
 
+    def series(self, series_id: str) -> dict:
+        """``GET /series/{id}``: its ``Instances`` (Orthanc IDs), ``MainDicomTags``, ``ParentStudy``..."""
+        return self._json("GET", f"/series/{series_id}")
+
     # -- instances ----------------------------------------------------------------------------
 
     def instance_file(self, instance_id: str) -> bytes:

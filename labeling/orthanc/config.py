@@ -18,7 +18,7 @@ import copy
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
+from typing import Any, Final, Mapping, Union
 
 # Secret slots: the configuration holds a SecretRef where a secret goes; renderers fill or route it.
 POSTGRES_PASSWORD = "postgres_password"
@@ -48,6 +48,26 @@ MAX_INDEX_CONNECTIONS_PER_TASK = 5
 
 class OrthancConfigError(ValueError):
     """Raised when settings cannot produce a safe configuration; the message names the setting."""
+
+
+# Settings of the local stack's own PostgreSQL cluster (never of RDS, which keeps PostgreSQL's
+# durable defaults). synchronous_commit=off: a commit returns before its WAL reaches the disk, so an
+# operating-system crash or power loss may lose the last ~0.6 s (3 × wal_writer_delay) of
+# acknowledged writes -- instances Orthanc answered as stored, whose files are on disk but whose
+# index rows are not: re-upload them -- but never corrupts the database (PostgreSQL 15 manual,
+# "Asynchronous Commit", https://www.postgresql.org/docs/15/wal-async-commit.html); a crash of
+# Orthanc alone loses nothing. Measured with bench/ingest.py (README, Benchmarks):
+# Orthanc 1.10's index plugin commits once per instance on one connection, so waiting for that
+# flush bounds ingest.
+LOCAL_POSTGRES_SETTINGS: Final[Mapping[str, str]] = {"synchronous_commit": "off"}
+
+
+def postgres_server_options(settings: Mapping[str, str] = LOCAL_POSTGRES_SETTINGS) -> list[str]:
+    """``postgres`` command-line options (``-c name=value`` each) for the local cluster."""
+    for name, value in settings.items():
+        if not re.fullmatch(r"[a-z_]+", name) or not re.fullmatch(r"[A-Za-z0-9_.]+", value):
+            raise OrthancConfigError(f"postgres setting {name}={value!r}: not a plain name=value")
+    return [option for name, value in sorted(settings.items()) for option in ("-c", f"{name}={value}")]
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,8 @@ class FilesystemStorage:
     """Orthanc's default file storage, used on the laptop."""
 
     directory: str
+    # SyncStorageArea: fsync() after each file written (Orthanc >= 1.7.4 default true).
+    sync: bool = True
 
 
 Storage = Union[S3Storage, FilesystemStorage]
@@ -231,6 +253,7 @@ def build_config(settings: OrthancSettings) -> dict[str, Any]:
     else:
         config["StorageDirectory"] = storage.directory
         config["IndexDirectory"] = storage.directory
+        config["SyncStorageArea"] = storage.sync  # only meaningful for the filesystem storage
     config.update(copy.deepcopy(dict(settings.extra)))
     return config
 

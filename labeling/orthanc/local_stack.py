@@ -62,9 +62,12 @@ from labeling.orthanc.config import (
     FilesystemStorage,
     OrthancSettings,
     PostgresIndex,
+    postgres_server_options,
     registered_users,
     render_json,
 )
+
+from labeling.manifest import INDEX_FILE_ENV  # the package's __init__ only (no numpy)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WORKDIR = REPO_ROOT / ".local" / "stack"
@@ -119,6 +122,7 @@ class LocalStack:
         self.storage_dir = self.workdir / "orthanc-storage"
         self.config_file = self.workdir / "orthanc.json"
         self.env_file = self.workdir / "orthanc.env"
+        self.manifest_index_file = self.workdir / "manifest-index.json"  # PatientIDs: purge removes it
         self.credentials_file = self.workdir / "credentials.json"
         self.state_file = self.workdir / "stack.json"
         self.orthanc_log = self.workdir / "orthanc.log"
@@ -315,7 +319,8 @@ class LocalStack:
                     shutil.rmtree(path)
                     removed.append(str(path))
             for path in (self.config_file, self.env_file, self.credentials_file, self.state_file,
-                         self.orthanc_log, self.orthanc_pid_file, self.postgres_pid_file):
+                         self.orthanc_log, self.orthanc_pid_file, self.postgres_pid_file,
+                         self.manifest_index_file):
                 if path.exists():
                     path.unlink()
                     removed.append(str(path))
@@ -399,7 +404,9 @@ class LocalStack:
         remaining = max(5, int(deadline - time.monotonic()))
         options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {self.pg_socket} "
                    # A bounded footprint on a laptop.
-                   "-c max_connections=50 -c shared_buffers=64MB")
+                   "-c max_connections=50 -c shared_buffers=64MB "
+                   # Asynchronous commit, local only (its trade-off: labeling.orthanc.config).
+                   + " ".join(postgres_server_options()))
         self._run_pg([str(pg_bin / "pg_ctl"), "-D", str(self.pg_data), "-l", str(self.pg_log),
                       "-w", "-t", str(remaining), "-o", options, "start"], "start", timeout=remaining + 10)
         pid = read_pid(self.pg_data / "postmaster.pid")
@@ -478,7 +485,8 @@ class LocalStack:
                       f"# written by `python -m labeling local up`; `source` this file\n"
                       f"export ORTHANC_URL={url}\n"
                       f"export ORTHANC_USERNAME={creds['orthanc_username']}\n"
-                      f"export ORTHANC_PASSWORD={creds['orthanc_password']}\n")
+                      f"export ORTHANC_PASSWORD={creds['orthanc_password']}\n"
+                      f"export {INDEX_FILE_ENV}={self.manifest_index_file}\n")
         state["orthanc_username"] = creds["orthanc_username"]
         self._save_state(state)
 

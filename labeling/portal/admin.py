@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from labeling.consolidation import ItemAnswers, WorkerAnswer, consolidate_job
 from labeling.orthanc.local_stack import REPO_ROOT
 from labeling.manifest.build import FilterError, ManifestError, ManifestLine, build_manifest, parse_filters
-from labeling.portal.geometry import checked_geometry
+from labeling.portal.series import checked_line_geometry
 from labeling.portal.jobs import (Conflict, Invalid, NotFound, annotator_progress, answered, flags_by_item,
                                  job_progress, job_schema, list_jobs, review_queue)
 from labeling.portal.models import ROLES, Assignment, Item, Job, Session as DbSession, User
@@ -82,8 +82,11 @@ def manifest_from_query(orthanc: Any, schema: LabelSchema, query: Mapping[str, A
     limit = query.get("limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= QUERY_LIMIT):
         raise Invalid(f"query: limit: an integer 1..{QUERY_LIMIT}, got {limit!r}")
+    level = query.get("level") or "instance"
+    if level not in ("instance", "series"):
+        raise Invalid(f"query: level: 'instance' or 'series', got {level!r}")
     result = build_manifest(orthanc, schema_name=schema.name, labels=list(schema.label_names),
-                            task_type=schema.task_type, filters=filters, limit=limit or QUERY_LIMIT)
+                            task_type=schema.task_type, filters=filters, limit=limit or QUERY_LIMIT, level=level)
     if not result.lines:
         raise Invalid(f"query: no image in Orthanc matches {filters.to_dict()}")
     return list(result.lines)
@@ -182,7 +185,7 @@ def prepare_job(orthanc: Any, *, schema: Optional[Mapping[str, Any]], schema_fil
             lines = [ManifestLine.from_dict(line) for line in manifest or []]
         except ManifestError as exc:
             raise Invalid(str(exc)) from None
-    return resolved, lines, checked_geometry(orthanc, [line.source for line in lines])
+    return resolved, lines, checked_line_geometry(orthanc, lines)
 
 
 def jobs_with_progress(session: Session, user: User) -> list[dict[str, Any]]:

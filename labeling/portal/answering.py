@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from labeling.consolidation import ItemAnswers, JobReport, WorkerAnswer, consolidate_item, consolidate_job
+from labeling.portal import series
 from labeling.portal.answers import item_geometry, validate_answer
 from labeling.portal.creation import job_schema
 from labeling.portal.errors import Conflict, NotFound
@@ -96,7 +97,8 @@ def consolidate_now(session: Session, job: Job, item: Item) -> dict[str, Any]:
     if not answers:
         raise Conflict(f"item {item.id}: no answers to consolidate")
     state = JobReport.from_dict(job.report) if job.report else None
-    content = consolidate_item(ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in answers)),
+    content = consolidate_item(ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in answers),
+                                           slice_order=series.slice_order(item.geometry)),
                                list(job_schema(job).label_names), job_state=state)
     _apply(job, item, content)
     return content
@@ -122,7 +124,8 @@ def close_job(session: Session, job: Job, now: Optional[dt.datetime] = None) -> 
     summary = {"items": len(items), "answered": len(answered_items), "consolidated_at_close": 0, "errors": []}
     if not answered_items:
         return summary
-    result = consolidate_job([ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in ans))
+    result = consolidate_job([ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in ans),
+                                          slice_order=series.slice_order(item.geometry))
                               for item, ans in answered_items], list(job_schema(job).label_names))
     job.report = result.report.to_dict()
     summary["errors"] = [str(e) for e in result.errors]

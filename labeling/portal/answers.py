@@ -11,6 +11,7 @@ from labeling.contracts.errors import ContractError
 from labeling.contracts.geometry import ImageGeometry
 from labeling.contracts.manifest_line import GEOMETRY_KEYS
 from labeling.contracts.schema import LabelSchema
+from labeling.portal import series
 from labeling.portal.errors import Invalid
 from labeling.portal.models import Item
 
@@ -64,6 +65,8 @@ def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[st
         out["image"] = parsed.image.to_dict()
     elif geometry is not None:
         out["image"] = {"rows": geometry.rows, "columns": geometry.columns, "frame": 0}
+    if series.is_series(image):
+        series.check_rois_on_slices(out, image)  # each ROI on one of the item's slices
     return out
 
 
@@ -78,8 +81,8 @@ def as_single_answer(content: Optional[Mapping[str, Any]]) -> Optional[dict[str,
     if not content:
         return None
     out = {"labels": [{"name": e["name"], "present": e["present"]} for e in content.get("labels", [])],
-           "rois": [{"label": r["label"], "shape": r["shape"], "points": r["points"]}
-                    for r in content.get("rois", [])]}
+           "rois": [{k: r[k] for k in ("label", "shape", "points", "instance", "frame") if k in r}
+                    for r in content.get("rois", [])]}  # a series ROI keeps its slice
     if content.get("image"):
         out["image"] = content["image"]
     return out

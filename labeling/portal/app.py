@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from labeling.portal import jobs as J
-from labeling.portal.api import auth, export, images as images_api, jobs, pages, review, static, tasks, users
+from labeling.portal.api import auth, export, images as images_api, jobs, pages, review, slices, static, tasks, users
 from labeling.portal.core import AuthError, Portal, Principal
 from labeling.portal.db import make_engine
 from labeling.portal.guard import RequestGuard
@@ -42,7 +42,7 @@ from labeling.portal.oidc import OidcVerifier
 from labeling.portal.settings import PortalSettings
 
 _log = logging.getLogger("labeling.portal")
-ROUTERS = (auth, pages, jobs, tasks, images_api, review, export, users, static)
+ROUTERS = (auth, pages, jobs, tasks, images_api, slices, review, export, users, static)
 
 CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; "
        "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; "

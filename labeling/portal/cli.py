@@ -282,15 +282,15 @@ def _job_create(args: argparse.Namespace) -> int:
             raise jobs.Invalid(str(exc)) from None
         from rich.progress import Progress
 
-        from labeling.portal.geometry import checked_geometry
         from labeling.portal.images import orthanc_client_for
+        from labeling.portal.series import checked_line_geometry
 
         orthanc = orthanc_client_for(settings)
         try:
             with Progress(transient=True) as bar:
                 task = bar.add_task("checking the instances in Orthanc", total=len(lines))
-                geometry = checked_geometry(orthanc, [line.source for line in lines],
-                                            lambda done, total: bar.update(task, completed=done))
+                geometry = checked_line_geometry(orthanc, lines,
+                                                 lambda done, total: bar.update(task, completed=done))
         finally:
             orthanc.close()
         engine, factory = _factory(settings)

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labeling.gt.output_manifest import output_line, write_output_manifest
+from labeling.portal import series
 from labeling.portal.jobs import Invalid, item_answers
 from labeling.portal.models import Item, Job, User
 from labeling.portal.names import EXPORT_PREFIX
@@ -105,19 +106,23 @@ def export_sr(session: Session, job: Job, orthanc: Any, *,
     result = SrResult()
     for index, item in enumerate(items, start=1):
         try:
-            source = pydicom.dcmread(io.BytesIO(orthanc.instance_file(item.source)), stop_before_pixels=True)
             observers = [Observer.person(name, login=name) for name, _, _ in item_answers(session, item)]
             if item.reviewed_by is not None:
                 reviewer = session.get(User, item.reviewed_by)
                 if reviewer is not None:
                     observers.append(Observer.person(reviewer.name, login=reviewer.name))
             digest = json.dumps(item.final, sort_keys=True)
-            sr = build_annotation_sr(
-                source, item.final, observers, instance_number=item.position,
-                description=f"Labels of portal job {job.name}"[:64],
-                series_instance_uid=generate_uid(entropy_srcs=["portal-sr-series", job.name,
-                                                               str(source.StudyInstanceUID)]),
-                sop_instance_uid=generate_uid(entropy_srcs=["portal-sr", job.name, str(item.id), digest]))
+
+            def options(study_uid: str) -> dict[str, Any]:
+                return dict(instance_number=item.position, description=f"Labels of portal job {job.name}"[:64],
+                            series_instance_uid=generate_uid(entropy_srcs=["portal-sr-series", job.name, study_uid]),
+                            sop_instance_uid=generate_uid(entropy_srcs=["portal-sr", job.name, str(item.id), digest]))
+
+            if series.is_series(item.geometry):  # ROIs on their slices (labeling/portal/series.py)
+                sr = series.item_sr(orthanc, item.geometry, item.final, observers, options)
+            else:
+                source = pydicom.dcmread(io.BytesIO(orthanc.instance_file(item.source)), stop_before_pixels=True)
+                sr = build_annotation_sr(source, item.final, observers, **options(str(source.StudyInstanceUID)))
             item.sr_instance = store_sr(orthanc, sr)
             result.stored[item.id] = item.sr_instance
         except Exception as exc:  # noqa: BLE001 - one bad item must not stop the others; reported

@@ -64,11 +64,27 @@ def geometry_from_tags(tags: dict[str, Any]) -> Optional[dict[str, Any]]:
     return out
 
 
+def collect(entries: Sequence[Any], read: Callable[[Any], tuple[str, Optional[dict[str, Any]], Optional[str]]],
+            progress: Optional[Callable[[int, int], None]] = None) -> GeometryResult:
+    """``read(entry)`` → (source, geometry, problem) for every entry, a few in flight: geometry found,
+    or (None, None) absent from Orthanc, or (None, what is wrong)."""
+    result = GeometryResult()
+    with ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS) as pool:
+        for done, (source, geometry, problem) in enumerate(pool.map(read, entries), start=1):
+            if geometry is not None:
+                result.found[source] = geometry
+            elif problem is None:
+                result.missing.append(source)
+            else:
+                result.unreadable[source] = problem
+            if progress:
+                progress(done, len(entries))
+    return result
+
+
 def read_geometry(orthanc: Any, sources: Sequence[str],
                   progress: Optional[Callable[[int, int], None]] = None) -> GeometryResult:
     """The geometry of every instance in ``sources`` (Orthanc IDs); absent ones listed as missing."""
-    result = GeometryResult()
-    done = 0
 
     def read(source: str) -> tuple[str, Optional[dict[str, Any]], Optional[str]]:
         try:
@@ -80,18 +96,7 @@ def read_geometry(orthanc: Any, sources: Sequence[str],
         geometry = geometry_from_tags(tags)
         return source, geometry, None if geometry else "no Rows/Columns (not an image)"
 
-    with ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS) as pool:
-        for source, geometry, problem in pool.map(read, sources):
-            if geometry is not None:
-                result.found[source] = geometry
-            elif problem is None:
-                result.missing.append(source)
-            else:
-                result.unreadable[source] = problem
-            done += 1
-            if progress:
-                progress(done, len(sources))
-    return result
+    return collect(sources, read, progress)
 
 
 def require_all(result: GeometryResult, total: int) -> dict[str, dict[str, Any]]:

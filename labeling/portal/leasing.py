@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy import String, delete, exists, func, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from labeling.portal.creation import get_job
@@ -200,8 +200,9 @@ def can_view_item(session: Session, item: Item, user: User) -> bool:
 def item_source_for(session: Session, item_id: int, user: User, *, prefetch: bool = False) -> str:
     """The Orthanc ID of an item the user may see (the image route): one statement. ``prefetch``: the
     caller checked a prefetch token for this item (offered as the annotator's likely next item), so an
-    annotator may read it while it is still open, before it is leased to them."""
-    query = select(Item.source).where(Item.id == item_id)
+    annotator may read it while it is still open, before it is leased to them. A series item's image is
+    its first slice (labeling/portal/series.py)."""
+    query = select(func.coalesce(Item.geometry.op("#>>", return_type=String)(text("'{slices,0,0}'")), Item.source)).where(Item.id == item_id)
     if prefetch:
         query = query.where(Item.state == "open")
     elif user.role not in ("admin", "reviewer"):

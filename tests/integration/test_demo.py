@@ -20,6 +20,42 @@ from labeling.gt.output_manifest import read_output_manifest
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+CT_FAST = ["--ct-epochs", "1", "--ct-volume", "32,32,32"]  # the CT job's 3-D model: one epoch, a 32^3 grid
+
+
+def _check_ct_job(workdir: Path, stdout: str) -> None:
+    """The CT-series job (devkit/demo_ct.py): 10 series + 1 multi-frame task labeled on slices, SRs whose
+    regions reference slices of their own series, a 3-D model with its report, series predictions."""
+    import io
+
+    import pydicom
+
+    from labeling.dicom.sr import read_annotation_sr
+
+    truth = {r["source"]: r for r in map(json.loads, (workdir / "data" / "ct" / "ground_truth.jsonl").open())}
+    tasks = read_manifest(workdir / "ct-manifest.jsonl")
+    assert {t.source for t in tasks} == set(truth) and len(tasks) == 11
+    records = read_output_manifest(workdir / "ct-output.manifest")
+    assert {r.source for r in records} == set(truth) and all(r.annotators == 3 for r in records)
+    assert all(roi["instance"] in truth[r.source]["instances"] for r in records for roi in r.rois)
+    assert all("slices" in r.agreement for r in records if r.rois) and sum(len(r.rois) for r in records) > 0
+    drawn = 0
+    with OrthancClient.from_connection(LocalStack(workdir).connection()) as orthanc:
+        for sr_id in [i["ID"] for i in orthanc.find("Instance", {"Modality": "SR", "PatientID": "SYNCT*"},
+                                                        expand=False)]:
+            ds = pydicom.dcmread(io.BytesIO(orthanc.instance_file(sr_id)))
+            own = {u for t in truth.values() if t["patient_id"] == ds.PatientID for u in t["sop_instance_uids"]}
+            back = read_annotation_sr(ds, roi_references=True)
+            assert {r["sop_instance_uid"] for r in back["rois"]} <= own  # regions on the right slices
+            drawn += len(back["rois"])
+    assert drawn > 0
+    metrics = json.loads((workdir / "model-ct" / "metrics.json").read_text())
+    info = json.loads((workdir / "model-ct" / "model.json").read_text())
+    assert info["spatial_dims"] == 3 and metrics["n_train"] + metrics["n_val"] == 11 and "Nodule" in metrics["auroc"]
+    predictions = [json.loads(x) for x in (workdir / "ct-predictions.jsonl").open()]
+    assert {p["source"] for p in predictions} == set(truth) and {p["level"] for p in predictions} == {"series",
+                                                                                                          "multiframe"}
+    assert "CT-series job      ct-nodule-demo: 11/11 series done" in stdout and "CT job time" in stdout
 
 
 def test_demo_runs_the_local_loop():
@@ -29,7 +65,7 @@ def test_demo_runs_the_local_loop():
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORTHANC_")}
     try:
         run = subprocess.run([sys.executable, "-m", "devkit", "demo", "--workdir", str(workdir),
-                              "--patients", "6", "--size", "64", "--epochs", "1", "--image-size", "32"],
+                              "--patients", "6", "--size", "64", "--epochs", "1", "--image-size", "32", *CT_FAST],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         lines = read_manifest(workdir / "manifest.jsonl")
@@ -68,9 +104,11 @@ def test_demo_runs_the_local_loop():
             srs = orthanc.find("Instance", {"Modality": "SR"}, expand=False)
         assert len(srs) >= 24
 
+        _check_ct_job(workdir, run.stdout)
+
         # A second run reuses the stack, data, users and job: everything is already stored and labeled.
         again = subprocess.run([sys.executable, "-m", "devkit", "demo", "--workdir", str(workdir),
-                                "--epochs", "1", "--image-size", "32"],
+                                "--epochs", "1", "--image-size", "32", *CT_FAST],
                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         assert "already running" in again.stdout

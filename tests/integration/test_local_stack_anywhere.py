@@ -81,6 +81,11 @@ def check_up_use_purge(user: str | None, python: str | list[str], env: dict, clo
             assert (external_pg_home(workdir) / "data" / "PG_VERSION").exists()
         for name in ("credentials.json", "orthanc.env", "orthanc.json"):
             assert (workdir / name).stat().st_mode & 0o077 == 0, name
+        # The manifest index (PatientIDs) lives in the stack's folder, so purge takes it too.
+        index_file = workdir / "manifest-index.json"
+        assert f"export MANIFEST_INDEX_FILE={index_file}\n" in (workdir / "orthanc.env").read_text()
+        run_as(user, [*python, "-c", f"open({str(index_file)!r}, 'w').write('{{}}')"], env, clone)
+        assert index_file.exists()
     finally:
         down = run_as(user, [*python, "-m", "labeling", "local", "down", "--purge"], env, clone)
     assert down.returncode == 0, down.stderr

@@ -15,7 +15,7 @@ import pytest
 
 from labeling.orthanc.local_stack import REPO_ROOT, LocalStack, LocalStackError, read_cmdline
 from labeling.orthanc.client import OrthancClient
-from labeling.orthanc.config import POSTGRES_PASSWORD, REGISTERED_USERS, registered_users, render_json
+from labeling.orthanc.config import LOCAL_POSTGRES_SETTINGS, POSTGRES_PASSWORD, REGISTERED_USERS, registered_users, render_json
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +43,10 @@ def test_orthanc_runs_the_generated_config_with_the_postgresql_index(local_stack
     assert system["CheckRevisions"] is True and system["Version"].startswith("1.")
     assert written["PostgreSQL"]["Port"] == info.postgres_port
     assert written["RemoteAccessAllowed"] is False
+    # The local cluster runs with the measured settings (asynchronous commit; bench/ingest.py).
+    postmaster = " ".join(read_cmdline(info.postgres_pid))
+    for name, value in LOCAL_POSTGRES_SETTINGS.items():
+        assert f"{name}={value}" in postmaster, postmaster
 
 
 def test_passwords_stay_out_of_logs_status_and_world_readable_files(local_stack: LocalStack, orthanc_env):

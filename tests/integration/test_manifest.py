@@ -376,7 +376,7 @@ def test_incremental_index_serves_nothing_stale(client, schema, loaded, tmp_path
         # an index that disagrees with Orthanc's ID lists (changes it never saw) is corrected
         data = json.loads(index_file.read_text())
         series_id = data["instances"].pop(kept)[0]
-        data["instances"]["0000-gone"] = [series_id, "1.2.3", 1, None]
+        data["instances"]["0000-gone"] = [series_id, "1.2.3", 1, None, None, None]
         index_file.write_text(json.dumps(data))
         again = build(client, schema, filters=only, use_index=True, index_file=index_file)
         assert again.index == "incremental" and again.lines == modified.lines

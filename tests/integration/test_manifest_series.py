@@ -157,7 +157,8 @@ def test_candidates_without_tags_are_completed_by_one_bulk_read(client, uploaded
 
 
 def test_series_lines_from_the_saved_index_equal_the_find(client, uploaded, tmp_path):
-    """The index (labeling/manifest/index.py) keeps no positions: series lines still come out the same."""
+    """The index (labeling/manifest/index.py) keeps the ordering tags and the per-task file tags: the
+    same lines, and a rebuild of unchanged series reads neither instances nor files."""
     schema = load_schema(REPO / "schemas" / "ct-nodule.yaml")
     kw = dict(schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,
               filters=parse_filters(patient_id=f"SYNCT{SEED}-*"), level="series")
@@ -167,3 +168,55 @@ def test_series_lines_from_the_saved_index_equal_the_find(client, uploaded, tmp_
     assert (full.index, incremental.index) == ("full", "incremental")
     for result in (full, incremental):
         assert [line.to_dict() for line in result.lines] == [line.to_dict() for line in found.lines]
+    # positions came with the listing: no more bulk reads than an instance-level build (which reads
+    # the SOP class of whatever else the server holds under a Modality that does not tell)
+    instance_level = build_manifest(client, use_index=True, index_file=tmp_path / "instances.json",
+                                    **{**kw, "level": "instance"})
+    assert full.requests["bulk"] == instance_level.requests["bulk"] and full.requests["tags"] == 3
+    assert "bulk" not in incremental.requests and "tags" not in incremental.requests
+
+
+def test_series_index_never_serves_a_modified_slice_stale(client, tmp_path):
+    """A slice stored again with other geometry (same UIDs, so the same Orthanc ID) is re-read: its
+    position and the series' PixelSpacing come from the new file, not from the saved index."""
+    import io
+
+    import pydicom
+
+    seed = SEED + 1
+    out = tmp_path / "data"
+    generate_series_dataset(out, series=1, slices=8, size=64, seed=seed, prevalence=0.0, multiframe=False,
+                            progress=False)
+    files = {pydicom.dcmread(path, stop_before_pixels=True).InstanceNumber: path for path in sorted(out.rglob("*.dcm"))}
+    ids = {number: client.upload(path.read_bytes()).instance_id for number, path in files.items()}
+    schema = load_schema(REPO / "schemas" / "ct-nodule.yaml")
+    kw = dict(schema_name=schema.name, labels=schema.label_names, task_type=schema.task_type,
+              filters=parse_filters(patient_id=f"SYNCT{seed}-*"), level="series", use_index=True,
+              index_file=tmp_path / "index.json")
+    try:
+        before = build_manifest(client, **kw)
+        (line,) = before.lines
+        assert line.extra["geometry"]["pixel_spacing"] == [5.0, 5.0] and line.extra["flags"] == []
+        assert list(line.extra["instances"]) == [ids[n] for n in range(8, 0, -1)]  # by position, feet to head
+
+        # InstanceNumber 1 (the slice whose file gives the series' PixelSpacing) moves below slice 8
+        ds = pydicom.dcmread(files[1])
+        ds.PixelSpacing = [2.5, 2.5]
+        ds.ImagePositionPatient = [float(v) for v in ds.ImagePositionPatient[:2]] + \
+            [float(pydicom.dcmread(files[8], stop_before_pixels=True).ImagePositionPatient[2]) - 10.0]
+        modified = io.BytesIO()
+        ds.save_as(modified, enforce_file_format=True)
+        client.delete("instances", ids[1])
+        assert client.upload(modified.getvalue()).instance_id == ids[1]
+
+        after = build_manifest(client, **kw)
+        assert after.index == "incremental"
+        (line,) = after.lines
+        assert line.extra["geometry"]["pixel_spacing"] == [2.5, 2.5]
+        assert list(line.extra["instances"])[0] == ids[1]  # ordered by its new position
+        assert [line.to_dict() for line in after.lines] == [
+            line.to_dict() for line in build_manifest(client, **{**kw, "use_index": False}).lines]
+        assert after.requests["tags"] == 1  # the modified first slice's file, read again
+    finally:
+        for instance_id in ids.values():
+            client.delete("instances", instance_id, missing_ok=True)

@@ -4,19 +4,23 @@ Each run costs ~0.5 s; the same stack settings used to be run again by several t
 :func:`program` memoises by (stack, settings, viewer build): tests must treat the recording as
 read-only (copy.deepcopy it to change it). Runs that raise are not cached, so an error test
 always runs the program.
+
+Every run publishes the same tiny fake viewer build (:data:`FAKE_VIEWER_FILES`) unless a test
+passes its own: the recordings then do not depend on whether ``make viewer`` ran (and no run copies
+the real 7 MB build), and the viewer tests assert on bytes they know.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-import subprocess
-
 import pytest
 
-from components.offline import Recording, run_program, stack_config_values
+from components.checks.offline import Recording, run_program, stack_config_values
 
 # The portal-import probe of test_portal_component, started at collection (conftest.py).
 PORTAL_PROBE_KEY = pytest.StashKey[subprocess.Popen]()
@@ -28,11 +32,36 @@ PORTAL_DOMAIN = stack_config_values("prod")["dicom-annotate:portalDomain"]
 
 _RUNS: dict[str, Recording] = {}
 
+# A viewer build: the bundle, its decode worker, a WebAssembly decoder, and a file that stays local.
+FAKE_VIEWER_FILES = {
+    "viewer.js": "export const mount = () => 'fake viewer';\n",
+    "decodeImageFrameWorker.js": "self.onmessage = () => {};\n",
+    "openjpegwasm_decode.wasm": "\0asm\x01\0\0\0",
+    "build-info.json": '{"esbuild": "0.28"}\n',   # stays local: never uploaded
+}
+_FAKE_BUILD: list[Path] = []
+
+
+def write_viewer_build(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in FAKE_VIEWER_FILES.items():
+        (directory / name).write_text(text)
+    return directory
+
+
+def fake_viewer_build() -> Path:
+    """The session's fake viewer build (written once, read-only to the tests)."""
+    if not _FAKE_BUILD:
+        _FAKE_BUILD.append(write_viewer_build(Path(tempfile.mkdtemp(prefix="fake-viewer-")) / "viewer"))
+    return _FAKE_BUILD[0]
+
 
 def program(stack: str, config: Optional[dict[str, Any]] = None,
             viewer_build_dir: Optional[Path] = None, **options: Any) -> Recording:
-    """``run_program`` with the same arguments, memoised; ``config=None`` is the stack's YAML."""
+    """``run_program`` with the same arguments, memoised; ``config=None`` is the stack's YAML,
+    ``viewer_build_dir=None`` the session's :func:`fake_viewer_build`."""
     values = stack_config_values(stack) if config is None else dict(config)
+    viewer_build_dir = viewer_build_dir or fake_viewer_build()
     key = json.dumps([stack, values, str(viewer_build_dir), options], sort_keys=True, default=str)
     if key not in _RUNS:
         _RUNS[key] = run_program(stack, config=values, viewer_build_dir=viewer_build_dir, **options)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import ConfigError, StackConfig, name_length_problem, rds_max_connections
-from components.offline import stack_config_values
+from components.config import ConfigError, StackConfig, rds_max_connections
+from components.names import name_length_problem
+from components.checks.offline import stack_config_values
 from tests.unit.programs import prod_variant_values, program
 
 CERT = "arn:aws:acm:us-east-1:210987654321:certificate/3f1c2a9e-5b7d-4e8f-9a0b-1c2d3e4f5a6b"

@@ -138,3 +138,18 @@ def test_neighbour_frames_of_a_multiframe_instance():
     item = parse_item(ItemAnswers.from_pairs("s", {"w1": answer(roi("mf", 4)), "w2": answer(roi("mf", 5)),
                                                    "w3": answer(roi("mf", 7))}), NAMES)
     assert slice_agreement(item, [])["neighbour_pairs"] == 1
+
+
+def test_both_consolidation_paths_report_slice_agreement_with_the_slice_order():
+    # two workers on slice b, one on its neighbour c (same box): kept apart, counted as a neighbour pair
+    item = ItemAnswers("series-9", (WorkerAnswer("w1", answer(roi("b"))), WorkerAnswer("w2", answer(roi("b"))),
+                                    WorkerAnswer("w3", answer(roi("c")))), slice_order=("a", "b", "c"))
+    single = consolidate_item(item, NAMES)["agreement"]["slices"]
+    whole = consolidate_job([item], NAMES).items["series-9"]["agreement"]["slices"]
+    assert single == whole
+    assert single["slices_drawn"] == 2 and single["slices_kept"] == 1 and single["neighbour_pairs"] == 2
+    # without the order, b and c are not known to be neighbours
+    unordered = consolidate_item(ItemAnswers("s", item.answers), NAMES)["agreement"]["slices"]
+    assert unordered["neighbour_pairs"] == 0
+    # an image item has no slice breakdown
+    assert "slices" not in consolidate_item(ItemAnswers("img", (WorkerAnswer("w1", answer(roi())),)), NAMES)["agreement"]

@@ -176,7 +176,7 @@ def test_the_command_check_sees_a_missing_command_and_flag():
     assert _problems("training", ["sagemaker", "train|nope"]) == ["python -m training sagemaker: no command nope"]
     assert _problems("labeling.nosuch", []) == ["no module labeling.nosuch"]
     assert _problems("bench/manifest.py", ["--instances", "5", "--nope"]) == ["bench/manifest.py: no flag --nope"]
-    assert _problems("components.plan", ["--stack", "dev", "--nope"]) == ["components.plan: no flag --nope"]
+    assert _problems("components.checks.plan", ["--stack", "dev", "--nope"]) == ["components.checks.plan: no flag --nope"]
 
 
 def test_every_make_target_in_the_docs_exists():

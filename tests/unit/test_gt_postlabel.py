@@ -59,3 +59,21 @@ def test_label_categories_win_and_no_names_at_all_is_reported_per_object():
     responses, report = gt_postlabel.consolidate_payload(bare, "chest", None)
     assert responses == [] and report["errors"][0]["datasetObjectId"] == "a"
     assert "no label names" in report["errors"][0]["reason"]
+
+
+def test_series_object_consolidates_per_slice_with_the_lines_slice_order():
+    def answer(instance: str) -> str:
+        roi = {"label": "Nodule", "shape": "ellipse", "points": [[10, 10], [20, 20]], "instance": instance}
+        return json.dumps({"annotation": json.dumps({"labels": [{"name": "Nodule", "present": True}], "rois": [roi]})})
+
+    objects = gt_contracts.parse_payload([
+        {"datasetObjectId": "s1", "dataObject": {"labels": ["Nodule"], "level": "series", "instances": ["a", "b", "c"],
+                                                "rows": 64, "columns": 64, "frames": 3},
+         "annotations": [{"workerId": w, "annotationData": {"content": answer(i)}}
+                         for w, i in (("w1", "b"), ("w2", "b"), ("w3", "c"))]},
+    ])
+    [item], report = gt_postlabel.consolidate_payload(objects, "ct", None, fetch=lambda uri: "")
+    content = item["consolidatedAnnotation"]["content"]["ct"]
+    assert [(r["instance"], r["frame"]) for r in content["rois"]] == [("b", 0)]  # c's lone ROI: 1 of 3
+    assert content["agreement"]["slices"]["neighbour_pairs"] == 2  # b and c are neighbours in the line's order
+    assert report["errors"] == []

@@ -1,4 +1,4 @@
-"""LabelingBundle under Pulumi mocks: GT role, Lambdas, annotation bucket, template, training notebook."""
+"""Ground Truth and the training notebook under Pulumi mocks: GT role, Lambdas, annotation bucket, template, notebook."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import subprocess
 import pytest
 
 from components.config import ConfigError
-from components.labeling_bundle import (
+from components.notebook import (
     MAX_LIFECYCLE_SCRIPT_B64, NOTEBOOK_PLATFORM_PYTHONS, lifecycle_script_b64, notebook_pythons,
 )
 from components.packaging import ROOT
-from components.offline import ACCOUNT_ID, PLACEHOLDER_SECRET, _mock_state, Recording, run_program, stack_config_values
+from components.checks.offline import ACCOUNT_ID, PLACEHOLDER_SECRET, _mock_state, Recording, run_program, stack_config_values
 from tests.unit.programs import BYO_PRIVATE, byo_variant_values, program
 from labeling.gt.contracts import MAX_TEMPLATE_CHARS
 

@@ -664,6 +664,7 @@ def test_cli_limit_must_be_positive(capsys, tmp_path):
 
 def test_the_index_is_used_unless_a_narrow_query_has_none_saved(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("MANIFEST_INDEX_FILE", raising=False)
     from labeling.manifest.index import default_index_file
 
     url = "http://127.0.0.1:8042"
@@ -679,6 +680,16 @@ def test_the_index_is_used_unless_a_narrow_query_has_none_saved(tmp_path, monkey
     assert mcli.choose_index(narrow, url, tmp_path / "x.json", False) == (False, tmp_path / "x.json")
     assert mcli.choose_index(broad, url, None, True) == (True, None)
     assert mcli.choose_index(narrow, url, None, True) == (False, None)
+
+
+def test_the_local_stacks_index_file_wins_over_the_user_cache(tmp_path, monkeypatch):
+    from labeling.manifest.index import default_index_file
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("MANIFEST_INDEX_FILE", str(tmp_path / "stack" / "manifest-index.json"))
+    assert default_index_file("http://127.0.0.1:8042") == tmp_path / "stack" / "manifest-index.json"
+    monkeypatch.setenv("MANIFEST_INDEX_FILE", "")
+    assert default_index_file("http://127.0.0.1:8042").parent == tmp_path / "cache" / "dicom-annotate" / "manifest-index"
 
 
 def test_client_side_matching_follows_orthanc_find_rules():

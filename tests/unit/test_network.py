@@ -10,7 +10,7 @@ from components.config import StackConfig
 from tests.unit.programs import (
     BYO_PRIVATE, BYO_PUBLIC, BYO_VPC, byo_variant_values, dev_variant_values, program,
 )
-from components.offline import (
+from components.checks.offline import (
     ACCOUNT_ID,
     BYO_VPC_CIDR,
     Recording,

@@ -18,9 +18,11 @@ from labeling.orthanc.config import (
     PostgresIndex,
     S3Storage,
     build_config,
+    LOCAL_POSTGRES_SETTINGS,
     connection_budget,
     container_environment,
     env_name,
+    postgres_server_options,
     registered_users,
     render_json,
 )
@@ -197,3 +199,35 @@ def test_index_lock_and_connection_range_are_refused():
     with pytest.raises(OrthancConfigError, match="storage_structure"):
         build_config(OrthancSettings(index=PostgresIndex(host="h"),
                                      storage=S3Storage(bucket="b", region="r", storage_structure="nested")))
+
+
+# ------------------------------------------------------------------------------ ingest settings
+def test_ingest_settings_generated_for_both_targets():
+    """What bench/ingest.py measured (README, Benchmarks) is what the generator writes."""
+    for storage in (FilesystemStorage("/tmp/orthanc"), S3Storage(bucket="b", region="eu-west-1")):
+        document = json.loads(container_environment(_settings(storage)).environment["ORTHANC_JSON"])
+        assert document["StorageCompression"] is False and document["SaveJobs"] is False
+        assert document["OverwriteInstances"] is False
+        # StoreMD5ForAttachments stays on: Orthanc 1.10 refuses CheckRevisions without it
+        assert document["CheckRevisions"] is True and "StoreMD5ForAttachments" not in document
+        assert document["PostgreSQL"]["MaximumConnectionRetries"] == 10
+    local = render_json(_settings(FilesystemStorage("/tmp/orthanc")), {POSTGRES_PASSWORD: DB_PASSWORD, REGISTERED_USERS: ADMIN})
+    assert local["SyncStorageArea"] is True  # fsync per file: turning it off did not measurably help
+    assert render_json(_settings(FilesystemStorage("/tmp/o", sync=False)),
+                       {POSTGRES_PASSWORD: DB_PASSWORD, REGISTERED_USERS: ADMIN})["SyncStorageArea"] is False
+    s3 = json.loads(container_environment(_settings()).environment["ORTHANC_JSON"])
+    assert "SyncStorageArea" not in s3  # only the filesystem storage has it
+    # the local stack keeps one index connection (PostgreSQL plugin 4.0: more conflict and retry)
+    assert PostgresIndex(host="127.0.0.1").index_connections == 1
+
+
+def test_local_postgres_settings_ask_for_asynchronous_commit_only():
+    assert LOCAL_POSTGRES_SETTINGS == {"synchronous_commit": "off"}
+    assert postgres_server_options() == ["-c", "synchronous_commit=off"]
+    assert postgres_server_options({"b_setting": "2", "a_setting": "on"}) == ["-c", "a_setting=on", "-c", "b_setting=2"]
+    for bad in ({"synchronous_commit": "off; DROP"}, {"Bad Name": "1"}, {"x": ""}):
+        with pytest.raises(OrthancConfigError, match="not a plain name=value"):
+            postgres_server_options(bad)
+    # nothing of it reaches the ECS task: RDS keeps PostgreSQL's durable default
+    env = container_environment(_settings())
+    assert "synchronous_commit" not in json.dumps(env.environment)

@@ -11,7 +11,7 @@ from components.config import StackConfig, rds_max_connections
 from tests.unit.programs import (
     MIRROR_IMAGE, MODALITIES, dev_https_values, dev_variant_values, prod_variant_values, program,
 )
-from components.offline import (
+from components.checks.offline import (
     ACCOUNT_ID,
     PLACEHOLDER_SECRET,
     mock_password,
@@ -21,7 +21,9 @@ from components.offline import (
    
     stack_config_values,
 )
-from components.orthanc import DEPLOYMENT_MAX_PERCENT, TLS_POLICY, admin_secret_document
+from components.fargate import DEPLOYMENT_MAX_PERCENT
+from components.orthanc import admin_secret_document
+from components.platform import TLS_POLICY
 from labeling.orthanc.config import OrthancConfigError
 
 MOCK_PUBLIC = ["subnet-0a000000000000", "subnet-0a100000000000"]

@@ -1,4 +1,4 @@
-"""The offline plan (components/plan.py): policy results, cost total, price table coverage."""
+"""The offline plan (components/checks/plan.py): policy results, cost total, price table coverage."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from components import costs
-from components.offline import Recording, RecordedResource
+from components.checks import costs
+from components.checks.offline import Recording, RecordedResource
 from tests.unit.programs import dev_https_values, program
-from components.plan import build_plan, main, stack_config
+from components.checks.plan import build_plan, main, stack_config
 
 STACKS = ("dev", "prod")
 
@@ -35,7 +35,7 @@ def test_at_least_25_rules_pass_and_none_fail(plans, stack):
 def test_cost_total_is_positive_and_every_resource_is_priced_or_free(plans, stack):
     estimate = plans[stack].cost
     assert estimate.total > 0
-    assert estimate.unpriced == [], "add these types to components/prices.yaml (priced or free)"
+    assert estimate.unpriced == [], "add these types to components/checks/prices.yaml (priced or free)"
     assert all(line.monthly >= 0 for line in estimate.lines)
 
 

@@ -19,7 +19,7 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
-from components import policy_rules as rules
+from components.checks import graph, rules
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,7 +72,7 @@ def test_every_rule_is_registered_once_with_the_right_kind(pack):
 def test_adapter_turns_proxied_props_into_plain_inputs_with_unknowns_marked(pack):
     props = unknown_checking_proxy({"a": {"b": [1, UNKNOWN_STRING_VALUE]}, "c": UNKNOWN_STRING_VALUE})
     resource = pack.resource_from_props("aws:x/y:Z", "n", props)
-    assert resource.inputs == {"a": {"b": [1, rules.UNKNOWN]}, "c": rules.UNKNOWN}
+    assert resource.inputs == {"a": {"b": [1, graph.UNKNOWN]}, "c": graph.UNKNOWN}
 
 
 def test_resource_policy_reports_the_rule_violation(pack):

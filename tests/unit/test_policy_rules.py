@@ -1,4 +1,4 @@
-"""Every policy rule fails a tiny bad stack and passes a tiny good one (components/policy_rules.py).
+"""Every policy rule fails a tiny bad stack and passes a tiny good one (components/checks/rules/).
 
 Stack rules get the related resources they look at; references between resources use the ids the
 mocks harness would answer (``<name>-id`` for an un-named resource, ``sg-…`` for security groups),
@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 
-from components.offline import PLACEHOLDER_SECRET, RecordedResource
-from components.policy_rules import (
-    RULES, RULES_BY_ID, UNKNOWN, Context, build_context, counts, evaluate_context,
-    mocked_identifiers, run_rule,
-)
+from components.checks.offline import PLACEHOLDER_SECRET, RecordedResource
+from components.checks.graph import UNKNOWN, Context, build_context, mocked_identifiers
+from components.checks.rules import RULES, RULES_BY_ID, counts, evaluate_context, run_rule
 
 ids = mocked_identifiers("us-east-1")
 
@@ -439,7 +437,7 @@ def test_unknown_preview_value_cannot_pass_silently():
 
 def test_recorded_stacks_are_judged_by_the_rules(recordings):
     """The rules see the real program's resources: most apply to both stacks."""
-    from components.policy_rules import evaluate
+    from components.checks.rules import evaluate
 
     for stack, recording in recordings.items():
         tally = counts(evaluate(recording))
@@ -494,7 +492,7 @@ def test_mfa_is_not_required_in_dev():
 
 
 def test_the_recorded_portal_stack_passes_the_new_rules(recordings):
-    from components.policy_rules import evaluate
+    from components.checks.rules import evaluate
 
     results = {r.rule_id: r for r in evaluate(recordings["prod"])}
     for rule_id in ("ecs-service-private-subnets", "cloudfront-viewer-https", "cloudfront-origin-access-control", "cloudfront-response-headers",

@@ -18,11 +18,11 @@ from components.config import ConfigError, StackConfig, rds_max_connections
 from tests.unit.programs import (
     CERT, PORTAL_DOMAIN, PORTAL_PROBE_KEY, dev_https_values, prod_variant_values, program,
 )
-from components.offline import (
+from components.checks.offline import (
     ACCOUNT_ID, PLACEHOLDER_SECRET, Recording, RecordedResource, _mock_state, mock_password, run_program,
     stack_config_values,
 )
-from components.orthanc import DEPLOYMENT_MAX_PERCENT
+from components.fargate import DEPLOYMENT_MAX_PERCENT
 from components.portal import (
     EXPORT_PREFIX, PORTAL_MAX_OVERFLOW, PORTAL_PORT, portal_db_pool_size,
 )
@@ -503,18 +503,9 @@ def test_portal_db_role_function_reaches_only_the_database_and_https(rec):
     assert egress == {(5432, _state(_o(rec, "db-sg"))["id"]), (443, "0.0.0.0/0")}
 
 
-def test_db_role_setup_runs_only_once_both_secret_values_are_written(monkeypatch):
+def test_db_role_setup_runs_only_once_both_secret_values_are_written(dev_portal):
     # The function reads the master secret's value (host, password), written after the database
     # exists: the invocation must wait for that version, not only for the secret's ARN.
-    import pulumi_aws as aws
-
-    waits: dict[str, list[str]] = {}
-
-    class Spy(aws.lambda_.Invocation):
-        def __init__(self, name, *args, opts=None, **kwargs):
-            waits[name] = [dep._name for dep in (opts.depends_on or [])]
-            super().__init__(name, *args, opts=opts, **kwargs)
-
-    monkeypatch.setattr(aws.lambda_, "Invocation", Spy)
-    run_program("dev", config=dev_https_values())
-    assert set(waits["da-dev-portal-db-role-setup"]) == {"da-dev-orthanc-db-secret-value", "da-dev-portal-db-secret-value"}
+    setup = _p(dev_portal, "db-role-setup")
+    waits = {r.name for r in dev_portal.resources if r.urn in setup.dependencies}
+    assert {"da-dev-orthanc-db-secret-value", "da-dev-portal-db-secret-value"} <= waits

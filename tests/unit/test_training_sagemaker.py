@@ -19,6 +19,7 @@ from moto import mock_aws
 
 from labeling import stack_outputs
 from training import sagemaker as sm
+from training import source_archive
 
 REGION = "eu-west-1"
 KMS = f"arn:aws:kms:{REGION}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -87,7 +88,7 @@ def test_source_archive_is_deterministic_and_complete():
                 "training/sagemaker_entry.py", "training/inference.py", "labeling/gt/output_manifest.py",
                 "labeling/consolidation/inputs.py"} <= set(names)
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith("tests/")]
-        assert {m.mtime for m in members} == {sm.ARCHIVE_MTIME} and {m.uid for m in members} == {0}
+        assert {m.mtime for m in members} == {source_archive.ARCHIVE_MTIME} and {m.uid for m in members} == {0}
         assert tar.extractfile("requirements.txt").read() == (ROOT / "training/requirements.txt").read_bytes()
 
 

@@ -14,32 +14,19 @@ from pathlib import Path
 import pytest
 
 from components.config import ConfigError
-from components.offline import Recording, RecordedResource, _mock_state, run_program, stack_config_values
-from tests.unit.programs import program
+from components.checks.offline import Recording, RecordedResource, _mock_state, run_program, stack_config_values
+from tests.unit.programs import FAKE_VIEWER_FILES, fake_viewer_build, program, write_viewer_build
 from components.viewer_cdn import CACHING_OPTIMIZED_POLICY_ID, IMMUTABLE_CACHE_CONTROL, assets_version
 from labeling.gt import viewer_assets
 from labeling.gt.contracts import MAX_TEMPLATE_CHARS
 from labeling.gt.viewer_assets import ViewerAssetsError
 
 CERT_US_EAST_1 = "arn:aws:acm:us-east-1:123456789012:certificate/11111111-2222-4333-8444-555555555555"
-FAKE_FILES = {
-    "viewer.js": "export const mount = () => 'fake viewer';\n",
-    "decodeImageFrameWorker.js": "self.onmessage = () => {};\n",
-    "openjpegwasm_decode.wasm": "\0asm\x01\0\0\0",
-    "build-info.json": '{"esbuild": "0.28"}\n',   # stays local: never uploaded
-}
-
-
-def _write_build(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, text in FAKE_FILES.items():
-        (directory / name).write_text(text)
-    return directory
 
 
 @pytest.fixture(scope="module")
-def fake_build(tmp_path_factory) -> Path:
-    return _write_build(tmp_path_factory.mktemp("viewer-build") / "viewer")
+def fake_build() -> Path:
+    return fake_viewer_build()
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
@@ -73,7 +60,7 @@ def test_every_browser_file_is_uploaded_under_a_versioned_prefix_with_its_type(r
     objects = {o.inputs["key"]: o for o in _children(rec, "aws:s3/bucketObjectv2:BucketObjectv2", bucket)}
     version = assets_version(viewer_assets.asset_files(fake_build))
     assert len(version) == 16
-    assert set(objects) == {f"viewer/{version}/{name}" for name in FAKE_FILES if name != "build-info.json"}
+    assert set(objects) == {f"viewer/{version}/{name}" for name in FAKE_VIEWER_FILES if name != "build-info.json"}
     types = {key.rsplit("/", 1)[1]: o.inputs["contentType"] for key, o in objects.items()}
     assert types["openjpegwasm_decode.wasm"] == "application/wasm"
     assert types["viewer.js"].startswith("text/javascript")
@@ -85,7 +72,7 @@ def test_every_browser_file_is_uploaded_under_a_versioned_prefix_with_its_type(r
 
 
 def test_the_version_follows_the_bytes(tmp_path):
-    build = _write_build(tmp_path / "viewer")
+    build = write_viewer_build(tmp_path / "viewer")
     before = assets_version(viewer_assets.asset_files(build))
     assert assets_version(viewer_assets.asset_files(build)) == before
     (build / "viewer.js").write_text("export const mount = () => 'changed';\n")
@@ -94,7 +81,7 @@ def test_the_version_follows_the_bytes(tmp_path):
 
 def test_worker_template_loads_the_bundle_from_the_cdn_with_sri(rec, fake_build):
     template = rec.named(f"da-{rec.stack}-labeling-worker-template").inputs["content"]
-    digest = hashlib.sha384(FAKE_FILES["viewer.js"].encode()).digest()
+    digest = hashlib.sha384(FAKE_VIEWER_FILES["viewer.js"].encode()).digest()
     integrity = "sha384-" + base64.b64encode(digest).decode()
     src = f'{rec.outputs["viewerAssetsUrl"]}/viewer.js'
     assert f'src="{src}" integrity="{integrity}" crossorigin="anonymous"' in template

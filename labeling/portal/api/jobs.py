@@ -3,7 +3,7 @@ progress, pause/resume and close."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
@@ -29,6 +29,8 @@ class QueryIn(BaseModel):
     study_uid: list[str] = Field(default_factory=list, max_length=1000)
     series_uid: list[str] = Field(default_factory=list, max_length=1000)
     limit: Optional[int] = Field(default=None, ge=1, le=100_000, description="the first N images in manifest order")
+    level: Literal["instance", "series"] = Field(
+        default="instance", description="one item per image, or per series / multi-frame instance (manifest --level)")
 
 
 class JobIn(BaseModel):

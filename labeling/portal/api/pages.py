@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from labeling.portal import admin as A
-from labeling.portal import jobs as J
+from labeling.portal import jobs as J, series
 from labeling.portal.deps import ID, get_portal, role, tx
 from labeling.portal.models import FLAG_REASONS
 
@@ -71,7 +71,8 @@ def review_page(request: Request, item_id: int = ID(), principal: Any = Depends(
                                  "initialAnswer": J.as_single_answer(item.final or item.consolidated),
                                  "overlays": [{"name": a["annotator"], "answer": a["answer"]}
                                               for a in detail["answers"]],
-                                 "state": item.state})
+                                 "state": item.state,
+                                 **series.task_fields(portal.url, item.id, item.geometry)})
 
 
 @router.get("/api/schemas", tags=["jobs"])

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from labeling.portal import jobs as J
+from labeling.portal import jobs as J, series
 from labeling.portal.deps import ID, get_portal, role, tx
 from labeling.portal.models import Job
 from labeling.portal.security import prefetch_token
@@ -44,7 +44,8 @@ def task_json(request: Request, task: J.Task, job: Job | J.JobRef, principal: An
             "pixel_spacing": (task.geometry or {}).get("pixel_spacing"),
             "image_url": portal.url(f"/api/items/{task.item_id}/image"), "prefetch": prefetch, "schema": job.schema,
             "initialAnswer": J.prelabel_for(task.line),
-            "lease_expires_at": task.lease_expires_at.isoformat(), "submitted": task.submitted}
+            "lease_expires_at": task.lease_expires_at.isoformat(), "submitted": task.submitted,
+            **series.task_fields(portal.url, task.item_id, task.geometry)}  # a series: its slices
 
 
 @router.post("/api/jobs/{job_id}/next")
@@ -63,8 +64,9 @@ def next_task(request: Request, job_id: int = ID(), principal: Any = Depends(ann
                 raise
     # Prefetch: the leased image (the viewer asks for it next) and the likely next one.
     images = get_portal(request).images
-    images.prefetch(task.source)
-    if task.upcoming is not None:
+    for source in series.slice_order(task.geometry) or (task.source,):  # a series item: all its slices
+        images.prefetch(source)
+    if task.upcoming is not None and not series.is_series(task.geometry):  # a series job's next is a series ID
         images.prefetch(task.upcoming)
     return JSONResponse(task_json(request, task, job, principal))
 

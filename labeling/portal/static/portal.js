@@ -84,12 +84,14 @@ async function labelLoop() {
       document.body.dataset.state = 'done';
       return;
     }
-    $('position').textContent = `Image ${task.position} of ${task.total}`;
+    $('position').textContent = `${task.slices ? 'Series' : 'Image'} ${task.position} of ${task.total}`;
     $('progress-bar').max = task.total;
     $('progress-bar').value = task.position - 1;
     say('');
     document.body.dataset.item = String(task.item_id);
     const options = { imageUrl: task.image_url, schema: task.schema, theme: 'dark', onChange: check };
+    // A series or multi-frame item: the viewer's stack form, one entry per slice ({url, instance, frame}).
+    if (task.slices) { delete options.imageUrl; options.slices = task.slices; }
     if (task.pixel_spacing) options.pixelSpacing = task.pixel_spacing;
     if (task.initialAnswer) options.initialAnswer = task.initialAnswer;
     enable(false, true);
@@ -172,6 +174,7 @@ async function review() {
   const viewer = await viewerApi();
   const options = { imageUrl: data.image_url, schema: data.schema, overlays: data.overlays, theme: 'dark',
     onChange: () => problems([]) };
+  if (data.slices) { delete options.imageUrl; options.slices = data.slices; }  // a series item
   if (data.pixel_spacing) options.pixelSpacing = data.pixel_spacing;
   if (data.initialAnswer) options.initialAnswer = data.initialAnswer;
   let handle = null;
@@ -275,6 +278,7 @@ async function newJob() {
         if (value('q-to')) body.query.study_date_to = value('q-to');
         if (value('q-patient')) body.query.patient_id = value('q-patient');
         if (value('q-limit')) body.query.limit = Number(value('q-limit'));
+        if (value('q-level') === 'series') body.query.level = 'series';
       } else {
         body.manifest = parseManifest(await readFile($('manifest-upload'), 'manifest'));
       }

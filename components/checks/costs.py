@@ -1,4 +1,4 @@
-"""Estimated monthly cost of a recorded stack, from the dated price table ``components/prices.yaml``.
+"""Estimated monthly cost of a recorded stack, from the dated price table ``components/checks/prices.yaml``.
 
 Each priced resource type maps (in the YAML) to a pricing model here; the model multiplies the
 resource's declared settings (instance class, task size, AZ count…) by the prices and by the
@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import yaml
 
-from components.policy_rules import Context, as_int, as_list, context_for_recording, get
+from components.checks.graph import Context, as_int, as_list, context_for_recording, get
 
 PRICES_PATH = Path(__file__).with_name("prices.yaml")
 LOCAL_COMPONENT_PREFIX = "dicom-annotate:"  # our ComponentResources: containers, not billed

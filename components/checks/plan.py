@@ -1,12 +1,12 @@
-"""The offline plan: ``python -m components.plan --stack dev`` (``make plan STACK=dev``).
+"""The offline plan: ``python -m components.checks.plan --stack dev`` (``make plan STACK=dev``).
 
-Runs the Pulumi program under mocks (:func:`components.offline.run_program`) — no AWS account, no
+Runs the Pulumi program under mocks (:func:`components.checks.offline.run_program`) — no AWS account, no
 Pulumi CLI — and prints:
 
 (a) the stack's configuration warnings (:meth:`StackConfig.warnings`);
 (b) every resource it would create, with its key settings and estimated monthly cost;
-(c) the policy results of :mod:`components.policy_rules` (pass / fail / n/a per rule);
-(d) the estimated monthly total from ``components/prices.yaml`` (:mod:`components.costs`),
+(c) the policy results of :mod:`components.checks.rules` (pass / fail / n/a per rule);
+(d) the estimated monthly total from ``components/checks/prices.yaml`` (:mod:`components.checks.costs`),
     with the dominant items when it exceeds the stack's budget.
 
 Exit status: 0, or 1 when any policy rule fails (2 for an invalid stack configuration).
@@ -22,12 +22,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from components import costs
+from components.checks import costs
+from components.checks.graph import RuleResult, as_int, as_list, container_definitions, context_for_recording
+from components.checks.offline import Recording, run_program, stack_config_values
+from components.checks.rules import counts, evaluate_context
 from components.config import ConfigError, StackConfig
-from components.offline import Recording, run_program, stack_config_values
-from components.policy_rules import (
-    RuleResult, as_int, as_list, container_definitions, context_for_recording, counts, evaluate_context,
-)
 
 
 # --------------------------------------------------------------------------- key settings per type
@@ -316,7 +315,7 @@ def render(plan: Plan, console: Any) -> None:
 
     estimate = plan.cost
     console.print(f"[bold]estimated monthly cost: ${estimate.total:,.2f}[/] "
-                  f"(us-east-1 on-demand, prices as of {estimate.as_of}; components/prices.yaml — "
+                  f"(us-east-1 on-demand, prices as of {estimate.as_of}; components/checks/prices.yaml — "
                   f"{estimate.status})")
     if estimate.unpriced:
         console.print(f"[red]unpriced resources (add them to prices.yaml):[/] {', '.join(estimate.unpriced)}")
@@ -332,7 +331,7 @@ def render(plan: Plan, console: Any) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.plan", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m components.checks.plan", description=__doc__.split("\n")[0])
     parser.add_argument("--stack", default=os.environ.get("STACK", "dev"), help="stack name (Pulumi.<stack>.yaml)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     args = parser.parse_args(argv)

@@ -20,6 +20,7 @@ import runpy
 import shutil
 import sys
 import tempfile
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import yaml
 
 from components.config import offline_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT_ID = "123456789012"
 PLACEHOLDER_SECRET = "placeholder-secret-value"
 BYO_VPC_CIDR = "172.31.0.0/16"
@@ -44,6 +45,12 @@ class RecordedResource:
     inputs: dict[str, Any]
     parent: Optional[str] = None
     custom: bool = True
+    # The mock monitor's URN and the aliases as sent (alias specs as dicts, or URN strings):
+    # tools/mock_recording.py turns them into the engine's URNs to check a refactoring.
+    urn: str = ""
+    aliases: list[Any] = field(default_factory=list)
+    # URNs it waits for: its explicit depends_on and the resources its inputs come from.
+    dependencies: list[str] = field(default_factory=list)
 
     def get(self, *path: str, default: Any = None) -> Any:
         node: Any = self.inputs
@@ -289,18 +296,33 @@ def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path 
     values = stack_config_values(stack, root) if config is None else dict(config)
     region = str(values.get("aws:region", "us-east-1"))
     recording = Recording(stack=stack)
+    registering = threading.local()
 
     class RecordingMocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
             state = _mock_state(args.typ, args.name, dict(args.inputs), region)
-            recording.resources.append(RecordedResource(args.typ, args.name, dict(args.inputs)))
+            registering.inputs = dict(args.inputs)  # RecordingMonitor, same thread, records them
             return [state.get("id", f"{args.name}-id"), state]
 
         def call(self, args: pulumi.runtime.MockCallArgs):
             return _mock_call(args.token, dict(args.args), region)
 
+    class RecordingMonitor(pulumi_mocks.MockMonitor):
+        """Records each registration with what only the request carries: parent and aliases."""
+
+        def RegisterResource(self, request):
+            response = super().RegisterResource(request)
+            if request.type != "pulumi:pulumi:Stack":
+                urn = response.urn
+                recording.resources.append(RecordedResource(
+                    request.type, request.name, registering.inputs, parent=request.parent or None,
+                    custom=bool(request.custom), urn=urn, aliases=[_alias(a) for a in request.aliases],
+                    dependencies=sorted(request.dependencies)))
+            return response
+
     pulumi_settings.reset_options()
-    pulumi.runtime.set_mocks(RecordingMocks(), project="dicom-annotate", stack=stack, preview=preview)
+    pulumi.runtime.set_mocks(RecordingMocks(), project=PROJECT, stack=stack, preview=preview,
+                             monitor=RecordingMonitor(RecordingMocks()))
     pulumi.runtime.set_all_config({k if ":" in k else f"dicom-annotate:{k}": _config_text(v)
                                    for k, v in values.items()})
 
@@ -326,6 +348,93 @@ def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path 
         if secret:
             recording.secret_outputs.add(name)
     return recording
+
+
+def _alias(alias: Any) -> Any:
+    """An alias as the monitor received it: a URN string, or its spec (omitted fields: the resource's own)."""
+    if alias.WhichOneof("alias") == "urn":
+        return alias.urn
+    spec = alias.spec
+    fields = {"name": spec.name, "type": spec.type, "stack": spec.stack, "project": spec.project}
+    found = {k: v for k, v in fields.items() if v}
+    parent = spec.WhichOneof("parent")
+    if parent == "parentUrn":
+        found["parentUrn"] = spec.parentUrn
+    elif parent == "noParent" and spec.noParent:
+        found["noParent"] = True
+    return found
+
+
+# ---------------------------------------------------------------------- URNs as the engine makes them
+PROJECT = "dicom-annotate"
+ROOT_STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+def _engine_urn(stack: str, qualified_type: str, name: str) -> str:
+    return f"urn:pulumi:{stack}::{PROJECT}::{qualified_type}::{name}"
+
+
+def _qualified_type(urn: str) -> str:
+    return urn.split("::")[2]
+
+
+def _child_urn(stack: str, parent_urn: Optional[str], type_: str, name: str) -> str:
+    """The engine's URN: the parent's qualified type chain, nothing for the root stack."""
+    if parent_urn and _qualified_type(parent_urn) != ROOT_STACK_TYPE:
+        return _engine_urn(stack, f"{_qualified_type(parent_urn)}${type_}", name)
+    return _engine_urn(stack, type_, name)
+
+
+def engine_view(recording: Recording) -> list[dict[str, Any]]:
+    """Each resource with its engine URN and the URNs of all its aliases (explicit and inherited)."""
+    stack = recording.stack
+    by_mock = {r.urn: r for r in recording.resources}
+    real: dict[str, str] = {}
+    aliases: dict[str, list[str]] = {}
+
+    def real_urn(mock: Optional[str]) -> Optional[str]:
+        if not mock:
+            return None
+        if mock in by_mock:
+            resolve(by_mock[mock])
+            return real[mock]
+        return mock  # a root stack URN, or a URN written in the program (an old parent)
+
+    def resolve(r: Any) -> None:
+        if r.urn in real:
+            return
+        parent = real_urn(r.parent)
+        real[r.urn] = _child_urn(stack, parent, r.type, r.name)
+        own = []
+        for alias in r.aliases:
+            if isinstance(alias, str):
+                own.append(alias)
+                continue
+            alias_parent = (None if alias.get("noParent") else
+                            real_urn(alias["parentUrn"]) if "parentUrn" in alias else parent)
+            own.append(_child_urn(alias.get("stack", stack), alias_parent, alias.get("type", r.type),
+                                  alias.get("name", r.name)))
+        inherited = []
+        parent_resource = by_mock.get(r.parent or "")
+        if parent_resource is not None:
+            # pulumi.runtime.resource.inherited_child_alias: a child named "<parent name>-x" follows
+            # its parent's old name.
+            for parent_alias in aliases[parent_resource.urn]:
+                old_parent_name = parent_alias.rsplit("::", 1)[1]
+                names = {r.name}
+                if r.name.startswith(parent_resource.name):
+                    names = {old_parent_name + r.name[len(parent_resource.name):]}
+                for name in names:
+                    inherited.append(_child_urn(stack, parent_alias, r.type, name))
+                for alias_urn in own:
+                    inherited.append(_child_urn(stack, parent_alias, alias_urn.split("::")[2].split("$")[-1],
+                                                alias_urn.rsplit("::", 1)[1]))
+        aliases[r.urn] = own + inherited
+
+    for r in recording.resources:
+        resolve(r)
+    return [{"type": r.type, "name": r.name, "custom": r.custom, "inputs": r.inputs, "urn": real[r.urn],
+             "aliases": sorted(set(aliases[r.urn]))} for r in recording.resources]
 
 
 def _config_text(value: Any) -> str:
