@@ -314,3 +314,38 @@ def test_gt_consolidation_checks_answers_against_the_data_objects_geometry():
     assert reasons == {"outside": "item 'outside', worker 'w1': rois[0].points: point 0 (3, 11) lies outside "
                                   "the 20x10 image (x in [0, 20], y in [0, 10])",
                        "bad-geometry": "dataObject.columns: missing"}
+
+
+# ---------------------------------------------------------------------------------- uncertain
+
+def test_uncertain_is_its_own_choice_kept_apart_from_the_verdicts():
+    """Issue 12 item 3: present / absent / uncertain as one choice per label; uncertain is no vote."""
+    content = {"labels": [{"name": "Opacity", "uncertain": True}, {"name": "Device", "present": False}]}
+    parsed = parse_answer(content, NAMES)
+    assert parsed.labels == {"Device": False} and parsed.uncertain == ("Opacity",)
+    assert parsed.to_dict(order=NAMES)["labels"] == [{"name": "Opacity", "uncertain": True},
+                                                     {"name": "Device", "present": False}]
+    assert parse_answer(parsed.to_dict(), NAMES) == parsed
+    assert parse_answer({"labels": [{"name": "Opacity", "present": True, "uncertain": False}]}, NAMES).uncertain == ()
+
+
+@pytest.mark.parametrize("entry, field, reason", [
+    ({"name": "Opacity", "uncertain": True, "present": True}, "labels[0]", "both uncertain and present"),
+    ({"name": "Opacity", "uncertain": "yes"}, "labels[0].uncertain", "expected true or false"),
+])
+def test_a_bad_uncertain_entry_is_one_error(entry, field, reason):
+    with pytest.raises(ContractError) as err:
+        parse_answer({"labels": [entry]}, NAMES)
+    assert err.value.field == field and reason in str(err.value)
+    with pytest.raises(ContractError, match="answered twice"):
+        parse_answer({"labels": [{"name": "Opacity", "uncertain": True}, {"name": "Opacity", "present": True}]}, NAMES)
+
+
+def test_the_schema_offers_uncertain_only_when_it_says_so():
+    base = {"name": "s", "task_type": "classification", "labels": [{"name": "Opacity"}]}
+    assert schema.LabelSchema.from_dict(base).uncertain is False
+    assert "uncertain" not in schema.LabelSchema.from_dict(base).to_dict()  # older documents unchanged
+    offered = schema.LabelSchema.from_dict(dict(base, uncertain=True))
+    assert offered.uncertain is True and schema.LabelSchema.from_dict(offered.to_dict()) == offered
+    with pytest.raises(schema.SchemaError, match="uncertain: must be true or false"):
+        schema.LabelSchema.from_dict(dict(base, uncertain="maybe"))
