@@ -33,7 +33,7 @@ from labeling.consolidation import (  # noqa: E402
     dawid_skene_binary,
     majority_vote,
 )
-from devkit.simulate import simulate_job, to_crowd_frame, worker_pool  # noqa: E402
+from devkit.simulate import SimJob, SimWorker, simulate_job, to_crowd_frame, worker_pool  # noqa: E402
 
 LABELS = ("Opacity", "Device", "Effusion")
 PREVALENCE = {"Opacity": 0.3, "Device": 0.1, "Effusion": 0.5}
@@ -50,7 +50,7 @@ def best_of(repeat: int, fn):
     return best, result
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--workers", type=int, default=30, help="size of the worker pool")
@@ -61,21 +61,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-crowdkit", action="store_true")
     ap.add_argument("--repeat", type=int, default=1,
                     help="time every step this many times and report the fastest (a shared machine)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def _simulate(args: argparse.Namespace) -> tuple[SimJob, list[SimWorker]]:
+    """The simulated job and its worker pool, with one line saying what was drawn."""
     t0 = time.perf_counter()
     pool = worker_pool(args.workers, accuracy=(0.55, 0.95), seed=args.seed)
     job = simulate_job(args.items, LABELS, pool, annotators_per_item=args.annotators,
                        prevalence=PREVALENCE, roi_shapes=ROI_SHAPES, roi_share=args.roi_share,
                        seed=args.seed, as_json=args.json)
     t_sim = time.perf_counter() - t0
-    n = args.items
     n_roi_items = sum(1 for it in job.truth_rois if it)
-    print(f"simulated {n} objects x {args.annotators} workers (pool {args.workers}) x {len(LABELS)} "
+    print(f"simulated {args.items} objects x {args.annotators} workers (pool {args.workers}) x {len(LABELS)} "
           f"labels, ROIs on {args.roi_share:.0%} ({n_roi_items} objects with true ROIs) "
           f"in {t_sim:.1f}s; answers as {'JSON text' if args.json else 'dicts'}; "
           f"times: fastest of {args.repeat}")
+    return job, pool
 
+
+def _time_consolidation(args: argparse.Namespace, job: SimJob) -> tuple[float | None, float, np.ndarray]:
+    """``consolidate_job`` timed without the ROIs (dict answers only) and with them: (labels-only time
+    or None, labels + ROIs time, predicted present/absent per item and label)."""
+    n = args.items
     t_labels = None
     if not args.json:  # the same answers without their ROIs: the classification-only job
         bare = [ItemAnswers(it.item_id, tuple(WorkerAnswer(a.worker_id, {k: v for k, v in a.content.items()
@@ -86,30 +94,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"consolidate_job, labels only: {t_labels:.2f}s ({n / t_labels:,.0f} objects/s)")
 
     t_ours, result = best_of(args.repeat, lambda: consolidate_job(job.items, LABELS))
-    ids = job.item_ids()
-    pred = np.array([[lab["present"] for lab in result.items[i]["labels"]] for i in ids])
+    pred = np.array([[lab["present"] for lab in result.items[i]["labels"]] for i in job.item_ids()])
     print(f"consolidate_job, labels + ROIs: {t_ours:.2f}s  (errors: {len(result.errors)}; "
           f"{n / t_ours:,.0f} objects/s)")
     print(f"job agreement: {result.report.agreement}")
+    return t_labels, t_ours, pred
 
+
+def _time_core(args: argparse.Namespace, job: SimJob, pool: list[SimWorker]) -> tuple[float, dict[str, np.ndarray]]:
+    """The EM core alone on arrays, per label: (total time, predicted present per label)."""
     t_core = 0.0
     core_pred = {}
     for label in LABELS:
         task, worker, answer = to_crowd_frame(job, label)
-        t, res = best_of(args.repeat, lambda: dawid_skene_binary(task, worker, answer, n, len(pool)))
+        t, res = best_of(args.repeat, lambda: dawid_skene_binary(task, worker, answer, args.items, len(pool)))
         t_core += t
         core_pred[label] = res.posterior > 0.5
     print(f"EM core only (3 labels, arrays in): {t_core:.2f}s")
+    return t_core, core_pred
 
-    ck = None
-    if not args.no_crowdkit:
-        try:
-            import pandas as pd
-            from crowdkit.aggregation import DawidSkene
-            ck = (pd, DawidSkene)
-        except ImportError as exc:
-            print(f"crowd-kit not available ({exc}); its columns are n/a")
 
+def _crowdkit(args: argparse.Namespace):
+    """(pandas, crowd-kit's DawidSkene), or None when not wanted or not installed."""
+    if args.no_crowdkit:
+        return None
+    try:
+        import pandas as pd
+        from crowdkit.aggregation import DawidSkene
+    except ImportError as exc:
+        print(f"crowd-kit not available ({exc}); its columns are n/a")
+        return None
+    return pd, DawidSkene
+
+
+def _accuracy_table(args: argparse.Namespace, job: SimJob, pred: np.ndarray, core_pred: dict[str, np.ndarray],
+                    ck) -> tuple[dict[str, float], float]:
+    """Print accuracy per label (ours, crowd-kit, majority vote) and the mean row: (mean accuracies,
+    crowd-kit's total time)."""
+    n = args.items
     print()
     print(f"{'label':<10} {'ours':>8} {'crowdkit':>9} {'MV':>8} {'ours-ck pp':>11} {'ours-MV pp':>11} "
           f"{'ck time s':>10}")
@@ -141,6 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     ck_time = f"{t_ck_total:.2f}" if ck else "n/a"
     print(f"{'mean':<10} {tot['ours']:8.4f} {ck_mean:>9} {tot['mv']:8.4f} {ck_diff:>11} "
           f"{100 * (tot['ours'] - tot['mv']):+11.2f} {ck_time:>10}")
+    return tot, t_ck_total
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    job, pool = _simulate(args)
+    t_labels, t_ours, pred = _time_consolidation(args, job)
+    t_core, core_pred = _time_core(args, job, pool)
+    ck = _crowdkit(args)
+    tot, t_ck_total = _accuracy_table(args, job, pred, core_pred, ck)
     print()
     if t_labels is not None:
         print(f"time: ours labels only {t_labels:.2f}s (budget 30 s: {t_labels / 30:.1%} of it)")

@@ -47,7 +47,6 @@ import http.client
 import io
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -56,7 +55,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import urlparse
@@ -66,8 +65,11 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from labeling.orthanc.config import LOCAL_POSTGRES_SETTINGS, OrthancSettings  # noqa: E402
 from labeling.orthanc.connection import OrthancConnection  # noqa: E402
+
+from ingest_server import (CPUS, SERVER_CONFIGS, ServerConfig, bench_stack_class,  # noqa: E402 - beside this file
+                           children_cpu_s, machine_busy_s, machine_iowait_s, pressure_s, server_config,
+                           server_cpu_s, wait_for_quiet)
 
 if TYPE_CHECKING:
     from labeling.orthanc.local_stack import LocalStack
@@ -130,92 +132,6 @@ def _pydicom_dataset(folder: Path, count: int) -> None:
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.PixelData = np.random.default_rng(i).integers(0, 4096, (256, 256), dtype=np.uint16).tobytes()
         ds.save_as(folder / f"{i:06d}.dcm", enforce_file_format=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# the Orthanc under test, and the server settings tried
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """One server configuration: changes to the generated Orthanc settings, PostgreSQL options."""
-
-    what: str
-    settings: Callable[[OrthancSettings], OrthancSettings] = lambda settings: settings
-    postgres: tuple[tuple[str, str], ...] = ()  # ALTER ROLE <Orthanc's> SET name = value (others RESET)
-
-
-# Not tried: StoreMD5ForAttachments false (Orthanc 1.10 refuses to start with it while CheckRevisions,
-# which several tasks sharing one index need, is on); StorageCompression, SaveJobs and
-# OverwriteInstances are already false in the generated configuration.
-SERVER_CONFIGS: dict[str, ServerConfig] = {
-    "base": ServerConfig("as labeling.orthanc.config generates it for the local stack"),
-    "conn2": ServerConfig("IndexConnectionsCount 2",
-                          lambda s: replace(s, index=replace(s.index, index_connections=2))),
-    "conn4": ServerConfig("IndexConnectionsCount 4",
-                          lambda s: replace(s, index=replace(s.index, index_connections=4))),
-    "fsync": ServerConfig("SyncStorageArea true (fsync after each file written)",
-                          lambda s: replace(s, storage=replace(s.storage, sync=True))),
-    "nofsync": ServerConfig("SyncStorageArea false (no fsync after each file written)",
-                            lambda s: replace(s, storage=replace(s.storage, sync=False))),
-    "nometrics": ServerConfig("MetricsEnabled false",
-                              lambda s: replace(s, extra={**s.extra, "MetricsEnabled": False})),
-    "pgsync": ServerConfig("PostgreSQL synchronous_commit on (its default; RDS's)",
-                           postgres=(("synchronous_commit", "on"),)),
-    "pgasync": ServerConfig("PostgreSQL " + ", ".join(f"{k} {v}" for k, v in LOCAL_POSTGRES_SETTINGS.items())
-                            + " (labeling.orthanc.config.LOCAL_POSTGRES_SETTINGS)",
-                            postgres=tuple(LOCAL_POSTGRES_SETTINGS.items())),
-}
-POSTGRES_OPTIONS = sorted({name for config in SERVER_CONFIGS.values() for name, _ in config.postgres})
-
-
-def server_config(name: str) -> ServerConfig:
-    """A :data:`SERVER_CONFIGS` entry, or several joined by ``+`` (applied left to right)."""
-    parts = [SERVER_CONFIGS[part] for part in name.split("+")]  # KeyError: unknown name
-    if len(parts) == 1:
-        return parts[0]
-
-    def settings(value: OrthancSettings) -> OrthancSettings:
-        for part in parts:
-            value = part.settings(value)
-        return value
-
-    return ServerConfig(" + ".join(part.what for part in parts), settings,
-                        tuple(option for part in parts for option in part.postgres))
-
-
-def bench_stack_class() -> type:
-    """LocalStack whose Orthanc settings and PostgreSQL options can be switched between runs."""
-    from labeling.orthanc.local_stack import PG_USER, LocalStack, find_pg_bindir
-
-    class BenchStack(LocalStack):
-        server: ServerConfig = SERVER_CONFIGS["base"]
-
-        def settings(self, http_port: int, postgres_port: int) -> OrthancSettings:
-            return self.server.settings(super().settings(http_port, postgres_port))
-
-        def configure(self, server: ServerConfig) -> None:
-            """Switch to ``server`` (applied by the next reset, which restarts Orthanc)."""
-            if server == self.server:
-                return
-            self.server = server
-            self._write_orthanc_files(self._credentials(), self._state())
-            # Per role: survives the database's drop + create, and overrides the server's own
-            # options (command line, files) for Orthanc's sessions, which start after the reset.
-            wanted = dict(server.postgres)
-            port = self.status().postgres_port
-            for name in POSTGRES_OPTIONS:
-                sql = (f"ALTER ROLE {PG_USER} SET {name} = '{wanted[name]}'" if name in wanted
-                       else f"ALTER ROLE {PG_USER} RESET {name}")
-                self._run_pg([str(find_pg_bindir() / "psql"), *self._pg_conn_args(port), "-d", "postgres",
-                              "-tAc", sql], "alter role")
-                if name in wanted:  # what a new session of Orthanc's user gets
-                    shown = self._run_pg([str(find_pg_bindir() / "psql"), *self._pg_conn_args(port), "-d",
-                                          "postgres", "-tAc", f"SHOW {name}"], "show").stdout.strip()
-                    if shown != wanted[name]:
-                        raise SystemExit(f"PostgreSQL {name}: {shown!r} after ALTER ROLE, expected {wanted[name]!r}")
-
-    return BenchStack
 
 
 class Target:
@@ -338,109 +254,6 @@ def check_ours(report: Path, files: list[Path]) -> None:
     totals = data["totals"]
     if totals["stored"] != len(files) or totals["files"] != len(files):
         raise SystemExit(f"ours: report totals {totals}, expected {len(files)} stored")
-
-
-# ---------------------------------------------------------------------------------------------
-# CPU accounting: who used the machine during a run
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-CPUS = os.cpu_count() or 1
-
-
-def _cpu_line() -> list[int]:
-    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine has spent busy (all CPUs, /proc/stat)."""
-    fields = _cpu_line()
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / TICK
-
-
-def machine_iowait_s() -> float:
-    """CPU seconds the machine sat idle with disk I/O outstanding (all CPUs, /proc/stat)."""
-    return _cpu_line()[4] / TICK
-
-
-def process_cpu_s(pid: int, with_children: bool = False) -> float:
-    """utime + stime of ``pid`` (all its threads), plus its reaped children's with ``with_children``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    ticks = int(fields[11]) + int(fields[12])
-    if with_children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / TICK
-
-
-def run_queue_wait_s(pid: int) -> float:
-    """Seconds the live threads of ``pid`` spent runnable but waiting for a CPU
-    (``/proc/<pid>/task/*/schedstat``, second field): the cost of sharing the cores."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            total += int((task / "schedstat").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / 1e9
-
-
-@dataclass(frozen=True)
-class ServerCpu:
-    orthanc: float
-    postgres: float
-    waited: float   # run-queue wait of Orthanc's and PostgreSQL's live threads
-
-
-def server_cpu_s(stack: Optional[LocalStack]) -> Optional[ServerCpu]:
-    """CPU seconds of our Orthanc and of PostgreSQL (postmaster + backends, live and exited)."""
-    if stack is None:
-        return None
-    info = stack.status()
-    if not info.orthanc_pid or not info.postgres_pid:
-        return None
-    postgres = process_cpu_s(info.postgres_pid, with_children=True)
-    waited = run_queue_wait_s(info.orthanc_pid) + run_queue_wait_s(info.postgres_pid)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2:].split()[1]) == info.postgres_pid:
-                postgres += process_cpu_s(int(entry.name))
-                waited += run_queue_wait_s(int(entry.name))
-    return ServerCpu(process_cpu_s(info.orthanc_pid), postgres, waited)
-
-
-def pressure_s(resource_name: str) -> Optional[float]:
-    """Seconds during which some task waited for ``cpu`` or ``io`` (Linux PSI, /proc/pressure)."""
-    try:
-        first = Path(f"/proc/pressure/{resource_name}").read_text().split("\n", 1)[0]
-    except OSError:
-        return None
-    return int(first.rsplit("total=", 1)[1]) / 1e6
-
-
-def children_cpu_s() -> float:
-    """CPU seconds of this process's reaped children (the client runs as one)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def wait_for_quiet(max_wait: float, threshold: float = 0.3) -> float:
-    """Wait (at most ``max_wait`` s) until other programs use < ``threshold`` CPUs; return their load."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        busy0, own0, t0 = machine_busy_s(), time.process_time(), time.monotonic()
-        time.sleep(1.0)
-        load = (machine_busy_s() - busy0 - (time.process_time() - own0)) / (time.monotonic() - t0)
-        if load < threshold or time.monotonic() >= deadline:
-            return load
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,7 +400,7 @@ def print_summary(table: dict[str, dict[str, Any]]) -> None:
               f"{server}                    {row['others_cpus']:6.2f} {row['iowait_cpus']:6.2f}       {ceiling}")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", type=int, default=1000, help="number of instances (default 1000)")
@@ -608,6 +421,88 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--yes", action="store_true", help="with ORTHANC_URL: allow deleting every patient")
     parser.add_argument("--client", choices=sorted(CLIENTS), help=argparse.SUPPRESS)  # one variant's process
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def _private_or_given_target(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                             servers: list[str]) -> tuple[Target, Optional[Path]]:
+    """The Orthanc to measure: ``ORTHANC_URL``'s (with ``--yes``) or a private stack started in a new work
+    directory (returned, for the caller to tear down)."""
+    if os.environ.get("ORTHANC_URL"):
+        if not args.yes:
+            parser.error("ORTHANC_URL is set: every patient of that Orthanc is deleted between variants; "
+                         "pass --yes to allow it, or unset ORTHANC_URL to use a private stack")
+        if servers != ["base"]:
+            parser.error("--servers: only base with ORTHANC_URL (the settings are switched on our own stack)")
+        from labeling.orthanc.connection import connection_from_args
+        return Target(connection_from_args(argparse.Namespace()), None), None
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-stack-"))
+    stack = bench_stack_class()(workdir)
+    stack.up(timeout=90)
+    target = Target(stack.connection(), stack)
+    print(f"private Orthanc {target.conn.url} (work dir {workdir})", flush=True)
+    return target, workdir
+
+
+def _run_rounds(args: argparse.Namespace, target: Target, workdir: Optional[Path], variants: list[Variant],
+                folder: Path, files: list[Path]) -> dict[Variant, list[Run]]:
+    """Every variant once per round, the order rotated each round; the private stack torn down after."""
+    runs: dict[Variant, list[Run]] = {variant: [] for variant in variants}
+    try:
+        for round_number in range(args.rounds):
+            shift = round_number % len(variants)
+            print(f"round {round_number + 1}/{args.rounds}", flush=True)
+            for variant in variants[shift:] + variants[:shift]:
+                runs[variant].append(measure(target, variant, folder, files, args.quiet_wait))
+    finally:
+        if workdir is not None:
+            from labeling.orthanc.local_stack import LocalStack
+
+            LocalStack(workdir).down()
+            shutil.rmtree(workdir, ignore_errors=True)
+    return runs
+
+
+def _print_limits(table: dict[str, dict[str, Any]], names: list[str]) -> None:
+    """Where the limit is: server CPU per instance and the share of the cores, per variant in ``names``."""
+    print("where the limit is: server CPU per instance (Orthanc + PostgreSQL) and the share of the "
+          f"{CPUS} cores it used; the ceiling = {CPUS} cores / server CPU per instance")
+    for name in names:
+        row = table[name]
+        print(f"  {name:<12} server {row['server_ms']:.2f} ms/inst (Orthanc {row['orthanc_ms']:.2f}, PostgreSQL "
+              f"{row['postgres_ms']:.2f}), client {row['client_ms']:.2f}; server used {row['server_share']:.0%} "
+              f"of the cores, everything {row['all_share']:.0%}; server threads waited {row['server_wait_ms']:.1f} "
+              f"ms/inst for a CPU{_psi_text(row)}; {row['rate']:.0f} inst/s = "
+              f"{row['of_ceiling']:.0%} of its ceiling {row['server_ceiling']:.0f}")
+
+
+def _report(args: argparse.Namespace, table: dict[str, dict[str, Any]], clients: list[int], servers: list[str],
+            extra_ours: list[str]) -> tuple[str, dict[str, float]]:
+    """Print the ratios of ours to the baselines and where the limit is: (best parallel variant, ratios)."""
+    best_parallel = max((f"parallel-{c}" for c in clients), key=lambda name: table[name]["rate"])
+    ours = table["ours"]["rate"]
+    ratios = {"vs_best_parallel": ours / table[best_parallel]["rate"], "vs_zip_batch": ours / table["zip-batch"]["rate"]}
+    if "naive" in table:
+        ratios["vs_naive"] = ours / table["naive"]["rate"]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nours / {best_parallel} = {ratios['vs_best_parallel']:.2f} (goal >= {GOAL_VS_PARALLEL}); ours / "
+          f"zip-batch = {ratios['vs_zip_batch']:.2f} (goal >= {GOAL_VS_ZIP})"
+          + (f"; ours / naive = {ratios['vs_naive']:.2f}" if "vs_naive" in ratios else "")
+          + f"; whole processes, server settings {servers[0]}, medians of {args.rounds} interleaved rounds; "
+          f"load average {load} (shared machine)")
+    for name in extra_ours:
+        print(f"{name} / {best_parallel} = {table[name]['rate'] / table[best_parallel]['rate']:.2f}; {name} / zip-batch "
+              f"= {table[name]['rate'] / table['zip-batch']['rate']:.2f}")
+    for name in (s for s in servers[1:]):
+        key = f"ours@{name}"
+        print(f"ours@{name} / ours (on {servers[0]}) = {table[key]['rate'] / ours:.2f}  ({server_config(name).what})")
+    if "server_ms" in table["ours"]:
+        _print_limits(table, ["ours", *extra_ours, best_parallel, "zip-batch"])
+    return best_parallel, ratios
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.client:
         from labeling.orthanc.connection import connection_from_args
@@ -627,70 +522,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"{len(files)} instances, {size_kib:.0f} KiB each, in {folder}; {CPUS} CPUs; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (shared machine)", flush=True)
 
-    workdir: Optional[Path] = None
-    if os.environ.get("ORTHANC_URL"):
-        if not args.yes:
-            parser.error("ORTHANC_URL is set: every patient of that Orthanc is deleted between variants; "
-                         "pass --yes to allow it, or unset ORTHANC_URL to use a private stack")
-        if servers != ["base"]:
-            parser.error("--servers: only base with ORTHANC_URL (the settings are switched on our own stack)")
-        from labeling.orthanc.connection import connection_from_args
-        target = Target(connection_from_args(argparse.Namespace()), None)
-    else:
-        workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-stack-"))
-        stack = bench_stack_class()(workdir)
-        stack.up(timeout=90)
-        target = Target(stack.connection(), stack)
-        print(f"private Orthanc {target.conn.url} (work dir {workdir})", flush=True)
+    target, workdir = _private_or_given_target(args, parser, servers)
 
     baselines = ([] if args.no_naive else ["naive"]) + [f"parallel-{n}" for n in clients] + ["zip-batch"]
     extra_ours = [f"ours-w{int(n)}" for n in args.ours_workers.split(",") if n.strip()]
     variants = ([Variant(name, servers[0]) for name in baselines + ["ours", *extra_ours]]
                 + [Variant("ours", s, reference=False) for s in servers[1:]])
-    runs: dict[Variant, list[Run]] = {variant: [] for variant in variants}
-    try:
-        for round_number in range(args.rounds):
-            shift = round_number % len(variants)
-            print(f"round {round_number + 1}/{args.rounds}", flush=True)
-            for variant in variants[shift:] + variants[:shift]:
-                runs[variant].append(measure(target, variant, folder, files, args.quiet_wait))
-    finally:
-        if workdir is not None:
-            from labeling.orthanc.local_stack import LocalStack
-
-            LocalStack(workdir).down()
-            shutil.rmtree(workdir, ignore_errors=True)
+    runs = _run_rounds(args, target, workdir, variants, folder, files)
 
     n = len(files)
     table = summarize(runs, n)
     print_summary(table)
-    best_parallel = max((f"parallel-{c}" for c in clients), key=lambda name: table[name]["rate"])
-    ours = table["ours"]["rate"]
-    ratios = {"vs_best_parallel": ours / table[best_parallel]["rate"], "vs_zip_batch": ours / table["zip-batch"]["rate"]}
-    if "naive" in table:
-        ratios["vs_naive"] = ours / table["naive"]["rate"]
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nours / {best_parallel} = {ratios['vs_best_parallel']:.2f} (goal >= {GOAL_VS_PARALLEL}); ours / "
-          f"zip-batch = {ratios['vs_zip_batch']:.2f} (goal >= {GOAL_VS_ZIP})"
-          + (f"; ours / naive = {ratios['vs_naive']:.2f}" if "vs_naive" in ratios else "")
-          + f"; whole processes, server settings {servers[0]}, medians of {args.rounds} interleaved rounds; "
-          f"load average {load} (shared machine)")
-    for name in extra_ours:
-        print(f"{name} / {best_parallel} = {table[name]['rate'] / table[best_parallel]['rate']:.2f}; {name} / zip-batch "
-              f"= {table[name]['rate'] / table['zip-batch']['rate']:.2f}")
-    for name in (s for s in servers[1:]):
-        key = f"ours@{name}"
-        print(f"ours@{name} / ours (on {servers[0]}) = {table[key]['rate'] / ours:.2f}  ({server_config(name).what})")
-    if "server_ms" in table["ours"]:
-        print("where the limit is: server CPU per instance (Orthanc + PostgreSQL) and the share of the "
-              f"{CPUS} cores it used; the ceiling = {CPUS} cores / server CPU per instance")
-        for name in ("ours", *extra_ours, best_parallel, "zip-batch"):
-            row = table[name]
-            print(f"  {name:<12} server {row['server_ms']:.2f} ms/inst (Orthanc {row['orthanc_ms']:.2f}, PostgreSQL "
-                  f"{row['postgres_ms']:.2f}), client {row['client_ms']:.2f}; server used {row['server_share']:.0%} "
-                  f"of the cores, everything {row['all_share']:.0%}; server threads waited {row['server_wait_ms']:.1f} "
-                  f"ms/inst for a CPU{_psi_text(row)}; {row['rate']:.0f} inst/s = "
-                  f"{row['of_ceiling']:.0%} of its ceiling {row['server_ceiling']:.0f}")
+    best_parallel, ratios = _report(args, table, clients, servers, extra_ours)
     if args.json:
         args.json.write_text(json.dumps({
             "instances": n, "kib_per_instance": round(size_kib, 1), "cpus": CPUS, "rounds": args.rounds,

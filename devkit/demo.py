@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from labeling.cli import positive_int
+from labeling.manifest import INDEX_FILE_ENV
 from labeling.orthanc.local_stack import DEFAULT_WORKDIR, LocalStack, LocalStackError
 from devkit import demo_ct
 from devkit.simulated_portal import SimulationError
@@ -72,12 +73,11 @@ def _step(title: str, argv: list[str], main: Callable[[list[str]], int], package
 
 
 def run(args: argparse.Namespace) -> int:
-    from devkit.cli import main as devkit_main
     from labeling.cli import main
 
     workdir = Path(args.workdir).resolve()
     data = workdir / "data"
-    synth_dir, samples_dir = data / "synth", data / "samples"
+    synth_dir = data / "synth"
     manifest = workdir / "manifest.jsonl"
 
     print(f"== local stack in {workdir}", flush=True)
@@ -91,32 +91,20 @@ def run(args: argparse.Namespace) -> int:
           f"PostgreSQL on 127.0.0.1:{info.postgres_port}")
     conn = stack.connection()
     data.mkdir(parents=True, exist_ok=True)  # after `up`: a fresh work dir is `up`'s to set up
-    # The sub-commands read the connection the documented way: ORTHANC_* variables.
+    # The sub-commands read the connection the documented way: the variables of orthanc.env.
     os.environ.update(ORTHANC_URL=conn.url, ORTHANC_USERNAME=conn.username, ORTHANC_PASSWORD=conn.password)
+    os.environ[INDEX_FILE_ENV] = str(stack.manifest_index_file)
 
-    if (synth_dir / "dataset.json").is_file():
-        print(f"\n== synthetic dataset: reusing {synth_dir}")
-    elif _step("synthetic dataset", ["synth", "--out", str(synth_dir), "--patients", str(args.patients),
-                                     "--size", str(args.size), "--seed", str(args.seed)],
-                                     devkit_main, "devkit") != 0:
+    if not _make_data(args, data):
         return 2
-    if samples_dir.is_dir() and any(samples_dir.iterdir()):
-        print(f"\n== pydicom samples: reusing {samples_dir}")
-    elif _step("pydicom samples", ["samples", "--out", str(samples_dir), "--distinct-uids"], devkit_main,
-                   "devkit") != 0:
-        return 2
-
     upload_report = workdir / "upload-report.json"
-    upload_rc = _step("upload", ["upload", str(synth_dir), str(samples_dir), "--report", str(upload_report)],
+    upload_rc = _step("upload", ["upload", str(synth_dir), str(data / "samples"), "--report", str(upload_report)],
                       main)
     # A rejected sample (a syntax Orthanc 1.10 refuses) is listed by upload; the loop goes on.
     manifest_report = workdir / "manifest-report.json"
     if _step("manifest", ["manifest", "--schema", str(args.schema), "--modality", "DX",
                           "--out", str(manifest), "--report", str(manifest_report)], main) != 0:
         return 2
-
-    lines = sum(1 for _ in manifest.open())
-    totals = json.loads(upload_report.read_text()).get("totals", {}) if upload_report.is_file() else {}
 
     try:
         labeled = _label_in_portal(args, workdir, manifest, synth_dir)
@@ -141,8 +129,38 @@ def run(args: argparse.Namespace) -> int:
         if ct is None:
             return 2
 
+    totals = json.loads(upload_report.read_text()).get("totals", {}) if upload_report.is_file() else {}
+    _print_summary(info, conn.username, workdir, totals, upload_report, manifest, manifest_report, synth_dir,
+                   labeled, results, ct)
+    return 0 if upload_rc == 0 else upload_rc
+
+
+def _make_data(args: argparse.Namespace, data: Path) -> bool:
+    """The synthetic chest X-rays and pydicom's samples under ``data`` (reused when present)."""
+    from devkit.cli import main as devkit_main
+
+    synth_dir, samples_dir = data / "synth", data / "samples"
+    if (synth_dir / "dataset.json").is_file():
+        print(f"\n== synthetic dataset: reusing {synth_dir}")
+    elif _step("synthetic dataset", ["synth", "--out", str(synth_dir), "--patients", str(args.patients),
+                                     "--size", str(args.size), "--seed", str(args.seed)],
+               devkit_main, "devkit") != 0:
+        return False
+    if samples_dir.is_dir() and any(samples_dir.iterdir()):
+        print(f"\n== pydicom samples: reusing {samples_dir}")
+    elif _step("pydicom samples", ["samples", "--out", str(samples_dir), "--distinct-uids"], devkit_main,
+               "devkit") != 0:
+        return False
+    return True
+
+
+def _print_summary(info, username: str, workdir: Path, totals: dict, upload_report: Path, manifest: Path,
+                   manifest_report: Path, synth_dir: Path, labeled: dict, results: dict,
+                   ct: Optional[dict]) -> None:
+    """The closing block: where every result of the run is."""
+    lines = sum(1 for _ in manifest.open())
     print("\n== done")
-    print(f"Orthanc Explorer   {info.explorer_url}  (user {conn.username}; password in {info.env_file})")
+    print(f"Orthanc Explorer   {info.explorer_url}  (user {username}; password in {info.env_file})")
     print(f"connection         source {info.env_file}")
     print(f"uploaded           {totals}  report: {upload_report}")
     print(f"manifest           {manifest} ({lines} lines)  report: {manifest_report}")
@@ -164,7 +182,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"CT job time        {ct['seconds']:.0f} s of this run (synth, upload, labeling, SR, 3-D training)")
     print(f"stop everything    make demo-down   (or python -m labeling portal stop --workdir {workdir} && "
           f"python -m labeling local down --workdir {workdir})")
-    return 0 if upload_rc == 0 else upload_rc
 
 
 def _label_in_portal(args: argparse.Namespace, workdir: Path, manifest: Path, synth_dir: Path) -> Optional[dict]:

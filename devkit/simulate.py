@@ -8,13 +8,15 @@ Generative model (the Dawid–Skene model consolidation assumes, plus ROI noise)
 * A worker answers "present" with probability ``sensitivity`` when the label is present and
   ``1 - specificity`` when absent (per label, if given as a mapping), independently of the others.
 * ROIs (labels listed in ``roi_shapes``, on a ``roi_share`` of the objects): every present label
-  has one or two true ROIs of the label's shape. A worker who answers "present" draws each true
-  ROI with probability ``1 - roi_miss``, jittered: each box corner moved by a normal error with
-  standard deviation ``roi_jitter`` x the finding's size (width, height); a polygon shifted as a
-  whole by that error and each vertex by half of it; a point by a quarter of it (a point marks a
-  location more precisely than an outline traces an extent); if the label is absent (a false
-  positive) the worker draws one spurious ROI; independently, with probability ``roi_extra`` a
-  worker adds one spurious ROI of a label it answered "present". A worker answering "absent" draws
+  has one or two true ROIs of the label's shape (any shape of the registry,
+  ``labeling.contracts.shapes``: its points follow from its point count). A worker who answers
+  "present" draws each true ROI with probability ``1 - roi_miss``, jittered: each box corner moved
+  by a normal error with standard deviation ``roi_jitter`` x the finding's size (width, height); an
+  outline of more than two points (a polygon) shifted as a whole by that error and each vertex by
+  half of it; a shape without area (a point) by a quarter of it (a point marks a location more
+  precisely than an outline traces an extent); if the label is absent (a false positive) the
+  worker draws one spurious ROI; independently, with probability ``roi_extra`` a worker adds one
+  spurious ROI of a label it answered "present". A worker answering "absent" draws
   nothing for that label.
 
 ``simulate_job(...)`` returns a :class:`SimJob` holding the answers as
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from labeling.consolidation.inputs import ItemAnswers, WorkerAnswer
+from labeling.contracts.shapes import SHAPE_REGISTRY, ShapeSpec
 
 
 @dataclass(frozen=True)
@@ -69,28 +72,37 @@ class SimJob:
         return [it.item_id for it in self.items]
 
 
-def _box_points(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
-    return [[x0, y0], [x1, y1]]
+POLYGON_VERTICES = 12
+"""Vertices of a drawn outline whose point count is open (a polygon), within the shape's bounds."""
+
+
+def _truth_points(rng: np.random.Generator, spec: ShapeSpec, x0: float, y0: float, w: float,
+                  h: float) -> list[list[float]]:
+    """Points of a finding in the box ``(x0, y0, w, h)`` for any registered shape, from its point count
+    (:class:`labeling.contracts.shapes.ShapeSpec`): one point at the centre; exactly two as the box's
+    opposite corners (rectangle, ellipse); otherwise that many vertices (an open count:
+    :data:`POLYGON_VERTICES`) around the ellipse the box holds, each at 85-100 % of its radius."""
+    if spec.max_points == 1:
+        return [[x0 + w / 2, y0 + h / 2]]
+    if spec.min_points == spec.max_points == 2:
+        return [[x0, y0], [x0 + w, y0 + h]]
+    n = spec.max_points or max(POLYGON_VERTICES, spec.min_points)
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    r = rng.uniform(0.85, 1.0, size=n)
+    xs = x0 + w / 2 + r * np.cos(t) * w / 2
+    ys = y0 + h / 2 + r * np.sin(t) * h / 2
+    return [[float(x), float(y)] for x, y in zip(xs, ys)]
 
 
 def _truth_roi(rng: np.random.Generator, label: str, shape: str, rows: int, cols: int) -> dict:
+    spec = SHAPE_REGISTRY.get(shape)
+    if spec is None:
+        raise ValueError(f"unknown shape {shape!r}; the registered ones are {', '.join(SHAPE_REGISTRY)}")
     w = rng.uniform(0.05, 0.25) * cols
     h = rng.uniform(0.05, 0.25) * rows
     x0 = rng.uniform(0, cols - w)
     y0 = rng.uniform(0, rows - h)
-    if shape in ("rectangle", "ellipse"):
-        pts = _box_points(x0, y0, x0 + w, y0 + h)
-    elif shape == "point":
-        pts = [[x0 + w / 2, y0 + h / 2]]
-    elif shape == "polygon":
-        n = 12
-        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-        r = rng.uniform(0.85, 1.0, size=n)
-        xs = x0 + w / 2 + r * np.cos(t) * w / 2
-        ys = y0 + h / 2 + r * np.sin(t) * h / 2
-        pts = [[float(x), float(y)] for x, y in zip(xs, ys)]
-    else:
-        raise ValueError(f"unknown shape {shape!r}")
+    pts = _truth_points(rng, spec, x0, y0, w, h)
     return {"label": label, "shape": shape, "points": [[float(x), float(y)] for x, y in pts],
             "_size": (w, h)}
 
@@ -111,10 +123,11 @@ def jitter_roi(rng: np.random.Generator, roi: dict, jitter: float,
         span = pts.max(axis=0) - pts.min(axis=0)
         size = (max(float(span[0]), 1.0), max(float(span[1]), 1.0))
     w, h = size
-    if roi["shape"] == "polygon":
+    spec = SHAPE_REGISTRY[roi["shape"]]
+    if len(pts) > 2:  # an outline (polygon): traced as a whole
         shift = rng.normal(0, jitter, size=2) * (w, h)
         pts = pts + shift + rng.normal(0, jitter / 2, size=pts.shape) * (w, h)
-    elif roi["shape"] == "point":
+    elif not spec.area:  # a location (point): marked more precisely than an extent
         pts = pts + rng.normal(0, jitter / 4, size=pts.shape) * (w, h)
     else:
         pts = pts + rng.normal(0, jitter, size=pts.shape) * (w, h)
@@ -209,6 +222,10 @@ def simulate_job(
     rows, cols = image
     image_d = {"rows": int(rows), "columns": int(cols), "frame": 0}
     roi_shapes = dict(roi_shapes or {})
+    for label, shape in roi_shapes.items():
+        if shape not in SHAPE_REGISTRY:
+            raise ValueError(f"roi_shapes[{label!r}]: unknown shape {shape!r}; the registered ones are "
+                             f"{', '.join(SHAPE_REGISTRY)}")
     roi_idx = [(j, n, roi_shapes[n]) for j, n in enumerate(names) if n in roi_shapes]
     with_rois = (rng.random(n_items) < roi_share) if roi_idx else np.zeros(n_items, dtype=bool)
 

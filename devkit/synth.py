@@ -44,12 +44,13 @@ import argparse
 import concurrent.futures
 import dataclasses
 import functools
+import inspect
 import json
 import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,36 +146,28 @@ def default_workers() -> int:
 def generate_dataset(
     out_dir: str | Path,
     *,
-    patients: int = 20,
-    studies_per_patient: int | tuple[int, int] = 2,
-    size: int = 256,
-    seed: int = 0,
-    prevalence: float | Mapping[str, float] = DEFAULT_PREVALENCE,
-    modality: str = "DX",
-    bits_stored: int = 12,
     force: bool = False,
     progress: bool = True,
     workers: int | None = None,
+    **options: Any,
 ) -> DatasetSummary:
     """Write the synthetic dataset into ``out_dir`` and return its summary.
 
-    ``studies_per_patient`` is an exact count or an inclusive ``(min, max)`` range drawn per
-    patient; ``prevalence`` is one probability for every finding or a ``{finding: p}`` mapping
-    (unnamed findings keep the default). ``workers`` processes render in parallel (default
-    :func:`default_workers`; 1 = in this process); the output does not depend on it.
-    Raises ValueError (``OutputDirError`` for ``out_dir``) with a message naming the bad input;
-    nothing is left in ``out_dir`` on failure.
+    ``options`` are the dataset's parameters, as :func:`devkit.synth_plan.make_params` takes them
+    (one signature for both): ``patients``, ``studies_per_patient`` (an exact count or an inclusive
+    ``(min, max)`` range drawn per patient), ``size``, ``seed``, ``prevalence`` (one probability for
+    every finding or a ``{finding: p}`` mapping; unnamed findings keep the default), ``modality``,
+    ``bits_stored``.
+    ``workers`` processes render in parallel (default :func:`default_workers`; 1 = in this process);
+    the output does not depend on it.
+    Raises ValueError (``OutputDirError`` for ``out_dir``) with a message naming the bad input, TypeError
+    for a parameter that does not exist; nothing is left in ``out_dir`` on failure.
     """
     started = time.perf_counter()
-    params = make_params(
-        patients=patients,
-        studies_per_patient=studies_per_patient,
-        size=size,
-        seed=seed,
-        prevalence=prevalence,
-        modality=modality,
-        bits_stored=bits_stored,
-    )
+    unknown = sorted(set(options) - set(inspect.signature(make_params).parameters))
+    if unknown:
+        raise TypeError(f"generate_dataset: no parameter {', '.join(unknown)}")
+    params = make_params(**options)
     workers = default_workers() if workers is None else workers
     _check_int("workers", workers, 1, 256)
     jobs = [(p, k) for p in range(params.patients) for k in range(plan_patient(params, p).studies)]

@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from labeling.aws import AwsError, aws_call
-from labeling.cli import bad_input_errors, one_line_errors, positive_int
+from labeling.cli import bad_input_errors, positive_int
 from labeling.stack_outputs import StackOutputsError, load_stack_outputs as read_stack_outputs
 from training.dlc import INFERENCE_IMAGE, TRAINING_IMAGE  # noqa: F401 - re-exported for callers
 from training.source_archive import (  # noqa: F401 - re-exported for callers
@@ -470,7 +470,6 @@ _run = bad_input_errors(SageMakerCliError)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    one_line_errors(p)
     stack = p.add_mutually_exclusive_group(required=True)
     stack.add_argument("--stack", help="Pulumi stack (its outputs are read with `pulumi stack output --json`)")
     stack.add_argument("--stack-outputs", metavar="JSON_FILE", help="`pulumi stack output --json` saved to a file")
@@ -482,7 +481,6 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "sagemaker",
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    one_line_errors(parser)
     sub = parser.add_subparsers(dest="sagemaker_command", metavar="SAGEMAKER_COMMAND", required=True)
 
     t = sub.add_parser("train", help="create a SageMaker training job on an output manifest")

@@ -19,6 +19,13 @@ Rules (documented here once; every failure is one :class:`ContractError` naming 
   matched exactly), ``present`` (a JSON boolean) and an optional ``confidence`` (a number within
   0..1). A name may appear once per answer. A schema label the answer does not list is *not
   answered* (it does not count as absent).
+* **Uncertain** (a schema with ``uncertain: true``, issue 12): an entry ``{"name": …, "uncertain":
+  true}`` with no ``present`` says the annotator looked and cannot tell. It is kept apart
+  (:attr:`Answer.uncertain`), so it is *no vote*: consolidation counts it as the label not
+  answered by that worker, and a label nobody answered decides as
+  :mod:`labeling.consolidation.consistency` says. ``uncertain`` is a JSON boolean; ``true`` together
+  with ``present`` is refused (one choice per label). Whether a schema offers it is the caller's
+  check (the portal's; the GT template never offers it).
 * ``rois``: optional list of at most :data:`MAX_ROIS_PER_ANSWER`; each entry a mapping with
   ``label`` (a schema label name), ``shape`` (a name of the shape registry,
   :mod:`labeling.contracts.shapes`, which fixes the point counts), ``points`` (``[x, y]`` pairs of
@@ -109,6 +116,7 @@ class Answer:
     rois: tuple[Roi, ...]
     image: Optional[AnswerImage] = None
     label_confidence: dict[str, float] = field(default_factory=dict)
+    uncertain: tuple[str, ...] = ()  # labels the annotator marked uncertain: no vote (module rules)
 
     @property
     def verdicts(self) -> tuple[LabelVerdict, ...]:
@@ -116,13 +124,13 @@ class Answer:
                      for name, present in self.labels.items())
 
     def to_dict(self, order: Optional[Sequence[str]] = None) -> dict[str, Any]:
-        """The label shape; ``order`` (the schema's names) sorts the labels, else input order."""
-        verdicts = self.verdicts
+        """The label shape; ``order`` (the schema's names) sorts the labels, else input order
+        (uncertain entries after the verdicts)."""
+        entries = [v.to_dict() for v in self.verdicts] + [{"name": n, "uncertain": True} for n in self.uncertain]
         if order is not None:
             rank = {name: i for i, name in enumerate(order)}
-            verdicts = tuple(sorted(verdicts, key=lambda v: rank.get(v.name, len(rank))))
-        out: dict[str, Any] = {"labels": [v.to_dict() for v in verdicts],
-                               "rois": [r.to_dict() for r in self.rois]}
+            entries.sort(key=lambda e: rank.get(e["name"], len(rank)))
+        out: dict[str, Any] = {"labels": entries, "rois": [r.to_dict() for r in self.rois]}
         if self.image is not None:
             out["image"] = self.image.to_dict()
         return out
@@ -188,6 +196,7 @@ def parse_answer(content: Any, label_names: Sequence[str], *, label_set: Optiona
         return ContractError(field_name, f"unknown label {name!r}{hint}; schema labels: {list(label_names)}")
 
     labels: dict[str, bool] = {}
+    uncertain: list[str] = []
     label_confidence: dict[str, float] = {}
     raw_labels = data.get("labels")
     if raw_labels is not None:
@@ -199,8 +208,17 @@ def parse_answer(content: Any, label_names: Sequence[str], *, label_set: Optiona
             name = entry.get("name")
             if type(name) is not str or name not in names:
                 raise unknown(f"labels[{i}].name", name)
-            if name in labels:
+            if name in labels or name in uncertain:
                 raise ContractError(f"labels[{i}].name", f"label {name!r} answered twice")
+            unsure = entry.get("uncertain", False)
+            if unsure is not True and unsure is not False:
+                raise ContractError(f"labels[{i}].uncertain", f"expected true or false, got {unsure!r}")
+            if unsure:
+                if "present" in entry:
+                    raise ContractError(f"labels[{i}]", f"label {name!r} is both uncertain and present="
+                                        f"{entry['present']!r}; give one choice")
+                uncertain.append(name)
+                continue
             present = entry.get("present")
             if present is not True and present is not False:
                 raise ContractError(f"labels[{i}].present", f"expected true or false, got {present!r}")
@@ -227,7 +245,7 @@ def parse_answer(content: Any, label_names: Sequence[str], *, label_set: Optiona
             raise ContractError("rois", f"{len(raw_rois)} ROIs; at most {MAX_ROIS_PER_ANSWER} per answer")
         for i, entry in enumerate(raw_rois):
             rois.append(_parse_roi(entry, i, names, unknown, bounds, geometry.frames if geometry else None))
-    return Answer(labels, tuple(rois), image, label_confidence)
+    return Answer(labels, tuple(rois), image, label_confidence, tuple(uncertain))
 
 
 def _parse_roi(entry: Any, i: int, names: frozenset[str], unknown: Any,

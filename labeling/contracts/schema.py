@@ -15,6 +15,8 @@ File format (YAML or JSON; JSON is chosen by a ``.json`` suffix, anything else i
     instructions: Mark every ...          # str, optional (default "")
     annotators_per_item: 3                # int >= 1, optional (default 3)
     required: {labels: true}              # optional; labels: every label must be answered
+    uncertain: false                      # optional; true: "uncertain" is a third choice per label,
+                                          #   which consolidation counts as no vote (contracts/answer.py)
 
 The label names are the ``labels[].name`` values of the label shape in docs/architecture.md ("The label
 shape"): an annotation carries one ``{"name", "present"}`` entry per schema label, in schema order,
@@ -53,7 +55,7 @@ MAX_LABEL_NAME_LENGTH: Final = 64
 DEFAULT_ANNOTATORS_PER_ITEM: Final = 3
 
 _TOP_LEVEL_KEYS: Final = (
-    "name", "task_type", "labels", "instructions", "annotators_per_item", "required",
+    "name", "task_type", "labels", "instructions", "annotators_per_item", "required", "uncertain",
 )
 _LABEL_KEYS: Final = ("name", "description", "shapes")
 _REQUIRED_KEYS: Final = ("labels",)
@@ -102,6 +104,7 @@ class LabelSchema:
     instructions: str = ""
     annotators_per_item: int = DEFAULT_ANNOTATORS_PER_ITEM
     required: Required = field(default_factory=Required)
+    uncertain: bool = False  # annotators may answer a label "uncertain" (no vote)
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -138,6 +141,8 @@ class LabelSchema:
             "instructions": self.instructions,
             "annotators_per_item": self.annotators_per_item,
             "required": self.required.to_dict(),
+            # only when offered: schemas without it keep their canonical document unchanged
+            **({"uncertain": True} if self.uncertain else {}),
         }
 
 
@@ -241,6 +246,10 @@ def _parse_schema(data: Any, source: str) -> LabelSchema:
                 ctx.fail("required.labels", f"must be true or false, got {describe_value(req['labels'])}")
             required = Required(labels=req["labels"])
 
+    uncertain = doc.get("uncertain", False)
+    if not isinstance(uncertain, bool):
+        ctx.fail("uncertain", f"must be true or false, got {describe_value(uncertain)}")
+
     return LabelSchema(
         name=name,
         task_type=task_type,
@@ -248,6 +257,7 @@ def _parse_schema(data: Any, source: str) -> LabelSchema:
         instructions=instructions,
         annotators_per_item=annotators,
         required=required,
+        uncertain=uncertain,
     )
 
 

@@ -8,7 +8,9 @@ pixels ``[x, y]``: x = column, y = row, origin at the top-left corner of the fra
 
 Adding a shape touches this registry, ROI fusion (``labeling/consolidation/rois.py``: overlap and
 fusion per shape), the SR graphic (``labeling/dicom/sr.py``: ``roi_graphic`` and its reading back) and the
-viewer tool (``viewer/src/answer.js`` and the Cornerstone tool in ``viewer/src/viewer.js``).
+viewer tool (``viewer/src/answer.js`` and the Cornerstone tool in ``viewer/src/viewer.js``), and nothing
+else: the GT template's tool help (``labeling/gt/viewer_assets.py``) and the simulated annotators
+(``devkit/simulate.py``) follow the registry.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ MAX_POINTS_PER_ROI: Final = 10_000
 @dataclass(frozen=True)
 class ShapeSpec:
     """One ROI shape: ``min_points``..``max_points`` (None: no upper bound but
-    :data:`MAX_POINTS_PER_ROI`), what the points mean, whether it encloses an area, and the SR
-    graphic type that encodes it (PS3.3 C.18.6.1.2)."""
+    :data:`MAX_POINTS_PER_ROI`), what the points mean, whether it encloses an area, the SR
+    graphic type that encodes it (PS3.3 C.18.6.1.2) and the viewer tool's shortcut key (the GT
+    template's help lists it; ``tests/unit/test_contracts.py`` checks ``viewer/src/viewer.js``)."""
 
     name: str
     min_points: int
@@ -35,6 +38,7 @@ class ShapeSpec:
     meaning: str
     area: bool
     sr_graphic_type: str
+    key: str
 
     def count_problem(self, count: int) -> Optional[str]:
         """Why ``count`` points do not make this shape; None when they do."""
@@ -51,14 +55,16 @@ class ShapeSpec:
 
 
 _SPECS: Final = (
-    ShapeSpec("rectangle", 2, 2, "two opposite corners of an axis-aligned box", True, "POLYLINE"),
+    ShapeSpec("rectangle", 2, 2, "two opposite corners of an axis-aligned box", True, "POLYLINE", "R"),
     ShapeSpec("ellipse", 2, 2, "two opposite corners of the axis-aligned box the ellipse fills", True,
-              "ELLIPSE"),
-    ShapeSpec("polygon", 3, None, "the vertices of a closed polygon, in drawing order", True, "POLYLINE"),
-    ShapeSpec("point", 1, 1, "one point", False, "POINT"),
+              "ELLIPSE", "E"),
+    ShapeSpec("polygon", 3, None, "the vertices of a closed polygon, in drawing order", True, "POLYLINE",
+              "F"),
+    ShapeSpec("point", 1, 1, "one point", False, "POINT", "O"),
 )
 
-SHAPE_REGISTRY: Final[Mapping[str, ShapeSpec]] = MappingProxyType({spec.name: spec for spec in _SPECS})
+_BY_NAME: Final[dict[str, ShapeSpec]] = {spec.name: spec for spec in _SPECS}
+SHAPE_REGISTRY: Final[Mapping[str, ShapeSpec]] = MappingProxyType(_BY_NAME)
 """Shape name -> :class:`ShapeSpec`, in canonical order."""
 
 SHAPES: Final = tuple(SHAPE_REGISTRY)

@@ -12,8 +12,8 @@ SHA-384, compiled in at build time, before starting it.
   content type each must be served with (``.wasm`` as ``application/wasm``, or browsers refuse
   streaming compilation).
 - :func:`sri` is the integrity value of a built file.
-- :func:`render_worker_template` fills the asset base URL and the SRI into
-  ``labeling/gt/worker_template.liquid.html``; the result is still a Liquid template (GT renders it per
+- :func:`render_worker_template` fills the asset base URL, the SRI and the ROI tools of the shape
+  registry (:func:`roi_tool_help`) into ``labeling/gt/worker_template.liquid.html``; the result is still a Liquid template (GT renders it per
   task) and is what the stack uploads as the worker template.
 """
 
@@ -25,6 +25,7 @@ import html
 from pathlib import Path
 from typing import Optional
 
+from labeling.contracts.shapes import SHAPE_REGISTRY
 from labeling.gt.contracts import MAX_TEMPLATE_CHARS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +35,7 @@ WORKER_TEMPLATE: Path = Path(__file__).with_name("worker_template.liquid.html")
 BUNDLE = "viewer.js"
 BASE_URL_PLACEHOLDER = "__DA_VIEWER_BASE_URL__"
 SRI_PLACEHOLDER = "__DA_VIEWER_SRI__"
+ROI_TOOLS_PLACEHOLDER = "__DA_ROI_TOOLS__"
 
 # Content types by suffix; what the asset location must answer with.
 CONTENT_TYPES = {
@@ -94,14 +96,21 @@ def normalize_base_url(asset_base_url: str) -> str:
     return url.rstrip("/") + "/"
 
 
+def roi_tool_help() -> str:
+    """The template's ROI tool list, one ``name (key)`` per registered shape in registry order, as HTML
+    text: ``rectangle (R), ellipse (E), polygon (F), point (O)`` today."""
+    return ", ".join(f"{html.escape(spec.name)} ({html.escape(spec.key)})" for spec in SHAPE_REGISTRY.values())
+
+
 def fill_template(template_text: str, asset_base_url: str, build_dir: Optional[Path] = None,
                   source: str = str(WORKER_TEMPLATE)) -> str:
     """Replace the viewer placeholders in a worker template (text without them is returned as is)."""
-    if BASE_URL_PLACEHOLDER not in template_text and SRI_PLACEHOLDER not in template_text:
+    if not any(mark in template_text for mark in (BASE_URL_PLACEHOLDER, SRI_PLACEHOLDER, ROI_TOOLS_PLACEHOLDER)):
         return template_text
     base = html.escape(normalize_base_url(asset_base_url), quote=True)
     filled = (template_text.replace(BASE_URL_PLACEHOLDER, base)
-              .replace(SRI_PLACEHOLDER, sri(BUNDLE, build_dir)))
+              .replace(SRI_PLACEHOLDER, sri(BUNDLE, build_dir))
+              .replace(ROI_TOOLS_PLACEHOLDER, roi_tool_help()))
     if len(filled) > MAX_TEMPLATE_CHARS:
         raise ViewerAssetsError(f"{source}: the filled-in template is {len(filled):,} characters; "
                                 f"Ground Truth accepts at most {MAX_TEMPLATE_CHARS:,}")

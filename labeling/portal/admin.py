@@ -19,8 +19,8 @@ from labeling.consolidation import ItemAnswers, WorkerAnswer, consolidate_job
 from labeling.orthanc.local_stack import REPO_ROOT
 from labeling.manifest.build import FilterError, ManifestError, ManifestLine, build_manifest, parse_filters
 from labeling.portal.series import checked_line_geometry
-from labeling.portal.jobs import (Conflict, Invalid, NotFound, annotator_progress, answered, item_flags, job_progress,
-                                 job_schema, list_jobs, review_queue)
+from labeling.portal.jobs import (Conflict, Invalid, NotFound, annotator_progress, answered, flags_by_item,
+                                 job_progress, job_schema, list_jobs, review_queue)
 from labeling.portal.models import ROLES, Assignment, Item, Job, Session as DbSession, User
 from labeling.contracts.schema import LabelSchema, SchemaError, load_schema, load_schema_text
 
@@ -163,9 +163,9 @@ def annotator_quality(session: Session, job: Job) -> dict[str, Any]:
     return {"annotators": annotators, "labels": names}
 
 
-def job_figures(session: Session, job: Job) -> dict[str, Any]:
-    agreements = [a for a in session.scalars(select(Item.agreement).where(Item.job_id == job.id,
-                                                                          Item.agreement.is_not(None)))]
+def job_figures(session: Session, job: Job, agreements: Sequence[float]) -> dict[str, Any]:
+    """The job page's histogram of ``agreements`` (:func:`~labeling.portal.jobs.item_agreements`, read
+    once for the page) and the annotators' quality."""
     return {"histogram": agreement_histogram(agreements), "quality": annotator_quality(session, job)}
 
 
@@ -199,6 +199,6 @@ def review_overview(session: Session) -> tuple[list[Item], dict[int, str], dict[
     """The review queue, job names by id, and the flag reasons of flagged (unconsolidated) items."""
     items = review_queue(session)
     names = {job.id: job.name for job in session.scalars(select(Job))}
-    flags = {item.id: ", ".join(sorted({f["text"] for f in item_flags(session, item)}))
-             for item in items if item.consolidated is None}
+    flagged = flags_by_item(session, [item.id for item in items if item.consolidated is None])
+    flags = {item_id: ", ".join(sorted({f["text"] for f in found})) for item_id, found in flagged.items()}
     return items, names, flags

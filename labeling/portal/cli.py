@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from labeling.cli import BadInput, CommandError, Unavailable, one_line_errors, positive_int
+from labeling.cli import BadInput, CommandError, Unavailable, positive_int
 from labeling.portal import names as N
 
 
@@ -26,9 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "portal", help="the labeling portal: serve, migrate, users, jobs, export, SR",
         description="The self-hosted labeling portal (the default labeling backend). Settings come from "
                     "PORTAL_* and ORTHANC_* environment variables.")
-    one_line_errors(parser)
     sub = parser.add_subparsers(dest="portal_command", metavar="COMMAND", required=True)
+    _add_up_down(sub)
+    _add_serve_migrate(sub)
+    _add_users(sub)
+    _add_jobs(sub)
+    _add_stop(sub)
 
+
+def _add_up_down(sub: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="one command to a running local portal (stack, settings, admin, server)",
                         description="Reuse or start the local stack in WORKDIR, write WORKDIR/portal.env (0600), "
                                     "migrate the database, create the first admin (a generated password is shown "
@@ -54,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "secrets, log and image cache in WORKDIR")
     down.set_defaults(func=_down)
 
+
+def _add_serve_migrate(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="run the web service (uvicorn)",
                            description="Serve the portal on PORTAL_HOST:PORTAL_PORT (default 127.0.0.1:8000).")
     serve.add_argument("--host", help="bind address (default: $PORTAL_HOST or 127.0.0.1)")
@@ -67,6 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                          "PORTAL_DB_CREATE=true create the database first when missing.")
     migrate.set_defaults(func=_migrate)
 
+
+def _add_users(sub: argparse._SubParsersAction) -> None:
     user = sub.add_parser("user", help="manage local users").add_subparsers(
         dest="user_command", metavar="COMMAND", required=True)
     add = user.add_parser("add", help="add a user (argon2 password hash)",
@@ -77,6 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--password-file", type=Path, help="file holding the password (else prompted)")
     add.set_defaults(func=_user_add)
 
+
+def _add_jobs(sub: argparse._SubParsersAction) -> None:
+    """``job create|status|close``, ``export`` and ``sr``: a job's life after the portal is up."""
     job = sub.add_parser("job", help="create and follow labeling jobs").add_subparsers(
         dest="job_command", metavar="COMMAND", required=True)
     create = job.add_parser("create", help="create a job from a manifest and a label schema",
@@ -117,6 +130,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sr.add_argument("job", help="job name or id")
     sr.set_defaults(func=_sr)
 
+
+def _add_stop(sub: argparse._SubParsersAction) -> None:
     stop = sub.add_parser("stop", help="stop the local portal that `make demo` left running",
                           description="Stop the portal started beside the local stack in WORKDIR (its recorded "
                                       "pid, only while it is still that portal). `make demo-down` runs this.")

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -26,6 +26,10 @@ from labeling.portal.oidc import OidcError, OidcVerifier
 from labeling.portal.settings import PortalSettings
 
 HERE = Path(__file__).resolve().parent
+# Every request's session lookup: built once (no per-request expression building), only the columns
+# a principal needs, on a plain connection (no ORM unit of work).
+_SESSION_USER = (select(User.id, User.name, User.role, User.active, DbSession.expires_at)
+                 .join(DbSession, DbSession.user_id == User.id).where(DbSession.id == bindparam("sid")))
 _ASSET_NAME = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)+")
 
 
@@ -52,8 +56,9 @@ class Portal:
         self.settings = settings
         self.engine = engine
         self.factory = session_factory(engine)
-        # Reads outside a transaction (no BEGIN/COMMIT round trips): the guard's session lookup.
-        self.read_factory = session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
+        # Reads outside a transaction (no BEGIN/COMMIT round trips): the session lookup, the image route.
+        self.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.read_factory = session_factory(self.read_engine)
         self.images = images
         self.verifier = verifier
         self.secret = settings.require_session_secret()
@@ -71,48 +76,49 @@ class Portal:
 
     # -- authentication ----------------------------------------------------------------------
 
-    def authenticate(self, request: Request, session: Session) -> Principal:
-        if self.settings.auth_mode == "alb-oidc":
-            assert self.verifier is not None
-            try:
-                identity = self.verifier.identify(request.headers)
-            except OidcError as exc:
-                raise AuthError(str(exc), exc.status) from None
-            user = session.scalars(select(User).where(User.external_sub == identity.sub)).first()
+    def authenticate_oidc(self, request: Request, session: Session) -> Principal:
+        """ALB OIDC: the verified claims create or update the user (Cognito groups are its role)."""
+        assert self.verifier is not None
+        try:
+            identity = self.verifier.identify(request.headers)
+        except OidcError as exc:
+            raise AuthError(str(exc), exc.status) from None
+        user = session.scalars(select(User).where(User.external_sub == identity.sub)).first()
+        if user is None:
+            user = J.find_user(session, identity.name)
+            if user is not None and user.external_sub not in (None, identity.sub):
+                raise AuthError("user name already bound to another identity", 403)
             if user is None:
-                user = J.find_user(session, identity.name)
-                if user is not None and user.external_sub not in (None, identity.sub):
-                    raise AuthError("user name already bound to another identity", 403)
-                if user is None:
-                    user = User(name=identity.name, role=identity.role, external_sub=identity.sub, active=True)
-                    session.add(user)
-                user.external_sub = identity.sub
-            user.role = identity.role  # Cognito groups are the source of truth for roles
-            if not user.active:
-                raise AuthError("account disabled", 403)
-            session.flush()
-            return Principal(user, "oidc|" + identity.sub)
+                user = User(name=identity.name, role=identity.role, external_sub=identity.sub, active=True)
+                session.add(user)
+            user.external_sub = identity.sub
+        user.role = identity.role  # Cognito groups are the source of truth for roles
+        if not user.active:
+            raise AuthError("account disabled", 403)
+        session.flush()
+        return Principal(user, "oidc|" + identity.sub)
+
+    def authenticate_local(self, request: Request) -> Principal:
+        """The signed session cookie: one SELECT of the session and its user, outside any transaction."""
         session_id = S.unsign_session(self.secret, request.cookies.get(S.SESSION_COOKIE))
         if session_id is None:
             raise AuthError("not logged in")
-        # One round trip for the session and its user (this runs on every request).
-        found = session.execute(select(DbSession, User).join(User, User.id == DbSession.user_id)
-                                .where(DbSession.id == session_id)).first()
-        if found is None or found[0].expires_at < utcnow():
+        with self.read_engine.connect() as conn:
+            found = conn.execute(_SESSION_USER, {"sid": session_id}).first()
+        if found is None or found.expires_at < utcnow():
             raise AuthError("session expired; log in again")
-        user = found[1]
-        if not user.active:
+        if not found.active:
             raise AuthError("account disabled", 403)
-        return Principal(user, "session|" + session_id)
+        # A detached row of what the routes read (id, name, role); nothing writes through it.
+        return Principal(User(id=found.id, name=found.name, role=found.role, active=True), "session|" + session_id)
 
     def authenticate_alone(self, request: Request) -> Principal:
-        """:meth:`authenticate` outside the route's transaction: locally one SELECT without BEGIN/COMMIT;
-        with alb-oidc in a transaction (users are created and updated from the verified claims)."""
+        """The request's principal outside the route's transaction: locally one SELECT without
+        BEGIN/COMMIT; with alb-oidc in a transaction (users are created and updated from the claims)."""
         if self.settings.auth_mode == "local":
-            with self.read_factory() as session:
-                return self.authenticate(request, session)
+            return self.authenticate_local(request)
         with self.tx() as session:
-            return self.authenticate(request, session)
+            return self.authenticate_oidc(request, session)
 
     def check_csrf(self, request: Request, principal: Principal, form_token: Optional[str] = None) -> None:
         token = request.headers.get(S.CSRF_HEADER) or form_token

@@ -19,6 +19,9 @@ from labeling.portal.settings import PortalSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATE_LOCK_KEY = 0x706F7274  # "port": any constant shared by every portal task
+# Connections a worker may open beyond PORTAL_DB_POOL_SIZE (components/portal.py budgets the same
+# number per worker under RDS max_connections as PORTAL_MAX_OVERFLOW).
+MAX_OVERFLOW = 10
 
 
 class DatabaseError(RuntimeError):
@@ -36,9 +39,14 @@ def make_engine(settings: PortalSettings, database: str | None = None, **kwargs:
     """The pool pings nothing on checkout (a round trip per request, issue 12): a connection broken by a
     database restart fails its one request (503), and SQLAlchemy then replaces every pooled connection
     (it invalidates the pool on a disconnect error); ``pool_recycle`` retires connections before
-    server or proxy idle timeouts do."""
-    options: dict[str, object] = dict(pool_pre_ping=False, pool_recycle=1800, pool_size=settings.db_pool_size,
-                                      max_overflow=10, connect_args={"connect_timeout": 10})
+    server or proxy idle timeouts do.
+
+    Up to ``PORTAL_DB_POOL_SIZE`` + :data:`MAX_OVERFLOW` connections, all kept once opened: an
+    overflow connection would be closed on its return whenever the pool is full, so a busy portal
+    paid a new connection (a server process and a SCRAM exchange) every few requests."""
+    options: dict[str, object] = dict(pool_pre_ping=False, pool_recycle=1800,
+                                      pool_size=settings.db_pool_size + MAX_OVERFLOW, max_overflow=0,
+                                      connect_args={"connect_timeout": 10})
     options.update(kwargs)
     return create_engine(database_url(settings, database), **options)  # type: ignore[arg-type]
 

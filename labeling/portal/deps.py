@@ -9,10 +9,11 @@ authenticates here (GET requests, pages).
 
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager
+from typing import Any, Awaitable, Callable, ContextManager
 
 from fastapi import Path as PathParam, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from labeling.portal.core import Portal, Principal
 from labeling.portal.jobs import Forbidden
@@ -32,15 +33,24 @@ def tx(request: Request) -> ContextManager[Session]:
     return get_portal(request).tx()
 
 
-def role(*roles: str) -> Callable[[Request], Principal]:
-    """A dependency: the request's principal, refused 403 unless it has one of ``roles`` (any when none)."""
+def principal_of(request: Request, *roles: str) -> Principal:
+    """The request's principal, refused 403 unless it has one of ``roles`` (any when none). Blocking
+    (a database read for a GET): call it from a route's worker thread."""
+    principal: Any = getattr(request.state, "principal", None)
+    if principal is None:  # a GET: authenticated here (state-changing calls were, by the guard)
+        principal = get_portal(request).authenticate_alone(request)
+    if roles and principal.user.role not in roles:
+        raise Forbidden(f"this needs the role {' or '.join(roles)}")
+    return principal
 
-    def dependency(request: Request) -> Principal:
-        principal: Any = getattr(request.state, "principal", None)
-        if principal is None:  # a GET: authenticated here (state-changing calls were, by the guard)
-            principal = get_portal(request).authenticate_alone(request)
-        if roles and principal.user.role not in roles:
-            raise Forbidden(f"this needs the role {' or '.join(roles)}")
-        return principal
+
+def role(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: :func:`principal_of`. Async, so the guard's principal of a POST is taken without a
+    hop to the thread pool (a sync dependency costs one per request); a GET's lookup goes there."""
+
+    async def dependency(request: Request) -> Principal:
+        if getattr(request.state, "principal", None) is not None:
+            return principal_of(request, *roles)
+        return await run_in_threadpool(principal_of, request, *roles)
 
     return dependency

@@ -125,17 +125,10 @@ def stop_local_portal(process: subprocess.Popen, timeout: float = 10.0) -> None:
             process.wait(timeout)
 
 
-def add_user(stack_workdir: Path | str, name: str, role: str, password: str) -> None:
-    """``portal user add`` with the password passed through a 0600 file (for the demo's users)."""
-    env = {**os.environ, **portal_env(stack_workdir)}
-    secret = Path(stack_workdir) / f".pw-{secrets.token_hex(4)}"
-    write_private(secret, password + "\n")
-    try:
-        result = _cli(["user", "add", name, "--role", role, "--password-file", str(secret)], env)
-    finally:
-        secret.unlink(missing_ok=True)
-    if result.returncode != 0 and "already exists" not in result.stderr:
-        raise LocalStackError(f"portal user add {name}: {result.stderr.strip()}")
+def add_user(stack_workdir: Path | str, name: str, role: str, password: str) -> bool:
+    """The user ``name`` with ``password`` unless that user exists (the demo's and the tests' users):
+    :func:`ensure_user`; True when it was created."""
+    return ensure_user(stack_workdir, name, role, password)[0]
 
 
 def _is_our_portal(pid: int, stack_workdir: Path) -> bool:
@@ -252,14 +245,19 @@ def read_password_file(path: Path, option: str = "--password-file") -> str:
     return password
 
 
-def ensure_admin(stack_workdir: Path | str, name: str, password: Optional[str]) -> tuple[bool, Optional[str]]:
-    """Create the admin ``name`` unless that user exists: (created, generated password or None)."""
+def ensure_user(stack_workdir: Path | str, name: str, role: str,
+                password: Optional[str]) -> tuple[bool, Optional[str]]:
+    """Create ``name`` with ``role`` unless that user exists — the one way the local portal makes users
+    (``portal up``'s admin, the demo's users): (created, generated password or None). A password
+    given must be :data:`~labeling.portal.security.MIN_PASSWORD_LENGTH` long, as ``portal user add``'s."""
     from labeling.orthanc.local_stack import generate_password
     from labeling.portal import jobs
     from labeling.portal.db import make_engine, session_factory, transaction
-    from labeling.portal.security import hash_password
+    from labeling.portal.security import MIN_PASSWORD_LENGTH, hash_password
     from labeling.portal.settings import PortalSettings
 
+    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+        raise LocalStackError(f"user {name}: the password needs at least {MIN_PASSWORD_LENGTH} characters")
     settings = PortalSettings.from_env(portal_env(stack_workdir))
     engine = make_engine(settings, pool_size=1, max_overflow=0)
     try:
@@ -267,10 +265,18 @@ def ensure_admin(stack_workdir: Path | str, name: str, password: Optional[str]) 
             if jobs.find_user(session, name) is not None:
                 return False, None
             generated = None if password else generate_password(20)
-            jobs.add_user(session, name, "admin", hash_password(password or generated or ""))
+            try:
+                jobs.add_user(session, name, role, hash_password(password or generated or ""))
+            except jobs.PortalError as exc:
+                raise LocalStackError(f"user {name}: {exc.message}") from None
             return True, generated
     finally:
         engine.dispose()
+
+
+def ensure_admin(stack_workdir: Path | str, name: str, password: Optional[str]) -> tuple[bool, Optional[str]]:
+    """The first admin of ``portal up``: :func:`ensure_user` with the role admin."""
+    return ensure_user(stack_workdir, name, "admin", password)
 
 
 def portal_up(stack_workdir: Path | str, *, port: int = 0, admin_name: str = "admin",

@@ -136,3 +136,8 @@ class Assignment(Base):
         Index("ix_assignments_lease", "job_id", "submitted_at", "lease_expires_at"),
         Index("ix_assignments_item", "item_id"),
     )
+
+
+def answered():
+    """The SQL condition of an assignment that carries an answer (not open, skipped or flagged)."""
+    return (Assignment.submitted_at.is_not(None)) & Assignment.flag.is_(None)

@@ -84,6 +84,11 @@ def test_admin_query_job_keyboard_labeling_flag_review_download(browser, portal,
     first = _wait_item(ann1)
     assert "Image 1 of 3" in ann1.inner_text("#position")
     assert "Opacity" in ann1.inner_text("#problems")  # says what is still missing
+    # Issue 12 "Why": no W/L presets for DX, a light page. Automatic percentile windows; dark by default.
+    presets = ann1.eval_on_selector_all("select[data-da-preset] option", "os => os.map(o => o.textContent)")
+    assert any(p.startswith("Auto 1–99") for p in presets), presets
+    background = ann1.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert sum(int(v) for v in background[background.index("(") + 1:-1].split(",")[:3]) < 150, background
     ann1.keyboard.press("y")  # Opacity present
     assert "Opacity" not in ann1.inner_text("#problems") and "Device" in ann1.inner_text("#problems")
     ann1.keyboard.press("n")  # Device absent
@@ -128,11 +133,14 @@ def test_admin_query_job_keyboard_labeling_flag_review_download(browser, portal,
     rev.goto(f"{url}/review")
     rows = rev.eval_on_selector_all("tr.review-item", "rows => rows.map(r => r.dataset.item)")
     assert first in rows and second in rows and third not in rows
+    # One numbering (issue 12: the review page said "#1" and "Item 42" for one item): image N of the job.
+    assert "image 1" in rev.inner_text(f"tr.review-item[data-item='{first}']")
     assert "burned-in text / PHI" in rev.content()
     _shot(rev, "review-queue")
     rev.click(f"tr.review-item[data-item='{first}'] a.button")
     rev.wait_for_function("() => document.body.dataset.state === 'reviewing'", timeout=30_000)
     ViewerDriver(rev).wait_rendered()
+    assert "image 1" in rev.inner_text("h1") and f"Item {first}" not in rev.content()
     _shot(rev, "review-disagreement")
     driver = ViewerDriver(rev)
     driver.set_label("Opacity", True)

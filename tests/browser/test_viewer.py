@@ -178,3 +178,28 @@ def test_points_polygons_initial_answer_and_read_only_overlays(page, page_server
     assert page.locator("[data-da-tool='rectangle']").count() == 0
     assert page.locator("input[data-da-label-index]").first.is_disabled()
     assert driver.answer()["rois"] == initial["rois"]
+
+
+def test_uncertain_is_a_third_keyboard_choice_when_the_schema_offers_it(page, page_server, asset_server, work_dir,
+                                                                      staged_synthetic):
+    """Issue 12 item 3: present / absent / uncertain, one radio group per label, Y / N / ? on the
+    highlighted finding; the answer carries {name, uncertain: true} (labeling/contracts/answer.py)."""
+    driver = _mount(page, page_server, asset_server, work_dir, "uncertain", staged_synthetic["name"],
+                    {"schema": dict(SCHEMA, uncertain=True)})
+    assert page.locator("input[data-da-value='uncertain']").count() == len(SCHEMA["labels"])
+    page.keyboard.press("?")  # Opacity
+    page.keyboard.press("n")  # Device
+    assert any("Nodule" in p and "uncertain" in p for p in driver.validate())
+    page.keyboard.press("y")  # Nodule
+    answer = driver.answer()
+    assert answer["labels"] == [{"name": "Opacity", "uncertain": True}, {"name": "Device", "present": False},
+                                {"name": "Nodule", "present": True}]
+    assert page.locator("input[data-da-value='uncertain']").first.is_checked() and driver.validate() == []
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Control+z")  # undo reaches the uncertain choice too
+    assert driver.answer()["labels"][0] == {"name": "Opacity", "present": False}
+    plain = _mount(page, page_server, asset_server, work_dir, "certain", staged_synthetic["name"])
+    page.keyboard.press("?")  # not offered: nothing answered
+    assert page.locator("input[data-da-value='uncertain']").count() == 0
+    assert plain.answer()["labels"][0] == {"name": "Opacity", "present": False} and plain.validate()

@@ -186,8 +186,11 @@ def test_concurrent_assignment_never_over_assigns(make_user, make_job, portal_db
         try:
             barrier.wait()
             with transaction(portal_db) as session:
-                job = session.get(Job, job_id)
-                lease = getattr(J, path)(session, job, _user(session, name))
+                user = _user(session, name)
+                if path == "next_task":
+                    lease = J.next_task(session, session.get(Job, job_id), user)
+                else:
+                    lease = J.lease_and_fetch(session, job_id, user)[1]
                 got.append((name, lease.item_id if lease else None))
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)

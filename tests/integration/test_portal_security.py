@@ -143,6 +143,18 @@ def test_viewer_assets_served_with_their_content_types(as_user):
     assert client.get("/static/portal/portal.js").headers["content-type"].startswith("text/javascript")
 
 
+def test_favicon_named_by_every_page_and_answered_at_the_root(as_user):
+    """The browser's /favicon.ico was a 404 in every log (reviewer finding): pages name an icon, and
+    the root path answers it too, without a session."""
+    anonymous = as_user(None)
+    login_page = anonymous.get("/login")
+    assert '<link rel="icon" href="/static/portal/favicon.svg"' in login_page.text
+    for path in ("/favicon.ico", "/static/portal/favicon.svg"):
+        icon = anonymous.get(path)
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml", path
+        assert icon.content.startswith(b"<svg")
+
+
 # ------------------------------------------------------------------------------ SSO (alb-oidc)
 
 ALB = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/portal-it/abcdef0123456789"

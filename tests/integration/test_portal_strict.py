@@ -155,6 +155,65 @@ def test_one_one_split_accepted_in_review_exports_a_consistent_line(as_user, mak
     assert not any(roi["label"] in absent for roi in record.rois), (record.labels, record.rois)
 
 
+def test_uncertain_only_where_the_schema_offers_it_and_no_vote(as_user, make_user, make_job, portal_db):
+    """Issue 12 item 3: "uncertain" as a third choice when the schema offers it (``uncertain: true``):
+    stored as the annotator gave it, counted as answered, no vote in consolidation (a 'present' and an
+    'uncertain' consolidate to present); refused where the schema does not offer it, and in a review
+    decision (the output manifest says present or absent)."""
+    unsure = {"labels": [{"name": "Opacity", "uncertain": True}, {"name": "Device", "present": False},
+                         {"name": "Effusion", "present": False}], "rois": []}
+    plain_job, _ = make_job(1, k=1)
+    annotator = as_user(make_user("annotator"))
+    task = annotator.post(f"/api/jobs/{plain_job}/next").json()
+    refused = annotator.post(f"/api/assignments/{task['assignment_id']}/answer", json={"annotation": unsure})
+    assert refused.status_code == 422 and "does not offer" in refused.json()["detail"]
+
+    job_id, _ = make_job(1, k=2, schema=dict(SCHEMA, uncertain=True), agreement_threshold=-1.0)
+    a, b = (as_user(make_user("annotator")) for _ in range(2))
+    t_a, t_b = (u.post(f"/api/jobs/{job_id}/next").json() for u in (a, b))
+    assert t_a["schema"]["uncertain"] is True  # the viewer offers the third choice from the task's schema
+    missing = dict(unsure, labels=unsure["labels"][:2])
+    incomplete = a.post(f"/api/assignments/{t_a['assignment_id']}/answer", json={"annotation": missing})
+    assert incomplete.status_code == 422 and "present/absent/uncertain" in incomplete.json()["detail"]
+    assert a.post(f"/api/assignments/{t_a['assignment_id']}/answer", json={"annotation": unsure}).status_code == 200
+    assert b.post(f"/api/assignments/{t_b['assignment_id']}/answer", json={"annotation": answer(True)}).status_code == 200
+    with transaction(portal_db) as session:
+        stored = session.get(Assignment, t_a["assignment_id"]).answer
+        item = session.get(Item, t_a["item_id"])
+        opacity = next(e for e in item.consolidated["labels"] if e["name"] == "Opacity")
+    assert stored["labels"][0] == {"name": "Opacity", "uncertain": True}
+    assert opacity["present"] is True and item.state == "done"
+    page = as_user(make_user("reviewer")).get(f"/review/{t_a['item_id']}", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "<td>uncertain</td>" in page.text  # not shown as "absent"
+
+    review_job, _ = make_job(1, k=1, schema=dict(SCHEMA, uncertain=True))
+    c = as_user(make_user("annotator"))
+    t_c = c.post(f"/api/jobs/{review_job}/next").json()
+    assert c.post(f"/api/assignments/{t_c['assignment_id']}/flag", json={"reason": "unreadable"}).status_code == 200
+    reviewer = as_user(make_user("reviewer"))
+    decided = reviewer.post(f"/api/review/{t_c['item_id']}", json={"action": "edit", "answer": unsure})
+    assert decided.status_code == 422 and "a review decides present or absent" in decided.json()["detail"]
+
+
+def test_an_image_gone_from_orthanc_says_so_and_the_annotator_moves_on(as_user, make_user, make_job, portal_db,
+                                                                      client):
+    """Issue 12 "Why": a missing instance showed a black viewport and "decode failed" while Submit stayed
+    disabled, so the annotator waited out the lease. The image route says 404 "not in Orthanc" (the
+    task page shows it, labeling/portal/static/portal.js) and flag and skip free the annotator at once."""
+    job_id, ids = make_job(2, k=1)
+    client.delete("instances", ids[0])  # before the lease: `next` prefetches (caches) the image
+    annotator = as_user(make_user("annotator"))
+    task = annotator.post(f"/api/jobs/{job_id}/next").json()
+    gone = annotator.get(task["image_url"])
+    assert gone.status_code == 404 and "not in Orthanc" in gone.json()["detail"]
+    flagged = annotator.post(f"/api/assignments/{task['assignment_id']}/flag", json={"reason": "unreadable"})
+    assert flagged.status_code == 200
+    following = annotator.post(f"/api/jobs/{job_id}/next").json()
+    assert following["item_id"] != task["item_id"] and following["position"] == 2
+    with transaction(portal_db) as session:
+        assert session.get(Item, task["item_id"]).state == "review"  # the reviewer sees the reason
+
+
 def test_skip_and_flag_leave_the_queue_and_flags_reach_review(as_user, make_user, make_job, portal_db):
     job_id, ids = make_job(3, k=1)
     a, b = (as_user(make_user("annotator")) for _ in range(2))

@@ -62,3 +62,29 @@ def test_reconcile_and_contradictions_directly():
     present, conf, kept = reconcile(NAMES, [False, False], [0.5, 0.9], rois, answered=[True, False])
     assert present == [False, True] and conf == [0.5, 1.0] and [r["label"] for r in kept] == ["Device"]
     assert contradictions({"Opacity": False, "Device": True}, ["Device", "Opacity", "Opacity"]) == [1, 2]
+
+
+def test_uncertain_is_no_vote_in_every_consolidation_path():
+    """An annotator's "uncertain" (labeling/contracts/answer.py) counts as that label not answered:
+    one 'present' + one 'uncertain' decides as the 'present' alone, in the portal's, the job's and
+    GT's path; all-uncertain decides as nobody answered (an ROI makes it present)."""
+    unsure = {"labels": [{"name": "Opacity", "uncertain": True}, {"name": "Device", "present": False}],
+              "rois": [], "image": {"rows": 32, "columns": 32, "frame": 0}}
+    device_only = {"labels": [{"name": "Device", "present": False}], "rois": [],
+                   "image": {"rows": 32, "columns": 32, "frame": 0}}
+    with_unsure = ItemAnswers.from_pairs("x", {"a": _answer(True, [RECT]), "b": unsure})
+    without = ItemAnswers.from_pairs("x", {"a": _answer(True, [RECT]), "b": device_only})
+    for consolidate in (lambda item: consolidate_item(item, NAMES),
+                        lambda item: consolidate_job([item], NAMES).items["x"]):
+        assert consolidate(with_unsure) == consolidate(without)
+        opacity = next(e for e in consolidate(with_unsure)["labels"] if e["name"] == "Opacity")
+        assert opacity["present"] is True
+    objects = gt_contracts.parse_payload([{"datasetObjectId": "x", "dataObject": {"labels": NAMES}, "annotations": [
+        {"workerId": w, "annotationData": {"content": json.dumps(a)}}
+        for w, a in (("a", _answer(True, [RECT])), ("b", unsure))]}])
+    responses, _ = gt_postlabel.consolidate_payload(objects, "chest", NAMES)
+    labels = responses[0]["consolidatedAnnotation"]["content"]["chest"]["labels"]
+    assert next(e for e in labels if e["name"] == "Opacity")["present"] is True
+    all_unsure = ItemAnswers.from_pairs("x", {"a": dict(unsure, rois=[RECT]), "b": unsure})
+    content = consolidate_item(all_unsure, NAMES)
+    assert next(e for e in content["labels"] if e["name"] == "Opacity")["present"] is True and _consistent(content)

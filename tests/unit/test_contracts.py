@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from datetime import datetime, timezone
@@ -70,6 +71,49 @@ def test_the_viewer_shape_table_matches_the_registry():
     assert table["shapes"] == list(SHAPES)
     assert table["points"] == {name: [spec.min_points, spec.max_points] for name, spec in SHAPE_REGISTRY.items()}
     assert table["max"] == MAX_POINTS_PER_ROI
+
+
+def test_the_viewer_tool_keys_match_the_registry():
+    """The keys the GT template's help lists (the registry's) are the viewer's buttons and key help."""
+    source = (ROOT / "viewer/src/viewer.js").read_text(encoding="utf-8")
+    buttons = dict((name, key) for name, _, key in
+                   re.findall(r"\['(\w+)', '([^']*)', '([^']*)'\]", source.split("const TOOL_BUTTONS", 1)[1]
+                              .split("];", 1)[0]))
+    key_help = source.split("const KEY_HELP", 1)[1].split(";\n", 1)[0]
+    for name, spec in SHAPE_REGISTRY.items():
+        assert buttons.get(name) == spec.key, name
+        assert f"{spec.key} {name}" in key_help, name
+    assert len({spec.key for spec in SHAPE_REGISTRY.values()}) == len(SHAPE_REGISTRY)
+
+
+def test_a_new_registry_shape_reaches_the_gt_template_and_the_simulator(monkeypatch, tmp_path):
+    """Adding a shape to the registry is all the template's tool help and the simulated annotators need."""
+    from devkit.simulate import simulate_job, worker_pool
+    from labeling.contracts import shapes
+    from labeling.gt import viewer_assets
+    from labeling.gt.contracts import MAX_TEMPLATE_CHARS
+
+    build = tmp_path / "viewer"
+    build.mkdir()
+    (build / "viewer.js").write_text("window.x = 1;\n")
+    hexagon = shapes.ShapeSpec("hexagon", 6, 6, "the six vertices of a hexagon", True, "POLYLINE", "X")
+    monkeypatch.setitem(shapes._BY_NAME, "hexagon", hexagon)
+
+    text = viewer_assets.render_worker_template("https://cdn.example/v/", build)
+    assert "Tools: window/level (W), pan (P), zoom (Z), rectangle (R), ellipse (E), polygon (F), point (O), " \
+           "hexagon (X);" in text
+    assert viewer_assets.ROI_TOOLS_PLACEHOLDER not in text and len(text) < MAX_TEMPLATE_CHARS
+
+    job = simulate_job(40, ["Mass", "Spot"], worker_pool(5), roi_shapes={"Mass": "hexagon", "Spot": "point"},
+                       image=(200, 300), prevalence=0.6, seed=1)
+    truth = [roi for rois in job.truth_rois for roi in rois if roi["shape"] == "hexagon"]
+    drawn = [roi for item in job.items for answer in item.answers for roi in answer.content["rois"]
+             if roi["shape"] == "hexagon"]
+    assert truth and drawn
+    assert {len(roi["points"]) for roi in truth + drawn} == {6}
+    assert all(0 <= x <= 300 and 0 <= y <= 200 for roi in truth + drawn for x, y in roi["points"])
+    with pytest.raises(ValueError, match="roi_shapes\\['Mass'\\]: unknown shape 'star'"):
+        simulate_job(5, ["Mass"], worker_pool(3), roi_shapes={"Mass": "star"}, seed=1)
 
 
 # ---------------------------------------------------------------------------------- answers
@@ -270,3 +314,38 @@ def test_gt_consolidation_checks_answers_against_the_data_objects_geometry():
     assert reasons == {"outside": "item 'outside', worker 'w1': rois[0].points: point 0 (3, 11) lies outside "
                                   "the 20x10 image (x in [0, 20], y in [0, 10])",
                        "bad-geometry": "dataObject.columns: missing"}
+
+
+# ---------------------------------------------------------------------------------- uncertain
+
+def test_uncertain_is_its_own_choice_kept_apart_from_the_verdicts():
+    """Issue 12 item 3: present / absent / uncertain as one choice per label; uncertain is no vote."""
+    content = {"labels": [{"name": "Opacity", "uncertain": True}, {"name": "Device", "present": False}]}
+    parsed = parse_answer(content, NAMES)
+    assert parsed.labels == {"Device": False} and parsed.uncertain == ("Opacity",)
+    assert parsed.to_dict(order=NAMES)["labels"] == [{"name": "Opacity", "uncertain": True},
+                                                     {"name": "Device", "present": False}]
+    assert parse_answer(parsed.to_dict(), NAMES) == parsed
+    assert parse_answer({"labels": [{"name": "Opacity", "present": True, "uncertain": False}]}, NAMES).uncertain == ()
+
+
+@pytest.mark.parametrize("entry, field, reason", [
+    ({"name": "Opacity", "uncertain": True, "present": True}, "labels[0]", "both uncertain and present"),
+    ({"name": "Opacity", "uncertain": "yes"}, "labels[0].uncertain", "expected true or false"),
+])
+def test_a_bad_uncertain_entry_is_one_error(entry, field, reason):
+    with pytest.raises(ContractError) as err:
+        parse_answer({"labels": [entry]}, NAMES)
+    assert err.value.field == field and reason in str(err.value)
+    with pytest.raises(ContractError, match="answered twice"):
+        parse_answer({"labels": [{"name": "Opacity", "uncertain": True}, {"name": "Opacity", "present": True}]}, NAMES)
+
+
+def test_the_schema_offers_uncertain_only_when_it_says_so():
+    base = {"name": "s", "task_type": "classification", "labels": [{"name": "Opacity"}]}
+    assert schema.LabelSchema.from_dict(base).uncertain is False
+    assert "uncertain" not in schema.LabelSchema.from_dict(base).to_dict()  # older documents unchanged
+    offered = schema.LabelSchema.from_dict(dict(base, uncertain=True))
+    assert offered.uncertain is True and schema.LabelSchema.from_dict(offered.to_dict()) == offered
+    with pytest.raises(schema.SchemaError, match="uncertain: must be true or false"):
+        schema.LabelSchema.from_dict(dict(base, uncertain="maybe"))

@@ -1,4 +1,4 @@
-"""The portal's answer rules (labeling/portal/jobs.py validate_answer) and small pure helpers."""
+"""The portal's answer rules (labeling/portal/answers.py validate_answer) and small pure helpers."""
 
 from __future__ import annotations
 
@@ -87,3 +87,18 @@ def test_series_roi_keeps_its_instance_and_frame_and_drops_self_confidence():
     (roi,) = validate_answer(SCHEMA, raw)["rois"]
     assert roi == {"label": "Opacity", "shape": "rectangle", "points": [[1.0, 2.0], [3.0, 4.0]],
                    "instance": "slice-7", "frame": 2}
+
+
+def test_uncertain_counts_as_answered_only_where_the_schema_offers_it():
+    offered = LabelSchema.from_dict(dict(SCHEMA.to_dict(), uncertain=True))
+    raw = {"labels": [{"name": "Device", "uncertain": True}, {"name": "Opacity", "present": False}]}
+    assert validate_answer(offered, raw)["labels"] == [{"name": "Opacity", "present": False},
+                                                       {"name": "Device", "uncertain": True}]
+    with pytest.raises(Invalid, match="does not offer"):
+        validate_answer(SCHEMA, raw)
+    with pytest.raises(Invalid, match=r"present/absent/uncertain answer for \['Device'\]"):
+        validate_answer(offered, {"labels": [{"name": "Opacity", "present": False}]})
+    # an ROI of an uncertain label is not a contradiction (only "absent" with an ROI is)
+    roi = {"label": "Opacity", "shape": "rectangle", "points": [[1, 1], [3, 3]]}
+    assert validate_answer(offered, {"labels": [{"name": "Opacity", "uncertain": True},
+                                                {"name": "Device", "present": False}], "rois": [roi]})["rois"]

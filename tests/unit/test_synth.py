@@ -267,6 +267,14 @@ def test_bad_parameters_name_the_parameter(kwargs: dict[str, Any], message: str)
         make_params(**kwargs)
 
 
+def test_generate_dataset_takes_make_params_parameters_and_names_an_unknown_one(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="^size: must be between 64"):
+        generate_dataset(tmp_path / "small", size=32, progress=False)
+    with pytest.raises(TypeError, match="generate_dataset: no parameter patient, sizes"):
+        generate_dataset(tmp_path / "typo", patient=2, sizes=64, progress=False)
+    assert not (tmp_path / "small").exists() and not (tmp_path / "typo").exists()
+
+
 def test_non_empty_out_is_refused_and_left_alone(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()

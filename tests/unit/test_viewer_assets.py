@@ -67,6 +67,9 @@ def test_render_worker_template_fills_base_url_and_integrity(tmp_path):
     assert ('<script type="module" src="https://d111.cloudfront.net/viewer/abc/viewer.js" '
             f'integrity="{integrity}" crossorigin="anonymous"></script>') in text
     assert viewer_assets.BASE_URL_PLACEHOLDER not in text and viewer_assets.SRI_PLACEHOLDER not in text
+    # The ROI tools come from the shape registry (labeling/contracts/shapes.py).
+    assert viewer_assets.ROI_TOOLS_PLACEHOLDER not in text
+    assert "zoom (Z), rectangle (R), ellipse (E), polygon (F), point (O);" in text
     assert len(text) < MAX_TEMPLATE_CHARS
     # Still a Liquid template: GT fills the task per worker.
     assert "{{ task.input.image | grant_read_access }}" in text

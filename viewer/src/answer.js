@@ -3,7 +3,8 @@
  * schema the viewer is mounted with. Pure functions (no DOM, no Cornerstone) so they are easy to
  * reason about:
  *
- *   answer = {labels: [{name, present}], rois: [{label, shape, points}], image: {rows, columns, frame}}
+ *   answer = {labels: [{name, present} | {name, uncertain: true}], rois: [{label, shape, points}],
+ *             image: {rows, columns, frame}}
  *
  * Points are image pixels: x = column, y = row, origin at the top-left corner of the frame, so the
  * centre of pixel (c, r) is (c + 0.5, r + 0.5). `rectangle` and `ellipse` carry two opposite corners
@@ -80,6 +81,7 @@ export function normalizeSchema(schema) {
     required,
     classification: taskType !== 'roi',
     rois: taskType !== 'classification',
+    uncertain: schema.uncertain === true, // a third choice per label (labeling/contracts/answer.py: no vote)
   };
 }
 
@@ -170,7 +172,7 @@ export function validateAnswer(schema, labelState, rois, image) {
   if (schema.classification) {
     for (const name of schema.required) {
       if (labelState.get(name) === null || labelState.get(name) === undefined) {
-        problems.push(`Answer "${name}": present or absent.`);
+        problems.push(`Answer "${name}": present or absent${schema.uncertain ? ' (or uncertain)' : ''}.`);
       }
     }
   }

@@ -77,7 +77,7 @@ const ACTION_BUTTONS = [
   ['reset', 'Reset', '0'], ['undo', 'Undo', 'Ctrl+Z'], ['delete', 'Delete region', 'Del'],
 ];
 const OVERLAY_STYLES = ['#00e5ff', '#ff9f1c', '#b388ff', '#76ff03', '#ff4081'];
-const KEY_HELP = 'Keys: ↑/↓ finding · Y present · N absent · W window/level · A auto window · P pan · Z zoom · '
+const KEY_HELP = 'Keys: ↑/↓ finding · Y present · N absent · ? uncertain (if offered) · W window/level · A auto window · P pan · Z zoom · '
   + 'R rectangle · E ellipse · F polygon · O point · 1–9 region label · I invert · H/V flip · T rotate · 0 reset · '
   + 'Ctrl+Z undo · Del delete selected region. Right button zooms, middle button pans.';
 
@@ -850,8 +850,8 @@ class Viewer {
       Delete: 'delete', Backspace: 'delete' };
     const lower = key.length === 1 ? key.toLowerCase() : key;
     const findings = !this.readOnly && this.findings.inputs;
-    if (findings && (lower === 'y' || lower === 'n')) {
-      this.answerLabel(this.findings.currentName, lower === 'y');
+    if (findings && (lower === 'y' || lower === 'n' || (lower === '?' && this.schema.uncertain))) {
+      this.answerLabel(this.findings.currentName, lower === '?' ? 'uncertain' : lower === 'y');
       this.findings.focus(this.findings.current + 1);
     } else if (findings && (key === 'ArrowDown' || key === 'ArrowUp')) {
       this.findings.focus(this.findings.current + (key === 'ArrowDown' ? 1 : -1));

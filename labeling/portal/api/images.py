@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
 from labeling.portal import jobs as J
-from labeling.portal.deps import ID, get_portal, role, tx
+from labeling.portal.deps import ID, get_portal, principal_of
 from labeling.portal.security import prefetch_ok
 
 router = APIRouter(tags=["images"])
 
 
 @router.get("/api/items/{item_id}/image", responses={200: {"content": {"application/dicom": {}}}})
-def image(request: Request, item_id: int = ID(), principal: Any = Depends(role()),
+def image(request: Request, item_id: int = ID(),
           x_prefetch_token: Optional[str] = Header(default=None, max_length=200,
                                                    description="the token of a task's `prefetch` (annotators)")
           ) -> Response:
     portal = get_portal(request)
+    # Authenticated here, in this route's worker thread (a dependency would take a second hop), and
+    # read outside a transaction: one SELECT each, no BEGIN/COMMIT.
+    principal = principal_of(request)
     # An annotator's browser may fetch its likely next image early with the token its task offered.
     early = principal.user.role == "annotator" and prefetch_ok(
         portal.secret, principal.csrf_key, item_id, x_prefetch_token)
-    with tx(request) as session:
+    with portal.read_factory() as session:
         source = J.item_source_for(session, item_id, principal.user, prefetch=early)
     # Read here, in the endpoint's worker thread: one image (~0.1–10 MB) in memory is cheaper than
     # FileResponse's chunked reads, each another hop to the thread pool.

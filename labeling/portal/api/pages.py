@@ -22,7 +22,7 @@ def dashboard(request: Request, principal: Any = Depends(role())):
     user = principal.user
     with tx(request) as session:
         rows = A.jobs_with_progress(session, user)
-        queue = len(J.review_queue(session)) if user.role in ("admin", "reviewer") else 0
+        queue = J.review_count(session) if user.role in ("admin", "reviewer") else 0
         return get_portal(request).page("dashboard.html", principal, rows=rows, queue=queue)
 
 
@@ -41,8 +41,9 @@ def job_page(request: Request, job_id: int = ID(), principal: Any = Depends(staf
     portal = get_portal(request)
     with tx(request) as session:
         job = J.get_job(session, job_id)
-        return portal.page("job.html", principal, job=job, progress=J.job_progress(session, job),
-                           figures=A.job_figures(session, job), export_bucket=portal.settings.export_bucket,
+        agreements = J.item_agreements(session, job)  # once, for the mean and the histogram
+        return portal.page("job.html", principal, job=job, progress=J.job_progress(session, job, agreements),
+                           figures=A.job_figures(session, job, agreements), export_bucket=portal.settings.export_bucket,
                            data={"root": portal.root, "job_id": job.id, "csrf": portal.csrf(principal),
                                  "mode": "job"})
 

@@ -32,7 +32,7 @@ def _retryable(exc: Exception) -> bool:
     return getattr(getattr(exc, "orig", None), "sqlstate", None) in ("40P01", "40001", "23505")
 
 
-def task_json(request: Request, task: J.Task, job: Job, principal: Any) -> dict[str, Any]:
+def task_json(request: Request, task: J.Task, job: Job | J.JobRef, principal: Any) -> dict[str, Any]:
     portal = get_portal(request)
     # The likely next image, for the browser to fetch into its cache once this one shows: the same
     # URL the next task will name, readable early only with this token (bound to session and item).
@@ -53,8 +53,7 @@ def next_task(request: Request, job_id: int = ID(), principal: Any = Depends(ann
     for attempt in range(3):
         try:
             with tx(request) as session:
-                job = J.get_job(session, job_id)
-                task = J.lease_and_fetch(session, job, principal.user)
+                job, task = J.lease_and_fetch(session, job_id, principal.user)
                 if task is None:
                     return JSONResponse({"done": True, "detail": "no more items for you in this job"})
             break
@@ -87,8 +86,8 @@ def answer(request: Request, body: AnswerIn, assignment_id: int = ID(),
            principal: Any = Depends(annotator)) -> dict[str, Any]:
     with tx(request) as session:
         result = J.submit_answer(session, assignment_id, principal.user, body.annotation)
-        # Blind: the annotator learns that the answer was stored, not what others said.
-        return {"assignment_id": result.assignment_id, "item_id": result.item_id, "stored": True}
+    # Blind: the annotator learns that the answer was stored, not what others said.
+    return JSONResponse({"assignment_id": result.assignment_id, "item_id": result.item_id, "stored": True})
 
 
 @router.post("/api/assignments/{assignment_id}/skip")
