@@ -57,7 +57,7 @@ def portal_env(stack_workdir: Path | str, port: int = 8000) -> dict[str, str]:
         N.DB_SSLMODE: "disable", N.DB_CREATE: "true", N.AUTH_MODE: "local",
         N.SESSION_SECRET: secret_file.read_text().strip(), N.COOKIE_SECURE: "false",
         N.HOST: "127.0.0.1", N.PORT: str(port),
-        N.CACHE_DIR: str(Path(stack_workdir) / CACHE_DIR),
+        N.CACHE_DIR: str(Path(stack_workdir).resolve() / CACHE_DIR),  # absolute: _is_our_portal matches it
         N.WORKERS: str(local_workers()),
         N.ORTHANC_URL: conn.url, N.ORTHANC_USERNAME: conn.username, N.ORTHANC_PASSWORD: conn.password,
     }
@@ -140,7 +140,11 @@ def _is_our_portal(pid: int, stack_workdir: Path) -> bool:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    return f"{N.CACHE_DIR}={Path(stack_workdir) / CACHE_DIR}".encode() in environ
+    # The work directory as the portal got it, resolved (`make demo` passes it absolute, `make demo-down`
+    # relative); the second form matches portals started before the variable was made absolute.
+    wanted = {f"{N.CACHE_DIR}={Path(stack_workdir).resolve() / CACHE_DIR}".encode(),
+              f"{N.CACHE_DIR}={Path(stack_workdir) / CACHE_DIR}".encode()}
+    return not wanted.isdisjoint(environ)
 
 
 def stop_portal_in(stack_workdir: Path | str, timeout: float = 10.0) -> bool:
@@ -165,7 +169,8 @@ def stop_portal_in(stack_workdir: Path | str, timeout: float = 10.0) -> bool:
         if _is_our_portal(pid, workdir):
             os.kill(pid, signal.SIGKILL)
         stopped = True
-    pid_file.unlink(missing_ok=True)
+    if stopped or read_cmdline(pid)[1:5] != ["-m", "labeling", "portal", "serve"]:
+        pid_file.unlink(missing_ok=True)  # a live portal we could not match keeps its record
     return stopped
 
 

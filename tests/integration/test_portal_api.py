@@ -531,8 +531,10 @@ def test_portal_down_purge_leaves_nothing_running_or_behind(tmp_path):
         pg_dir = stack.pg_dir
         assert (workdir / "portal.env").exists() and pg_dir.exists()
     finally:
+        # Down with the work dir relative, up with it absolute: as `make demo` then `make demo-down`.
         down = subprocess.run([sys.executable, "-m", "labeling", "portal", "down", "--purge", "--workdir",
-                               str(workdir)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=env)
+                               "stack"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env={**env, "PYTHONPATH": str(REPO_ROOT)})
     assert down.returncode == 0 and "portal: stopped" in down.stdout, down.stderr
     assert not stack.status().running
     with pytest.raises(requests.ConnectionError):
