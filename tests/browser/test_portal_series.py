@@ -97,6 +97,18 @@ def test_series_job_in_the_portal(browser, portal, local_stack, client, tmp_path
             assert item.state == "done" and item.source == series_line.source
             assert [(r["instance"], r["frame"]) for r in item.final["rois"]] == [(biggest["instance"], 0)]
             assert item.final["labels"][0]["present"] is True
+            item_id = item.id
     finally:
         engine.dispose()
+
+    # The review page opens on the slice of the first region, not on slice 1 where nothing is drawn.
+    reviewer = f"ct-reviewer-{tag}"
+    add_user(local_stack.workdir, reviewer, "reviewer", PASSWORD)
+    page = login(browser, url, reviewer, PASSWORD)
+    page.goto(f"{url}/review/{item_id}")
+    page.wait_for_function("() => document.body.dataset.state === 'reviewing'", timeout=60_000)
+    assert page.inner_text("[data-da-slice]").strip() == f"{index + 1} / {SLICES}"
+    assert page.inner_text("h1").strip() == f"Review: {job}, series 1"
+    page.screenshot(path=str(SCREENSHOTS / "portal-series-review.png"), full_page=True)
+    assert not page.errors
     assert (SCREENSHOTS / "portal-series-task.png").stat().st_size > 10_000

@@ -170,6 +170,14 @@ async function labelLoop() {
   await next();
 }
 
+/** Index in `data.slices` of the first slice a region (consolidated or an annotator's) is drawn on; 0 if none. */
+function firstRegionSlice(data) {
+  const rois = [...(data.initialAnswer?.rois || []), ...(data.overlays || []).flatMap((o) => o?.answer?.rois || [])];
+  const indexes = rois.map((roi) => data.slices.findIndex(
+    (s) => s.instance === roi.instance && (s.frame || 0) === (roi.frame || 0))).filter((i) => i >= 0);
+  return indexes.length ? Math.min(...indexes) : 0;
+}
+
 async function review() {
   const viewer = await viewerApi();
   const options = { imageUrl: data.image_url, schema: data.schema, overlays: data.overlays, theme: 'dark',
@@ -180,7 +188,8 @@ async function review() {
   let handle = null;
   try {
     handle = await viewer.mount($('viewer'), options);
-    say(`Image ${data.position}: ${data.overlays.length} answer(s) shown as overlays.`);
+    say(`${data.slices ? 'Series' : 'Image'} ${data.position}: ${data.overlays.length} answer(s) shown as overlays.`);
+    if (data.slices) await handle.goToSlice(firstRegionSlice(data));  // open where the reviewer has work
   } catch (error) {
     say(await imageProblem(data.image_url, error.message));
   }
