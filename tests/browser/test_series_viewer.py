@@ -178,8 +178,9 @@ def test_scroll_draw_on_two_slices_list_jumps_and_cine(page, page_server, asset_
     assert _near(second["points"], [[10.5, 12.5], [40.5, 30.5]])
     assert answer["image"] == {"rows": SIZE, "columns": SIZE, "frame": 0}
     # Each region is drawn on its own slice only (Cornerstone's SVG layer).
+    page.wait_for_function("() => document.querySelectorAll('.da-viewport svg rect, .da-viewport svg path').length"
+                           " > 0", timeout=15_000)
     assert page.locator(".da-viewport svg ellipse").count() == 0
-    assert page.locator(".da-viewport svg rect, .da-viewport svg path").count() > 0
 
     # The list shows each region's slice; a click there goes to it.
     items = page.inner_text("[data-da-rois]")
@@ -187,7 +188,9 @@ def test_scroll_draw_on_two_slices_list_jumps_and_cine(page, page_server, asset_
     page.click("[data-da-roi-goto='0']")
     _wait_index(page, a)
     assert _indicator(page) == f"{a + 1} / {SLICES}"
-    assert page.locator(".da-viewport svg ellipse").count() == 1
+    # Cornerstone draws the annotation layer after the slice's render: wait for it.
+    page.wait_for_function("() => document.querySelectorAll('.da-viewport svg ellipse').length === 1",
+                           timeout=15_000)
     _shot(page, "series-slice-a-nodule.png")
 
     # Series-level labels are the answer's labels; drawing set Nodule and Artefact present.
