@@ -111,4 +111,7 @@ def test_series_job_in_the_portal(browser, portal, local_stack, client, tmp_path
     assert page.inner_text("h1").strip() == f"Review: {job}, series 1"
     page.screenshot(path=str(SCREENSHOTS / "portal-series-review.png"), full_page=True)
     assert not page.errors
+    page.goto(f"{url}/jobs/{job_id}")  # the job page counts series, not images
+    assert "1 series · K = 1 ·" in page.inner_text("#progress-card")
+    assert "Series/hour" in page.inner_text("#annotators") and "image" not in page.inner_text("#annotators")
     assert (SCREENSHOTS / "portal-series-task.png").stat().st_size > 10_000

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
 from fastapi.responses import HTMLResponse
 
 from labeling.portal import admin as A
 from labeling.portal import jobs as J, series
 from labeling.portal.deps import ID, get_portal, role, tx
-from labeling.portal.models import FLAG_REASONS
+from labeling.portal.models import FLAG_REASONS, Item
 
 router = APIRouter()
 staff = role("admin", "reviewer")
@@ -42,7 +43,10 @@ def job_page(request: Request, job_id: int = ID(), principal: Any = Depends(staf
     with tx(request) as session:
         job = J.get_job(session, job_id)
         agreements = J.item_agreements(session, job)  # once, for the mean and the histogram
+        first = session.scalars(select(Item.geometry).where(Item.job_id == job.id).limit(1)).first()
+        unit = "series" if (first or {}).get("slices") else "image"  # what the page counts
         return portal.page("job.html", principal, job=job, progress=J.job_progress(session, job, agreements),
+                           unit=unit, units="series" if unit == "series" else "images",
                            figures=A.job_figures(session, job, agreements), export_bucket=portal.settings.export_bucket,
                            data={"root": portal.root, "job_id": job.id, "csrf": portal.csrf(principal),
                                  "mode": "job"})
