@@ -210,9 +210,13 @@ def ecs_cluster(r: Any, env: Env) -> tuple[float, str]:
 DEPLOY_TIME_TAG = ("dicom-annotate:invoked", "deploy-time")
 
 
+def _deploy_time(r: Any) -> bool:
+    return (get(r, "tags") or {}).get(DEPLOY_TIME_TAG[0]) == DEPLOY_TIME_TAG[1]
+
+
 def lambda_function(r: Any, env: Env) -> tuple[float, str]:
     p = env.prices
-    if (get(r, "tags") or {}).get(DEPLOY_TIME_TAG[0]) == DEPLOY_TIME_TAG[1]:
+    if _deploy_time(r):
         return 0.0, "invoked once per deployment (a fraction of a cent)"
     memory_gb = (as_int(get(r, "memorySize")) or 128) / 1024
     n = env.usage["lambda_invocations"]
@@ -277,7 +281,7 @@ def secret(r: Any, env: Env) -> tuple[float, str]:
 def log_group(r: Any, env: Env) -> tuple[float, str]:
     """Ingest (unless a flow log delivers here: that ingest is on the FlowLog) + steady-state storage."""
     p = env.prices
-    if (get(r, "tags") or {}).get(DEPLOY_TIME_TAG[0]) == DEPLOY_TIME_TAG[1]:
+    if _deploy_time(r):
         return 0.0, "a few lines per deployment"
     fed_by_flow_log = bool(env.ctx.referrers(r, ("aws:ec2/flowLog:FlowLog",), "logDestination"))
     gb = env.usage["flow_log_gb"] if fed_by_flow_log else env.usage["log_ingest_gb_per_group"]
