@@ -314,18 +314,14 @@ class Portal(pulumi.ComponentResource):
         sg = aws.ec2.SecurityGroup(
             f"{name}-db-role-sg", vpc_id=args.vpc_id, tags=tags, opts=self._child,
             description="Portal DB role function: no ingress; out to the database and HTTPS (Secrets Manager)")
-        sg_child = pulumi.ResourceOptions(parent=sg)
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-db-role-to-db", security_group_id=sg.id, description="to the database server",
-            ip_protocol="tcp", from_port=DB_PORT, to_port=DB_PORT, referenced_security_group_id=platform.db_security_group_id,
-            tags=tags, opts=sg_child)
-        aws.vpc.SecurityGroupIngressRule(
-            f"{name}-db-from-db-role", security_group_id=platform.db_security_group_id,
-            description="PostgreSQL from the portal DB role function (deploy time)", ip_protocol="tcp",
-            from_port=DB_PORT, to_port=DB_PORT, referenced_security_group_id=sg.id, tags=tags, opts=sg_child)
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-db-role-https", security_group_id=sg.id, description="HTTPS to Secrets Manager",
-            ip_protocol="tcp", from_port=443, to_port=443, cidr_ipv4="0.0.0.0/0", tags=tags, opts=sg_child)
+        port_rule(aws.vpc.SecurityGroupEgressRule, f"{name}-db-role-to-db", security_group_id=sg.id, port=DB_PORT,
+                  description="to the database server", peer=platform.db_security_group_id, tags=tags, parent=sg)
+        port_rule(aws.vpc.SecurityGroupIngressRule, f"{name}-db-from-db-role",
+                  security_group_id=platform.db_security_group_id, port=DB_PORT,
+                  description="PostgreSQL from the portal DB role function (deploy time)", peer=sg.id, tags=tags,
+                  parent=sg)
+        port_rule(aws.vpc.SecurityGroupEgressRule, f"{name}-db-role-https", security_group_id=sg.id, port=443,
+                  description="HTTPS to Secrets Manager", cidr="0.0.0.0/0", tags=tags, parent=sg)
 
         role = aws.iam.Role(
             f"{name}-db-role-role", description="Portal DB role function: VPC, its logs, the two database secrets",
