@@ -143,7 +143,7 @@ class GroundTruth(pulumi.ComponentResource):
 
     def _lambdas(self, name: str, args: GroundTruthArgs) -> None:
         """Dependency layer, egress-only SG, one role + log group + function per GT Lambda."""
-        child, account, region, partition = self._child, self._account, self._region, self._partition
+        child = self._child
         self.layer = aws.lambda_.LayerVersion(
             f"{name}-deps",
             layer_name=f"{name}-deps",
@@ -161,7 +161,7 @@ class GroundTruth(pulumi.ComponentResource):
             opts=child)
         functions = {}
         for function, code in (("prelabel", args.prelabel_code), ("postlabel", args.postlabel_code)):
-            functions[function] = self._lambda(name, function, code, args, account, region, partition, child)
+            functions[function] = self._lambda(name, function, code, args)
         self.prelabel_function, self.postlabel_function = functions["prelabel"], functions["postlabel"]
 
     def _ground_truth_role(self, name: str, args: GroundTruthArgs) -> None:
@@ -216,10 +216,9 @@ class GroundTruth(pulumi.ComponentResource):
             opts=child,
         )
 
-    def _lambda(self, name: str, function: str, code: pulumi.Archive, args: GroundTruthArgs,
-                account: pulumi.Output[str], region: pulumi.Output[str], partition: pulumi.Output[str],
-                child: pulumi.ResourceOptions) -> aws.lambda_.Function:
+    def _lambda(self, name: str, function: str, code: pulumi.Archive, args: GroundTruthArgs) -> aws.lambda_.Function:
         """One GT Lambda with its own role, KMS log group and SageMaker invoke grant."""
+        child = self._child
         function_name = sagemaker_lambda_name(name, function)
         # Declared before the function so Lambda does not create it unencrypted and without retention.
         log_group = encrypted_log_group(
@@ -281,7 +280,7 @@ class GroundTruth(pulumi.ComponentResource):
             action="lambda:InvokeFunction",
             function=fn.name,
             principal="sagemaker.amazonaws.com",
-            source_account=account,
+            source_account=self._account,
             opts=pulumi.ResourceOptions(parent=fn),
         )
         return fn
