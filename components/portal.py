@@ -53,7 +53,7 @@ from components.fargate import DEPLOYMENT_MAX_PERCENT, FargateService, FargateSe
 from components.iam import service_role_trust, vpc_lambda_statements
 from components.orthanc import OrthancAccess
 from components.packaging import LAMBDA_RUNTIME, ROOT, lambda_archive
-from components.platform import DB_PORT, Platform
+from components.platform import DB_PORT, Platform, generated_password
 from components.storage import encrypted_log_group
 from labeling.orthanc.config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
 from labeling.portal import names as N
@@ -292,9 +292,7 @@ class Portal(pulumi.ComponentResource):
         """The portal's PostgreSQL role and database, made from inside the VPC at deploy time."""
         name, args, platform = self._name, self._args, self._args.platform
         tags = args.tags
-        password = random.RandomPassword(
-            f"{name}-db-password", length=32, special=False, min_upper=2, min_lower=2, min_numeric=2,
-            opts=self._child)
+        password = generated_password(f"{name}-db-password", self._child)
         self.db_secret = aws.secretsmanager.Secret(
             f"{name}-db-secret", description="Portal database role: username, password (ECS injects password)",
             kms_key_id=args.kms_key_arn, recovery_window_in_days=30 if self._prod else 7,
