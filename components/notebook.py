@@ -75,9 +75,6 @@ class TrainingNotebook(pulumi.ComponentResource):
     def __init__(self, name: str, args: TrainingNotebookArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(TYPE, name, None, opts)
         self._child = pulumi.ResourceOptions(parent=self, aliases=moved_from(args.moved_from_urn))
-        self._account = aws.get_caller_identity_output().account_id
-        self._region = aws.get_region_output().region
-        self._partition = aws.get_partition_output().partition
         self._notebook_name = _sagemaker_name(f"{name}-notebook")
 
         self._role(name, args)
@@ -93,7 +90,10 @@ class TrainingNotebook(pulumi.ComponentResource):
 
     def _role(self, name: str, args: TrainingNotebookArgs) -> None:
         """The SageMaker execution role and its policy (this notebook's own idle stop included)."""
-        child, account, region, partition, notebook_name = self._child, self._account, self._region, self._partition, self._notebook_name
+        child, notebook_name = self._child, self._notebook_name
+        account = aws.get_caller_identity_output().account_id
+        region = aws.get_region_output().region
+        partition = aws.get_partition_output().partition
         self.sagemaker_execution_role = aws.iam.Role(
             f"{name}-sagemaker-role",
             description="SageMaker training jobs and the notebook instance of dicom-annotate",
