@@ -11,6 +11,10 @@ from typing import Any, Mapping, Optional
 
 from components.config import ConfigError, camel_case
 
+# Tag of functions that `pulumi up` invokes itself (components/portal.py): the cost model
+# (components/checks/costs.py) prices them as deploy-time, not as the GT workload.
+DEPLOY_TIME_TAG = ("dicom-annotate:invoked", "deploy-time")
+
 # AWS name limits of the resource types this program names, by (type token: name property, limit).
 # A name left to Pulumi gets "<logical name>-<7 hex>" (8 characters added). Sources: ELB
 # CreateLoadBalancer/CreateTargetGroup (32), IAM quotas (role 64, inline policy 128), S3 bucket

@@ -48,9 +48,9 @@ import pulumi_awsx as awsx
 import pulumi_random as random
 
 from components.config import ConfigError, StackConfig, TaskSize
-from components.checks.costs import DEPLOY_TIME_TAG
 from components.fargate import DEPLOYMENT_MAX_PERCENT, FargateService, FargateServiceArgs, port_rule
 from components.iam import service_role_trust, vpc_lambda_statements
+from components.names import DEPLOY_TIME_TAG
 from components.orthanc import OrthancAccess
 from components.packaging import LAMBDA_RUNTIME, ROOT, lambda_archive
 from components.platform import DB_PORT, Platform, generated_password

@@ -8,6 +8,6 @@
 - :mod:`~components.checks.costs`: the monthly cost model over ``prices.yaml``;
 - :mod:`~components.checks.plan`: the offline plan (``make plan STACK=dev``).
 
-The program itself imports nothing from here but the deploy-time tag the cost model prices
-(``costs.DEPLOY_TIME_TAG``, components/portal.py).
+The program itself imports nothing from here (the deploy-time tag the cost model prices is
+``components.names.DEPLOY_TIME_TAG``).
 """

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 import yaml
 
 from components.checks.graph import Context, as_int, as_list, context_for_recording, get
+from components.names import DEPLOY_TIME_TAG
 
 PRICES_PATH = Path(__file__).with_name("prices.yaml")
 LOCAL_COMPONENT_PREFIX = "dicom-annotate:"  # our ComponentResources: containers, not billed
@@ -204,10 +205,6 @@ def ecs_cluster(r: Any, env: Env) -> tuple[float, str]:
     return count * p["cloudwatch_metric_month"] + logs, (
         f"Container Insights: {count} metrics × ${p['cloudwatch_metric_month']} + "
         f"{env.usage['container_insights_log_gb']} GB events")
-
-
-# Tag of functions that `pulumi up` invokes itself (components/portal.py), not the GT workload.
-DEPLOY_TIME_TAG = ("dicom-annotate:invoked", "deploy-time")
 
 
 def _deploy_time(r: Any) -> bool:
