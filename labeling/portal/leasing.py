@@ -189,6 +189,14 @@ def get_assignment(session: Session, assignment_id: int, user: User, *, lock: bo
     return assignment
 
 
+def only_visible(query: Any, user: User) -> Any:
+    """``query`` over ``Item`` narrowed to the items ``user`` may see: every item for reviewers and
+    admins, an annotator's only when assigned to them (leased or answered)."""
+    if user.role in ("admin", "reviewer"):
+        return query
+    return query.where(exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id))
+
+
 def can_view_item(session: Session, item: Item, user: User) -> bool:
     """Reviewers and admins see every item; an annotator only items assigned to them (leased or answered)."""
     if user.role in ("admin", "reviewer"):
@@ -203,10 +211,7 @@ def item_source_for(session: Session, item_id: int, user: User, *, prefetch: boo
     annotator may read it while it is still open, before it is leased to them. A series item's image is
     its first slice (labeling/portal/series.py)."""
     query = select(func.coalesce(Item.geometry.op("#>>", return_type=String)(text("'{slices,0,0}'")), Item.source)).where(Item.id == item_id)
-    if prefetch:
-        query = query.where(Item.state == "open")
-    elif user.role not in ("admin", "reviewer"):
-        query = query.where(exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id))
+    query = query.where(Item.state == "open") if prefetch else only_visible(query, user)
     source = session.scalar(query)
     if source is None:
         raise NotFound(f"item {item_id}: not found")

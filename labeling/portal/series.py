@@ -215,19 +215,17 @@ def item_sr(orthanc: Any, geometry: Mapping[str, Any], final: Mapping[str, Any],
 def slice_for(session: Any, item_id: int, instance: str, user: Any) -> str:
     """The slice route's rule (module docstring): ``instance`` when ``user`` may see item ``item_id``
     and it is one of the item's slices; NotFound (not yours, or no such item) or Forbidden otherwise."""
-    from sqlalchemy import exists, select
+    from sqlalchemy import select
 
     from labeling.portal.jobs import Forbidden, NotFound
-    from labeling.portal.models import Assignment, Item
+    from labeling.portal.leasing import only_visible
+    from labeling.portal.models import Item
 
     try:
         validate_instance_id(instance)
     except (TypeError, ValueError):
         raise _invalid(f"instance {instance!r}: not an Orthanc instance ID") from None
-    query = select(Item.geometry).where(Item.id == item_id)
-    if user.role not in ("admin", "reviewer"):
-        query = query.where(exists().where(Assignment.item_id == Item.id, Assignment.user_id == user.id))
-    row = session.execute(query).first()
+    row = session.execute(only_visible(select(Item.geometry).where(Item.id == item_id), user)).first()
     if row is None:
         raise NotFound(f"item {item_id}: not found")
     if not is_slice_of(row.geometry, instance):
