@@ -131,10 +131,14 @@ def add_user(stack_workdir: Path | str, name: str, role: str, password: str) -> 
     return ensure_user(stack_workdir, name, role, password)[0]
 
 
+def _is_portal_serve(pid: int) -> bool:
+    """Is ``pid`` a live ``python -m labeling portal serve``?"""
+    return read_cmdline(pid)[1:5] == ["-m", "labeling", "portal", "serve"]
+
+
 def _is_our_portal(pid: int, stack_workdir: Path) -> bool:
     """Is ``pid`` a ``labeling portal serve`` started for this work directory (argv + environment)?"""
-    argv = read_cmdline(pid)
-    if argv[1:5] != ["-m", "labeling", "portal", "serve"]:
+    if not _is_portal_serve(pid):
         return False
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -169,7 +173,7 @@ def stop_portal_in(stack_workdir: Path | str, timeout: float = 10.0) -> bool:
         if _is_our_portal(pid, workdir):
             os.kill(pid, signal.SIGKILL)
         stopped = True
-    if stopped or read_cmdline(pid)[1:5] != ["-m", "labeling", "portal", "serve"]:
+    if stopped or not _is_portal_serve(pid):
         pid_file.unlink(missing_ok=True)  # a live portal we could not match keeps its record
     return stopped
 

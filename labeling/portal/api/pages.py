@@ -46,7 +46,7 @@ def job_page(request: Request, job_id: int = ID(), principal: Any = Depends(staf
         first = session.scalars(select(Item.geometry).where(Item.job_id == job.id).limit(1)).first()
         unit = "series" if (first or {}).get("slices") else "image"  # what the page counts
         return portal.page("job.html", principal, job=job, progress=J.job_progress(session, job, agreements),
-                           unit=unit, units="series" if unit == "series" else "images",
+                           unit=unit,
                            figures=A.job_figures(session, job, agreements), export_bucket=portal.settings.export_bucket,
                            data={"root": portal.root, "job_id": job.id, "csrf": portal.csrf(principal),
                                  "mode": "job"})
