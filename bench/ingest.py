@@ -48,7 +48,6 @@ import io
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import urlparse
 
@@ -350,35 +350,31 @@ def _psi_text(row: dict[str, Any]) -> str:
     return f"; some task waited for a CPU {row['cpu_pressure']:.0%} of the time, for I/O {row['io_pressure']:.0%}"
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def summarize(runs: dict[Variant, list[Run]], n: int) -> dict[str, dict[str, Any]]:
     """Per variant: rate (median, min, max), CPU ms per instance of each party, core shares."""
     out: dict[str, dict[str, Any]] = {}
     for variant, result in runs.items():
         rates = [n / run.seconds for run in result]
         row: dict[str, Any] = {
-            "rate": round(_median(rates), 1), "rate_min": round(min(rates), 1), "rate_max": round(max(rates), 1),
-            "wall_s": round(_median([run.seconds for run in result]), 2),
-            "client_ms": round(_median([1000 * run.client_s / n for run in result]), 2),
-            "others_cpus": round(_median([run.others_s / run.seconds for run in result]), 2),
-            "iowait_cpus": round(_median([run.iowait_s / run.seconds for run in result]), 2),
+            "rate": round(median(rates), 1), "rate_min": round(min(rates), 1), "rate_max": round(max(rates), 1),
+            "wall_s": round(median([run.seconds for run in result]), 2),
+            "client_ms": round(median([1000 * run.client_s / n for run in result]), 2),
+            "others_cpus": round(median([run.others_s / run.seconds for run in result]), 2),
+            "iowait_cpus": round(median([run.iowait_s / run.seconds for run in result]), 2),
         }
         if all(run.cpu_pressure_s is not None and run.io_pressure_s is not None for run in result):
-            row["cpu_pressure"] = round(_median([run.cpu_pressure_s / run.seconds for run in result]), 3)  # type: ignore[operator]
-            row["io_pressure"] = round(_median([run.io_pressure_s / run.seconds for run in result]), 3)  # type: ignore[operator]
+            row["cpu_pressure"] = round(median([run.cpu_pressure_s / run.seconds for run in result]), 3)  # type: ignore[operator]
+            row["io_pressure"] = round(median([run.io_pressure_s / run.seconds for run in result]), 3)  # type: ignore[operator]
         if all(run.server_s is not None for run in result):
             row.update({
-                "orthanc_ms": round(_median([1000 * run.orthanc_s / n for run in result]), 2),  # type: ignore[operator]
-                "postgres_ms": round(_median([1000 * run.postgres_s / n for run in result]), 2),  # type: ignore[operator]
-                "server_share": round(_median([run.share(run.server_s) for run in result]), 3),  # type: ignore[arg-type]
-                "all_share": round(_median([run.share(run.server_s + run.client_s + run.others_s)  # type: ignore[operator]
+                "orthanc_ms": round(median([1000 * run.orthanc_s / n for run in result]), 2),  # type: ignore[operator]
+                "postgres_ms": round(median([1000 * run.postgres_s / n for run in result]), 2),  # type: ignore[operator]
+                "server_share": round(median([run.share(run.server_s) for run in result]), 3),  # type: ignore[arg-type]
+                "all_share": round(median([run.share(run.server_s + run.client_s + run.others_s)  # type: ignore[operator]
                                             for run in result]), 3),
             })
             row["server_ms"] = round(row["orthanc_ms"] + row["postgres_ms"], 2)
-            row["server_wait_ms"] = round(_median([1000 * run.server_wait_s / n for run in result]), 2)  # type: ignore[operator]
+            row["server_wait_ms"] = round(median([1000 * run.server_wait_s / n for run in result]), 2)  # type: ignore[operator]
             # No client can exceed the rate at which the server's CPU per instance fills the cores.
             row["server_ceiling"] = round(1000 * CPUS / row["server_ms"], 1)
             row["of_ceiling"] = round(row["rate"] / row["server_ceiling"], 3)

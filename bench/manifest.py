@@ -66,14 +66,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import requests  # noqa: E402
 
 from labeling.orthanc.connection import OrthancConnection  # noqa: E402
-from labeling.manifest.build import (  # noqa: E402
-    Candidate,
-    ManifestLine,
-    build_manifest,
-    modality_exclusion,
-    parse_filters,
-    sop_class_exclusion,
-)
+from labeling.manifest.build import build_manifest  # noqa: E402
+from labeling.manifest.exclusions import modality_exclusion, sop_class_exclusion  # noqa: E402
+from labeling.manifest.filters import parse_filters  # noqa: E402
+from labeling.manifest.format import ManifestLine  # noqa: E402
+from labeling.manifest.query import Candidate  # noqa: E402
 from labeling.contracts.schema import load_schema  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

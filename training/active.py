@@ -1,7 +1,7 @@
 """Model-assisted pre-labels and an uncertainty-first order for the next labeling job
 (``python -m training order``).
 
-Input: a manifest of the images to label next (any manifest :func:`labeling.manifest.build.read_manifest`
+Input: a manifest of the images to label next (any manifest :func:`labeling.manifest.format.read_manifest`
 reads; the label attribute and ``-metadata`` of a previous job are dropped from each line, so an
 output manifest can serve too) and the predictions of ``python -m training predict``.
 
@@ -72,7 +72,7 @@ def _without_job_output(extra: Mapping[str, Any]) -> dict[str, Any]:
 
 def order_lines(lines: Sequence[Any], predictions: Sequence[Mapping[str, Any]], *, strategy: str = "entropy",
                 limit: Optional[int] = None) -> tuple[list[Any], list[float]]:
-    """``labeling.manifest.build.ManifestLine``s with pre-labels, most uncertain first, and their scores."""
+    """``labeling.manifest.format.ManifestLine``s with pre-labels, most uncertain first, and their scores."""
     import dataclasses
 
     if strategy not in STRATEGIES:
@@ -96,7 +96,7 @@ def order_lines(lines: Sequence[Any], predictions: Sequence[Mapping[str, Any]], 
 def order_manifest(manifest: str | Path, predictions: str | Path, out: str | Path, *, strategy: str = "entropy",
                    limit: Optional[int] = None) -> dict[str, Any]:
     """Read, order, write (atomically); returns a small summary for printing."""
-    from labeling.manifest.build import read_manifest, write_manifest
+    from labeling.manifest.format import read_manifest, write_manifest
     from training.inference import read_predictions
 
     lines = read_manifest(manifest)

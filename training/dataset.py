@@ -179,6 +179,15 @@ class CachedImage:
     sop_instance_uid: str
 
 
+def save_cache_entry(npy: Path, meta: Path, array: np.ndarray, info: Mapping[str, Any]) -> None:
+    """Write one cache entry (:class:`ImageCache`, :class:`training.volume.VolumeCache`): the array
+    and its JSON beside it, each atomically."""
+    with atomic_file(npy) as fh:
+        np.save(fh, array)
+    with atomic_file(meta, "w") as fh:
+        fh.write(json.dumps(info))
+
+
 class ImageCache:
     """Preprocessed images on disk, keyed by instance id + preprocessing (module docstring)."""
 
@@ -203,12 +212,9 @@ class ImageCache:
         ds = read_dicom(data, name=name)
         arr = preprocess(ds, self.prep, name=name)
         npy, meta = self._paths(instance_id)
-        with atomic_file(npy) as fh:
-            np.save(fh, arr)
         info = {"patient": patient_key(ds), "sop_instance_uid": str(ds.get("SOPInstanceUID", "")),
                 "preprocessing": self.prep.to_dict()}
-        with atomic_file(meta, "w") as fh:
-            fh.write(json.dumps(info))
+        save_cache_entry(npy, meta, arr, info)
         return CachedImage(instance_id, npy, info["patient"], info["sop_instance_uid"])
 
     def get(self, instance_id: str, source: ImageSource) -> CachedImage:

@@ -37,8 +37,7 @@ import pydicom
 import torch
 import torch.nn.functional as F
 
-from labeling.outdir import atomic_file
-from training.dataset import DEFAULT_CACHE_DIR, DatasetError, ImageSource
+from training.dataset import DEFAULT_CACHE_DIR, DatasetError, ImageSource, save_cache_entry
 from training.imaging import ImageError, patient_key, pixels, read_dicom
 
 SERIES_LEVELS = ("series", "multiframe")
@@ -203,11 +202,8 @@ class VolumeCache:
             volume, first = read_volume(line, source)
         except ImageError as exc:
             raise DatasetError(str(exc)) from None
-        with atomic_file(npy) as fh:
-            np.save(fh, volume_input(volume, self.prep))
         info = {"patient": patient_key(first), "slices": int(volume.shape[0]), "preprocessing": self.prep.to_dict()}
-        with atomic_file(meta, "w") as fh:
-            fh.write(json.dumps(info))
+        save_cache_entry(npy, meta, volume_input(volume, self.prep), info)
         return npy, info["patient"]
 
 
@@ -216,27 +212,24 @@ def gather_volumes(lines: Sequence[Mapping[str, Any]], source: ImageSource, prep
                    workers: int = 4) -> tuple[np.ndarray, list[str]]:
     """(volumes (N, 1, D, H, W), patient keys) of the series lines, through the disk cache."""
     cache = VolumeCache(cache_dir or DEFAULT_CACHE_DIR, prep)
-    tick: Callable[[], None] = lambda: None  # noqa: E731
-    bar = None
+
+    def every(tick: Callable[[], None]) -> list[tuple[Path, str]]:
+        def one(line: Mapping[str, Any]) -> tuple[Path, str]:
+            out = cache.get(line, source)
+            tick()
+            return out
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            return list(pool.map(one, lines))
+
     if progress:
         from rich.progress import Progress
 
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task(f"series volumes ({'x'.join(map(str, prep.grid))})", total=len(lines))
-        tick = lambda: bar.advance(task)  # noqa: E731
-
-    def one(line: Mapping[str, Any]) -> tuple[Path, str]:
-        out = cache.get(line, source)
-        tick()
-        return out
-
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            got = list(pool.map(one, lines))
-    finally:
-        if bar is not None:
-            bar.stop()
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"series volumes ({'x'.join(map(str, prep.grid))})", total=len(lines))
+            got = every(lambda: bar.advance(task))
+    else:
+        got = every(lambda: None)
     volumes = np.stack([np.load(path) for path, _ in got]).astype(np.float32, copy=False)
     return volumes, [patient for _, patient in got]
 

@@ -11,9 +11,8 @@ or one find + bulk reads, :mod:`labeling.manifest.query`), sorts, groups series 
 * :mod:`labeling.manifest.query` — the Orthanc walk;
 * :mod:`labeling.manifest.cli` — the command (flags, progress, summary, ``--report``).
 
-This module also re-exports the package's public names (and the walk's records that
-:mod:`labeling.manifest.index` and :mod:`labeling.manifest.series` import from here), so
-``from labeling.manifest.build import read_manifest, build_manifest`` keeps working.
+This module also re-exports the manifest file and filter names the portal imports from here
+(``read_manifest``, ``ManifestLine``, ``parse_filters`` …); new code imports them from their module.
 
 Order and limit
 ---------------
@@ -29,18 +28,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Optional
 
-from labeling.manifest.exclusions import (  # noqa: F401 - re-exported
-    IMAGE_MODALITIES, NON_IMAGE_MODALITIES, modality_exclusion, needs_sop_class_check, sop_class_exclusion)
-from labeling.manifest.filters import (  # noqa: F401 - re-exported
-    FilterError, ManifestFilters, dicom_date_range, parse_dicom_date, parse_filters, parse_metadata_filters,
-    parse_modalities, parse_patient_id, parse_uids)
+from labeling.manifest.filters import FilterError, ManifestFilters, parse_filters  # noqa: F401 - re-exported
 from labeling.manifest.format import (  # noqa: F401 - re-exported
-    GEOMETRY_KEYS, KNOWN_KEYS, OPTIONAL_KEYS, PHI_KEYS, REQUIRED_KEYS, ManifestError, ManifestLine,
-    iter_manifest, read_manifest, write_manifest)
-from labeling.manifest.query import (  # noqa: F401 - re-exported (index, series import the walk's records)
-    PARALLEL_REQUESTS, SOP_CLASS_METADATA, BuildResult, Candidate, OrthancLike, Reporter, _Counted, _Instance,
-    _parse_instance, _parse_series, _parse_study, _read_in_bulk, _Series, _SilentReporter, _Study, chunks,
-    find_candidates, instances_to_check, judge_instances, split_by_modality)
+    KNOWN_KEYS, ManifestError, ManifestLine, read_manifest, write_manifest)
+from labeling.manifest.query import (
+    BuildResult, Candidate, OrthancLike, Reporter, _Counted, _SilentReporter, find_candidates)
 
 LEVELS: Final = ("instance", "series")
 """``--level``: one task per image instance, or one per series / multi-frame instance (README)."""

@@ -6,7 +6,7 @@ read costs Orthanc several index queries per resource, more than a plain listing
 quarter of the time ``/tools/bulk-content`` took for the same instances, and ``GET /series?expand``
 in a third of a Series-level find. So when the query does not name a few studies, series or
 patients, the manifest builder lists the whole server once per level (three listings, paged and
-concurrent) and matches the filters here (:meth:`labeling.manifest.build.ManifestFilters.matches`),
+concurrent) and matches the filters here (:meth:`labeling.manifest.filters.ManifestFilters.matches`),
 which is never more work for Orthanc than a client that reads every instance.
 
 Incremental. The listing is saved with the sequence number of Orthanc's changes log (``GET
@@ -52,12 +52,13 @@ from typing import Any, Final, Optional
 
 from labeling.manifest import INDEX_FILE_ENV
 
-from labeling.manifest.build import (
+from labeling.manifest.exclusions import needs_sop_class_check
+from labeling.manifest.filters import ManifestFilters
+from labeling.manifest.query import (
     PARALLEL_REQUESTS,
     SOP_CLASS_METADATA,
     BuildResult,
     Candidate,
-    ManifestFilters,
     Reporter,
     _Counted,
     _Instance,
@@ -67,9 +68,9 @@ from labeling.manifest.build import (
     _read_in_bulk,
     _Series,
     _Study,
+    chunks,
     instances_to_check,
     judge_instances,
-    needs_sop_class_check,
     split_by_modality,
 )
 from labeling.outdir import atomic_file
@@ -329,8 +330,6 @@ def _read_into(orthanc: _Counted, index: ServerIndex, reread: Mapping[str, set[s
 def _read_raw(orthanc: _Counted, ids: Sequence[str], reporter: Reporter, phase: str,
               metadata: bool = False) -> dict[str, dict]:
     """The expanded JSON of resources of any level, by ID (``/tools/bulk-content``)."""
-    from labeling.manifest.build import chunks
-
     reporter.phase(phase)
     with ThreadPoolExecutor(max_workers=PARALLEL_REQUESTS) as pool:
         answers = pool.map(lambda chunk: orthanc.bulk_content(chunk, metadata=metadata), chunks(ids))
@@ -383,7 +382,7 @@ def refresh_index(orthanc: _Counted, url: str, cached: Optional[ServerIndex], re
 def find_candidates_indexed(orthanc: _Counted, url: str, filters: ManifestFilters, result: BuildResult,
                             reporter: Reporter, *, check_all_sop_classes: bool = False,
                             index_file: Optional[Path] = None) -> tuple[list[Candidate], ServerIndex]:
-    """Like :func:`labeling.manifest.build.find_candidates`, from the index (read from and saved to
+    """Like :func:`labeling.manifest.query.find_candidates`, from the index (read from and saved to
     ``index_file`` when given)."""
     cached = load_index(index_file, url) if index_file else None
     index = refresh_index(orthanc, url, cached, reporter, result.warnings)

@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Final, Optional, Protocol
 
-from labeling.manifest.build import PARALLEL_REQUESTS, BuildResult, Candidate, ManifestLine, Reporter, _Counted, chunks
+from labeling.manifest.format import ManifestLine
+from labeling.manifest.query import PARALLEL_REQUESTS, BuildResult, Candidate, Reporter, _Counted, chunks
 from labeling.dicom.series import SliceInfo, series_tasks
 
 

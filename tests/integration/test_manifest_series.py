@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from labeling.cli import main as cli_main
-from labeling.manifest.build import build_manifest, parse_filters, read_manifest
+from labeling.manifest.build import build_manifest
+from labeling.manifest.filters import parse_filters
+from labeling.manifest.format import read_manifest
 from labeling.contracts.schema import load_schema
 from devkit.synth_series import SLICE_SPACING_MM, generate_series_dataset
 
@@ -140,7 +142,7 @@ def test_candidates_without_tags_are_completed_by_one_bulk_read(client, uploaded
     """A walk that kept no MainDicomTags (e.g. one served from a saved index) gives the same lines."""
     from dataclasses import replace
 
-    from labeling.manifest.build import BuildResult, _Counted, _SilentReporter, find_candidates
+    from labeling.manifest.query import BuildResult, _Counted, _SilentReporter, find_candidates
     from labeling.manifest.series import series_lines
 
     result = BuildResult(lines=[])

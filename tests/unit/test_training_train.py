@@ -13,7 +13,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from labeling.manifest.build import read_manifest
+from labeling.manifest.format import read_manifest
 from labeling.gt.output_manifest import output_line, write_output_manifest
 from training import inference
 from training.cli import main
