@@ -12,24 +12,28 @@ from typing import Any, Optional
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from labeling.gt import viewer_assets
 from labeling.portal import jobs as J
 from labeling.portal import security as S
-from labeling.portal.db import session_factory, transaction
+from labeling.portal.db import read_row, session_factory, transaction
 from labeling.portal.images import ImageStore
-from labeling.portal.models import Session as DbSession, User, utcnow
+from labeling.portal.leasing import ITEM_SOURCE
+from labeling.portal.models import User, utcnow
 from labeling.portal.oidc import OidcError, OidcVerifier
 from labeling.portal.settings import PortalSettings
 
 HERE = Path(__file__).resolve().parent
-# Every request's session lookup: built once (no per-request expression building), only the columns
-# a principal needs, on a plain connection (no ORM unit of work).
-_SESSION_USER = (select(User.id, User.name, User.role, User.active, DbSession.expires_at)
-                 .join(DbSession, DbSession.user_id == User.id).where(DbSession.id == bindparam("sid")))
+# Every request's session lookup (db.read_row: no SQLAlchemy statement, Connection or transaction per
+# request), only the columns a principal needs; the image route adds its item's source (one statement).
+_SESSION_USER = ("SELECT u.id, u.name, u.role, u.active, s.expires_at{} "
+                 "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = %(sid)s")
+_SESSION_LOOKUP = _SESSION_USER.format("")
+_SESSION_IMAGE = _SESSION_USER.format(", " + ITEM_SOURCE)
+_USER_IMAGE = "SELECT " + ITEM_SOURCE + " FROM users u WHERE u.id = %(user)s"
 _ASSET_NAME = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)+")
 
 
@@ -98,19 +102,50 @@ class Portal:
         session.flush()
         return Principal(user, "oidc|" + identity.sub)
 
-    def authenticate_local(self, request: Request) -> Principal:
-        """The signed session cookie: one SELECT of the session and its user, outside any transaction."""
+    def _session_id(self, request: Request) -> str:
         session_id = S.unsign_session(self.secret, request.cookies.get(S.SESSION_COOKIE))
         if session_id is None:
             raise AuthError("not logged in")
-        with self.read_engine.connect() as conn:
-            found = conn.execute(_SESSION_USER, {"sid": session_id}).first()
-        if found is None or found.expires_at < utcnow():
+        return session_id
+
+    @staticmethod
+    def _session_principal(found: Optional[tuple[Any, ...]], key: str) -> Principal:
+        """The principal of a ``_SESSION_USER`` row; refused when the session is gone or expired, or the
+        account disabled (read from the database on every request, so logout takes effect at once)."""
+        if found is None or found[4] < utcnow():
             raise AuthError("session expired; log in again")
-        if not found.active:
+        if not found[3]:
             raise AuthError("account disabled", 403)
         # A detached row of what the routes read (id, name, role); nothing writes through it.
-        return Principal(User(id=found.id, name=found.name, role=found.role, active=True), "session|" + session_id)
+        return Principal(User(id=found[0], name=found[1], role=found[2], active=True), key)
+
+    def authenticate_local(self, request: Request) -> Principal:
+        """The signed session cookie: one SELECT of the session and its user, outside any transaction."""
+        session_id = self._session_id(request)
+        return self._session_principal(read_row(self.engine, _SESSION_LOOKUP, {"sid": session_id}),
+                                       "session|" + session_id)
+
+    def image_source(self, request: Request, item_id: int, prefetch: Optional[str]) -> str:
+        """The Orthanc ID of the image of ``item_id`` for the request's user (404 when missing or not
+        theirs, the same answer, so other jobs' item ids are not confirmed). Locally the session, its
+        user and the item in one statement. An annotator may read an item still open with the prefetch
+        token its task offered for it (security.prefetch_token)."""
+        if self.settings.auth_mode == "local":
+            session_id = self._session_id(request)
+            key = "session|" + session_id
+            found = read_row(self.engine, _SESSION_IMAGE, {
+                "sid": session_id, "item": item_id, "early": S.prefetch_ok(self.secret, key, item_id, prefetch)})
+            self._session_principal(found, key)
+            source = found[5]  # type: ignore[index]
+        else:
+            principal = self.authenticate_alone(request)
+            early = principal.user.role == "annotator" and S.prefetch_ok(
+                self.secret, principal.csrf_key, item_id, prefetch)
+            found = read_row(self.engine, _USER_IMAGE, {"user": principal.user.id, "item": item_id, "early": early})
+            source = found and found[0]
+        if source is None:
+            raise J.NotFound(f"item {item_id}: not found")
+        return source
 
     def authenticate_alone(self, request: Request) -> Principal:
         """The request's principal outside the route's transaction: locally one SELECT without

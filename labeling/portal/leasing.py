@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from sqlalchemy import String, delete, exists, func, select, text, update
+from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.orm import Session, aliased
 
 from labeling.portal.creation import get_job
@@ -205,17 +205,17 @@ def can_view_item(session: Session, item: Item, user: User) -> bool:
                                                       Assignment.user_id == user.id).limit(1)) is not None
 
 
-def item_source_for(session: Session, item_id: int, user: User, *, prefetch: bool = False) -> str:
-    """The Orthanc ID of an item the user may see (the image route): one statement. ``prefetch``: the
-    caller checked a prefetch token for this item (offered as the annotator's likely next item), so an
-    annotator may read it while it is still open, before it is leased to them. A series item's image is
-    its first slice (labeling/portal/series.py)."""
-    query = select(func.coalesce(Item.geometry.op("#>>", return_type=String)(text("'{slices,0,0}'")), Item.source)).where(Item.id == item_id)
-    query = query.where(Item.state == "open") if prefetch else only_visible(query, user)
-    source = session.scalar(query)
-    if source is None:
-        raise NotFound(f"item {item_id}: not found")
-    return source
+# Who may see an item, as SQL over ``items i`` and ``users u``; :func:`only_visible` is the same rule for
+# ORM queries over ``Item``.
+VISIBLE_TO_USER = ("(u.role IN ('admin', 'reviewer') OR EXISTS "
+                   "(SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = u.id))")
+# The image route's Orthanc ID of item %(item)s for the user ``u`` (NULL: missing or not theirs): a
+# series item's image is its first slice (labeling/portal/series.py). %(early)s: the caller checked a
+# prefetch token for this item (offered as the annotator's likely next item), so an annotator may read
+# it while it is still open, before it is leased to them. psycopg parameters (db.read_row).
+ITEM_SOURCE = ("(SELECT coalesce(i.geometry #>> '{slices,0,0}', i.source) FROM items i WHERE i.id = %(item)s "
+               "AND CASE WHEN u.role = 'annotator' AND %(early)s THEN i.state = 'open' ELSE "
+               + VISIBLE_TO_USER + " END)")
 
 
 def get_item_for(session: Session, item_id: int, user: User) -> Item:

@@ -227,3 +227,22 @@ def test_sso_refuses_bad_tokens(sso):
     assert client.get("/portal/api/me", headers=tokens("sso-nogroup", [])).status_code == 403
     page = client.get("/portal/", headers={**tokens("sso-x", ["admin"], exp=-10), "accept": "text/html"})
     assert page.status_code == 401
+
+
+def test_sso_image_route_serves_an_annotator_only_their_items(sso, make_job):
+    """alb-oidc: the image route's visibility rule (leasing.ITEM_SOURCE) after the claims' user lookup."""
+    client, tokens = sso
+    job, _ = make_job(2, k=1)
+    mine, other = f"sso-a-{secrets.token_hex(3)}", f"sso-b-{secrets.token_hex(3)}"
+    csrf = client.get("/portal/api/me", headers=tokens(mine, ["annotator"])).json()["csrf"]
+    task = client.post(f"/portal/api/jobs/{job}/next", headers={**tokens(mine, ["annotator"]), "X-CSRF-Token": csrf}).json()
+    url = f"/portal/api/items/{task['item_id']}/image"
+    assert client.get(url, headers=tokens(mine, ["annotator"])).content[128:132] == b"DICM"
+    assert client.get(url, headers=tokens(other, ["annotator"])).status_code == 404
+    assert client.get(url, headers=tokens(other, ["reviewer"])).status_code == 200
+    # The prefetch token of the task lets its own browser read the upcoming item early, nobody else's.
+    early = {"X-Prefetch-Token": task["prefetch"]["token"]}
+    upcoming = f"/portal/api/items/{task['prefetch']['image_url'].split('/')[-2]}/image"
+    assert client.get(upcoming, headers=tokens(mine, ["annotator"])).status_code == 404
+    assert client.get(upcoming, headers={**tokens(mine, ["annotator"]), **early}).status_code == 200
+    assert client.get(upcoming, headers={**tokens(other, ["annotator"]), **early}).status_code == 404

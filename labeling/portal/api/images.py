@@ -7,9 +7,7 @@ from typing import Optional
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
-from labeling.portal import jobs as J
-from labeling.portal.deps import ID, get_portal, principal_of
-from labeling.portal.security import prefetch_ok
+from labeling.portal.deps import ID, get_portal
 
 router = APIRouter(tags=["images"])
 
@@ -20,14 +18,9 @@ def image(request: Request, item_id: int = ID(),
                                                    description="the token of a task's `prefetch` (annotators)")
           ) -> Response:
     portal = get_portal(request)
-    # Authenticated here, in this route's worker thread (a dependency would take a second hop), and
-    # read outside a transaction: one SELECT each, no BEGIN/COMMIT.
-    principal = principal_of(request)
-    # An annotator's browser may fetch its likely next image early with the token its task offered.
-    early = principal.user.role == "annotator" and prefetch_ok(
-        portal.secret, principal.csrf_key, item_id, x_prefetch_token)
-    with portal.read_factory() as session:
-        source = J.item_source_for(session, item_id, principal.user, prefetch=early)
+    # Authenticated here, in this route's worker thread (a dependency would take a second hop), with
+    # the item in the same statement, outside a transaction (no BEGIN/COMMIT).
+    source = portal.image_source(request, item_id, x_prefetch_token)
     # Read here, in the endpoint's worker thread: one image (~0.1–10 MB) in memory is cheaper than
     # FileResponse's chunked reads, each another hop to the thread pool.
     return Response(portal.images.get(source).read_bytes(), media_type="application/dicom",
