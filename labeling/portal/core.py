@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from labeling.gt import viewer_assets
 from labeling.portal import jobs as J
 from labeling.portal import security as S
-from labeling.portal.db import read_row, session_factory, transaction
+from labeling.portal.db import one_row, session_factory, transaction
 from labeling.portal.images import ImageStore
 from labeling.portal.leasing import ITEM_SOURCE
 from labeling.portal.models import User, utcnow
@@ -27,7 +27,7 @@ from labeling.portal.oidc import OidcError, OidcVerifier
 from labeling.portal.settings import PortalSettings
 
 HERE = Path(__file__).resolve().parent
-# Every request's session lookup (db.read_row: no SQLAlchemy statement, Connection or transaction per
+# Every request's session lookup (db.one_row: no SQLAlchemy statement, Connection or transaction per
 # request), only the columns a principal needs; the image route adds its item's source (one statement).
 _SESSION_USER = ("SELECT u.id, u.name, u.role, u.active, s.expires_at{} "
                  "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = %(sid)s")
@@ -122,7 +122,7 @@ class Portal:
     def authenticate_local(self, request: Request) -> Principal:
         """The signed session cookie: one SELECT of the session and its user, outside any transaction."""
         session_id = self._session_id(request)
-        return self._session_principal(read_row(self.engine, _SESSION_LOOKUP, {"sid": session_id}),
+        return self._session_principal(one_row(self.engine, _SESSION_LOOKUP, {"sid": session_id}),
                                        "session|" + session_id)
 
     def image_source(self, request: Request, item_id: int, prefetch: Optional[str]) -> str:
@@ -133,7 +133,7 @@ class Portal:
         if self.settings.auth_mode == "local":
             session_id = self._session_id(request)
             key = "session|" + session_id
-            found = read_row(self.engine, _SESSION_IMAGE, {
+            found = one_row(self.engine, _SESSION_IMAGE, {
                 "sid": session_id, "item": item_id, "early": S.prefetch_ok(self.secret, key, item_id, prefetch)})
             self._session_principal(found, key)
             source = found[5]  # type: ignore[index]
@@ -141,7 +141,7 @@ class Portal:
             principal = self.authenticate_alone(request)
             early = principal.user.role == "annotator" and S.prefetch_ok(
                 self.secret, principal.csrf_key, item_id, prefetch)
-            found = read_row(self.engine, _USER_IMAGE, {"user": principal.user.id, "item": item_id, "early": early})
+            found = one_row(self.engine, _USER_IMAGE, {"user": principal.user.id, "item": item_id, "early": early})
             source = found and found[0]
         if source is None:
             raise J.NotFound(f"item {item_id}: not found")

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
+import re
+
 import psycopg
 from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
@@ -83,9 +85,10 @@ def _driver_connection(engine: Engine, query: str, params: Mapping[str, Any]) ->
         fairy.close()  # back to the pool, which rolls back whatever is still open
 
 
-def read_row(engine: Engine, query: str, params: Mapping[str, Any]) -> Optional[tuple[Any, ...]]:
-    """The first row of a read-only ``query`` (psycopg ``%(name)s`` parameters), outside any
-    transaction: autocommit, so no BEGIN/COMMIT round trips."""
+def one_row(engine: Engine, query: str, params: Mapping[str, Any]) -> Optional[tuple[Any, ...]]:
+    """The first row of ``query`` (psycopg ``%(name)s`` parameters, :func:`driver_sql`) in autocommit
+    mode: no BEGIN/COMMIT round trips, and a single statement is its own transaction (its writes are
+    committed together, or not at all when it raises)."""
     with _driver_connection(engine, query, params) as conn:
         conn.autocommit = True
         try:
@@ -94,11 +97,11 @@ def read_row(engine: Engine, query: str, params: Mapping[str, Any]) -> Optional[
             conn.autocommit = False
 
 
-def write_row(engine: Engine, query: str, params: Mapping[str, Any]) -> Optional[tuple[Any, ...]]:
-    """The first row of ``query`` run as one transaction (committed, or rolled back when it raises)."""
-    with _driver_connection(engine, query, params) as conn:
-        with conn.transaction():
-            return conn.execute(query, params).fetchone()
+def driver_sql(sql: str) -> str:
+    """SQL written for ``text()`` (``:name`` parameters) in psycopg's form (``%(name)s``), so a fragment
+    shared by both kinds of statement is written once. (No ``::`` casts or ``%`` in such SQL.)"""
+    assert "::" not in sql and "%" not in sql, sql
+    return re.sub(r":(\w+)", r"%(\1)s", sql)
 
 
 def create_database_if_missing(settings: PortalSettings) -> bool:

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from sqlalchemy import delete, exists, func, select, text, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from labeling.portal.creation import get_job
+from labeling.portal.db import driver_sql, one_row, transaction
 from labeling.portal.errors import Conflict, Forbidden, Invalid, NotFound
 from labeling.portal.models import FLAG_REASONS, SKIPPED, Assignment, Item, Job, User, utcnow
 
@@ -50,8 +52,9 @@ def open_to_annotator(job_id: int, user_id: int):
 # first free item (locked SKIP LOCKED, its slot taken, a lease inserted), with what the task needs — the
 # job's name and schema, the item, "n of N" and the likely next item to prefetch. The final SELECT sees
 # the snapshot before the CTE's writes, hence ``i.id <> lease.item_id``. No row: the job is not active,
-# or nothing is free without waiting or sweeping → the general path (next_task).
-_LEASE_AND_FETCH = text("""
+# or nothing is free without waiting or sweeping → the general path (next_task); nothing was written then.
+# Run alone in autocommit mode (db.one_row), it is its own transaction: no BEGIN/COMMIT round trips.
+_LEASE_AND_FETCH = driver_sql("""
 WITH job AS (SELECT id, name, schema, lease_seconds FROM jobs WHERE id = :job AND state = 'active'),
 cur AS (
   SELECT id, item_id, lease_expires_at FROM assignments
@@ -108,23 +111,25 @@ class Task:
     upcoming_item: Optional[int] = None  # that item's id (the browser prefetches its image)
 
 
-def lease_and_fetch(session: Session, job_id: int, user: User,
+def lease_and_fetch(engine: Engine, factory: sessionmaker[Session], job_id: int, user: User,
                     now: Optional[dt.datetime] = None) -> tuple[JobRef, Optional[Task]]:
     """:func:`next_task` + the task's data: one statement in the common case, else the general path
-    (which also says why a job that is missing or not active gives no task)."""
+    in a transaction of ``factory`` (which also says why a job that is missing or not active gives no task)."""
     now = now or utcnow()
     if user.role != "annotator":
         raise Forbidden("only annotators take labeling tasks")
-    row = session.execute(_LEASE_AND_FETCH, {"job": job_id, "user": user.id, "now": now}).first()
+    row = one_row(engine, _LEASE_AND_FETCH, {"job": job_id, "user": user.id, "now": now})
     if row is not None:
-        return JobRef(job_id, row.job_name, row.job_schema), Task(
-            row.id, row.item_id, row.lease_expires_at, row.source, row.line, row.geometry,
-            int(row.finished) + 1, int(row.finished) + 1 + int(row.available), row.upcoming,
-            upcoming_item=row.upcoming_item)
-    job = get_job(session, job_id)
-    ref = JobRef(job.id, job.name, job.schema)
-    lease = next_task(session, job, user, now)
-    return ref, (None if lease is None else task_of(session, job, user, lease))
+        (lease_id, item_id, expires, source, line, geometry, job_name, job_schema, finished, available,
+         upcoming_item, upcoming) = row
+        return JobRef(job_id, job_name, job_schema), Task(
+            lease_id, item_id, expires, source, line, geometry, int(finished) + 1,
+            int(finished) + 1 + int(available), upcoming, upcoming_item=upcoming_item)
+    with transaction(factory) as session:
+        job = get_job(session, job_id)
+        ref = JobRef(job.id, job.name, job.schema)
+        lease = next_task(session, job, user, now)
+        return ref, (None if lease is None else task_of(session, job, user, lease))
 
 
 def task_of(session: Session, job: Job, user: User, assignment: Assignment) -> Task:
@@ -212,7 +217,7 @@ VISIBLE_TO_USER = ("(u.role IN ('admin', 'reviewer') OR EXISTS "
 # The image route's Orthanc ID of item %(item)s for the user ``u`` (NULL: missing or not theirs): a
 # series item's image is its first slice (labeling/portal/series.py). %(early)s: the caller checked a
 # prefetch token for this item (offered as the annotator's likely next item), so an annotator may read
-# it while it is still open, before it is leased to them. psycopg parameters (db.read_row).
+# it while it is still open, before it is leased to them. psycopg parameters (db.one_row).
 ITEM_SOURCE = ("(SELECT coalesce(i.geometry #>> '{slices,0,0}', i.source) FROM items i WHERE i.id = %(item)s "
                "AND CASE WHEN u.role = 'annotator' AND %(early)s THEN i.state = 'open' ELSE "
                + VISIBLE_TO_USER + " END)")

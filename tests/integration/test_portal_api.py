@@ -174,7 +174,7 @@ def test_assignment_flow_k_answers_consolidate_and_review(as_user, make_user, ma
 
 @pytest.mark.parametrize("path", ["next_task", "lease_and_fetch"])
 @pytest.mark.parametrize("round_", range(3))
-def test_concurrent_assignment_never_over_assigns(make_user, make_job, portal_db, round_, path):
+def test_concurrent_assignment_never_over_assigns(make_user, make_job, portal_engine, portal_db, round_, path):
     """Both the general path and the API's one-statement path (which falls back to it)."""
     job_id, _ = make_job(3, k=2)
     users = [make_user("annotator") for _ in range(8)]
@@ -189,9 +189,9 @@ def test_concurrent_assignment_never_over_assigns(make_user, make_job, portal_db
                 user = _user(session, name)
                 if path == "next_task":
                     lease = J.next_task(session, session.get(Job, job_id), user)
-                else:
-                    lease = J.lease_and_fetch(session, job_id, user)[1]
-                got.append((name, lease.item_id if lease else None))
+            if path == "lease_and_fetch":
+                lease = J.lease_and_fetch(portal_engine, portal_db, job_id, user)[1]
+            got.append((name, lease.item_id if lease else None))
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 

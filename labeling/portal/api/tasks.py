@@ -50,12 +50,12 @@ def task_json(request: Request, task: J.Task, job: Job | J.JobRef, principal: An
 
 @router.post("/api/jobs/{job_id}/next")
 def next_task(request: Request, job_id: int = ID(), principal: Any = Depends(annotator)) -> Response:
+    portal = get_portal(request)
     for attempt in range(3):
         try:
-            with tx(request) as session:
-                job, task = J.lease_and_fetch(session, job_id, principal.user)
-                if task is None:
-                    return JSONResponse({"done": True, "detail": "no more items for you in this job"})
+            job, task = J.lease_and_fetch(portal.engine, portal.factory, job_id, principal.user)
+            if task is None:
+                return JSONResponse({"done": True, "detail": "no more items for you in this job"})
             break
         except (OperationalError, IntegrityError) as exc:
             # A deadlock between two assigners expiring leases, or the same annotator asking from
@@ -63,7 +63,7 @@ def next_task(request: Request, job_id: int = ID(), principal: Any = Depends(ann
             if attempt == 2 or not _retryable(exc):
                 raise
     # Prefetch: the leased image (the viewer asks for it next) and the likely next one.
-    images = get_portal(request).images
+    images = portal.images
     for source in series.slice_order(task.geometry) or (task.source,):  # a series item: all its slices
         images.prefetch(source)
     if task.upcoming is not None and not series.is_series(task.geometry):  # a series job's next is a series ID
