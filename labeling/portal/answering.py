@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
-from sqlalchemy import bindparam, delete, select, text, update
+import psycopg
+from psycopg.types.json import Jsonb
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from labeling.consolidation import ItemAnswers, JobReport, WorkerAnswer, consolidate_item, consolidate_job
+from labeling.contracts.schema import LabelSchema
 from labeling.portal import series
-from labeling.portal.answers import item_geometry, validate_answer
-from labeling.portal.creation import job_schema
+from labeling.portal.answers import geometry_of, validate_answer
+from labeling.portal.creation import job_schema, schema_of
+from labeling.portal.db import driver_connection_of, driver_sql
 from labeling.portal.errors import Conflict, NotFound
-from labeling.portal.models import Assignment, Item, Job, JsonType, User, answered, utcnow
+from labeling.portal.models import Assignment, Item, Job, User, answered, utcnow
 
 
 @dataclass(frozen=True)
@@ -27,46 +30,69 @@ class SubmitResult:
     consolidated: bool
 
 
+# The caller's own assignment and its item locked, with what the answer is checked against (the item's
+# geometry, its line only when no geometry was recorded, the job), in one statement.
+_LOCK_FOR_ANSWER = driver_sql("""
+SELECT a.item_id, a.submitted_at, a.lease_expires_at, i.state, i.geometry,
+  CASE WHEN i.geometry IS NULL THEN i.line END, j.id, j.name, j.state, j.schema, j.annotators_per_item,
+  j.agreement_threshold
+FROM assignments a JOIN items i ON i.id = a.item_id JOIN jobs j ON j.id = a.job_id
+WHERE a.id = :id AND a.user_id = :user FOR UPDATE OF a, i""")
 # Store an answer and count the item's answers, this one included, in one statement: run after the
 # item's row lock was taken, so its snapshot sees every answer committed before (READ COMMITTED).
-_STORE_ANSWER = text("""
+_STORE_ANSWER = driver_sql("""
 WITH stored AS (UPDATE assignments SET answer = :answer, submitted_at = :now WHERE id = :id RETURNING id)
 SELECT (SELECT count(*) FROM stored) + count(*) FROM assignments
 WHERE item_id = :item AND submitted_at IS NOT NULL AND flag IS NULL AND id <> :id
-""").bindparams(bindparam("answer", type_=JsonType))
+""")
+# What consolidating one item at K answers reads (its answers as :func:`item_answers` orders them, the
+# job's report) and writes (:func:`consolidated_fields`).
+_ITEM_ANSWERS = driver_sql("""
+SELECT u.name, a.answer FROM assignments a JOIN users u ON u.id = a.user_id
+WHERE a.item_id = :item AND a.submitted_at IS NOT NULL AND a.flag IS NULL ORDER BY a.submitted_at, a.id""")
+_JOB_REPORT = driver_sql("SELECT report FROM jobs WHERE id = :job")
+_SET_CONSOLIDATED = driver_sql("""
+UPDATE items SET consolidated = :consolidated, agreement = :agreement, state = :state, final = :final
+WHERE id = :item""")
 
 
 def submit_answer(session: Session, assignment_id: int, user: User, raw: Any,
                   now: Optional[dt.datetime] = None) -> SubmitResult:
+    """:func:`submit_answer_on` in ``session``'s transaction (its connection)."""
+    return submit_answer_on(driver_connection_of(session), assignment_id, user, raw, now)
+
+
+def submit_answer_on(conn: psycopg.Connection, assignment_id: int, user: User, raw: Any,
+                     now: Optional[dt.datetime] = None) -> SubmitResult:
     """Store the annotator's answer to their open lease; consolidate the item when it has K answers.
-    The assignment and its item are locked and read with their job in one statement."""
+    ``conn``: a psycopg connection in a transaction (db.driver_transaction), so a refusal rolls back
+    whatever was written. Plain statements, no ORM objects: this runs for every answer (issue 12)."""
     now = now or utcnow()
-    found = session.execute(
-        select(Assignment, Item, Job).join(Item, Item.id == Assignment.item_id).join(Job, Job.id == Assignment.job_id)
-        .where(Assignment.id == assignment_id, Assignment.user_id == user.id)
-        .with_for_update(of=[Assignment, Item]).execution_options(populate_existing=True)).first()
+    found = conn.execute(_LOCK_FOR_ANSWER, {"id": assignment_id, "user": user.id}).fetchone()
     if found is None:
         raise NotFound(f"assignment {assignment_id}: not found")
-    assignment, item, job = found
-    if assignment.submitted_at is not None:
+    (item_id, submitted_at, lease_expires_at, item_state, geometry, line, job_id, job_name, job_state,
+     schema, k, threshold) = found
+    if submitted_at is not None:
         raise Conflict(f"assignment {assignment_id}: already answered")
-    if job.state == "closed":
-        raise Conflict(f"job {job.name!r} is closed")
-    if assignment.lease_expires_at < now:
-        session.delete(assignment)
-        session.execute(update(Item).where(Item.id == assignment.item_id).values(open_slots=Item.open_slots + 1))
+    if job_state == "closed":
+        raise Conflict(f"job {job_name!r} is closed")
+    if lease_expires_at < now:  # the lease itself is left to the sweep (leasing.expire_leases)
         raise Conflict(f"assignment {assignment_id}: the lease expired at "
-                       f"{assignment.lease_expires_at.isoformat()}; take the next task")
-    answer = validate_answer(job_schema(job), raw, image=item_geometry(item))
-    count = session.execute(_STORE_ANSWER, {"answer": answer, "now": now, "id": assignment.id,
-                                            "item": item.id}).scalar_one()
-    set_committed_value(assignment, "answer", answer)
-    set_committed_value(assignment, "submitted_at", now)
-    consolidated = False
-    if count >= job.annotators_per_item and item.state == "open":
-        consolidate_now(session, job, item)
-        consolidated = True
-    return SubmitResult(assignment.id, item.id, item.state, consolidated)
+                       f"{lease_expires_at.isoformat()}; take the next task")
+    labels = schema_of(job_id, job_name, schema)
+    answer = validate_answer(labels, raw, image=geometry_of(geometry, line))
+    count = conn.execute(_STORE_ANSWER, {"answer": Jsonb(answer), "now": now, "id": assignment_id,
+                                         "item": item_id}).fetchone()[0]  # type: ignore[index]
+    if count < k or item_state != "open":
+        return SubmitResult(assignment_id, item_id, item_state, False)
+    answers = conn.execute(_ITEM_ANSWERS, {"item": item_id}).fetchall()
+    report = conn.execute(_JOB_REPORT, {"job": job_id}).fetchone()[0]  # type: ignore[index]
+    content = consolidated_content(item_id, geometry, answers, labels, report)
+    fields = consolidated_fields(threshold, content)
+    conn.execute(_SET_CONSOLIDATED, {**fields, "consolidated": Jsonb(fields["consolidated"]),
+                                     "final": Jsonb(fields["final"]), "item": item_id})
+    return SubmitResult(assignment_id, item_id, fields["state"], True)
 
 
 def item_answers(session: Session, item: Item) -> list[tuple[str, dict[str, Any], Assignment]]:
@@ -83,23 +109,34 @@ def item_agreement(content: Mapping[str, Any]) -> Optional[float]:
     return min(values) if values else None
 
 
+def consolidated_fields(threshold: float, content: dict[str, Any]) -> dict[str, Any]:
+    """An item's columns once consolidated: in review below the job's agreement threshold, else done
+    with the consolidated answer as its final label."""
+    agreement = item_agreement(content)
+    if agreement is not None and agreement < threshold:
+        return {"consolidated": content, "agreement": agreement, "state": "review", "final": None}
+    return {"consolidated": content, "agreement": agreement, "state": "done", "final": content}
+
+
 def _apply(job: Job, item: Item, content: dict[str, Any]) -> None:
-    item.consolidated = content
-    item.agreement = item_agreement(content)
-    if item.agreement is not None and item.agreement < job.agreement_threshold:
-        item.state, item.final = "review", None
-    else:
-        item.state, item.final = "done", content
+    for key, value in consolidated_fields(job.agreement_threshold, content).items():
+        setattr(item, key, value)
+
+
+def consolidated_content(item_id: int, geometry: Optional[Mapping[str, Any]], answers: Sequence[Sequence[Any]],
+                         schema: LabelSchema, report: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """One item's consolidated ``<attr>`` content from its ``(annotator, answer)`` pairs, with the job's
+    last report (Dawid–Skene qualities) as the prior."""
+    if not answers:
+        raise Conflict(f"item {item_id}: no answers to consolidate")
+    return consolidate_item(ItemAnswers(str(item_id), tuple(WorkerAnswer(n, a) for n, a in answers),
+                                        slice_order=series.slice_order(geometry)),
+                            list(schema.label_names), job_state=JobReport.from_dict(report) if report else None)
 
 
 def consolidate_now(session: Session, job: Job, item: Item) -> dict[str, Any]:
-    answers = item_answers(session, item)
-    if not answers:
-        raise Conflict(f"item {item.id}: no answers to consolidate")
-    state = JobReport.from_dict(job.report) if job.report else None
-    content = consolidate_item(ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in answers),
-                                           slice_order=series.slice_order(item.geometry)),
-                               list(job_schema(job).label_names), job_state=state)
+    content = consolidated_content(item.id, item.geometry, [(n, a) for n, a, _ in item_answers(session, item)],
+                                   job_schema(job), job.report)
     _apply(job, item, content)
     return content
 

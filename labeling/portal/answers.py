@@ -71,9 +71,14 @@ def validate_answer(schema: LabelSchema, raw: Any, *, image: Optional[Mapping[st
 
 
 def item_geometry(item: Item) -> Optional[dict[str, Any]]:
-    """The geometry answers are checked against: recorded from Orthanc at job creation, else (jobs
-    created before revision 0002) the manifest line's own geometry keys, if any."""
-    return item.geometry or ({k: item.line[k] for k in GEOMETRY_KEYS if k in item.line} or None)
+    """The geometry an item's answers are checked against (:func:`geometry_of`)."""
+    return geometry_of(item.geometry, item.line)
+
+
+def geometry_of(geometry: Optional[dict[str, Any]], line: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    """Recorded from Orthanc at job creation, else (jobs created before revision 0002) the manifest
+    line's own geometry keys, if any."""
+    return geometry or ({k: line[k] for k in GEOMETRY_KEYS if k in line} or None if line else None)
 
 
 def as_single_answer(content: Optional[Mapping[str, Any]]) -> Optional[dict[str, Any]]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any, Mapping, Optional, Sequence
 
@@ -114,7 +115,24 @@ def get_job(session: Session, job_id: int) -> Job:
 
 
 def job_schema(job: Job) -> LabelSchema:
-    return LabelSchema.from_dict(job.schema, source=f"job {job.name}")
+    return schema_of(job.id, job.name, job.schema)
+
+
+_SCHEMAS: dict[int, tuple[dict[str, Any], LabelSchema]] = {}  # job id → (its schema's content, parsed)
+
+
+def schema_of(job_id: Optional[int], job_name: str, schema: dict[str, Any]) -> LabelSchema:
+    """A job's schema, parsed once per job and content (each answer is checked against it): a changed
+    content is parsed again; the cache holds the jobs of one process (cleared past 1,000)."""
+    cached = _SCHEMAS.get(job_id) if job_id is not None else None
+    if cached is not None and cached[0] == schema:
+        return cached[1]
+    parsed = LabelSchema.from_dict(schema, source=f"job {job_name}")
+    if job_id is not None:
+        if len(_SCHEMAS) >= 1000:
+            _SCHEMAS.clear()
+        _SCHEMAS[job_id] = (copy.deepcopy(schema), parsed)
+    return parsed
 
 
 def set_job_state(session: Session, job: Job, state: str) -> Job:

@@ -68,7 +68,8 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 @contextmanager
-def _driver_connection(engine: Engine, query: str, params: Mapping[str, Any]) -> Iterator[psycopg.Connection]:
+def _driver_connection(engine: Engine, query: Optional[str] = None,
+                       params: Optional[Mapping[str, Any]] = None) -> Iterator[psycopg.Connection]:
     """A pooled connection's psycopg connection, for the per-request statements that SQLAlchemy's
     Connection/Session would cost ~3x their own CPU (issue 12: 135 vs 39 us a lookup, bench/portal_load.py).
     A driver error leaves as SQLAlchemy's (``OperationalError`` answers 503, ``.orig.sqlstate`` is
@@ -80,7 +81,7 @@ def _driver_connection(engine: Engine, query: str, params: Mapping[str, Any]) ->
         if engine.dialect.is_disconnect(exc, fairy, None):
             fairy.invalidate(exc)
             engine.dispose(close=False)
-        raise DBAPIError.instance(query, dict(params), exc, psycopg.Error, hide_parameters=True) from exc
+        raise DBAPIError.instance(query, dict(params or {}), exc, psycopg.Error, hide_parameters=True) from exc
     finally:
         fairy.close()  # back to the pool, which rolls back whatever is still open
 
@@ -95,6 +96,20 @@ def one_row(engine: Engine, query: str, params: Mapping[str, Any]) -> Optional[t
             return conn.execute(query, params).fetchone()
         finally:
             conn.autocommit = False
+
+
+@contextmanager
+def driver_transaction(engine: Engine) -> Iterator[psycopg.Connection]:
+    """One transaction on a pooled psycopg connection (:func:`_driver_connection`): committed when the
+    block ends, rolled back when it raises."""
+    with _driver_connection(engine) as conn:
+        with conn.transaction():
+            yield conn
+
+
+def driver_connection_of(session: Session) -> psycopg.Connection:
+    """The psycopg connection of ``session``'s transaction, for code written on :func:`driver_transaction`."""
+    return session.connection().connection.driver_connection  # type: ignore[return-value]
 
 
 def driver_sql(sql: str) -> str:

@@ -55,7 +55,7 @@ from labeling.portal.leasing import (
     task_of, SWEEP_INTERVAL_S, next_task, get_assignment, can_view_item, ITEM_SOURCE, get_item_for,
     queue_position, skip_task, MAX_COMMENT, flag_task)
 from labeling.portal.answering import (
-    SubmitResult, submit_answer, item_answers, item_agreement, consolidate_now, close_job)
+    SubmitResult, submit_answer, submit_answer_on, item_answers, item_agreement, consolidate_now, close_job)
 from labeling.portal.review import (
     flags_by_item, item_flags, review_count, review_queue, review_detail, review_decide)
 from labeling.portal.progress import (
@@ -70,6 +70,6 @@ __all__ = [
     "list_jobs", "expire_leases", "current_lease", "OPEN_TO_ANNOTATOR", "open_to_annotator", "JobRef", "Task",
     "lease_and_fetch", "task_of", "SWEEP_INTERVAL_S", "next_task", "get_assignment", "can_view_item",
     "ITEM_SOURCE", "get_item_for", "queue_position", "skip_task", "MAX_COMMENT", "flag_task",
-    "SubmitResult", "submit_answer", "item_answers", "item_agreement", "consolidate_now", "close_job",
+    "SubmitResult", "submit_answer", "submit_answer_on", "item_answers", "item_agreement", "consolidate_now", "close_job",
     "flags_by_item", "item_flags", "review_count", "review_queue", "review_detail", "review_decide",
     "annotator_progress", "item_agreements", "job_progress", "find_user", "add_user"]
