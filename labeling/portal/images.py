@@ -18,7 +18,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import pydicom
 
@@ -64,6 +64,10 @@ def salt_for(settings: PortalSettings, secrets_client: Any = None) -> bytes:
     return settings.deidentify_salt
 
 
+CHECKED_INLINE = 2  # files a prefetch looks at in the request thread (a task's image and the next one)
+PREFETCH_PENDING = 64  # prefetch jobs that may wait per process
+
+
 class ImageStore:
     def __init__(self, settings: PortalSettings, orthanc_factory: Callable[[], OrthancClient],
                  salt_factory: Callable[[], bytes]) -> None:
@@ -76,6 +80,7 @@ class ImageStore:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._prefetcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="portal-prefetch")
+        self._pending: set[tuple[str, ...]] = set()  # prefetch jobs queued or running
 
     def orthanc(self) -> OrthancClient:
         with self._guard:
@@ -133,16 +138,32 @@ class ImageStore:
         ds.save_as(out, enforce_file_format=True)
         return out.getvalue()
 
-    def prefetch(self, instance_id: str) -> None:
-        """Warm the cache for an item likely to be served next (errors only logged)."""
-        if self.path(instance_id).is_file():
+    def prefetch(self, instance_ids: Sequence[str]) -> None:
+        """Warm the cache for images likely served next (a task's image and the next one, or every
+        slice of a series), off the request path: the request thread looks at most at the first
+        :data:`CHECKED_INLINE` files (a stat each); the rest are checked and fetched in the prefetch
+        threads, as one job per call. At most :data:`PREFETCH_PENDING` jobs wait, and a job already
+        waiting is not queued twice; beyond that a prefetch is dropped (the image route fetches on
+        demand). Errors are only logged."""
+        todo = tuple(i for i in instance_ids[:CHECKED_INLINE] if not self.path(i).is_file()) + \
+            tuple(instance_ids[CHECKED_INLINE:])
+        if not todo:
             return
+        with self._guard:
+            if todo in self._pending or len(self._pending) >= PREFETCH_PENDING:
+                return
+            self._pending.add(todo)
 
         def run() -> None:
             try:
-                self.get(instance_id)
-            except Exception as exc:  # noqa: BLE001 - a prefetch must never fail a request
-                _log.info("prefetch of %s failed: %s", instance_id, exc)
+                for instance_id in todo:
+                    try:
+                        self.get(instance_id)
+                    except Exception as exc:  # noqa: BLE001 - a prefetch must never fail a request
+                        _log.info("prefetch of %s failed: %s", instance_id, exc)
+            finally:
+                with self._guard:
+                    self._pending.discard(todo)
 
         self._prefetcher.submit(run)
 

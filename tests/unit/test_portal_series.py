@@ -92,3 +92,56 @@ def test_task_fields_and_order():
     assert S.slice_order(geometry) == (MF,) and S.is_slice_of(geometry, MF) and not S.is_slice_of(geometry, A)
     image = {"rows": 4, "columns": 4, "frames": 1}
     assert S.task_fields(str, 7, image) == {} and S.slice_order(image) == () and not S.is_slice_of(image, A)
+
+
+class SlowOrthanc:
+    """Raw files for ImageStore.get, each fetch waiting for ``gate`` (so jobs stay pending)."""
+
+    def __init__(self):
+        import threading
+
+        self.gate, self.fetched, self.threads = threading.Event(), [], set()
+
+    def instance_file(self, instance_id):
+        import threading
+
+        self.threads.add(threading.get_ident())
+        assert self.gate.wait(10)
+        self.fetched.append(instance_id)
+        return b"raw " + instance_id.encode()
+
+    def close(self):
+        self.gate.set()
+
+
+def test_prefetch_of_a_series_runs_off_the_request_thread_once_and_bounded(tmp_path, monkeypatch):
+    """A series' slices are checked and fetched in the prefetch threads as one job; the same job is
+    not queued twice while it waits, and at most PREFETCH_PENDING jobs wait (labeling/portal/images.py)."""
+    import threading
+    import time
+
+    from labeling.portal import images as I
+    from labeling.portal.settings import PortalSettings
+
+    orthanc = SlowOrthanc()
+    store = I.ImageStore(PortalSettings(cache_dir=tmp_path, deidentify=False), lambda: orthanc, lambda: b"")
+    monkeypatch.setattr(I, "PREFETCH_PENDING", 3)
+    ids = [f"{n:08x}-aaaaaaaa-aaaaaaaa-aaaaaaaa-aaaaaaaa" for n in range(40)]
+    try:
+        store.prefetch(ids)  # returns at once: no slice is fetched in this thread
+        store.prefetch(ids)  # the same job, still waiting: not queued again
+        store.prefetch(ids[:1])
+        store.prefetch(ids[1:2])
+        store.prefetch(ids[2:3])  # a fourth job: over the bound, dropped
+        assert orthanc.fetched == [] and len(store._pending) == 3
+        orthanc.gate.set()
+        deadline = time.monotonic() + 10
+        while store._pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(orthanc.fetched) == sorted(ids)  # each slice once (ids[:2] were also their own jobs)
+        assert threading.get_ident() not in orthanc.threads
+        assert all(store.path(i).read_bytes() == b"raw " + i.encode() for i in ids)
+        store.prefetch(ids[:2])  # cached: nothing queued
+        assert not store._pending
+    finally:
+        store.close()

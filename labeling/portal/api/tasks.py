@@ -63,12 +63,10 @@ def next_task(request: Request, job_id: int = ID(), principal: Any = Depends(ann
             # two tabs (UNIQUE(item, user)): the transaction rolled back whole; try again.
             if attempt == 2 or not _retryable(exc):
                 raise
-    # Prefetch: the leased image (the viewer asks for it next) and the likely next one.
-    images = portal.images
-    for source in series.slice_order(task.geometry) or (task.source,):  # a series item: all its slices
-        images.prefetch(source)
-    if task.upcoming is not None and not series.is_series(task.geometry):  # a series job's next is a series ID
-        images.prefetch(task.upcoming)
+    # Prefetch: the leased image (the viewer asks for it next) and the likely next one; a series item's
+    # slices (a series job's next is a series ID, not an image).
+    portal.images.prefetch(series.slice_order(task.geometry) or
+                           (task.source,) + (() if task.upcoming is None else (task.upcoming,)))
     return JSONResponse(task_json(request, task, job, principal))
 
 
