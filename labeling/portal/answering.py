@@ -45,12 +45,14 @@ WITH stored AS (UPDATE assignments SET answer = :answer, submitted_at = :now WHE
 SELECT (SELECT count(*) FROM stored) + count(*) FROM assignments
 WHERE item_id = :item AND submitted_at IS NOT NULL AND flag IS NULL AND id <> :id
 """)
-# What consolidating one item at K answers reads (its answers as :func:`item_answers` orders them, the
-# job's report) and writes (:func:`consolidated_fields`).
-_ITEM_ANSWERS = driver_sql("""
-SELECT u.name, a.answer FROM assignments a JOIN users u ON u.id = a.user_id
-WHERE a.item_id = :item AND a.submitted_at IS NOT NULL AND a.flag IS NULL ORDER BY a.submitted_at, a.id""")
-_JOB_REPORT = driver_sql("SELECT report FROM jobs WHERE id = :job")
+# What consolidating one item at K answers reads, in one row: the job's report and the item's
+# [annotator, answer] pairs as :func:`item_answers` orders them; and what it writes (:func:`consolidated_fields`).
+_CONSOLIDATION_INPUT = driver_sql("""
+SELECT j.report, coalesce((
+  SELECT jsonb_agg(jsonb_build_array(u.name, a.answer) ORDER BY a.submitted_at, a.id)
+  FROM assignments a JOIN users u ON u.id = a.user_id
+  WHERE a.item_id = :item AND a.submitted_at IS NOT NULL AND a.flag IS NULL), '[]')
+FROM jobs j WHERE j.id = :job""")
 _SET_CONSOLIDATED = driver_sql("""
 UPDATE items SET consolidated = :consolidated, agreement = :agreement, state = :state, final = :final
 WHERE id = :item""")
@@ -86,8 +88,7 @@ def submit_answer_on(conn: psycopg.Connection, assignment_id: int, user: User, r
                                          "item": item_id}).fetchone()[0]  # type: ignore[index]
     if count < k or item_state != "open":
         return SubmitResult(assignment_id, item_id, item_state, False)
-    answers = conn.execute(_ITEM_ANSWERS, {"item": item_id}).fetchall()
-    report = conn.execute(_JOB_REPORT, {"job": job_id}).fetchone()[0]  # type: ignore[index]
+    report, answers = conn.execute(_CONSOLIDATION_INPUT, {"item": item_id, "job": job_id}).fetchone()  # type: ignore[misc]
     content = consolidated_content(item_id, geometry, answers, labels, report)
     fields = consolidated_fields(threshold, content)
     conn.execute(_SET_CONSOLIDATED, {**fields, "consolidated": Jsonb(fields["consolidated"]),
