@@ -36,6 +36,7 @@ from labeling.portal import jobs as J
 from labeling.portal.api import auth, export, images as images_api, jobs, pages, review, slices, static, tasks, users
 from labeling.portal.core import AuthError, Portal, Principal
 from labeling.portal.db import make_engine
+from labeling.portal.deps import in_thread
 from labeling.portal.guard import RequestGuard
 from labeling.portal.images import ImageError, ImageStore, orthanc_client_for, salt_for
 from labeling.portal.oidc import OidcVerifier
@@ -104,10 +105,13 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
                   lifespan=lifespan)
     app.state.portal = portal
 
-    def authenticate_first(request: Request) -> Principal:
+    def authenticate(request: Request) -> Principal:
         principal = portal.authenticate_alone(request)
         portal.check_csrf(request, principal)
         return principal
+
+    async def authenticate_first(request: Request) -> Principal:
+        return await in_thread(authenticate, request)
 
     # Added before the headers middleware below, so it runs inside it (its answers get the headers too).
     app.add_middleware(RequestGuard, api_prefix=f"{root}/api/", limit=settings.max_body_bytes,

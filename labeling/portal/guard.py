@@ -19,9 +19,8 @@ Only then is the (buffered, bounded) body passed on to the application.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 JOB_BODY_BYTES = 64 * 1024 * 1024  # an uploaded manifest of ~100,000 lines
@@ -36,12 +35,12 @@ class RequestGuard:
     """ASGI middleware: body limit and authentication before the body (see the module docstring)."""
 
     def __init__(self, app: Any, *, api_prefix: str, limit: int, job_path: str,
-                 authenticate: Callable[[Request], Any]) -> None:
+                 authenticate: Callable[[Request], Awaitable[Any]]) -> None:
         self.app = app
         self.api_prefix = api_prefix
         self.limit = limit
         self.job_path = job_path
-        self.authenticate = authenticate  # sync: raises an exception carrying ``status``/``message``
+        self.authenticate = authenticate  # raises an exception carrying ``status``/``message``
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
@@ -61,7 +60,7 @@ class RequestGuard:
                 return
         if path.startswith(self.api_prefix):
             try:
-                principal = await run_in_threadpool(self.authenticate, Request(scope))
+                principal = await self.authenticate(Request(scope))
             except Exception as exc:  # noqa: BLE001 - the authenticator's refusals carry their status
                 status = getattr(exc, "status", None)
                 if not isinstance(status, int):

@@ -7,21 +7,25 @@ from typing import Optional
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
-from labeling.portal.deps import ID, get_portal
+from labeling.portal.deps import ID, get_portal, in_thread
 
 router = APIRouter(tags=["images"])
 
 
 @router.get("/api/items/{item_id}/image", responses={200: {"content": {"application/dicom": {}}}})
-def image(request: Request, item_id: int = ID(),
-          x_prefetch_token: Optional[str] = Header(default=None, max_length=200,
-                                                   description="the token of a task's `prefetch` (annotators)")
-          ) -> Response:
+async def image(request: Request, item_id: int = ID(),
+                x_prefetch_token: Optional[str] = Header(default=None, max_length=200,
+                                                         description="the token of a task's `prefetch` (annotators)")
+                ) -> Response:
+    # One hop to a thread for the whole route (a dependency would take a second one).
+    return await in_thread(_image, request, item_id, x_prefetch_token)
+
+
+def _image(request: Request, item_id: int, x_prefetch_token: Optional[str]) -> Response:
     portal = get_portal(request)
-    # Authenticated here, in this route's worker thread (a dependency would take a second hop), with
-    # the item in the same statement, outside a transaction (no BEGIN/COMMIT).
+    # Authenticated with the item in one statement, outside a transaction (no BEGIN/COMMIT).
     source = portal.image_source(request, item_id, x_prefetch_token)
-    # Read here, in the endpoint's worker thread: one image (~0.1–10 MB) in memory is cheaper than
+    # Read here, in the route's thread: one image (~0.1–10 MB) in memory is cheaper than
     # FileResponse's chunked reads, each another hop to the thread pool.
     return Response(portal.images.get(source).read_bytes(), media_type="application/dicom",
                     headers={"Cache-Control": "private, max-age=3600"})

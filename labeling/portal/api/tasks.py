@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from labeling.portal import jobs as J, series
 from labeling.portal.db import driver_transaction
-from labeling.portal.deps import ID, get_portal, role, tx
+from labeling.portal.deps import ID, get_portal, in_thread, role, tx
 from labeling.portal.models import Job
 from labeling.portal.security import prefetch_token
 
@@ -50,7 +50,11 @@ def task_json(request: Request, task: J.Task, job: Job | J.JobRef, principal: An
 
 
 @router.post("/api/jobs/{job_id}/next")
-def next_task(request: Request, job_id: int = ID(), principal: Any = Depends(annotator)) -> Response:
+async def next_task(request: Request, job_id: int = ID(), principal: Any = Depends(annotator)) -> Response:
+    return await in_thread(_next_task, request, job_id, principal)
+
+
+def _next_task(request: Request, job_id: int, principal: Any) -> Response:
     portal = get_portal(request)
     for attempt in range(3):
         try:
@@ -81,12 +85,16 @@ def assignment(request: Request, assignment_id: int = ID(), principal: Any = Dep
 
 
 @router.post("/api/assignments/{assignment_id}/answer")
-def answer(request: Request, body: AnswerIn, assignment_id: int = ID(),
-           principal: Any = Depends(annotator)) -> dict[str, Any]:
-    with driver_transaction(get_portal(request).engine) as conn:
-        result = J.submit_answer_on(conn, assignment_id, principal.user, body.annotation)
+async def answer(request: Request, body: AnswerIn, assignment_id: int = ID(),
+                 principal: Any = Depends(annotator)) -> dict[str, Any]:
+    result = await in_thread(_store_answer, request, assignment_id, principal, body.annotation)
     # Blind: the annotator learns that the answer was stored, not what others said.
     return JSONResponse({"assignment_id": result.assignment_id, "item_id": result.item_id, "stored": True})
+
+
+def _store_answer(request: Request, assignment_id: int, principal: Any, annotation: Any) -> J.SubmitResult:
+    with driver_transaction(get_portal(request).engine) as conn:
+        return J.submit_answer_on(conn, assignment_id, principal.user, annotation)
 
 
 @router.post("/api/assignments/{assignment_id}/skip")
