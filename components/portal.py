@@ -58,6 +58,8 @@ from components.storage import encrypted_log_group
 from labeling.orthanc.config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
 from labeling.portal import names as N
 from labeling.portal.names import EXPORT_PREFIX  # where the portal writes exports (the task role's grant)
+# labeling/portal/db.py opens up to pool_size + this many connections per task (one worker each).
+from labeling.portal.names import DB_MAX_OVERFLOW as PORTAL_MAX_OVERFLOW
 
 PORTAL_PORT = 8000
 DB_NAME = "portal"
@@ -72,8 +74,6 @@ PATH_PATTERNS = (ROOT_PATH, f"{ROOT_PATH}/*")
 LISTENER_RULE_PRIORITY = 100
 GROUPS = {"admin": "Creates jobs, invites annotators, exports", "annotator": "Labels assigned items",
           "reviewer": "Resolves low-agreement items"}
-# labeling/portal/db.py opens up to pool_size + this many connections per task.
-PORTAL_MAX_OVERFLOW = 10
 PORTAL_MAX_POOL = 10
 CACHE_DIR = "/tmp/portal-cache"
 SESSION_TIMEOUT_S = 8 * 3600
