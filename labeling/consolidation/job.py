@@ -17,7 +17,7 @@ from .inputs import ConsolidationError, ItemAnswers, ParsedItem, parse_item
 from .consistency import reconcile
 from .rois import worker_order_for
 from .slices import consolidate_item_rois, is_slice_item, slice_agreement
-from .uncertain import DEFAULT_UNCERTAIN_POLICY, check_policy, uncertain_counts, votes
+from .uncertain import DEFAULT_UNCERTAIN_POLICY, check_uncertain_policy, uncertain_counts, votes
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Settings:
             raise ValueError("Settings: roi_min_support must be >= 1")
         if self.raster_grid < 8:
             raise ValueError("Settings: raster_grid must be >= 8")
-        check_policy(self.uncertain_policy)
+        check_uncertain_policy(self.uncertain_policy)  # a ContractError, hence a ValueError
 
 
 DEFAULT_SETTINGS = Settings()

@@ -25,20 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from labeling.contracts.answer import DEFAULT_UNCERTAIN_POLICY, UNCERTAIN_POLICIES
+from labeling.contracts.answer import DEFAULT_UNCERTAIN_POLICY, UNCERTAIN_POLICIES, check_uncertain_policy
 
 from .inputs import ParsedAnswer
 
-__all__ = ["DEFAULT_UNCERTAIN_POLICY", "UNCERTAIN_POLICIES", "check_policy", "uncertain_counts", "votes"]
+__all__ = ["DEFAULT_UNCERTAIN_POLICY", "UNCERTAIN_POLICIES", "check_uncertain_policy", "uncertain_counts", "votes"]
 
 _VOTE = {"absent": False, "present": True}
-
-
-def check_policy(policy: str) -> str:
-    """``policy`` when it is one of :data:`UNCERTAIN_POLICIES`; ValueError naming the choices otherwise."""
-    if policy not in UNCERTAIN_POLICIES:
-        raise ValueError(f"uncertain_policy: {policy!r} is not one of {', '.join(map(repr, UNCERTAIN_POLICIES))}")
-    return policy
 
 
 def votes(answer: ParsedAnswer, policy: str) -> Mapping[str, bool]:

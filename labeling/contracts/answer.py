@@ -67,6 +67,13 @@ an absent vote, a present vote: the U-Ignore, U-Zeros and U-Ones policies of Che
 "CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels and Expert Comparison", AAAI 2019)."""
 DEFAULT_UNCERTAIN_POLICY: Final = "ignore"
 
+
+def check_uncertain_policy(policy: Any) -> str:
+    """``policy`` when it is one of :data:`UNCERTAIN_POLICIES`; ContractError naming the choices otherwise."""
+    if not isinstance(policy, str) or policy not in UNCERTAIN_POLICIES:
+        raise ContractError("uncertain_policy", f"{policy!r} is not one of {', '.join(map(repr, UNCERTAIN_POLICIES))}")
+    return policy
+
 _NUMBER_TYPES: Final = (int, float)
 
 

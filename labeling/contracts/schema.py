@@ -118,6 +118,21 @@ class LabelSchema:
         return tuple(label.name for label in self.labels)
 
     @property
+    def line_uncertain_policy(self) -> str | None:
+        """What a manifest line built for this schema carries as ``uncertain_policy`` (None: no key,
+        the schema does not offer "uncertain"); :mod:`labeling.contracts.manifest_line`."""
+        return self.uncertain_policy if self.uncertain else None
+
+    def line_policy_problem(self, line_policy: str | None) -> str | None:
+        """Why a manifest line's ``uncertain_policy`` (None: the line has none, which reads as
+        ``ignore``) does not fit this schema, or None when it does: a line built for another
+        version of the schema would be consolidated differently by GT's post-label Lambda."""
+        if (line_policy or DEFAULT_UNCERTAIN_POLICY) == self.uncertain_policy:
+            return None
+        return (f"uncertain_policy: {line_policy or DEFAULT_UNCERTAIN_POLICY!r} differs from schema {self.name!r}'s "
+                f"{self.uncertain_policy!r}; rebuild the manifest with this schema")
+
+    @property
     def has_classification(self) -> bool:
         return self.task_type in ("classification", "classification+roi")
 

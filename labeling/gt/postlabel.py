@@ -38,13 +38,12 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from labeling.gt import contracts as gt_contracts
-from labeling.consolidation import (UNCERTAIN_POLICIES, ConsolidationError, ItemAnswers, consolidate_job,
-                                   parse_worker_content)
+from labeling.consolidation import ConsolidationError, ItemAnswers, consolidate_job, parse_worker_content
 from labeling.consolidation import WorkerAnswer as ConsolidationAnswer
 from labeling.contracts.answer import DEFAULT_UNCERTAIN_POLICY, names_used
 from labeling.contracts.errors import ContractError
 from labeling.contracts.geometry import ImageGeometry
-from labeling.contracts.manifest_line import recorded_geometry
+from labeling.contracts.manifest_line import recorded_geometry, recorded_uncertain_policy
 
 REPORT_FOLDER = "consolidation-report"
 
@@ -95,14 +94,6 @@ def resolve_label_names(label_categories: Optional[Sequence[str]],
     return list(seen), "answers"
 
 
-def _uncertain_policy(data_object: Mapping[str, Any]) -> str:
-    """The data object's ``uncertain_policy`` (default ``ignore``); ContractError when it is not one."""
-    policy = data_object.get("uncertain_policy", DEFAULT_UNCERTAIN_POLICY)
-    if policy not in UNCERTAIN_POLICIES:
-        raise ContractError("uncertain_policy", f"{policy!r} is not one of {', '.join(map(repr, UNCERTAIN_POLICIES))}")
-    return policy
-
-
 def consolidate_payload(
     objects: Sequence[gt_contracts.PayloadObject],
     label_attribute_name: str,
@@ -145,7 +136,7 @@ def consolidate_payload(
             # a series task's slice order: agreement.slices finds findings drawn on neighbouring slices
             slice_orders[obj.dataset_object_id] = tuple(obj.data_object.get("instances") or ()) \
                 if obj.data_object.get("level") in ("series", "multiframe") else ()
-            object_policy = _uncertain_policy(obj.data_object)
+            object_policy = recorded_uncertain_policy(obj.data_object)
             if policy is None:
                 policy = (object_policy, obj.dataset_object_id)
             elif object_policy != policy[0]:
