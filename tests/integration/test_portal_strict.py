@@ -249,6 +249,8 @@ def test_uncertain_policy_gives_the_portal_and_gt_the_same_consolidation(as_user
     assert (opacity["present"], opacity["uncertain_answers"]) == (policy == "present", 1)
     assert len(portal[1]["rois"]) == (1 if policy == "present" else 0)  # a's and c's rectangles, when present
     assert portal[2]["labels"][0]["present"] is (policy == "present")  # absent: a 1-1 tie is not a finding
+    page = as_user(make_user("reviewer")).get(f"/review/{item_ids[1]}", headers={"Accept": "text/html"})
+    assert f"“Uncertain” answers count as {policy} votes" in page.text
 
 
 def test_a_manifest_line_built_for_another_uncertain_policy_is_refused(portal_db, upload_instances, geometry_of):
