@@ -31,7 +31,6 @@ Method, in brief (details and reasons in each module's docstring):
   schema's ``uncertain_policy`` says — no vote (default), an absent vote or a present vote
   (CheXpert's U-Ignore / U-Zeros / U-Ones) — in every path below; each label's entry says how many
   answers were uncertain (``uncertain_answers``, left out when none was).
-
 * **Labels** (:mod:`.classification`): each label is a binary problem solved by Dawid–Skene EM
   (Dawid & Skene 1979, "Maximum likelihood estimation of observer error-rates using the EM
   algorithm") over all objects of the job, with per-worker 2x2 confusion matrices, Dirichlet

@@ -12,7 +12,7 @@ reads its label votes from, so all of them decide alike:
 * ``present`` (U-Ones): a present vote, like the worker's "present".
 
 (Irvin et al., "CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels and Expert
-Comparison", AAAI 2019, section "Uncertainty approaches".) A vote from an uncertain answer weighs
+Comparison", AAAI 2019.) A vote from an uncertain answer weighs
 as any vote of that worker in Dawid–Skene, and the consistency rule applies to it as to any vote:
 under ``absent``, an ROI that an uncertain annotator drew for the label survives only when the label
 is consolidated present.
