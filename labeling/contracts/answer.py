@@ -74,6 +74,7 @@ def check_uncertain_policy(policy: Any) -> str:
         raise ContractError("uncertain_policy", f"{policy!r} is not one of {', '.join(map(repr, UNCERTAIN_POLICIES))}")
     return policy
 
+
 _NUMBER_TYPES: Final = (int, float)
 
 
