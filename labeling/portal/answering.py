@@ -132,7 +132,8 @@ def consolidated_content(item_id: int, geometry: Optional[Mapping[str, Any]], an
         raise Conflict(f"item {item_id}: no answers to consolidate")
     return consolidate_item(ItemAnswers(str(item_id), tuple(WorkerAnswer(n, a) for n, a in answers),
                                         slice_order=series.slice_order(geometry)),
-                            list(schema.label_names), job_state=JobReport.from_dict(report) if report else None)
+                            list(schema.label_names), job_state=JobReport.from_dict(report) if report else None,
+                            uncertain_policy=schema.uncertain_policy)
 
 
 def consolidate_now(session: Session, job: Job, item: Item) -> dict[str, Any]:
@@ -162,9 +163,11 @@ def close_job(session: Session, job: Job, now: Optional[dt.datetime] = None) -> 
     summary = {"items": len(items), "answered": len(answered_items), "consolidated_at_close": 0, "errors": []}
     if not answered_items:
         return summary
+    schema = job_schema(job)
     result = consolidate_job([ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in ans),
                                           slice_order=series.slice_order(item.geometry))
-                              for item, ans in answered_items], list(job_schema(job).label_names))
+                              for item, ans in answered_items], list(schema.label_names),
+                             uncertain_policy=schema.uncertain_policy)
     job.report = result.report.to_dict()
     summary["errors"] = [str(e) for e in result.errors]
     for item, _ in answered_items:
