@@ -541,3 +541,38 @@ def test_portal_down_purge_leaves_nothing_running_or_behind(tmp_path):
         requests.get(f"{url}healthz", timeout=2)
     assert sorted(p.name for p in workdir.iterdir()) == [".lock"]
     assert not pg_dir.exists()
+
+
+def test_driver_statements_fail_as_sqlalchemy_errors_and_renew_a_broken_pool(portal_settings):
+    """The per-request statements (db.one_row, db.driver_transaction) bypass SQLAlchemy's Connection:
+    their errors still arrive as SQLAlchemy's (the app answers OperationalError 503), without the
+    parameters (a session id is one), and a connection the server dropped renews the pool."""
+    from sqlalchemy.exc import DataError, OperationalError
+
+    from labeling.portal.db import driver_transaction, make_engine, one_row
+
+    engine = make_engine(portal_settings, pool_size=2)
+    try:
+        with pytest.raises(DataError) as caught:  # 1 / (12 - 12)
+            one_row(engine, "SELECT 1 / (12 - length(%(sid)s))", {"sid": "s3cr3t-value"})
+        assert caught.value.orig.sqlstate == "22012" and "s3cr3t" not in str(caught.value)
+        pid = one_row(engine, "SELECT pg_backend_pid()", {})[0]
+        with pytest.raises(DataError):  # a failed transaction is rolled back; the connection stays usable
+            with driver_transaction(engine) as conn:
+                conn.execute("SELECT 1 / 0")
+        assert one_row(engine, "SELECT pg_backend_pid()", {})[0] == pid
+        # Two pooled connections, both dropped by the server (as by a database restart): the first
+        # request fails (503), and the next gets a new connection, not the other dead one.
+        pooled = [engine.raw_connection() for _ in range(2)]
+        pids = [c.driver_connection.info.backend_pid for c in pooled]
+        for c in pooled:
+            c.close()
+        admin = make_engine(portal_settings, pool_size=1)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM unnest(ARRAY{pids}) pid")
+        admin.dispose()
+        with pytest.raises(OperationalError):
+            one_row(engine, "SELECT 1", {})
+        assert one_row(engine, "SELECT pg_backend_pid()", {})[0] not in pids
+    finally:
+        engine.dispose()
