@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from labeling.portal import jobs as J
+from labeling.portal.accesslog import AccessLog
 from labeling.portal.api import auth, export, images as images_api, jobs, pages, review, slices, static, tasks, users
 from labeling.portal.core import AuthError, Portal, Principal
 from labeling.portal.db import make_engine
@@ -162,7 +163,8 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
     return app
 
 
-def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory`` (several worker processes): the app from the environment."""
-    return create_app(PortalSettings.from_env())
+def app_from_env() -> AccessLog:
+    """Factory for ``uvicorn --factory`` (several worker processes): the app from the environment, with
+    its access log."""
+    return AccessLog(create_app(PortalSettings.from_env()))
 

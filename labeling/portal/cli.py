@@ -10,7 +10,6 @@ migration, first admin, server on loopback); ``portal down`` stops it. Every oth
 from __future__ import annotations
 
 import argparse
-import copy
 import getpass
 import json
 import os
@@ -206,24 +205,11 @@ def _run(func) -> int:
 
 # ---------------------------------------------------------------------------------- commands
 
-ACCESS_FORMAT = "%(asctime)s %(message)s"  # time, client, request line, status
-
-
-def log_config() -> dict[str, Any]:
-    """uvicorn's logging with a plain access-log line (the audit trail: time, client address, request
-    line, status): uvicorn's own formatter copies each record, looks up the status phrase and styles
-    it, which costs more than the line itself (issue 12)."""
-    import uvicorn.config
-
-    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    config["formatters"]["access"] = {"format": ACCESS_FORMAT}
-    return config
-
-
 def _serve(args: argparse.Namespace) -> int:
     def run() -> int:
         import uvicorn
 
+        from labeling.portal.accesslog import AccessLog
         from labeling.portal.app import create_app
 
         settings = _settings()
@@ -231,14 +217,15 @@ def _serve(args: argparse.Namespace) -> int:
         port = settings.port if args.port is None else args.port
         settings = settings.with_(host=host, port=port)  # re-validates the Secure-cookie rule
         # Keep-alive longer than the ALB's 60 s idle timeout (AWS: a target must not close a
-        # connection the load balancer may still reuse, or clients see 502s).
+        # connection the load balancer may still reuse, or clients see 502s). The access log is the
+        # app's own (labeling/portal/accesslog.py: the same line, written off the event loop).
         options = dict(host=host, port=port, log_level="info", proxy_headers=False, server_header=False,
-                       access_log=True, timeout_keep_alive=75, log_config=log_config())
+                       access_log=False, timeout_keep_alive=75)
         if args.workers > 1:
             os.environ.update({N.HOST: host, N.PORT: str(port)})
             uvicorn.run("labeling.portal.app:app_from_env", factory=True, workers=args.workers, **options)
         else:
-            uvicorn.run(create_app(settings), **options)
+            uvicorn.run(AccessLog(create_app(settings)), **options)
         return 0
 
     return _run(run)

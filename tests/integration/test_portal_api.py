@@ -508,6 +508,10 @@ def test_portal_up_one_command_and_down(local_stack, tmp_path):
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/healthz", timeout=2)
     assert local_stack.status().running
+    # The access log (labeling/portal/accesslog.py) holds the session's requests, written by the
+    # time the portal has stopped.
+    log = (Path(workdir) / "portal.log").read_text()
+    assert re.search(r'\d\d:\d\d,\d{3} 127\.0\.0\.1:\d+ - "GET /api/me HTTP/1\.1" 200\n', log), log[-2000:]
 
 
 def test_portal_down_purge_leaves_nothing_running_or_behind(tmp_path):
