@@ -21,19 +21,20 @@ from labeling.portal import jobs as J
 from labeling.portal import security as S
 from labeling.portal.db import one_row, session_factory, transaction
 from labeling.portal.images import ImageStore
-from labeling.portal.leasing import ITEM_SOURCE
+from labeling.portal.leasing import ITEM_READS
 from labeling.portal.models import User, utcnow
 from labeling.portal.oidc import OidcError, OidcVerifier
 from labeling.portal.settings import PortalSettings
 
 HERE = Path(__file__).resolve().parent
 # Every request's session lookup (db.one_row: no SQLAlchemy statement, Connection or transaction per
-# request), only the columns a principal needs; the image route adds its item's source (one statement).
+# request), only the columns a principal needs; the item routes add what they read of their item
+# (leasing.ITEM_READS), so session, user and item take one statement.
 _SESSION_USER = ("SELECT u.id, u.name, u.role, u.active, s.expires_at{} "
                  "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = %(sid)s")
 _SESSION_LOOKUP = _SESSION_USER.format("")
-_SESSION_IMAGE = _SESSION_USER.format(", " + ITEM_SOURCE)
-_USER_IMAGE = "SELECT " + ITEM_SOURCE + " FROM users u WHERE u.id = %(user)s"
+_SESSION_ITEM = {what: _SESSION_USER.format(", " + sql) for what, sql in ITEM_READS.items()}
+_USER_ITEM = {what: f"SELECT {sql} FROM users u WHERE u.id = %(user)s" for what, sql in ITEM_READS.items()}
 _ASSET_NAME = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)+")
 
 
@@ -60,9 +61,6 @@ class Portal:
         self.settings = settings
         self.engine = engine
         self.factory = session_factory(engine)
-        # Reads outside a transaction (no BEGIN/COMMIT round trips): the session lookup, the image route.
-        self.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self.read_factory = session_factory(self.read_engine)
         self.images = images
         self.verifier = verifier
         self.secret = settings.require_session_secret()
@@ -125,27 +123,30 @@ class Portal:
         return self._session_principal(one_row(self.engine, _SESSION_LOOKUP, {"sid": session_id}),
                                        "session|" + session_id)
 
-    def image_source(self, request: Request, item_id: int, prefetch: Optional[str]) -> str:
-        """The Orthanc ID of the image of ``item_id`` for the request's user (404 when missing or not
-        theirs, the same answer, so other jobs' item ids are not confirmed). Locally the session, its
-        user and the item in one statement. An annotator may read an item still open with the prefetch
-        token its task offered for it (security.prefetch_token)."""
+    def item_read(self, request: Request, item_id: int, what: str, prefetch: Optional[str] = None, *,
+                  missing_ok: bool = False) -> Any:
+        """``what`` of leasing.ITEM_READS of ``item_id`` for the request's user, after authenticating it
+        (locally: session, user and item in one statement); NotFound when the item is missing or not
+        theirs (the same answer, so other jobs' item ids are not confirmed), or None if ``missing_ok``.
+        ``prefetch``: the token a task offered for the item (security.prefetch_token), letting an
+        annotator read it early."""
+        params: dict[str, Any] = {"item": item_id, "early": False}
         if self.settings.auth_mode == "local":
             session_id = self._session_id(request)
             key = "session|" + session_id
-            found = one_row(self.engine, _SESSION_IMAGE, {
-                "sid": session_id, "item": item_id, "early": S.prefetch_ok(self.secret, key, item_id, prefetch)})
+            params["early"] = bool(prefetch) and S.prefetch_ok(self.secret, key, item_id, prefetch)
+            found = one_row(self.engine, _SESSION_ITEM[what], {"sid": session_id, **params})
             self._session_principal(found, key)
-            source = found[5]  # type: ignore[index]
+            value = found[5]  # type: ignore[index]
         else:
             principal = self.authenticate_alone(request)
-            early = principal.user.role == "annotator" and S.prefetch_ok(
+            params["early"] = principal.user.role == "annotator" and S.prefetch_ok(
                 self.secret, principal.csrf_key, item_id, prefetch)
-            found = one_row(self.engine, _USER_IMAGE, {"user": principal.user.id, "item": item_id, "early": early})
-            source = found and found[0]
-        if source is None:
+            found = one_row(self.engine, _USER_ITEM[what], {"user": principal.user.id, **params})
+            value = found and found[0]
+        if value is None and not missing_ok:
             raise J.NotFound(f"item {item_id}: not found")
-        return source
+        return value
 
     def authenticate_alone(self, request: Request) -> Principal:
         """The request's principal outside the route's transaction: locally one SELECT without

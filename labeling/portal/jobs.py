@@ -52,7 +52,7 @@ from labeling.portal.creation import (
     set_job_state, list_jobs)
 from labeling.portal.leasing import (
     expire_leases, current_lease, OPEN_TO_ANNOTATOR, open_to_annotator, JobRef, Task, lease_and_fetch,
-    task_of, SWEEP_INTERVAL_S, next_task, get_assignment, can_view_item, ITEM_SOURCE, get_item_for,
+    task_of, SWEEP_INTERVAL_S, next_task, get_assignment, can_view_item, ITEM_READS, get_item_for,
     queue_position, skip_task, MAX_COMMENT, flag_task)
 from labeling.portal.answering import (
     SubmitResult, submit_answer, submit_answer_on, item_answers, item_agreement, consolidate_now, close_job)
@@ -69,7 +69,7 @@ __all__ = [
     "validate_label_attribute", "check_source", "create_job", "get_job", "job_schema", "set_job_state",
     "list_jobs", "expire_leases", "current_lease", "OPEN_TO_ANNOTATOR", "open_to_annotator", "JobRef", "Task",
     "lease_and_fetch", "task_of", "SWEEP_INTERVAL_S", "next_task", "get_assignment", "can_view_item",
-    "ITEM_SOURCE", "get_item_for", "queue_position", "skip_task", "MAX_COMMENT", "flag_task",
+    "ITEM_READS", "get_item_for", "queue_position", "skip_task", "MAX_COMMENT", "flag_task",
     "SubmitResult", "submit_answer", "submit_answer_on", "item_answers", "item_agreement", "consolidate_now", "close_job",
     "flags_by_item", "item_flags", "review_count", "review_queue", "review_detail", "review_decide",
     "annotator_progress", "item_agreements", "job_progress", "find_user", "add_user"]

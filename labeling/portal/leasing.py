@@ -214,13 +214,19 @@ def can_view_item(session: Session, item: Item, user: User) -> bool:
 # ORM queries over ``Item``.
 VISIBLE_TO_USER = ("(u.role IN ('admin', 'reviewer') OR EXISTS "
                    "(SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.user_id = u.id))")
-# The image route's Orthanc ID of item %(item)s for the user ``u`` (NULL: missing or not theirs): a
-# series item's image is its first slice (labeling/portal/series.py). %(early)s: the caller checked a
-# prefetch token for this item (offered as the annotator's likely next item), so an annotator may read
-# it while it is still open, before it is leased to them. psycopg parameters (db.one_row).
-ITEM_SOURCE = ("(SELECT coalesce(i.geometry #>> '{slices,0,0}', i.source) FROM items i WHERE i.id = %(item)s "
+# What the item routes read of item %(item)s for the user ``u`` (NULL: missing or not theirs), in the
+# statement that also checks the session (core.Portal.item_read; psycopg parameters, db.one_row):
+# ``source``: the image route's Orthanc ID, a series item's first slice (labeling/portal/series.py).
+# %(early)s: the caller checked a prefetch token for this item (offered as the annotator's likely next
+# item), so an annotator may read it while it is still open, before it is leased to them.
+# ``geometry``: ``[geometry]`` (its slices, for the slice route).
+ITEM_READS = {
+    "source": ("(SELECT coalesce(i.geometry #>> '{slices,0,0}', i.source) FROM items i WHERE i.id = %(item)s "
                "AND CASE WHEN u.role = 'annotator' AND %(early)s THEN i.state = 'open' ELSE "
-               + VISIBLE_TO_USER + " END)")
+               + VISIBLE_TO_USER + " END)"),
+    "geometry": ("(SELECT jsonb_build_array(i.geometry) FROM items i WHERE i.id = %(item)s AND "
+                 + VISIBLE_TO_USER + ")"),
+}
 
 
 def get_item_for(session: Session, item_id: int, user: User) -> Item:

@@ -212,22 +212,18 @@ def item_sr(orthanc: Any, geometry: Mapping[str, Any], final: Mapping[str, Any],
     return build_series_sr(sources, final, observers, **options(study))
 
 
-def slice_for(session: Any, item_id: int, instance: str, user: Any) -> str:
-    """The slice route's rule (module docstring): ``instance`` when ``user`` may see item ``item_id``
-    and it is one of the item's slices; NotFound (not yours, or no such item) or Forbidden otherwise."""
-    from sqlalchemy import select
-
+def check_slice(item_id: int, found: Optional[Sequence[Any]], instance: str) -> str:
+    """The slice route's rule (module docstring): ``instance`` when it is one of the slices of item
+    ``item_id``; ``found``: ``[geometry]`` of the item when the user may see it, else None (NotFound:
+    not theirs, or no such item); Forbidden when not one of its slices, Invalid when not an ID."""
     from labeling.portal.jobs import Forbidden, NotFound
-    from labeling.portal.leasing import only_visible
-    from labeling.portal.models import Item
 
     try:
         validate_instance_id(instance)
     except (TypeError, ValueError):
         raise _invalid(f"instance {instance!r}: not an Orthanc instance ID") from None
-    row = session.execute(only_visible(select(Item.geometry).where(Item.id == item_id), user)).first()
-    if row is None:
+    if found is None:
         raise NotFound(f"item {item_id}: not found")
-    if not is_slice_of(row.geometry, instance):
+    if not is_slice_of(found[0], instance):
         raise Forbidden(f"instance {instance}: not a slice of item {item_id}")
     return instance

@@ -108,6 +108,10 @@ def test_series_job_delivers_slices_checks_answers_consolidates_and_writes_sr(
     review = as_user(make_user("reviewer")).get(f"/review/{series_item}")  # the reviewer's viewer gets the stack
     assert review.status_code == 200 and task["slices"][-1]["url"] in review.text
     assert a.get(f"/api/items/{series_item}/instances/{multi_line.source}").status_code == 403
+    # the order of the slice route's answers: session (401), instance ID (422), item (404), slice (403)
+    assert as_user().get(task["slices"][0]["url"]).status_code == 401
+    assert outsider.get(f"/api/items/{series_item}/instances/not-an-id").status_code == 422
+    assert as_user(make_user("reviewer")).get(task["slices"][-1]["url"]).status_code == 200
 
     # two answers on the same slice + one lone ROI on its neighbour: fused per slice, never across
     # (K=2: a lone ROI has the support ceil(K/2) = 1 asks, so it stays, on its own slice)

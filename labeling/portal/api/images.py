@@ -24,7 +24,7 @@ async def image(request: Request, item_id: int = ID(),
 def _image(request: Request, item_id: int, x_prefetch_token: Optional[str]) -> Response:
     portal = get_portal(request)
     # Authenticated with the item in one statement, outside a transaction (no BEGIN/COMMIT).
-    source = portal.image_source(request, item_id, x_prefetch_token)
+    source = portal.item_read(request, item_id, "source", x_prefetch_token)
     # Read here, in the route's thread: one image (~0.1–10 MB) in memory is cheaper than
     # FileResponse's chunked reads, each another hop to the thread pool.
     return Response(portal.images.get(source).read_bytes(), media_type="application/dicom",

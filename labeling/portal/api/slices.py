@@ -6,21 +6,25 @@ from fastapi import APIRouter, Path as PathParam, Request
 from fastapi.responses import Response
 
 from labeling.portal import series
-from labeling.portal.deps import ID, get_portal, principal_of
+from labeling.portal.deps import ID, get_portal, in_thread
 
 router = APIRouter(tags=["images"])
 
 
 @router.get("/api/items/{item_id}/instances/{instance_id}",
             responses={200: {"content": {"application/dicom": {}}}})
-def slice_image(request: Request, item_id: int = ID(),
-                instance_id: str = PathParam(max_length=64, description="the slice's Orthanc instance ID")) -> Response:
+async def slice_image(request: Request, item_id: int = ID(),
+                      instance_id: str = PathParam(max_length=64, description="the slice's Orthanc instance ID")
+                      ) -> Response:
+    # As the image route (one request per slice, hundreds per series): one hop to a thread, and there
+    # the session, user and item in one statement.
+    return await in_thread(_slice, request, item_id, instance_id)
+
+
+def _slice(request: Request, item_id: int, instance_id: str) -> Response:
     portal = get_portal(request)
-    # As the image route (one request per slice, hundreds per series): authenticated in this worker
-    # thread, not a dependency's second hop, and read outside a transaction (no BEGIN/COMMIT).
-    principal = principal_of(request)
-    with portal.read_factory() as session:
-        instance = series.slice_for(session, item_id, instance_id, principal.user)
+    found = portal.item_read(request, item_id, "geometry", missing_ok=True)
+    instance = series.check_slice(item_id, found, instance_id)
     # The one image store: the same de-identification (and UID mapping) for every slice of the series.
     return Response(portal.images.get(instance).read_bytes(), media_type="application/dicom",
                     headers={"Cache-Control": "private, max-age=3600"})
