@@ -8,11 +8,10 @@ runs Alembic to head under a PostgreSQL advisory lock, so several tasks starting
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
-
-import re
 
 import psycopg
 from sqlalchemy import URL, Engine, create_engine, text
@@ -70,8 +69,8 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 @contextmanager
 def _driver_connection(engine: Engine, query: Optional[str] = None,
                        params: Optional[Mapping[str, Any]] = None) -> Iterator[psycopg.Connection]:
-    """A pooled connection's psycopg connection, for the per-request statements that SQLAlchemy's
-    Connection/Session would cost ~3x their own CPU (issue 12: 135 vs 39 us a lookup, bench/portal_load.py).
+    """A pooled connection's psycopg connection, for the per-request statements, on which SQLAlchemy's
+    Connection/Session would cost several times the statement's own CPU (issue 12).
     A driver error leaves as SQLAlchemy's (``OperationalError`` answers 503, ``.orig.sqlstate`` is
     kept); a lost connection renews the whole pool, as SQLAlchemy does after a database restart."""
     fairy = engine.raw_connection()

@@ -22,8 +22,8 @@ from labeling.portal.jobs import Forbidden
 
 T = TypeVar("T")
 # The threads of the hot paths' blocking work (database, image files): a plain executor hop costs about
-# half the CPU of anyio's run_in_threadpool, which FastAPI uses for sync routes and dependencies (28 vs
-# 12 us a hop, issue 12); as many threads as anyio's default limit.
+# half the CPU of anyio's run_in_threadpool, which FastAPI uses for sync routes and dependencies
+# (issue 12); as many threads as anyio's default limit.
 _THREADS = ThreadPoolExecutor(max_workers=40, thread_name_prefix="portal")
 
 
