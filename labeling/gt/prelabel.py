@@ -53,6 +53,7 @@ from typing import Any, Callable, Mapping, Optional
 import pydicom
 
 from labeling.gt import contracts as gt_contracts
+from labeling.gt import names as N
 from labeling.orthanc.connection import SERVICE_RETRIES, resolve_connection
 from labeling.contracts.geometry import ImageGeometry
 from labeling.contracts.ids import ORTHANC_ID, validate_instance_id  # noqa: F401 - re-exported
@@ -129,22 +130,22 @@ class PrelabelSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "PrelabelSettings":
-        salt = environ.get("DEIDENTIFY_SALT", "")
-        salt_secret_arn = environ.get("DEIDENTIFY_SALT_SECRET_ARN") or None
-        deidentify = _flag("DEIDENTIFY", environ.get("DEIDENTIFY"), True)
+        salt = environ.get(N.DEIDENTIFY_SALT, "")
+        salt_secret_arn = environ.get(N.DEIDENTIFY_SALT_SECRET_ARN) or None
+        deidentify = _flag(N.DEIDENTIFY, environ.get(N.DEIDENTIFY), True)
         if not salt and not salt_secret_arn and deidentify:
-            _log.warning("DEIDENTIFY_SALT is not set: using the fixed development salt; replacement UIDs "
-                         "are then reproducible by anyone. Set a per-deployment secret salt in production.")
-        return cls(orthanc_url=environ.get("ORTHANC_URL") or None,
-                   secret_arn=environ.get("ORTHANC_SECRET_ARN") or None,
-                   bucket=environ.get("STAGING_BUCKET") or None,
+            _log.warning("%s is not set: using the fixed development salt; replacement UIDs are then reproducible "
+                         "by anyone. Set a per-deployment secret salt in production.", N.DEIDENTIFY_SALT)
+        return cls(orthanc_url=environ.get(N.ORTHANC_URL) or None,
+                   secret_arn=environ.get(N.ORTHANC_SECRET_ARN) or None,
+                   bucket=environ.get(N.STAGING_BUCKET) or None,
                    deidentify=deidentify,
                    salt=salt_setting(salt),
-                   kms_key_id=environ.get("STAGING_KMS_KEY_ID") or None,
+                   kms_key_id=environ.get(N.STAGING_KMS_KEY_ID) or None,
                    salt_secret_arn=salt_secret_arn)
 
     def require(self, *names: str) -> None:
-        env = {"orthanc_url": "ORTHANC_URL", "secret_arn": "ORTHANC_SECRET_ARN", "bucket": "STAGING_BUCKET"}
+        env = {"orthanc_url": N.ORTHANC_URL, "secret_arn": N.ORTHANC_SECRET_ARN, "bucket": N.STAGING_BUCKET}
         missing = [env[n] for n in names if not getattr(self, n)]
         if missing:
             raise ValueError(f"pre-label settings: {', '.join(missing)} not set in the environment")
