@@ -20,6 +20,8 @@ from labeling.cli import main
 from labeling.contracts.answer import parse_answer
 from labeling.contracts.manifest_line import ManifestLine
 from labeling.contracts.schema import load_schema
+from labeling.gt import contracts as gt_contracts
+from labeling.gt.postlabel import consolidate_payload
 from labeling.gt.prelabel import Prelabeler, PrelabelSettings
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.viewer_driver import ViewerDriver
@@ -213,3 +215,11 @@ def test_a_schema_offering_uncertain_reaches_the_gt_page_through_prelabel_and_re
     assert parsed.uncertain == (names[0],) and parsed.labels == {names[1]: False, names[2]: True}
     assert [r.label for r in parsed.rois] == [names[2]]
     assert page.log.page_errors == [] and page.log.dialogs == []
+    # GT's post-label step applies the line's policy to it: under "absent" two uncertain answers are two absent votes.
+    sure = {**answer, "labels": [{"name": names[0], "present": True}, *answer["labels"][1:]]}
+    objects = gt_contracts.parse_payload([{"datasetObjectId": "0", "dataObject": data_object, "annotations": [
+        {"workerId": w, "annotationData": {"content": json.dumps({"annotation": json.dumps(a)})}}
+        for w, a in (("w1", answer), ("w2", answer), ("w3", sure))]}])
+    [item], report = consolidate_payload(objects, "job", None)
+    opacity = item["consolidatedAnnotation"]["content"]["job"]["labels"][0]
+    assert (opacity["present"], opacity["uncertain_answers"], report["uncertainPolicy"]) == (False, 2, "absent")
