@@ -55,7 +55,7 @@ import urllib.parse
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, NamedTuple, Optional
 
 import httpx
 import psutil
@@ -172,8 +172,7 @@ class TransportError(Exception):
         self.nothing_received = nothing_received  # the server closed a kept-alive connection before answering
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     status: int
     body: bytes
 
@@ -188,6 +187,15 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.waiter: Optional[asyncio.Future] = None
         self.usable = True  # may carry another request
+        self._expect()
+
+    def _expect(self) -> None:
+        """The parse state of the next answer."""
+        self.status: Optional[int] = None
+        self.length: Optional[int] = None
+        self.chunked = False
+        self.body_start = self.position = 0  # where the body starts; chunked: where the next chunk starts
+        self.parts: list[bytes] = []
         self.cookies: list[bytes] = []  # Set-Cookie values of the current answer
 
     def connection_made(self, transport) -> None:
@@ -213,12 +221,7 @@ class _Connection(asyncio.Protocol):
     def send(self, data: bytes) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         self.waiter = loop.create_future()
-        self.status: Optional[int] = None
-        self.length: Optional[int] = None
-        self.chunked = False
-        self.body_start = self.position = 0
-        self.parts: list[bytes] = []
-        self.cookies = []
+        self._expect()
         self.timer = loop.call_later(self.timeout, self._fail, TransportError(f"no answer in {self.timeout:g} s"))
         self.transport.write(data)
         return self.waiter
@@ -317,7 +320,7 @@ class LeanClient:
         self.csrf: Optional[str] = None
         self.jar: dict[bytes, bytes] = {}
         self.connection: Optional[_Connection] = None
-        self.connections = 0  # opened, for the keep-alive test
+        self.connections = 0  # opened: one per annotator while keep-alive holds
         self._head_tail(b"")
 
     def _head_tail(self, csrf: bytes) -> None:
@@ -477,7 +480,7 @@ def check_health(body: bytes) -> bool:
     return True
 
 
-async def login(url: str, name: str, client_class: type) -> Any:
+async def login(url: str, name: str, client_class: type, password: str = PASSWORD) -> Any:
     """Log in as a browser does (the form's CSRF token bound to a pre-login cookie, the session cookie);
     the client keeps the cookies and the CSRF token of ``/api/me`` for its state-changing calls."""
     client = client_class(url)
@@ -486,7 +489,7 @@ async def login(url: str, name: str, client_class: type) -> Any:
     if page.status != 200 or marker not in page.body:
         raise RuntimeError(f"login {name}: GET /login answered {page.status} without a CSRF token")
     token = page.body.split(marker, 1)[1].split(b'"', 1)[0].decode()
-    form = urllib.parse.urlencode({"username": name, "password": PASSWORD, "csrf_token": token}).encode()
+    form = urllib.parse.urlencode({"username": name, "password": password, "csrf_token": token}).encode()
     response = await client.request("POST", "/login", form, "application/x-www-form-urlencoded")
     if response.status >= 400:
         raise RuntimeError(f"login {name}: HTTP {response.status}")
