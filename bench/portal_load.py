@@ -32,8 +32,9 @@ Printed per run: answers/s; per endpoint count, p50, p95, max (ms) and errors; C
 request of the portal (all its processes), of PostgreSQL (all its processes: fewer round trips show
 here) and of this client (its own process: what it took from the machine), and portal+PostgreSQL CPU
 per answer, from psutil — less sensitive to a shared machine than answers/s; the load average before
-and after. Then the goals: think-0 answers/s ≥ 2× baseline; at think 2 s p95 < 300 ms and 0 errors. The machine may be
-shared: both variants' figures come from the same run, and the load average is printed with each.
+and after. Then the goals: think-0 answers/s ≥ 2× baseline; at think 2 s p95 < 300 ms and 0 errors.
+The machine may be shared: both variants' figures come from the same run, and the load average is
+printed with each.
 """
 
 from __future__ import annotations
@@ -748,7 +749,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for think in args.think:
         print(f"think {think:g} s, CPU ours / baseline (medians): per request portal {ratio(think, 'cpu'):.2f}, "
-              f"PostgreSQL {ratio(think, 'db'):.2f}; portal+PostgreSQL per answer {ratio(think, 'server_per_answer'):.2f}")
+              f"PostgreSQL {ratio(think, 'db'):.2f}; "
+              f"portal+PostgreSQL per answer {ratio(think, 'server_per_answer'):.2f}")
     if 0.0 in args.think:
         speedup = ratio(0.0, "answers_per_s")
         met = speedup >= 2.0

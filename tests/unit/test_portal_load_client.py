@@ -86,7 +86,7 @@ def test_keep_alive_cookies_and_csrf_through_a_login():
             if len(posted) == 1:  # GET: the form and its pre-login cookie
                 return reply(page, headers=b"Set-Cookie: pre=p1; Path=/; HttpOnly\r\n")
             return reply(b"", "303 See Other", b"Location: /\r\nSet-Cookie: session=s1; Path=/\r\n"
-                                                b'Set-Cookie: pre=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0\r\n')
+                         b'Set-Cookie: pre=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0\r\n')
         return answers[path]
 
     async def scenario():
