@@ -59,6 +59,9 @@ class SecurityHeaders:
 
     FIXED = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
              (b"x-frame-options", b"DENY")]
+    _FIXED_NAMES = frozenset(name for name, _ in FIXED)
+    _CSP = (b"content-security-policy", CSP.encode())
+    _NO_STORE = (b"cache-control", b"no-store")
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -70,14 +73,13 @@ class SecurityHeaders:
 
         async def send_with_headers(message: dict) -> None:
             if message["type"] == "http.response.start":
-                fixed = {name for name, _ in self.FIXED}
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in fixed]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self._FIXED_NAMES]
                 present = {k.lower() for k, _ in headers}
                 headers += self.FIXED
                 if b"content-security-policy" not in present:
-                    headers.append((b"content-security-policy", CSP.encode()))
+                    headers.append(self._CSP)
                 if b"cache-control" not in present:
-                    headers.append((b"cache-control", b"no-store"))
+                    headers.append(self._NO_STORE)
                 message = {**message, "headers": headers}
             await send(message)
 
