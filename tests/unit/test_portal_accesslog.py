@@ -12,6 +12,16 @@ from fastapi.responses import JSONResponse
 
 from labeling.portal.accesslog import AccessLog
 
+def run(coroutine):
+    """Run on a loop of its own (asyncio.run would leave the thread without a current loop, which the
+    Pulumi mocks of later tests expect)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+
+
 LINE = re.compile(r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} 127\.0\.0\.1:(\d+) - "(\S+) (\S+) HTTP/1\.1" (\d{3})\n')
 
 
@@ -56,7 +66,7 @@ def test_every_answer_one_line_written_at_close_and_none_forged(tmp_path):
     out = os.open(tmp_path / "access.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     log = AccessLog(_app(), fd=out, flush_s=3600)  # nothing written until close
     try:
-        statuses = asyncio.run(_all(log))
+        statuses = run(_all(log))
         assert statuses == [200, 500, 404, 200]
         assert (tmp_path / "access.log").read_text() == ""
     finally:
@@ -92,7 +102,7 @@ def test_writes_are_whole_lines_within_pipe_buf(tmp_path, monkeypatch):
         async def many():
             for n in range(200):
                 await _get(log, b"/ok", b"q=" + b"x" * 100, port=10000 + n)
-        asyncio.run(many())
+        run(many())
         log.flush()
         data = os.read(read, 1 << 20)
     finally:
