@@ -48,6 +48,7 @@ _log = logging.getLogger("labeling.portal")
 # routers share a path.
 ROUTERS = (tasks, images_api, slices, auth, pages, jobs, review, export, users, static)
 
+TELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; "
        "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
@@ -105,9 +106,11 @@ def create_app(settings: PortalSettings, *, engine: Optional[Engine] = None,
         yield
         images.close()
 
+    # No OpenTelemetry: FastAPI's native telemetry, on by default, would otherwise look up the global
+    # tracer and meter providers (and the environment) on every request.
     app = FastAPI(title="dicom-annotate labeling portal", version="1",
                   openapi_url=f"{root}/openapi.json", docs_url=None, redoc_url=None,
-                  lifespan=lifespan)
+                  lifespan=lifespan, telemetry=TELEMETRY_OFF)
     app.state.portal = portal
 
     def authenticate(request: Request) -> Principal:
