@@ -68,6 +68,25 @@ def test_job_from_uploaded_manifest_and_schema_text(as_user, make_user, upload_i
     assert page.status_code == 200 and "chest-xray.yaml" in page.text
 
 
+def test_job_refusals_say_what_the_admin_gave(as_user, make_user, upload_instances):
+    """Task C trial: a query that matches nothing named its filters as a Python dict ("{'modality':
+    ['MR'], 'study_uid': [], …, 'metadata': {}}"); a bad uploaded line did not say which line."""
+    admin = as_user(make_user("admin"))
+    nobody = f"NOBODY-{secrets.token_hex(4)}"
+    none = admin.post("/api/jobs", json={"name": f"z-{secrets.token_hex(3)}", "schema_file": "chest-xray.yaml",
+                                         "query": {"modality": ["MR"], "patient_id": nobody}})
+    assert none.status_code == 422
+    detail = none.json()["detail"]
+    assert f"no image in Orthanc matches modality MR, patient id {nobody}; 0 instance(s) matched" in detail, detail
+    assert "{" not in detail and "None" not in detail and "[]" not in detail, detail
+    lines = [line.to_dict() for line in manifest_lines(upload_instances(2))]
+    del lines[1]["labels"]
+    broken = admin.post("/api/jobs", json={"name": f"l-{secrets.token_hex(3)}", "schema_file": "chest-xray.yaml",
+                                           "manifest": lines})
+    assert broken.status_code == 422 and broken.json()["detail"].startswith("manifest line 2: "), broken.text
+    assert "'labels'" in broken.json()["detail"]
+
+
 def test_users_add_role_disable_reset(as_user, make_user):
     admin_user = make_user("admin")
     admin = as_user(admin_user)

@@ -1,0 +1,192 @@
+"""What a new user met trying the portal (issue 12 "Done when", task C), each fixed and kept fixed here:
+
+- after drawing a region the viewport has the focus, and Cornerstone prevents every key that reaches
+  it, so Enter (submit), K (skip) and G (flag) did nothing until the annotator clicked elsewhere;
+- on the new-job page, choosing a schema or manifest file left its radio unchecked, so the job was
+  silently made from the schema list / an Orthanc query of every image instead;
+- a refusal of the API's request checks was shown as FastAPI's raw JSON, which echoes the whole body
+  (an uploaded manifest: tens of MB of text that froze the tab);
+- an API call after the session ended said "session expired; log in again" with no way to do so
+  short of editing the address bar.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import pytest
+from psycopg import connect
+
+from devkit import synth
+from labeling.portal.local import add_user, portal_env
+from tests.browser.portal_pages import login, portal  # noqa: F401 - the fixture
+from tests.browser.viewer_driver import ViewerDriver
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "trial password 123"
+UNCERTAIN_SCHEMA = """name: trial-uncertain
+task_type: classification+roi
+uncertain: true
+labels:
+  - name: Opacity
+    shapes: [rectangle, ellipse]
+  - name: Device
+    shapes: [rectangle]
+"""
+
+
+@pytest.fixture(scope="module")
+def trial(portal, local_stack, client, tmp_path_factory) -> dict[str, Any]:  # noqa: F811
+    """Two synthetic images of one fresh patient in Orthanc, an admin and an annotator."""
+    tag = secrets.token_hex(3)
+    seed = int(tag, 16)
+    out = tmp_path_factory.mktemp("trial")
+    params = synth.make_params(patients=2, studies_per_patient=1, size=256, seed=seed)
+    for patient in range(2):
+        synth.write_image(params, out / "synth", (patient, 0))
+    for path in sorted((out / "synth").rglob("*.dcm")):
+        client.upload(path.read_bytes())
+    (out / "uncertain.yaml").write_text(UNCERTAIN_SCHEMA)
+    names = {"admin": f"tadmin-{tag}", "annotator": f"tann-{tag}"}
+    for role, name in names.items():
+        add_user(local_stack.workdir, name, role, PASSWORD)
+    return {"url": portal, "tag": tag, "patient": f"SYN{seed}-*", "names": names, "dir": out}
+
+
+def _create_job(browser: Any, trial: dict[str, Any], name: str) -> None:
+    """The admin makes a job of the trial's images (K = 1) with an uploaded schema."""
+    admin = login(browser, trial["url"], trial["names"]["admin"], PASSWORD)
+    schema = trial["dir"] / "uncertain.yaml"
+    admin.click("#nav-new-job")
+    admin.fill("#job-name", name)
+    admin.fill("#job-k", "1")
+    admin.check("input[name=schema-source][value=upload]")
+    admin.set_input_files("#schema-upload", str(schema))
+    admin.fill("#q-patient", trial["patient"])
+    admin.click("#create-job")
+    admin.wait_for_url(f"{trial['url']}/jobs/*", timeout=60_000)
+    assert "2 images" in admin.content()
+    assert not admin.errors, admin.errors
+    admin.context.close()
+
+
+def test_new_job_chosen_files_select_their_source_and_refusals_read_as_words(browser, trial):
+    url = trial["url"]
+    admin = login(browser, url, trial["names"]["admin"], PASSWORD)
+    admin.click("#nav-new-job")
+    admin.set_input_files("#schema-upload", str(trial["dir"] / "uncertain.yaml"))
+    assert admin.is_checked("input[name=schema-source][value=upload]")
+    admin.select_option("#schema-file", "chest-xray.yaml")
+    assert admin.is_checked("input[name=schema-source][value=file]")
+    # A manifest file chosen while the radio still says "Orthanc query": the file is what is sent
+    # (before, an empty query made a job of every image in Orthanc).
+    manifest = trial["dir"] / "bad.manifest"
+    manifest.write_text(json.dumps(["not", "an", "object"]) + "\n")
+    admin.fill("#job-name", f"trial-bad-{trial['tag']}")
+    admin.set_input_files("#manifest-upload", str(manifest))
+    assert admin.is_checked("input[name=image-source][value=manifest]")
+    admin.click("#create-job")
+    admin.wait_for_function("() => document.getElementById('problems').textContent")
+    problem = admin.inner_text("#problems")
+    # FastAPI's check of the body, in words; not its JSON with the body echoed back.
+    assert problem == "manifest[0]: Input should be a valid dictionary", problem
+    assert admin.url.endswith("/admin/jobs/new")
+    # Typing a filter goes back to the query.
+    admin.fill("#q-modality", "DX")
+    assert admin.is_checked("input[name=image-source][value=query]")
+    assert not admin.errors, admin.errors
+    admin.context.close()
+
+
+def test_enter_skip_and_flag_work_after_drawing_a_region(browser, trial):
+    job = f"trial-keys-{trial['tag']}"
+    _create_job(browser, trial, job)
+    page = login(browser, trial["url"], trial["names"]["annotator"], PASSWORD)
+    page.click(f"tr[data-job='{job}'] a.button")
+    page.wait_for_function("() => document.body.dataset.state === 'labeling'", timeout=30_000)
+    driver = ViewerDriver(page)
+    driver.wait_rendered()
+    assert page.locator(".da-viewer [data-da-value='uncertain']").count() == 2  # the uploaded schema's
+    first = page.evaluate("() => document.body.dataset.item")
+    page.keyboard.press("y")  # Opacity present
+    page.keyboard.press("?")  # Device uncertain
+    page.keyboard.press("r")  # rectangle tool; label 1 (Opacity) is the default region label
+    driver.drag([(60, 60), (120, 110)])
+    assert page.evaluate("() => document.activeElement.matches('[data-da-viewport]')")  # where a drag leaves it
+    assert driver.validate() == []
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.body.dataset.submitted === '1'", timeout=10_000)
+    page.wait_for_function(f"() => document.body.dataset.state === 'labeling' && document.body.dataset.item !== '{first}'",
+                           timeout=30_000)
+    assert "Image 2 of 2" in page.inner_text("#position")
+    driver.wait_rendered()
+    driver.drag([(80, 80), (90, 90)])  # a window/level drag: the focus is in the viewport again
+    page.keyboard.press("g")
+    page.wait_for_selector("#flag-form:not([hidden])", timeout=5_000)
+    assert not page.errors, page.errors
+    page.context.close()
+
+
+def test_a_call_after_the_session_ended_offers_the_login(browser, trial, local_stack):
+    job = f"trial-expiry-{trial['tag']}"
+    _create_job(browser, trial, job)
+    name = trial["names"]["annotator"]
+    page = login(browser, trial["url"], name, PASSWORD)
+    page.click(f"tr[data-job='{job}'] a.button")
+    page.wait_for_function("() => document.body.dataset.state === 'labeling'", timeout=30_000)
+    ViewerDriver(page).wait_rendered()
+    page.keyboard.press("n")
+    page.keyboard.press("n")
+    env = portal_env(local_stack.workdir)
+    with connect(host="127.0.0.1", port=int(env["PORTAL_DB_PORT"]), dbname=env["PORTAL_DB_NAME"],
+                 user=env["PORTAL_DB_USER"], password=env["PORTAL_DB_PASSWORD"], autocommit=True) as conn:
+        conn.execute("UPDATE sessions SET expires_at = now() - interval '1 second' "
+                     "WHERE user_id = (SELECT id FROM users WHERE name = %s)", (name,))
+    page.keyboard.press("Enter")
+    link = page.wait_for_selector("#problems a[href$='/login']", timeout=10_000)
+    assert "session expired" in page.inner_text("#problems")
+    link.click()
+    page.wait_for_url(f"{trial['url']}/login")
+    page.context.close()
+
+
+def test_two_tabs_a_done_image_moves_on_and_the_end_says_so(browser, trial):
+    """The same annotator in two tabs: the tab whose image was answered in the other one said only
+    "assignment N: already answered" and stayed on it; the last image left an empty viewer."""
+    job = f"trial-tabs-{trial['tag']}"
+    _create_job(browser, trial, job)
+    first = login(browser, trial["url"], trial["names"]["annotator"], PASSWORD)
+    first.click(f"tr[data-job='{job}'] a.button")
+    second = first.context.new_page()
+    second.errors = []
+    second.on("pageerror", lambda exc: second.errors.append(str(exc)))
+    second.goto(first.url)
+    for page in (first, second):  # one lease: both tabs show image 1
+        page.wait_for_function("() => document.body.dataset.state === 'labeling'", timeout=30_000)
+        ViewerDriver(page).wait_rendered()
+        assert "Image 1 of 2" in page.inner_text("#position")
+        page.keyboard.press("n")
+        page.keyboard.press("n")
+    first.bring_to_front()
+    first.keyboard.press("Enter")
+    first.wait_for_function("() => document.body.dataset.submitted === '1'", timeout=10_000)
+    second.bring_to_front()
+    second.keyboard.press("Enter")
+    second.wait_for_function("() => document.getElementById('status').textContent.startsWith('Not saved: ')",
+                             timeout=30_000)
+    assert "already answered" in second.inner_text("#status")
+    assert "Image 2 of 2" in second.inner_text("#position") and second.inner_text("#problems") != ""
+    second.wait_for_function("() => document.body.dataset.state === 'labeling'", timeout=30_000)
+    ViewerDriver(second).wait_rendered()
+    second.keyboard.press("n")
+    second.keyboard.press("n")
+    second.keyboard.press("Enter")
+    second.wait_for_function("() => document.body.dataset.state === 'done'", timeout=30_000)
+    assert second.is_hidden("#viewer") and second.is_hidden("#submit")
+    second.click("#status a")
+    second.wait_for_url(f"{trial['url']}/")
+    assert not first.errors and not second.errors, (first.errors, second.errors)
+    first.context.close()
