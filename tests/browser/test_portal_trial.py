@@ -6,6 +6,8 @@
   silently made from the schema list / an Orthanc query of every image instead;
 - a refusal of the API's request checks was shown as FastAPI's raw JSON, which echoes the whole body
   (an uploaded manifest: tens of MB of text that froze the tab);
+- on a laptop-sized window (1024 × 700) the buttons and the message saying what is still missing were
+  below the fold, so Enter on an incomplete answer seemed to do nothing;
 - an API call after the session ended said "session expired; log in again" with no way to do so
   short of editing the address bar.
 """
@@ -21,6 +23,7 @@ from psycopg import connect
 
 from devkit import synth
 from labeling.portal.local import add_user, portal_env
+from tests.browser.conftest import SCREENSHOTS
 from tests.browser.portal_pages import login, portal  # noqa: F401 - the fixture
 from tests.browser.viewer_driver import ViewerDriver
 
@@ -190,3 +193,27 @@ def test_two_tabs_a_done_image_moves_on_and_the_end_says_so(browser, trial):
     second.wait_for_url(f"{trial['url']}/")
     assert not first.errors and not second.errors, (first.errors, second.errors)
     first.context.close()
+
+
+def test_buttons_and_what_is_missing_stay_in_a_small_window(browser, trial):
+    job = f"trial-small-{trial['tag']}"
+    _create_job(browser, trial, job)
+    page = login(browser, trial["url"], trial["names"]["annotator"], PASSWORD)
+    page.set_viewport_size({"width": 1024, "height": 700})
+    page.click(f"tr[data-job='{job}'] a.button")
+    page.wait_for_function("() => document.body.dataset.state === 'labeling'", timeout=30_000)
+    ViewerDriver(page).wait_rendered()
+    page.keyboard.press("y")
+    page.keyboard.press("Enter")  # Device not answered yet: nothing is sent, the message says why
+    assert page.evaluate("() => document.body.dataset.submitted") is None
+    assert "Device" in page.inner_text("#problems")
+    for selector in ("#submit", "#skip", "#flag", "#problems"):
+        box = page.locator(selector).bounding_box()
+        assert box and 0 <= box["y"] and box["y"] + box["height"] <= 700, (selector, box)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "portal-task-small-window.png"))
+    page.keyboard.press("g")
+    box = page.locator("#flag-send").bounding_box()
+    assert box and box["y"] + box["height"] <= 700, box
+    assert not page.errors, page.errors
+    page.context.close()
