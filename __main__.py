@@ -34,7 +34,7 @@ key = KmsKey(
     KmsKeyArgs(
         description=f"dicom-annotate {stack}: DICOM storage, database, secrets, logs, annotations",
         cloudwatch_logs=True,
-        deletion_window_days=30 if config.environment == "prod" else 7,
+        deletion_window_days=config.retention.key_deletion_days,
         tags=tags,
     ),
 )

@@ -82,6 +82,51 @@ class TaskSize:
     wait_for_steady_state: bool
 
 
+# AWS's accepted ranges (days) of the three recovery settings below.
+SECRET_RECOVERY_DAYS = range(7, 31)   # Secrets Manager DeleteSecret RecoveryWindowInDays
+KEY_DELETION_DAYS = range(7, 31)      # KMS ScheduleKeyDeletion PendingWindowInDays
+DB_BACKUP_DAYS = range(0, 36)         # RDS BackupRetentionPeriod (0 turns automated backups off)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long an environment can get back what was deleted, in days: the one place for these.
+
+    - ``secret_recovery_days``: a deleted Secrets Manager secret stays restorable; AWS accepts
+      7-30 (RecoveryWindowInDays,
+      https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_DeleteSecret.html).
+    - ``key_deletion_days``: a KMS key scheduled for deletion can still be cancelled; AWS accepts
+      7-30 (PendingWindowInDays,
+      https://docs.aws.amazon.com/kms/latest/APIReference/API_ScheduleKeyDeletion.html).
+    - ``db_backup_days``: RDS keeps automated backups (point-in-time restore); AWS accepts 0-35
+      for a DB instance (BackupRetentionPeriod,
+      https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_WorkingWithAutomatedBackups.BackupRetention.html).
+      The default of ``dbBackupRetentionDays``.
+
+    Prod keeps the longest AWS allows; dev the shortest windows and a week of backups.
+    """
+
+    secret_recovery_days: int
+    key_deletion_days: int
+    db_backup_days: int
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("secret_recovery_days", SECRET_RECOVERY_DAYS),
+                              ("key_deletion_days", KEY_DELETION_DAYS), ("db_backup_days", DB_BACKUP_DAYS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Retention.{name}: {getattr(self, name)} is outside AWS's "
+                                 f"{allowed.start}..{allowed.stop - 1} days")
+
+    @staticmethod
+    def of(prod: bool) -> "Retention":
+        """The retention of prod, or of every other environment."""
+        return PROD_RETENTION if prod else DEV_RETENTION
+
+
+DEV_RETENTION = Retention(secret_recovery_days=7, key_deletion_days=7, db_backup_days=7)
+PROD_RETENTION = Retention(secret_recovery_days=30, key_deletion_days=30, db_backup_days=35)
+
+
 class ConfigError(ValueError):
     """A stack setting is missing or invalid; the message starts with the full key."""
 
@@ -150,7 +195,7 @@ class StackConfig:
     db_allocated_storage_gb: int = 20
     db_max_allocated_storage_gb: int = 200
     db_multi_az: Optional[bool] = None            # default: off (dev) / on (prod)
-    db_backup_retention_days: Optional[int] = None  # default: 7 (dev) / 35 (prod)
+    db_backup_retention_days: Optional[int] = None  # default: Retention.db_backup_days of the environment
     deletion_protection: Optional[bool] = None    # default: off (dev) / on (prod)
     # Logs
     log_retention_days: Optional[int] = None      # default: 30 (dev) / 365 (prod)
@@ -214,7 +259,7 @@ class StackConfig:
             "max_tasks": 6 if prod else 2,
             "db_instance_class": "db.m7g.large" if prod else "db.t4g.micro",
             "db_multi_az": prod,
-            "db_backup_retention_days": 35 if prod else 7,
+            "db_backup_retention_days": Retention.of(prod).db_backup_days,
             "deletion_protection": prod,
             "log_retention_days": 365 if prod else 30,
             # The ALB's authenticate-cognito action exists only on HTTPS listeners.
@@ -338,8 +383,9 @@ class StackConfig:
             fail("dbEngineVersion", f"{self.db_engine_version!r} must be a supported PostgreSQL major (14-19)")
         if not 20 <= self.db_allocated_storage_gb <= self.db_max_allocated_storage_gb:
             fail("dbAllocatedStorageGb", "must be at least 20 and at most dbMaxAllocatedStorageGb")
-        if not 1 <= self.db_backup_retention_days <= 35:
-            fail("dbBackupRetentionDays", f"{self.db_backup_retention_days} must be within 1..35")
+        # At least a day: the stack never turns automated backups off (AWS would accept 0).
+        if not 1 <= self.db_backup_retention_days <= DB_BACKUP_DAYS[-1]:
+            fail("dbBackupRetentionDays", f"{self.db_backup_retention_days} must be within 1..{DB_BACKUP_DAYS[-1]}")
         if self.environment == "prod":
             if not self.deletion_protection:
                 fail("deletionProtection", "must be true in prod")
@@ -443,6 +489,10 @@ class StackConfig:
     @property
     def prod(self) -> bool:
         return self.environment == "prod"
+
+    @property
+    def retention(self) -> Retention:
+        return Retention.of(self.prod)
 
     @property
     def orthanc_size(self) -> TaskSize:

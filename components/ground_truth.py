@@ -28,6 +28,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.config import Retention
 from components.iam import service_role_trust, vpc_lambda_statements
 from components.network import https_only_security_group
 from components.orthanc import OrthancAccess
@@ -135,7 +136,7 @@ class GroundTruth(pulumi.ComponentResource):
         salt = random.RandomPassword(f"{name}-deid-salt", length=48, special=False, opts=child)
         self.salt_secret = aws.secretsmanager.Secret(
             f"{name}-deid-salt-secret", description="Salt for de-identified UIDs (pre-label Lambda, portal)",
-            kms_key_id=args.kms_key_arn, recovery_window_in_days=30 if args.prod else 7,
+            kms_key_id=args.kms_key_arn, recovery_window_in_days=Retention.of(args.prod).secret_recovery_days,
             tags=args.tags, opts=child)
         aws.secretsmanager.SecretVersion(f"{name}-deid-salt-value", secret_id=self.salt_secret.id,
                                          secret_string=salt.result,
@@ -198,7 +199,7 @@ class GroundTruth(pulumi.ComponentResource):
                 cors_origins=list(args.worker_origins),
                 domain=args.viewer_assets_domain,
                 certificate_arn=args.viewer_assets_certificate_arn,
-                deletion_window_days=30 if args.prod else 7,
+                deletion_window_days=Retention.of(args.prod).key_deletion_days,
                 tags=args.tags),
             opts=child)
 

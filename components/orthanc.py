@@ -19,7 +19,7 @@ from typing import Any, Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.config import ECR_IMAGE, TaskSize
+from components.config import ECR_IMAGE, Retention, TaskSize
 from components.fargate import DEPLOYMENT_MAX_PERCENT, FargateService, FargateServiceArgs, port_rule
 from components.platform import DB_PORT, DatabaseSettings, DefaultTarget, Platform, generated_password
 from components.storage import SecureBucket, SecureBucketArgs
@@ -204,8 +204,8 @@ class OrthancService(pulumi.ComponentResource):
         secret = aws.secretsmanager.Secret(
             f"{name}-admin-secret",
             description="Orthanc admin user: username, password, registered_users (ORTHANC__REGISTERED_USERS)",
-            kms_key_id=args.kms_key_arn, recovery_window_in_days=30 if args.prod else 7, tags=args.tags,
-            opts=self._child)
+            kms_key_id=args.kms_key_arn, recovery_window_in_days=Retention.of(args.prod).secret_recovery_days,
+            tags=args.tags, opts=self._child)
         username = args.admin_username
         aws.secretsmanager.SecretVersion(
             f"{name}-admin-secret-value",

@@ -23,6 +23,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.config import Retention
 from components.iam import account_service_trust
 from components.moved import moved_from
 from components.storage import SecureBucket, SecureBucketArgs, encrypted_log_group
@@ -202,7 +203,8 @@ class Platform(pulumi.ComponentResource):
         db_password = generated_password(f"{prefix}-db-password", self._child)
         db_secret = aws.secretsmanager.Secret(
             f"{prefix}-db-secret", description="Orthanc index database: username, password (ECS injects password)",
-            kms_key_id=args.kms_key_arn, recovery_window_in_days=30 if prod else 7, tags=tags, opts=self._child)
+            kms_key_id=args.kms_key_arn, recovery_window_in_days=Retention.of(prod).secret_recovery_days, tags=tags,
+            opts=self._child)
         self.db = aws.rds.Instance(
             f"{prefix}-db",
             identifier=identifier,

@@ -47,7 +47,7 @@ import pulumi_aws as aws
 import pulumi_awsx as awsx
 import pulumi_random as random
 
-from components.config import ConfigError, StackConfig, TaskSize
+from components.config import ConfigError, Retention, StackConfig, TaskSize
 from components.fargate import DEPLOYMENT_MAX_PERCENT, FargateService, FargateServiceArgs, port_rule
 from components.iam import service_role_trust, vpc_lambda_statements
 from components.names import DEPLOY_TIME_TAG
@@ -58,6 +58,8 @@ from components.storage import encrypted_log_group
 from labeling.orthanc.config import DEFAULT_RESERVED_CONNECTIONS, connection_budget
 from labeling.portal import names as N
 from labeling.portal.names import EXPORT_PREFIX  # where the portal writes exports (the task role's grant)
+# labeling/portal/db.py opens up to pool_size + this many connections per task (one worker each).
+from labeling.portal.names import DB_MAX_OVERFLOW as PORTAL_MAX_OVERFLOW
 
 PORTAL_PORT = 8000
 DB_NAME = "portal"
@@ -72,8 +74,6 @@ PATH_PATTERNS = (ROOT_PATH, f"{ROOT_PATH}/*")
 LISTENER_RULE_PRIORITY = 100
 GROUPS = {"admin": "Creates jobs, invites annotators, exports", "annotator": "Labels assigned items",
           "reviewer": "Resolves low-agreement items"}
-# labeling/portal/db.py opens up to pool_size + this many connections per task.
-PORTAL_MAX_OVERFLOW = 10
 PORTAL_MAX_POOL = 10
 CACHE_DIR = "/tmp/portal-cache"
 SESSION_TIMEOUT_S = 8 * 3600
@@ -295,7 +295,7 @@ class Portal(pulumi.ComponentResource):
         password = generated_password(f"{name}-db-password", self._child)
         self.db_secret = aws.secretsmanager.Secret(
             f"{name}-db-secret", description="Portal database role: username, password (ECS injects password)",
-            kms_key_id=args.kms_key_arn, recovery_window_in_days=30 if self._prod else 7,
+            kms_key_id=args.kms_key_arn, recovery_window_in_days=Retention.of(self._prod).secret_recovery_days,
             tags=tags, opts=self._child)
         secret_value = aws.secretsmanager.SecretVersion(
             f"{name}-db-secret-value", secret_id=self.db_secret.id,
@@ -362,7 +362,7 @@ class Portal(pulumi.ComponentResource):
         session = random.RandomPassword(f"{name}-session-key", length=64, special=False, opts=self._child)
         self.session_secret = aws.secretsmanager.Secret(
             f"{name}-session-secret", description="Portal session-cookie signing key (ECS injects it)",
-            kms_key_id=args.kms_key_arn, recovery_window_in_days=30 if self._prod else 7,
+            kms_key_id=args.kms_key_arn, recovery_window_in_days=Retention.of(self._prod).secret_recovery_days,
             tags=args.tags, opts=self._child)
         aws.secretsmanager.SecretVersion(
             f"{name}-session-secret-value", secret_id=self.session_secret.id, secret_string=session.result,

@@ -19,9 +19,9 @@ import pulumi_aws as aws
 @dataclass
 class KmsKeyArgs:
     description: str
+    deletion_window_days: int  # the environment's Retention.key_deletion_days (components/config.py)
     # CloudWatch Logs of this account and region may encrypt its log groups with the key.
     cloudwatch_logs: bool = False
-    deletion_window_days: int = 30
     tags: dict[str, str] = field(default_factory=dict)
 
 

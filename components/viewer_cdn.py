@@ -51,10 +51,10 @@ class ViewerAssetsCdnArgs:
     assets: Sequence[tuple[str, Path, str]]
     # Origins allowed to read the files cross-origin (the GT worker portal).
     cors_origins: Sequence[str]
+    deletion_window_days: int  # of its KMS key: the environment's Retention.key_deletion_days
     # Our own host name and its us-east-1 ACM certificate; None serves *.cloudfront.net.
     domain: Optional[str] = None
     certificate_arn: Optional[str] = None
-    deletion_window_days: int = 7
     tags: dict[str, str] = field(default_factory=dict)
 
 

@@ -2,7 +2,7 @@
 
 The same commands a user types, on the demo's stack and portal:
 ``synth --series`` (CT-like series with nodules of known position and size, plus one multi-frame
-instance) → ``upload`` → ``manifest --level series`` (one task per series and per multi-frame instance)
+instance copied from the first series with a nodule, so its SRs carry Referenced Frame Numbers) → ``upload`` → ``manifest --level series`` (one task per series and per multi-frame instance)
 → a portal job (:func:`labeling.portal.local.prepare_demo`) → K simulated annotators who outline each
 nodule on a slice (:mod:`devkit.simulate_series`) through the portal's HTTP API → consolidation per
 slice, review → ``portal export`` + ``portal sr`` (SRs whose regions reference the slices drawn on) →
@@ -53,7 +53,11 @@ def run_ct_job(args: argparse.Namespace, workdir: Path, url: str, users_file: st
     if (ct_dir / "ground_truth.jsonl").is_file():
         print(f"\n== synthetic CT series: reusing {ct_dir}")
     elif step("synthetic CT series", ["synth", "--series", str(args.ct_series), "--slices", str(args.ct_slices),
-                                       "--size", "64", "--seed", str(args.seed), "--prevalence", "0.5",
+                                       # with seed 0: nodules in 5 of the 10 series and the multi-frame copy
+                                       # (its SRs reference frames), and each class on both sides of the
+                                       # split by patient even if one consolidated label went wrong
+                                       "--size", "64", "--seed", str(args.seed), "--prevalence", "0.15",
+                                       "--multiframe-from", "nodule",
                                        "--out", str(ct_dir)], devkit_main, "devkit") != 0:
         return None
     if step("upload CT", ["upload", str(ct_dir), "--report", str(workdir / "ct-upload-report.json")], main) != 0:

@@ -300,6 +300,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ct.add_argument("--slices", type=_int_in(synth_series.MIN_SLICES, synth_series.MAX_SLICES),
                     default=synth_series.DEFAULT_SLICES, metavar="K",
                     help=f"slices per series (default {synth_series.DEFAULT_SLICES})")
+    ct.add_argument("--multiframe-from", choices=synth_series.MULTIFRAME_SOURCES, default="first",
+                    help="the series the multi-frame instance copies: the first (default), or the first with a "
+                         "nodule, so its ground truth has ROIs on frames (the first when none has)")
     parser.set_defaults(func=run)
 
 
@@ -353,7 +356,7 @@ def _run_series(args: argparse.Namespace) -> int:
         args.out, series=args.series, slices=args.slices,
         size=synth_series.DEFAULT_SERIES_SIZE if args.size is None else args.size, seed=args.seed,
         prevalence=args.prevalence[-1][1] if args.prevalence else synth_series.DEFAULT_NODULE_PREVALENCE,
-        force=args.force, progress=args.progress)
+        multiframe_from=args.multiframe_from, force=args.force, progress=args.progress)
     print(f"{summary.series} series ({summary.images} images, {summary.multiframe} multi-frame) with "
           f"{summary.nodules} nodules in {summary.out_dir}; ground truth: {summary.out_dir / GROUND_TRUTH_FILE} "
           f"({summary.seconds:.1f} s)")

@@ -2,7 +2,9 @@
 
 What it makes: ``series`` patients, each with one chest CT study holding one axial series of
 ``slices`` single-frame CT images (PS3.3 A.3 "CT Image IOD", SOP class CT Image Storage), and —
-for the first patient, in the same study — one **multi-frame** instance of the same volume (SOP
+for the first patient (``multiframe_from="first"``), or the first whose series has a nodule
+(``"nodule"``: its ground truth then has ROIs on frames; the first patient when none has), in the same
+study — one **multi-frame** instance of the same volume (SOP
 class Enhanced CT Image Storage, PS3.3 A.38: NumberOfFrames, Shared and Per-frame Functional Groups
 with Pixel Measures, Plane Orientation, Plane Position, Pixel Value Transformation, Frame Content
 and CT Image Frame Type, a Multi-frame Dimension module; the CT acquisition/reconstruction macros an
@@ -86,6 +88,7 @@ DEFAULT_NODULE_PREVALENCE: Final = 0.7
 HU_OFFSET: Final = 1024
 AXIAL: Final = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 _NOISE_HU: Final = 15.0
+MULTIFRAME_SOURCES: Final = ("first", "nodule")  # which series the multi-frame instance copies
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class SeriesParams:
     seed: int = 0
     prevalence: float = DEFAULT_NODULE_PREVALENCE
     multiframe: bool = True
+    multiframe_from: str = "first"  # one of MULTIFRAME_SOURCES
 
     def content_key(self) -> str:
         """What changes a series' content: the UIDs' entropy source (the count of series is not)."""
@@ -115,14 +119,17 @@ class SeriesParams:
 
 def make_series_params(*, series: int = 2, slices: int = DEFAULT_SLICES, size: int = DEFAULT_SERIES_SIZE,
                        seed: int = 0, prevalence: float = DEFAULT_NODULE_PREVALENCE,
-                       multiframe: bool = True) -> SeriesParams:
+                       multiframe: bool = True, multiframe_from: str = "first") -> SeriesParams:
     """Check the parameters; ValueError names the parameter and the problem."""
     _check_int("series", series, 1, MAX_SERIES)
+    if multiframe_from not in MULTIFRAME_SOURCES:
+        raise ValueError(f"multiframe_from: must be one of {', '.join(MULTIFRAME_SOURCES)}, got {multiframe_from!r}")
     _check_int("slices", slices, MIN_SLICES, MAX_SLICES)
     _check_int("size", size, MIN_SERIES_SIZE, MAX_SERIES_SIZE)
     _check_int("seed", seed, 0, 2**63 - 1)
     return SeriesParams(series=series, slices=slices, size=size, seed=seed,
-                        prevalence=_check_probability("prevalence", prevalence), multiframe=bool(multiframe))
+                        prevalence=_check_probability("prevalence", prevalence), multiframe=bool(multiframe),
+                        multiframe_from=multiframe_from)
 
 
 @dataclass(frozen=True)
@@ -222,6 +229,15 @@ def plan_series(params: SeriesParams, index: int) -> SeriesPlan:
         lungs=lungs,  # type: ignore[arg-type]
         nodules=tuple(nodules),
     )
+
+
+def multiframe_source(params: SeriesParams) -> int | None:
+    """The index of the series the multi-frame instance copies (module docstring); None without one."""
+    if not params.multiframe:
+        return None
+    if params.multiframe_from == "nodule":
+        return next((i for i in range(params.series) if plan_series(params, i).nodules), 0)
+    return 0
 
 
 def render_slice(plan: SeriesPlan, params: SeriesParams, k: int) -> np.ndarray:
@@ -478,13 +494,14 @@ def _save(root: Path, ds: Dataset) -> None:
 def generate_series_dataset(out_dir: str | Path, *, series: int = 2, slices: int = DEFAULT_SLICES,
                             size: int = DEFAULT_SERIES_SIZE, seed: int = 0,
                             prevalence: float = DEFAULT_NODULE_PREVALENCE, multiframe: bool = True,
-                            force: bool = False, progress: bool = True) -> SeriesSummary:
+                            multiframe_from: str = "first", force: bool = False, progress: bool = True) -> SeriesSummary:
     """Write the CT series (and the multi-frame instance) into ``out_dir``; nothing is left there on
     failure (a staged directory, as synth). ValueError names a bad parameter."""
     started = time.perf_counter()
     params = make_series_params(series=series, slices=slices, size=size, seed=seed, prevalence=prevalence,
-                                multiframe=multiframe)
+                                multiframe=multiframe, multiframe_from=multiframe_from)
     total = params.series * params.slices
+    copied = multiframe_source(params)
     images = with_nodules = nodules = 0
     with staged_output_dir(out_dir, force=force) as staging, _progress(progress, total) as advance, \
             open(staging / GROUND_TRUTH_FILE, "w", encoding="utf-8") as truth:
@@ -495,7 +512,7 @@ def generate_series_dataset(out_dir: str | Path, *, series: int = 2, slices: int
                 pixels = stored(render_slice(plan, params, k))
                 _save(staging, build_slice(plan, params, k, pixels))
                 images += 1
-                if params.multiframe and index == 0:
+                if index == copied:
                     frames.append(pixels)
                 advance()
             truth.write(json.dumps(_truth(plan, params, multiframe=False), separators=(",", ":")) + "\n")

@@ -48,7 +48,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
-from typing import Iterable
+from typing import Any, Iterable, Optional
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -138,6 +138,39 @@ REMOVE = frozenset({  # X (or an X choice)
 assert not (EMPTY | REMOVE) & DISPLAY_KEYWORDS, "the profile table must never hit a display attribute"
 
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
+
+
+# The salt of local runs when none is configured: replacement UIDs are then reproducible by anyone.
+DEV_SALT = b"dicom-annotate-dev-salt-NOT-FOR-PRODUCTION"
+
+
+class SaltError(ValueError):
+    """The configured de-identification salt is unusable; the message names its secret and what is wrong."""
+
+
+def salt_setting(value: Optional[str]) -> bytes:
+    """A salt given as a plain setting (local runs): its UTF-8 bytes, or :data:`DEV_SALT` when unset."""
+    return value.encode("utf-8") if value else DEV_SALT
+
+
+def read_salt(secret_arn: Optional[str], setting: bytes, secrets_client: Any = None) -> bytes:
+    """The de-identification salt of the GT pre-label Lambda and the portal: in AWS the SecretString of
+    its own secret (``DEIDENTIFY_SALT_SECRET_ARN``, never a plain environment value), else ``setting``.
+
+    The keyed UID replacement (:func:`uid_for`) is only as secret as this value, so an empty secret is
+    refused (:class:`SaltError`) rather than replaced by a default. Callers cache the result.
+    """
+    if not secret_arn:
+        return setting
+    if secrets_client is None:
+        import boto3
+
+        secrets_client = boto3.client("secretsmanager")
+    raw = secrets_client.get_secret_value(SecretId=secret_arn)["SecretString"]
+    if not raw:
+        raise SaltError(f"de-identification salt secret {secret_arn}: it is empty; it must hold a non-empty "
+                        "string (the per-deployment salt)")
+    return raw.encode("utf-8")
 
 
 def uid_for(uid: str, salt: bytes) -> str:

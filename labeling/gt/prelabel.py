@@ -56,10 +56,11 @@ from labeling.gt import contracts as gt_contracts
 from labeling.orthanc.connection import SERVICE_RETRIES, resolve_connection
 from labeling.contracts.geometry import ImageGeometry
 from labeling.contracts.ids import ORTHANC_ID, validate_instance_id  # noqa: F401 - re-exported
-from labeling.dicom.deidentify import burned_in_annotation, deidentify_dataset
+from labeling.dicom.deidentify import (
+    DEV_SALT, burned_in_annotation, deidentify_dataset, read_salt, salt_setting,
+)
 from labeling.orthanc.client import OrthancClient, OrthancError
 
-DEV_SALT = b"dicom-annotate-dev-salt-NOT-FOR-PRODUCTION"
 SERIES_LEVELS = ("series", "multiframe")
 GT_MAX_LINE_CHARS = 100_000      # AWS docs, "Input data": one manifest line (a data object)
 GT_MAX_ATTRIBUTE_CHARS = 20_000  # ... and any one attribute of it
@@ -138,7 +139,7 @@ class PrelabelSettings:
                    secret_arn=environ.get("ORTHANC_SECRET_ARN") or None,
                    bucket=environ.get("STAGING_BUCKET") or None,
                    deidentify=deidentify,
-                   salt=salt.encode("utf-8") if salt else DEV_SALT,
+                   salt=salt_setting(salt),
                    kms_key_id=environ.get("STAGING_KMS_KEY_ID") or None,
                    salt_secret_arn=salt_secret_arn)
 
@@ -179,13 +180,7 @@ class Prelabeler:
     def salt(self) -> bytes:
         """The de-identification salt: from its own secret when configured (AWS), else the setting."""
         if self._salt is None:
-            if self.settings.salt_secret_arn:
-                raw = self.secrets.get_secret_value(SecretId=self.settings.salt_secret_arn)["SecretString"]
-                if not raw:
-                    raise ValueError(f"secret {self.settings.salt_secret_arn}: the salt is empty")
-                self._salt = raw.encode("utf-8")
-            else:
-                self._salt = self.settings.salt
+            self._salt = read_salt(self.settings.salt_secret_arn, self.settings.salt, self.secrets)
         return self._salt
 
     def orthanc(self) -> Any:

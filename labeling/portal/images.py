@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 import pydicom
 
 from labeling.orthanc.connection import SERVICE_RETRIES, SERVICE_TIMEOUT_S, ConnectionError_, resolve_connection
-from labeling.dicom.deidentify import burned_in_annotation, deidentify_dataset
+from labeling.dicom.deidentify import burned_in_annotation, deidentify_dataset, read_salt
 from labeling.contracts.ids import validate_instance_id
 from labeling.orthanc.client import OrthancClient
 from labeling.outdir import atomic_file
@@ -52,16 +52,7 @@ def orthanc_client_for(settings: PortalSettings, secrets_client: Any = None) -> 
 
 
 def salt_for(settings: PortalSettings, secrets_client: Any = None) -> bytes:
-    if settings.deidentify_salt_secret_arn:
-        if secrets_client is None:
-            import boto3
-
-            secrets_client = boto3.client("secretsmanager")
-        raw = secrets_client.get_secret_value(SecretId=settings.deidentify_salt_secret_arn)["SecretString"]
-        if not raw:
-            raise SettingsError(f"DEIDENTIFY_SALT_SECRET_ARN: secret {settings.deidentify_salt_secret_arn} is empty")
-        return raw.encode("utf-8")
-    return settings.deidentify_salt
+    return read_salt(settings.deidentify_salt_secret_arn, settings.deidentify_salt, secrets_client)
 
 
 class ImageStore:

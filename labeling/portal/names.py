@@ -42,4 +42,8 @@ MAX_BODY_BYTES = "PORTAL_MAX_BODY_BYTES"
 # Every name above (a test checks that each variable the component or local.py sets is one of them).
 ALL = frozenset(value for key, value in dict(globals()).items() if key.isupper())
 
+# Connections one portal worker may open beyond PORTAL_DB_POOL_SIZE: labeling/portal/db.py's engine
+# opens them, components/portal.py budgets them under RDS max_connections.
+DB_MAX_OVERFLOW = 10
+
 EXPORT_PREFIX = "portal-exports/"  # the portal's exports in the annotation bucket (its IAM grant too)

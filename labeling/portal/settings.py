@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Optional
 
-from labeling.gt.prelabel import DEV_SALT
+from labeling.dicom.deidentify import DEV_SALT, salt_setting
 from labeling.portal import names as N
 
 AUTH_MODES = ("local", "alb-oidc")
@@ -142,7 +142,6 @@ class PortalSettings:
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "PortalSettings":
         env = os.environ if environ is None else environ
-        salt = env.get(N.DEIDENTIFY_SALT, "")
         return cls(
             db_host=env.get(N.DB_HOST) or "127.0.0.1",
             db_port=_int(env, N.DB_PORT, 5432, 1),
@@ -165,7 +164,7 @@ class PortalSettings:
             orthanc_password=env.get(N.ORTHANC_PASSWORD, ""),
             orthanc_secret_arn=env.get(N.ORTHANC_SECRET_ARN) or None,
             deidentify=_flag(env, N.DEIDENTIFY, True),
-            deidentify_salt=salt.encode("utf-8") if salt else DEV_SALT,
+            deidentify_salt=salt_setting(env.get(N.DEIDENTIFY_SALT)),
             deidentify_salt_secret_arn=env.get(N.DEIDENTIFY_SALT_SECRET_ARN) or None,
             cache_dir=Path(env.get(N.CACHE_DIR) or DEFAULT_CACHE_DIR),
             export_bucket=env.get(N.EXPORT_BUCKET) or None,

@@ -25,8 +25,7 @@ from typing import Any
 
 import pytest
 
-from labeling.dicom.deidentify import deidentify
-from labeling.gt.prelabel import DEV_SALT
+from labeling.dicom.deidentify import DEV_SALT, deidentify
 from labeling.gt.viewer_assets import VIEWER_BUILD_DIR
 
 pytestmark = pytest.mark.browser

@@ -21,8 +21,7 @@ import pytest
 from labeling.cli import main
 from labeling.contracts.answer import parse_answer
 from labeling.contracts.schema import load_schema
-from labeling.dicom.deidentify import deidentify
-from labeling.gt.prelabel import DEV_SALT
+from labeling.dicom.deidentify import DEV_SALT, deidentify
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.viewer_driver import ViewerDriver
 

@@ -23,9 +23,26 @@ ROOT = Path(__file__).resolve().parents[2]
 CT_FAST = ["--ct-epochs", "1", "--ct-volume", "32,32,32"]  # the CT job's 3-D model: one epoch, a 32^3 grid
 
 
+def _referenced_frames(ds, sop_instance_uid: str) -> list[int]:
+    """Every Referenced Frame Number (1-based) of ``ds``'s references to one instance, at any depth."""
+    from pydicom.multival import MultiValue
+
+    found: list[int] = []
+    for element in ds:
+        if element.VR != "SQ":
+            continue
+        for item in element.value:
+            if item.get("ReferencedSOPInstanceUID") == sop_instance_uid and "ReferencedFrameNumber" in item:
+                numbers = item.ReferencedFrameNumber
+                found += [int(n) for n in (numbers if isinstance(numbers, MultiValue) else [numbers])]
+            found += _referenced_frames(item, sop_instance_uid)
+    return found
+
+
 def _check_ct_job(workdir: Path, stdout: str) -> None:
     """The CT-series job (devkit/demo_ct.py): 10 series + 1 multi-frame task labeled on slices, SRs whose
-    regions reference slices of their own series, a 3-D model with its report, series predictions."""
+    regions reference slices of their own series (frames of the multi-frame instance, which copies a series
+    with nodules), a 3-D model with its report, series predictions."""
     import io
 
     import pydicom
@@ -39,7 +56,9 @@ def _check_ct_job(workdir: Path, stdout: str) -> None:
     assert {r.source for r in records} == set(truth) and all(r.annotators == 3 for r in records)
     assert all(roi["instance"] in truth[r.source]["instances"] for r in records for roi in r.rois)
     assert all("slices" in r.agreement for r in records if r.rois) and sum(len(r.rois) for r in records) > 0
-    drawn = 0
+    multi = next(t for t in truth.values() if t["level"] == "multiframe")
+    assert multi["rois"]  # copied from a series with nodules: there is something to draw on its frames
+    drawn, frames = 0, []
     with OrthancClient.from_connection(LocalStack(workdir).connection()) as orthanc:
         for sr_id in [i["ID"] for i in orthanc.find("Instance", {"Modality": "SR", "PatientID": "SYNCT*"},
                                                         expand=False)]:
@@ -48,7 +67,10 @@ def _check_ct_job(workdir: Path, stdout: str) -> None:
             back = read_annotation_sr(ds, roi_references=True)
             assert {r["sop_instance_uid"] for r in back["rois"]} <= own  # regions on the right slices
             drawn += len(back["rois"])
+            frames += _referenced_frames(ds, multi["sop_instance_uids"][0])
     assert drawn > 0
+    # The multi-frame task's SR references the frames drawn on (PS3.3 C.18.6.1.1), 1-based, within the instance.
+    assert frames and all(1 <= n <= multi["image"]["frames"] for n in frames), frames
     metrics = json.loads((workdir / "model-ct" / "metrics.json").read_text())
     info = json.loads((workdir / "model-ct" / "model.json").read_text())
     assert info["spatial_dims"] == 3 and metrics["n_train"] + metrics["n_val"] == 11 and "Nodule" in metrics["auroc"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import ConfigError, StackConfig, rds_max_connections
+from components.config import DEV_RETENTION, PROD_RETENTION, ConfigError, Retention, StackConfig, rds_max_connections
 from components.names import name_length_problem
 from components.checks.offline import stack_config_values
-from tests.unit.programs import prod_variant_values, program
+from tests.unit.programs import dev_https_values, prod_variant_values, program
 
 CERT = "arn:aws:acm:us-east-1:210987654321:certificate/3f1c2a9e-5b7d-4e8f-9a0b-1c2d3e4f5a6b"
 
@@ -33,6 +33,36 @@ def test_stack_yaml_files_load_and_differ():
     assert (d.db_backup_retention_days, p.db_backup_retention_days) == (7, 35)
     assert p.deletion_protection and p.db_multi_az and not d.deletion_protection
     assert d.allow_http and not p.allow_http and p.https
+
+
+@pytest.mark.parametrize("stack, values, retention", [
+    ("dev", None, DEV_RETENTION), ("dev", dev_https_values(), DEV_RETENTION), ("prod", None, PROD_RETENTION)])
+def test_every_secret_key_and_database_keeps_the_environments_retention(stack, values, retention):
+    # dev with HTTPS adds the portal's secrets; prod has them all.
+    rec = program(stack, config=values)
+    secrets = rec.of_type("aws:secretsmanager/secret:Secret")
+    keys = rec.of_type("aws:kms/key:Key")
+    databases = rec.of_type("aws:rds/instance:Instance")
+    assert len(secrets) >= 3 and len(keys) >= 2 and len(databases) == 1
+    assert {s.name: s.inputs["recoveryWindowInDays"] for s in secrets} == {
+        s.name: retention.secret_recovery_days for s in secrets}
+    assert {k.name: k.inputs["deletionWindowInDays"] for k in keys} == {
+        k.name: retention.key_deletion_days for k in keys}
+    assert databases[0].inputs["backupRetentionPeriod"] == retention.db_backup_days
+    assert StackConfig.from_mapping(values or stack_config_values(stack), stack=stack).retention == retention
+
+
+def test_prod_keeps_the_longest_windows_aws_allows_and_dev_the_shortest():
+    assert Retention.of(True) == Retention(secret_recovery_days=30, key_deletion_days=30, db_backup_days=35)
+    assert Retention.of(False) == Retention(secret_recovery_days=7, key_deletion_days=7, db_backup_days=7)
+
+
+@pytest.mark.parametrize("field, days", [("secret_recovery_days", 6), ("secret_recovery_days", 31),
+                                         ("key_deletion_days", 0), ("db_backup_days", 36)])
+def test_a_retention_outside_awss_range_is_refused(field, days):
+    values = {"secret_recovery_days": 7, "key_deletion_days": 7, "db_backup_days": 7, field: days}
+    with pytest.raises(ValueError, match=f"Retention.{field}: {days} is outside AWS's"):
+        Retention(**values)
 
 
 def test_every_field_has_a_default():

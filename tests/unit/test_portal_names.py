@@ -62,3 +62,17 @@ def test_names_module_imports_nothing_heavy():
              "print(sorted(m for m in ('fastapi', 'sqlalchemy', 'pydantic', 'starlette') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_engine_opens_the_overflow_the_component_budgets():
+    # components/portal.py sizes PORTAL_DB_POOL_SIZE so pool + N.DB_MAX_OVERFLOW per task fits RDS.
+    from components.portal import PORTAL_MAX_OVERFLOW
+    from labeling.portal.db import make_engine
+
+    engine = make_engine(PortalSettings(db_pool_size=3))  # no connection is opened until a checkout
+    try:
+        assert PORTAL_MAX_OVERFLOW == N.DB_MAX_OVERFLOW
+        # At most size() + max overflow connections: all of them kept in the pool.
+        assert engine.pool.size() == 3 + N.DB_MAX_OVERFLOW and engine.pool._max_overflow == 0
+    finally:
+        engine.dispose()

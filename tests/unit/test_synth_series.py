@@ -114,6 +114,32 @@ def test_multiframe_instance_matches_the_series(dataset):
     assert task.frames == 16 and task.flags == () and task.geometry["spacing"] == SLICE_SPACING_MM
 
 
+@pytest.mark.parametrize("prevalence, copied", [(0.5, 1), (0.0, 0)])
+def test_the_multiframe_copy_can_come_from_the_first_series_with_a_nodule(tmp_path, prevalence, copied):
+    # Seed 0 at prevalence 0.5: series 0 has no nodule, series 1 has two; with none anywhere: series 0.
+    out = tmp_path / "out"
+    assert cli_main(["synth", "--out", str(out), "--series", "2", "--slices", "8", "--size", "64", "--seed", "0",
+                     "--prevalence", str(prevalence), "--multiframe-from", "nodule", "--no-progress"]) == 0
+    truth = [json.loads(line) for line in (out / "ground_truth.jsonl").read_text().splitlines()]
+    levels = ["series", "series"]
+    levels.insert(copied + 1, "multiframe")
+    assert [t["level"] for t in truth] == levels
+    series, multi = truth[copied], truth[copied + 1]
+    assert multi["patient_id"] == series["patient_id"] and multi["nodules"] == series["nodules"]
+    assert bool(multi["rois"]) == (prevalence > 0)
+    assert all(0 <= r["frame"] < multi["image"]["frames"] for r in multi["rois"])
+    assert {r["frame"] for r in multi["rois"]} == {series["sop_instance_uids"].index(r["sop_instance_uid"])
+                                                  for r in series["rois"]}
+
+
+def test_an_unknown_multiframe_source_is_refused(capsys):
+    with pytest.raises(ValueError, match="multiframe_from: must be one of first, nodule, got 'last'"):
+        make_series_params(multiframe_from="last")
+    with pytest.raises(SystemExit):
+        cli_main(["synth", "--out", "x", "--series", "1", "--multiframe-from", "last"])
+    assert "--multiframe-from: invalid choice: 'last'" in capsys.readouterr().err
+
+
 def test_same_parameters_same_files_and_uids(dataset, tmp_path):
     out, truth, _ = dataset
     again = tmp_path / "again"
