@@ -446,7 +446,8 @@ def _up(args: argparse.Namespace) -> int:
         elif up.admin_created:
             print(f"admin        {up.admin_name}  (password from {args.admin_password_file})")
         else:
-            print(f"admin        {up.admin_name}  exists already; its password is unchanged")
+            print(f"admin        {up.admin_name}  exists already; its password is unchanged (lost it? another admin: "
+                  f"`source {up.env_file}`, then `python -m labeling portal user add NAME --role admin`)")
         print(f"portal       {up.url}/  ({'already running' if up.already_running else 'started'}; "
               f"stop with `python -m labeling portal down --workdir {args.workdir}`)")
         print(f"orthanc      {_images_line(args.workdir)}")

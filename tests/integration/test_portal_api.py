@@ -504,6 +504,7 @@ def test_portal_up_one_command_and_down(local_stack, tmp_path):
         again = cli("up", "--workdir", workdir, "--admin", admin)
         assert again.returncode == 0 and "already running" in again.stdout and "exists already" in again.stdout
         assert password not in again.stdout  # shown once
+        assert "lost it? another admin: `source " in again.stdout and "portal user add NAME --role admin" in again.stdout
     finally:
         down = cli("down", "--workdir", workdir, "--keep-stack")
     assert down.returncode == 0 and "portal: stopped" in down.stdout, down.stderr
