@@ -8,6 +8,7 @@
   (an uploaded manifest: tens of MB of text that froze the tab);
 - on a laptop-sized window (1024 × 700) the buttons and the message saying what is still missing were
   below the fold, so Enter on an incomplete answer seemed to do nothing;
+- "Close and consolidate", next to Pause, ended the job at one click with no way back;
 - an API call after the session ended said "session expired; log in again" with no way to do so
   short of editing the address bar.
 """
@@ -217,3 +218,26 @@ def test_buttons_and_what_is_missing_stay_in_a_small_window(browser, trial):
     assert box and box["y"] + box["height"] <= 700, box
     assert not page.errors, page.errors
     page.context.close()
+
+
+def test_closing_a_job_asks_first(browser, trial):
+    job = f"trial-close-{trial['tag']}"
+    _create_job(browser, trial, job)
+    admin = login(browser, trial["url"], trial["names"]["admin"], PASSWORD)
+    admin.click(f"tr[data-job='{job}'] a")
+    asked = []
+
+    def answer(dialog: Any, accept: bool) -> None:
+        asked.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+
+    admin.once("dialog", lambda dialog: answer(dialog, False))
+    admin.click("#close")
+    admin.wait_for_timeout(500)
+    admin.reload()
+    assert asked and "for good" in asked[0] and admin.inner_text("#job-state") == "active"
+    admin.once("dialog", lambda dialog: answer(dialog, True))
+    admin.click("#close")
+    admin.wait_for_function("() => document.getElementById('job-state')?.textContent === 'closed'", timeout=30_000)
+    assert len(asked) == 2 and not admin.errors, admin.errors
+    admin.context.close()

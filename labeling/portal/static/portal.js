@@ -287,6 +287,10 @@ function jobActions() {
   document.querySelectorAll('button[data-action]').forEach((button) => {
     button.addEventListener('click', async () => {
       const [path, body] = paths[button.dataset.action];
+      // Closing cannot be undone (no reopen; images short of K answers are consolidated as they are):
+      // one click next to Pause must not end a job.
+      if (button.dataset.action === 'close' && !window.confirm('Close this job for good? Annotators can no '
+        + 'longer answer, and images with fewer answers than K are consolidated from what they have.')) return;
       out.textContent = '…';
       try {
         const result = await api('POST', `/api/jobs/${data.job_id}/${path}`, body);
