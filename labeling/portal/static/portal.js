@@ -113,11 +113,11 @@ async function labelLoop() {
       $('progress-bar').value = $('progress-bar').max;
       // No empty viewer and dead buttons: say so, and the way back.
       $('viewer').hidden = true;
-      submit.closest('.actions').hidden = true;
+      submit.closest('.task-foot').hidden = true;
       const back = document.createElement('a');
       back.href = `${data.root}/`;
       back.textContent = 'Back to your jobs';
-      $('status').replaceChildren('Thank you: every image of this job that you can take is answered. ', back);
+      $('status').replaceChildren('Thank you. ', back);
       document.body.dataset.state = 'done';
       return;
     }
