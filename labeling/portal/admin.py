@@ -78,7 +78,9 @@ def manifest_from_query(orthanc: Any, schema: LabelSchema, query: Mapping[str, A
                                 series_uids=strings("series_uid"), patient_id=one("patient_id"),
                                 study_date_from=one("study_date_from"), study_date_to=one("study_date_to"))
     except (FilterError, ManifestError, ValueError) as exc:
-        raise Invalid(f"query: {exc}") from None
+        # The builder names its CLI flags (--study-date-from); the admin filled in form fields.
+        raise Invalid("query: " + re.sub(r"--([a-z]+(?:-[a-z]+)*)", lambda m: m.group(1).replace("-", " "),
+                                         str(exc))) from None
     limit = query.get("limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= QUERY_LIMIT):
         raise Invalid(f"query: limit: an integer 1..{QUERY_LIMIT}, got {limit!r}")
