@@ -77,6 +77,19 @@ def _create_job(browser: Any, trial: dict[str, Any], name: str) -> None:
     admin.context.close()
 
 
+def _label_new_job(browser: Any, trial: dict[str, Any], what: str, viewport: Any = None) -> Any:
+    """A new job (:func:`_create_job`) opened by the annotator on its label page, image 1 shown."""
+    job = f"trial-{what}-{trial['tag']}"
+    _create_job(browser, trial, job)
+    page = login(browser, trial["url"], trial["names"]["annotator"], PASSWORD)
+    if viewport:
+        page.set_viewport_size(viewport)
+    page.click(f"tr[data-job='{job}'] a.button")
+    page.wait_for_function("() => document.body.dataset.state === 'labeling'", timeout=30_000)
+    ViewerDriver(page).wait_rendered()
+    return page
+
+
 def test_new_job_chosen_files_select_their_source_and_refusals_read_as_words(browser, trial):
     url = trial["url"]
     admin = login(browser, url, trial["names"]["admin"], PASSWORD)
@@ -106,13 +119,8 @@ def test_new_job_chosen_files_select_their_source_and_refusals_read_as_words(bro
 
 
 def test_enter_skip_and_flag_work_after_drawing_a_region(browser, trial):
-    job = f"trial-keys-{trial['tag']}"
-    _create_job(browser, trial, job)
-    page = login(browser, trial["url"], trial["names"]["annotator"], PASSWORD)
-    page.click(f"tr[data-job='{job}'] a.button")
-    page.wait_for_function("() => document.body.dataset.state === 'labeling'", timeout=30_000)
+    page = _label_new_job(browser, trial, "keys")
     driver = ViewerDriver(page)
-    driver.wait_rendered()
     assert page.locator(".da-viewer [data-da-value='uncertain']").count() == 2  # the uploaded schema's
     first = page.evaluate("() => document.body.dataset.item")
     page.keyboard.press("y")  # Opacity present
@@ -135,13 +143,8 @@ def test_enter_skip_and_flag_work_after_drawing_a_region(browser, trial):
 
 
 def test_a_call_after_the_session_ended_offers_the_login(browser, trial, local_stack):
-    job = f"trial-expiry-{trial['tag']}"
-    _create_job(browser, trial, job)
     name = trial["names"]["annotator"]
-    page = login(browser, trial["url"], name, PASSWORD)
-    page.click(f"tr[data-job='{job}'] a.button")
-    page.wait_for_function("() => document.body.dataset.state === 'labeling'", timeout=30_000)
-    ViewerDriver(page).wait_rendered()
+    page = _label_new_job(browser, trial, "expiry")
     page.keyboard.press("n")
     page.keyboard.press("n")
     env = portal_env(local_stack.workdir)
@@ -197,13 +200,7 @@ def test_two_tabs_a_done_image_moves_on_and_the_end_says_so(browser, trial):
 
 
 def test_buttons_and_what_is_missing_stay_in_a_small_window(browser, trial):
-    job = f"trial-small-{trial['tag']}"
-    _create_job(browser, trial, job)
-    page = login(browser, trial["url"], trial["names"]["annotator"], PASSWORD)
-    page.set_viewport_size({"width": 1024, "height": 700})
-    page.click(f"tr[data-job='{job}'] a.button")
-    page.wait_for_function("() => document.body.dataset.state === 'labeling'", timeout=30_000)
-    ViewerDriver(page).wait_rendered()
+    page = _label_new_job(browser, trial, "small", viewport={"width": 1024, "height": 700})
     page.keyboard.press("y")
     page.keyboard.press("Enter")  # Device not answered yet: nothing is sent, the message says why
     assert page.evaluate("() => document.body.dataset.submitted") is None
