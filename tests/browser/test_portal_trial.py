@@ -8,6 +8,8 @@
   (an uploaded manifest: tens of MB of text that froze the tab);
 - on a laptop-sized window (1024 × 700) the buttons and the message saying what is still missing were
   below the fold, so Enter on an incomplete answer seemed to do nothing;
+- on the users page a refused change (an admin disabling themselves) left the control showing the
+  change, and "User … added." vanished with the reload that lists the new user;
 - "Close and consolidate", next to Pause, ended the job at one click with no way back;
 - an API call after the session ended said "session expired; log in again" with no way to do so
   short of editing the address bar.
@@ -237,4 +239,25 @@ def test_closing_a_job_asks_first(browser, trial):
     admin.click("#close")
     admin.wait_for_function("() => document.getElementById('job-state')?.textContent === 'closed'", timeout=30_000)
     assert len(asked) == 2 and not admin.errors, admin.errors
+    admin.context.close()
+
+
+def test_users_page_shows_what_is_stored(browser, trial):
+    me = trial["names"]["admin"]
+    admin = login(browser, trial["url"], me, PASSWORD)
+    admin.click("#nav-users")
+    row = f"tr[data-user='{me}']"
+    admin.uncheck(f"{row} .user-active")
+    admin.wait_for_function("() => document.getElementById('problems').textContent", timeout=10_000)
+    assert "cannot disable yourself" in admin.inner_text("#problems")
+    assert admin.is_checked(f"{row} .user-active")  # back to what the server kept
+    admin.select_option(f"{row} .user-role", "annotator")
+    admin.wait_for_function(f"() => document.querySelector(\"{row} .user-role\").value === 'admin'", timeout=10_000)
+    name = f"tnew-{trial['tag']}"
+    admin.fill("#new-name", name)
+    admin.fill("#new-password", PASSWORD)
+    admin.click("#add-user-submit")
+    admin.wait_for_selector(f"tr[data-user='{name}']")
+    assert admin.inner_text("#status") == f"User {name} (annotator) added."
+    assert not admin.errors, admin.errors
     admin.context.close()

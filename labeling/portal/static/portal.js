@@ -370,15 +370,22 @@ async function newJob() {
 
 function users() {
   const done = (text) => { problems([]); say(text); };
+  const added = sessionStorage.getItem('portal-user-added');  // said before the reload that lists the user
+  if (added) { sessionStorage.removeItem('portal-user-added'); say(added); }
   document.querySelectorAll('#users tbody tr').forEach((row) => {
     const id = row.dataset.id;
     const name = row.dataset.user;
-    const change = async (body, text) => {
-      try { await api('PATCH', `/api/users/${id}`, body); done(text); } catch (error) { problems([error]); }
+    // A refused change (e.g. an admin disabling themselves) puts the control back: it shows what is stored.
+    const change = async (body, text, undo) => {
+      try { await api('PATCH', `/api/users/${id}`, body); done(text); } catch (error) { undo(); problems([error]); }
     };
-    row.querySelector('.user-role').addEventListener('change', (e) => change({ role: e.target.value }, `${name} is now ${e.target.value}.`));
+    const roleSelect = row.querySelector('.user-role');
+    let storedRole = roleSelect.value;
+    roleSelect.addEventListener('change', (e) => change({ role: e.target.value }, `${name} is now ${e.target.value}.`,
+      () => { e.target.value = storedRole; }).then(() => { storedRole = roleSelect.value; }));
     row.querySelector('.user-active').addEventListener('change', (e) => change({ active: e.target.checked },
-      `${name} is ${e.target.checked ? 'enabled' : 'disabled (signed out everywhere)'}.`));
+      `${name} is ${e.target.checked ? 'enabled' : 'disabled (signed out everywhere)'}.`,
+      () => { e.target.checked = !e.target.checked; }));
     row.querySelector('.user-reset')?.addEventListener('click', async () => {
       const input = row.querySelector('.user-password');
       try {
@@ -393,7 +400,7 @@ function users() {
     try {
       const user = await api('POST', '/api/users', { name: $('new-name').value.trim(), role: $('new-role').value,
         password: $('new-password').value });
-      done(`User ${user.name} (${user.role}) added.`);
+      sessionStorage.setItem('portal-user-added', `User ${user.name} (${user.role}) added.`);
       window.location.reload();
     } catch (error) { problems([error]); }
   });
