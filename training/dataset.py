@@ -254,8 +254,9 @@ def split_by_patient(patients: Sequence[str], target: np.ndarray, weight: np.nda
                      val_fraction: float = 0.25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, validation indices); no patient on both sides (module docstring).
 
-    Iterative stratification over patients: the positives a patient brings per label are the
-    known-present labels of its images. Needs at least two patients.
+    Iterative stratification over patients (Sechidis et al., ECML PKDD 2011), with each label's
+    known-present and known-absent answers as two classes: a mostly-positive label still gets
+    negatives on both sides, so its validation AUROC is defined. Needs at least two patients.
     """
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"validation fraction: must be between 0 and 1, got {val_fraction}")
@@ -267,8 +268,9 @@ def split_by_patient(patients: Sequence[str], target: np.ndarray, weight: np.nda
         raise DatasetError(f"split by patient: need images of at least 2 patients, got {len(keys)}")
     rng = np.random.default_rng(seed)
     rng.shuffle(keys)
-    known_pos = (target * (weight > 0)).astype(np.float64)
-    pos = np.array([known_pos[groups[k]].sum(axis=0) for k in keys])          # (P, L)
+    known = (weight > 0).astype(np.float64)
+    classes = np.concatenate([target * known, (1.0 - target) * known], axis=1)  # (N, 2L): present, absent
+    pos = np.array([classes[groups[k]].sum(axis=0) for k in keys])            # (P, 2L)
     size = np.array([len(groups[k]) for k in keys], dtype=np.float64)         # (P,)
     fractions = np.array([1.0 - val_fraction, val_fraction])                 # train, val
     need_pos = fractions[:, None] * pos.sum(axis=0)[None, :]                 # (2, L)
@@ -297,10 +299,10 @@ def split_by_patient(patients: Sequence[str], target: np.ndarray, weight: np.nda
         left = (pos * open_[:, None]).sum(axis=0)
         if left.sum() == 0:
             break
-        label = int(np.argmin(np.where(left > 0, left, np.inf)))             # rarest label left
+        label = int(np.argmin(np.where(left > 0, left, np.inf)))             # rarest class left
         for p in np.flatnonzero(open_ & (pos[:, label] > 0)):
             assign(p, best_side(label))
-    for p in np.flatnonzero(side < 0):                                        # no positives at all
+    for p in np.flatnonzero(side < 0):                                        # no known answer at all
         assign(p, best_side(None))
     for s in (1, 0):                                                          # both sides non-empty
         if not (side == s).any():

@@ -6,7 +6,7 @@ docs/architecture.md (validated by the label contract, :mod:`labeling.contracts.
 worker ids, and the image's recorded geometry when known; plus the schema's label names. Output per object: the ``<attr>``
 content of the label shape::
 
-    {"labels": [{"name", "present", "confidence"}, ...one per schema label, schema order],
+    {"labels": [{"name", "present", "confidence", "uncertain_answers"?}, ...one per schema label, schema order],
      "rois":   [{"label", "shape", "points", "confidence"}, ...],
      "image":  {...}, "annotators": K,
      "agreement": {"labels": float | None, "rois_mean_iou": float | None}}
@@ -15,9 +15,11 @@ and per job a :class:`JobReport` (worker qualities, per-label method and agreeme
 
 Public API::
 
-    consolidate_job(items, label_names, *, roi_iou_threshold=None, settings=None, job_state=None)
+    consolidate_job(items, label_names, *, roi_iou_threshold=None, settings=None, job_state=None,
+                    uncertain_policy=None)
         -> JobResult(items={item_id: content}, errors=[ConsolidationError], report=JobReport)
-    consolidate_item(item, label_names, *, roi_iou_threshold=None, settings=None, job_state=None)
+    consolidate_item(item, label_names, *, roi_iou_threshold=None, settings=None, job_state=None,
+                     uncertain_policy=None)
         -> content  (raises ConsolidationError)
     ItemAnswers(item_id, [WorkerAnswer(worker_id, content), ...], geometry=None); ItemAnswers.from_pairs(...)
     parse_worker_content(content)  # mapping | JSON text | {"annotation": JSON text}
@@ -25,6 +27,10 @@ Public API::
 
 Method, in brief (details and reasons in each module's docstring):
 
+* **Uncertain answers** (:mod:`.uncertain`, the one place): an answer's "uncertain" counts as the
+  schema's ``uncertain_policy`` says — no vote (default), an absent vote or a present vote
+  (CheXpert's U-Ignore / U-Zeros / U-Ones) — in every path below; each label's entry says how many
+  answers were uncertain (``uncertain_answers``, left out when none was).
 * **Labels** (:mod:`.classification`): each label is a binary problem solved by Dawid–Skene EM
   (Dawid & Skene 1979, "Maximum likelihood estimation of observer error-rates using the EM
   algorithm") over all objects of the job, with per-worker 2x2 confusion matrices, Dirichlet
@@ -71,6 +77,7 @@ from .inputs import (
     parse_item,
     parse_worker_content,
 )
+from .uncertain import UNCERTAIN_POLICIES
 from .job import (
     DEFAULT_SETTINGS,
     JobReport,
@@ -89,5 +96,5 @@ __all__ = [
     "JobResult", "LabelQuality", "LabelSummary", "Settings", "WorkerAnswer", "WorkerQuality",
     "box_iou", "chance_agreement", "consolidate_item", "consolidate_job", "dawid_skene_binary",
     "fleiss_kappa", "krippendorff_alpha_nominal", "linear_sum_assignment", "majority_vote",
-    "parse_item", "parse_worker_content", "posterior_fixed", "shape_iou", "unit_agreement",
+    "parse_item", "parse_worker_content", "posterior_fixed", "shape_iou", "unit_agreement", "UNCERTAIN_POLICIES",
 ]

@@ -10,8 +10,8 @@ post-label Lambda, the portal at K answers, at job close and on review accept) a
   present/absent for the object, the consolidated ``present`` (Dawid–Skene / vote) stands, and
   consolidated ROIs of a label consolidated *absent* are dropped. A single answer that marks a label
   absent and draws an ROI for it is refused.
-* **Nobody answered the label** (an ROI-only task, a label left out, or answered "uncertain",
-  which is no vote — :mod:`labeling.contracts.answer`): it is ``present`` exactly
+* **Nobody answered the label** (an ROI-only task, a label left out, or answered "uncertain"
+  under the default ``ignore`` policy, which makes it no vote — :mod:`.uncertain`): it is ``present`` exactly
   when a consolidated ROI of it survives, with the highest such ROI's confidence; otherwise the
   label's prior decides as before.
 """

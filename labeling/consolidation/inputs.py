@@ -88,12 +88,14 @@ class ItemAnswers:
 
 @dataclass(frozen=True)
 class ParsedAnswer:
-    """A validated worker answer: ``labels`` maps label name -> present; ``rois`` in input order."""
+    """A validated worker answer: ``labels`` maps label name -> present; ``rois`` in input order;
+    ``uncertain`` the labels marked uncertain (what they count as: :mod:`.uncertain`)."""
 
     worker_id: str
     labels: dict[str, bool]
     rois: tuple[Roi, ...]
     image: dict[str, int] | None = None
+    uncertain: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def parse_answer(answer: WorkerAnswer, label_names: Sequence[str], *, item_id: s
     except ContractError as exc:
         raise ConsolidationError(item_id, exc.field, exc.reason, worker_id=worker_id) from None
     image = parsed.image.to_dict() if parsed.image is not None else None
-    return ParsedAnswer(worker_id, parsed.labels, parsed.rois, image)
+    return ParsedAnswer(worker_id, parsed.labels, parsed.rois, image, parsed.uncertain)
 
 
 def parse_item(item: ItemAnswers, label_names: Sequence[str],

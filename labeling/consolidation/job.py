@@ -17,6 +17,7 @@ from .inputs import ConsolidationError, ItemAnswers, ParsedItem, parse_item
 from .consistency import reconcile
 from .rois import worker_order_for
 from .slices import consolidate_item_rois, is_slice_item, slice_agreement
+from .uncertain import DEFAULT_UNCERTAIN_POLICY, check_uncertain_policy, uncertain_counts, votes
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Settings:
     rows (diagonal / off-diagonal); their ratio is the prior accuracy of an unknown worker (2/3).
     ``prior_smoothing``: Laplace pseudo-count on each class of a label's prior. ``tol`` and
     ``max_iter``: EM stopping rule. ROI parameters: see :mod:`labeling.consolidation.rois`.
+    ``uncertain_policy``: what an "uncertain" answer counts as (the schema's; :mod:`.uncertain`).
     """
 
     alpha_correct: float = 2.0
@@ -39,6 +41,7 @@ class Settings:
     point_distance_px: float = 20.0
     roi_min_support: int | None = None
     raster_grid: int = 64
+    uncertain_policy: str = DEFAULT_UNCERTAIN_POLICY
 
     @property
     def prior_accuracy(self) -> float:
@@ -55,6 +58,7 @@ class Settings:
             raise ValueError("Settings: roi_min_support must be >= 1")
         if self.raster_grid < 8:
             raise ValueError("Settings: raster_grid must be >= 8")
+        check_uncertain_policy(self.uncertain_policy)  # a ContractError, hence a ValueError
 
 
 DEFAULT_SETTINGS = Settings()
@@ -102,6 +106,8 @@ class LabelSummary:
     answers: int
     fleiss_kappa: float | None
     krippendorff_alpha: float | None
+    uncertain: int = 0          # answers that marked the label uncertain (counted in ``answers`` as votes
+                                #   unless the policy is "ignore"; :mod:`.uncertain`)
 
 
 @dataclass
@@ -147,10 +153,13 @@ class JobResult:
     report: JobReport
 
 
-def _settings(settings: Settings | None, roi_iou_threshold: float | None) -> Settings:
+def _settings(settings: Settings | None, roi_iou_threshold: float | None,
+              uncertain_policy: str | None) -> Settings:
     s = settings or DEFAULT_SETTINGS
     if roi_iou_threshold is not None:
         s = replace(s, roi_iou_threshold=roi_iou_threshold)
+    if uncertain_policy is not None:
+        s = replace(s, uncertain_policy=uncertain_policy)
     return s
 
 
@@ -190,8 +199,9 @@ class _Arrays:
     y: list[np.ndarray]
 
 
-def _flatten(parsed: Sequence[ParsedItem], names: Sequence[str],
-             worker_index: dict[str, int]) -> tuple[_Arrays, np.ndarray]:
+def _flatten(parsed: Sequence[ParsedItem], names: Sequence[str], worker_index: dict[str, int],
+             policy: str) -> tuple[_Arrays, np.ndarray]:
+    """Every label vote as arrays per label; an "uncertain" answer votes as ``policy`` says."""
     lab_index = {n: j for j, n in enumerate(names)}.__getitem__
     objs: list[int] = []
     wks: list[int] = []
@@ -204,11 +214,12 @@ def _flatten(parsed: Sequence[ParsedItem], names: Sequence[str],
             w = worker_index.get(a.worker_id)
             if w is None:
                 w = worker_index[a.worker_id] = len(worker_index)
-            n_l = len(a.labels)
+            answer_votes = votes(a, policy)
+            n_l = len(answer_votes)
             objs.extend([i] * n_l)
             wks.extend([w] * n_l)
-            labs.extend(map(lab_index, a.labels))
-            ys.extend(a.labels.values())
+            labs.extend(map(lab_index, answer_votes))
+            ys.extend(answer_votes.values())
     obj = np.array(objs, dtype=np.intp)
     wk = np.array(wks, dtype=np.intp)
     lab = np.array(labs, dtype=np.intp)
@@ -271,11 +282,12 @@ def _agreements(ones: np.ndarray, n: np.ndarray, p_e: float | None) -> np.ndarra
 
 def _item_content(names: Sequence[str], present: list[bool], conf: list[float], rois: list[dict],
                   image: dict | None, annotators: int, label_agreement: float | None,
-                  roi_ious: list[float], answered: Sequence[bool]) -> dict[str, Any]:
+                  roi_ious: list[float], answered: Sequence[bool], uncertain: Sequence[int]) -> dict[str, Any]:
     present, conf, rois = reconcile(names, present, conf, rois, answered)  # the one consistency rule
     return {
-        "labels": [{"name": n, "present": p, "confidence": round(c, 4)}
-                   for n, p, c in zip(names, present, conf)],
+        # uncertain_answers: how many answers said "uncertain" (whatever they counted as), for reviewers
+        "labels": [{"name": n, "present": p, "confidence": round(c, 4), **({"uncertain_answers": u} if u else {})}
+                   for n, p, c, u in zip(names, present, conf, uncertain)],
         "rois": rois,
         "image": dict(image) if image else {},
         "annotators": annotators,
@@ -326,28 +338,31 @@ def consolidate_job(
     roi_iou_threshold: float | None = None,
     settings: Settings | None = None,
     job_state: JobReport | None = None,
+    uncertain_policy: str | None = None,
 ) -> JobResult:
     """Consolidate every object of a job; a bad object becomes an entry of ``errors``, never an exception.
 
     Labels: per-label binary Dawid–Skene EM over all objects of the job (worker matrices learnt
     jointly), see :mod:`.classification`; ROIs: per object, see :mod:`.rois`; agreement: see
     :mod:`.agreement`. ``job_state`` (an earlier :class:`JobReport`) adds its workers' confusion
-    counts to this job's priors. Raises ``ValueError`` only for bad ``label_names``/settings.
+    counts to this job's priors. ``uncertain_policy`` (the schema's; overrides ``settings``'): what an
+    "uncertain" answer counts as, :mod:`.uncertain`. Raises ``ValueError`` only for bad
+    ``label_names``/settings.
     """
     with _gc_paused():
-        return _consolidate_job(items, label_names, roi_iou_threshold=roi_iou_threshold,
-                                settings=settings, job_state=job_state)
+        return _consolidate_job(items, label_names, settings=_settings(settings, roi_iou_threshold, uncertain_policy),
+                                job_state=job_state)
 
 
-def _consolidate_job(items: Iterable[ItemAnswers], label_names: Sequence[str], *,
-                     roi_iou_threshold: float | None, settings: Settings | None,
+def _consolidate_job(items: Iterable[ItemAnswers], label_names: Sequence[str], *, settings: Settings,
                      job_state: JobReport | None) -> JobResult:
-    s = _settings(settings, roi_iou_threshold)
+    s = settings
     names = _check_label_names(label_names)
     parsed, errors = _parse_items(items, names)
+    uncertain = [uncertain_counts(item.answers, names) for item in parsed]
 
     worker_index: dict[str, int] = {}
-    arrays, annotators = _flatten(parsed, names, worker_index)
+    arrays, annotators = _flatten(parsed, names, worker_index, s.uncertain_policy)
     worker_ids = list(worker_index)
     n_obj, n_w = len(parsed), len(worker_ids)
 
@@ -369,8 +384,9 @@ def _consolidate_job(items: Iterable[ItemAnswers], label_names: Sequence[str], *
     pooled = agr.binary_counts(ones.ravel(), n.ravel())
     p_e = agr.chance_agreement(pooled)
     obj_agreement = _agreements(ones, n, p_e)
-    label_summaries = _label_summaries(names, arrays, results, ones, n, present, n_obj)
-    out, all_ious = _item_outputs(parsed, names, annotators, present, conf, obj_agreement, n, accuracy, s)
+    label_summaries = _label_summaries(names, arrays, results, ones, n, present, n_obj, uncertain)
+    out, all_ious = _item_outputs(parsed, names, annotators, present, conf, obj_agreement, n, accuracy, s,
+                                  uncertain)
 
     report = JobReport(
         label_names=names, items=n_obj, errors=len(errors),
@@ -446,9 +462,12 @@ def _worker_qualities(names: Sequence[str], arrays: _Arrays, results: Sequence[B
 
 
 def _label_summaries(names: Sequence[str], arrays: _Arrays, results: Sequence[BinaryResult], ones: np.ndarray,
-                     n: np.ndarray, present: np.ndarray, n_obj: int) -> dict[str, LabelSummary]:
-    """Per label: how it was fitted, its prior, the share judged present and the agreement."""
+                     n: np.ndarray, present: np.ndarray, n_obj: int,
+                     uncertain: Sequence[Sequence[int]]) -> dict[str, LabelSummary]:
+    """Per label: how it was fitted, its prior, the share judged present, the agreement and how many
+    answers were uncertain."""
     label_summaries: dict[str, LabelSummary] = {}
+    uncertain_totals = [sum(column) for column in zip(*uncertain)] if uncertain else [0] * len(names)
     for j, name in enumerate(names):
         res = results[j]
         counts_j = agr.binary_counts(ones[:, j], n[:, j])
@@ -458,13 +477,15 @@ def _label_summaries(names: Sequence[str], arrays: _Arrays, results: Sequence[Bi
             present_share=_r(float(present[:, j].mean()) if n_obj else 0.0, 6),
             answers=int(len(arrays.y[j])),
             fleiss_kappa=_r(agr.fleiss_kappa(counts_j)),
-            krippendorff_alpha=_r(agr.krippendorff_alpha_nominal(counts_j)))
+            krippendorff_alpha=_r(agr.krippendorff_alpha_nominal(counts_j)),
+            uncertain=int(uncertain_totals[j]))
     return label_summaries
 
 
 def _item_outputs(parsed: Sequence[ParsedItem], names: Sequence[str], annotators: np.ndarray,
                   present: np.ndarray, conf: np.ndarray, obj_agreement: np.ndarray, n: np.ndarray,
-                  accuracy: Mapping[str, float], s: Settings) -> tuple[dict[str, dict[str, Any]], list[float]]:
+                  accuracy: Mapping[str, float], s: Settings,
+                  uncertain: Sequence[Sequence[int]]) -> tuple[dict[str, dict[str, Any]], list[float]]:
     """Each object's consolidated content (labels, fused ROIs, agreement) and every matched ROI
     pair's IoU; a lone annotator's ROIs get that worker's accuracy as confidence."""
     out: dict[str, dict[str, Any]] = {}
@@ -486,7 +507,8 @@ def _item_outputs(parsed: Sequence[ParsedItem], names: Sequence[str], annotators
             all_ious.extend(ious)
         a = agree_l[i]
         out[item.item_id] = _with_slices(_item_content(names, present_l[i], conf_l[i], rois, item.image, k,
-                                                       None if a != a else a, ious, (n[i] > 0).tolist()), item, s)
+                                                       None if a != a else a, ious, (n[i] > 0).tolist(),
+                                                       uncertain[i]), item, s)
     return out, all_ious
 
 
@@ -497,6 +519,7 @@ def consolidate_item(
     roi_iou_threshold: float | None = None,
     settings: Settings | None = None,
     job_state: JobReport | None = None,
+    uncertain_policy: str | None = None,
 ) -> dict[str, Any]:
     """Consolidate one object on its own (the portal's path); raises :class:`ConsolidationError`.
 
@@ -506,13 +529,13 @@ def consolidate_item(
     from ``job_state`` (else 1/2). Without ``job_state`` this is a majority vote whose confidence
     grows with the vote margin (2 of 3: 0.667, 3 of 3: 0.889). Single answers follow the
     single-worker rule; per-object label agreement uses ``job_state``'s chance agreement when
-    given, else the object's own.
+    given, else the object's own. ``uncertain_policy`` as for :func:`consolidate_job`.
     """
-    s = _settings(settings, roi_iou_threshold)
+    s = _settings(settings, roi_iou_threshold, uncertain_policy)
     names = _check_label_names(label_names)
     p = parse_item(item, names, frozenset(names))
     worker_index: dict[str, int] = {}
-    arrays, annotators = _flatten([p], names, worker_index)
+    arrays, annotators = _flatten([p], names, worker_index, s.uncertain_policy)
     worker_ids = list(worker_index)
     a0 = s.prior_accuracy
 
@@ -555,7 +578,8 @@ def consolidate_item(
         rois, ious = consolidate_item_rois(p, names, worker_order_for(p, acc), annotators=k,
                                            single_worker_confidence=single_conf, **_roi_kwargs(s))
     return _with_slices(_item_content(names, present[0].tolist(), conf[0].tolist(), rois, p.image, k,
-                                      None if a != a else a, ious, (n[0] > 0).tolist()), p, s)
+                                      None if a != a else a, ious, (n[0] > 0).tolist(),
+                                      uncertain_counts(p.answers, names)), p, s)
 
 
 __all__ = [

@@ -21,11 +21,13 @@ Rules (documented here once; every failure is one :class:`ContractError` naming 
   answered* (it does not count as absent).
 * **Uncertain** (a schema with ``uncertain: true``, issue 12): an entry ``{"name": …, "uncertain":
   true}`` with no ``present`` says the annotator looked and cannot tell. It is kept apart
-  (:attr:`Answer.uncertain`), so it is *no vote*: consolidation counts it as the label not
-  answered by that worker, and a label nobody answered decides as
-  :mod:`labeling.consolidation.consistency` says. ``uncertain`` is a JSON boolean; ``true`` together
-  with ``present`` is refused (one choice per label). Whether a schema offers it is the caller's
-  check (the portal's; the GT template never offers it).
+  (:attr:`Answer.uncertain`) and stored as given; what it counts as is decided when consolidating,
+  by the schema's ``uncertain_policy`` (:data:`UNCERTAIN_POLICIES`, applied only by
+  :mod:`labeling.consolidation.uncertain`): by default *no vote* (the label not answered by that
+  worker; a label nobody answered decides as :mod:`labeling.consolidation.consistency` says).
+  ``uncertain`` is a JSON boolean; ``true`` together with ``present`` is refused (one choice per
+  label). Whether a schema offers it is the caller's check (the portal's; the GT template never
+  offers it).
 * ``rois``: optional list of at most :data:`MAX_ROIS_PER_ANSWER`; each entry a mapping with
   ``label`` (a schema label name), ``shape`` (a name of the shape registry,
   :mod:`labeling.contracts.shapes`, which fixes the point counts), ``points`` (``[x, y]`` pairs of
@@ -58,6 +60,20 @@ import numpy as np
 from labeling.contracts.errors import ContractError
 from labeling.contracts.geometry import AnswerImage, ImageGeometry
 from labeling.contracts.shapes import MAX_ROIS_PER_ANSWER, SHAPE_REGISTRY, SHAPES
+
+UNCERTAIN_POLICIES: Final = ("ignore", "absent", "present")
+"""What an "uncertain" answer counts as in consolidation (a schema's ``uncertain_policy``): no vote,
+an absent vote, a present vote: the U-Ignore, U-Zeros and U-Ones policies of CheXpert (Irvin et al.,
+"CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels and Expert Comparison", AAAI 2019)."""
+DEFAULT_UNCERTAIN_POLICY: Final = "ignore"
+
+
+def check_uncertain_policy(policy: Any) -> str:
+    """``policy`` when it is one of :data:`UNCERTAIN_POLICIES`; ContractError naming the choices otherwise."""
+    if not isinstance(policy, str) or policy not in UNCERTAIN_POLICIES:
+        raise ContractError("uncertain_policy", f"{policy!r} is not one of {', '.join(map(repr, UNCERTAIN_POLICIES))}")
+    return policy
+
 
 _NUMBER_TYPES: Final = (int, float)
 

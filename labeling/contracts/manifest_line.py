@@ -23,6 +23,10 @@ The keys of a line (:class:`ManifestLine`), in the order they are written:
 ``frames``             int    NumberOfFrames (0028,0008), PS3.3 C.7.6.6; 1 for a single-frame image
 ``patient_id``         str    PatientID (0010,0020): written only with ``--include-phi``
 ``study_date``         str    StudyDate (0008,0020), ``YYYYMMDD``: only with ``--include-phi``
+``uncertain_policy``   str    the schema's ``uncertain_policy`` (``ignore`` | ``absent`` | ``present``):
+                              written when the schema offers "uncertain"; absent means ``ignore``.
+                              GT's post-label Lambda reads it from ``dataObject``
+                              (:func:`recorded_uncertain_policy`); the portal reads its job's schema
 =====================  =====  ===================================================================
 
 Optional keys are left out of a line when unknown, never written as ``null``. Any other key is kept,
@@ -48,6 +52,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Optional
 
+from labeling.contracts.answer import DEFAULT_UNCERTAIN_POLICY, UNCERTAIN_POLICIES, check_uncertain_policy
 from labeling.contracts.errors import describe_value
 from labeling.contracts.geometry import ImageGeometry
 
@@ -57,7 +62,7 @@ TASK_TYPES: Final = ("classification", "roi", "classification+roi")
 REQUIRED_KEYS: Final = ("source", "labels", "task_type", "schema")
 OPTIONAL_KEYS: Final = (
     "modality", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "rows", "columns", "frames",
-    "patient_id", "study_date",
+    "patient_id", "study_date", "uncertain_policy",
 )
 GEOMETRY_KEYS: Final = ("rows", "columns", "frames")
 """The image geometry keys (:class:`ImageGeometry`); integers >= 1."""
@@ -94,6 +99,7 @@ class ManifestLine:
     frames: Optional[int] = None
     patient_id: Optional[str] = None
     study_date: Optional[str] = None
+    uncertain_policy: Optional[str] = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -179,6 +185,9 @@ def _line_problem(line: ManifestLine) -> Optional[str]:
         # bool is an int subclass: `"frames": true` is a mistake, not 1.
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             return f"{key!r} must be a positive integer, got {describe_value(value, json=True)}"
+    if line.uncertain_policy is not None and line.uncertain_policy not in UNCERTAIN_POLICIES:
+        return f"'uncertain_policy' must be one of {', '.join(map(repr, UNCERTAIN_POLICIES))}, got " \
+               f"{describe_value(line.uncertain_policy, json=True)}"
     if (line.rows is None) != (line.columns is None):
         return "'rows' and 'columns' go together: give both or neither"
     clash = sorted(set(line.extra) & set(KNOWN_KEYS))
@@ -193,3 +202,9 @@ def recorded_geometry(line: Mapping[str, Any]) -> Optional[ImageGeometry]:
     if line.get("rows") is None and line.get("columns") is None:
         return None
     return ImageGeometry.from_dict({key: line[key] for key in GEOMETRY_KEYS if line.get(key) is not None}, "")
+
+
+def recorded_uncertain_policy(line: Mapping[str, Any]) -> str:
+    """What "uncertain" counts as for a manifest line (or GT's ``dataObject``): its ``uncertain_policy``,
+    ``ignore`` when it has none. ContractError when the value is not a policy."""
+    return check_uncertain_policy(line.get("uncertain_policy", DEFAULT_UNCERTAIN_POLICY))

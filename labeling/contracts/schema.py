@@ -15,8 +15,11 @@ File format (YAML or JSON; JSON is chosen by a ``.json`` suffix, anything else i
     instructions: Mark every ...          # str, optional (default "")
     annotators_per_item: 3                # int >= 1, optional (default 3)
     required: {labels: true}              # optional; labels: every label must be answered
-    uncertain: false                      # optional; true: "uncertain" is a third choice per label,
-                                          #   which consolidation counts as no vote (contracts/answer.py)
+    uncertain: false                      # optional; true: "uncertain" is a third choice per label
+    uncertain_policy: ignore              # optional, only with uncertain: true (default "ignore"): what
+                                          #   consolidation counts an "uncertain" answer as: "ignore" no
+                                          #   vote, "absent" an absent vote, "present" a present vote
+                                          #   (CheXpert's U-Ignore / U-Zeros / U-Ones; contracts/answer.py)
 
 The label names are the ``labels[].name`` values of the label shape in docs/architecture.md ("The label
 shape"): an annotation carries one ``{"name", "present"}`` entry per schema label, in schema order,
@@ -44,18 +47,20 @@ from typing import Any, Final, NoReturn
 
 import yaml
 
+from labeling.contracts.answer import DEFAULT_UNCERTAIN_POLICY, UNCERTAIN_POLICIES
 from labeling.contracts.errors import describe_value
 from labeling.contracts.manifest_line import TASK_TYPES
 from labeling.contracts.shapes import SHAPES  # the shape registry's names, in canonical order
 
-__all__ = ["DEFAULT_ANNOTATORS_PER_ITEM", "MAX_LABEL_NAME_LENGTH", "SHAPES", "TASK_TYPES", "Label", "LabelSchema",
-           "Required", "SchemaError", "describe_value", "load_schema"]
+__all__ = ["DEFAULT_ANNOTATORS_PER_ITEM", "MAX_LABEL_NAME_LENGTH", "SHAPES", "TASK_TYPES", "UNCERTAIN_POLICIES",
+           "Label", "LabelSchema", "Required", "SchemaError", "describe_value", "load_schema"]
 
 MAX_LABEL_NAME_LENGTH: Final = 64
 DEFAULT_ANNOTATORS_PER_ITEM: Final = 3
 
 _TOP_LEVEL_KEYS: Final = (
     "name", "task_type", "labels", "instructions", "annotators_per_item", "required", "uncertain",
+    "uncertain_policy",
 )
 _LABEL_KEYS: Final = ("name", "description", "shapes")
 _REQUIRED_KEYS: Final = ("labels",)
@@ -104,12 +109,28 @@ class LabelSchema:
     instructions: str = ""
     annotators_per_item: int = DEFAULT_ANNOTATORS_PER_ITEM
     required: Required = field(default_factory=Required)
-    uncertain: bool = False  # annotators may answer a label "uncertain" (no vote)
+    uncertain: bool = False  # annotators may answer a label "uncertain"
+    uncertain_policy: str = DEFAULT_UNCERTAIN_POLICY  # what consolidation counts "uncertain" as
 
     @property
     def label_names(self) -> tuple[str, ...]:
         """Label names in schema order: the order of ``labels`` in every annotation."""
         return tuple(label.name for label in self.labels)
+
+    @property
+    def line_uncertain_policy(self) -> str | None:
+        """What a manifest line built for this schema carries as ``uncertain_policy`` (None: no key,
+        the schema does not offer "uncertain"); :mod:`labeling.contracts.manifest_line`."""
+        return self.uncertain_policy if self.uncertain else None
+
+    def line_policy_problem(self, line_policy: str | None) -> str | None:
+        """Why a manifest line's ``uncertain_policy`` (None: the line has none, which reads as
+        ``ignore``) does not fit this schema, or None when it does: a line built for another
+        version of the schema would be consolidated differently by GT's post-label Lambda."""
+        if (line_policy or DEFAULT_UNCERTAIN_POLICY) == self.uncertain_policy:
+            return None
+        return (f"uncertain_policy: {line_policy or DEFAULT_UNCERTAIN_POLICY!r} differs from schema {self.name!r}'s "
+                f"{self.uncertain_policy!r}; rebuild the manifest with this schema")
 
     @property
     def has_classification(self) -> bool:
@@ -142,7 +163,7 @@ class LabelSchema:
             "annotators_per_item": self.annotators_per_item,
             "required": self.required.to_dict(),
             # only when offered: schemas without it keep their canonical document unchanged
-            **({"uncertain": True} if self.uncertain else {}),
+            **({"uncertain": True, "uncertain_policy": self.uncertain_policy} if self.uncertain else {}),
         }
 
 
@@ -249,6 +270,13 @@ def _parse_schema(data: Any, source: str) -> LabelSchema:
     uncertain = doc.get("uncertain", False)
     if not isinstance(uncertain, bool):
         ctx.fail("uncertain", f"must be true or false, got {describe_value(uncertain)}")
+    policy = doc.get("uncertain_policy", DEFAULT_UNCERTAIN_POLICY)
+    if "uncertain_policy" in doc:
+        if not uncertain:  # a policy for answers nobody can give is a mistake, not a no-op
+            ctx.fail("uncertain_policy", "only allowed with 'uncertain: true' (annotators cannot answer "
+                     "uncertain otherwise)")
+        if not isinstance(policy, str) or policy not in UNCERTAIN_POLICIES:
+            ctx.fail("uncertain_policy", f"must be one of {_or(UNCERTAIN_POLICIES)}, got {describe_value(policy)}")
 
     return LabelSchema(
         name=name,
@@ -258,6 +286,7 @@ def _parse_schema(data: Any, source: str) -> LabelSchema:
         annotators_per_item=annotators,
         required=required,
         uncertain=uncertain,
+        uncertain_policy=policy,
     )
 
 

@@ -120,6 +120,9 @@ def _check_manifest(path: str, schema: Any) -> list[Any]:
         if tuple(line.labels) != tuple(schema.label_names):
             raise GtError(f"{path}:{number}: labels: {list(line.labels)} differ from the schema's "
                           f"{list(schema.label_names)}")
+        policy_problem = schema.line_policy_problem(line.uncertain_policy)
+        if policy_problem:
+            raise GtError(f"{path}:{number}: {policy_problem}")
         too_large = series_size_problem(line.to_dict())  # GT would refuse the job for it
         if too_large:
             raise GtError(f"{path}:{number}: {too_large}")

@@ -20,6 +20,11 @@ Rules (documented once, here):
   manifest line's keys, has every answer checked against them (size, frame, points inside the
   image: :func:`labeling.contracts.answer.parse_answer`); a bad recorded geometry leaves the object
   out. Objects without them (older manifests) are consolidated as before.
+* **Uncertain answers** count as the data objects' ``uncertain_policy`` says (the manifest line's key,
+  written from a schema with ``uncertain: true``; ``ignore`` when absent): the same policy, applied by
+  the same library code (:mod:`labeling.consolidation.uncertain`), as the portal's for that schema.
+  An object with a value outside ``ignore``/``absent``/``present``, or with another policy than the
+  batch's first object, is left out with an error (one job has one schema).
 * All objects of the batch go to :func:`labeling.consolidation.consolidate_job` in one call, so
   Dawid–Skene learns the workers' confusion over the whole batch.
 """
@@ -35,10 +40,10 @@ from typing import Any, Optional
 from labeling.gt import contracts as gt_contracts
 from labeling.consolidation import ConsolidationError, ItemAnswers, consolidate_job, parse_worker_content
 from labeling.consolidation import WorkerAnswer as ConsolidationAnswer
-from labeling.contracts.answer import names_used
+from labeling.contracts.answer import DEFAULT_UNCERTAIN_POLICY, names_used
 from labeling.contracts.errors import ContractError
 from labeling.contracts.geometry import ImageGeometry
-from labeling.contracts.manifest_line import recorded_geometry
+from labeling.contracts.manifest_line import recorded_geometry, recorded_uncertain_policy
 
 REPORT_FOLDER = "consolidation-report"
 
@@ -100,14 +105,15 @@ def consolidate_payload(
 
     ``fetch(s3_uri)`` reads an answer GT stored in S3 (without it such answers are errors). The
     report is JSON-able: ``objects``/``consolidated``/``failed`` counts, ``labelNames`` and their
-    ``labelNamesSource``, ``errors`` (one entry per object or answer left out) and ``consolidation``
-    (the library's ``JobReport.to_dict()``; null when nothing could be consolidated).
+    ``labelNamesSource``, ``uncertainPolicy``, ``errors`` (one entry per object or answer left out) and
+    ``consolidation`` (the library's ``JobReport.to_dict()``; null when nothing could be consolidated).
     """
     errors: list[PostlabelError] = []
     answers: dict[str, list[gt_contracts.WorkerAnswer]] = {}
     geometries: dict[str, Optional[ImageGeometry]] = {}  # the manifest line's rows/columns/frames, if any
     slice_orders: dict[str, tuple] = {}
     order: list[str] = []
+    policy: Optional[tuple[str, str]] = None  # (the batch's uncertain_policy, the object it came from)
 
     def no_fetch(uri: str) -> Any:
         raise ValueError("no S3 reader given")
@@ -130,6 +136,12 @@ def consolidate_payload(
             # a series task's slice order: agreement.slices finds findings drawn on neighbouring slices
             slice_orders[obj.dataset_object_id] = tuple(obj.data_object.get("instances") or ()) \
                 if obj.data_object.get("level") in ("series", "multiframe") else ()
+            object_policy = recorded_uncertain_policy(obj.data_object)
+            if policy is None:
+                policy = (object_policy, obj.dataset_object_id)
+            elif object_policy != policy[0]:
+                raise ContractError("uncertain_policy", f"{object_policy!r} differs from {policy[0]!r} of "
+                                    f"datasetObjectId {policy[1]!r}; one job has one schema")
         except ContractError as exc:
             errors.append(PostlabelError(obj.dataset_object_id, "object", f"dataObject.{exc}"))
             continue
@@ -145,7 +157,7 @@ def consolidate_payload(
     elif order:
         items = [ItemAnswers(i, tuple(ConsolidationAnswer(a.worker_id, a.content) for a in answers[i]),
                              geometries[i], slice_orders[i]) for i in order]
-        result = consolidate_job(items, names)
+        result = consolidate_job(items, names, uncertain_policy=policy[0] if policy else None)
         errors.extend(PostlabelError(e.item_id, "object", str(e), worker_id=e.worker_id)
                       for e in result.errors)
         for item_id in order:
@@ -158,6 +170,7 @@ def consolidate_payload(
         "labelAttributeName": label_attribute_name,
         "labelNames": names,
         "labelNamesSource": names_source,
+        "uncertainPolicy": policy[0] if policy else DEFAULT_UNCERTAIN_POLICY,
         "objects": len(objects),
         "consolidated": len(responses),
         "failed": len(objects) - len(responses),

@@ -23,6 +23,7 @@ keeps the first N lines of that order.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,7 @@ def build_manifest(
     level: str = "instance",
     use_index: bool = False,
     index_file: Optional[Path] = None,
+    uncertain_policy: Optional[str] = None,
 ) -> BuildResult:
     """Query Orthanc and return the manifest lines (non-images excluded, sorted, limited).
 
@@ -59,6 +61,7 @@ def build_manifest(
     and ``request``, see :class:`OrthancLike`). Nothing is written: see :func:`write_manifest`.
     ``use_index``: list the whole server and match here, or replay the changes since the index
     saved in ``index_file`` (:mod:`labeling.manifest.index`); otherwise one find + bulk reads.
+    ``uncertain_policy``: written on every line (the schema's :attr:`LabelSchema.line_uncertain_policy`).
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
@@ -83,8 +86,9 @@ def build_manifest(
     if level == "series":
         from labeling.manifest.series import series_lines
 
-        result.lines = series_lines(orthanc, images, result, schema_name=schema_name, labels=labels,
-                                    task_type=task_type, include_phi=include_phi, reporter=reporter, cache=index)
+        result.lines = _with_policy(series_lines(orthanc, images, result, schema_name=schema_name, labels=labels,
+                                                 task_type=task_type, include_phi=include_phi, reporter=reporter,
+                                                 cache=index), uncertain_policy)
         if index is not None and index_file and index.changed:  # the file tags just read, for next time
             from labeling.manifest.index import save_index
 
@@ -97,6 +101,13 @@ def build_manifest(
     if limit is not None and len(images) > limit:
         result.limited_out = len(images) - limit
         images = images[:limit]
-    result.lines = [c.to_line(schema_name, labels, task_type, include_phi=include_phi) for c in images]
+    result.lines = _with_policy([c.to_line(schema_name, labels, task_type, include_phi=include_phi) for c in images],
+                                uncertain_policy)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _with_policy(lines: list[ManifestLine], uncertain_policy: Optional[str]) -> list[ManifestLine]:
+    if uncertain_policy is None:
+        return lines
+    return [dataclasses.replace(line, uncertain_policy=uncertain_policy) for line in lines]

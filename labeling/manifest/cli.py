@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 filters=filters, limit=args.limit, include_phi=args.include_phi,
                 check_all_sop_classes=args.check_sop_class, reporter=reporter,
                 use_index=use_index, index_file=index_file, level=getattr(args, "level", "instance"),
+                uncertain_policy=schema.line_uncertain_policy,
             )
     except OrthancError as exc:
         if exc.status is None or exc.status in (401, 403):

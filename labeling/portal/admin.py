@@ -88,7 +88,8 @@ def manifest_from_query(orthanc: Any, schema: LabelSchema, query: Mapping[str, A
     if level not in ("instance", "series"):
         raise Invalid(f"query: level: 'instance' or 'series', got {level!r}")
     result = build_manifest(orthanc, schema_name=schema.name, labels=list(schema.label_names),
-                            task_type=schema.task_type, filters=filters, limit=limit or QUERY_LIMIT, level=level)
+                            task_type=schema.task_type, filters=filters, limit=limit or QUERY_LIMIT, level=level,
+                            uncertain_policy=schema.line_uncertain_policy)
     if not result.lines:
         given = describe_filters(filters)
         what = f"no image in Orthanc matches {given}" if given else "Orthanc has no image to label yet (upload some first)"
@@ -171,8 +172,10 @@ def annotator_quality(session: Session, job: Job) -> dict[str, Any]:
         per_item.setdefault(item_id, []).append(WorkerAnswer(name, answer))
     if not per_item:
         return {"annotators": [], "labels": []}
-    names = list(job_schema(job).label_names)
-    report = consolidate_job([ItemAnswers(str(i), tuple(a)) for i, a in per_item.items()], names).report
+    schema = job_schema(job)
+    names = list(schema.label_names)
+    report = consolidate_job([ItemAnswers(str(i), tuple(a)) for i, a in per_item.items()], names,
+                             uncertain_policy=schema.uncertain_policy).report
     annotators = []
     for name, quality in sorted(report.workers.items()):
         annotators.append({"annotator": name, "accuracy": quality.accuracy, "answers": quality.answers,

@@ -97,9 +97,10 @@ def consolidate_now(session: Session, job: Job, item: Item) -> dict[str, Any]:
     if not answers:
         raise Conflict(f"item {item.id}: no answers to consolidate")
     state = JobReport.from_dict(job.report) if job.report else None
+    schema = job_schema(job)
     content = consolidate_item(ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in answers),
                                            slice_order=series.slice_order(item.geometry)),
-                               list(job_schema(job).label_names), job_state=state)
+                               list(schema.label_names), job_state=state, uncertain_policy=schema.uncertain_policy)
     _apply(job, item, content)
     return content
 
@@ -124,9 +125,11 @@ def close_job(session: Session, job: Job, now: Optional[dt.datetime] = None) -> 
     summary = {"items": len(items), "answered": len(answered_items), "consolidated_at_close": 0, "errors": []}
     if not answered_items:
         return summary
+    schema = job_schema(job)
     result = consolidate_job([ItemAnswers(str(item.id), tuple(WorkerAnswer(n, a) for n, a, _ in ans),
                                           slice_order=series.slice_order(item.geometry))
-                              for item, ans in answered_items], list(job_schema(job).label_names))
+                              for item, ans in answered_items], list(schema.label_names),
+                             uncertain_policy=schema.uncertain_policy)
     job.report = result.report.to_dict()
     summary["errors"] = [str(e) for e in result.errors]
     for item, _ in answered_items:

@@ -92,6 +92,10 @@ def create_job(session: Session, *, name: str, schema: LabelSchema, lines: Seque
         seen.add(line.source)
         if list(line.labels) != names:
             raise Invalid(f"{where}: labels {list(line.labels)} differ from schema {schema.name!r}'s {names}")
+        # the job's schema decides what "uncertain" counts as; a line that says otherwise was built for another
+        policy_problem = schema.line_policy_problem(line.uncertain_policy) if line.uncertain_policy else None
+        if policy_problem:
+            raise Invalid(f"{where}: {policy_problem}")
         data = line.to_dict()
         if attr in data or f"{attr}-metadata" in data:
             raise Invalid(f"{where}: already carries {attr!r}; choose another label attribute")

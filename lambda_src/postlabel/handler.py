@@ -79,6 +79,7 @@ def lambda_handler(event: Any, context: Any) -> list[dict[str, Any]]:
         logger.error("skipped %s of datasetObjectId %s%s: %s", error["level"], error["datasetObjectId"],
                      f" (worker {error['workerId']})" if error["workerId"] else "", error["reason"])
     _write_report(request, report)
-    logger.info("post-annotation: %d of %d objects consolidated (label names from %s: %s)",
-                len(response), len(objects), report["labelNamesSource"], report["labelNames"])
+    logger.info("post-annotation: %d of %d objects consolidated (label names from %s: %s; uncertain_policy %s)",
+                len(response), len(objects), report["labelNamesSource"], report["labelNames"],
+                report["uncertainPolicy"])
     return response

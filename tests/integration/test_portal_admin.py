@@ -65,6 +65,9 @@ def test_job_from_uploaded_manifest_and_schema_text(as_user, make_user, upload_i
     broken = admin.post("/api/jobs", json={"name": f"up-{secrets.token_hex(3)}", "schema_text": "labels: [",
                                            "manifest": lines})
     assert broken.status_code == 422 and "uploaded schema" in broken.json()["detail"]
+    stray = admin.post("/api/jobs", json={"name": f"up-{secrets.token_hex(3)}", "manifest": lines,
+                                          "schema_text": yaml.safe_dump(dict(SCHEMA, uncertain_policy="absent"))})
+    assert stray.status_code == 422 and "uncertain_policy: only allowed with 'uncertain: true'" in stray.json()["detail"]
     page = admin.get("/admin/jobs/new", headers={"accept": "text/html"})
     assert page.status_code == 200 and "chest-xray.yaml" in page.text
 

@@ -195,6 +195,89 @@ def test_uncertain_only_where_the_schema_offers_it_and_no_vote(as_user, make_use
     assert decided.status_code == 422 and "a review decides present or absent" in decided.json()["detail"]
 
 
+@pytest.mark.parametrize("policy", ["absent", "present"])
+def test_uncertain_policy_gives_the_portal_and_gt_the_same_consolidation(as_user, make_user, make_job, portal_db,
+                                                                         policy):
+    """The schema's uncertain_policy (CheXpert's U-Zeros / U-Ones), applied by the consolidation library
+    only: the portal's item at K answers and close-job's Dawid–Skene for a partial item decide as GT's
+    post-label Lambda does for the same answers on lines carrying the policy; the stored answers stay
+    as given and every label entry counts its uncertain answers."""
+    from labeling.gt import contracts as gt_contracts
+    from labeling.gt import postlabel as gt_postlabel
+
+    def unsure(rois=()):
+        return {"labels": [{"name": "Opacity", "uncertain": True}, {"name": "Device", "present": False},
+                           {"name": "Effusion", "present": False}], "rois": list(rois),
+                "image": {"rows": 32, "columns": 32, "frame": 0}}
+
+    rect = {"label": "Opacity", "shape": "rectangle", "points": [[2, 2], [20, 20]]}
+    schema = dict(SCHEMA, uncertain=True, uncertain_policy=policy)
+    job_id, _ = make_job(2, k=3, schema=schema, agreement_threshold=-1.0)
+    users = {name: as_user(make_user("annotator")) for name in "abc"}
+    given = {1: {"a": answer(True, rois=[rect]), "b": answer(False), "c": unsure([dict(rect, points=[[3, 3], [21, 21]])])},
+             2: {"a": answer(True), "c": unsure()}}  # item 2 stays partial: close-job consolidates it
+    item_ids = {}
+    for position, answers in given.items():
+        for name, content in answers.items():
+            task = users[name].post(f"/api/jobs/{job_id}/next").json()
+            assert task["position"] == position, task
+            item_ids[position] = task["item_id"]
+            stored = users[name].post(f"/api/assignments/{task['assignment_id']}/answer", json={"annotation": content})
+            assert stored.status_code == 200, stored.text
+    admin = as_user(make_user("admin"))
+    assert admin.post(f"/api/jobs/{job_id}/close").status_code == 200
+    with transaction(portal_db) as session:
+        items = {p: session.get(Item, item_ids[p]) for p in given}
+        portal = {p: item.consolidated for p, item in items.items()}
+        lines = {p: dict(item.line) for p, item in items.items()}
+        stored = [a.answer for a in session.scalars(select(Assignment).where(Assignment.job_id == job_id))]
+    assert sum(1 for a in stored if a["labels"][0] == {"name": "Opacity", "uncertain": True}) == 2  # as given
+
+    def decisions(content):
+        return [(e["name"], e["present"], e.get("uncertain_answers")) for e in content["labels"]], content["rois"]
+
+    for position, answers in given.items():
+        data_object = dict(lines[position], uncertain_policy=schema["uncertain_policy"])  # what `manifest` writes
+        objects = gt_contracts.parse_payload([{"datasetObjectId": str(position), "dataObject": data_object,
+                                               "annotations": [{"workerId": w, "annotationData": {
+                                                   "content": json.dumps({"annotation": json.dumps(c)})}}
+                                                   for w, c in answers.items()]}])
+        responses, report = gt_postlabel.consolidate_payload(objects, "chest")
+        assert report["uncertainPolicy"] == policy and report["errorCount"] == 0
+        assert decisions(portal[position]) == decisions(responses[0]["consolidatedAnnotation"]["content"]["chest"])
+    opacity = portal[1]["labels"][0]
+    assert (opacity["present"], opacity["uncertain_answers"]) == (policy == "present", 1)
+    assert len(portal[1]["rois"]) == (1 if policy == "present" else 0)  # a's and c's rectangles, when present
+    assert portal[2]["labels"][0]["present"] is (policy == "present")  # absent: a 1-1 tie is not a finding
+    page = as_user(make_user("reviewer")).get(f"/review/{item_ids[1]}", headers={"Accept": "text/html"})
+    assert f"“Uncertain” answers count as {policy} votes" in page.text
+
+
+def test_a_manifest_line_built_for_another_uncertain_policy_is_refused(portal_db, upload_instances, geometry_of):
+    """The job's schema decides what "uncertain" counts as; a line saying otherwise (built with another
+    version of the schema) is refused naming the line, and nothing is written. A line without the key
+    (a manifest built before it existed) is accepted."""
+    import dataclasses
+
+    from labeling.contracts.schema import LabelSchema
+    from labeling.portal import jobs as J
+    from labeling.portal.errors import Invalid
+    from labeling.portal.models import Job
+
+    schema = LabelSchema.from_dict(dict(SCHEMA, uncertain=True, uncertain_policy="absent"))
+    ids = upload_instances(2)
+    lines = manifest_lines(ids, SCHEMA)
+    bad = [lines[0], dataclasses.replace(lines[1], uncertain_policy="present")]
+    name = f"it-{secrets.token_hex(5)}"
+    with pytest.raises(Invalid, match="manifest line 2: uncertain_policy: 'present' differs from schema "
+                                      "'portal-it''s 'absent'; rebuild the manifest with this schema"):
+        with transaction(portal_db) as session:
+            J.create_job(session, name=name, schema=schema, lines=bad, geometry=geometry_of(ids))
+    with transaction(portal_db) as session:
+        assert session.scalar(select(Job.id).where(Job.name == name)) is None
+        J.create_job(session, name=name, schema=schema, lines=lines, geometry=geometry_of(ids))
+
+
 def test_an_image_gone_from_orthanc_says_so_and_the_annotator_moves_on(as_user, make_user, make_job, portal_db,
                                                                       client):
     """Issue 12 "Why": a missing instance showed a black viewport and "decode failed" while Submit stayed

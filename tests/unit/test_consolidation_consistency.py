@@ -64,10 +64,15 @@ def test_reconcile_and_contradictions_directly():
     assert contradictions({"Opacity": False, "Device": True}, ["Device", "Opacity", "Opacity"]) == [1, 2]
 
 
+def _without_uncertain_counts(content):
+    return dict(content, labels=[{k: v for k, v in e.items() if k != "uncertain_answers"} for e in content["labels"]])
+
+
 def test_uncertain_is_no_vote_in_every_consolidation_path():
-    """An annotator's "uncertain" (labeling/contracts/answer.py) counts as that label not answered:
-    one 'present' + one 'uncertain' decides as the 'present' alone, in the portal's, the job's and
-    GT's path; all-uncertain decides as nobody answered (an ROI makes it present)."""
+    """Under the default policy (ignore) an annotator's "uncertain" (labeling/contracts/answer.py)
+    counts as that label not answered: one 'present' + one 'uncertain' decides as the 'present'
+    alone, in the portal's, the job's and GT's path (only the uncertain count differs); all-uncertain
+    decides as nobody answered (an ROI makes it present). Other policies: test_consolidation_uncertain.py."""
     unsure = {"labels": [{"name": "Opacity", "uncertain": True}, {"name": "Device", "present": False}],
               "rois": [], "image": {"rows": 32, "columns": 32, "frame": 0}}
     device_only = {"labels": [{"name": "Device", "present": False}], "rois": [],
@@ -76,7 +81,8 @@ def test_uncertain_is_no_vote_in_every_consolidation_path():
     without = ItemAnswers.from_pairs("x", {"a": _answer(True, [RECT]), "b": device_only})
     for consolidate in (lambda item: consolidate_item(item, NAMES),
                         lambda item: consolidate_job([item], NAMES).items["x"]):
-        assert consolidate(with_unsure) == consolidate(without)
+        assert _without_uncertain_counts(consolidate(with_unsure)) == consolidate(without)
+        assert consolidate(with_unsure)["labels"][0]["uncertain_answers"] == 1
         opacity = next(e for e in consolidate(with_unsure)["labels"] if e["name"] == "Opacity")
         assert opacity["present"] is True
     objects = gt_contracts.parse_payload([{"datasetObjectId": "x", "dataObject": {"labels": NAMES}, "annotations": [

@@ -267,6 +267,22 @@ def test_create_job_manifest_labels_must_match_schema(tmp_path, monkeypatch, cap
     assert "manifest.jsonl:1: labels" in capsys.readouterr().err
 
 
+def test_create_job_manifest_uncertain_policy_must_match_schema(tmp_path, monkeypatch, capsys):
+    """GT's post-label Lambda counts "uncertain" as the lines say (dataObject.uncertain_policy): a
+    manifest built for another version of the schema is refused before anything is uploaded."""
+    _no_aws(monkeypatch)
+    args = _create_args(tmp_path, "--dry-run")
+    line = {"source": "a", "labels": ["Opacity", "Device", "Effusion"], "task_type": "classification+roi",
+            "schema": "chest-xray", "uncertain_policy": "present"}
+    _write(tmp_path / "manifest.jsonl", json.dumps(line) + "\n")
+    assert main(args) == 2
+    assert ("manifest.jsonl:1: uncertain_policy: 'present' differs from schema 'chest-xray''s 'ignore'; "
+            "rebuild the manifest with this schema") in capsys.readouterr().err
+    del line["uncertain_policy"]  # no key: "ignore", the shipped schema's (it offers no "uncertain")
+    _write(tmp_path / "manifest.jsonl", json.dumps(line) + "\n")
+    assert main(args) == 0
+
+
 @pytest.mark.parametrize("name", ["chest-metadata", "bad_name", "x-", "source"])
 def test_create_job_rejects_bad_job_names(tmp_path, monkeypatch, capsys, name):
     _no_aws(monkeypatch)

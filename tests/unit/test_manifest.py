@@ -126,6 +126,7 @@ def test_write_to_a_directory_is_refused(tmp_path: Path):
     ({"frames": True}, "'frames' must be a positive integer, got boolean true"),
     ({"modality": 5}, "'modality' must be a string"),
     ({"extra": {"source": "x"}}, "clash with manifest keys"),
+    ({"uncertain_policy": "zeros"}, "'uncertain_policy' must be one of 'ignore', 'absent', 'present', got string"),
 ])
 def test_invalid_lines_are_refused_with_the_key_named(kwargs, message):
     with pytest.raises(ManifestError, match=None) as info:
@@ -495,6 +496,28 @@ def test_builder_sorts_excludes_and_counts_in_one_find_and_bulk_reads(mixed: Fak
     }
     assert "modality" not in result.lines[-1].to_dict()  # no Modality: key left out, not null
     assert result.warnings == [] and result.images == 6
+
+
+def test_the_schemas_uncertain_policy_goes_on_every_line_when_given(mixed: FakeOrthanc):
+    """The policy GT's post-label Lambda reads from dataObject (labeling/gt/postlabel.py); a schema
+    without "uncertain" writes no key, so older manifests and such lines read alike."""
+    from labeling.contracts.manifest_line import recorded_uncertain_policy
+    from labeling.contracts.schema import LabelSchema
+
+    offered = LabelSchema.from_dict({"name": "chest-xray", "task_type": "classification+roi",
+                                     "labels": [{"name": n} for n in LABELS], "uncertain": True,
+                                     "uncertain_policy": "absent"})
+    lines = build(mixed, uncertain_policy=offered.line_uncertain_policy).lines
+    assert lines and all(ln.to_dict()["uncertain_policy"] == "absent" for ln in lines)
+    assert ManifestLine.from_dict(json.loads(lines[0].to_json())) == lines[0]
+    no_uncertain = LabelSchema.from_dict({"name": "chest-xray", "task_type": "roi", "labels": [{"name": "A"}]})
+    plain = build(mixed, uncertain_policy=no_uncertain.line_uncertain_policy).lines
+    assert all("uncertain_policy" not in ln.to_dict() for ln in plain)
+    assert recorded_uncertain_policy(plain[0].to_dict()) == "ignore"
+    assert recorded_uncertain_policy(lines[0].to_dict()) == "absent"
+    assert offered.line_policy_problem(None) == ("uncertain_policy: 'ignore' differs from schema 'chest-xray''s "
+                                                 "'absent'; rebuild the manifest with this schema")
+    assert offered.line_policy_problem("absent") is None
 
 
 def test_phi_only_on_request(mixed: FakeOrthanc):

@@ -82,6 +82,27 @@ def test_label_lookup_is_case_insensitive() -> None:
         schema.label("Effusion")
 
 
+@pytest.mark.parametrize("policy", ["ignore", "absent", "present"])
+def test_uncertain_policy_with_uncertain_true(policy: str, tmp_path: Path) -> None:
+    """CheXpert's U-Ignore / U-Zeros / U-Ones as a schema setting; the canonical document (what a
+    portal job stores) carries it, and YAML and JSON files read alike."""
+    schema = LabelSchema.from_dict(minimal(uncertain=True, uncertain_policy=policy))
+    assert (schema.uncertain, schema.uncertain_policy) == (True, policy)
+    assert schema.to_dict()["uncertain_policy"] == policy and LabelSchema.from_dict(schema.to_dict()) == schema
+    (tmp_path / "s.yaml").write_text(f"name: t\ntask_type: classification\nlabels: [{{name: A}}]\n"
+                                     f"uncertain: true\nuncertain_policy: {policy}\n", encoding="utf-8")
+    assert load_schema(tmp_path / "s.yaml").uncertain_policy == policy
+
+
+def test_uncertain_policy_defaults_to_ignore_and_stays_out_of_schemas_without_uncertain() -> None:
+    assert LabelSchema.from_dict(minimal(uncertain=True)).uncertain_policy == "ignore"
+    assert LabelSchema.from_dict(minimal(uncertain=True)).to_dict()["uncertain_policy"] == "ignore"
+    plain = LabelSchema.from_dict(minimal())
+    assert plain.uncertain_policy == "ignore" and "uncertain_policy" not in plain.to_dict()
+    # a job stored before the setting existed reads back as today's behaviour
+    assert LabelSchema.from_dict({**minimal(), "uncertain": True}).uncertain_policy == "ignore"
+
+
 def test_64_character_name_is_accepted() -> None:
     assert LabelSchema.from_dict(minimal(labels=[{"name": "x" * 64}])).label_names == ("x" * 64,)
 
@@ -113,6 +134,14 @@ def test_64_character_name_is_accepted() -> None:
         (minimal(instructions=["read this"]), "s.yaml: instructions: must be a string"),
         ({"task_type": "roi", "labels": [{"name": "A"}]}, "s.yaml: name: missing required key"),
         (["not", "a", "mapping"], "s.yaml: (top level): must be a mapping, got a list"),
+        (minimal(uncertain_policy="absent"),
+         "s.yaml: uncertain_policy: only allowed with 'uncertain: true' (annotators cannot answer uncertain otherwise)"),
+        (minimal(uncertain=False, uncertain_policy="ignore"), "s.yaml: uncertain_policy: only allowed with 'uncertain: true'"),
+        (minimal(uncertain=True, uncertain_policy="zeros"),
+         "s.yaml: uncertain_policy: must be one of 'ignore', 'absent', 'present', got string 'zeros'"),
+        (minimal(uncertain=True, uncertain_policy=None), "s.yaml: uncertain_policy: must be one of 'ignore', 'absent', "
+         "'present', got nothing (null)"),
+        (minimal(uncertain=True, uncertain_policy=True), "s.yaml: uncertain_policy: must be one of"),
     ],
 )
 def test_each_rejected_case_names_the_key(doc: Any, expected: str) -> None:

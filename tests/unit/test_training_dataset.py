@@ -237,3 +237,26 @@ def test_split_needs_two_patients():
         split_by_patient(["p"] * 4, np.zeros((4, 1)), np.ones((4, 1)))
     tr, va = split_by_patient(["p", "q"], np.zeros((2, 1)), np.ones((2, 1)))
     assert len(tr) == 1 and len(va) == 1
+
+
+def test_split_puts_negatives_of_a_mostly_positive_label_on_both_sides():
+    # 16 patients, 14 positive for the one label: stratifying positives alone could leave validation
+    # without a negative (its AUROC undefined), which broke the CT demo at prevalence 0.5.
+    patients = [f"p{i}" for i in range(16)]
+    target = np.array([[1.0]] * 14 + [[0.0]] * 2, dtype=np.float32)
+    weight = np.ones_like(target)
+    for seed in range(20):
+        tr, va = split_by_patient(patients, target, weight, val_fraction=0.25, seed=seed)
+        for side in (tr, va):
+            assert target[side, 0].sum() > 0 and (1 - target[side, 0]).sum() > 0, (seed, side)
+
+
+def test_split_ignores_unknown_answers_when_stratifying():
+    # weight 0 = no known answer: such an image is neither a positive nor a negative of the label
+    patients = [f"p{i}" for i in range(8)]
+    target = np.array([[1.0]] * 4 + [[0.0]] * 4, dtype=np.float32)
+    weight = np.array([[1.0]] * 2 + [[0.0]] * 2 + [[1.0]] * 2 + [[0.0]] * 2, dtype=np.float32)
+    tr, va = split_by_patient(patients, target, weight, val_fraction=0.5, seed=0)
+    known = weight[:, 0] > 0
+    for side in (tr, va):
+        assert (target[side, 0] * known[side]).sum() == 1 and ((1 - target[side, 0]) * known[side]).sum() == 1
