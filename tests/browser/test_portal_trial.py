@@ -258,6 +258,7 @@ def test_users_page_shows_what_is_stored(browser, trial):
     admin.fill("#new-password", PASSWORD)
     admin.click("#add-user-submit")
     admin.wait_for_selector(f"tr[data-user='{name}']")
+    admin.wait_for_function("() => document.getElementById('status').textContent", timeout=10_000)  # the module ran
     assert admin.inner_text("#status") == f"User {name} (annotator) added."
     assert not admin.errors, admin.errors
     admin.context.close()
