@@ -246,6 +246,7 @@ def test_users_page_shows_what_is_stored(browser, trial):
     me = trial["names"]["admin"]
     admin = login(browser, trial["url"], me, PASSWORD)
     admin.click("#nav-users")
+    admin.wait_for_load_state()  # the page's module has attached its handlers
     row = f"tr[data-user='{me}']"
     admin.uncheck(f"{row} .user-active")
     admin.wait_for_function("() => document.getElementById('problems').textContent", timeout=10_000)
