@@ -67,6 +67,7 @@ def _create_job(browser: Any, trial: dict[str, Any], name: str) -> None:
     admin = login(browser, trial["url"], trial["names"]["admin"], PASSWORD)
     schema = trial["dir"] / "uncertain.yaml"
     admin.click("#nav-new-job")
+    admin.wait_for_load_state()  # the form's handlers are attached
     admin.fill("#job-name", name)
     admin.fill("#job-k", "1")
     admin.check("input[name=schema-source][value=upload]")
@@ -96,6 +97,7 @@ def test_new_job_chosen_files_select_their_source_and_refusals_read_as_words(bro
     url = trial["url"]
     admin = login(browser, url, trial["names"]["admin"], PASSWORD)
     admin.click("#nav-new-job")
+    admin.wait_for_load_state()  # the form's handlers are attached
     admin.set_input_files("#schema-upload", str(trial["dir"] / "uncertain.yaml"))
     assert admin.is_checked("input[name=schema-source][value=upload]")
     admin.select_option("#schema-file", "chest-xray.yaml")
