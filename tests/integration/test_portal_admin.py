@@ -89,6 +89,12 @@ def test_job_refusals_say_what_the_admin_gave(as_user, make_user, upload_instanc
                                            "manifest": lines})
     assert broken.status_code == 422 and broken.json()["detail"].startswith("manifest line 2: "), broken.text
     assert "'labels'" in broken.json()["detail"]
+    lines[1]["labels"] = ["Foo"]
+    foreign = admin.post("/api/jobs", json={"name": f"f-{secrets.token_hex(3)}", "schema_file": "chest-xray.yaml",
+                                            "manifest": lines})
+    # (was "… differ from schema 'chest-xray''s […]")
+    assert foreign.json()["detail"].endswith("labels ['Foo'] differ from the schema's ('chest-xray': "
+                                             "['Opacity', 'Device', 'Effusion'])"), foreign.text
 
 
 def test_users_add_role_disable_reset(as_user, make_user):
