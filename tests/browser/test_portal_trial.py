@@ -10,6 +10,8 @@
   below the fold, so Enter on an incomplete answer seemed to do nothing;
 - on the users page a refused change (an admin disabling themselves) left the control showing the
   change, and "User … added." vanished with the reload that lists the new user;
+- a missing image showed a black viewport with the viewer's "decode failed" beside the portal's "The
+  image is missing" (the reviewer's page likewise);
 - "Close and consolidate", next to Pause, ended the job at one click with no way back;
 - an API call after the session ended said "session expired; log in again" with no way to do so
   short of editing the address bar.
@@ -62,8 +64,8 @@ def trial(portal, local_stack, client, tmp_path_factory) -> dict[str, Any]:  # n
     return {"url": portal, "tag": tag, "patient": f"SYN{seed}-*", "names": names, "dir": out}
 
 
-def _create_job(browser: Any, trial: dict[str, Any], name: str) -> None:
-    """The admin makes a job of the trial's images (K = 1) with an uploaded schema."""
+def _create_job(browser: Any, trial: dict[str, Any], name: str, patient: str = "") -> None:
+    """The admin makes a job of the trial's images (or ``patient``'s; K = 1) with an uploaded schema."""
     admin = login(browser, trial["url"], trial["names"]["admin"], PASSWORD)
     schema = trial["dir"] / "uncertain.yaml"
     admin.click("#nav-new-job")
@@ -72,10 +74,11 @@ def _create_job(browser: Any, trial: dict[str, Any], name: str) -> None:
     admin.fill("#job-k", "1")
     admin.check("input[name=schema-source][value=upload]")
     admin.set_input_files("#schema-upload", str(schema))
-    admin.fill("#q-patient", trial["patient"])
+    admin.fill("#q-patient", patient or trial["patient"])
     admin.click("#create-job")
     admin.wait_for_url(f"{trial['url']}/jobs/*", timeout=60_000)
-    assert "2 images" in admin.content()
+    if not patient:
+        assert "2 images" in admin.content()
     assert not admin.errors, admin.errors
     admin.context.close()
 
@@ -265,3 +268,27 @@ def test_users_page_shows_what_is_stored(browser, trial):
     assert admin.inner_text("#status") == f"User {name} (annotator) added."
     assert not admin.errors, admin.errors
     admin.context.close()
+
+
+def test_a_missing_image_says_so_where_the_image_would_be(browser, trial, client):
+    # An image nobody has opened yet (the portal's cache does not have it), deleted after the job was made.
+    seed = int(trial["tag"], 16) + 1
+    params = synth.make_params(patients=1, studies_per_patient=1, size=256, seed=seed)
+    synth.write_image(params, trial["dir"] / "gone", (0, 0))
+    instance = client.upload(next((trial["dir"] / "gone").rglob("*.dcm")).read_bytes()).instance_id
+    _create_job(browser, trial, f"trial-gone-{trial['tag']}", patient=f"SYN{seed}-*")
+    client.delete("instances", instance)
+    page = login(browser, trial["url"], trial["names"]["annotator"], PASSWORD)
+    page.click(f"tr[data-job='trial-gone-{trial['tag']}'] a.button")
+    page.wait_for_function("() => document.body.dataset.state === 'image-error'", timeout=30_000)
+    box = page.wait_for_selector("#viewer .image-error", timeout=10_000)
+    assert f"The image is missing: instance {instance}: not in Orthanc." in box.inner_text()
+    assert page.inner_text("#problems") == "Skip it (K) or flag it (G)."
+    assert page.locator(".da-viewer").count() == 0  # no black viewport, no "decode failed"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "portal-missing-image.png"))
+    page.keyboard.press("g")
+    page.wait_for_selector("#flag-form:not([hidden])")
+    page.keyboard.press("Enter")  # "1. not readable"
+    page.wait_for_function("() => document.body.dataset.state === 'done'", timeout=30_000)
+    page.context.close()

@@ -76,6 +76,19 @@ async function imageProblem(url, fallback) {
   return fallback;
 }
 
+/** In place of a viewer that could not show its image (a black viewport and the viewer's own "decode
+ * failed"), what the server said about it and the way on. */
+function showImageProblem(text, wayOn = '') {
+  const box = document.createElement('div');
+  box.className = 'image-error';
+  box.setAttribute('role', 'alert');
+  const what = document.createElement('strong');
+  what.textContent = text;
+  box.append(what);
+  if (wayOn) box.append(document.createElement('br'), wayOn);
+  $('viewer').replaceChildren(box);
+}
+
 async function labelLoop() {
   const viewer = await viewerApi();
   let handle = null;
@@ -137,7 +150,8 @@ async function labelLoop() {
     } catch (error) {
       // A missing or undecodable image: say what happened; the way on is Skip or Flag, not a wait.
       document.body.dataset.state = 'image-error';
-      problems([await imageProblem(task.image_url, error.message), 'Skip it (K) or flag it (G).']);
+      showImageProblem(await imageProblem(task.image_url, error.message));
+      problems(['Skip it (K) or flag it (G).']);  // beside the buttons that do it
       return;
     }
     document.body.dataset.state = 'labeling';
@@ -242,7 +256,10 @@ async function review() {
     say(`${data.slices ? 'Series' : 'Image'} ${data.position}: ${data.overlays.length} answer(s) shown as overlays.`);
     if (data.slices) await handle.goToSlice(firstRegionSlice(data));  // open where the reviewer has work
   } catch (error) {
-    say(await imageProblem(data.image_url, error.message));
+    const problem = await imageProblem(data.image_url, error.message);
+    say(problem);
+    showImageProblem(problem, $('exclude') ? 'Exclude it from the export, or reopen it for the annotators.'
+      : 'Decide from the answers listed above.');
   }
   document.body.dataset.state = 'reviewing';
   const decide = async (body) => {
