@@ -35,6 +35,7 @@ from components.orthanc import OrthancAccess
 from components.packaging import LAMBDA_RUNTIME
 from components.storage import SecureBucket, SecureBucketArgs, bucket_statements, encrypted_log_group
 from components.viewer_cdn import ViewerAssetsCdn, ViewerAssetsCdnArgs
+from labeling.gt import names as gt_names
 from labeling.gt import viewer_assets
 
 TYPE = "dicom-annotate:ground_truth:GroundTruth"
@@ -260,14 +261,14 @@ class GroundTruth(pulumi.ComponentResource):
             ),
             environment=aws.lambda_.FunctionEnvironmentArgs(variables={
                 # The secret's ARN, never its value: the function reads it from Secrets Manager.
-                "ORTHANC_URL": args.orthanc.url,
-                "ORTHANC_SECRET_ARN": args.orthanc.secret_arn,
-                "STAGING_BUCKET": self.bucket.name,
-                "DEIDENTIFY": "true" if args.deidentify else "false",
+                gt_names.ORTHANC_URL: args.orthanc.url,
+                gt_names.ORTHANC_SECRET_ARN: args.orthanc.secret_arn,
+                gt_names.STAGING_BUCKET: self.bucket.name,
+                gt_names.DEIDENTIFY: "true" if args.deidentify else "false",
                 # Staged copies are encrypted with the project key; the salt is read from its secret.
-                "STAGING_KMS_KEY_ID": args.kms_key_arn,
-                "DEIDENTIFY_SALT_SECRET_ARN": self.salt_secret.arn,
-                "POWERTOOLS_SERVICE_NAME": f"dicom-annotate-{function}",
+                gt_names.STAGING_KMS_KEY_ID: args.kms_key_arn,
+                gt_names.DEIDENTIFY_SALT_SECRET_ARN: self.salt_secret.arn,
+                gt_names.POWERTOOLS_SERVICE_NAME: f"dicom-annotate-{function}",
             }),
             kms_key_arn=args.kms_key_arn,
             tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),

@@ -26,8 +26,8 @@ Rules (documented here once; every failure is one :class:`ContractError` naming 
   :mod:`labeling.consolidation.uncertain`): by default *no vote* (the label not answered by that
   worker; a label nobody answered decides as :mod:`labeling.consolidation.consistency` says).
   ``uncertain`` is a JSON boolean; ``true`` together with ``present`` is refused (one choice per
-  label). Whether a schema offers it is the caller's check (the portal's; the GT template never
-  offers it).
+  label). Whether a schema offers it is the caller's check (the portal's; GT's worker template offers it
+  only when the task's manifest line carries the schema's ``uncertain_policy``, :mod:`labeling.gt.prelabel`).
 * ``rois``: optional list of at most :data:`MAX_ROIS_PER_ANSWER`; each entry a mapping with
   ``label`` (a schema label name), ``shape`` (a name of the shape registry,
   :mod:`labeling.contracts.shapes`, which fixes the point counts), ``points`` (``[x, y]`` pairs of

@@ -30,6 +30,10 @@ Encoding (PS3.16 TID 1500 "Measurement Report"; one place documents it, here)
   UID), Finding = the label code, referencing the source image (Source SOP Class/Instance UID and,
   for multi-frame images, the frame), with one *qualitative evaluation* (TID 1501 row 12):
   concept = the label code, value ``(52101004, SCT, "Present")`` or ``(272519000, SCT, "Absent")``.
+  A label answered *uncertain* (``{"name", "uncertain": true}``, :mod:`labeling.contracts.answer`) is
+  not stated: it gets no group, as a label the answer does not list (consolidated content always
+  says present or absent; a single annotator's or an edited answer may carry it). An answer with
+  nothing else to report is refused like an empty one.
 * **ROIs** (the label shape's ``rois``): one TID 1410 "Planar ROI Measurements and Qualitative
   Evaluations" group per ROI, Tracking Identifier = the ROI's label, Finding = the label code,
   Image Region = an ``SCOORD`` on the source image (and frame), graphic type by PS3.3 C.18.6.1.2:
@@ -327,6 +331,8 @@ def _measurement_groups(data: Mapping[str, Any], parsed: Any, label_image: Optio
     groups: list[Any] = []
     for entry in data.get("labels") or ():
         name = entry["name"]
+        if name not in parsed.labels:  # answered "uncertain": not stated, so no finding (module docstring)
+            continue
         code = label_code(name)
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=name),

@@ -16,8 +16,9 @@ Per data object (docs/architecture.md, "Contracts"):
   (the default; :mod:`labeling.dicom.deidentify`, salt ``DEIDENTIFY_SALT``) and written with SSE:
   ``aws:kms`` with ``STAGING_KMS_KEY_ID`` when set, else the bucket's default encryption.
 - The answer's ``taskInput``: ``{"image": "s3://…", "source": id, "labels", "task_type", "schema",
-  "instructions" and "prelabel" (when present), "image_geometry": {"rows", "columns", "frames"}}`` with
-  ``isHumanAnnotationRequired: true``.
+  "instructions", "prelabel" and "uncertain_policy" (when present), "image_geometry": {"rows", "columns",
+  "frames"}}`` with ``isHumanAnnotationRequired: true``. The line's ``uncertain_policy`` (written only for a
+  schema that offers "uncertain") is what makes the worker template offer that third choice.
 
 Series and multi-frame tasks (a line with ``level`` ``series`` or ``multiframe``, ``manifest --level
 series``; :meth:`Prelabeler.handle_series`): one task → every slice staged as above (each instance once,
@@ -53,7 +54,10 @@ from typing import Any, Callable, Mapping, Optional
 import pydicom
 
 from labeling.gt import contracts as gt_contracts
+from labeling.gt import names as N
 from labeling.orthanc.connection import SERVICE_RETRIES, resolve_connection
+from labeling.contracts.answer import check_uncertain_policy
+from labeling.contracts.errors import ContractError
 from labeling.contracts.geometry import ImageGeometry
 from labeling.contracts.ids import ORTHANC_ID, validate_instance_id  # noqa: F401 - re-exported
 from labeling.dicom.deidentify import (
@@ -101,6 +105,19 @@ def series_size_problem(line: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
+def line_uncertain_policy(data_object: Mapping[str, Any]) -> Optional[str]:
+    """The line's ``uncertain_policy``, None when it has none. A line carries it exactly when its schema
+    offers "uncertain" (:mod:`labeling.contracts.manifest_line`): the task input passes it on so the worker
+    template offers the viewer's third choice; the post-label Lambda applies it. ValueError naming the key
+    when it is not a policy."""
+    if data_object.get("uncertain_policy") is None:
+        return None
+    try:
+        return check_uncertain_policy(data_object["uncertain_policy"])
+    except ContractError as exc:
+        raise ValueError(f"dataObject.{exc}") from None
+
+
 def _flag(name: str, raw: Optional[str], default: bool) -> bool:
     if raw is None or not raw.strip():
         return default
@@ -129,22 +146,22 @@ class PrelabelSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "PrelabelSettings":
-        salt = environ.get("DEIDENTIFY_SALT", "")
-        salt_secret_arn = environ.get("DEIDENTIFY_SALT_SECRET_ARN") or None
-        deidentify = _flag("DEIDENTIFY", environ.get("DEIDENTIFY"), True)
+        salt = environ.get(N.DEIDENTIFY_SALT, "")
+        salt_secret_arn = environ.get(N.DEIDENTIFY_SALT_SECRET_ARN) or None
+        deidentify = _flag(N.DEIDENTIFY, environ.get(N.DEIDENTIFY), True)
         if not salt and not salt_secret_arn and deidentify:
-            _log.warning("DEIDENTIFY_SALT is not set: using the fixed development salt; replacement UIDs "
-                         "are then reproducible by anyone. Set a per-deployment secret salt in production.")
-        return cls(orthanc_url=environ.get("ORTHANC_URL") or None,
-                   secret_arn=environ.get("ORTHANC_SECRET_ARN") or None,
-                   bucket=environ.get("STAGING_BUCKET") or None,
+            _log.warning("%s is not set: using the fixed development salt; replacement UIDs are then reproducible "
+                         "by anyone. Set a per-deployment secret salt in production.", N.DEIDENTIFY_SALT)
+        return cls(orthanc_url=environ.get(N.ORTHANC_URL) or None,
+                   secret_arn=environ.get(N.ORTHANC_SECRET_ARN) or None,
+                   bucket=environ.get(N.STAGING_BUCKET) or None,
                    deidentify=deidentify,
                    salt=salt_setting(salt),
-                   kms_key_id=environ.get("STAGING_KMS_KEY_ID") or None,
+                   kms_key_id=environ.get(N.STAGING_KMS_KEY_ID) or None,
                    salt_secret_arn=salt_secret_arn)
 
     def require(self, *names: str) -> None:
-        env = {"orthanc_url": "ORTHANC_URL", "secret_arn": "ORTHANC_SECRET_ARN", "bucket": "STAGING_BUCKET"}
+        env = {"orthanc_url": N.ORTHANC_URL, "secret_arn": N.ORTHANC_SECRET_ARN, "bucket": N.STAGING_BUCKET}
         missing = [env[n] for n in names if not getattr(self, n)]
         if missing:
             raise ValueError(f"pre-label settings: {', '.join(missing)} not set in the environment")
@@ -201,6 +218,7 @@ class Prelabeler:
         for note in request.notes:
             self.log.warning("pre-annotation event: %s", note)
         data_object = request.data_object
+        line_uncertain_policy(data_object)  # a bad value is refused before anything is staged
         if request.source_ref is not None:
             return gt_contracts.prelabel_response(
                 self._task_input(data_object, request.source_ref, {"source-ref": request.source_ref}))
@@ -284,6 +302,9 @@ class Prelabeler:
         if data_object.get("prelabel") is not None:
             # Model-assisted pre-labels (training's `prelabel` manifest key) become the viewer's initial answer.
             task["prelabel"] = data_object["prelabel"]
+        policy = line_uncertain_policy(data_object)
+        if policy is not None:
+            task["uncertain_policy"] = policy
         if dims is not None:
             task["image_geometry"] = dict(dims)
         return task

@@ -1,9 +1,8 @@
 """GT pre-annotation Lambda: turn one manifest line (``dataObject``) into the worker's ``taskInput``.
 
 Thin adapter over :mod:`labeling.gt.prelabel` (fetch from Orthanc, de-identify, stage in S3; see
-that module for the key rule and the failure behaviour). Settings come from the environment:
-``ORTHANC_URL``, ``ORTHANC_SECRET_ARN``, ``STAGING_BUCKET``, ``DEIDENTIFY`` (default ``true``),
-``DEIDENTIFY_SALT``, ``STAGING_KMS_KEY_ID``; AWS endpoints are overridable the standard boto3 way
+that module for the key rule and the failure behaviour). Settings come from the environment, under the
+names of :mod:`labeling.gt.names` (``PrelabelSettings.from_env``); AWS endpoints are overridable the standard boto3 way
 (``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL_SECRETS_MANAGER``).
 """
 

@@ -6,14 +6,23 @@ from another, as on GT (worker portal page, CloudFront asset location, presigned
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from labeling.cli import main
+from labeling.contracts.answer import parse_answer
+from labeling.contracts.manifest_line import ManifestLine
 from labeling.contracts.schema import load_schema
+from labeling.gt import contracts as gt_contracts
+from labeling.gt.postlabel import consolidate_payload
+from labeling.gt.prelabel import Prelabeler, PrelabelSettings
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.viewer_driver import ViewerDriver
 
@@ -91,6 +100,7 @@ def test_template_draws_rois_ticks_labels_and_submits_the_label_shape(
     assert abs(min(ys) - 20.5) <= TOL and abs(max(ys) - 90.5) <= TOL
     assert page.log.page_errors == [] and page.log.dialogs == []
     assert "orthanc" not in page.content().lower()  # no Orthanc URL or credentials reach the page
+    assert page.locator("input[data-da-value='uncertain']").count() == 0  # chest-xray offers no "uncertain"
 
 
 def test_submit_is_blocked_with_a_message_while_a_required_answer_is_missing(
@@ -154,3 +164,62 @@ def test_schema_object_and_model_prelabel_reach_the_viewer(page, page_server, as
     assert answer is not None, driver.form_errors()
     assert answer["rois"] == prelabel["rois"]
     assert answer["labels"] == [{"name": l["name"], "present": l["present"]} for l in prelabel["labels"]]
+
+
+def test_a_schema_offering_uncertain_reaches_the_gt_page_through_prelabel_and_render_serve(
+        page, work_dir, staged_synthetic, viewer_build):
+    # The manifest line of a schema that offers "uncertain" (it carries uncertain_policy), through the
+    # pre-label step (a source-ref line: nothing to stage), previewed with `gt render --serve`.
+    schema = dataclasses.replace(SCHEMA, uncertain=True, uncertain_policy="absent")
+    line = ManifestLine(source="0a9b4f3c-1d2e3f40-5a6b7c8d-9e0f1a2b-3c4d5e6f", labels=schema.label_names,
+                        task_type=schema.task_type, schema=schema.name,
+                        uncertain_policy=schema.line_uncertain_policy).to_dict()
+    data_object = {**{k: v for k, v in line.items() if k != "source"},
+                   "source-ref": f"s3://annotations/{staged_synthetic['name']}", "instructions": schema.instructions}
+    response = Prelabeler(PrelabelSettings(orthanc_url=None, secret_arn=None, bucket=None), s3=None).handle(
+        {"version": "2018-10-16", "labelingJobArn": "arn:aws:sagemaker:us-east-1:1:labeling-job/j",
+         "dataObject": data_object})
+    task_file = work_dir / "gt-uncertain.task.json"
+    task_file.write_text(json.dumps(response))
+    process = subprocess.Popen([sys.executable, "-m", "labeling", "gt", "render", "--template",
+                                str(REPO / "labeling" / "gt" / "worker_template.liquid.html"), "--task-input",
+                                str(task_file), "--viewer-dir", str(viewer_build), "--asset-dir",
+                                str(work_dir / "data"), "--serve", "120"],
+                               cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        line_out = process.stdout.readline()
+        assert line_out.startswith("preview: open http://127.0.0.1:"), line_out
+        page.goto(line_out.split()[2])
+        driver = ViewerDriver(page)
+        driver.wait_rendered()
+        names = list(schema.label_names)
+        radios = page.locator("input[data-da-value='uncertain']")
+        assert radios.count() == len(names)  # one per finding, as in the portal's viewer
+        assert driver.submit_gt_form() is None
+        assert driver.form_errors()[0] == f'Answer "{names[0]}": present or absent (or uncertain).'
+        radios.nth(0).click()                   # Opacity: uncertain
+        driver.set_label(names[1], False)       # Device: absent
+        driver.set_label(names[2], True)        # Effusion: present, outlined
+        driver.draw_rectangle(names[2], (40.5, 150.5), (100.5, 210.5))
+        assert driver.validate() == []
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "gt-template-uncertain.png"), full_page=True)
+        answer = driver.submit_gt_form()
+        assert answer is not None, driver.form_errors()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=20)
+    assert answer["labels"] == [{"name": names[0], "uncertain": True}, {"name": names[1], "present": False},
+                                {"name": names[2], "present": True}]
+    parsed = parse_answer(answer, names)  # the label shape GT stores and the post-label Lambda reads
+    assert parsed.uncertain == (names[0],) and parsed.labels == {names[1]: False, names[2]: True}
+    assert [r.label for r in parsed.rois] == [names[2]]
+    assert page.log.page_errors == [] and page.log.dialogs == []
+    # GT's post-label step applies the line's policy to it: under "absent" two uncertain answers are two absent votes.
+    sure = {**answer, "labels": [{"name": names[0], "present": True}, *answer["labels"][1:]]}
+    objects = gt_contracts.parse_payload([{"datasetObjectId": "0", "dataObject": data_object, "annotations": [
+        {"workerId": w, "annotationData": {"content": json.dumps({"annotation": json.dumps(a)})}}
+        for w, a in (("w1", answer), ("w2", answer), ("w3", sure))]}])
+    [item], report = consolidate_payload(objects, "job", None)
+    opacity = item["consolidatedAnnotation"]["content"]["job"]["labels"][0]
+    assert (opacity["present"], opacity["uncertain_answers"], report["uncertainPolicy"]) == (False, 2, "absent")

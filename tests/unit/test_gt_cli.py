@@ -452,6 +452,20 @@ def test_the_shipped_worker_template_renders_a_prelabel_task(tmp_path):
     assert (f'<script type="module" src="https://d111.cloudfront.net/viewer/v1/viewer.js" '
             f'integrity="{integrity}" crossorigin="anonymous"></script>') in page
     assert "__DA_VIEWER" not in page and "data-prelabel=" not in page  # no prelabel in this task
+    assert "data-uncertain=" not in page and "present or absent" in page  # its schema offers no "uncertain"
+
+
+def test_the_template_offers_uncertain_when_the_task_carries_an_uncertain_policy(tmp_path):
+    # What the pre-label Lambda passes on from a line whose schema offers "uncertain" (tests/browser drives it).
+    template = Path(gt.__file__).with_name("worker_template.liquid.html")
+    build, _ = _fake_viewer_build(tmp_path)
+    task_file = _write(tmp_path / "task.json", json.dumps({"image": "s3://b/k.dcm", "labels": ["A"],
+                                                           "uncertain_policy": "ignore"}))
+    out = tmp_path / "page.html"
+    assert main(["gt", "render", "--template", str(template), "--task-input", str(task_file),
+                 "--out", str(out), "--viewer-dir", str(build)]) == 0
+    page = out.read_text()
+    assert 'data-uncertain="true"' in page and "present, absent or uncertain" in page
 
 
 def test_render_default_viewer_url_is_the_local_build(tmp_path):

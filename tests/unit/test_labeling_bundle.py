@@ -15,6 +15,7 @@ from components.notebook import (
 from components.packaging import ROOT
 from components.checks.offline import ACCOUNT_ID, PLACEHOLDER_SECRET, _mock_state, Recording, run_program, stack_config_values
 from tests.unit.programs import BYO_PRIVATE, byo_variant_values, program
+from labeling.gt import names as gt_names
 from labeling.gt.contracts import MAX_TEMPLATE_CHARS
 
 GT_NAME_MARKERS = ("SageMaker", "sagemaker", "Sagemaker", "GtRecipe", "LabelingFunction")
@@ -180,6 +181,7 @@ def test_lambda_environment_names_orthanc_without_secret_values(recording):
         env = function.inputs["environment"]["variables"]
         assert set(env) == {"ORTHANC_URL", "ORTHANC_SECRET_ARN", "STAGING_BUCKET", "DEIDENTIFY",
                             "STAGING_KMS_KEY_ID", "DEIDENTIFY_SALT_SECRET_ARN", "POWERTOOLS_SERVICE_NAME"}
+        assert set(env) <= gt_names.ALL  # the names the Lambda code reads (tests/unit/test_gt_names.py)
         assert env["ORTHANC_URL"] == recording.outputs["orthancInternalUrl"]
         assert env["ORTHANC_SECRET_ARN"].startswith("arn:aws:secretsmanager:")
         assert env["STAGING_BUCKET"] == recording.outputs["annotationBucket"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -14,6 +15,8 @@ import pydicom
 import pytest
 from moto import mock_aws
 
+from labeling.contracts.manifest_line import ManifestLine
+from labeling.contracts.schema import load_schema
 from labeling.gt import prelabel as gt_prelabel
 from labeling.orthanc.client import OrthancError
 
@@ -122,6 +125,27 @@ def test_prelabel_passes_a_model_prelabel_to_the_viewer(aws):
     response = prelabel.lambda_handler(_pre_event(source=INSTANCE, prelabel=prelabel_answer), None)
     assert response["taskInput"]["prelabel"] == prelabel_answer
     assert "prelabel" not in prelabel.lambda_handler(_pre_event(source=INSTANCE), None)["taskInput"]
+
+
+@pytest.mark.parametrize("uncertain, policy", [(False, None), (True, "ignore"), (True, "absent")])
+def test_prelabel_says_whether_the_schema_offers_uncertain(aws, uncertain, policy):
+    # The line as `manifest` writes it for the schema (uncertain_policy only when "uncertain" is offered);
+    # the task input carries it on, so the worker template offers the third choice exactly then.
+    schema = dataclasses.replace(load_schema(ROOT / "schemas" / "chest-xray.yaml"), uncertain=uncertain,
+                                 uncertain_policy=policy or "ignore")
+    line = ManifestLine(source=INSTANCE, labels=schema.label_names, task_type=schema.task_type, schema=schema.name,
+                        uncertain_policy=schema.line_uncertain_policy).to_dict()
+    task = prelabel.lambda_handler(_pre_event(**line), None)["taskInput"]
+    assert task.get("uncertain_policy") == policy and ("uncertain_policy" in task) is uncertain
+    uri = f"s3://{BUCKET}/already/staged/image.dcm"  # a source-ref line too
+    assert prelabel.lambda_handler(_pre_event(**{"source-ref": uri, "uncertain_policy": "present"}),
+                                   None)["taskInput"]["uncertain_policy"] == "present"
+
+
+def test_prelabel_refuses_a_bad_uncertain_policy_before_staging(aws, caplog):
+    with caplog.at_level(logging.ERROR), pytest.raises(ValueError, match=r"^dataObject\.uncertain_policy: 'maybe'"):
+        prelabel.lambda_handler(_pre_event(source=INSTANCE, uncertain_policy="maybe"), None)
+    assert FakeOrthanc.fetched == [] and aws.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
 
 
 def test_prelabel_is_idempotent(aws, monkeypatch):

@@ -255,3 +255,16 @@ def test_store_sr_posts_the_part10_bytes_and_returns_the_orthanc_id():
     assert store_sr(client, sr) == "abc-123"
     stored = pydicom.dcmread(io.BytesIO(client.data))
     assert stored.SOPInstanceUID == sr.SOPInstanceUID and client.data[128:132] == b"DICM"
+
+
+def test_an_uncertain_label_is_not_stated():
+    # labeling/contracts/answer.py: {"name", "uncertain": true} has no "present"; the SR states no finding for it.
+    answer = {"labels": [{"name": "Opacity", "uncertain": True}, {"name": "Device", "present": False}],
+              "rois": [{"label": "Device", "shape": "point", "points": [[8.25, 9.75]]}],
+              "image": {"rows": 128, "columns": 96, "frame": 0}}
+    source = _source()
+    back = read_annotation_sr(_reread(build_annotation_sr(source, answer, OBSERVERS[:1])), source)
+    assert back["labels"] == [{"name": "Device", "present": False}]
+    assert [r["label"] for r in back["rois"]] == ["Device"]
+    with pytest.raises(SRError, match="nothing to report"):
+        build_annotation_sr(source, {"labels": [{"name": "Opacity", "uncertain": True}]}, OBSERVERS[:1])
