@@ -78,7 +78,9 @@ def manifest_from_query(orthanc: Any, schema: LabelSchema, query: Mapping[str, A
                                 series_uids=strings("series_uid"), patient_id=one("patient_id"),
                                 study_date_from=one("study_date_from"), study_date_to=one("study_date_to"))
     except (FilterError, ManifestError, ValueError) as exc:
-        raise Invalid(f"query: {exc}") from None
+        # The builder names its CLI flags (--study-date-from); the admin filled in form fields.
+        raise Invalid("query: " + re.sub(r"--([a-z]+(?:-[a-z]+)*)", lambda m: m.group(1).replace("-", " "),
+                                         str(exc))) from None
     limit = query.get("limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= QUERY_LIMIT):
         raise Invalid(f"query: limit: an integer 1..{QUERY_LIMIT}, got {limit!r}")
@@ -89,8 +91,24 @@ def manifest_from_query(orthanc: Any, schema: LabelSchema, query: Mapping[str, A
                             task_type=schema.task_type, filters=filters, limit=limit or QUERY_LIMIT, level=level,
                             uncertain_policy=schema.line_uncertain_policy)
     if not result.lines:
-        raise Invalid(f"query: no image in Orthanc matches {filters.to_dict()}")
+        given = describe_filters(filters)
+        what = f"no image in Orthanc matches {given}" if given else "Orthanc has no image to label yet (upload some first)"
+        raise Invalid(f"query: {what}; {result.matched} instance(s) matched, "
+                      f"{sum(result.excluded.values())} of them non-image")
     return list(result.lines)
+
+
+def describe_filters(filters: Any) -> str:
+    """The filters an admin set, in words (``modality MR, patient id SYN-*``); empty when none."""
+    given = []
+    for key, value in filters.to_dict().items():
+        if isinstance(value, dict):
+            value = " ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ",".join(value)
+        if value:
+            given.append(f"{key.replace('_', ' ')} {value}")
+    return ", ".join(given)
 
 
 # ------------------------------------------------------------------------------------ users
@@ -184,10 +202,12 @@ def prepare_job(orthanc: Any, *, schema: Optional[Mapping[str, Any]], schema_fil
     if query is not None:
         lines = manifest_from_query(orthanc, resolved, query)
     else:
-        try:
-            lines = [ManifestLine.from_dict(line) for line in manifest or []]
-        except ManifestError as exc:
-            raise Invalid(str(exc)) from None
+        lines = []
+        for number, line in enumerate(manifest or [], 1):
+            try:
+                lines.append(ManifestLine.from_dict(line))
+            except ManifestError as exc:  # the line, as the admin's file numbers it (blank lines aside)
+                raise Invalid(f"manifest line {number}: {exc}") from None
     return resolved, lines, checked_line_geometry(orthanc, lines)
 
 

@@ -448,12 +448,32 @@ def _up(args: argparse.Namespace) -> int:
         elif up.admin_created:
             print(f"admin        {up.admin_name}  (password from {args.admin_password_file})")
         else:
-            print(f"admin        {up.admin_name}  exists already; its password is unchanged")
+            print(f"admin        {up.admin_name}  exists already; its password is unchanged (lost it? another admin: "
+                  f"`source {up.env_file}`, then `python -m labeling portal user add NAME --role admin`)")
         print(f"portal       {up.url}/  ({'already running' if up.already_running else 'started'}; "
               f"stop with `python -m labeling portal down --workdir {args.workdir}`)")
+        print(f"orthanc      {_images_line(args.workdir)}")
         return 0
 
     return _run(run)
+
+
+def _images_line(workdir: str) -> str:
+    """Where a job's images come from, and how to add some while there are none (a new user's first
+    query otherwise finds nothing, with no word of where images go)."""
+    from labeling.orthanc.client import OrthancClient
+    from labeling.orthanc.local_stack import LocalStack
+
+    conn = LocalStack(Path(workdir)).connection()
+    try:
+        with OrthancClient.from_connection(conn, timeout=10) as client:
+            count = int(client.statistics().get("CountInstances", 0))
+    except Exception as exc:  # noqa: BLE001 - only a hint: the portal is up either way
+        return f"{conn.url}/  (could not count its images: {exc})"
+    if count:
+        return f"{conn.url}/  ({count} instances; jobs are made from them)"
+    return (f"{conn.url}/  (no images yet: `source {workdir}/orthanc.env`, then `python -m labeling upload "
+            "FOLDER`; README \"Local data plane\")")
 
 
 def _down(args: argparse.Namespace) -> int:

@@ -92,7 +92,7 @@ def create_job(session: Session, *, name: str, schema: LabelSchema, lines: Seque
             raise Invalid(f"{where}: duplicate source {line.source!r}")
         seen.add(line.source)
         if list(line.labels) != names:
-            raise Invalid(f"{where}: labels {list(line.labels)} differ from schema {schema.name!r}'s {names}")
+            raise Invalid(f"{where}: labels {list(line.labels)} differ from the schema's ({schema.name!r}: {names})")
         # the job's schema decides what "uncertain" counts as; a line that says otherwise was built for another
         policy_problem = schema.line_policy_problem(line.uncertain_policy) if line.uncertain_policy else None
         if policy_problem:

@@ -493,6 +493,8 @@ def test_portal_up_one_command_and_down(local_stack, tmp_path):
         assert up.returncode == 0, up.stderr
         url = re.search(r"portal\s+(http://127\.0\.0\.1:\d+)/", up.stdout).group(1)
         password = re.search(rf"admin\s+{admin}\s+password (\S+)", up.stdout).group(1)
+        # Where a job's images come from (the session's Orthanc has some by now, or none yet).
+        assert re.search(r"orthanc\s+http://127\.0\.0\.1:\d+/  \((\d+ instances|no images yet)", up.stdout), up.stdout
         assert (Path(workdir) / "portal.env").stat().st_mode & 0o077 == 0
         with requests.Session() as http:
             page = http.get(f"{url}/login", timeout=5)
@@ -502,6 +504,7 @@ def test_portal_up_one_command_and_down(local_stack, tmp_path):
         again = cli("up", "--workdir", workdir, "--admin", admin)
         assert again.returncode == 0 and "already running" in again.stdout and "exists already" in again.stdout
         assert password not in again.stdout  # shown once
+        assert "lost it? another admin: `source " in again.stdout and "portal user add NAME --role admin" in again.stdout
     finally:
         down = cli("down", "--workdir", workdir, "--keep-stack")
     assert down.returncode == 0 and "portal: stopped" in down.stdout, down.stderr
@@ -532,6 +535,8 @@ def test_portal_down_purge_leaves_nothing_running_or_behind(tmp_path):
         assert up.returncode == 0, up.stderr
         url = re.search(r"portal\s+(http://127\.0\.0\.1:\d+/)", up.stdout).group(1)
         assert requests.get(f"{url}healthz", timeout=5).ok
+        # A fresh stack's Orthanc is empty: say how to put images there.
+        assert f"(no images yet: `source {workdir}/orthanc.env`, then `python -m labeling upload FOLDER`" in up.stdout
         pg_dir = stack.pg_dir
         assert (workdir / "portal.env").exists() and pg_dir.exists()
     finally:

@@ -15,10 +15,26 @@ async function api(method, path, body) {
   });
   const payload = await response.json().catch(() => ({}));
   if (!response.ok) {
-    throw new Error(payload.detail ? String(typeof payload.detail === 'string' ? payload.detail
-      : JSON.stringify(payload.detail)) : `HTTP ${response.status}`);
+    const error = new Error(errorText(payload.detail, response.status));
+    error.status = response.status;
+    error.signedOut = response.status === 401;  // the session ended (expired, or signed out elsewhere)
+    throw error;
   }
   return payload;
+}
+
+/** A refusal in words: the server's message, or each field check FastAPI failed ("manifest: List should
+ * have at most 100000 items…") — never its raw JSON, whose `input` echoes the whole request body. */
+function errorText(detail, status) {
+  if (typeof detail === 'string') return detail;
+  if (Array.isArray(detail) && detail.length) {
+    return detail.map((problem) => {
+      const where = (problem?.loc || []).filter((part) => part !== 'body')
+        .map((part, i) => (typeof part === 'number' ? `[${part}]` : `${i ? '.' : ''}${part}`)).join('');
+      return `${where ? `${where}: ` : ''}${problem?.msg || 'invalid'}`;
+    }).join('; ');
+  }
+  return status === 401 ? 'You are signed out; log in again.' : `HTTP ${status}`;
 }
 
 function viewerApi() {
@@ -30,7 +46,22 @@ function viewerApi() {
 }
 
 function say(text) { if ($('status')) $('status').textContent = text; }
-function problems(list) { if ($('problems')) $('problems').textContent = list.join(' '); }
+/** Messages (text or a caught Error) into `target`; an API call refused for want of a session gets a
+ * link to the login page, not just the words. */
+function showMessages(target, list) {
+  if (!target) return;
+  target.replaceChildren();
+  list.forEach((entry, index) => {
+    target.append(`${index ? ' ' : ''}${entry instanceof Error ? entry.message : entry}`);
+    if (entry?.signedOut) {
+      const link = document.createElement('a');
+      link.href = `${data.root}/login`;
+      link.textContent = 'Log in again';
+      target.append(' ', link);
+    }
+  });
+}
+function problems(list) { showMessages($('problems'), list); }
 
 /** What the server says about an image the viewer could not show (404 missing, 502 Orthanc, …). */
 async function imageProblem(url, fallback) {
@@ -43,6 +74,19 @@ async function imageProblem(url, fallback) {
     }
   } catch (error) { return `The image could not be fetched: ${error.message}.`; }
   return fallback;
+}
+
+/** In place of a viewer that could not show its image (a black viewport and the viewer's own "decode
+ * failed"), what the server said about it and the way on. */
+function showImageProblem(text, wayOn = '') {
+  const box = document.createElement('div');
+  box.className = 'image-error';
+  box.setAttribute('role', 'alert');
+  const what = document.createElement('strong');
+  what.textContent = text;
+  box.append(what);
+  if (wayOn) box.append(document.createElement('br'), wayOn);
+  $('viewer').replaceChildren(box);
 }
 
 async function labelLoop() {
@@ -79,8 +123,14 @@ async function labelLoop() {
     task = await api('POST', `/api/jobs/${data.job_id}/next`);
     if (task.done) {
       $('position').textContent = 'All done: no more images for you in this job.';
-      say('');
       $('progress-bar').value = $('progress-bar').max;
+      // No empty viewer and dead buttons: say so, and the way back.
+      $('viewer').hidden = true;
+      submit.closest('.task-foot').hidden = true;
+      const back = document.createElement('a');
+      back.href = `${data.root}/`;
+      back.textContent = 'Back to your jobs';
+      $('status').replaceChildren('Thank you. ', back);
       document.body.dataset.state = 'done';
       return;
     }
@@ -100,7 +150,8 @@ async function labelLoop() {
     } catch (error) {
       // A missing or undecodable image: say what happened; the way on is Skip or Flag, not a wait.
       document.body.dataset.state = 'image-error';
-      problems([await imageProblem(task.image_url, error.message), 'Skip it (K) or flag it (G).']);
+      showImageProblem(await imageProblem(task.image_url, error.message));
+      problems(['Skip it (K) or flag it (G).']);  // beside the buttons that do it
       return;
     }
     document.body.dataset.state = 'labeling';
@@ -130,8 +181,18 @@ async function labelLoop() {
         Number(document.body.dataset[kind === 'answer' ? 'submitted' : kind === 'skip' ? 'skipped' : 'flagged'] || 0) + 1);
       await next();
     } catch (error) {
-      problems([error.message]);
-      enable(!!handle, true);
+      say('');  // not "Complete: Enter submits" beside a refusal
+      if (error.status !== 409) {
+        problems([error]);
+        enable(!!handle, true);
+        return;
+      }
+      // 409: the image is no longer this page's (done in another tab, the lease ran out, the job
+      // closed): waiting here cannot help, so take the next one and say why.
+      try {
+        await next();
+        say(`Not saved: ${error.message}. This is your next image.`);
+      } catch (nextError) { problems([error, nextError]); }
     } finally { busy = false; }
   }
 
@@ -151,7 +212,11 @@ async function labelLoop() {
     $('flag-comment').value = '';
   });
   document.addEventListener('keydown', (event) => {
-    if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+    // A key the viewer used is prevented; so is every key that reaches Cornerstone's viewport element
+    // (its keyDownListener prevents them all), which has the focus after a region is drawn there:
+    // that one was not used, so Enter/K/G still work after drawing.
+    const usedByViewer = event.defaultPrevented && !event.target?.closest?.('[data-da-viewport]');
+    if (usedByViewer || event.ctrlKey || event.metaKey || event.altKey) return;
     const tag = event.target?.tagName;
     if (!form.hidden) {
       if (event.key === 'Escape') { form.hidden = true; event.preventDefault(); }
@@ -191,7 +256,10 @@ async function review() {
     say(`${data.slices ? 'Series' : 'Image'} ${data.position}: ${data.overlays.length} answer(s) shown as overlays.`);
     if (data.slices) await handle.goToSlice(firstRegionSlice(data));  // open where the reviewer has work
   } catch (error) {
-    say(await imageProblem(data.image_url, error.message));
+    const problem = await imageProblem(data.image_url, error.message);
+    say(problem);
+    showImageProblem(problem, $('exclude') ? 'Exclude it from the export, or reopen it for the annotators.'
+      : 'Decide from the answers listed above.');
   }
   document.body.dataset.state = 'reviewing';
   const decide = async (body) => {
@@ -200,7 +268,7 @@ async function review() {
       say(`Saved: item is ${result.state}.`);
       document.body.dataset.state = 'decided';
       document.querySelectorAll('.actions button').forEach((b) => { b.disabled = true; });
-    } catch (error) { problems([error.message]); }
+    } catch (error) { problems([error]); }
   };
   $('accept').addEventListener('click', () => decide({ action: 'accept' }));
   $('exclude')?.addEventListener('click', () => decide({ action: 'exclude' }));
@@ -236,6 +304,10 @@ function jobActions() {
   document.querySelectorAll('button[data-action]').forEach((button) => {
     button.addEventListener('click', async () => {
       const [path, body] = paths[button.dataset.action];
+      // Closing cannot be undone (no reopen; images short of K answers are consolidated as they are):
+      // one click next to Pause must not end a job.
+      if (button.dataset.action === 'close' && !window.confirm('Close this job for good? Annotators can no '
+        + 'longer answer, and images with fewer answers than K are consolidated from what they have.')) return;
       out.textContent = '…';
       try {
         const result = await api('POST', `/api/jobs/${data.job_id}/${path}`, body);
@@ -243,7 +315,7 @@ function jobActions() {
         out.dataset.result = JSON.stringify(result);  // the raw answer, for scripts and tests
         document.body.dataset.lastAction = button.dataset.action;
         if (['pause', 'resume', 'close'].includes(button.dataset.action)) window.location.reload();
-      } catch (error) { out.textContent = `Error: ${error.message}`; }
+      } catch (error) { showMessages(out, ['Error:', error]); }
     });
   });
 }
@@ -269,6 +341,15 @@ function parseManifest(text) {
 async function newJob() {
   const form = $('new-job');
   const value = (id) => $(id).value.trim();
+  // Choosing a file or typing a filter selects that source: the form sends only the checked one, so a
+  // chosen file with its radio left unchecked would be silently ignored.
+  const selects = (radio) => () => { form.querySelector(radio).checked = true; };
+  $('schema-upload').addEventListener('change', selects('input[name=schema-source][value=upload]'));
+  $('schema-file').addEventListener('change', selects('input[name=schema-source][value=file]'));
+  $('manifest-upload').addEventListener('change', selects('input[name=image-source][value=manifest]'));
+  form.querySelectorAll('.filters input, .filters select').forEach((input) => {
+    input.addEventListener('input', selects('input[name=image-source][value=query]'));
+  });
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     problems([]);
@@ -298,7 +379,7 @@ async function newJob() {
       window.location.assign(`${data.root}/jobs/${job.id}`);
     } catch (error) {
       say('');
-      problems([error.message]);
+      problems([error]);
       button.disabled = false;
     }
   });
@@ -306,22 +387,29 @@ async function newJob() {
 
 function users() {
   const done = (text) => { problems([]); say(text); };
+  const added = sessionStorage.getItem('portal-user-added');  // said before the reload that lists the user
+  if (added) { sessionStorage.removeItem('portal-user-added'); say(added); }
   document.querySelectorAll('#users tbody tr').forEach((row) => {
     const id = row.dataset.id;
     const name = row.dataset.user;
-    const change = async (body, text) => {
-      try { await api('PATCH', `/api/users/${id}`, body); done(text); } catch (error) { problems([error.message]); }
+    // A refused change (e.g. an admin disabling themselves) puts the control back: it shows what is stored.
+    const change = async (body, text, undo) => {
+      try { await api('PATCH', `/api/users/${id}`, body); done(text); } catch (error) { undo(); problems([error]); }
     };
-    row.querySelector('.user-role').addEventListener('change', (e) => change({ role: e.target.value }, `${name} is now ${e.target.value}.`));
+    const roleSelect = row.querySelector('.user-role');
+    let storedRole = roleSelect.value;
+    roleSelect.addEventListener('change', (e) => change({ role: e.target.value }, `${name} is now ${e.target.value}.`,
+      () => { e.target.value = storedRole; }).then(() => { storedRole = roleSelect.value; }));
     row.querySelector('.user-active').addEventListener('change', (e) => change({ active: e.target.checked },
-      `${name} is ${e.target.checked ? 'enabled' : 'disabled (signed out everywhere)'}.`));
+      `${name} is ${e.target.checked ? 'enabled' : 'disabled (signed out everywhere)'}.`,
+      () => { e.target.checked = !e.target.checked; }));
     row.querySelector('.user-reset')?.addEventListener('click', async () => {
       const input = row.querySelector('.user-password');
       try {
         await api('POST', `/api/users/${id}/password`, { password: input.value });
         input.value = '';
         done(`Password of ${name} reset; their sessions ended.`);
-      } catch (error) { problems([error.message]); }
+      } catch (error) { problems([error]); }
     });
   });
   $('add-user')?.addEventListener('submit', async (event) => {
@@ -329,15 +417,14 @@ function users() {
     try {
       const user = await api('POST', '/api/users', { name: $('new-name').value.trim(), role: $('new-role').value,
         password: $('new-password').value });
-      done(`User ${user.name} (${user.role}) added.`);
+      sessionStorage.setItem('portal-user-added', `User ${user.name} (${user.role}) added.`);
       window.location.reload();
-    } catch (error) { problems([error.message]); }
+    } catch (error) { problems([error]); }
   });
 }
 
 const run = { label: labelLoop, review, job: async () => jobActions(), newjob: newJob, users: async () => users() }[data.mode];
 run().catch((error) => {
   document.body.dataset.state = 'error';
-  const target = $('status') || $('result');
-  if (target) target.textContent = `Error: ${error.message}`;
+  showMessages($('status') || $('result'), ['Error:', error]);
 });
