@@ -13,6 +13,7 @@ snapshot of it, or a placeholder (noted in :attr:`Recording.notes`) when it is n
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -276,6 +277,17 @@ def viewer_build(build_dir: Optional[Path], recording: "Recording"):
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _current_event_loop() -> None:
+    """Pulumi's mocks run on the thread's current asyncio loop; ``asyncio.run`` (a caller's, or an
+    earlier test's in the same process) leaves none, or a closed one: then set a new one."""
+    try:
+        closed = asyncio.get_event_loop_policy().get_event_loop().is_closed()
+    except RuntimeError:
+        closed = True
+    if closed:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path = ROOT,
                 viewer_build_dir: Optional[Path] = None, *, strict: bool = False,
                 preview: bool = False) -> Recording:
@@ -320,6 +332,7 @@ def run_program(stack: str, config: Optional[dict[str, Any]] = None, root: Path 
                     dependencies=sorted(request.dependencies)))
             return response
 
+    _current_event_loop()
     pulumi_settings.reset_options()
     pulumi.runtime.set_mocks(RecordingMocks(), project=PROJECT, stack=stack, preview=preview,
                              monitor=RecordingMonitor(RecordingMocks()))
