@@ -76,7 +76,7 @@ def submit_answer_on(conn: psycopg.Connection, assignment_id: int, user: User, r
     (item_id, submitted_at, lease_expires_at, item_state, geometry, line, job_id, job_name, job_state,
      schema, k, threshold) = found
     if submitted_at is not None:
-        raise Conflict(f"assignment {assignment_id}: already answered")
+        raise Conflict(f"assignment {assignment_id}: already answered, skipped or flagged")
     if job_state == "closed":
         raise Conflict(f"job {job_name!r} is closed")
     if lease_expires_at < now:  # the lease itself is left to the sweep (leasing.expire_leases)

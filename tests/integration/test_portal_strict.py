@@ -103,6 +103,19 @@ def test_authentication_and_role_before_the_body(as_user, make_user):
     assert parsed.status_code == 422  # an admin's body is read and parsed
 
 
+def test_a_validation_refusal_says_where_and_what_without_echoing_the_body(as_user, make_user):
+    admin = as_user(make_user("admin"))
+    headers = {"X-CSRF-Token": admin.csrf}
+    bulky = "x" * 20_000
+    refused = admin.client.post("/api/jobs", json={"name": bulky, "manifest": [bulky] * 30}, headers=headers)
+    assert refused.status_code == 422, refused.text
+    assert len(refused.content) < 20_000 and bulky not in refused.text  # FastAPI's default echoes `input`
+    problems = refused.json()["detail"]
+    assert problems and all(set(p) == {"loc", "msg", "type"} for p in problems), problems
+    many = admin.client.post("/api/jobs", json=[1] * 100, headers=headers)
+    assert many.status_code == 422 and len(many.json()["detail"]) <= 21, many.text
+
+
 def test_job_naming_missing_instances_is_refused_api_and_cli(as_user, make_user, upload_instances, portal_db,
                                                             local_stack, tmp_path):
     present = upload_instances(1)
