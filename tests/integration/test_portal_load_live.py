@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 
 from labeling.orthanc.local_stack import free_port
+from tests.aio import run_isolated
 from tests.integration.portal_fixtures import *  # noqa: F401,F403 - fixtures
 from tests.integration.portal_fixtures import PASSWORD
 
@@ -60,7 +61,7 @@ def test_two_annotators_label_a_whole_job_without_an_error(portal_url, make_user
             await client.aclose()
         return rec, cycles[0], refused, clients
 
-    rec, answers, refused, clients = asyncio.run(asyncio.wait_for(scenario(), 120))
+    rec, answers, refused, clients = run_isolated(scenario(), 120)
     assert answers == 6  # 3 items × 2 annotators, each answer stored (checked per reply)
     assert {name: len(times) for name, times in rec.times.items()} == {
         "POST next": 3 * 2 + 2 * 2 + 1, "GET image": 6, "POST answer": 6}  # then done, twice each

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 
@@ -11,15 +10,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from labeling.portal.accesslog import AccessLog
+from tests.aio import run_isolated
 
 def run(coroutine):
-    """Run on a loop of its own (asyncio.run would leave the thread without a current loop, which the
-    Pulumi mocks of later tests expect)."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coroutine)
-    finally:
-        loop.close()
+    return run_isolated(coroutine)
 
 
 LINE = re.compile(r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} 127\.0\.0\.1:(\d+) - "(\S+) (\S+) HTTP/1\.1" (\d{3})\n')

@@ -13,6 +13,8 @@ from typing import Callable
 
 import pytest
 
+from tests.aio import run_isolated
+
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("portal_load", ROOT / "bench" / "portal_load.py")
 load = sys.modules["portal_load"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up there
@@ -71,7 +73,7 @@ def chunked(*parts: bytes, trailer: bytes = b"") -> bytes:
 
 
 def run(coroutine):
-    return asyncio.run(asyncio.wait_for(coroutine, 20))
+    return run_isolated(coroutine, 20)
 
 
 def test_keep_alive_cookies_and_csrf_through_a_login():
