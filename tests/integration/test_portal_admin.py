@@ -142,6 +142,6 @@ def test_job_page_shows_quality_histogram_and_download(as_user, make_user, make_
     page = admin.get(f"/jobs/{job_id}", headers={"accept": "text/html"}).text
     assert 'id="agreement-histogram"' in page and "Opacity sens / spec" in page
     assert a.user.name in page and f"/api/jobs/{job_id}/output.manifest" in page
-    assert "image(s) waiting for review" in page
+    assert "2 images waiting for review" in page and "image(s)" not in page  # 2 items split 1–1
     exported = admin.post(f"/api/jobs/{job_id}/export", json={}).json()
     assert set(exported) >= {"written", "left_out_review", "left_out_excluded", "download"}
