@@ -16,7 +16,7 @@ import string
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 
 from labeling.orthanc.config import DEBIAN_PLUGIN_DIR, DEBIAN_PLUGINS
 
@@ -71,6 +71,14 @@ def write_private(path: Path, text: str) -> None:
         handle.write(text)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def open_private_log(path: Path) -> BinaryIO:
+    """``path`` opened for appending, mode 0600 (a log may name patients' images, requests and errors;
+    the work directory is 0711 so PostgreSQL can reach its socket): created so, or narrowed if older."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def read_cmdline(pid: int) -> list[str]:

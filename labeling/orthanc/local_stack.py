@@ -54,7 +54,7 @@ import requests
 from labeling.orthanc.connection import OrthancConnection
 from labeling.orthanc.local_host import (  # noqa: F401 - generate_password, read_cmdline… re-exported (portal, tests)
     ORTHANC_BIN_CANDIDATES, LocalStackError, check_plugins, external_pg_home, find_orthanc_binary, find_pg_bindir,
-    free_port, generate_password, log_tail, port_is_free, postgres_can_reach, process_matches, read_cmdline,
+    free_port, generate_password, log_tail, open_private_log, port_is_free, postgres_can_reach, process_matches, read_cmdline,
     read_pid, reap, runuser, wait_gone, write_private)
 from labeling.orthanc.config import (
     POSTGRES_PASSWORD,
@@ -502,13 +502,13 @@ class LocalStack:
                 raise LocalStackError(f"Orthanc port 127.0.0.1:{port} is taken by another program; "
                                       "run `local down` and `local up` to pick a new one")
             time.sleep(0.1)
-        with open(self.orthanc_log, "ab") as log:
+        with open_private_log(self.orthanc_log) as log:
             log.write(f"---- {time.strftime('%Y-%m-%d %H:%M:%S')} starting Orthanc ----\n".encode())
             log.flush()
             process = subprocess.Popen([orthanc_bin, str(self.config_file)], stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
                                        start_new_session=True)  # outlives `local up`; no terminal signals
-        self.orthanc_pid_file.write_text(f"{process.pid}\n")
+        write_private(self.orthanc_pid_file, f"{process.pid}\n")
         self._wait_orthanc_ready(process, state, deadline)
 
     def _wait_orthanc_ready(self, process: subprocess.Popen, state: dict, deadline: float) -> None:

@@ -24,7 +24,7 @@ from typing import Optional
 import requests
 
 from labeling.orthanc.local_stack import (REPO_ROOT, LocalStack, LocalStackError, free_port, port_is_free, read_cmdline,
-                                  write_private)
+                                  open_private_log, write_private)
 from labeling.portal import names as N
 
 PID_FILE = "portal.pid"
@@ -85,7 +85,7 @@ def start_local_portal(stack_workdir: Path | str, port: int = 0, *, timeout: flo
     migrated = _cli(["migrate"], env)
     if migrated.returncode != 0:
         raise LocalStackError(f"portal migrate failed: {(migrated.stderr or migrated.stdout).strip()}")
-    log = open(log_path or Path(stack_workdir) / "portal.log", "ab")
+    log = open_private_log(Path(log_path or Path(stack_workdir) / "portal.log"))
     process = subprocess.Popen([sys.executable, "-m", "labeling", "portal", "serve"], env=env, cwd=REPO_ROOT,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()

@@ -65,7 +65,8 @@ def test_passwords_stay_out_of_logs_status_and_world_readable_files(local_stack:
     assert data["orthanc_alive"] and data["postgres_alive"]
     assert data["orthanc_pid"] and data["postgres_pid"] and data["http_port"] and data["postgres_port"]
 
-    for path in (local_stack.env_file, local_stack.config_file, local_stack.credentials_file):
+    for path in (local_stack.env_file, local_stack.config_file, local_stack.credentials_file,
+                 local_stack.orthanc_log, local_stack.orthanc_pid_file):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     sourced = subprocess.run(["bash", "-c", f"source {local_stack.env_file}; echo $ORTHANC_URL $ORTHANC_USERNAME"
                               " $ORTHANC_PASSWORD"], capture_output=True, text=True, env={})

@@ -24,6 +24,17 @@ def test_generated_passwords_have_letters_and_digits_and_differ():
         registered_users("admin", value)  # the generator's guard accepts it
 
 
+def test_open_private_log_is_0600_and_narrows_an_older_log(tmp_path):
+    fresh, older = tmp_path / "fresh.log", tmp_path / "older.log"
+    older.write_bytes(b"before\n")
+    older.chmod(0o644)
+    for path in (fresh, older):
+        with host.open_private_log(path) as log:
+            log.write(b"line\n")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert older.read_bytes() == b"before\nline\n"  # appended, not truncated
+
+
 def test_write_private_is_0600(tmp_path):
     path = tmp_path / "secret"
     host.write_private(path, "x")
