@@ -264,6 +264,10 @@ class OrthancClient:
 
     # -- instances ----------------------------------------------------------------------------
 
+    def instance_exists(self, instance_id: str) -> bool:
+        """``GET /instances/{id}``: 200 (a small JSON of the instance's identifiers) or 404."""
+        return self.request("GET", f"/instances/{instance_id}", ok_statuses=(404,)).status_code != 404
+
     def instance_file(self, instance_id: str) -> bytes:
         """The stored DICOM file, byte for byte (``GET /instances/{id}/file``)."""
         return self.request("GET", f"/instances/{instance_id}/file").content

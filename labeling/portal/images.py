@@ -7,7 +7,10 @@ Lambda runs, with the same salt setting, so both backends hand annotators identi
 the result in ``PORTAL_CACHE_DIR/<d|r>/<orthanc id>.dcm`` (``d`` de-identified, ``r`` raw when
 de-identification is off, so flipping the switch never serves a stale kind). Files are written to a
 temporary name and renamed, so a reader never sees half a file; one lock per instance keeps
-concurrent requests for the same image to a single Orthanc fetch. The instance ID is validated
+concurrent requests for the same image to a single Orthanc fetch. A file older than
+:data:`REVALIDATE_S` is checked against Orthanc before it is served again (and its age reset), so an
+instance deleted from Orthanc — a withdrawn or wrong-patient image — stops being shown within that time;
+browsers keep an image no longer (:data:`IMAGE_CACHE_CONTROL`). The instance ID is validated
 (:func:`labeling.contracts.ids.validate_instance_id`) before it becomes part of a path or URL.
 """
 
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -55,6 +60,8 @@ def salt_for(settings: PortalSettings, secrets_client: Any = None) -> bytes:
     return read_salt(settings.deidentify_salt_secret_arn, settings.deidentify_salt, secrets_client)
 
 
+REVALIDATE_S = 300  # a cached file older than this is checked against Orthanc before it is served
+IMAGE_CACHE_CONTROL = f"private, max-age={REVALIDATE_S}"  # the image routes' answer header
 CHECKED_INLINE = 2  # files a prefetch looks at in the request thread (a task's image and the next one)
 PREFETCH_PENDING = 64  # prefetch jobs that may wait per process
 
@@ -86,16 +93,40 @@ class ImageStore:
     def path(self, instance_id: str) -> Path:
         return self.root / f"{validate_instance_id(instance_id)}.dcm"
 
+    @staticmethod
+    def _age(target: Path) -> Optional[float]:
+        """Seconds since the file was written or last checked against Orthanc; None when absent."""
+        try:
+            return time.time() - target.stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def get(self, instance_id: str) -> Path:
-        """The cached (de-identified) file for an instance, fetching it on first use."""
+        """The cached (de-identified) file for an instance, fetching it on first use and checking it
+        is still in Orthanc when it is older than :data:`REVALIDATE_S`."""
         target = self.path(instance_id)
-        if target.is_file():
+        age = self._age(target)
+        if age is not None and age < REVALIDATE_S:
             return target
         with self._lock_for(instance_id):
-            if target.is_file():
-                return target
             from labeling.orthanc.client import OrthancError
 
+            age = self._age(target)
+            if age is not None and age < REVALIDATE_S:
+                return target
+            if age is not None:
+                try:
+                    present = self.orthanc().instance_exists(instance_id)
+                except OrthancError as exc:  # Orthanc down: the copy already checked stays usable
+                    _log.warning("instance %s: could not recheck in Orthanc (%s); serving the cached copy",
+                                 instance_id, exc)
+                    return target
+                if not present:
+                    target.unlink(missing_ok=True)
+                    raise ImageError(f"instance {instance_id}: not in Orthanc (deleted since it was cached)",
+                                     status=404)
+                os.utime(target)  # checked now
+                return target
             try:
                 data = self.orthanc().instance_file(instance_id)
             except OrthancError as exc:

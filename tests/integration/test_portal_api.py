@@ -24,6 +24,7 @@ from labeling.gt.output_manifest import read_output_manifest
 from labeling.portal import jobs as J
 from labeling.portal.db import transaction
 from labeling.portal.export import export_manifest, export_sr
+from labeling.portal.images import IMAGE_CACHE_CONTROL
 from labeling.portal.models import Assignment, Item, Job, User
 from labeling.portal.local import portal_env
 from labeling.dicom.sr import read_annotation_sr
@@ -456,7 +457,7 @@ def test_task_offers_next_image_to_its_browser_only(as_user, make_user, make_job
     token = {"X-Prefetch-Token": upcoming["token"]}
     assert a.get(upcoming["image_url"]).status_code == 404  # not leased, no token
     early = a.get(upcoming["image_url"], headers=token)
-    assert early.status_code == 200 and early.headers["cache-control"] == "private, max-age=3600"
+    assert early.status_code == 200 and early.headers["cache-control"] == IMAGE_CACHE_CONTROL
     assert len(early.content) > 1000 and early.content != a.get(task["image_url"]).content  # not the current one
     assert b.get(upcoming["image_url"], headers=token).status_code == 404  # bound to A's session
     third = upcoming["image_url"].replace(f"/{task['item_id'] + 1}/", f"/{task['item_id'] + 2}/")
@@ -495,7 +496,8 @@ def test_portal_up_one_command_and_down(local_stack, tmp_path):
         password = re.search(rf"admin\s+{admin}\s+password (\S+)", up.stdout).group(1)
         # Where a job's images come from (the session's Orthanc has some by now, or none yet).
         assert re.search(r"orthanc\s+http://127\.0\.0\.1:\d+/  \((\d+ instances|no images yet)", up.stdout), up.stdout
-        assert (Path(workdir) / "portal.env").stat().st_mode & 0o077 == 0
+        for private in ("portal.env", "portal.log", "portal.pid"):  # the log holds every request line
+            assert (Path(workdir) / private).stat().st_mode & 0o077 == 0, private
         with requests.Session() as http:
             page = http.get(f"{url}/login", timeout=5)
             token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]

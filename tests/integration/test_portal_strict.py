@@ -310,6 +310,33 @@ def test_an_image_gone_from_orthanc_says_so_and_the_annotator_moves_on(as_user, 
         assert session.get(Item, task["item_id"]).state == "review"  # the reviewer sees the reason
 
 
+def test_an_image_deleted_from_orthanc_after_it_was_cached_stops_being_served(as_user, make_user, make_job,
+                                                                               client, portal_settings):
+    """A withdrawn (e.g. wrong-patient) image: the portal's cached copy is rechecked against Orthanc once
+    it is older than REVALIDATE_S, and browsers keep it no longer than that."""
+    import time
+    from pathlib import Path
+
+    from labeling.portal.images import REVALIDATE_S
+
+    job_id, ids = make_job(2, k=1)
+    annotator = as_user(make_user("annotator"))
+    task = annotator.post(f"/api/jobs/{job_id}/next").json()
+    shown = annotator.get(task["image_url"])
+    assert shown.status_code == 200 and shown.headers["cache-control"] == f"private, max-age={REVALIDATE_S}"
+    cached = Path(portal_settings.cache_dir) / "d" / f"{ids[0]}.dcm"
+    old = time.time() - REVALIDATE_S - 5
+    os.utime(cached, (old, old))
+    assert annotator.get(task["image_url"]).status_code == 200  # still in Orthanc: served, age reset
+    assert time.time() - cached.stat().st_mtime < 60
+    client.delete("instances", ids[0])
+    assert annotator.get(task["image_url"]).status_code == 200  # checked < REVALIDATE_S ago: the copy
+    os.utime(cached, (old, old))
+    gone = annotator.get(task["image_url"])
+    assert gone.status_code == 404 and "not in Orthanc" in gone.json()["detail"], gone.text
+    assert not cached.exists()  # the withdrawn copy is gone from the cache too
+
+
 def test_skip_and_flag_leave_the_queue_and_flags_reach_review(as_user, make_user, make_job, portal_db):
     job_id, ids = make_job(3, k=1)
     a, b = (as_user(make_user("annotator")) for _ in range(2))

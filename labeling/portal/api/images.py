@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
 from labeling.portal.deps import ID, get_portal, in_thread
+from labeling.portal.images import IMAGE_CACHE_CONTROL
 
 router = APIRouter(tags=["images"])
 
@@ -28,4 +29,4 @@ def _image(request: Request, item_id: int, x_prefetch_token: Optional[str]) -> R
     # Read here, in the route's thread: one image (~0.1–10 MB) in memory is cheaper than
     # FileResponse's chunked reads, each another hop to the thread pool.
     return Response(portal.images.get(source).read_bytes(), media_type="application/dicom",
-                    headers={"Cache-Control": "private, max-age=3600"})
+                    headers={"Cache-Control": IMAGE_CACHE_CONTROL})

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from labeling.portal import series
 from labeling.portal.deps import ID, get_portal, in_thread
+from labeling.portal.images import IMAGE_CACHE_CONTROL
 
 router = APIRouter(tags=["images"])
 
@@ -27,4 +28,4 @@ def _slice(request: Request, item_id: int, instance_id: str) -> Response:
     instance = series.check_slice(item_id, found, instance_id)
     # The one image store: the same de-identification (and UID mapping) for every slice of the series.
     return Response(portal.images.get(instance).read_bytes(), media_type="application/dicom",
-                    headers={"Cache-Control": "private, max-age=3600"})
+                    headers={"Cache-Control": IMAGE_CACHE_CONTROL})
