@@ -18,13 +18,14 @@ from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from labeling.portal.names import DB_MAX_OVERFLOW
 from labeling.portal.settings import PortalSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATE_LOCK_KEY = 0x706F7274  # "port": any constant shared by every portal task
 # Connections a worker may open beyond PORTAL_DB_POOL_SIZE (components/portal.py budgets the same
 # number per worker under RDS max_connections as PORTAL_MAX_OVERFLOW).
-from labeling.portal.names import DB_MAX_OVERFLOW as MAX_OVERFLOW
+MAX_OVERFLOW = DB_MAX_OVERFLOW
 
 
 class DatabaseError(RuntimeError):

@@ -101,20 +101,24 @@ class ImageStore:
         except FileNotFoundError:
             return None
 
+    @classmethod
+    def _fresh(cls, target: Path) -> bool:
+        """Cached and checked against Orthanc less than :data:`REVALIDATE_S` ago: served as it is."""
+        age = cls._age(target)
+        return age is not None and age < REVALIDATE_S
+
     def get(self, instance_id: str) -> Path:
         """The cached (de-identified) file for an instance, fetching it on first use and checking it
         is still in Orthanc when it is older than :data:`REVALIDATE_S`."""
         target = self.path(instance_id)
-        age = self._age(target)
-        if age is not None and age < REVALIDATE_S:
+        if self._fresh(target):
             return target
         with self._lock_for(instance_id):
             from labeling.orthanc.client import OrthancError
 
-            age = self._age(target)
-            if age is not None and age < REVALIDATE_S:
+            if self._fresh(target):
                 return target
-            if age is not None:
+            if target.is_file():
                 try:
                     present = self.orthanc().instance_exists(instance_id)
                 except OrthancError as exc:  # Orthanc down: the copy already checked stays usable
@@ -167,7 +171,8 @@ class ImageStore:
         threads, as one job per call. At most :data:`PREFETCH_PENDING` jobs wait, and a job already
         waiting is not queued twice; beyond that a prefetch is dropped (the image route fetches on
         demand). Errors are only logged."""
-        todo = tuple(i for i in instance_ids[:CHECKED_INLINE] if not self.path(i).is_file()) + \
+        # a stale copy too: its recheck in Orthanc then happens here, off the request path
+        todo = tuple(i for i in instance_ids[:CHECKED_INLINE] if not self._fresh(self.path(i))) + \
             tuple(instance_ids[CHECKED_INLINE:])
         if not todo:
             return
